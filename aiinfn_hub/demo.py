@@ -1,0 +1,147 @@
+"""`aiinfn-hub demo`: the platform on this machine, on the local dev cluster, with demo users.
+
+It brings the dev cluster up (or reuses a running one), makes the demo namespace, writes a hub
+configuration that loads the repository's jupyterhub_config.d/ and then the demo overrides, runs
+JupyterHub at http://127.0.0.1:8000 and, on Ctrl-C, stops the hub and whatever it started itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from . import k8s, labels
+from .demo_auth import DEMO_MODE_ENV
+from .devcluster import versions
+from .devcluster.cluster import DEFAULT_NAME, DevCluster
+from .devcluster.errors import DevClusterError
+from .devcluster.processes import require_free
+
+DEMO_NAMESPACE = "aiinfn-demo"
+DEMO_USERS = {"alice": "admin, project cms-ml", "bob": "project lhcb-flashsim", "carol": "project lhcb-flashsim"}
+DEMO_ADMINS = {"alice"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
+    """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides."""
+    lines = [
+        f"load_subconfig({str(config_root / 'jupyterhub_config.py')!r})",
+        f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
+        "c.JupyterHub.hub_ip = '127.0.0.1'",
+        f"c.JupyterHub.db_url = {'sqlite:///' + str(state / 'jupyterhub.sqlite')!r}",
+        f"c.JupyterHub.cookie_secret_file = {str(state / 'jupyterhub_cookie_secret')!r}",
+        f"c.ConfigurableHTTPProxy.pid_file = {str(state / 'proxy.pid')!r}",
+        "c.JupyterHub.authenticator_class = 'aiinfn-demo'",
+        f"c.DemoAuthenticator.allowed_users = {sorted(DEMO_USERS)!r}",
+        f"c.DemoAuthenticator.admin_users = {sorted(DEMO_ADMINS)!r}",
+        f"c.DemoAuthenticator.user_password = {password!r}",
+        f"c.KubeSpawner.namespace = {DEMO_NAMESPACE!r}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def ensure_namespace(kubeconfig: str, name: str) -> None:
+    """Create the demo namespace with Pod Security "restricted" enforced, if it is missing."""
+    api_client = await k8s.api_client(kubeconfig)
+    async with api_client:
+        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
+            labels.POD_SECURITY_ENFORCE: "restricted",
+            labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+            labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+        }))
+        try:
+            await client.CoreV1Api(api_client).create_namespace(body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+
+def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hub.poll() is not None:
+            raise DevClusterError(f"JupyterHub exited during start-up (exit {hub.returncode}); see its output above")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise DevClusterError(f"JupyterHub did not answer at {url} within {timeout:.0f}s")
+
+
+def _stop(hub: subprocess.Popen) -> None:
+    if hub.poll() is None:
+        hub.send_signal(signal.SIGTERM)
+        try:
+            hub.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+            hub.wait()
+
+
+def run_demo(port: int, cluster_name: str, config_root: Path) -> int:
+    if not (config_root / "jupyterhub_config.py").is_file():
+        raise DevClusterError(f"no jupyterhub_config.py in {config_root}: run from the repository or pass --config-root")
+    require_free(port, "JupyterHub", "--port")
+    log = lambda message: print(f"aiinfn-hub demo: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    cluster = DevCluster(name=cluster_name, log=log)
+    started_cluster = cluster.up()
+    hub = None
+    try:
+        kubeconfig = str(cluster.layout.admin_kubeconfig)
+        asyncio.run(ensure_namespace(kubeconfig, DEMO_NAMESPACE))
+        state = versions.cache_dir() / "demo-hub"
+        state.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(12)
+        config_path = state / "jupyterhub_config.py"
+        config_path.write_text(hub_config(config_root, state, port, password))
+        config_path.chmod(0o600)
+        env = {**os.environ, "KUBECONFIG": kubeconfig, DEMO_MODE_ENV: "1",
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config_path)], cwd=state, env=env)
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(f"{url}/hub/health", hub, timeout=60)
+        users = ", ".join(f"{u} ({what})" for u, what in DEMO_USERS.items())
+        print(f"\n  aiinfn-hub demo is running at {url}\n  users: {users}\n  password: {password}\n"
+              f"  Ctrl-C stops everything this command started.\n", flush=True)
+        return hub.wait()
+    except KeyboardInterrupt:
+        log("stopping")
+        return 0
+    finally:
+        if hub is not None:
+            _stop(hub)
+        if started_cluster:
+            cluster.down()
+            log("dev cluster stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aiinfn-hub", description="aiinfn-hub administration commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the platform locally on the dev cluster with demo users")
+    demo.add_argument("--port", type=int, default=8000, help="JupyterHub port on 127.0.0.1 (default %(default)s)")
+    demo.add_argument("--cluster-name", default=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME))
+    demo.add_argument("--config-root", type=Path, default=REPO_ROOT,
+                      help="folder with jupyterhub_config.py and jupyterhub_config.d/ (default: this checkout)")
+    args = parser.parse_args(argv)
+    try:
+        return run_demo(args.port, args.cluster_name, args.config_root)
+    except DevClusterError as error:
+        print(f"aiinfn-hub: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,17 @@
+"""Label and annotation keys: the Kubernetes recommended ones plus our own prefix."""
+
+PREFIX = "aiinfn.infn.it"
+
+NAME = "app.kubernetes.io/name"
+INSTANCE = "app.kubernetes.io/instance"
+COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+PART_OF = "app.kubernetes.io/part-of"
+
+OWNER = f"{PREFIX}/owner"
+
+MANAGED_BY_VALUE = "aiinfn-hub"
+PART_OF_VALUE = "aiinfn-hub"
+
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+POD_SECURITY_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"

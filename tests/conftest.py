@@ -1,0 +1,89 @@
+"""Shared fixtures: the real dev cluster (session), API clients, a fresh namespace per test.
+
+The cluster is started if it is not running and reused if it is; if this session started it, it
+stops it (every process by pid) at the end. AIINFN_KUBECONFIG points the suite at an existing
+cluster instead (one whose nodes kwok plays; the topology is loaded if missing).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+from aiinfn_hub import k8s, labels
+from aiinfn_hub.devcluster.cluster import DevCluster
+from tests.helpers import has_default_service_account, wait_until
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def devcluster():
+    """(kubeconfig path, DevCluster or None): the running cluster the integration tests use."""
+    external = os.environ.get("AIINFN_KUBECONFIG")
+    if external:
+        yield Path(external), None
+        return
+    cluster = DevCluster(name=os.environ.get("AIINFN_DEVCLUSTER_NAME", "aiinfn-dev"))
+    started = cluster.up()
+    try:
+        yield cluster.layout.admin_kubeconfig, cluster
+    finally:
+        if started:
+            cluster.down()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def api_client(devcluster):
+    kubeconfig, _ = devcluster
+    api = await k8s.api_client(str(kubeconfig))
+    async with api:
+        yield api
+
+
+@pytest.fixture
+def core(api_client) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def batch(api_client) -> client.BatchV1Api:
+    return client.BatchV1Api(api_client)
+
+
+async def _print_events(core: client.CoreV1Api, namespace: str) -> None:
+    events = await core.list_namespaced_event(namespace)
+    print(f"--- events in namespace {namespace} ---")
+    for event in sorted(events.items, key=lambda e: str(e.last_timestamp or e.event_time or "")):
+        obj = event.involved_object
+        print(f"{event.type:7} {event.reason:20} {obj.kind}/{obj.name}: {event.message}")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(request, core):
+    """A fresh namespace enforcing Pod Security "restricted"; its events are printed if the test fails."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
+        labels.POD_SECURITY_ENFORCE: "restricted",
+        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+        labels.MANAGED_BY: "aiinfn-hub-tests",
+    })))
+    await wait_until(lambda: has_default_service_account(core, name), what="default service account")
+    try:
+        yield name
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            await _print_events(core, name)
+        await core.delete_namespace(name)

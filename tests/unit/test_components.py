@@ -1,0 +1,77 @@
+"""Component command lines and configuration are pure builders, compared literally."""
+
+from pathlib import Path
+
+import yaml
+
+from aiinfn_hub.devcluster import components
+
+LAYOUT = components.Layout(Path("/c"))
+PORTS = components.Ports(apiserver=16443, etcd_client=1, etcd_peer=2, controller_manager=3, scheduler=4, kwok=5)
+
+
+def test_apiserver_binds_loopback_with_tls_rbac_and_pod_security():
+    assert components.apiserver_argv(Path("/bin/kube-apiserver"), LAYOUT, PORTS) == [
+        "/bin/kube-apiserver",
+        "--etcd-servers=http://127.0.0.1:1",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        "--secure-port=16443",
+        "--tls-cert-file=/c/pki/serving.crt",
+        "--tls-private-key-file=/c/pki/serving.key",
+        "--client-ca-file=/c/pki/ca.crt",
+        "--service-account-key-file=/c/pki/sa.pub",
+        "--service-account-signing-key-file=/c/pki/sa.key",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        "--service-cluster-ip-range=10.96.0.0/16",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NodeRestriction",
+        "--admission-control-config-file=/c/admission.yaml",
+        "--allow-privileged=true",
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def test_every_listener_is_on_loopback():
+    argvs = [build(Path("/bin/x"), LAYOUT, PORTS) for build in (
+        components.etcd_argv, components.apiserver_argv, components.controller_manager_argv,
+        components.scheduler_argv, components.kwok_argv)]
+    for argv in argvs:
+        for arg in argv:
+            if "address" in arg or "urls" in arg or "initial-cluster=" in arg:
+                assert "127.0.0.1" in arg, arg
+    assert "--cidr=127.64.0.0/14" in components.kwok_argv(Path("/bin/kwok"), LAYOUT, PORTS)
+
+
+def test_pod_security_default_is_restricted():
+    config = components.pod_security_admission()["plugins"][0]["configuration"]
+    assert config["defaults"]["enforce"] == "restricted"
+    assert config["exemptions"]["namespaces"] == ["kube-system"]
+
+
+def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
+    for relative in components.KWOK_STAGE_FILES:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name = Path(relative).stem
+        spec = {"delay": {"durationMilliseconds": 1000, "jitterDurationMilliseconds": 5000}}
+        path.write_text(yaml.safe_dump({"kind": "Stage", "metadata": {"name": name}, "spec": spec}))
+    documents = components.kwok_config(tmp_path)
+    assert documents[0] == {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {"cidr": "127.64.0.0/14", "nodeIP": "127.0.0.1"},
+    }
+    stages = {d["metadata"]["name"]: d for d in documents[1:]}
+    assert list(stages) == ["node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"]
+    assert stages["pod-complete"]["spec"]["delay"] == {"durationMilliseconds": 1000}
+    assert stages["pod-ready"]["spec"]["delay"]["jitterDurationMilliseconds"] == 5000
+
+
+def test_kubeconfig_names_one_client_certificate_user():
+    config = components.kubeconfig("https://127.0.0.1:16443", Path("/c/ca.crt"), Path("/c/a.crt"),
+                                   Path("/c/a.key"), "someone")
+    assert config["users"] == [{"name": "someone", "user": {"client-certificate": "/c/a.crt", "client-key": "/c/a.key"}}]
+    assert config["clusters"][0]["cluster"] == {"server": "https://127.0.0.1:16443", "certificate-authority": "/c/ca.crt"}
