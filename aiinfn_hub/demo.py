@@ -25,13 +25,16 @@ from kubernetes_asyncio.client.rest import ApiException
 from . import k8s, labels
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
-from .devcluster.cluster import DEFAULT_NAME, DevCluster
+from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from .devcluster.errors import DevClusterError
 from .devcluster.processes import require_free
 
 DEMO_NAMESPACE = "aiinfn-demo"
-DEMO_USERS = {"alice": "admin, project cms-ml", "bob": "project lhcb-flashsim", "carol": "project lhcb-flashsim"}
-DEMO_ADMINS = {"alice"}
+DEMO_USERS = {
+    "alice": {"admin": True, "groups": ["cms-ml"]},
+    "bob": {"admin": False, "groups": ["lhcb-flashsim"]},
+    "carol": {"admin": False, "groups": ["cms-ml", "lhcb-flashsim"]},
+}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,9 +48,8 @@ def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
         f"c.JupyterHub.cookie_secret_file = {str(state / 'jupyterhub_cookie_secret')!r}",
         f"c.ConfigurableHTTPProxy.pid_file = {str(state / 'proxy.pid')!r}",
         "c.JupyterHub.authenticator_class = 'aiinfn-demo'",
-        f"c.DemoAuthenticator.allowed_users = {sorted(DEMO_USERS)!r}",
-        f"c.DemoAuthenticator.admin_users = {sorted(DEMO_ADMINS)!r}",
-        f"c.DemoAuthenticator.user_password = {password!r}",
+        f"c.DemoAuthenticator.demo_users = {DEMO_USERS!r}",
+        f"c.DemoAuthenticator.password = {password!r}",
         f"c.KubeSpawner.namespace = {DEMO_NAMESPACE!r}",
     ]
     return "\n".join(lines) + "\n"
@@ -94,18 +96,18 @@ def _stop(hub: subprocess.Popen) -> None:
             hub.wait()
 
 
-def run_demo(port: int, cluster_name: str, config_root: Path) -> int:
+def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path) -> int:
     if not (config_root / "jupyterhub_config.py").is_file():
         raise DevClusterError(f"no jupyterhub_config.py in {config_root}: run from the repository or pass --config-root")
     require_free(port, "JupyterHub", "--port")
     log = lambda message: print(f"aiinfn-hub demo: {message}", file=sys.stderr, flush=True)  # noqa: E731
-    cluster = DevCluster(name=cluster_name, log=log)
+    cluster = DevCluster(name=cluster_name, port=cluster_port, log=log)
     started_cluster = cluster.up()
     hub = None
     try:
         kubeconfig = str(cluster.layout.admin_kubeconfig)
         asyncio.run(ensure_namespace(kubeconfig, DEMO_NAMESPACE))
-        state = versions.cache_dir() / "demo-hub"
+        state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
@@ -116,7 +118,10 @@ def run_demo(port: int, cluster_name: str, config_root: Path) -> int:
         hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config_path)], cwd=state, env=env)
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{url}/hub/health", hub, timeout=60)
-        users = ", ".join(f"{u} ({what})" for u, what in DEMO_USERS.items())
+        users = ", ".join(
+            f"{name} ({'admin, ' if user['admin'] else ''}projects {' '.join(user['groups'])})"
+            for name, user in DEMO_USERS.items()
+        )
         print(f"\n  aiinfn-hub demo is running at {url}\n  users: {users}\n  password: {password}\n"
               f"  Ctrl-C stops everything this command started.\n", flush=True)
         return hub.wait()
@@ -136,12 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the platform locally on the dev cluster with demo users")
     demo.add_argument("--port", type=int, default=8000, help="JupyterHub port on 127.0.0.1 (default %(default)s)")
-    demo.add_argument("--cluster-name", default=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME))
+    demo.add_argument("--cluster-name", default=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
+                      help="dev cluster to use or start (default %(default)s)")
+    demo.add_argument("--cluster-port", type=int, default=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)),
+                      help="its kube-apiserver port on 127.0.0.1 (default %(default)s)")
     demo.add_argument("--config-root", type=Path, default=REPO_ROOT,
                       help="folder with jupyterhub_config.py and jupyterhub_config.d/ (default: this checkout)")
     args = parser.parse_args(argv)
     try:
-        return run_demo(args.port, args.cluster_name, args.config_root)
+        return run_demo(args.port, args.cluster_name, args.cluster_port, args.config_root)
     except DevClusterError as error:
         print(f"aiinfn-hub: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("aiinfn-hub: interrupted; everything started so far was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

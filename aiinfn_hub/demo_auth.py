@@ -1,4 +1,4 @@
-"""DemoAuthenticator: shared-password login for `aiinfn-hub demo` only.
+"""DemoAuthenticator: a password login with fixed demo users, for `aiinfn-hub demo` only.
 
 It refuses to load unless demo mode is on (AIINFN_DEMO_MODE=1, set by `aiinfn-hub demo`) and
 the hub listens on a loopback address, so a demo configuration copied to a server cannot open it.
@@ -6,11 +6,13 @@ the hub listens on a loopback address, so a demo configuration copied to a serve
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 from urllib.parse import urlparse
 
-from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
+from jupyterhub.auth import Authenticator
+from traitlets import Dict, Unicode, default
 
 DEMO_MODE_ENV = "AIINFN_DEMO_MODE"
 
@@ -28,8 +30,32 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class DemoAuthenticator(SharedPasswordAuthenticator):
-    """Demo users log in with the password that `aiinfn-hub demo` prints."""
+class DemoAuthenticator(Authenticator):
+    """Demo users log in with the one password that `aiinfn-hub demo` prints."""
+
+    demo_users = Dict(
+        value_trait=Dict(),
+        key_trait=Unicode(),
+        config=True,
+        help="""Demo users by name: {"alice": {"admin": true, "groups": ["cms-ml"]}}.
+        Only these names can log in; their groups and admin flag are set at each login.""",
+    )
+    password = Unicode(
+        config=True,
+        help="The demo password (at least 12 characters); `aiinfn-hub demo` makes a random one per run.",
+    )
+
+    @default("manage_groups")
+    def _default_manage_groups(self) -> bool:
+        return True
+
+    @default("allow_all")
+    def _default_allow_all(self) -> bool:
+        return False
+
+    @default("allowed_users")
+    def _default_allowed_users(self) -> set[str]:
+        return set(self.demo_users)
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -38,6 +64,8 @@ class DemoAuthenticator(SharedPasswordAuthenticator):
                 f"DemoAuthenticator only runs under `aiinfn-hub demo` ({DEMO_MODE_ENV}=1); "
                 "configure AiInfnOAuthenticator for a real deployment"
             )
+        if len(self.password) < 12:
+            raise DemoModeError("DemoAuthenticator.password must be at least 12 characters")
         self._check_bind_url(getattr(self.parent, "bind_url", "") or "")
 
     @staticmethod
@@ -47,3 +75,10 @@ class DemoAuthenticator(SharedPasswordAuthenticator):
             raise DemoModeError(
                 f"DemoAuthenticator refuses to serve on {host!r}: the demo listens on 127.0.0.1 only"
             )
+
+    async def authenticate(self, handler, data):
+        username = data.get("username", "")
+        user = self.demo_users.get(username)
+        if user is None or not hmac.compare_digest(data.get("password", "").encode(), self.password.encode()):
+            return None
+        return {"name": username, "admin": bool(user.get("admin")), "groups": list(user.get("groups", []))}

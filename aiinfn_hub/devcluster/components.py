@@ -230,7 +230,17 @@ def kwok_config(stage_library: Path) -> list[dict[str, Any]]:
         {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "kind": "KwokConfiguration",
-            "options": {"cidr": POD_CIDR, "nodeIP": "127.0.0.1"},
+            # kwok applies no defaults to a configuration file it is given: spell them out.
+            "options": {
+                "cidr": POD_CIDR,
+                "nodeIP": "127.0.0.1",
+                "nodeLeaseDurationSeconds": NODE_LEASE_SECONDS,
+                "nodeLeaseParallelism": 4,
+                "podPlayStageParallelism": 4,
+                "nodePlayStageParallelism": 4,
+                "podsOnNodeSyncParallelism": 1,
+                "enablePodsOnNodeSyncListPager": True,
+            },
         }
     ]
     for relative in KWOK_STAGE_FILES:

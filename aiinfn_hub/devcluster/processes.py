@@ -101,8 +101,12 @@ def free_port() -> int:
 
 
 def require_free(port: int, what: str, option: str) -> None:
-    """Raise a one-line error if port is taken on 127.0.0.1."""
+    """Raise a one-line error if a program listens on port on 127.0.0.1.
+
+    SO_REUSEADDR as the servers themselves set it: connections lingering in TIME_WAIT from an
+    earlier run must not count as "in use"."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -62,7 +62,16 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
     assert documents[0] == {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokConfiguration",
-        "options": {"cidr": "127.64.0.0/14", "nodeIP": "127.0.0.1"},
+        "options": {
+            "cidr": "127.64.0.0/14",
+            "nodeIP": "127.0.0.1",
+            "nodeLeaseDurationSeconds": 40,
+            "nodeLeaseParallelism": 4,
+            "podPlayStageParallelism": 4,
+            "nodePlayStageParallelism": 4,
+            "podsOnNodeSyncParallelism": 1,
+            "enablePodsOnNodeSyncListPager": True,
+        },
     }
     stages = {d["metadata"]["name"]: d for d in documents[1:]}
     assert list(stages) == ["node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"]

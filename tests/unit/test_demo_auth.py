@@ -1,15 +1,17 @@
-"""The demo login exists only in demo mode and only on a loopback address."""
+"""The demo login exists only in demo mode, only on a loopback address, only for demo users."""
 
 import pytest
 from traitlets.config import Config
 
 from aiinfn_hub.demo_auth import DEMO_MODE_ENV, DemoAuthenticator, DemoModeError
 
+PASSWORD = "a-long-demo-password"
 
-def _config():
+
+def _config(password=PASSWORD):
     c = Config()
-    c.DemoAuthenticator.user_password = "a-long-demo-password"
-    c.DemoAuthenticator.allowed_users = {"alice"}
+    c.DemoAuthenticator.password = password
+    c.DemoAuthenticator.demo_users = {"alice": {"admin": True, "groups": ["cms-ml"]}, "bob": {}}
     return c
 
 
@@ -19,20 +21,29 @@ def test_refuses_outside_demo_mode(monkeypatch):
         DemoAuthenticator(config=_config())
 
 
-def test_refuses_a_public_bind_address(monkeypatch):
+def test_refuses_a_short_password(monkeypatch):
     monkeypatch.setenv(DEMO_MODE_ENV, "1")
+    with pytest.raises(DemoModeError, match="at least 12 characters"):
+        DemoAuthenticator(config=_config("short"))
+
+
+def test_refuses_a_public_bind_address():
     with pytest.raises(DemoModeError, match="refuses to serve on '0.0.0.0'"):
         DemoAuthenticator._check_bind_url("http://0.0.0.0:8000")
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000/", "http://[::1]:8000"])
-def test_loopback_bind_addresses_are_fine(monkeypatch, url):
-    monkeypatch.setenv(DEMO_MODE_ENV, "1")
+def test_loopback_bind_addresses_are_fine(url):
     DemoAuthenticator._check_bind_url(url)
 
 
-async def test_demo_user_logs_in_with_the_shared_password(monkeypatch):
+async def test_demo_users_log_in_with_groups_and_admin_flag(monkeypatch):
     monkeypatch.setenv(DEMO_MODE_ENV, "1")
     authenticator = DemoAuthenticator(config=_config())
-    assert await authenticator.get_authenticated_user(None, {"username": "alice", "password": "a-long-demo-password"})
-    assert not await authenticator.get_authenticated_user(None, {"username": "alice", "password": "wrong"})
+    assert await authenticator.authenticate(None, {"username": "alice", "password": PASSWORD}) == {
+        "name": "alice", "admin": True, "groups": ["cms-ml"]}
+    assert await authenticator.authenticate(None, {"username": "bob", "password": PASSWORD}) == {
+        "name": "bob", "admin": False, "groups": []}
+    assert await authenticator.authenticate(None, {"username": "alice", "password": "wrong"}) is None
+    assert await authenticator.authenticate(None, {"username": "mallory", "password": PASSWORD}) is None
+    assert authenticator.allowed_users == {"alice", "bob"}
