@@ -102,10 +102,11 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
     require_free(port, "JupyterHub", "--port")
     log = lambda message: print(f"aiinfn-hub demo: {message}", file=sys.stderr, flush=True)  # noqa: E731
     cluster = DevCluster(name=cluster_name, port=cluster_port, log=log)
-    started_cluster = cluster.up()
+    external = os.environ.get("AIINFN_KUBECONFIG")
+    started_cluster = False if external else cluster.up()
     hub = None
     try:
-        kubeconfig = str(cluster.layout.admin_kubeconfig)
+        kubeconfig = external or str(cluster.layout.admin_kubeconfig)
         asyncio.run(ensure_namespace(kubeconfig, DEMO_NAMESPACE))
         state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)

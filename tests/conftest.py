@@ -16,6 +16,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from aiinfn_hub import k8s, labels
+from aiinfn_hub.devcluster import topology
 from aiinfn_hub.devcluster.cluster import DevCluster
 from tests.helpers import has_default_service_account, wait_until
 
@@ -46,9 +47,11 @@ def devcluster():
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def api_client(devcluster):
-    kubeconfig, _ = devcluster
+    kubeconfig, cluster = devcluster
     api = await k8s.api_client(str(kubeconfig))
     async with api:
+        if cluster is None:
+            await topology.ensure_nodes(client.CoreV1Api(api), "ai-infn")
         yield api
 
 

@@ -124,3 +124,15 @@ def node_manifests(name_or_path: str) -> list[dict[str, Any]]:
     """All Node manifests of a topology, in file order."""
     name, topology = load(name_or_path)
     return [node_manifest(spec, i, name) for i, spec in enumerate(expand(topology))]
+
+
+async def ensure_nodes(core_api, name_or_path: str) -> int:
+    """Create the topology's nodes that an existing cluster lacks (for AIINFN_KUBECONFIG);
+    return how many were created. core_api is a kubernetes_asyncio CoreV1Api."""
+    existing = {n.metadata.name for n in (await core_api.list_node()).items}
+    created = 0
+    for manifest in node_manifests(name_or_path):
+        if manifest["metadata"]["name"] not in existing:
+            await core_api.create_node(manifest)
+            created += 1
+    return created
