@@ -23,6 +23,18 @@ QUANTITY_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
 IMAGE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
 
 
+_SUFFIX_FACTORS = {"": 1, "m": 0.001, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity of the forms the catalog accepts ("4", "500m", "16Gi") as a number."""
+    match = QUANTITY_PATTERN.fullmatch(str(text))
+    if not match:
+        raise ValueError(f"not a quantity: {text!r}")
+    number = str(text)[: len(str(text)) - len(match.group(2) or "")]
+    return float(number) * _SUFFIX_FACTORS[match.group(2) or ""]
+
+
 class CatalogError(ValueError):
     """The catalog file is invalid; the message names the offending key."""
 

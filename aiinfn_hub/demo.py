@@ -55,10 +55,11 @@ def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def ensure_namespace(kubeconfig: str, name: str) -> None:
-    """Create the demo namespace with Pod Security "restricted" enforced, if it is missing."""
+async def prepare_cluster(kubeconfig: str, name: str, config_root: Path) -> None:
+    """Create the platform's cluster objects and the demo namespace (Pod Security "restricted")."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
+        await k8s.create_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
         body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
             labels.POD_SECURITY_ENFORCE: "restricted",
             labels.POD_SECURITY_ENFORCE_VERSION: "latest",
@@ -107,7 +108,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
     hub = None
     try:
         kubeconfig = external or str(cluster.layout.admin_kubeconfig)
-        asyncio.run(ensure_namespace(kubeconfig, DEMO_NAMESPACE))
+        asyncio.run(prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root))
         state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(12)

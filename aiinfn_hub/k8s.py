@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, utils
 
 
 async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -16,3 +16,13 @@ async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     else:
         config.load_incluster_config(client_configuration=configuration)
     return client.ApiClient(configuration)
+
+
+async def create_objects(api: client.ApiClient, path: str | os.PathLike) -> None:
+    """Create every object of a YAML file, leaving the ones that already exist as they are."""
+    try:
+        await utils.create_from_yaml(api, str(path))
+    except utils.FailToCreateError as error:
+        conflicts = [e for e in error.api_exceptions if getattr(e, "status", None) != 409]
+        if conflicts:
+            raise

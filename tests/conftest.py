@@ -20,6 +20,8 @@ from aiinfn_hub.devcluster import topology
 from aiinfn_hub.devcluster.cluster import DevCluster
 from tests.helpers import has_default_service_account, wait_until
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -52,6 +54,7 @@ async def api_client(devcluster):
     async with api:
         if cluster is None:
             await topology.ensure_nodes(client.CoreV1Api(api), "ai-infn")
+        await k8s.create_objects(api, REPO / "helm-values" / "priority-classes.yaml")
         yield api
 
 

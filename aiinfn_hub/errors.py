@@ -1,0 +1,37 @@
+"""User-facing errors: a message for the user, separate detail for the log.
+
+Raise `UserError` from validation code; the spawner and the services turn it into JupyterHub's
+`SpawnException` (6.x) or a plain `HTTPError` with the same status and message (5.x, where the
+caller logs the detail itself). Anything
+else is a bug: it is logged with its traceback and the user sees a generic error.
+"""
+
+from __future__ import annotations
+
+from tornado import web
+
+try:
+    from jupyterhub.spawner import SpawnException
+except ImportError:  # JupyterHub 5.x
+    SpawnException = None
+
+
+class UserError(ValueError):
+    """A refusal the user can act on. `message` is shown; `log_detail` only logged."""
+
+    def __init__(self, message: str, *, reason: str = "invalid", log_detail: str = "", status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.log_detail = log_detail or message
+        self.status = status
+
+
+def to_http_error(error: UserError) -> web.HTTPError:
+    """The exception JupyterHub relays to the browser or the REST client with error.status."""
+    if SpawnException is not None:
+        return SpawnException(error.message, reason=error.reason, log_message=error.log_detail,
+                              status_code=error.status)
+    http_error = web.HTTPError(error.status, "%s", error.message)
+    http_error.jupyterhub_message = error.message
+    return http_error
