@@ -59,7 +59,7 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path) -> None
     """Create the platform's cluster objects and the demo namespace (Pod Security "restricted")."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
-        await k8s.create_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
+        await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
         body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
             labels.POD_SECURITY_ENFORCE: "restricted",
             labels.POD_SECURITY_ENFORCE_VERSION: "latest",

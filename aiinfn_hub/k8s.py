@@ -18,11 +18,6 @@ async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-async def create_objects(api: client.ApiClient, path: str | os.PathLike) -> None:
-    """Create every object of a YAML file, leaving the ones that already exist as they are."""
-    try:
-        await utils.create_from_yaml(api, str(path))
-    except utils.FailToCreateError as error:
-        conflicts = [e for e in error.api_exceptions if getattr(e, "status", None) != 409]
-        if conflicts:
-            raise
+async def apply_objects(api: client.ApiClient, path: str | os.PathLike) -> None:
+    """Server-side apply every object of a YAML file (idempotent: safe to run at every start)."""
+    await utils.create_from_yaml(api, str(path), apply=True)

@@ -132,6 +132,7 @@ def accelerator_denial(policy: UserPolicy, key: str, count: int, held: int) -> s
     if not policy.rules.allows_accelerator(key):
         return "not available to your groups"
     if count and held + count > policy.rules.max_accelerators:
-        return (f"over your limit: you hold {held} of {policy.rules.max_accelerators} "
-                f"accelerator{'s' if policy.rules.max_accelerators != 1 else ''}")
+        limit = policy.rules.max_accelerators
+        return (f"over your limit of {limit} accelerator{'s' if limit != 1 else ''}: "
+                f"you hold {held} and asked for {count}")
     return None

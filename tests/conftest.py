@@ -54,7 +54,7 @@ async def api_client(devcluster):
     async with api:
         if cluster is None:
             await topology.ensure_nodes(client.CoreV1Api(api), "ai-infn")
-        await k8s.create_objects(api, REPO / "helm-values" / "priority-classes.yaml")
+        await k8s.apply_objects(api, REPO / "helm-values" / "priority-classes.yaml")
         yield api
 
 

@@ -16,8 +16,8 @@ def test_a100_lands_on_a100_nodes_only():
         "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
         "cpu_guarantee": 8.0,
         "cpu_limit": 8.0,
-        "mem_guarantee": "32Gi",
-        "mem_limit": "32Gi",
+        "mem_guarantee": 32 * 2**30,
+        "mem_limit": 32 * 2**30,
         "extra_resource_guarantees": {"nvidia.com/gpu": "2"},
         "extra_resource_limits": {"nvidia.com/gpu": "2"},
         "node_affinity_required": [{"matchExpressions": [

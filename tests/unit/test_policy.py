@@ -28,7 +28,7 @@ def test_no_groups_means_the_default():
 def test_denials_carry_reasons():
     user = policy.for_user(DEFAULT, GROUPS, ["cms-ml"])
     assert policy.accelerator_denial(user, "v70", 1, 0) == "not available to your groups"
-    assert policy.accelerator_denial(user, "a100", 2, 1) == "over your limit: you hold 1 of 2 accelerators"
+    assert policy.accelerator_denial(user, "a100", 2, 1) == "over your limit of 2 accelerators: you hold 1 and asked for 2"
     assert policy.accelerator_denial(user, "a100", 1, 1) is None
     assert policy.accelerator_denial(user, "cpu", 0, 2) is None
 

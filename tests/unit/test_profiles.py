@@ -59,7 +59,7 @@ def test_policy_refusals_are_403():
     with pytest.raises(UserError, match="not available to your groups") as error:
         profiles.resolve(CATALOG, CPU_ONLY, {"accelerator": "a100"}, 0)
     assert error.value.status == 403
-    with pytest.raises(UserError, match="over your limit: you hold 2 of 2"):
+    with pytest.raises(UserError, match="over your limit of 2 accelerators: you hold 2 and asked for 1"):
         profiles.resolve(CATALOG, USER, {"accelerator": "t4"}, held=2)
     capped = policy.for_user(policy.parse_rules({"accelerators": "*", "environments": "*", "max_cpu": "2"},
                                                 CATALOG, "d"), {}, [])

@@ -1,0 +1,63 @@
+"""The hub-process-wide platform state the spawners share: catalog, policies, inventory, promises.
+
+One per hub process, built from the spawner's configuration on first use (and checked at hub
+start by `check_config`, which the repository's jupyterhub_config.py calls after loading
+jupyterhub_config.d/, so a bad catalog or policy stops the hub with the key that is wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from traitlets.config import Config
+
+from . import catalog as catalog_module
+from . import policy
+from .inventory import Inventory
+from .reservations import Reservations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Platform:
+    catalog: catalog_module.Catalog
+    default_rules: policy.Rules
+    group_rules: dict[str, policy.Rules]
+    inventory: Inventory
+    reservations: Reservations = field(default_factory=Reservations)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    watcher: Any = None
+    watcher_start: asyncio.Task | None = None
+
+
+def load(catalog_file: str, default_policy: Mapping[str, Any], group_policies: Mapping[str, Any],
+         reservation_taint_key: str) -> Platform:
+    """Validate and build the platform state; raises CatalogError or PolicyError."""
+    catalog = catalog_module.load(Path(catalog_file))
+    return Platform(
+        catalog=catalog,
+        default_rules=policy.parse_rules(default_policy, catalog, "default_policy"),
+        group_rules=policy.parse_policies(group_policies, catalog),
+        inventory=Inventory(catalog.accelerators, reservation_taint=reservation_taint_key),
+    )
+
+
+def check_config(config: Config) -> None:
+    """Validate the AiInfnSpawner part of a loaded hub config; exit with the reason if it is bad."""
+    from .spawner import AiInfnSpawner
+
+    defaults = AiInfnSpawner.class_traits()
+    section = {**config.get("KubeSpawner", {}), **config.get("AiInfnSpawner", {})}
+
+    def value(name: str) -> Any:
+        return section[name] if name in section else defaults[name].default()
+
+    try:
+        load(value("catalog_file"), value("default_policy"), value("group_policies"), value("reservation_taint_key"))
+    except (catalog_module.CatalogError, policy.PolicyError) as error:
+        raise SystemExit(f"aiinfn-hub: invalid platform configuration: {error}") from None

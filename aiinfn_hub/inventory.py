@@ -1,0 +1,522 @@
+"""Accelerator inventory: how many units of each accelerator are free right now.
+
+The spawn page shows "k of N free" on every render, so the counts must be read without any
+Kubernetes call. This module is the pure counting core: the watcher (`inventory_watch.py`) feeds
+it node and pod objects as raw API dicts; it keeps only slim records and maintains per
+(accelerator, reservation) aggregates incrementally, so an event costs a few dict lookups and a
+snapshot a few additions. `recount` recomputes everything from the slim records, which is how
+the tests prove the increments right.
+
+Rules, in short: a node is notebook capacity if it is Ready, not cordoned and not a virtual
+(offload) node; a pod occupies units while it is bound and not finished; a pod is batch
+(preemptible) if Kueue queued it or a Job owns it, otherwise it is a notebook.
+"""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Any, Collection, Iterable, Mapping, NamedTuple
+
+from aiinfn_hub.catalog import Accelerator
+
+ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
+EVENT_TYPES = frozenset({ADDED, MODIFIED, DELETED})
+RESERVATION_TAINT = "reserved"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+VIRTUAL_NODE_LABEL = ("type", "virtual-kubelet")
+VIRTUAL_TAINT_PREFIX = "virtual-node.interlink/"
+VIRTUAL_TAINT = "virtual-kubelet.io/provider"
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+_EMPTY: Mapping[str, Any] = {}
+_SUFFIXES = {  # Kubernetes quantity suffixes; longest first so "Ki" wins over "k"-like tails
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+}
+
+
+class Counts(NamedTuple):
+    """Units of one accelerator: on eligible nodes, used by notebooks, used by batch, free."""
+
+    total: int = 0
+    notebooks: int = 0
+    batch: int = 0
+    free: int = 0
+    free_if_preempted: int = 0
+
+
+class NodeRecord(NamedTuple):
+    """What is kept of a node: is it notebook capacity, for whom, and what it offers."""
+
+    eligible: bool
+    reserved_for: str | None
+    offers: Mapping[str, tuple[str, int]]  # resource -> (accelerator key, units)
+
+
+class PodRecord(NamedTuple):
+    """What is kept of a pod that occupies accelerator units (other pods are not kept)."""
+
+    node: str
+    demands: tuple[tuple[str, int], ...]  # (resource, units > 0), sorted
+    batch: bool
+
+
+def units(value: Any) -> int:
+    """Whole units of an extended-resource quantity ("2", "2k", 2); 0 for anything unreadable."""
+    if type(value) is int:
+        return value if value > 0 else 0
+    if not isinstance(value, str):
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        return _quantity(value)
+    return number if number > 0 else 0
+
+
+def _quantity(text: str) -> int:
+    multiplier: Decimal | int = 1
+    for suffix, factor in _SUFFIXES.items():
+        if text.endswith(suffix):
+            text, multiplier = text[: -len(suffix)], factor
+            break
+    else:
+        if text.endswith("m"):
+            text, multiplier = text[:-1], Decimal("0.001")
+    try:
+        number = int(Decimal(text) * multiplier)
+    except (InvalidOperation, ValueError, OverflowError):
+        return 0
+    return number if number > 0 else 0
+
+
+def _visible(groups: Collection[str]) -> tuple[str | None, ...]:
+    """Reservations a user in `groups` may use: unreserved (None) and their groups, once each."""
+    if isinstance(groups, str):
+        groups = (groups,)
+    return tuple(dict.fromkeys((None, *groups)))
+
+
+def _clamped(capacity: int, notebooks: int, batch: int) -> tuple[int, int]:
+    """(free, free_if_preempted) of one node: what is left, never below zero."""
+    if_preempted = capacity - notebooks if capacity > notebooks else 0
+    return (if_preempted - batch if if_preempted > batch else 0), if_preempted
+
+
+class _Bucket:
+    """Sums over the eligible nodes of one (accelerator, reservation), plus histograms of the
+    per-node free units so the largest free block is found without scanning nodes."""
+
+    __slots__ = ("total", "notebooks", "batch", "free", "free_if_preempted", "free_hist", "preempted_hist")
+
+    def __init__(self) -> None:
+        self.total = self.notebooks = self.batch = self.free = self.free_if_preempted = 0
+        self.free_hist: dict[int, int] = {}
+        self.preempted_hist: dict[int, int] = {}
+
+
+def _bump(histogram: dict[int, int], value: int, sign: int) -> None:
+    count = histogram.get(value, 0) + sign
+    if count:
+        histogram[value] = count
+    else:
+        del histogram[value]
+
+
+class Inventory:
+    """Slim records of nodes and pods, and per-accelerator counts kept current per event.
+
+    Not thread-safe by design: one event loop applies events and reads snapshots.
+    """
+
+    def __init__(self, accelerators: Mapping[str, Accelerator], *,
+                 reservation_taint: str = RESERVATION_TAINT, queue_label: str = QUEUE_LABEL) -> None:
+        self.reservation_taint = reservation_taint
+        self.queue_label = queue_label
+        counted = [a for a in accelerators.values() if a.kind != "cpu" and a.resource]
+        self.accelerator_keys: tuple[str, ...] = tuple(a.key for a in counted)
+        # Per resource, the accelerators that may claim it on a node: most specific labels
+        # first (so a label-less fallback never shadows a product), then catalog order.
+        by_resource: dict[str, list[Accelerator]] = {}
+        for accelerator in counted:
+            by_resource.setdefault(accelerator.resource, []).append(accelerator)
+        self._by_resource = {r: tuple(sorted(accs, key=lambda a: -len(a.node_labels)))
+                             for r, accs in by_resource.items()}
+        self._resources = frozenset(by_resource)
+        self._nodes: dict[str, NodeRecord] = {}
+        self._pods: dict[str, PodRecord] = {}
+        self._rebuild()
+
+    # ---- parsing: raw API dicts -> slim records -------------------------------------------
+
+    def node_record(self, obj: Mapping[str, Any] | None) -> tuple[str, NodeRecord] | None:
+        """(name, record) of a Node dict; None if it has no name. Unreadable parts offer nothing."""
+        try:
+            meta = obj.get("metadata") or _EMPTY
+            name = meta.get("name")
+        except AttributeError:
+            return None
+        if not isinstance(name, str) or not name:
+            return None
+        try:
+            record = self._node_record(obj, meta)
+        except (AttributeError, TypeError):
+            record = NodeRecord(False, None, {})
+        return sys.intern(name), record
+
+    def _node_record(self, obj: Mapping[str, Any], meta: Mapping[str, Any]) -> NodeRecord:
+        labels = meta.get("labels") or _EMPTY
+        spec = obj.get("spec") or _EMPTY
+        status = obj.get("status") or _EMPTY
+        virtual = labels.get(VIRTUAL_NODE_LABEL[0]) == VIRTUAL_NODE_LABEL[1]
+        reserved_for = None
+        for taint in spec.get("taints") or ():
+            key = taint.get("key") if isinstance(taint, dict) else None
+            if not isinstance(key, str):
+                continue
+            if key == VIRTUAL_TAINT or key.startswith(VIRTUAL_TAINT_PREFIX):
+                virtual = True
+            elif key == self.reservation_taint and reserved_for is None:
+                value = taint.get("value")
+                reserved_for = value if isinstance(value, str) else ""
+        ready = False
+        for condition in status.get("conditions") or ():
+            if isinstance(condition, dict) and condition.get("type") == "Ready":
+                ready = condition.get("status") == "True"
+        offers: dict[str, tuple[str, int]] = {}
+        allocatable = status.get("allocatable") or _EMPTY
+        for resource, candidates in self._by_resource.items():
+            count = units(allocatable.get(resource))
+            if count:
+                for accelerator in candidates:
+                    if accelerator.offered_by(labels):
+                        offers[resource] = (accelerator.key, count)
+                        break
+        eligible = ready and spec.get("unschedulable") is not True and not virtual
+        return NodeRecord(eligible, reserved_for, offers)
+
+    @staticmethod
+    def pod_key(obj: Mapping[str, Any] | None) -> str | None:
+        """"namespace/name" of a Pod dict, or None if it has no name."""
+        try:
+            meta = obj["metadata"]
+            name = meta["name"]
+            namespace = meta.get("namespace") or ""
+            return namespace + "/" + name if name and type(name) is str else None
+        except (KeyError, TypeError, AttributeError):
+            return None
+
+    def pod_record(self, obj: Mapping[str, Any] | None) -> PodRecord | None:
+        """The slim record of a Pod dict if it occupies accelerator units now, else None."""
+        try:
+            spec = obj.get("spec") or _EMPTY
+            node = spec.get("nodeName")
+            if not node or type(node) is not str:
+                return None
+            status = obj.get("status") or _EMPTY
+            if status.get("phase") in TERMINAL_PHASES:
+                return None
+            demands = self._demands(spec)
+            if not demands:
+                return None
+            meta = obj.get("metadata") or _EMPTY
+            labels = meta.get("labels") or _EMPTY
+            batch = self.queue_label in labels
+            if not batch:
+                for owner in meta.get("ownerReferences") or ():
+                    if isinstance(owner, dict) and owner.get("kind") == "Job":
+                        batch = True
+                        break
+            return PodRecord(sys.intern(node), demands, batch)
+        except (AttributeError, TypeError):
+            return None
+
+    def _container_units(self, container: Mapping[str, Any]) -> dict[str, int] | None:
+        """Units per catalog resource of one container: its limit, else its request."""
+        resources = container.get("resources")
+        if not resources:
+            return None
+        limits = resources.get("limits") or _EMPTY
+        requests = resources.get("requests") or _EMPTY
+        found = None
+        for name, value in limits.items():
+            if name in self._resources:
+                found = found or {}
+                found[name] = units(value)
+        for name, value in requests.items():
+            if name in self._resources and name not in limits:
+                found = found or {}
+                found[name] = units(value)
+        return found
+
+    def _demands(self, spec: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+        """The pod's effective units per resource, as the scheduler computes them: the sum
+        over containers (plus sidecars) or the peak of the init phase, whichever is larger."""
+        total: dict[str, int] = {}
+        for container in spec.get("containers") or ():
+            found = self._container_units(container)
+            if found:
+                for name, count in found.items():
+                    total[name] = total.get(name, 0) + count
+        init_containers = spec.get("initContainers")
+        if init_containers:
+            sidecars: dict[str, int] = {}
+            peak: dict[str, int] = {}
+            for container in init_containers:
+                found = self._container_units(container)
+                if not found:
+                    continue
+                restartable = container.get("restartPolicy") == "Always"
+                for name, count in found.items():
+                    if restartable:
+                        sidecars[name] = sidecars.get(name, 0) + count
+                        peak[name] = max(peak.get(name, 0), sidecars[name])
+                    else:
+                        peak[name] = max(peak.get(name, 0), sidecars.get(name, 0) + count)
+            for name, count in sidecars.items():
+                total[name] = total.get(name, 0) + count
+            for name, count in peak.items():
+                if count > total.get(name, 0):
+                    total[name] = count
+        if not total:
+            return ()
+        return tuple(sorted((name, count) for name, count in total.items() if count > 0))
+
+    def slim_nodes(self, objs: Iterable[Mapping[str, Any]]) -> dict[str, NodeRecord]:
+        """Records of a node list, by name (for `replace`, e.g. page by page after a relist)."""
+        records = {}
+        for obj in objs:
+            parsed = self.node_record(obj)
+            if parsed is not None:
+                records[parsed[0]] = parsed[1]
+        return records
+
+    def slim_pods(self, objs: Iterable[Mapping[str, Any]]) -> dict[str, PodRecord]:
+        """Records of the pods in a list that occupy accelerator units, by "namespace/name"."""
+        records = {}
+        for obj in objs:
+            record = self.pod_record(obj)
+            if record is not None:
+                key = self.pod_key(obj)
+                if key is not None:
+                    records[key] = record
+        return records
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def apply_node(self, event_type: str, obj: Mapping[str, Any] | None) -> bool:
+        """Apply one watch event for a node; True if any count may have changed."""
+        if event_type not in EVENT_TYPES:
+            return False
+        parsed = self.node_record(obj)
+        if parsed is None:
+            return False
+        name, new = parsed
+        if event_type == DELETED:
+            new = None
+        old = self._nodes.get(name)
+        if old == new:
+            return False
+        if old is not None and new is not None and old.offers == new.offers:
+            # Readiness, cordon or reservation flipped: usage stays, the bucket moves.
+            self._contribute_node(name, old, -1)
+            self._nodes[name] = new
+            self._contribute_node(name, new, +1)
+            return True
+        if old is not None:
+            self._contribute_node(name, old, -1)
+            del self._nodes[name], self._usage[name]
+        if new is not None:
+            self._nodes[name] = new
+            self._usage[name] = self._node_usage(name, new)
+            self._contribute_node(name, new, +1)
+        return True
+
+    def apply_pod(self, event_type: str, obj: Mapping[str, Any] | None) -> bool:
+        """Apply one watch event for a pod; True if any count may have changed."""
+        if event_type not in EVENT_TYPES:
+            return False
+        key = self.pod_key(obj)
+        if key is None:
+            return False
+        new = None if event_type == DELETED else self.pod_record(obj)
+        old = self._pods.get(key)
+        if old == new:
+            return False
+        if old is not None:
+            del self._pods[key]
+            on_node = self._pods_by_node[old.node]
+            on_node.pop(key) if new is None else None
+            if not on_node:
+                del self._pods_by_node[old.node]
+            self._occupy(old, -1)
+        if new is not None:
+            self._pods[key] = new
+            self._pods_by_node.setdefault(new.node, {})[key] = new
+            self._occupy(new, +1)
+        return True
+
+    def reset(self, nodes: Iterable[Mapping[str, Any]] | None = None,
+              pods: Iterable[Mapping[str, Any]] | None = None) -> None:
+        """Rebuild from full lists (after a relist, e.g. on 410 Gone); None keeps that kind."""
+        self.replace(None if nodes is None else self.slim_nodes(nodes),
+                     None if pods is None else self.slim_pods(pods))
+
+    def replace(self, nodes: Mapping[str, NodeRecord] | None = None,
+                pods: Mapping[str, PodRecord] | None = None) -> None:
+        """Rebuild from slim records (see `slim_nodes`/`slim_pods`); None keeps that kind."""
+        if nodes is not None:
+            self._nodes = dict(nodes)
+        if pods is not None:
+            self._pods = dict(pods)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._pods_by_node: dict[str, dict[str, PodRecord]] = {}
+        for key, pod in self._pods.items():
+            self._pods_by_node.setdefault(pod.node, {})[key] = pod
+        self._usage: dict[str, dict[str, list[int]]] = {}
+        self._buckets: dict[str, dict[str | None, _Bucket]] = {k: {} for k in self.accelerator_keys}
+        for name, node in self._nodes.items():
+            self._usage[name] = self._node_usage(name, node)
+            self._contribute_node(name, node, +1)
+
+    def _node_usage(self, name: str, node: NodeRecord) -> dict[str, list[int]]:
+        """[notebook units, batch units] per accelerator the node offers, from its pods."""
+        usage = {accelerator: [0, 0] for accelerator, _ in node.offers.values()}
+        for pod in self._pods_by_node.get(name, _EMPTY).values():
+            for resource, count in pod.demands:
+                offer = node.offers.get(resource)
+                if offer is not None:
+                    usage[offer[0]][pod.batch] += count  # index 1 (True) is batch
+        return usage
+
+    def _contribute_node(self, name: str, node: NodeRecord, sign: int) -> None:
+        if node.eligible:
+            usage = self._usage[name]
+            for accelerator, capacity in node.offers.values():
+                notebooks, batch = usage[accelerator]
+                self._contribute(accelerator, node.reserved_for, capacity, notebooks, batch, sign)
+
+    def _occupy(self, pod: PodRecord, sign: int) -> None:
+        """Add (sign=+1) or remove (-1) a pod's units on its node, if the node offers them."""
+        node = self._nodes.get(pod.node)
+        if node is None:
+            return  # seen before its node (or after it left): counted when the node appears
+        usage = self._usage[pod.node]
+        for resource, count in pod.demands:
+            offer = node.offers.get(resource)
+            if offer is None:
+                continue
+            accelerator, capacity = offer
+            used = usage[accelerator]
+            if node.eligible:
+                self._contribute(accelerator, node.reserved_for, capacity, used[0], used[1], -1)
+            used[pod.batch] += sign * count
+            if node.eligible:
+                self._contribute(accelerator, node.reserved_for, capacity, used[0], used[1], +1)
+
+    def _contribute(self, accelerator: str, reserved_for: str | None, capacity: int,
+                    notebooks: int, batch: int, sign: int) -> None:
+        """Add or remove one node's share of one accelerator in its bucket."""
+        buckets = self._buckets[accelerator]
+        bucket = buckets.get(reserved_for)
+        if bucket is None:
+            bucket = buckets[reserved_for] = _Bucket()
+        free, if_preempted = _clamped(capacity, notebooks, batch)
+        bucket.total += sign * capacity
+        bucket.notebooks += sign * notebooks
+        bucket.batch += sign * batch
+        bucket.free += sign * free
+        bucket.free_if_preempted += sign * if_preempted
+        _bump(bucket.free_hist, free, sign)
+        _bump(bucket.preempted_hist, if_preempted, sign)
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def snapshot(self, groups: Collection[str] = ()) -> dict[str, Counts]:
+        """Counts per accelerator (every non-CPU catalog entry, zeros if absent) over notebook
+        capacity that is unreserved or reserved for one of `groups`. No I/O, no node scan."""
+        visible = _visible(groups)
+        result = {}
+        for accelerator, buckets in self._buckets.items():
+            total = notebooks = batch = free = if_preempted = 0
+            for reservation in visible:
+                bucket = buckets.get(reservation)
+                if bucket is not None:
+                    total += bucket.total
+                    notebooks += bucket.notebooks
+                    batch += bucket.batch
+                    free += bucket.free
+                    if_preempted += bucket.free_if_preempted
+            result[accelerator] = Counts(total, notebooks, batch, free, if_preempted)
+        return result
+
+    def largest_free_block(self, accelerator: str, groups: Collection[str] = (), *,
+                           preempt: bool = False) -> int:
+        """Most free units of `accelerator` on one eligible node visible to `groups` (a request
+        for more cannot fit anywhere); with preempt=True, as if batch pods were evicted."""
+        buckets = self._buckets.get(accelerator, _EMPTY)
+        largest = 0
+        for reservation in _visible(groups):
+            bucket = buckets.get(reservation)
+            if bucket is not None:
+                histogram = bucket.preempted_hist if preempt else bucket.free_hist
+                if histogram:
+                    largest = max(largest, max(histogram))
+        return largest
+
+    def per_node(self, groups: Collection[str] = ()) -> dict[tuple[str, str], Counts]:
+        """Counts per (accelerator, node) over eligible nodes visible to `groups`."""
+        visible = set(_visible(groups))
+        result = {}
+        for name, node in self._nodes.items():
+            if node.eligible and node.reserved_for in visible:
+                usage = self._usage[name]
+                for accelerator, capacity in node.offers.values():
+                    notebooks, batch = usage[accelerator]
+                    result[accelerator, name] = Counts(capacity, notebooks, batch,
+                                                       *_clamped(capacity, notebooks, batch))
+        return result
+
+    def recount_per_node(self, groups: Collection[str] = ()) -> dict[tuple[str, str], Counts]:
+        """`per_node` recomputed from the slim records alone, ignoring every aggregate."""
+        used: dict[tuple[str, str], list[int]] = {}
+        for pod in self._pods.values():
+            node = self._nodes.get(pod.node)
+            if node is None:
+                continue
+            for resource, count in pod.demands:
+                offer = node.offers.get(resource)
+                if offer is not None:
+                    pair = used.setdefault((offer[0], pod.node), [0, 0])
+                    pair[1 if pod.batch else 0] += count
+        visible = set(_visible(groups))
+        result = {}
+        for name, node in self._nodes.items():
+            if node.eligible and node.reserved_for in visible:
+                for accelerator, capacity in node.offers.values():
+                    notebooks, batch = used.get((accelerator, name), (0, 0))
+                    result[accelerator, name] = Counts(capacity, notebooks, batch,
+                                                       *_clamped(capacity, notebooks, batch))
+        return result
+
+    def recount(self, groups: Collection[str] = ()) -> dict[str, Counts]:
+        """`snapshot` recomputed from the slim records alone (the property tests' oracle)."""
+        sums = {accelerator: [0, 0, 0, 0, 0] for accelerator in self.accelerator_keys}
+        for (accelerator, _), counts in self.recount_per_node(groups).items():
+            row = sums[accelerator]
+            for i, value in enumerate(counts):
+                row[i] += value
+        return {accelerator: Counts(*row) for accelerator, row in sums.items()}
+
+    @property
+    def node_count(self) -> int:
+        """Nodes known (any state)."""
+        return len(self._nodes)
+
+    @property
+    def pod_count(self) -> int:
+        """Pods that occupy accelerator units (on known nodes or not)."""
+        return len(self._pods)

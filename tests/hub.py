@@ -1,0 +1,156 @@
+"""A real JupyterHub process on the dev cluster, configured from the repository's config files.
+
+Test-only pieces, all in the generated config, none in production code: users log in with the
+demo login (which gives them their groups), a service token with the admin role drives the REST
+API, and the notebook
+URL points at a local responder (a stand-in for jupyterhub-singleuser until pods really run),
+so a server becomes ready and stays up while its pod holds the accelerator.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import http.server
+import json
+import re
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiinfn_hub.demo_auth import DEMO_MODE_ENV
+from aiinfn_hub.devcluster.processes import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _Responder(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@dataclass
+class Hub:
+    url: str
+    token: str
+    namespace: str
+    process: subprocess.Popen
+    log_path: Path
+    password: str
+    browsers: dict
+
+    def login(self, user: str) -> None:
+        """Log in through the real form; the user's groups come with the login."""
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        page = opener.open(f"{self.url}/hub/login").read().decode()
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+        form = urllib.parse.urlencode({"_xsrf": xsrf, "username": user, "password": self.password}).encode()
+        opener.open(f"{self.url}/hub/login", data=form).read()
+        self.browsers[user] = opener
+
+    def request(self, method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict | str]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/hub/api{path}", data=data, method=method,
+                                     headers={"Authorization": f"token {token or self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                text = response.read().decode()
+                return response.status, json.loads(text) if text else {}
+        except urllib.error.HTTPError as error:
+            text = error.read().decode()
+            try:
+                return error.code, json.loads(text)
+            except json.JSONDecodeError:
+                return error.code, text
+
+    def page(self, path: str, user: str) -> tuple[int, str]:
+        """A hub page as the logged-in user's browser sees it."""
+        try:
+            with self.browsers[user].open(f"{self.url}{path}", timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict],
+              spawner_config: dict[str, object]) -> tuple[Hub, http.server.HTTPServer]:
+    """Start JupyterHub and a notebook stand-in; stop them with stop_hub."""
+    responder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Responder)
+    threading.Thread(target=responder.serve_forever, daemon=True).start()
+    token, password = secrets.token_hex(32), secrets.token_urlsafe(16)
+    port, hub_port, proxy_api = free_port(), free_port(), free_port()
+    lines = [
+        f"load_subconfig({str(REPO / 'jupyterhub_config.py')!r})",
+        f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
+        f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'",
+        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api}'",
+        f"c.JupyterHub.db_url = 'sqlite:///{tmp / 'hub.sqlite'}'",
+        f"c.JupyterHub.cookie_secret_file = {str(tmp / 'cookie_secret')!r}",
+        f"c.ConfigurableHTTPProxy.pid_file = {str(tmp / 'proxy.pid')!r}",
+        "c.JupyterHub.authenticator_class = 'aiinfn-demo'",
+        f"c.DemoAuthenticator.demo_users = {users!r}",
+        f"c.DemoAuthenticator.password = {password!r}",
+        f"c.JupyterHub.services = [{{'name': 'tests', 'api_token': {token!r}}}]",
+        "c.JupyterHub.load_roles = [{'name': 'admin', 'services': ['tests']}]",
+        f"c.KubeSpawner.namespace = {namespace!r}",
+        f"c.KubeSpawner.get_pod_url = lambda spawner, pod: 'http://127.0.0.1:{responder.server_address[1]}'",
+        "c.KubeSpawner.http_timeout = 20",
+        "c.KubeSpawner.start_timeout = 60",
+        *(f"c.AiInfnSpawner.{k} = {v!r}" for k, v in spawner_config.items()),
+    ]
+    config = tmp / "jupyterhub_config.py"
+    config.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), DEMO_MODE_ENV: "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if not shutil.which("configurable-http-proxy", path=env["PATH"]):
+        raise RuntimeError("configurable-http-proxy is not on PATH: run the tests through ./dev")
+    log_path = tmp / "hub.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=tmp, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    hub = Hub(f"http://127.0.0.1:{port}", token, namespace, process, log_path, password, {})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"JupyterHub exited: {hub.log()[-3000:]}")
+        try:
+            if hub.request("GET", "/")[0] == 200:
+                for user in users:
+                    hub.login(user)
+                return hub, responder
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.3)
+    stop_hub(hub, responder)
+    raise RuntimeError(f"JupyterHub did not start: {hub.log()[-3000:]}")
+
+
+def stop_hub(hub: Hub, responder: http.server.HTTPServer) -> None:
+    """Stop the hub's whole process group (hub and proxy) by pid, and the responder."""
+    if hub.process.poll() is None:
+        os.killpg(hub.process.pid, signal.SIGTERM)
+        try:
+            hub.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(hub.process.pid, signal.SIGKILL)
+            hub.process.wait()
+    responder.shutdown()
+    responder.server_close()

@@ -1,0 +1,207 @@
+"""GPU-aware spawns through a real JupyterHub on the real control plane: live availability on the
+form, each accelerator on the right node, the last-A100 race, forged REST options, fail-fast."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+from aiinfn_hub import labels
+from tests.helpers import has_default_service_account, restricted_pod, wait_until
+from tests.hub import start_hub, stop_hub
+
+pytestmark = pytest.mark.integration
+
+USERS = {"alice": {"groups": ["cms-ml"]}, "carol": {"groups": ["cms-ml"]}, "bob": {"groups": ["lhcb-flashsim"]}}
+SPAWNER = {
+    "default_policy": {"accelerators": ["cpu"], "environments": "*"},
+    "group_policies": {
+        "cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 4, "custom_images": True},
+        "lhcb-flashsim": {"accelerators": ["cpu", "t4", "a100", "a100-mig-1g-10gb"], "environments": "*",
+                          "max_accelerators": 1},
+    },
+    "fail_fast_seconds": 2.0,
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def hub(devcluster, api_client, tmp_path_factory):
+    kubeconfig, _ = devcluster
+    core = client.CoreV1Api(api_client)
+    namespace = f"t-hub-{uuid.uuid4().hex[:8]}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
+    await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
+    hub, responder = await asyncio.to_thread(start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace,
+                                             USERS, SPAWNER)
+    try:
+        yield hub
+    finally:
+        await asyncio.to_thread(stop_hub, hub, responder)
+        await core.delete_namespace(namespace)
+
+
+async def call(hub, method, path, body=None, token=None):
+    return await asyncio.to_thread(hub.request, method, path, body, token)
+
+
+async def stop_all(hub, user):
+    status, model = await call(hub, "GET", f"/users/{user}")
+    for name in list(model.get("servers", {})):
+        if name:
+            await call(hub, "DELETE", f"/users/{user}/servers/{name}", {"remove": True})
+        else:
+            await call(hub, "DELETE", f"/users/{user}/server")
+
+
+async def accelerator_pods(core, namespace, key):
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"aiinfn.infn.it/accelerator={key}")
+    return [p for p in pods.items if not p.metadata.deletion_timestamp]
+
+
+async def free_on_form(hub, user, key):
+    """(free, total) the spawn form shows for one accelerator right now."""
+    status, html = await asyncio.to_thread(hub.page, "/hub/spawn", user)
+    assert status == 200, html[:500]
+    block = html.split(f'data-accelerator="{key}"', 1)[1].split('class="aiinfn-choice', 1)[0]
+    match = re.search(r'data-free="(\d*)" data-total="(\d*)"', block)
+    return (int(match[1]), int(match[2])) if match and match[1] else (None, None)
+
+
+def filler(name, node, resources, priority=True):
+    pod = restricted_pod(name, limits=resources)
+    pod["spec"]["nodeName"] = node
+    if priority:
+        pod["spec"]["priorityClassName"] = "aiinfn-notebook"
+    return pod
+
+
+async def test_form_numbers_follow_pods_in_any_namespace(hub, core, batch, namespace):
+    before = await wait_until(lambda: free_on_form(hub, "alice", "t4"), "the form's T4 numbers")
+    assert before[1] == 8
+    await core.create_namespaced_pod(namespace, filler("t4-user", "server1-t4", {"nvidia.com/gpu": "2"}))
+
+    async def shows(expected):
+        return await free_on_form(hub, "alice", "t4") == expected or None
+
+    await wait_until(lambda: shows((before[0] - 2, 8)), "the form to show two T4s fewer")
+    await core.delete_namespaced_pod("t4-user", namespace)
+    await wait_until(lambda: shows(before), "the form to show the T4s free again")
+
+    # A batch Job's pod lends the GPU: it still counts as free for notebooks, marked as lent.
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "lender"}, "spec": {"template": {
+        "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "300s"}},
+        "spec": {**filler("x", "server1-t4", {"nvidia.com/gpu": "1"}, priority=False)["spec"], "restartPolicy": "Never"},
+    }}}
+    await batch.create_namespaced_job(namespace, job)
+
+    async def lent():
+        status, html = await asyncio.to_thread(hub.page, "/hub/spawn", "alice")
+        block = html.split('data-accelerator="t4"', 1)[1].split('class="aiinfn-choice', 1)[0]
+        return "1 lent to batch jobs" in block
+
+    await wait_until(lent, "the form to show one T4 lent to batch")
+    assert await free_on_form(hub, "alice", "t4") == before
+
+
+@pytest.mark.parametrize("server, options, nodes", [
+    ("t4", {"accelerator": "t4"}, {"server1-t4"}),
+    ("mig", {"accelerator": "a100-mig-3g-40gb"}, {"server2-a100-mig"}),
+    ("fpga", {"accelerator": "u250", "size": "medium"}, {"server2-u250", "server3-u250"}),
+    ("a100", {"accelerator": "a100", "environment": "qml"}, {"server2-a100", "server3-a100"}),
+    ("cpu", {}, {"service-vm-0", "service-vm-1"}),
+])
+async def test_each_accelerator_lands_on_its_node(hub, core, server, options, nodes):
+    status, body = await call(hub, "POST", f"/users/alice/servers/{server}", options)
+    try:
+        assert status in (201, 202), body
+        key = options.get("accelerator", "cpu")
+
+        async def bound():
+            pods = await accelerator_pods(core, hub.namespace, key)
+            return pods if pods and pods[0].spec.node_name else None
+
+        pod = (await wait_until(bound, f"the {key} pod to be bound"))[0]
+        assert pod.spec.node_name in nodes
+        container = pod.spec.containers[0]
+        if key != "cpu":
+            resource = {"t4": "nvidia.com/gpu", "a100": "nvidia.com/gpu", "mig": "nvidia.com/mig-3g.40gb",
+                        "fpga": "xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1"}[server]
+            assert container.resources.limits[resource] == "1"
+        assert pod.spec.priority_class_name == "aiinfn-notebook"
+        assert pod.spec.automount_service_account_token is False
+    finally:
+        await stop_all(hub, "alice")
+
+
+async def test_last_a100_race_one_wins_the_other_is_refused_at_once(hub, core, namespace):
+    await wait_until(lambda: free_on_form(hub, "alice", "a100"), "A100 numbers")
+
+    async def all_free():
+        return await free_on_form(hub, "alice", "a100") == (4, 4) or None
+
+    await wait_until(all_free, "every A100 to be free")
+    for i in range(3):
+        await core.create_namespaced_pod(namespace, filler(f"a100-{i}", "server3-a100", {"nvidia.com/gpu": "1"}))
+
+    async def one_left():
+        return await free_on_form(hub, "alice", "a100") == (1, 4) or None
+
+    await wait_until(one_left, "exactly one A100 to be free")
+    try:
+        results = await asyncio.gather(
+            call(hub, "POST", "/users/carol/server", {"accelerator": "a100"}),
+            call(hub, "POST", "/users/bob/server", {"accelerator": "a100"}),
+        )
+        statuses = sorted(status for status, _ in results)
+        assert statuses[0] in (201, 202) and statuses[1] == 503, results
+        refusal = next(body for status, body in results if status == 503)
+        assert refusal["message"].startswith("no NVIDIA A100 80GB free now (0/4)"), refusal
+        assert len(await accelerator_pods(core, hub.namespace, "a100")) == 1
+    finally:
+        await stop_all(hub, "carol")
+        await stop_all(hub, "bob")
+
+
+@pytest.mark.parametrize("user, body, status, message", [
+    ("alice", {"accelerator": "h100"}, 400, "unknown accelerator 'h100'"),
+    ("alice", {"accelerator": "a100", "namespace": "kube-system"}, 400, "unknown option(s): namespace"),
+    ("alice", {"accelerator": "a100", "count": 9}, 400, "count for NVIDIA A100 80GB must be one of 1, 2"),
+    ("alice", {"accelerator": "t4", "image": "docker.io/library/ubuntu:22.04"}, 400, "custom image is not allowed"),
+    ("alice", {"accelerator": "t4", "privileged": True}, 400, "unknown option(s): privileged"),
+    ("alice", {"accelerator": "t4", "environment": "$(rm -rf /)"}, 400, "unknown environment"),
+    ("bob", {"accelerator": "v70"}, 403, "not available to your groups"),
+    ("bob", {"accelerator": "t4", "image": "harbor.cloud.infn.it/ai-infn-users/bob/x:1"}, 403,
+     "custom images are not available to your groups"),
+    ("bob", {"accelerator": "t4", "count": 2}, 403, "over your limit of 1 accelerator: you hold 0 and asked for 2"),
+])
+async def test_forged_rest_options_are_refused_and_create_nothing(hub, core, user, body, status, message):
+    got, answer = await call(hub, "POST", f"/users/{user}/server", body)
+    assert got == status, answer
+    assert message in answer["message"]
+    pods = await core.list_namespaced_pod(hub.namespace)
+    assert not [p for p in pods.items if not p.metadata.deletion_timestamp]
+    _, model = await call(hub, "GET", f"/users/{user}")
+    assert not model["servers"]
+
+
+async def test_unschedulable_spawn_fails_fast_with_the_scheduler_reason(hub, core, namespace):
+    # The A30 is free, but its node has no CPU left: the inventory says yes, the scheduler says no.
+    await core.create_namespaced_pod(namespace, filler("cpu-hog", "server2-a30", {"cpu": "16"}))
+    try:
+        status, body = await call(hub, "POST", "/users/alice/server", {"accelerator": "a30"})
+        assert status == 503, body
+        assert "no node can host this server now" in body["message"]
+        assert "Insufficient cpu" in body["message"]
+
+        async def gone():
+            return not await accelerator_pods(core, hub.namespace, "a30")
+
+        await wait_until(gone, "the failed spawn's pod to be deleted")
+    finally:
+        await stop_all(hub, "alice")
