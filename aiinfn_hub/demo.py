@@ -35,6 +35,12 @@ DEMO_USERS = {
     "bob": {"admin": False, "groups": ["lhcb-flashsim"]},
     "carol": {"admin": False, "groups": ["cms-ml", "lhcb-flashsim"]},
 }
+DEMO_DEFAULT_POLICY = {"accelerators": ["cpu"], "environments": "*"}
+DEMO_GROUP_POLICIES = {
+    "cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 2, "custom_images": True},
+    "lhcb-flashsim": {"accelerators": ["cpu", "t4", "a100-mig-1g-10gb", "a100-mig-2g-20gb", "a100-mig-3g-40gb"],
+                      "environments": "*", "max_accelerators": 1},
+}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +57,8 @@ def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
         f"c.DemoAuthenticator.demo_users = {DEMO_USERS!r}",
         f"c.DemoAuthenticator.password = {password!r}",
         f"c.KubeSpawner.namespace = {DEMO_NAMESPACE!r}",
+        f"c.AiInfnSpawner.default_policy = {DEMO_DEFAULT_POLICY!r}",
+        f"c.AiInfnSpawner.group_policies = {DEMO_GROUP_POLICIES!r}",
     ]
     return "\n".join(lines) + "\n"
 

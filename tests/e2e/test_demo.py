@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _login(base: str, username: str, password: str) -> int:
-    """Log in through the real form (xsrf included); return the status of /hub/home afterwards."""
+def _login(base: str, username: str, password: str) -> tuple[int, urllib.request.OpenerDirector]:
+    """Log in through the real form (xsrf included); return /hub/home's status and the browser."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{base}/hub/login").read().decode()
@@ -32,9 +32,9 @@ def _login(base: str, username: str, password: str) -> int:
     try:
         opener.open(f"{base}/hub/login", data=form)
     except urllib.error.HTTPError as error:
-        return error.code
+        return error.code, opener
     response = opener.open(f"{base}/hub/home")
-    return response.status if response.url.endswith("/hub/home") else 302
+    return (response.status if response.url.endswith("/hub/home") else 302), opener
 
 
 def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
@@ -64,9 +64,13 @@ def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
         assert len(cluster_pids) == 5
 
         base = f"http://127.0.0.1:{hub_port}"
-        assert _login(base, "alice", password) == 200
-        assert _login(base, "alice", "not-the-password") == 403
-        assert _login(base, "mallory", password) == 403
+        status, alice = _login(base, "alice", password)
+        assert status == 200
+        spawn_page = alice.open(f"{base}/hub/spawn").read().decode()
+        assert "NVIDIA A100 80GB" in spawn_page and "A100 MIG slice 3g.40gb" in spawn_page
+        assert re.search(r"\d+ of 4 free", spawn_page)
+        assert _login(base, "alice", "not-the-password")[0] == 403
+        assert _login(base, "mallory", password)[0] == 403
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(timeout=60) == 0
