@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 
 from aiinfn_hub import k8s, labels
 from aiinfn_hub.devcluster import topology
-from aiinfn_hub.devcluster.cluster import DevCluster
+from aiinfn_hub.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from tests.helpers import has_default_service_account, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,8 @@ def devcluster():
     if external:
         yield Path(external), None
         return
-    cluster = DevCluster(name=os.environ.get("AIINFN_DEVCLUSTER_NAME", "aiinfn-dev"))
+    cluster = DevCluster(name=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
+                         port=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)))
     started = cluster.up()
     try:
         yield cluster.layout.admin_kubeconfig, cluster
