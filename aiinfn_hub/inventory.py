@@ -198,7 +198,7 @@ class Inventory:
 
     @staticmethod
     def pod_key(obj: Mapping[str, Any] | None) -> str | None:
-        """"namespace/name" of a Pod dict, or None if it has no name."""
+        """The "namespace/name" key of a Pod dict, or None if it has no name."""
         try:
             meta = obj["metadata"]
             name = meta["name"]
@@ -347,7 +347,7 @@ class Inventory:
         if old is not None:
             del self._pods[key]
             on_node = self._pods_by_node[old.node]
-            on_node.pop(key) if new is None else None
+            del on_node[key]
             if not on_node:
                 del self._pods_by_node[old.node]
             self._occupy(old, -1)
