@@ -233,7 +233,7 @@ class AiInfnSpawner(KubeSpawner):
                             reason="capacity", status=503)
         async with platform.lock:
             availability = self._availability(policy)
-            largest = platform.inventory.largest_free_block(plan.accelerator.key, policy.groups)
+            largest = platform.inventory.largest_free_block(plan.accelerator.key, policy.groups, preempt=True)
             allowed = {k for k in platform.catalog.accelerators if policy.rules.allows_accelerator(k)}
             reservations.check(plan, platform.catalog, availability, largest, allowed)
             platform.reservations.promise(self._server_id, plan.accelerator.key, plan.count)

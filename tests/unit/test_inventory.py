@@ -15,7 +15,8 @@ from aiinfn_hub.inventory_watch import ResourceExpired, WatchError, backoff_dela
 
 ACCELERATORS = catalog.load(catalog.default_path()).accelerators
 T4, A100, A30, RTX = "Tesla-T4", "NVIDIA-A100-80GB-PCIe", "NVIDIA-A30", "Quadro-RTX-5000"
-GPU, MIG_1G, MIG_2G, MIG_3G = "nvidia.com/gpu", "nvidia.com/mig-1g.10gb", "nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb"
+GPU = "nvidia.com/gpu"
+MIG_1G, MIG_2G, MIG_3G = "nvidia.com/mig-1g.10gb", "nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb"
 ZERO = Counts(0, 0, 0, 0, 0)
 
 
@@ -273,7 +274,8 @@ def test_malformed_nodes_do_not_crash(obj):
     {"metadata": {"name": "x"}, "spec": {"nodeName": ["t4-node"]}},
     {"metadata": {"name": "x"}, "spec": {"nodeName": "t4-node", "containers": None}, "status": None},
     {"metadata": {"name": "x"}, "spec": {"nodeName": "t4-node", "containers": [None, {"resources": []}]}},
-    {"metadata": {"name": "x"}, "spec": {"nodeName": "t4-node", "containers": [{"resources": {"limits": {GPU: "lots"}}}]}},
+    {"metadata": {"name": "x"},
+     "spec": {"nodeName": "t4-node", "containers": [{"resources": {"limits": {GPU: "lots"}}}]}},
     {"metadata": {"name": "x", "ownerReferences": [None, 5]}, "status": {"phase": ["Running"]},
      "spec": {"nodeName": "t4-node", "containers": [{"resources": {"limits": {GPU: 1.5}}}], "initContainers": [7]}},
 ])
@@ -299,7 +301,8 @@ def test_parse_event():
     assert parse_event(b'{"type": "ADDED", "object": {"metadata": {"name": "p"}}}\n') == (
         "ADDED", {"metadata": {"name": "p"}})
     assert parse_event('{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"12"}}}')[0] == "BOOKMARK"
-    gone = b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 1 (5)"}}'
+    gone = (b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired",'
+            b'"message":"too old resource version: 1 (5)"}}')
     with pytest.raises(ResourceExpired, match="too old"):
         parse_event(gone)
     with pytest.raises(WatchError, match="500"):
