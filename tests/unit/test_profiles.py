@@ -123,3 +123,11 @@ def test_form_escapes_everything():
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img" not in html and "<b>" not in html and "<i>s" not in html
     assert "{{ 7*7 }}" in html  # shown literally, never evaluated
+
+
+def test_form_html_follows_its_inputs():
+    availability = {"t4": Availability(free=3, total=8)}
+    first = form.render(profiles.build(CATALOG, availability, USER, held=0))
+    assert form.render(profiles.build(CATALOG, availability, USER, held=0)) == first
+    changed = form.render(profiles.build(CATALOG, {"t4": Availability(free=2, total=8)}, USER, held=0))
+    assert "3 of 8 free" in first and "2 of 8 free" in changed and "3 of 8 free" not in changed
