@@ -71,6 +71,8 @@ class AiInfnSpawner(KubeSpawner):
     )
 
     _shared: hubstate.Platform | None = None
+    # Accelerator units this server holds; kept in the hub's state so limits survive restarts.
+    accelerator_units = 0
 
     # -- restricted-safe pod defaults ------------------------------------------------------
 
@@ -269,8 +271,6 @@ class AiInfnSpawner(KubeSpawner):
                                   reason="capacity", status=503)
                 self.log.warning("Giving up spawn of %s: %s", self._log_name, error.log_detail)
                 raise to_http_error(error)
-
-    accelerator_units = 0
 
     def get_state(self) -> dict:
         state = super().get_state()
