@@ -8,7 +8,6 @@ jupyterhub_config.d/, so a bad catalog or policy stops the hub with the key that
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,8 +18,6 @@ from . import catalog as catalog_module
 from . import policy
 from .inventory import Inventory
 from .reservations import Reservations
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

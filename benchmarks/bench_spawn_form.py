@@ -31,7 +31,7 @@ import math
 import os
 import platform as platform_module
 import random
-import resource
+import resource as rusage
 import signal
 import statistics
 import sys
@@ -727,7 +727,7 @@ def main() -> None:
     say(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, Python {platform_module.python_version()}")
     started = time.monotonic()
     results = [asyncio.run(measure_scale(scale, catalog)) for scale in scales]
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    peak_rss = rusage.getrusage(rusage.RUSAGE_SELF).ru_maxrss / 2**10
     say(f"done in {time.monotonic() - started:.0f} s; peak RSS of this process {peak_rss:.0f} MB")
     print()
     for result in results:
