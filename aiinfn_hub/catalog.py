@@ -1,4 +1,4 @@
-"""The platform catalog: accelerators, environments and sizes, from one admin YAML file.
+"""The platform catalog: accelerators, environments, sizes and projects, from one admin YAML file.
 
 Loaded and validated once at hub start; a bad file raises CatalogError naming the key and why,
 which stops the hub. Everything here is immutable and pure.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
+
+from . import names
 
 ACCELERATOR_KINDS = ("cpu", "gpu", "mig", "fpga")
 KEY_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -95,15 +97,31 @@ class Size:
 
 
 @dataclass(frozen=True)
+class Project:
+    """A research project: an IAM group whose members share folders, a gid, a job queue and
+    accounting. `key` is the group name exactly as the hub knows it (e.g. `lhcb/flashsim`)."""
+
+    key: str
+    display_name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Catalog:
     accelerators: Mapping[str, Accelerator]
     environments: Mapping[str, Environment]
     custom_images: CustomImages
     sizes: Mapping[str, Mapping[str, Size]]
     default_sizes: Mapping[str, str]
+    projects: Mapping[str, Project] = field(default_factory=dict)
 
     def environments_for(self, kind: str) -> list[Environment]:
         return [e for e in self.environments.values() if kind in e.kinds]
+
+    def projects_of(self, groups: Iterable[str]) -> list[Project]:
+        """The projects among these group names, in catalog order; other groups are system groups."""
+        member = set(groups)
+        return [p for key, p in self.projects.items() if key in member]
 
     def sizes_for(self, kind: str) -> Mapping[str, Size]:
         return self.sizes[kind]
@@ -242,10 +260,28 @@ def _sizes(entry: Any) -> tuple[dict[str, dict[str, Size]], dict[str, str]]:
     return sizes, defaults
 
 
+def _projects(entry: Any) -> dict[str, Project]:
+    projects = {}
+    for key, value in _mapping(entry if entry is not None else {}, "projects").items():
+        where = f"projects.{key}"
+        try:
+            group = names.group(key)
+        except names.InvalidName as error:
+            raise _fail(where, error.message) from None
+        if group != key:
+            raise _fail(where, "write the group name without a leading '/'")
+        value = _mapping(value, where)
+        _only(value, {"display_name", "description"}, {"display_name"}, where)
+        projects[key] = Project(key, _text(value["display_name"], f"{where}.display_name"),
+                                _text(value["description"], f"{where}.description", 500)
+                                if "description" in value else "")
+    return projects
+
+
 def parse(document: Any) -> Catalog:
     """Validate a parsed catalog document and build the Catalog."""
     document = _mapping(document, "top level")
-    _only(document, {"accelerators", "environments", "custom_images", "sizes"},
+    _only(document, {"accelerators", "environments", "custom_images", "sizes", "projects"},
           {"accelerators", "environments", "sizes"}, "top level")
     accelerators = {
         _key(k, "accelerators"): _accelerator(k, _mapping(v, f"accelerators.{k}"))
@@ -261,7 +297,8 @@ def parse(document: Any) -> Catalog:
         for k, v in _mapping(document["environments"], "environments").items()
     }
     sizes, defaults = _sizes(document["sizes"])
-    catalog = Catalog(accelerators, environments, _custom_images(document.get("custom_images")), sizes, defaults)
+    catalog = Catalog(accelerators, environments, _custom_images(document.get("custom_images")), sizes, defaults,
+                      _projects(document.get("projects")))
     for accelerator in accelerators.values():
         if not catalog.environments_for(accelerator.kind) and accelerator.kind not in catalog.custom_images.kinds:
             raise _fail(f"accelerators.{accelerator.key}", f"no environment supports kind {accelerator.kind!r}")

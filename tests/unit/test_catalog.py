@@ -66,3 +66,19 @@ def test_unreadable_and_invalid_files(tmp_path):
 @pytest.mark.parametrize("text, value", [("4", 4.0), ("500m", 0.5), ("16Gi", 16 * 2**30), ("1.5", 1.5)])
 def test_quantities(text, value):
     assert catalog.quantity(text) == value
+
+
+def test_projects_are_named_groups_and_the_rest_are_system_groups():
+    c = catalog.load(catalog.default_path())
+    assert [p.key for p in c.projects_of(["admins", "lhcb-flashsim", "cms-ml", "nobody"])] == ["cms-ml", "lhcb-flashsim"]
+    assert c.projects["cms-ml"] == catalog.Project("cms-ml", "CMS machine learning")
+
+
+@pytest.mark.parametrize("key, fragment", [
+    ("/cms", "leading '/'"), ("a/../b", "'..'"), ("g\u0435", "CYRILLIC"), ("", "empty"),
+])
+def test_bad_project_names_are_refused(key, fragment):
+    document = copy.deepcopy(DEFAULT)
+    document["projects"] = {key: {"display_name": "x"}}
+    with pytest.raises(catalog.CatalogError, match=fragment):
+        catalog.parse(document)
