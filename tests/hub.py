@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from aiinfn_hub.demo_auth import DEMO_MODE_ENV
 from aiinfn_hub.devcluster.processes import free_port
@@ -91,8 +92,13 @@ class Hub:
 
 
 def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict],
-              spawner_config: dict[str, object]) -> tuple[Hub, http.server.HTTPServer]:
-    """Start JupyterHub and a notebook stand-in; stop them with stop_hub."""
+              spawner_config: dict[str, object], extra_config: Sequence[str] = (),
+              env_extra: dict[str, str] | None = None) -> tuple[Hub, http.server.HTTPServer]:
+    """Start JupyterHub and a notebook stand-in; stop them with stop_hub.
+
+    `extra_config` lines come last in the generated config, so they override the rest (another
+    authenticator, more services); `users` are logged in through the demo form if non-empty.
+    """
     responder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Responder)
     threading.Thread(target=responder.serve_forever, daemon=True).start()
     token, password = secrets.token_hex(32), secrets.token_urlsafe(16)
@@ -115,11 +121,12 @@ def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict
         "c.KubeSpawner.http_timeout = 20",
         "c.KubeSpawner.start_timeout = 60",
         *(f"c.AiInfnSpawner.{k} = {v!r}" for k, v in spawner_config.items()),
+        *extra_config,
     ]
     config = tmp / "jupyterhub_config.py"
     config.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), DEMO_MODE_ENV: "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env_extra or {})}
     if not shutil.which("configurable-http-proxy", path=env["PATH"]):
         raise RuntimeError("configurable-http-proxy is not on PATH: run the tests through ./dev")
     log_path = tmp / "hub.log"
