@@ -88,12 +88,15 @@ class CustomImages:
 
 @dataclass(frozen=True)
 class Size:
-    """CPU and memory for a server, guaranteed (requests) and capped (limits) alike."""
+    """CPU and memory for a server, guaranteed (requests) and capped (limits) alike; optional
+    NVMe scratch and /dev/shm sizes (empty: the storage settings' defaults)."""
 
     key: str
     display_name: str
     cpu: str
     memory: str
+    scratch: str = ""
+    shm: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,12 +248,17 @@ def _sizes(entry: Any) -> tuple[dict[str, dict[str, Size]], dict[str, str]]:
         for key, size in choices.items():
             size_where = f"{where}.choices.{_key(key, f'{where}.choices')}"
             size = _mapping(size, size_where)
-            _only(size, {"display_name", "cpu", "memory"}, {"display_name", "cpu", "memory"}, size_where)
-            for resource in ("cpu", "memory"):
-                if not isinstance(size[resource], (str, int)) or not QUANTITY_PATTERN.fullmatch(str(size[resource])):
+            _only(size, {"display_name", "cpu", "memory", "scratch", "shm"}, {"display_name", "cpu", "memory"},
+                  size_where)
+            for resource in ("cpu", "memory", "scratch", "shm"):
+                if resource in size and (not isinstance(size[resource], (str, int))
+                                         or not QUANTITY_PATTERN.fullmatch(str(size[resource]))):
                     raise _fail(f"{size_where}.{resource}", "must be a Kubernetes quantity such as 4 or 16Gi")
+            if "shm" in size and quantity(str(size["shm"])) > quantity(str(size["memory"])):
+                raise _fail(f"{size_where}.shm", "must not exceed memory (/dev/shm is counted as memory)")
             sizes[kind][key] = Size(key, _text(size["display_name"], f"{size_where}.display_name"),
-                                    str(size["cpu"]), str(size["memory"]))
+                                    str(size["cpu"]), str(size["memory"]),
+                                    str(size.get("scratch", "")), str(size.get("shm", "")))
         if block["default"] not in sizes[kind]:
             raise _fail(f"{where}.default", f"{block['default']!r} is not one of its choices")
         defaults[kind] = block["default"]
