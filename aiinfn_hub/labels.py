@@ -9,6 +9,8 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "app.kubernetes.io/part-of"
 
 OWNER = f"{PREFIX}/owner"
+# Annotation with the exact username (label values are escaped and may be shortened).
+OWNER_NAME = f"{PREFIX}/owner-name"
 
 MANAGED_BY_VALUE = "aiinfn-hub"
 PART_OF_VALUE = "aiinfn-hub"
