@@ -1,0 +1,203 @@
+"""Stable numeric identity: a uid per user (also their private gid) and a gid per project.
+
+Numbers are handed out once and recorded in a ConfigMap in the user namespace, so a user keeps
+their uid across restarts, hub replicas and service processes, and files on the shared file
+systems keep their owners. Users and groups draw from disjoint ranges, so a user and a project
+of the same name never share a number; a recorded number is never reused or changed.
+
+The allocation is pure (`assign`); `IdentityStore` only reads and writes the record with
+optimistic concurrency: it writes with the resourceVersion it read, and on a conflict reads again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from . import labels, names
+from .errors import UserError
+from .storage_config import MAX_ID, MIN_ID, StorageSettings
+
+USERS_KEY = "users"
+GROUPS_KEY = "groups"
+COMPONENT = "identity"
+ATTEMPTS = 8
+
+
+class IdentityError(UserError):
+    """No number can be handed out (a range is full, or the record is damaged): admins must act.
+    A 503 for the user; the detail goes to the log."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("your numeric identity cannot be assigned right now; please tell the platform admins",
+                         reason="identity", log_detail=detail, status=503)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a pod runs as: the user's uid, their private gid (= uid), and the gids of the groups
+    (projects, curators) they belong to now."""
+
+    uid: int
+    group_gids: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def gid(self) -> int:
+        return self.uid
+
+    @property
+    def supplemental_gids(self) -> list[int]:
+        return sorted(self.group_gids.values())
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The record: exact names to numbers, users and groups kept apart."""
+
+    users: Mapping[str, int] = field(default_factory=dict)
+    groups: Mapping[str, int] = field(default_factory=dict)
+
+
+def _table(raw: str | None, what: str, validate) -> dict[str, int]:
+    if not raw:
+        return {}
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        raise IdentityError(f"identity record: {what} is not JSON") from None
+    if not isinstance(document, dict):
+        raise IdentityError(f"identity record: {what} is not a JSON object")
+    table = {}
+    for name, number in document.items():
+        try:
+            validate(name)
+        except names.InvalidName as error:
+            raise IdentityError(f"identity record: {what} has an invalid name: {error.message}") from None
+        if not isinstance(number, int) or isinstance(number, bool) or not MIN_ID <= number <= MAX_ID:
+            raise IdentityError(f"identity record: {what}[{name!r}] must be a number from {MIN_ID} to {MAX_ID}")
+        table[name] = number
+    return table
+
+
+def parse(data: Mapping[str, str] | None) -> Tables:
+    """The record from the ConfigMap's data; refuses anything that could make two owners share a number."""
+    data = data or {}
+    tables = Tables(_table(data.get(USERS_KEY), USERS_KEY, names.username),
+                    _table(data.get(GROUPS_KEY), GROUPS_KEY, names.group))
+    numbers = [*tables.users.values(), *tables.groups.values()]
+    if len(numbers) != len(set(numbers)):
+        raise IdentityError("identity record: a number is recorded for two names")
+    return tables
+
+
+def render(tables: Tables) -> dict[str, str]:
+    """The ConfigMap's data: one JSON object per kind, sorted, so kubectl shows a stable record."""
+    return {USERS_KEY: json.dumps(dict(sorted(tables.users.items())), separators=(",", ":")),
+            GROUPS_KEY: json.dumps(dict(sorted(tables.groups.items())), separators=(",", ":"))}
+
+
+def _allocate(table: dict[str, int], wanted: Iterable[str], low: int, high: int, used: set[int], what: str) -> None:
+    candidate = low
+    for name in wanted:
+        if name in table:
+            continue
+        while candidate in used:
+            candidate += 1
+        if candidate > high:
+            raise IdentityError(f"identity record: no free {what} left in {low}..{high}")
+        table[name] = candidate
+        used.add(candidate)
+
+
+def assign(tables: Tables, usernames: Sequence[str], groups: Sequence[str], settings: StorageSettings) -> Tables:
+    """The record with a number for each name (validated names only): existing numbers are kept,
+    new ones are the lowest free in their range, in the order given."""
+    users, group_table = dict(tables.users), dict(tables.groups)
+    used = {*users.values(), *group_table.values()}
+    _allocate(users, usernames, settings.uid_min, settings.uid_max, used, "uid")
+    _allocate(group_table, groups, settings.gid_min, settings.gid_max, used, "gid")
+    return Tables(users, group_table)
+
+
+def make_configmap(name: str, tables: Tables, resource_version: str | None = None) -> dict:
+    """The record as a ConfigMap; with a resourceVersion, a write fails if anyone wrote in between."""
+    metadata: dict = {
+        "name": name,
+        "labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.PART_OF: labels.PART_OF_VALUE,
+                   labels.COMPONENT: COMPONENT},
+        "annotations": {f"{labels.PREFIX}/note": "uids and gids handed out by aiinfn-hub; never edit or reuse a number"},
+    }
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": render(tables)}
+
+
+class IdentityStore:
+    """The record of one namespace. Recorded numbers never change, so they are cached."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str, settings: StorageSettings | None = None) -> None:
+        self.api = client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.settings = settings or StorageSettings()
+        self._users: dict[str, int] = {}
+        self._groups: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def uid(self, username: str) -> int:
+        """The user's uid (and private gid), handed out on first use."""
+        return (await self.identity(username)).uid
+
+    async def gid(self, group: str) -> int:
+        """The group's gid, handed out on first use."""
+        group = names.group(group)
+        await self._ensure([], [group])
+        return self._groups[group]
+
+    async def identity(self, username: str, groups: Sequence[str] = ()) -> Identity:
+        """The user's uid and the gids of these groups, all in one write at most."""
+        username = names.username(username)
+        groups = [names.group(g) for g in groups]
+        await self._ensure([username], groups)
+        return Identity(self._users[username], {g: self._groups[g] for g in groups})
+
+    async def _ensure(self, usernames: list[str], groups: list[str]) -> None:
+        if all(u in self._users for u in usernames) and all(g in self._groups for g in groups):
+            return
+        async with self._lock:
+            for _ in range(ATTEMPTS):
+                existing, version = await self._read()
+                wanted = assign(existing, usernames, groups, self.settings)
+                if wanted == existing or await self._write(wanted, version):
+                    self._users.update(wanted.users)
+                    self._groups.update(wanted.groups)
+                    return
+        raise IdentityError(f"identity record {self.namespace}/{self.settings.identity_configmap}: "
+                            f"still conflicting after {ATTEMPTS} attempts")
+
+    async def _read(self) -> tuple[Tables, str | None]:
+        try:
+            configmap = await self.api.read_namespaced_config_map(self.settings.identity_configmap, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return Tables(), None
+            raise
+        return parse(configmap.data), configmap.metadata.resource_version
+
+    async def _write(self, tables: Tables, version: str | None) -> bool:
+        """True if written; False if someone else wrote first (read again and retry)."""
+        body = make_configmap(self.settings.identity_configmap, tables, version)
+        try:
+            if version is None:
+                await self.api.create_namespaced_config_map(self.namespace, body)
+            else:
+                await self.api.replace_namespaced_config_map(self.settings.identity_configmap, self.namespace, body)
+        except ApiException as error:
+            if error.status in (409, 404):
+                return False
+            raise
+        return True
