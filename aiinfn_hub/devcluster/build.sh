@@ -71,13 +71,24 @@ build_kueue() {
   local dir="$CACHE/kueue-$KUEUE" src
   fresh_dir "$dir" || { log "kueue $KUEUE: cached"; return; }
   log "kueue $KUEUE: building"
-  GOBIN="$dir/bin" go install -p "$JOBS" -trimpath -ldflags "-s -w" "sigs.k8s.io/kueue/cmd/kueue@v$KUEUE"
-  src=$(go env GOMODCACHE)/sigs.k8s.io/kueue@v$KUEUE
-  mkdir -p "$dir/config"
-  cp -r "$src/config/components/crd/bases" "$dir/config/crd"
-  cp "$src/config/components/webhook/manifests.yaml" "$dir/config/webhook.yaml"
-  chmod -R u+w "$dir/config"
-  touch "$dir/.done"
+  cd "$dir"
+  # A wrapper module, as for etcd: `go install pkg@version` asks the proxy for the module's
+  # version list (its deprecation check), which some proxies refuse.
+  go mod init local/kueuebuild >/dev/null 2>&1
+  src=$(go mod download -json "sigs.k8s.io/kueue@v$KUEUE" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  # Kueue's own go.sum (verified with its module) pins every dependency: some, such as its
+  # pre-release scheduler-library, are missing from the public checksum database.
+  install -m 644 "$src/go.sum" go.sum
+  go get "sigs.k8s.io/kueue/cmd/kueue@v$KUEUE"
+  go build -p "$JOBS" -trimpath -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=v$KUEUE" \
+    -o bin/kueue sigs.k8s.io/kueue/cmd/kueue
+  bin/kueue --help >/dev/null 2>&1
+  # The CRDs and webhook definitions of that same release; the harness adapts them at start.
+  mkdir -p config
+  cp -r "$src/config/components/crd/bases" config/crd
+  cp "$src/config/components/webhook/manifests.yaml" config/webhook.yaml
+  chmod -R u+w config
+  touch .done
 }
 
 mkdir -p "$CACHE"
