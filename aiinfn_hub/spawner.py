@@ -2,7 +2,7 @@
 
 The logic lives in pure modules: catalog (what exists), policy (who may take what), profiles
 (form and validation), placement (where the pod goes), reservations (reserve or fail fast),
-inventory (what is free now).
+inventory (what is free now), volumes/identity/tokens (storage, uid/gids, the access-token Secret).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from . import catalog, form, hubstate, labels, placement, profiles, reservations
+from . import catalog, form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
 from .errors import UserError, to_http_error
+from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
 from .policy import UserPolicy, for_user
 from .profiles import Availability
+from .storage_config import AiInfnStorage
 
 INVENTORY_SYNC_WAIT = 10.0
 
@@ -71,8 +73,14 @@ class AiInfnSpawner(KubeSpawner):
     )
 
     _shared: hubstate.Platform | None = None
+    _identity_stores: dict[str, IdentityStore] = {}
     # Accelerator units this server holds; kept in the hub's state so limits survive restarts.
     accelerator_units = 0
+    # Whether the running pod mounts the access-token Secret (kept in state), and the digest of
+    # the token last written (memory only: after a hub restart the first poll writes it again).
+    token_mounted = False
+    _token_fingerprint: str | None = None
+    _configured: dict[str, Any] | None = None
 
     # -- restricted-safe pod defaults ------------------------------------------------------
 
@@ -99,6 +107,10 @@ class AiInfnSpawner(KubeSpawner):
     @default("pod_security_context")
     def _default_pod_security_context(self) -> dict:
         return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+    @default("delete_pvc")
+    def _default_delete_pvc(self) -> bool:
+        return False  # storage lives in shared claims (volumes.py), never in a per-user claim to delete
 
     @default("extra_labels")
     def _default_extra_labels(self) -> dict:
@@ -197,7 +209,12 @@ class AiInfnSpawner(KubeSpawner):
 
     async def load_user_options(self) -> None:
         """Validate user_options (one path for the form and the REST API), reserve the units,
-        and set the pod's image, resources and placement. Refusals are 4xx/503, never a pod."""
+        and set the pod's image, resources, placement and storage. Refusals are 4xx/503, never a pod."""
+        try:
+            names.username(self.user.name)
+        except names.InvalidName as error:
+            self.log.warning("Refusing to spawn for an invalid username: %s", error.log_detail)
+            raise to_http_error(error) from None
         platform = self._platform()
         policy = self._policy()
         held = self._held_elsewhere()
@@ -225,6 +242,105 @@ class AiInfnSpawner(KubeSpawner):
             if name == "extra_labels":
                 value = {**self.extra_labels, **value}
             setattr(self, name, value)
+        try:
+            await self._apply_storage(plan, policy.groups)
+        except UserError as error:
+            self.log.warning("Refusing to spawn %s: %s", self._log_name, error.log_detail)
+            raise to_http_error(error) from None
+
+    # -- storage, identity, token -----------------------------------------------------------
+
+    def _configured_value(self, name: str) -> Any:
+        """A trait as configured, before any spawn replaced it (our values add to the admin's)."""
+        if self._configured is None:
+            self._configured = {
+                "volumes": list(self._sorted_dict_values(self.volumes)),
+                "volume_mounts": list(self._sorted_dict_values(self.volume_mounts)),
+                "init_containers": list(self._sorted_dict_values(self.init_containers)),
+                "pod_security_context": dict(self.pod_security_context),
+                "environment": dict(self.environment),
+            }
+        return self._configured[name]
+
+    def _api_client(self):
+        return shared_client("CoreV1Api").api_client
+
+    async def _apply_storage(self, plan: profiles.SpawnPlan, groups: list[str]) -> None:
+        """Volumes for the user's current projects, their uid/gids, and their access-token Secret."""
+        settings = AiInfnStorage(parent=self).settings()
+        username = names.username(self.user.name)
+        projects = tuple(p.key for p in self._platform().catalog.projects_of(groups))
+        curator = (settings.envs_curator_group,) if settings.envs_curator_group in groups else ()
+        store = AiInfnSpawner._identity_stores.get(self.namespace)
+        if store is None:
+            store = AiInfnSpawner._identity_stores[self.namespace] = IdentityStore(
+                self._api_client(), self.namespace, settings)
+        identity = await store.identity(username, projects + curator)
+        token = tokens.access_token(await self.user.get_auth_state())
+        user = volumes.StorageUser(username, identity, projects, token=token is not None)
+        storage = volumes.build(settings, user, plan.size.scratch or settings.default_scratch_size,
+                                plan.size.shm or settings.default_shm_size, self.image)
+        self.volumes = [*self._configured_value("volumes"), *storage.volumes]
+        self.volume_mounts = [*self._configured_value("volume_mounts"), *storage.mounts]
+        self.init_containers = [*self._configured_value("init_containers"), *storage.init_containers]
+        self.pod_security_context = {**self._configured_value("pod_security_context"), **storage.security_context}
+        self.environment = {**self._configured_value("environment"), **storage.environment}
+        self.uid, self.gid, self.fs_gid = identity.uid, identity.gid, identity.gid
+        self.supplemental_gids = identity.supplemental_gids
+        self.token_mounted = token is not None
+        if token is not None:
+            await self._write_token(username, token)
+
+    async def _write_token(self, username: str, token: str) -> None:
+        try:
+            await tokens.sync(self._api_client(), self.namespace, username, token)
+        except tokens.TokenSyncError as error:
+            raise UserError("your access token could not be stored for the server; try again",
+                            reason="token", log_detail=str(error), status=503) from None
+        self._token_fingerprint = tokens.fingerprint(token)
+
+    async def _renew_token(self) -> None:
+        """Rewrite the Secret if the hub holds a different access token now (after a refresh)."""
+        try:
+            token = tokens.access_token(await self.user.get_auth_state())
+            if token is None or tokens.fingerprint(token) == self._token_fingerprint:
+                return
+            await self._write_token(names.username(self.user.name), token)
+            self.log.info("Access-token Secret of %s renewed", self._log_name)
+        except UserError as error:
+            self.log.warning("Could not renew the access-token Secret of %s: %s", self._log_name, error.log_detail)
+        except Exception:
+            # The server keeps running with the previous token; the next poll tries again.
+            self.log.exception("Unexpected error renewing the access-token Secret of %s", self._log_name)
+
+    async def _forget_token(self) -> None:
+        """Delete the Secret once none of the user's servers is running or starting."""
+        self._token_fingerprint = None
+        if any(other.active for other in self.user.spawners.values() if other is not self):
+            return
+        try:
+            username = names.username(self.user.name)
+        except names.InvalidName:
+            return  # such a user never got a Secret
+        try:
+            if await tokens.delete(self._api_client(), self.namespace, username):
+                self.log.info("Access-token Secret of %s deleted", self.user.name)
+        except tokens.TokenSyncError as error:
+            self.log.warning("Could not delete the access-token Secret of %s: %s", self.user.name, error)
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.token_mounted:
+            await self._renew_token()
+        return status
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now=now)
+        await self._forget_token()
+
+    async def delete_forever(self) -> None:
+        await super().delete_forever()
+        await self._forget_token()
 
     async def _reserve(self, plan: profiles.SpawnPlan, policy: UserPolicy) -> None:
         if plan.accelerator.kind == "cpu":
@@ -276,12 +392,16 @@ class AiInfnSpawner(KubeSpawner):
         state = super().get_state()
         if self.accelerator_units:
             state["aiinfn_accelerator_units"] = self.accelerator_units
+        if self.token_mounted:
+            state["aiinfn_token_mounted"] = True
         return state
 
     def load_state(self, state: dict) -> None:
         super().load_state(state)
         self.accelerator_units = int(state.get("aiinfn_accelerator_units", 0))
+        self.token_mounted = bool(state.get("aiinfn_token_mounted", False))
 
     def clear_state(self) -> None:
         super().clear_state()
         self.accelerator_units = 0
+        self.token_mounted = False

@@ -1,0 +1,104 @@
+"""helm-values/storage.yaml on a dev cluster: the same objects, every volume a local folder.
+
+The dev cluster has no NFS server and no CSI drivers, so each PersistentVolume's source becomes a
+hostPath under a local root (PersistentVolumes may use hostPath under Pod Security "restricted";
+only pods may not). The claims, the StorageClass and the RBAC are applied unchanged but for the
+namespace, so the API server and the PV controller handle exactly what production gets. PVs are
+cluster-wide, so each gets the namespace appended to its name. Used by the demo and the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.utils import create_from_dict
+
+from . import labels
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "helm-values" / "storage.yaml"
+ROOT_MODE = f"{labels.PREFIX}/root-mode"
+
+
+def load(path: str | os.PathLike = DEFAULT_PATH) -> list[dict]:
+    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def _local_folder(spec: dict) -> str:
+    """The folder standing in for a PV's source; PVs sharing an export share a folder."""
+    if "nfs" in spec:
+        return "nfs" + spec["nfs"]["path"]
+    if "csi" in spec:
+        return f"csi/{spec['csi']['driver']}/{spec['csi']['volumeHandle']}"
+    raise ValueError(f"no local stand-in for this PersistentVolume source: {sorted(spec)}")
+
+
+def pv_name(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}"
+
+
+def for_namespace(documents: Iterable[dict], namespace: str, root: Path) -> list[dict]:
+    """The objects for this namespace, PV sources replaced by folders under root."""
+    result = []
+    for original in documents:
+        document = copy.deepcopy(original)
+        kind, metadata = document["kind"], document["metadata"]
+        if kind == "PersistentVolume":
+            spec = document["spec"]
+            folder = root / _local_folder(spec)
+            for source in ("nfs", "csi", "mountOptions"):
+                spec.pop(source, None)
+            spec["hostPath"] = {"path": str(folder), "type": "Directory"}
+            spec["claimRef"] = {"namespace": namespace, "name": spec["claimRef"]["name"]}
+            metadata["name"] = pv_name(metadata["name"], namespace)
+        elif kind == "PersistentVolumeClaim":
+            metadata["namespace"] = namespace
+            document["spec"]["volumeName"] = pv_name(document["spec"]["volumeName"], namespace)
+        elif kind in ("Role", "RoleBinding"):
+            metadata["namespace"] = namespace
+            for subject in document.get("subjects", []):
+                subject["namespace"] = namespace
+        result.append(document)
+    return result
+
+
+def make_folders(documents: Iterable[dict]) -> None:
+    """Create the local folders of the (rewritten) PVs with the root modes production uses."""
+    for document in documents:
+        if document["kind"] != "PersistentVolume":
+            continue
+        folder = Path(document["spec"]["hostPath"]["path"])
+        folder.mkdir(parents=True, exist_ok=True)
+        mode = document["metadata"].get("annotations", {}).get(ROOT_MODE)
+        folder.chmod(int(mode, 8) if mode else 0o755)
+
+
+async def apply(api_client: client.ApiClient, documents: Iterable[dict]) -> None:
+    """Server-side apply every object (idempotent)."""
+    for document in documents:
+        await create_from_dict(api_client, document, apply=True)
+
+
+async def delete_volumes(api_client: client.ApiClient, documents: Iterable[dict]) -> None:
+    """Delete the (cluster-wide) PVs made for a namespace; its claims go with the namespace."""
+    core = client.CoreV1Api(api_client)
+    for document in documents:
+        if document["kind"] == "PersistentVolume":
+            try:
+                await core.delete_persistent_volume(document["metadata"]["name"])
+            except client.ApiException as error:
+                if error.status != 404:
+                    raise
+
+
+async def setup(api_client: client.ApiClient, namespace: str, root: Path,
+                path: str | os.PathLike = DEFAULT_PATH) -> list[dict]:
+    """Folders and objects for one namespace; returns what was applied (for delete_volumes)."""
+    documents = for_namespace(load(path), namespace, root)
+    make_folders(documents)
+    await apply(api_client, documents)
+    return documents

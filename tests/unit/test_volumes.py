@@ -1,0 +1,327 @@
+"""Notebook and job storage as literal manifests; settings checked at construction; the init
+script run for real by sh."""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat
+import subprocess
+
+import pytest
+import yaml
+from traitlets import TraitError
+from traitlets.config import Config
+
+from aiinfn_hub import catalog, names, volumes
+from aiinfn_hub.errors import UserError
+from aiinfn_hub.identity import Identity
+from aiinfn_hub.storage_config import AiInfnStorage, StorageSettings
+
+IMAGE = "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10"
+EVERYTHING = StorageSettings(
+    scratch_storage_class="aiinfn-scratch",
+    juicefs_claim="aiinfn-juicefs",
+    bucket_csi_driver="rclone.csi.example.org",
+    bucket_volume_attributes={"remote": "rgw", "bucket": "user-{user_slug}", "owner": "{username}"},
+)
+CAROL = Identity(100002, {"cms-ml": 200000, "lhcb-flashsim": 200001, "envs-admins": 200003})
+CAROL_USER = volumes.StorageUser("Carol.B", CAROL, ("cms-ml", "lhcb-flashsim"), token=True)
+RESTRICTED_CONTAINER = {
+    "runAsUser": 100002,
+    "runAsGroup": 100002,
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def test_every_option_on_as_a_literal_manifest():
+    storage = volumes.build(EVERYTHING, CAROL_USER, "100Gi", "8Gi", IMAGE)
+    assert storage.volumes == [
+        {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
+        {"name": "shared", "persistentVolumeClaim": {"claimName": "aiinfn-shared"}},
+        {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
+        {"name": "project-lhcb-2dflashsim",
+         "persistentVolumeClaim": {"claimName": "aiinfn-project-lhcb-2dflashsim"}},
+        {"name": "envs", "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": False}},
+        {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
+            "metadata": {"labels": {"app.kubernetes.io/managed-by": "aiinfn-hub",
+                                    "app.kubernetes.io/component": "scratch"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "aiinfn-scratch",
+                     "resources": {"requests": {"storage": "100Gi"}}},
+        }}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+        {"name": "cvmfs", "persistentVolumeClaim": {"claimName": "aiinfn-cvmfs", "readOnly": True}},
+        {"name": "juicefs", "persistentVolumeClaim": {"claimName": "aiinfn-juicefs"}},
+        {"name": "bucket", "csi": {
+            "driver": "rclone.csi.example.org",
+            "volumeAttributes": {"remote": "rgw", "bucket": "user--43arol-2e-42", "owner": "Carol.B"},
+            "nodePublishSecretRef": {"name": "aiinfn-token--43arol-2e-42"},
+        }},
+        {"name": "access-token", "secret": {
+            "secretName": "aiinfn-token--43arol-2e-42",
+            "items": [{"key": "access_token", "path": "access_token"}],
+            "defaultMode": 0o440,
+        }},
+    ]
+    assert storage.mounts == [
+        {"name": "bucket", "mountPath": "/bucket"},
+        {"name": "cvmfs", "mountPath": "/cvmfs", "readOnly": True, "mountPropagation": "HostToContainer"},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "envs", "mountPath": "/envs", "readOnly": False},
+        {"name": "home", "mountPath": "/home/jovyan", "subPath": "-43arol-2e-42"},
+        {"name": "shared", "mountPath": "/home/public"},
+        {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
+        {"name": "project-lhcb-2dflashsim", "mountPath": "/home/shared/lhcb-flashsim",
+         "subPath": "lhcb-2dflashsim"},
+        {"name": "juicefs", "mountPath": "/juicefs", "subPath": "-43arol-2e-42"},
+        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "access-token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True},
+    ]
+    assert storage.init_containers == [{
+        "name": "storage-init",
+        "image": IMAGE,
+        "command": ["sh", "-c", volumes.INIT_SCRIPT, "storage-init",
+                    "/aiinfn-init/home/-43arol-2e-42", "0700", "-",
+                    "/aiinfn-init/project-cms-2dml/cms-2dml", "2770", "200000",
+                    "/aiinfn-init/project-lhcb-2dflashsim/lhcb-2dflashsim", "2770", "200001",
+                    "/aiinfn-init/juicefs/-43arol-2e-42", "0700", "-"],
+        "securityContext": RESTRICTED_CONTAINER,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+        "volumeMounts": [
+            {"name": "home", "mountPath": "/aiinfn-init/home"},
+            {"name": "project-cms-2dml", "mountPath": "/aiinfn-init/project-cms-2dml"},
+            {"name": "project-lhcb-2dflashsim", "mountPath": "/aiinfn-init/project-lhcb-2dflashsim"},
+            {"name": "juicefs", "mountPath": "/aiinfn-init/juicefs"},
+        ],
+    }]
+    assert storage.security_context == {
+        "runAsUser": 100002,
+        "runAsGroup": 100002,
+        "runAsNonRoot": True,
+        "fsGroup": 100002,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "supplementalGroups": [200000, 200001, 200003],
+        "supplementalGroupsPolicy": "Strict",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert storage.environment == {"AIINFN_ACCESS_TOKEN_FILE": "/var/run/secrets/aiinfn/access_token"}
+
+
+def test_everything_optional_off_leaves_home_scratch_and_shm():
+    settings = StorageSettings(public_claim="", envs_claim="", cvmfs_claim="", init_directories=False,
+                               bucket_csi_driver="rclone.csi.example.org")
+    user = volumes.StorageUser("bob", Identity(100001))
+    storage = volumes.build(settings, user, "20Gi", "1Gi", IMAGE)
+    assert storage.volumes == [
+        {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+    ]
+    assert storage.mounts == [
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "home", "mountPath": "/home/jovyan", "subPath": "bob"},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]
+    assert storage.init_containers == []
+    assert storage.environment == {}
+    assert storage.security_context["supplementalGroups"] == []
+
+
+def test_envs_are_read_only_unless_the_user_curates_them():
+    reader = volumes.build(StorageSettings(), volumes.StorageUser("bob", Identity(100001, {"qml": 200002})),
+                           "1Gi", "1Gi", IMAGE)
+    assert {"name": "envs", "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True}} in reader.volumes
+    assert {"name": "envs", "mountPath": "/envs", "readOnly": True} in reader.mounts
+    nobody = StorageSettings(envs_curator_group="")
+    curator = volumes.build(nobody, volumes.StorageUser("bob", Identity(100001, {"envs-admins": 200003})),
+                            "1Gi", "1Gi", IMAGE)
+    assert {"name": "envs", "mountPath": "/envs", "readOnly": True} in curator.mounts
+
+
+def test_without_a_token_there_is_no_token_file_and_no_bucket():
+    user = volumes.StorageUser("alice", Identity(100000))
+    storage = volumes.build(EVERYTHING, user, "1Gi", "1Gi", IMAGE)
+    assert not {"bucket", "access-token"} & {v["name"] for v in storage.volumes}
+    assert not any("aiinfn-token" in str(v) for v in storage.volumes)
+    assert storage.environment == {}
+
+
+def test_token_is_a_whole_secret_volume_so_the_kubelet_updates_it():
+    storage = volumes.build(StorageSettings(), volumes.StorageUser("alice", Identity(100000), token=True),
+                            "1Gi", "1Gi", IMAGE)
+    token_mounts = [m for m in storage.mounts if m["name"] == "access-token"]
+    assert token_mounts == [{"name": "access-token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True}]
+    assert "subPath" not in token_mounts[0]
+
+
+def test_a_project_without_a_gid_is_a_bug_not_a_volume():
+    with pytest.raises(ValueError, match="no gid for project"):
+        volumes.build(StorageSettings(), volumes.StorageUser("bob", Identity(100001), ("qml",)), "1Gi", "1Gi", IMAGE)
+
+
+@pytest.mark.parametrize("variants", [
+    ["alice", "Alice", "ALICE"],
+    ["alice", "a_lice", "a.lice", "a-lice", "al.ice", "a__lice"],
+    ["a.b", "a-2eb", "a_b"],
+])
+def test_names_that_look_alike_get_different_homes(variants):
+    homes = set()
+    for name in variants:
+        storage = volumes.build(StorageSettings(juicefs_claim="aiinfn-juicefs"),
+                                volumes.StorageUser(name, Identity(100000)), "1Gi", "1Gi", IMAGE)
+        (home,) = [m["subPath"] for m in storage.mounts if m["name"] == "home"]
+        (juicefs,) = [m["subPath"] for m in storage.mounts if m["name"] == "juicefs"]
+        assert home == juicefs == names.slug(name)
+        homes.add(home)
+    assert len(homes) == len(variants)
+
+
+@pytest.mark.parametrize("bad", ["a/b", "..", "a..b", "-rf", "a\x00b", "a" * 300, "\u0430lice", "ａlice", "", " alice"])
+def test_bad_names_are_refused_before_any_path(bad):
+    user = volumes.StorageUser(bad, Identity(100000), token=True)
+    with pytest.raises(names.InvalidName) as refused:
+        volumes.build(EVERYTHING, user, "1Gi", "1Gi", IMAGE)
+    assert refused.value.status == 403
+    with pytest.raises(names.InvalidName):
+        volumes.init_container(EVERYTHING, user, IMAGE)
+    with pytest.raises(names.InvalidName):
+        volumes.for_job(EVERYTHING, bad, [], ["home"])
+
+
+def test_project_volume_names_fit_and_stay_distinct():
+    assert volumes.project_volume_name("cms-ml") == "project-cms-2dml"
+    assert volumes.project_claim(StorageSettings(), "lhcb/flashsim") == "aiinfn-project-lhcb-2fflashsim"
+    long_a, long_b = "p" * 100 + "a", "p" * 100 + "b"
+    name_a, name_b = volumes.project_volume_name(long_a), volumes.project_volume_name(long_b)
+    assert len(name_a) <= 63 and len(name_b) <= 63 and name_a != name_b
+    assert name_a == volumes.project_volume_name(long_a)
+    with pytest.raises(names.InvalidName):
+        volumes.project_volume_name("../etc")
+
+
+def test_subgroup_projects_mount_below_their_parent_in_order():
+    user = volumes.StorageUser("carol", Identity(100002, {"lhcb/flashsim": 200005, "lhcb": 200004}),
+                               ("lhcb/flashsim", "lhcb"))
+    mounts = volumes.build(StorageSettings(), user, "1Gi", "1Gi", IMAGE).mounts
+    paths = [m["mountPath"] for m in mounts]
+    assert paths.index("/home/shared/lhcb") < paths.index("/home/shared/lhcb/flashsim")
+
+
+def test_job_volumes_for_the_kinds_asked():
+    settings = StorageSettings(juicefs_claim="aiinfn-juicefs")
+    job_volumes, mounts = volumes.for_job(settings, "carol", ["cms-ml"], ["juicefs", "home", "projects", "scratch"],
+                                          scratch_size="50Gi")
+    assert job_volumes == [
+        {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
+        {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": "50Gi"}},
+        {"name": "juicefs", "persistentVolumeClaim": {"claimName": "aiinfn-juicefs"}},
+    ]
+    assert mounts == [
+        {"name": "home", "mountPath": "/home/jovyan", "subPath": "carol"},
+        {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
+        {"name": "juicefs", "mountPath": "/juicefs", "subPath": "carol"},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]
+    assert volumes.for_job(settings, "carol", ["cms-ml"], ["juicefs"]) == (
+        [{"name": "juicefs", "persistentVolumeClaim": {"claimName": "aiinfn-juicefs"}}],
+        [{"name": "juicefs", "mountPath": "/juicefs", "subPath": "carol"}])
+    assert volumes.for_job(settings, "carol", [], ["scratch"])[0] == [
+        {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}}]
+    assert volumes.REMOTE_MOUNTABLE <= volumes.JOB_KINDS
+
+
+@pytest.mark.parametrize("settings, kinds, message", [
+    (StorageSettings(), ["home", "envs"], "unknown volume kind(s) envs"),
+    (StorageSettings(), ["juicefs"], "JuiceFS is not available"),
+])
+def test_job_kinds_outside_the_list_are_a_400(settings, kinds, message):
+    with pytest.raises(UserError) as refused:
+        volumes.for_job(settings, "carol", [], kinds)
+    assert refused.value.status == 400 and message in refused.value.message
+
+
+def _run_init(args):
+    return subprocess.run(["sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_init_script_creates_each_directory_once_with_its_mode_and_group(tmp_path):
+    homes, projects = tmp_path / "home", tmp_path / "projects"
+    for root in (homes, projects):
+        root.mkdir()
+        root.chmod(0o1733)
+    gid = os.getgid()
+    args = [f"{homes}/alice", "0700", "-", f"{projects}/cms-2dml", "2770", str(gid)]
+    assert _run_init(args).returncode == 0
+    home, project = os.stat(homes / "alice"), os.stat(projects / "cms-2dml")
+    assert stat.S_IMODE(home.st_mode) == 0o700
+    assert stat.S_IMODE(project.st_mode) == 0o2770 and project.st_gid == gid
+    (homes / "alice" / "notes.txt").write_text("kept")
+    (projects / "cms-2dml").chmod(0o2750)  # a member changed it: a later spawn leaves it alone
+    assert _run_init(args).returncode == 0
+    assert (homes / "alice" / "notes.txt").read_text() == "kept"
+    assert stat.S_IMODE(os.stat(projects / "cms-2dml").st_mode) == 0o2750
+    failed = _run_init([f"{tmp_path}/missing/alice", "0700", "-"])
+    assert failed.returncode == 1 and "cannot create" in failed.stderr
+
+
+def test_settings_from_config_and_their_defaults():
+    config = Config()
+    config.AiInfnStorage.juicefs_claim = "aiinfn-juicefs"
+    config.AiInfnStorage.scratch_storage_class = "aiinfn-scratch"
+    settings = AiInfnStorage(config=config).settings()
+    assert settings == StorageSettings(juicefs_claim="aiinfn-juicefs", scratch_storage_class="aiinfn-scratch")
+    assert AiInfnStorage().settings() == StorageSettings()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("home_claim", "", "every user needs a home"),
+    ("cvmfs_claim", "CVMFS_Claim", "is not a Kubernetes object name"),
+    ("project_claim_prefix", "a.b", "must be a short DNS label"),
+    ("home_mount_path", "home/jovyan", "normalised absolute path"),
+    ("scratch_mount_path", "/scratch/../etc", "normalised absolute path"),
+    ("envs_mount_path", "/", "normalised absolute path"),
+    ("default_shm_size", "lots", "not a quantity"),
+    ("uid_min", 0, "between 1000"),
+    ("bucket_volume_attributes", {"bad key!": "x"}, "not an attribute name"),
+])
+def test_bad_settings_name_the_key(key, value, message):
+    config = Config()
+    config.AiInfnStorage[key] = value
+    with pytest.raises(TraitError, match=message) as refused:
+        AiInfnStorage(config=config)
+    assert key in str(refused.value)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"gid_min": 150000, "gid_max": 250000}, "must not overlap"),
+    ({"uid_min": 5000, "uid_max": 4000}, "must not exceed"),
+    ({"bucket_mount_path": "/home/jovyan/bucket"}, "home_mount_path: '/home/jovyan' overlaps bucket_mount_path"),
+    ({"scratch_mount_path": "/dev/shm"}, "overlaps shm"),
+    ({"public_mount_path": "/home/shared"}, "overlaps projects_mount_root"),
+])
+def test_settings_that_conflict_are_refused(values, message):
+    config = Config()
+    for key, value in values.items():
+        config.AiInfnStorage[key] = value
+    with pytest.raises(TraitError, match=message):
+        AiInfnStorage(config=config).settings()
+
+
+def test_catalog_sizes_carry_scratch_and_shm():
+    document = yaml.safe_load(catalog.default_path().read_text())
+    sizes = catalog.parse(document).sizes
+    assert sizes["gpu"]["medium"] == catalog.Size("medium", "8 CPU / 32 GB", "8", "32Gi", "100Gi", "8Gi")
+    assert sizes["cpu"]["small"].scratch == "" and sizes["cpu"]["small"].shm == ""
+    too_much = copy.deepcopy(document)
+    too_much["sizes"]["cpu"]["choices"]["small"]["shm"] = "9Gi"
+    with pytest.raises(catalog.CatalogError, match=r"sizes\.cpu\.choices\.small\.shm: must not exceed memory"):
+        catalog.parse(too_much)
+    bad = copy.deepcopy(document)
+    bad["sizes"]["cpu"]["choices"]["small"]["scratch"] = "fast"
+    with pytest.raises(catalog.CatalogError, match=r"sizes\.cpu\.choices\.small\.scratch: must be a Kubernetes"):
+        catalog.parse(bad)
