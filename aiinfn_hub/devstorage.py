@@ -95,6 +95,13 @@ async def delete_volumes(api_client: client.ApiClient, documents: Iterable[dict]
                     raise
 
 
+async def claims_bound(api_client: client.ApiClient, namespace: str, documents: Iterable[dict]) -> bool:
+    """True once every claim among the documents is Bound (the PV controller pairs them)."""
+    wanted = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
+    claims = await client.CoreV1Api(api_client).list_namespaced_persistent_volume_claim(namespace)
+    return wanted <= {c.metadata.name for c in claims.items if c.status.phase == "Bound"}
+
+
 async def setup(api_client: client.ApiClient, namespace: str, root: Path,
                 path: str | os.PathLike = DEFAULT_PATH) -> list[dict]:
     """Folders and objects for one namespace; returns what was applied (for delete_volumes)."""

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import k8s, labels
+from aiinfn_hub import devstorage, k8s, labels
 from aiinfn_hub.devcluster import topology
 from aiinfn_hub.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from tests.helpers import has_default_service_account, wait_until
@@ -94,3 +94,15 @@ async def namespace(request, core):
         if report is not None and report.failed:
             await _print_events(core, name)
         await core.delete_namespace(name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def storage(api_client, namespace, tmp_path):
+    """helm-values/storage.yaml in the test namespace: its claims bound to local folders."""
+    documents = await devstorage.setup(api_client, namespace, tmp_path / "storage")
+    try:
+        await wait_until(lambda: devstorage.claims_bound(api_client, namespace, documents),
+                         "the storage claims to be bound")
+        yield documents
+    finally:
+        await devstorage.delete_volumes(api_client, documents)
