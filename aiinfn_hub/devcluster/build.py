@@ -40,16 +40,14 @@ def check_go() -> str:
     return go
 
 
-def build(cache: Path, with_kueue: bool = False, log=print) -> None:
+def build(cache: Path, log=print) -> None:
     """Build whatever is missing; a half-built component directory is rebuilt from scratch."""
-    if not missing_binaries(cache) and (not with_kueue or (cache / f"kueue-{versions.KUEUE}" / ".done").exists()):
+    if not missing_binaries(cache):
         return
     check_go()
     script = resources.files(__package__) / "build.sh"
     log(f"building the dev cluster into {cache} (first time only; about 30 minutes on 2 cores)")
-    argv = ["bash", str(script), str(cache), versions.KUBERNETES, versions.ETCD, versions.KWOK]
-    if with_kueue:
-        argv.append(versions.KUEUE)
+    argv = ["bash", str(script), str(cache), versions.KUBERNETES, versions.ETCD, versions.KWOK, versions.KUEUE]
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
         raise DevClusterError(

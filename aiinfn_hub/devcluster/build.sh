@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build the dev cluster's binaries from the Go module proxy into a cache outside the repository.
 #
-#   build.sh CACHE_DIR K8S_VERSION ETCD_VERSION KWOK_VERSION [KUEUE_VERSION]
+#   build.sh CACHE_DIR K8S_VERSION ETCD_VERSION KWOK_VERSION KUEUE_VERSION
 #
 # Each component is built into CACHE_DIR/<component>-<version>/bin and marked complete with a
 # `.done` file only after its binaries run; a half-built directory is rebuilt from scratch.
 set -euo pipefail
 
-CACHE=$1 K8S=$2 ETCD=$3 KWOK=$4 KUEUE=${5:-}
+CACHE=$1 K8S=$2 ETCD=$3 KWOK=$4 KUEUE=$5
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
 JOBS=${AIINFN_BUILD_JOBS:-$(nproc)}
 
@@ -95,5 +95,5 @@ mkdir -p "$CACHE"
 build_etcd
 build_kwok
 build_kubernetes
-[ -z "$KUEUE" ] || build_kueue
+build_kueue
 log "all components built in $CACHE"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import build, components, pki, processes, topology, versions
+from . import build, components, kueue, pki, processes, topology, versions
 from .errors import DevClusterError
 
 DEFAULT_NAME = "aiinfn-dev"
@@ -173,7 +173,8 @@ class DevCluster:
         components.write_yaml(layout.config("kwok.yaml"), components.kwok_config(versions.kwok_stages(self.cache)))
 
         state = {"name": self.name, "server": server, "ports": ports.as_dict(), "topology": self.topology_name,
-                 "versions": {"kubernetes": versions.KUBERNETES, "etcd": versions.ETCD, "kwok": versions.KWOK},
+                 "versions": {"kubernetes": versions.KUBERNETES, "etcd": versions.ETCD, "kwok": versions.KWOK,
+                              "kueue": versions.KUEUE},
                  "processes": [], "ready": False}
         deadline = time.monotonic() + timeout
         probe = _Probe(layout, ports)
@@ -188,9 +189,36 @@ class DevCluster:
         self._wait("topology", None, deadline, lambda: probe.create_nodes(nodes))
         self._wait("nodes", None, deadline, lambda: probe.nodes_ready(len(nodes)))
         self._wait("service accounts", None, deadline, probe.default_service_account)
+        self._start_kueue(state, probe, deadline)
         state["ready"] = True
         self._write_state(state)
         self.log(f"cluster {self.name!r} up: {len(nodes)} nodes ({self.topology_name}); KUBECONFIG={layout.admin_kubeconfig}")
+
+    def _start_kueue(self, state: dict, probe: _Probe, deadline: float) -> None:
+        """Kueue after the control plane: its CRDs first (its caches need them), its webhooks only
+        once it answers, so no registration ever points at a server that is not up yet."""
+        layout = self.layout
+        manifests = versions.kueue_manifests(self.cache)
+        ports = kueue.KueuePorts(**{f: processes.free_port() for f in ("webhook", "health", "metrics")})
+        state["ports"].update(ports.as_dict())
+        kueue.ensure_metrics_certificate()
+        cert_dir = layout.root / "kueue-certs"
+        cert_dir.mkdir()
+        shutil.copy(layout.pki / "serving.crt", cert_dir / "tls.crt")
+        shutil.copy(layout.pki / "serving.key", cert_dir / "tls.key")
+        components.write_yaml(layout.config("kueue.yaml"), kueue.configuration(ports, cert_dir))
+        crds = kueue.crds(manifests / "crd")
+        self._wait("Kueue CRDs", None, deadline, lambda: probe.create_all([kueue.namespace(), *crds]))
+        self._wait("Kueue CRDs", None, deadline, lambda: probe.crds_established(crds))
+        argv = kueue.argv(versions.binaries(self.cache)["kueue"], layout.config("kueue.yaml"), layout.kubeconfig("kueue"))
+        proc = processes.start("kueue", argv, layout.logs / "kueue.log")
+        state["processes"].append(proc.__dict__)
+        self._write_state(state)
+        self._wait("kueue", proc, deadline, lambda: probe.healthy(ports.health, "/readyz"))
+        webhooks = kueue.webhook_configurations(kueue.load_documents(manifests / "webhook.yaml"), ports.webhook,
+                                                (layout.pki / "ca.crt").read_bytes())
+        self._wait("Kueue webhooks", None, deadline, lambda: probe.create_all(webhooks))
+        self.log(f"Kueue {versions.KUEUE} ready (webhooks on 127.0.0.1:{ports.webhook})")
 
     def _wait(self, what: str, proc: processes.Running | None, deadline: float, check: Callable[[], bool]) -> None:
         while time.monotonic() < deadline:
@@ -207,6 +235,15 @@ class DevCluster:
             time.sleep(0.2)
         log_hint = f" (log: {self.layout.logs / f'{what}.log'})" if proc else ""
         raise DevClusterError(f"{what} was not ready in time{log_hint}; `aiinfn-devcluster down` cleans up")
+
+
+# Collection names of the kinds the harness creates itself (no discovery at start).
+_COLLECTIONS = {
+    "Namespace": "namespaces",
+    "CustomResourceDefinition": "customresourcedefinitions",
+    "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
+}
 
 
 class _Probe:
@@ -251,6 +288,29 @@ class _Probe:
             except ssl.SSLError:
                 return self._request(ports.kwok, "GET", "/healthz", https=False)[0] == 200
         raise ValueError(name)
+
+    def healthy(self, port: int, path: str) -> bool:
+        return self._request(port, "GET", path, https=False)[0] == 200
+
+    def create_all(self, objects: list[dict]) -> bool:
+        """Create cluster-scoped objects; one that already exists is left as it is."""
+        for obj in objects:
+            group, _, version = obj["apiVersion"].rpartition("/")
+            prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            code, body = self.api("POST", f"{prefix}/{_COLLECTIONS[obj['kind']]}", obj)
+            if code not in (201, 409):
+                raise DevClusterError(f"creating {obj['kind']} {obj['metadata']['name']} failed ({code}): {body[:200]!r}")
+        return True
+
+    def crds_established(self, crds: list[dict]) -> bool:
+        for crd in crds:
+            code, body = self.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
+            if code != 200:
+                return False
+            conditions = json.loads(body).get("status", {}).get("conditions") or []
+            if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                return False
+        return True
 
     def create_nodes(self, nodes: list[dict]) -> bool:
         """Create the topology's nodes with their status (settable only on create)."""

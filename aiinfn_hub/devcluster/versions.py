@@ -30,9 +30,15 @@ def binaries(cache: Path) -> dict[str, Path]:
         "kube-scheduler": k8s / "kube-scheduler",
         "kubectl": k8s / "kubectl",
         "kwok": cache / f"kwok-{KWOK}" / "bin" / "kwok",
+        "kueue": cache / f"kueue-{KUEUE}" / "bin" / "kueue",
     }
 
 
 def kwok_stages(cache: Path) -> Path:
     """kwok's own stage library, copied from its module at build time."""
     return cache / f"kwok-{KWOK}" / "stages"
+
+
+def kueue_manifests(cache: Path) -> Path:
+    """Kueue's CRDs (crd/) and webhook definitions (webhook.yaml), copied from its module at build time."""
+    return cache / f"kueue-{KUEUE}" / "config"
