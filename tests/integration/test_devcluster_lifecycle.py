@@ -41,7 +41,7 @@ def test_up_reuses_then_down_stops_every_pid(private_cluster):
     status = private_cluster.status()
     assert status.state == "running"
     assert [p.name for p in status.processes] == [
-        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kueue"]
     assert private_cluster.up() is False
 
     assert private_cluster.down() is True
