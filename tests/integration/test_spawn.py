@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import labels
+from aiinfn_hub import devstorage, labels
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
 
@@ -37,6 +37,7 @@ async def hub(devcluster, api_client, tmp_path_factory):
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
         name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
     await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
+    storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     hub, responder = await asyncio.to_thread(start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace,
                                              USERS, SPAWNER)
     try:
@@ -44,6 +45,7 @@ async def hub(devcluster, api_client, tmp_path_factory):
     finally:
         await asyncio.to_thread(stop_hub, hub, responder)
         await core.delete_namespace(namespace)
+        await devstorage.delete_volumes(api_client, storage)
 
 
 async def call(hub, method, path, body=None, token=None):
