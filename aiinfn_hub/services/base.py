@@ -1,0 +1,209 @@
+"""What every aiinfn-hub service shares: the process lifecycle and the hub-authenticated handler.
+
+A service is a traitlets Application run by JupyterHub as a managed service (or standalone with
+the same environment): it reads the hub's own configuration file, so it sees exactly the
+settings the hub and the spawner use; `setup()` makes its clients, `cleanup()` closes them, and
+SIGTERM or SIGINT stop it after the requests in flight. Handlers learn who calls from the hub
+(an API token or the OAuth cookie of the service's pages), never from a request body, and
+answer errors as JSON: a UserError's message and status, anything else a logged 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Unicode, default
+from traitlets.config import Application
+
+from ..errors import UserError
+
+HUB_CONFIG_ENV = "AIINFN_HUB_CONFIG"
+STOP_GRACE_SECONDS = 10.0
+
+
+def hub_config_file() -> str:
+    """The configuration file of the JupyterHub process loading this configuration (absolute),
+    for a managed service to read the same settings; '' when not loaded by a hub."""
+    from jupyterhub.app import JupyterHub
+
+    if not JupyterHub.initialized():
+        return ""
+    return os.path.abspath(JupyterHub.instance().config_file)
+
+
+@dataclass(frozen=True)
+class HubUser:
+    """The caller, as the hub knows them."""
+
+    name: str
+    groups: frozenset[str]
+    admin: bool
+
+
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):
+    """Base handler: the caller from the hub (token or OAuth cookie), errors as JSON."""
+
+    hub_user: HubUser | None = None
+    not_allowed: bool = False
+
+    def initialize(self) -> None:
+        self.hub_auth = self.settings["hub_auth"]
+
+    async def prepare(self) -> None:
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                self.not_allowed, model = True, None
+        self.current_user = model
+        if model and model.get("kind", "user") == "user":
+            self.hub_user = HubUser(model["name"], frozenset(model.get("groups") or ()), bool(model.get("admin")))
+
+    def caller(self) -> HubUser:
+        """The calling user; 403 for anonymous requests, services, and tokens without access."""
+        if self.hub_user is None:
+            if self.not_allowed:
+                raise UserError("this token may not use this service", reason="forbidden", status=403)
+            if self.current_user:
+                raise UserError("only users can use this service", reason="forbidden", status=403)
+            raise UserError("authentication required: send a JupyterHub API token "
+                            "(Authorization: token ...) or log in", reason="unauthenticated", status=403)
+        return self.hub_user
+
+    def write_json(self, document: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(document))
+
+    def as_user_error(self, error: BaseException | None) -> UserError | None:
+        """Override to answer some failures (say, a backend that is down) with a message and status."""
+        return error if isinstance(error, UserError) else None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = self.as_user_error(kwargs.get("exc_info", (None, None, None))[1])
+        if error is not None:
+            status_code, message = error.status, error.message
+            self.set_status(status_code)
+            for name, value in getattr(error, "headers", {}).items():
+                self.set_header(name, value)
+        else:
+            message = self._reason if status_code < 500 else "internal error; the service log has the details"
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 (tornado's signature)
+        error = self.as_user_error(value)
+        if error is not None:
+            logging.getLogger(__name__).log(logging.WARNING if error.status >= 500 else logging.INFO,
+                                            "%s %s refused (%d): %s", self.request.method, self.request.path,
+                                            error.status, error.log_detail)
+            return
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(ServiceHandler):
+    """Unknown paths: a JSON 404, without asking the hub who calls."""
+
+    async def prepare(self) -> None:
+        raise UserError("no such resource", reason="not-found", status=404)
+
+
+class ServiceApp(Application):
+    """A hub service process: reads the hub's configuration, serves its handlers, stops cleanly."""
+
+    hub_config = Unicode(
+        config=True,
+        help=f"""The hub's configuration file (the service reads the hub's and the spawner's
+        settings from it). Default: ${HUB_CONFIG_ENV}, else jupyterhub_config.py in the working
+        directory (where JupyterHub itself looks).""",
+    )
+    service_url = Unicode(
+        config=True,
+        help="Where to listen (scheme://host:port). Default: $JUPYTERHUB_SERVICE_URL, set by the hub.",
+    )
+    service_prefix = Unicode(
+        config=True, help="URL prefix the proxy routes to this service. Default: $JUPYTERHUB_SERVICE_PREFIX.",
+    )
+    aliases = {"hub-config": "ServiceApp.hub_config", "log-level": "Application.log_level"}
+
+    @default("hub_config")
+    def _default_hub_config(self) -> str:
+        return os.environ.get(HUB_CONFIG_ENV) or "jupyterhub_config.py"
+
+    @default("service_url")
+    def _default_service_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")
+
+    @default("service_prefix")
+    def _default_service_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        """Command line first (it may name the config file), then the hub's configuration."""
+        self.parse_command_line(argv)
+        if not os.path.isfile(self.hub_config):
+            raise SystemExit(f"{self.name}: the hub configuration {self.hub_config!r} does not exist "
+                             f"(set ${HUB_CONFIG_ENV} or --hub-config)")
+        # The file is the hub's; what the command line says still wins.
+        self.load_config_file(os.path.basename(self.hub_config), path=os.path.dirname(os.path.abspath(self.hub_config)))
+        logging.basicConfig(level=self.log_level, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+
+    def handlers(self) -> list[tuple]:
+        """The service's routes, relative to service_prefix."""
+        raise NotImplementedError
+
+    def tornado_settings(self) -> dict[str, Any]:
+        """Extra tornado settings for the service's handlers."""
+        return {}
+
+    async def setup(self) -> None:
+        """Make clients and check settings; raise SystemExit with the reason to refuse to start."""
+
+    async def cleanup(self) -> None:
+        """Close clients."""
+
+    def make_app(self) -> web.Application:
+        hub_auth = HubOAuth(parent=self, cache_max_age=60)
+        prefix = self.service_prefix.rstrip("/") + "/"
+        routes = [(prefix + "oauth_callback", HubOAuthCallbackHandler),
+                  *((prefix + path, *rest) for path, *rest in self.handlers())]
+        return web.Application(routes, hub_auth=hub_auth, cookie_secret=secrets.token_bytes(32),
+                               default_handler_class=NotFoundHandler, **self.tornado_settings())
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop accepting, let requests finish, clean up."""
+        await self.setup()
+        url = urlparse(self.service_url)
+        server = HTTPServer(self.make_app(), xheaders=True)
+        server.listen(url.port or 80, address=url.hostname or "127.0.0.1")
+        self.log.info("%s listening on %s%s", self.name, self.service_url, self.service_prefix)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+            self.log.info("%s stopping", self.name)
+            server.stop()
+            try:
+                await asyncio.wait_for(server.close_all_connections(), STOP_GRACE_SECONDS)
+            except asyncio.TimeoutError:
+                self.log.warning("%s: requests still running after %.0fs; stopping anyway", self.name,
+                                 STOP_GRACE_SECONDS)
+        finally:
+            await self.cleanup()
+
+    def start(self) -> None:
+        asyncio.run(self.serve())

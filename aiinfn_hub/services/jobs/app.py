@@ -1,0 +1,191 @@
+"""AiInfnJobs: the job service process (`python -m aiinfn_hub.services.jobs`).
+
+It reads the hub's configuration file: the catalog, the policies, the namespace and the
+placement settings are the spawner's (`c.AiInfnSpawner.*`, `c.KubeSpawner.namespace`), the
+storage settings are `c.AiInfnStorage.*`, and its own are `c.AiInfnJobs.*`. It talks to
+Kubernetes with its own credentials ($KUBECONFIG or the in-cluster service account), never a
+user's; the RBAC it needs is in helm-values/jobs-service-rbac.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tornado.ioloop import PeriodicCallback
+from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, validate
+
+from ... import hubstate, k8s, volumes
+from ...catalog import ACCELERATOR_KINDS, CatalogError
+from ...identity import IdentityStore
+from ...policy import PolicyError
+from ...storage_config import AiInfnStorage
+from ..base import ServiceApp
+from . import handlers
+from .manifests import BuildSettings
+from .operations import JobService, Platform
+from .plan import JobRules
+from .ratelimit import RateLimiter
+from .request import MAX_TTL_SECONDS, VOLUME_KINDS
+from .store import JobStore
+
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+SPAWNER_SETTINGS = ("catalog_file", "default_policy", "group_policies", "reservation_taint_key",
+                    "accelerator_node_labels", "cpu_on_accelerator_nodes")
+
+
+class AiInfnJobs(ServiceApp):
+    """Batch jobs and Bunshin clones for hub users, queued by Kueue."""
+
+    name = "aiinfn-jobs"
+    description = "The aiinfn-hub job service: submit, list, watch and cancel Kueue-managed batch jobs."
+
+    namespace = Unicode(
+        config=True,
+        help="""Namespace of the jobs: the notebooks' (KubeSpawner.namespace), since jobs mount the
+        same claims and clones copy notebook pods. Default: the spawner's.""",
+    )
+    priorities = Dict(
+        default_value={"low": "aiinfn-low", "normal": "aiinfn-normal", "high": "aiinfn-high"},
+        key_trait=Unicode(), value_trait=Unicode(), config=True,
+        help="""Priorities users may pick, by name, each a Kueue WorkloadPriorityClass (set on the Job as
+        kueue.x-k8s.io/priority-class). Within a project's quota Kueue preempts lower ones first.""",
+    )
+    default_priority = Unicode("normal", config=True, help="Priority of jobs that name none (a key of priorities).")
+    pod_priority_class = Unicode(
+        "aiinfn-batch", config=True,
+        help="PriorityClass of job pods; must rank below notebooks' so the scheduler preempts jobs, never notebooks.",
+    )
+    default_ttl_seconds = Int(86400, min=0, max=MAX_TTL_SECONDS, config=True,
+                              help="Finished jobs are deleted after this long unless they ask otherwise.")
+    backoff_limit = Int(3, min=0, max=100, config=True,
+                        help="Failed pods (not counting preemptions) before a job fails.")
+    sandbox_path = Unicode("/aiinfn/sandbox", config=True, help="Where a job's sandbox files are mounted (read-only).")
+    offload_accelerator_kinds = List(
+        Unicode(), ["cpu", "gpu"], config=True,
+        help="Accelerator kinds remote sites offer: offloadable jobs may only ask for these.",
+    )
+    rate_limit = Float(5.0, min=0.001, config=True, help="Requests per second each user may make on average.")
+    rate_limit_burst = Int(20, min=1, config=True, help="Requests a user may make at once before the rate applies.")
+    orphan_grace_seconds = Float(
+        600.0, min=1.0, config=True,
+        help="Sandbox files of a submission interrupted before its Job existed are removed after this long.",
+    )
+
+    @default("namespace")
+    def _default_namespace(self) -> str:
+        configured = self._spawner_section().get("namespace")
+        if configured:
+            return configured
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE) as file:
+                return file.read().strip()
+        except OSError:
+            return "default"
+
+    @validate("namespace", "pod_priority_class")
+    def _validate_object_name(self, proposal: Any) -> str:
+        if not OBJECT_NAME.fullmatch(proposal["value"]):
+            raise TraitError(f"AiInfnJobs.{proposal['trait'].name}: {proposal['value']!r} is not an object name")
+        return proposal["value"]
+
+    @validate("priorities")
+    def _validate_priorities(self, proposal: Any) -> dict:
+        value = proposal["value"]
+        for name, cls in value.items():
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", name) or not OBJECT_NAME.fullmatch(cls):
+                raise TraitError(f"AiInfnJobs.priorities: {name!r}: {cls!r} must map a short key to a class name")
+        if not value:
+            raise TraitError("AiInfnJobs.priorities: offer at least one priority")
+        return value
+
+    @validate("offload_accelerator_kinds")
+    def _validate_offload_accelerator_kinds(self, proposal: Any) -> list:
+        unknown = set(proposal["value"]) - set(ACCELERATOR_KINDS)
+        if unknown:
+            raise TraitError(f"AiInfnJobs.offload_accelerator_kinds: unknown kind(s) {', '.join(sorted(unknown))}")
+        return proposal["value"]
+
+    @validate("sandbox_path")
+    def _validate_sandbox_path(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", value) or "/.." in value:
+            raise TraitError(f"AiInfnJobs.sandbox_path: {value!r} must be a plain absolute path")
+        return value
+
+    def _spawner_section(self) -> dict[str, Any]:
+        return {**self.config.get("KubeSpawner", {}), **self.config.get("AiInfnSpawner", {})}
+
+    def _spawner(self, name: str) -> Any:
+        from ...spawner import AiInfnSpawner
+
+        section = self._spawner_section()
+        return section[name] if name in section else AiInfnSpawner.class_traits()[name].default()
+
+    def service(self, api_client: Any) -> JobService:
+        """The operations, configured from the hub's settings (checked here: a bad key stops the start)."""
+        if self.default_priority not in self.priorities:
+            raise TraitError(f"AiInfnJobs.default_priority: {self.default_priority!r} is not in priorities")
+        spawner = {name: self._spawner(name) for name in SPAWNER_SETTINGS}
+        try:
+            state = hubstate.load(spawner["catalog_file"], spawner["default_policy"], spawner["group_policies"],
+                                  spawner["reservation_taint_key"])
+        except (CatalogError, PolicyError) as error:
+            raise TraitError(f"invalid platform configuration: {error}") from None
+        storage = AiInfnStorage(config=self.config).settings()
+        storage_kinds = tuple(k for k in VOLUME_KINDS if k != "juicefs" or storage.juicefs_claim)
+        rules = JobRules(
+            priorities=dict(self.priorities),
+            default_priority=self.default_priority,
+            default_ttl_seconds=self.default_ttl_seconds,
+            sandbox_path=self.sandbox_path,
+            storage_kinds=storage_kinds,
+            remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
+            offload_accelerator_kinds=frozenset(self.offload_accelerator_kinds),
+        )
+        build = BuildSettings(
+            pod_priority_class=self.pod_priority_class,
+            accelerator_node_labels=tuple(spawner["accelerator_node_labels"]),
+            cpu_on_accelerator_nodes=bool(spawner["cpu_on_accelerator_nodes"]),
+            sandbox_path=self.sandbox_path,
+            backoff_limit=self.backoff_limit,
+        )
+        return JobService(JobStore(api_client, self.namespace),
+                          Platform(state.catalog, state.default_rules, state.group_rules),
+                          rules, build, storage, IdentityStore(api_client, self.namespace, storage))
+
+    async def setup(self) -> None:
+        self.api_client = await k8s.api_client()
+        try:
+            self.jobs = self.service(self.api_client)
+        except TraitError as error:
+            await self.api_client.close()
+            raise SystemExit(f"{self.name}: {error}") from None
+        self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
+        self.collector = PeriodicCallback(self._collect, self.orphan_grace_seconds * 1000 / 2)
+        self.collector.start()
+        self.log.info("%s: jobs in namespace %s, priorities %s", self.name, self.namespace,
+                      ", ".join(self.priorities))
+
+    async def _collect(self) -> None:
+        try:
+            await self.jobs.collect_orphans(self.orphan_grace_seconds)
+        except Exception:  # a failed sweep is retried at the next period
+            self.log.exception("Sweeping sandboxes of interrupted submissions failed")
+
+    async def cleanup(self) -> None:
+        self.collector.stop()
+        await self.api_client.close()
+
+    def handlers(self) -> list[tuple]:
+        return handlers.routes()
+
+    def tornado_settings(self) -> dict[str, Any]:
+        return {"jobs": self.jobs, "limiter": self.limiter, "service_prefix": self.service_prefix.rstrip("/") + "/"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = AiInfnJobs.instance()
+    app.initialize(argv)
+    app.start()

@@ -1,0 +1,171 @@
+"""HTTP side of the job service: the REST API under api/, the jobs page, the page's cancel form.
+
+Every handler takes the caller from the hub; bodies are parsed by the strict request models and
+nothing identity-like is read from them. Each user has a token bucket (429 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from jinja2 import Environment, PackageLoader, select_autoescape
+from kubernetes_asyncio.client.rest import ApiException
+from tornado import web
+
+from ...errors import UserError
+from ..base import HubUser, ServiceHandler
+from . import openapi
+from .operations import JobService
+from .ratelimit import retry_after
+from .request import CloneRequest, JobRequest, ResubmitRequest, parse
+
+_pages = Environment(loader=PackageLoader("aiinfn_hub", "templates"),
+                     autoescape=select_autoescape(default=True, default_for_string=True))
+FINAL_STATES = ("succeeded", "failed")
+MAX_LOG_INDEX = 10_000
+
+
+class RateLimited(UserError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"too many requests; try again in {retry_after(seconds)} s", reason="rate-limited",
+                         status=429)
+        self.headers = {"Retry-After": retry_after(seconds)}
+
+
+class _Jobs(ServiceHandler):
+    """Authenticated, rate-limited; a cluster that cannot be reached is a 503, not a 500."""
+
+    @property
+    def jobs(self) -> JobService:
+        return self.settings["jobs"]
+
+    def user(self) -> HubUser:
+        caller = self.caller()
+        wait = self.settings["limiter"].take(caller.name)
+        if wait:
+            raise RateLimited(wait)
+        return caller
+
+    def as_user_error(self, error: BaseException | None) -> UserError | None:
+        if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
+                isinstance(error, ApiException) and (error.status or 0) >= 500):
+            return UserError("the cluster cannot be reached right now; try again", reason="unavailable",
+                             log_detail=f"Kubernetes API: {type(error).__name__}: {error}", status=503)
+        return super().as_user_error(error)
+
+    def created(self, summary: dict, created: bool) -> None:
+        """201 with a Location for a new job, 200 for the one an idempotency key already made."""
+        if created:
+            self.set_header("Location", f"{self.settings['service_prefix']}api/jobs/{summary['id']}")
+        self.write_json(summary, 201 if created else 200)
+
+    def int_argument(self, name: str, low: int, high: int) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return None
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise UserError(f"query parameter {name} must be a whole number from {low} to {high}")
+        return int(raw)
+
+
+class ApiRootHandler(_Jobs):
+    async def get(self) -> None:
+        self.write_json({"service": "aiinfn-jobs", "user": self.user().name,
+                         "openapi": self.settings["service_prefix"] + "api/openapi.json"})
+
+
+class OpenApiHandler(ServiceHandler):
+    """The API description; public, like the hub's own REST API documentation."""
+
+    async def prepare(self) -> None:
+        pass
+
+    def get(self) -> None:
+        self.write_json(openapi.document())
+
+
+class JobsHandler(_Jobs):
+    async def get(self) -> None:
+        everyone = self.get_query_argument("all", "0")
+        if everyone not in ("0", "1"):
+            raise UserError("query parameter all must be 0 or 1")
+        self.write_json({"jobs": await self.jobs.list(self.user(), everyone == "1")})
+
+    async def post(self) -> None:
+        caller = self.user()
+        self.created(*await self.jobs.submit(caller, parse(JobRequest, self.request.body)))
+
+
+class ClonesHandler(_Jobs):
+    async def post(self) -> None:
+        caller = self.user()
+        self.created(*await self.jobs.submit(caller, parse(CloneRequest, self.request.body)))
+
+
+class JobHandler(_Jobs):
+    async def get(self, job_id: str) -> None:
+        self.write_json(await self.jobs.status(self.user(), job_id))
+
+    async def delete(self, job_id: str) -> None:
+        self.write_json(await self.jobs.cancel(self.user(), job_id))
+
+
+class LogsHandler(_Jobs):
+    async def get(self, job_id: str) -> None:
+        caller = self.user()
+        index = self.int_argument("index", 0, MAX_LOG_INDEX)
+        tail = self.int_argument("tail", 1, 5000) or 200
+        self.write_json(await self.jobs.logs(caller, job_id, index, tail))
+
+
+class ResubmitHandler(_Jobs):
+    async def post(self, job_id: str) -> None:
+        caller = self.user()
+        key = parse(ResubmitRequest, self.request.body).idempotency_key
+        self.created(*await self.jobs.resubmit(caller, job_id, key))
+
+
+class PageHandler(_Jobs):
+    """The jobs page: the caller's jobs with their state and a cancel button (OAuth login)."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = self.as_user_error(kwargs.get("exc_info", (None, None, None))[1])
+        if error is not None:
+            self.set_status(error.status)
+        message = error.message if error is not None else "something went wrong; the service log has the details"
+        self.finish(_pages.get_template("jobs.html").render(error=message, jobs=[], user=None, xsrf=""))
+
+    @web.authenticated
+    async def get(self) -> None:
+        caller = self.user()
+        jobs = await self.jobs.list(caller)
+        self.set_header("Content-Security-Policy",
+                        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'")
+        self.finish(_pages.get_template("jobs.html").render(
+            user=caller.name, jobs=jobs, final=FINAL_STATES, xsrf=self.xsrf_token.decode(), error=None,
+            prefix=self.settings["service_prefix"], api=self.settings["service_prefix"] + "api/"))
+
+
+class CancelFormHandler(_Jobs):
+    """The page's cancel button (a form POST, so the hub's XSRF check applies to the cookie)."""
+
+    async def post(self, job_id: str) -> None:
+        await self.jobs.cancel(self.user(), job_id)
+        self.redirect(self.settings["service_prefix"], status=303)
+
+
+def routes() -> list[tuple]:
+    job = r"([^/]+)"
+    return [
+        (r"api/?", ApiRootHandler),
+        (r"api/openapi\.json", OpenApiHandler),
+        (r"api/jobs/?", JobsHandler),
+        (r"api/clones/?", ClonesHandler),
+        (rf"api/jobs/{job}/?", JobHandler),
+        (rf"api/jobs/{job}/logs/?", LogsHandler),
+        (rf"api/jobs/{job}/resubmit/?", ResubmitHandler),
+        (r"?", PageHandler),
+        (rf"jobs/{job}/cancel", CancelFormHandler),
+    ]

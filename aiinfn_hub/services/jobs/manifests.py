@@ -1,0 +1,296 @@
+"""JobPlan -> Kubernetes objects: the suspended batch/v1 Job, its sandbox ConfigMap, and the
+Bunshin clone of a notebook pod. Pure; every builder returns plain Kubernetes JSON.
+
+Every Job is created suspended with its project's Kueue queue and a Kueue priority class, so
+Kueue decides when and where it runs; its pods use the batch PriorityClass (below notebooks),
+pass Pod Security "restricted", mount no service-account token and always request resources.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ... import labels, names
+from ...placement import ACCELERATOR_LABEL, VIRTUAL_NODE_LABEL, VIRTUAL_NODE_VALUE
+from .plan import JobPlan, NotebookFacts
+
+COMPONENT = "batch-job"
+SANDBOX_COMPONENT = "batch-job-sandbox"
+CONTAINER = "job"
+SANDBOX_VOLUME = "aiinfn-sandbox"
+OFFLOAD_TAINT = "virtual-node.interlink/no-schedule"
+OFFLOAD_NODE_LABEL = "virtual-node.interlink/type"
+OFFLOAD_NODE_VALUE = "virtual-kubelet"
+NOTEBOOK_CONTAINER = "notebook"
+TOKEN_VOLUMES = frozenset({"access-token"})
+# Volume sources a clone may keep; anything else (secrets, projected tokens, host paths) is
+# dropped, and so is a CSI volume handed a Secret (the object-store mount uses the user's token).
+CLONABLE_SOURCES = ("persistentVolumeClaim", "configMap", "emptyDir", "ephemeral", "csi", "downwardAPI")
+# Environment a clone must not inherit: the hub's wiring of the notebook server (its tokens
+# included), anything that looks like a credential, and sizes that the job sets anew.
+_HUB_ENV = re.compile(r"^(JUPYTERHUB_|JPY_)")
+_SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE|AUTH|COOKIE", re.IGNORECASE)
+_SIZE_ENV = frozenset({"MEM_LIMIT", "MEM_GUARANTEE", "CPU_LIMIT", "CPU_GUARANTEE"})
+_POD_IDENTITY = ("runAsUser", "runAsGroup", "fsGroup", "fsGroupChangePolicy", "supplementalGroups",
+                 "supplementalGroupsPolicy")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Cluster-side settings of every job (the AiInfnJobs traits, gathered)."""
+
+    pod_priority_class: str = "aiinfn-batch"
+    accelerator_node_labels: tuple[str, ...] = ()
+    cpu_on_accelerator_nodes: bool = False
+    sandbox_path: str = "/aiinfn/sandbox"
+    backoff_limit: int = 3
+
+
+@dataclass(frozen=True)
+class JobMeta:
+    """How the Job is named and how it was asked for (kept on it for idempotency and resubmission)."""
+
+    name: str
+    idempotency_key: str
+    digest: str
+    request: str
+
+
+@dataclass(frozen=True)
+class PodParts:
+    """The container's image, environment and volumes, and the pod's identity."""
+
+    image: str
+    volumes: tuple[Mapping[str, Any], ...] = ()
+    mounts: tuple[Mapping[str, Any], ...] = ()
+    env: tuple[Mapping[str, Any], ...] = ()
+    env_from: tuple[Mapping[str, Any], ...] = ()
+    security: Mapping[str, Any] = field(default_factory=dict)
+    working_dir: str | None = None
+    image_pull_policy: str | None = None
+    image_pull_secrets: tuple[Mapping[str, Any], ...] = ()
+
+
+def owner_labels(owner: str, component: str) -> dict[str, str]:
+    return {
+        labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+        labels.PART_OF: labels.PART_OF_VALUE,
+        labels.COMPONENT: component,
+        labels.OWNER: names.label_value(owner),
+    }
+
+
+def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
+    if plan.offloadable:
+        return {
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": OFFLOAD_NODE_LABEL, "operator": "In", "values": [OFFLOAD_NODE_VALUE]}]},
+            ]}}},
+            "tolerations": [{"key": OFFLOAD_TAINT, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+        }
+    expressions = [{"key": VIRTUAL_NODE_LABEL, "operator": "NotIn", "values": [VIRTUAL_NODE_VALUE]}]
+    if plan.accelerator.kind == "cpu" and not settings.cpu_on_accelerator_nodes:
+        expressions += [{"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels]
+    placement: dict[str, Any] = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}}}
+    if plan.accelerator.node_labels:
+        placement["nodeSelector"] = dict(sorted(plan.accelerator.node_labels.items()))
+    return placement
+
+
+def _env(plan: JobPlan, parts: PodParts, name: str) -> list[dict[str, Any]]:
+    env: dict[str, dict[str, Any]] = {e["name"]: dict(e) for e in parts.env}
+    env["AIINFN_JOB_NAME"] = {"name": "AIINFN_JOB_NAME", "value": name}
+    env["AIINFN_PROJECT"] = {"name": "AIINFN_PROJECT", "value": plan.project}
+    for key, value in plan.env:
+        env[key] = {"name": key, "value": value}
+    return list(env.values())
+
+
+def _security(parts: PodParts) -> dict[str, Any]:
+    identity = {k: parts.security[k] for k in _POD_IDENTITY if k in parts.security}
+    return {**identity, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSettings) -> dict[str, Any]:
+    """The suspended, Kueue-managed batch/v1 Job for this plan."""
+    job_labels = {
+        **owner_labels(plan.owner, COMPONENT),
+        labels.JOB_KIND: plan.kind,
+        labels.PROJECT: names.label_value(plan.project),
+        labels.KUEUE_QUEUE: plan.queue,
+        labels.KUEUE_PRIORITY: plan.priority_class,
+    }
+    pod_labels = {**owner_labels(plan.owner, COMPONENT), labels.JOB_KIND: plan.kind,
+                  ACCELERATOR_LABEL: plan.accelerator.key}
+    mounts = [dict(m) for m in parts.mounts]
+    volumes = [dict(v) for v in parts.volumes]
+    if plan.sandbox:
+        volumes.append({"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}})
+        mounts.append({"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": parts.image,
+        "command": list(plan.command),
+        "env": _env(plan, parts, meta.name),
+        "resources": {"requests": plan.resources, "limits": plan.resources},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if parts.image_pull_policy:
+        container["imagePullPolicy"] = parts.image_pull_policy
+    if parts.env_from:
+        container["envFrom"] = [dict(e) for e in parts.env_from]
+    if mounts:
+        container["volumeMounts"] = mounts
+    working_dir = plan.working_dir or parts.working_dir
+    if working_dir:
+        container["workingDir"] = working_dir
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "priorityClassName": settings.pod_priority_class,
+        "securityContext": _security(parts),
+        **_placement(plan, settings),
+        "containers": [container],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
+    if parts.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [dict(s) for s in parts.image_pull_secrets]
+    spec: dict[str, Any] = {
+        "suspend": True,
+        "completions": plan.completions,
+        "parallelism": plan.parallelism,
+        "completionMode": "Indexed",
+        "backoffLimit": settings.backoff_limit,
+        # A pod preempted for a notebook (or evicted by Kueue) is not the job's fault.
+        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+        "ttlSecondsAfterFinished": plan.ttl_seconds,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": {labels.OWNER_NAME: plan.owner}},
+            "spec": pod_spec,
+        },
+    }
+    if plan.deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = plan.deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": meta.name,
+            "labels": job_labels,
+            "annotations": {
+                labels.OWNER_NAME: plan.owner,
+                labels.PROJECT: plan.project,
+                labels.DISPLAY_NAME: plan.display_name,
+                labels.IDEMPOTENCY_KEY: meta.idempotency_key,
+                labels.REQUEST_DIGEST: meta.digest,
+                labels.REQUEST: meta.request,
+            },
+        },
+        "spec": spec,
+    }
+
+
+def make_sandbox(meta: JobMeta, plan: JobPlan) -> dict[str, Any]:
+    """The ConfigMap holding the job's sandbox files, named like the Job (which will own it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": meta.name,
+            "labels": owner_labels(plan.owner, SANDBOX_COMPONENT),
+            "annotations": {labels.OWNER_NAME: plan.owner, labels.IDEMPOTENCY_KEY: meta.idempotency_key,
+                            labels.REQUEST_DIGEST: meta.digest},
+        },
+        "data": dict(sorted(plan.sandbox.items())),
+    }
+
+
+def sandbox_owner(job_name: str, job_uid: str) -> dict[str, Any]:
+    """Patch making the Job own its sandbox, so deleting the Job deletes the files."""
+    return {"metadata": {"ownerReferences": [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid,
+        "controller": False, "blockOwnerDeletion": False,
+    }]}}
+
+
+# -- Bunshin: clones of a notebook pod ---------------------------------------------------------
+
+def volume_kind(volume_name: str) -> str | None:
+    """Which selectable job volume kind a notebook volume is (None: part of the environment)."""
+    if volume_name in ("home", "scratch", "juicefs"):
+        return volume_name
+    if volume_name == "shared" or volume_name.startswith("project-"):
+        return "projects"
+    return None
+
+
+def notebook_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    containers = pod["spec"]["containers"]
+    return next((c for c in containers if c.get("name") == NOTEBOOK_CONTAINER), containers[0])
+
+
+def notebook_facts(pod: Mapping[str, Any], accelerators: Mapping[str, Any]) -> NotebookFacts:
+    """The defaults a clone inherits: the notebook's accelerator, size and volume kinds."""
+    requests = (notebook_container(pod).get("resources") or {}).get("requests") or {}
+    key = (pod["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL, "cpu")
+    accelerator = accelerators.get(key) or accelerators["cpu"]
+    count = int(requests.get(accelerator.resource, 0)) if accelerator.resource else 0
+    kinds = {volume_kind(v["name"]) for v in pod["spec"].get("volumes") or ()}
+    return NotebookFacts(
+        accelerator=accelerator.key,
+        count=count,
+        cpu=str(requests.get("cpu", "1")),
+        memory=str(requests.get("memory", "1Gi")),
+        volume_kinds=tuple(sorted(k for k in kinds if k)),
+    )
+
+
+def _clonable(volume: Mapping[str, Any], plan: JobPlan) -> bool:
+    if volume["name"] in TOKEN_VOLUMES or not any(source in volume for source in CLONABLE_SOURCES):
+        return False
+    if "nodePublishSecretRef" in (volume.get("csi") or {}):
+        return False
+    kind = volume_kind(volume["name"])
+    if kind is not None:
+        return kind in plan.volume_kinds
+    # Environment volumes (managed envs, CVMFS, ...) are local; a remote site gets only memory.
+    return not plan.offloadable or "emptyDir" in volume
+
+
+def _clonable_env(variable: Mapping[str, Any]) -> bool:
+    name = variable.get("name", "")
+    secret_ref = "secretKeyRef" in (variable.get("valueFrom") or {})
+    return not (secret_ref or _HUB_ENV.match(name) or _SECRET_LIKE.search(name) or name in _SIZE_ENV)
+
+
+def clone_parts(pod: Mapping[str, Any], plan: JobPlan) -> PodParts:
+    """Image, environment and volumes of the notebook, without its tokens, secrets and hub wiring."""
+    container = notebook_container(pod)
+    volumes = [v for v in pod["spec"].get("volumes") or () if _clonable(v, plan)]
+    kept = {v["name"] for v in volumes}
+    return PodParts(
+        image=container["image"],
+        volumes=tuple(volumes),
+        mounts=tuple(m for m in container.get("volumeMounts") or () if m["name"] in kept),
+        env=tuple(e for e in container.get("env") or () if _clonable_env(e)),
+        env_from=tuple(e for e in container.get("envFrom") or () if "configMapRef" in e),
+        security=pod["spec"].get("securityContext") or {},
+        working_dir=container.get("workingDir"),
+        image_pull_policy=container.get("imagePullPolicy"),
+        image_pull_secrets=tuple(pod["spec"].get("imagePullSecrets") or ()),
+    )
+
+
+def make_bunshin_job(meta: JobMeta, plan: JobPlan, pod: Mapping[str, Any], settings: BuildSettings) -> dict[str, Any]:
+    """A Job running `plan.command` in a copy of the caller's notebook pod."""
+    return make_job(meta, plan, clone_parts(pod, plan), settings)

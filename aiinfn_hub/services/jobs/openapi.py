@@ -1,0 +1,119 @@
+"""The OpenAPI 3.1 document of the job service's REST API; request schemas come from the models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .request import CloneRequest, JobRequest, ResubmitRequest
+
+_ERROR = {"description": "Refused, with the reason", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/Error"}}}}
+_JOB = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
+_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^job-[0-9a-f]{20}$"}}
+_ERRORS = {str(code): _ERROR for code in (400, 403, 404, 409, 413, 422, 429, 503)}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _schema(model) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+_JOB_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "The Job's name; use it in the other calls."},
+        "name": {"type": "string"},
+        "owner": {"type": "string"},
+        "kind": {"enum": ["batch", "bunshin"]},
+        "project": {"type": "string"},
+        "queue": {"type": "string", "description": "The project's Kueue LocalQueue."},
+        "priority": {"type": ["string", "null"]},
+        "offloadable": {"type": "boolean"},
+        "accelerator": {"type": ["string", "null"]},
+        "state": {"enum": ["queued", "requeued", "admitted", "starting", "running", "succeeded", "failed",
+                           "cancelled"]},
+        "created": {"type": ["string", "null"], "format": "date-time"},
+        "started": {"type": ["string", "null"], "format": "date-time"},
+        "finished": {"type": ["string", "null"], "format": "date-time"},
+        "completions": {"type": "integer"},
+        "succeeded": {"type": "integer"},
+        "failed": {"type": "integer"},
+        "active": {"type": "integer"},
+        "admission": {"type": ["object", "null"], "description": "Kueue's admission: cluster_queue and the "
+                      "flavor chosen for each resource."},
+        "position": {"type": ["integer", "null"], "description": "Place in the project's queue while waiting."},
+        "message": {"type": ["string", "null"], "description": "Kueue's reason while the job waits."},
+        "pods": {"type": "array", "items": {"type": "object"}, "description": "Status calls only."},
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    schemas = {
+        "JobRequest": _schema(JobRequest),
+        "CloneRequest": _schema(CloneRequest),
+        "ResubmitRequest": _schema(ResubmitRequest),
+        "Job": _JOB_SCHEMA,
+        "Error": {"type": "object", "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aiinfn-hub job service",
+            "version": "1",
+            "description": "Batch jobs and Bunshin clones of your notebook, queued by Kueue in your "
+                           "project's queue. Authenticate with a JupyterHub token that may access this "
+                           "service (Authorization: token ...). Unknown fields are refused.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization"}},
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/jobs": {
+                "get": {"summary": "Your jobs, newest first (admins: ?all=1 for everyone's)",
+                        "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
+                        "responses": {"200": {"description": "Jobs", "content": {"application/json": {"schema": {
+                            "type": "object", "properties": {"jobs": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/Job"}}}}}}}, **_ERRORS}},
+                "post": {"summary": "Submit a batch job", "requestBody": _body("JobRequest"),
+                         "responses": {"201": {"description": "Created", **_JOB},
+                                       "200": {"description": "Already submitted with this idempotency key", **_JOB},
+                                       **_ERRORS}},
+            },
+            "/api/clones": {
+                "post": {"summary": "Clone your running notebook server with another command (Bunshin)",
+                         "requestBody": _body("CloneRequest"),
+                         "responses": {"201": {"description": "Created", **_JOB},
+                                       "200": {"description": "Already submitted with this idempotency key", **_JOB},
+                                       **_ERRORS}},
+            },
+            "/api/jobs/{job_id}": {
+                "parameters": [_ID],
+                "get": {"summary": "Status: state, Kueue admission or queue position, pods",
+                        "responses": {"200": {"description": "The job", **_JOB}, **_ERRORS}},
+                "delete": {"summary": "Cancel: delete the job and its pods",
+                           "responses": {"200": {"description": "Cancelled", **_JOB}, **_ERRORS}},
+            },
+            "/api/jobs/{job_id}/logs": {
+                "parameters": [_ID],
+                "get": {"summary": "The last lines of each pod's log",
+                        "parameters": [{"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                                       {"name": "tail", "in": "query",
+                                        "schema": {"type": "integer", "minimum": 1, "maximum": 5000}}],
+                        "responses": {"200": {"description": "Logs per pod"}, **_ERRORS}},
+            },
+            "/api/jobs/{job_id}/resubmit": {
+                "parameters": [_ID],
+                "post": {"summary": "Submit one of your jobs again, as it was asked for",
+                         "requestBody": {**_body("ResubmitRequest"), "required": False},
+                         "responses": {"201": {"description": "Created", **_JOB}, **_ERRORS}},
+            },
+        },
+    }

@@ -1,0 +1,138 @@
+"""Job + Kueue Workload + pods -> what a user sees about their job. Pure.
+
+Only fields this service chose are shown (never the raw objects, whose environment or volumes
+a user did not write): state, Kueue's admission (ClusterQueue, flavors) or, while pending, the
+place in the project's queue and Kueue's reason, and the pods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+
+from ... import labels
+from ...placement import ACCELERATOR_LABEL
+
+QUOTA_RESERVED = "QuotaReserved"
+ADMITTED = "Admitted"
+EVICTED = "Evicted"
+FINISHED = "Finished"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or ():
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _pending(workload: Mapping[str, Any]) -> bool:
+    return _condition(workload, QUOTA_RESERVED) is None and _condition(workload, FINISHED) is None
+
+
+def positions(workloads: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """1-based place of each pending Workload (by uid) in its LocalQueue: higher priority first,
+    then the older (the order Kueue's BestEffortFIFO and StrictFIFO queues use)."""
+    queues: dict[str, list[Mapping[str, Any]]] = {}
+    for workload in workloads:
+        if _pending(workload):
+            queues.setdefault(workload["spec"].get("queueName", ""), []).append(workload)
+    places = {}
+    for members in queues.values():
+        members.sort(key=lambda w: (-(w["spec"].get("priority") or 0), w["metadata"].get("creationTimestamp", ""),
+                                    w["metadata"]["name"]))
+        places.update({w["metadata"]["uid"]: i for i, w in enumerate(members, start=1)})
+    return places
+
+
+def owner_uid(workload: Mapping[str, Any]) -> str | None:
+    """The uid of the Job a Workload belongs to."""
+    for owner in workload["metadata"].get("ownerReferences") or ():
+        if owner.get("kind") == "Job":
+            return owner.get("uid")
+    return None
+
+
+def state(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str:
+    """queued, admitted, running, requeued (evicted or preempted, waiting again), succeeded, failed."""
+    if _condition(job, "Complete"):
+        return "succeeded"
+    if _condition(job, "Failed"):
+        return "failed"
+    if job["spec"].get("suspend"):
+        if workload is not None and _condition(workload, QUOTA_RESERVED):
+            return "admitted"
+        if workload is not None and _condition(workload, EVICTED):
+            return "requeued"
+        return "queued"
+    return "running" if (job.get("status") or {}).get("active") else "starting"
+
+
+def _admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    admission = ((workload or {}).get("status") or {}).get("admission")
+    if not admission or _condition(workload, QUOTA_RESERVED) is None:
+        return None
+    flavors: dict[str, str] = {}
+    for assignment in admission.get("podSetAssignments") or ():
+        flavors.update(assignment.get("flavors") or {})
+    return {"cluster_queue": admission.get("clusterQueue"), "flavors": dict(sorted(flavors.items()))}
+
+
+def _message(workload: Mapping[str, Any] | None) -> str | None:
+    """Kueue's word on a job that waits: why it is not admitted yet, or why it was evicted."""
+    if workload is None or not _pending(workload):
+        return None
+    for condition in (workload.get("status") or {}).get("conditions") or ():
+        if condition.get("type") in (QUOTA_RESERVED, EVICTED) and condition.get("message"):
+            return str(condition["message"])[:500]
+    return None
+
+
+def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = pod["metadata"]
+    index = (metadata.get("annotations") or {}).get(COMPLETION_INDEX)
+    return {
+        "name": metadata["name"],
+        "index": int(index) if index is not None and index.isdigit() else None,
+        "phase": (pod.get("status") or {}).get("phase"),
+        "node": pod["spec"].get("nodeName"),
+    }
+
+
+def summarize(job: Mapping[str, Any], workload: Mapping[str, Any] | None, priorities: Mapping[str, str],
+              position: int | None = None, pods: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON a user gets for one job. `priorities` maps priority names to Kueue classes."""
+    metadata = job["metadata"]
+    annotations = metadata.get("annotations") or {}
+    job_labels = metadata.get("labels") or {}
+    request = json.loads(annotations.get(labels.REQUEST) or "{}")
+    status = job.get("status") or {}
+    names_of = {cls: name for name, cls in priorities.items()}
+    job_state = state(job, workload)
+    summary: dict[str, Any] = {
+        "id": metadata["name"],
+        "name": annotations.get(labels.DISPLAY_NAME),
+        "owner": annotations.get(labels.OWNER_NAME),
+        "kind": job_labels.get(labels.JOB_KIND),
+        "project": annotations.get(labels.PROJECT),
+        "queue": job_labels.get(labels.KUEUE_QUEUE),
+        "priority": names_of.get(job_labels.get(labels.KUEUE_PRIORITY, "")),
+        "offloadable": bool(request.get("offloadable")),
+        "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL),
+        "state": job_state,
+        "created": metadata.get("creationTimestamp"),
+        "started": status.get("startTime"),
+        "finished": status.get("completionTime") or (_condition(job, "Failed") or {}).get("lastTransitionTime"),
+        "completions": job["spec"].get("completions"),
+        "succeeded": status.get("succeeded", 0),
+        "failed": status.get("failed", 0),
+        "active": status.get("active", 0),
+        "admission": _admission(workload),
+        "position": position if job_state in ("queued", "requeued") else None,
+        "message": _message(workload),
+    }
+    if pods is not None:
+        summary["pods"] = sorted((pod_summary(p) for p in pods),
+                                 key=lambda p: (p["index"] if p["index"] is not None else -1, p["name"]))
+    return summary

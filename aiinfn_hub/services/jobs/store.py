@@ -1,0 +1,175 @@
+"""The job service's Kubernetes side: Jobs, their sandbox ConfigMaps, Kueue Workloads, pods, logs.
+
+Every call uses the service's own credentials (its kubeconfig or in-cluster service account),
+in the one namespace it manages, and returns plain JSON (no model classes: a submission costs
+one create and no deserialisation). Errors are kubernetes_asyncio ApiExceptions with the status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from ... import labels, names
+from .manifests import COMPONENT, SANDBOX_COMPONENT, sandbox_owner
+
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSION = "v1beta2"
+NOTEBOOK_COMPONENT = "singleuser-server"
+HUB_USERNAME = "hub.jupyter.org/username"
+HUB_SERVERNAME = "hub.jupyter.org/servername"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
+
+
+async def _json(pending) -> Any:
+    """The body of a raw (`_preload_content=False`) call as JSON; an ApiException for non-2xx."""
+    response = await pending
+    try:
+        body = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status < 300:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = body.decode(errors="replace")
+        raise error
+    return json.loads(body) if body else {}
+
+
+def api_message(error: ApiException) -> str:
+    """The API server's own message from an error body (for logs and refusals the user caused)."""
+    try:
+        return str(json.loads(error.body).get("message") or error.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(error.reason)
+
+
+class JobStore:
+    """Reads and writes the service's objects in its namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def create_job(self, job: dict) -> dict:
+        return await _json(self.batch.create_namespaced_job(self.namespace, job, _preload_content=False))
+
+    async def get_job(self, name: str) -> dict | None:
+        try:
+            return await _json(self.batch.read_namespaced_job(name, self.namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list_jobs(self, owner: str | None) -> list[dict]:
+        """The service's jobs, of one owner (by exact name) or of everyone."""
+        selector = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={COMPONENT}"
+        if owner is not None:
+            selector += f",{labels.OWNER}={names.label_value(owner)}"
+        items = (await _json(self.batch.list_namespaced_job(self.namespace, label_selector=selector,
+                                                             _preload_content=False)))["items"]
+        if owner is not None:
+            items = [j for j in items if (j["metadata"].get("annotations") or {}).get(labels.OWNER_NAME) == owner]
+        return items
+
+    async def delete_job(self, name: str) -> bool:
+        """Delete a Job with its pods, Workload and sandbox (owned objects go with it); False if gone."""
+        try:
+            await _json(self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background",
+                                                         _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    # -- sandboxes -------------------------------------------------------------------------
+
+    async def create_sandbox(self, configmap: dict) -> dict:
+        return await _json(self.core.create_namespaced_config_map(self.namespace, configmap, _preload_content=False))
+
+    async def get_sandbox(self, name: str) -> dict | None:
+        try:
+            return await _json(self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def replace_sandbox(self, configmap: dict) -> dict:
+        name = configmap["metadata"]["name"]
+        return await _json(self.core.replace_namespaced_config_map(name, self.namespace, configmap,
+                                                                   _preload_content=False))
+
+    async def adopt_sandbox(self, job: dict) -> None:
+        """Make the Job own its sandbox ConfigMap."""
+        body = sandbox_owner(job["metadata"]["name"], job["metadata"]["uid"])
+        await _json(self.core.patch_namespaced_config_map(job["metadata"]["name"], self.namespace, body,
+                                                          _preload_content=False))
+
+    async def delete_sandbox(self, name: str) -> None:
+        try:
+            await _json(self.core.delete_namespaced_config_map(name, self.namespace, _preload_content=False))
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    async def orphan_sandboxes(self) -> list[dict]:
+        """Sandbox ConfigMaps no Job owns (left by a submission interrupted before its Job existed)."""
+        selector = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={SANDBOX_COMPONENT}"
+        items = (await _json(self.core.list_namespaced_config_map(self.namespace, label_selector=selector,
+                                                                  _preload_content=False)))["items"]
+        return [c for c in items if not c["metadata"].get("ownerReferences")]
+
+    # -- Kueue, pods, notebooks --------------------------------------------------------------
+
+    async def workloads(self, job_uid: str | None = None) -> list[dict]:
+        """Kueue Workloads in the namespace (of one Job if given); none if Kueue is not installed."""
+        selector = f"{JOB_UID_LABEL}={job_uid}" if job_uid else None
+        try:
+            result = await _json(self.custom.list_namespaced_custom_object(
+                KUEUE_GROUP, KUEUE_VERSION, self.namespace, "workloads", label_selector=selector,
+                _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return []
+            raise
+        return result["items"]
+
+    async def pods(self, job_uid: str) -> list[dict]:
+        result = await _json(self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"{CONTROLLER_UID_LABEL}={job_uid}", _preload_content=False))
+        return result["items"]
+
+    async def log(self, pod: str, tail_lines: int, limit_bytes: int) -> str:
+        response = await self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=tail_lines,
+                                                           limit_bytes=limit_bytes, _preload_content=False)
+        try:
+            body = await response.read()
+        finally:
+            response.release()
+        if not 200 <= response.status < 300:
+            raise ApiException(status=response.status, reason=response.reason)
+        return body.decode(errors="replace")
+
+    async def notebook_pod(self, username: str, server: str) -> dict | None:
+        """The user's running notebook pod for this server name, matched on the exact names the
+        spawner records in annotations (its label values depend on KubeSpawner's slug scheme)."""
+        selector = f"component={NOTEBOOK_COMPONENT}"
+        result = await _json(self.core.list_namespaced_pod(self.namespace, label_selector=selector,
+                                                           _preload_content=False))
+        for pod in result["items"]:
+            annotations = pod["metadata"].get("annotations") or {}
+            if (annotations.get(HUB_USERNAME) == username and annotations.get(HUB_SERVERNAME, "") == server
+                    and not pod["metadata"].get("deletionTimestamp")
+                    and (pod.get("status") or {}).get("phase") == "Running"):
+                return pod
+        return None

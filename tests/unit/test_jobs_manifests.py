@@ -1,0 +1,332 @@
+"""The manifest builders, tested as literal manifests (like KubeSpawner's test_objects.py)."""
+
+import copy
+
+import pytest
+
+from aiinfn_hub import catalog, policy, volumes
+from aiinfn_hub.identity import Identity
+from aiinfn_hub.services.base import HubUser
+from aiinfn_hub.services.jobs import manifests
+from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts
+from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.request import CloneRequest, JobRequest
+from aiinfn_hub.storage_config import StorageSettings
+
+CATALOG = catalog.load(catalog.default_path())
+RULES = JobRules(
+    priorities={"low": "aiinfn-low", "normal": "aiinfn-normal"}, default_priority="normal",
+    default_ttl_seconds=3600, sandbox_path="/aiinfn/sandbox", storage_kinds=("home", "projects", "scratch"),
+    remote_volume_kinds=volumes.REMOTE_MOUNTABLE, offload_accelerator_kinds=frozenset({"cpu", "gpu"}),
+)
+POLICY = policy.for_user(policy.parse_rules({"accelerators": "*", "environments": "*", "max_accelerators": 2},
+                                            CATALOG, "default"), {}, ["cms-ml"])
+ALICE = HubUser("alice", frozenset({"cms-ml"}), False)
+SETTINGS = BuildSettings(accelerator_node_labels=("nvidia.com/gpu.present", "xilinx.com/fpga.board"))
+META = JobMeta("job-0123456789abcdef0123", "key-1", "d" * 64, '{"name":"train"}')
+IDENTITY = Identity(100001, {"cms-ml": 200001})
+OWNER_LABELS = {
+    "app.kubernetes.io/managed-by": "aiinfn-hub",
+    "app.kubernetes.io/part-of": "aiinfn-hub",
+    "app.kubernetes.io/component": "batch-job",
+    "aiinfn.infn.it/owner": "alice",
+}
+POD_SECURITY = {
+    "runAsUser": 100001, "runAsGroup": 100001, "fsGroup": 100001, "fsGroupChangePolicy": "OnRootMismatch",
+    "supplementalGroups": [200001], "supplementalGroupsPolicy": "Strict", "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
+                      "seccompProfile": {"type": "RuntimeDefault"}}
+LOCAL_ONLY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}]}}}
+IGNORE_DISRUPTIONS = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+
+
+def batch_plan(**fields):
+    request = JobRequest(**{"name": "train", "command": ["python", "train.py"], **fields})
+    return resolve(request, ALICE, CATALOG, POLICY, RULES)
+
+
+def batch_parts(plan):
+    job_volumes, mounts = volumes.for_job(StorageSettings(), "alice", ["cms-ml"], plan.volume_kinds)
+    return PodParts(image=plan.image, volumes=tuple(job_volumes), mounts=tuple(mounts),
+                    security=volumes.pod_security_context(IDENTITY))
+
+
+def test_a_gpu_batch_job_with_sandbox_files():
+    plan = batch_plan(accelerator="t4", files={"train.py": "print(1)"}, env={"EPOCHS": "3"}, completions=4,
+                      parallelism=2, deadline_seconds=7200)
+    assert manifests.make_job(META, plan, batch_parts(plan), SETTINGS) == {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "job-0123456789abcdef0123",
+            "labels": {**OWNER_LABELS, "aiinfn.infn.it/job-kind": "batch", "aiinfn.infn.it/project": "cms-ml",
+                       "kueue.x-k8s.io/queue-name": "project-cms-2dml",
+                       "kueue.x-k8s.io/priority-class": "aiinfn-normal"},
+            "annotations": {
+                "aiinfn.infn.it/owner-name": "alice",
+                "aiinfn.infn.it/project": "cms-ml",
+                "aiinfn.infn.it/display-name": "train",
+                "aiinfn.infn.it/idempotency-key": "key-1",
+                "aiinfn.infn.it/request-digest": "d" * 64,
+                "aiinfn.infn.it/request": '{"name":"train"}',
+            },
+        },
+        "spec": {
+            "suspend": True,
+            "completions": 4,
+            "parallelism": 2,
+            "completionMode": "Indexed",
+            "backoffLimit": 3,
+            "podFailurePolicy": IGNORE_DISRUPTIONS,
+            "ttlSecondsAfterFinished": 3600,
+            "activeDeadlineSeconds": 7200,
+            "template": {
+                "metadata": {"labels": {**OWNER_LABELS, "aiinfn.infn.it/job-kind": "batch",
+                                        "aiinfn.infn.it/accelerator": "t4"},
+                             "annotations": {"aiinfn.infn.it/owner-name": "alice"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "priorityClassName": "aiinfn-batch",
+                    "securityContext": POD_SECURITY,
+                    "affinity": LOCAL_ONLY,
+                    "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
+                    "containers": [{
+                        "name": "job",
+                        "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+                        "command": ["python", "train.py"],
+                        "env": [{"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
+                                {"name": "AIINFN_PROJECT", "value": "cms-ml"},
+                                {"name": "EPOCHS", "value": "3"}],
+                        "resources": {"requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+                                      "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}},
+                        "securityContext": CONTAINER_SECURITY,
+                        "volumeMounts": [
+                            {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
+                            {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
+                            {"name": "aiinfn-sandbox", "mountPath": "/aiinfn/sandbox", "readOnly": True},
+                        ],
+                        "workingDir": "/aiinfn/sandbox",
+                    }],
+                    "volumes": [
+                        {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
+                        {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
+                        {"name": "aiinfn-sandbox", "configMap": {"name": "job-0123456789abcdef0123", "defaultMode": 0o555}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_the_sandbox_configmap_and_its_adoption():
+    plan = batch_plan(files={"train.py": "print(1)", "a.cfg": "x=1"})
+    assert manifests.make_sandbox(META, plan) == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "job-0123456789abcdef0123",
+            "labels": {**OWNER_LABELS, "app.kubernetes.io/component": "batch-job-sandbox"},
+            "annotations": {"aiinfn.infn.it/owner-name": "alice", "aiinfn.infn.it/idempotency-key": "key-1",
+                            "aiinfn.infn.it/request-digest": "d" * 64},
+        },
+        "data": {"a.cfg": "x=1", "train.py": "print(1)"},
+    }
+    assert manifests.sandbox_owner("job-x", "uid-1") == {"metadata": {"ownerReferences": [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": "job-x", "uid": "uid-1", "controller": False,
+        "blockOwnerDeletion": False}]}}
+
+
+def test_cpu_jobs_stay_off_accelerator_nodes_and_request_resources():
+    plan = batch_plan(volumes=[])
+    spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
+    assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]},
+            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+            {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
+        ]}]}
+    assert "nodeSelector" not in spec and "volumes" not in spec
+    assert spec["containers"][0]["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"},
+                                                  "limits": {"cpu": "2", "memory": "8Gi"}}
+
+
+def test_offloadable_jobs_go_to_the_virtual_node_without_model_labels():
+    plan = batch_plan(accelerator="a100", offloadable=True)
+    spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
+    assert spec["affinity"] == {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "virtual-node.interlink/type", "operator": "In", "values": ["virtual-kubelet"]}]}]}}}
+    assert spec["tolerations"] == [{"key": "virtual-node.interlink/no-schedule", "operator": "Equal",
+                                    "value": "true", "effect": "NoSchedule"}]
+    assert "nodeSelector" not in spec and "volumes" not in spec
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+NOTEBOOK_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "name": "jupyter-alice",
+        "labels": {"app": "jupyterhub", "component": "singleuser-server", "hub.jupyter.org/username": "alice",
+                   "hub.jupyter.org/servername": "", "aiinfn.infn.it/accelerator": "t4",
+                   "app.kubernetes.io/managed-by": "kubespawner"},
+        "annotations": {"hub.jupyter.org/username": "alice", "hub.jupyter.org/kubespawner-version": "7.1.0"},
+    },
+    "spec": {
+        "automountServiceAccountToken": False,
+        "serviceAccountName": "default",
+        "nodeName": "server1-t4",
+        "priorityClassName": "aiinfn-notebook",
+        "securityContext": {**POD_SECURITY},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+        "tolerations": [{"key": "reserved", "operator": "Equal", "value": "cms-ml", "effect": "NoSchedule"}],
+        "imagePullSecrets": [{"name": "harbor-pull"}],
+        "initContainers": [{"name": "storage-init", "image": "busybox:1", "command": ["sh", "-c", "mkdir"]}],
+        "containers": [
+            {
+                "name": "notebook",
+                "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+                "imagePullPolicy": "IfNotPresent",
+                "args": ["jupyterhub-singleuser"],
+                "workingDir": "/home/jovyan",
+                "ports": [{"containerPort": 8888, "name": "notebook-port"}],
+                "lifecycle": {"postStart": {"exec": {"command": ["true"]}}},
+                "env": [
+                    {"name": "JUPYTERHUB_API_TOKEN", "value": "hub-token"},
+                    {"name": "JPY_API_TOKEN", "value": "hub-token"},
+                    {"name": "JUPYTERHUB_OAUTH_SCOPES", "value": "[]"},
+                    {"name": "JUPYTERHUB_USER", "value": "alice"},
+                    {"name": "AIINFN_ACCESS_TOKEN_FILE", "value": "/var/run/secrets/aiinfn/access_token"},
+                    {"name": "MY_PASSWORD", "value": "hunter2"},
+                    {"name": "S3_CREDS", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}},
+                    {"name": "MEM_LIMIT", "value": "17179869184"},
+                    {"name": "CONDA_DIR", "value": "/opt/conda"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                ],
+                "envFrom": [{"secretRef": {"name": "juicefs"}}, {"configMapRef": {"name": "site-env"}}],
+                "resources": {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                              "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+                "securityContext": {"privileged": False, "runAsUser": 100001},
+                "volumeMounts": [
+                    {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
+                    {"name": "shared", "mountPath": "/home/public"},
+                    {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
+                    {"name": "envs", "mountPath": "/envs", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "shm", "mountPath": "/dev/shm"},
+                    {"name": "bucket", "mountPath": "/bucket"},
+                    {"name": "access-token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True},
+                ],
+            },
+            {"name": "sidecar", "image": "proxy:1"},
+        ],
+        "volumes": [
+            {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
+            {"name": "shared", "persistentVolumeClaim": {"claimName": "aiinfn-shared"}},
+            {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
+            {"name": "envs", "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            {"name": "bucket", "csi": {"driver": "s3.csi", "nodePublishSecretRef": {"name": "aiinfn-token-alice"}}},
+            {"name": "access-token", "secret": {"secretName": "aiinfn-token-alice"}},
+        ],
+    },
+    "status": {"phase": "Running"},
+}
+
+
+def clone_plan(**fields):
+    request = CloneRequest(**{"name": "sweep", "command": ["python", "train.py", "--lr", "0.1"], **fields})
+    facts = manifests.notebook_facts(NOTEBOOK_POD, CATALOG.accelerators)
+    return resolve(request, ALICE, CATALOG, POLICY, RULES, facts)
+
+
+def test_notebook_facts_are_the_clone_defaults():
+    facts = manifests.notebook_facts(NOTEBOOK_POD, CATALOG.accelerators)
+    assert (facts.accelerator, facts.count, facts.cpu, facts.memory) == ("t4", 1, "4", "16Gi")
+    assert facts.volume_kinds == ("home", "projects", "scratch")
+
+
+def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring():
+    plan = clone_plan(working_dir="/home/jovyan/project")
+    job = manifests.make_bunshin_job(META, plan, copy.deepcopy(NOTEBOOK_POD), SETTINGS)
+    assert job["metadata"]["labels"]["aiinfn.infn.it/job-kind"] == "bunshin"
+    template = job["spec"]["template"]
+    assert template["metadata"] == {
+        "labels": {**OWNER_LABELS, "aiinfn.infn.it/job-kind": "bunshin", "aiinfn.infn.it/accelerator": "t4"},
+        "annotations": {"aiinfn.infn.it/owner-name": "alice"}}
+    assert template["spec"] == {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "priorityClassName": "aiinfn-batch",
+        "securityContext": POD_SECURITY,
+        "affinity": LOCAL_ONLY,
+        "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
+        "imagePullSecrets": [{"name": "harbor-pull"}],
+        "containers": [{
+            "name": "job",
+            "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "train.py", "--lr", "0.1"],
+            "env": [
+                {"name": "CONDA_DIR", "value": "/opt/conda"},
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
+                {"name": "AIINFN_PROJECT", "value": "cms-ml"},
+            ],
+            "envFrom": [{"configMapRef": {"name": "site-env"}}],
+            "resources": {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                          "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+            "securityContext": CONTAINER_SECURITY,
+            "volumeMounts": [
+                {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
+                {"name": "shared", "mountPath": "/home/public"},
+                {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
+                {"name": "envs", "mountPath": "/envs", "readOnly": True},
+                {"name": "scratch", "mountPath": "/scratch"},
+                {"name": "shm", "mountPath": "/dev/shm"},
+            ],
+            "workingDir": "/home/jovyan/project",
+        }],
+        "volumes": [
+            {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
+            {"name": "shared", "persistentVolumeClaim": {"claimName": "aiinfn-shared"}},
+            {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
+            {"name": "envs", "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        ],
+    }
+    assert "hub-token" not in repr(job) and "hunter2" not in repr(job)
+
+
+def test_a_clone_mounts_only_the_volume_kinds_asked_for():
+    job = manifests.make_bunshin_job(META, clone_plan(volumes=["home"]), NOTEBOOK_POD, SETTINGS)
+    names = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
+    assert names == ["home", "envs", "shm"]
+
+
+def test_an_offloadable_clone_keeps_only_what_a_remote_site_can_mount():
+    pod = copy.deepcopy(NOTEBOOK_POD)
+    pod["spec"]["volumes"].append({"name": "juicefs", "persistentVolumeClaim": {"claimName": "aiinfn-juicefs"}})
+    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "juicefs", "mountPath": "/juicefs", "subPath": "alice"})
+    facts = manifests.notebook_facts(pod, CATALOG.accelerators)
+    request = CloneRequest(name="remote", command=["python", "train.py"], offloadable=True)
+    plan = resolve(request, ALICE, CATALOG, POLICY, RULES, facts)
+    spec = manifests.make_bunshin_job(META, plan, pod, SETTINGS)["spec"]["template"]["spec"]
+    assert [v["name"] for v in spec["volumes"]] == ["shm", "juicefs"]
+    assert "nodeSelector" not in spec and spec["tolerations"][0]["key"] == "virtual-node.interlink/no-schedule"
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("home", "home"), ("shared", "projects"), ("project-cms-2dml", "projects"), ("scratch", "scratch"),
+    ("juicefs", "juicefs"), ("envs", None), ("shm", None), ("cvmfs", None), ("access-token", None),
+])
+def test_volume_kinds_of_notebook_volumes(name, kind):
+    assert manifests.volume_kind(name) == kind

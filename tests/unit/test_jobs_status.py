@@ -1,0 +1,142 @@
+"""Job + Workload + pods -> what users see; queue positions; the rate limiter."""
+
+import json
+
+import pytest
+
+from aiinfn_hub.services.jobs import status
+from aiinfn_hub.services.jobs.ratelimit import RateLimiter, retry_after
+
+PRIORITIES = {"low": "aiinfn-low", "normal": "aiinfn-normal"}
+
+
+def job(suspend=True, conditions=(), active=0, **status_fields):
+    return {
+        "metadata": {
+            "name": "job-1", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"aiinfn.infn.it/job-kind": "batch", "kueue.x-k8s.io/queue-name": "project-cms-2dml",
+                       "kueue.x-k8s.io/priority-class": "aiinfn-low"},
+            "annotations": {"aiinfn.infn.it/owner-name": "alice", "aiinfn.infn.it/display-name": "train",
+                            "aiinfn.infn.it/project": "cms-ml",
+                            "aiinfn.infn.it/request": json.dumps({"offloadable": True})},
+        },
+        "spec": {"suspend": suspend, "completions": 2,
+                 "template": {"metadata": {"labels": {"aiinfn.infn.it/accelerator": "t4"}}}},
+        "status": {"conditions": [{"type": t, "status": "True", "lastTransitionTime": "2026-01-01T01:00:00Z"}
+                                  for t in conditions], "active": active, **status_fields},
+    }
+
+
+def workload(name, uid, queue="project-cms-2dml", priority=100, created="2026-01-01T00:00:00Z", conditions=(),
+             admission=None, owner="u1", message=None):
+    return {
+        "metadata": {"name": name, "uid": uid, "creationTimestamp": created,
+                     "ownerReferences": [{"kind": "Job", "uid": owner}]},
+        "spec": {"queueName": queue, "priority": priority},
+        "status": {"conditions": [{"type": t, "status": s, "message": message or ""} for t, s in conditions],
+                   **({"admission": admission} if admission else {})},
+    }
+
+
+ADMISSION = {"clusterQueue": "project-cms-2dml", "podSetAssignments": [
+    {"name": "main", "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"}}]}
+
+
+@pytest.mark.parametrize("the_job, the_workload, expected", [
+    (job(), None, "queued"),
+    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False")]), "queued"),
+    (job(), workload("w", "w1", conditions=[("QuotaReserved", "True")]), "admitted"),
+    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False"), ("Evicted", "True")]), "requeued"),
+    (job(suspend=False), None, "starting"),
+    (job(suspend=False, active=2), None, "running"),
+    (job(suspend=False, conditions=["Complete"]), None, "succeeded"),
+    (job(suspend=False, conditions=["Failed"]), None, "failed"),
+])
+def test_states(the_job, the_workload, expected):
+    assert status.state(the_job, the_workload) == expected
+
+
+def test_positions_follow_priority_then_age_per_queue():
+    workloads = [
+        workload("a", "1", priority=100, created="2026-01-01T00:00:03Z"),
+        workload("b", "2", priority=500, created="2026-01-01T00:00:05Z"),
+        workload("c", "3", priority=100, created="2026-01-01T00:00:01Z"),
+        workload("d", "4", conditions=[("QuotaReserved", "True")]),
+        workload("e", "5", conditions=[("Finished", "True")]),
+        workload("f", "6", queue="project-qml"),
+    ]
+    assert status.positions(workloads) == {"2": 1, "3": 2, "1": 3, "6": 1}
+
+
+def test_a_queued_job_shows_its_place_and_kueues_reason():
+    pending = workload("w", "w1", conditions=[("QuotaReserved", "False")],
+                       message="couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu")
+    summary = status.summarize(job(), pending, PRIORITIES, position=3)
+    assert summary == {
+        "id": "job-1", "name": "train", "owner": "alice", "kind": "batch", "project": "cms-ml",
+        "queue": "project-cms-2dml", "priority": "low", "offloadable": True, "accelerator": "t4",
+        "state": "queued", "created": "2026-01-01T00:00:00Z", "started": None, "finished": None,
+        "completions": 2, "succeeded": 0, "failed": 0, "active": 0, "admission": None, "position": 3,
+        "message": "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
+    }
+
+
+def test_an_admitted_job_shows_the_flavors_and_its_pods():
+    admitted = workload("w", "w1", conditions=[("QuotaReserved", "True"), ("Admitted", "True")], admission=ADMISSION)
+    pods = [{"metadata": {"name": "job-1-1-x", "annotations": {"batch.kubernetes.io/job-completion-index": "1"}},
+             "spec": {"nodeName": "server1-t4"}, "status": {"phase": "Running"}},
+            {"metadata": {"name": "job-1-0-y", "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
+             "spec": {}, "status": {"phase": "Pending"}}]
+    summary = status.summarize(job(suspend=False, active=1, startTime="2026-01-01T00:01:00Z"), admitted, PRIORITIES,
+                               position=None, pods=pods)
+    assert summary["state"] == "running" and summary["started"] == "2026-01-01T00:01:00Z"
+    assert summary["admission"] == {"cluster_queue": "project-cms-2dml",
+                                    "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"}}
+    assert summary["message"] is None and summary["position"] is None
+    assert summary["pods"] == [{"name": "job-1-0-y", "index": 0, "phase": "Pending", "node": None},
+                               {"name": "job-1-1-x", "index": 1, "phase": "Running", "node": "server1-t4"}]
+
+
+def test_a_failed_job_is_finished_when_it_failed():
+    summary = status.summarize(job(suspend=False, conditions=["Failed"], failed=4), None, PRIORITIES)
+    assert (summary["state"], summary["finished"], summary["failed"]) == ("failed", "2026-01-01T01:00:00Z", 4)
+
+
+def test_workloads_belong_to_their_job():
+    assert status.owner_uid(workload("w", "w1", owner="job-uid")) == "job-uid"
+    assert status.owner_uid({"metadata": {"name": "w"}}) is None
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_token_buckets_allow_a_burst_then_the_rate():
+    clock = Clock()
+    limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
+    assert [limiter.take("alice") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("alice") == pytest.approx(0.5)
+    assert limiter.take("bob") == 0.0
+    clock.now += 0.5
+    assert limiter.take("alice") == 0.0
+    assert limiter.take("alice") == pytest.approx(0.5)
+    clock.now += 60
+    assert [limiter.take("alice") for _ in range(4)][-1] == pytest.approx(0.5)
+    assert retry_after(0.01) == "1" and retry_after(2.2) == "3"
+
+
+def test_full_buckets_are_forgotten_when_the_table_grows(monkeypatch):
+    monkeypatch.setattr("aiinfn_hub.services.jobs.ratelimit.PRUNE_ABOVE", 10)
+    clock = Clock()
+    limiter = RateLimiter(rate=1.0, burst=2, clock=clock)
+    for i in range(10):
+        limiter.take(f"user{i}")
+    clock.now += 5
+    limiter.take("late")
+    assert set(limiter._buckets) == {"late"}
+    with pytest.raises(ValueError):
+        RateLimiter(rate=0, burst=1)
