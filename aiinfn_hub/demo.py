@@ -22,7 +22,7 @@ from pathlib import Path
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from . import k8s, labels
+from . import devstorage, k8s, labels
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
@@ -31,7 +31,7 @@ from .devcluster.processes import require_free
 
 DEMO_NAMESPACE = "aiinfn-demo"
 DEMO_USERS = {
-    "alice": {"admin": True, "groups": ["cms-ml"]},
+    "alice": {"admin": True, "groups": ["cms-ml", "envs-admins"]},
     "bob": {"admin": False, "groups": ["lhcb-flashsim"]},
     "carol": {"admin": False, "groups": ["cms-ml", "lhcb-flashsim"]},
 }
@@ -59,12 +59,14 @@ def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
         f"c.KubeSpawner.namespace = {DEMO_NAMESPACE!r}",
         f"c.AiInfnSpawner.default_policy = {DEMO_DEFAULT_POLICY!r}",
         f"c.AiInfnSpawner.group_policies = {DEMO_GROUP_POLICIES!r}",
+        "c.AiInfnStorage.juicefs_claim = 'aiinfn-juicefs'",
     ]
     return "\n".join(lines) + "\n"
 
 
-async def prepare_cluster(kubeconfig: str, name: str, config_root: Path) -> None:
-    """Create the platform's cluster objects and the demo namespace (Pod Security "restricted")."""
+async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, storage_root: Path) -> None:
+    """Create the platform's cluster objects, the demo namespace (Pod Security "restricted") and
+    its storage: helm-values/storage.yaml with every volume a folder under storage_root."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
         await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
@@ -78,6 +80,7 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path) -> None
         except ApiException as error:
             if error.status != 409:
                 raise
+        await devstorage.setup(api_client, name, storage_root, config_root / "helm-values" / "storage.yaml")
 
 
 def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
@@ -116,9 +119,9 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
     hub = None
     try:
         kubeconfig = external or str(cluster.layout.admin_kubeconfig)
-        asyncio.run(prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root))
         state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)
+        asyncio.run(prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state / "storage"))
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
         config_path.write_text(hub_config(config_root, state, port, password))
@@ -129,7 +132,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{url}/hub/health", hub, timeout=60)
         users = ", ".join(
-            f"{name} ({'admin, ' if user['admin'] else ''}projects {' '.join(user['groups'])})"
+            f"{name} ({'admin, ' if user['admin'] else ''}groups {' '.join(user['groups'])})"
             for name, user in DEMO_USERS.items()
         )
         print(f"\n  aiinfn-hub demo is running at {url}\n  users: {users}\n  password: {password}\n"
