@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--topology", default=DEFAULT_TOPOLOGY,
                     help="built-in topology (ai-infn, synthetic-1000) or a YAML file (default %(default)s)")
     up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
+    up.add_argument("--no-pod-runner", dest="pod_runner", action="store_false",
+                    help="simulate every pod with kwok, even those whose image is a catalog environment "
+                    "(by default they run as local processes: docs/devcluster.md, Pod runner)")
     sub.add_parser("down", help="stop every process of the cluster by pid and remove its state")
     sub.add_parser("status", help="say whether the cluster runs, where, and its pids")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path (for KUBECONFIG=...)")
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             build.build(versions.cache_dir(), log=log)
             return 0
         cluster = DevCluster(name=args.name, port=getattr(args, "port", DEFAULT_PORT),
-                             topology_name=getattr(args, "topology", DEFAULT_TOPOLOGY), log=log)
+                             topology_name=getattr(args, "topology", DEFAULT_TOPOLOGY), log=log,
+                             pod_runner=getattr(args, "pod_runner", True))
         if args.command == "up":
             started = cluster.up(timeout=args.timeout)
             if not started:

@@ -13,13 +13,17 @@ import http.client
 import json
 import shutil
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import build, components, kueue, pki, processes, topology, versions
 from .errors import DevClusterError
+
+if TYPE_CHECKING:
+    from . import podrunner
 
 DEFAULT_NAME = "aiinfn-dev"
 DEFAULT_PORT = 16443
@@ -69,6 +73,7 @@ class DevCluster:
         topology_name: str = DEFAULT_TOPOLOGY,
         cache: Path | None = None,
         log: Callable[[str], None] = print,
+        pod_runner: bool = True,
     ) -> None:
         self.name = name
         self.port = port
@@ -76,6 +81,8 @@ class DevCluster:
         self.cache = cache or versions.cache_dir()
         self.layout = components.Layout(self.cache / "clusters" / name)
         self.log = log
+        # Run pods whose image is a catalog environment as local processes (podrunner.py).
+        self.pod_runner = pod_runner
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -170,7 +177,9 @@ class DevCluster:
             ))
             path.chmod(0o600)
         components.write_yaml(layout.config("admission.yaml"), components.pod_security_admission())
-        components.write_yaml(layout.config("kwok.yaml"), components.kwok_config(versions.kwok_stages(self.cache)))
+        runner = self._pod_runner_settings()
+        components.write_yaml(layout.config("kwok.yaml"), components.kwok_config(
+            versions.kwok_stages(self.cache), runner.images if runner else ()))
 
         state = {"name": self.name, "server": server, "ports": ports.as_dict(), "topology": self.topology_name,
                  "versions": {"kubernetes": versions.KUBERNETES, "etcd": versions.ETCD, "kwok": versions.KWOK,
@@ -186,10 +195,13 @@ class DevCluster:
             self._wait(name, proc, deadline, lambda: probe.ready(name))
             if name == "kube-apiserver":
                 self.log(f"kube-apiserver ready at {server}")
+                self._wait("kwok Logs CRD", None, deadline, lambda: _logs_crd_established(probe))
         self._wait("topology", None, deadline, lambda: probe.create_nodes(nodes))
         self._wait("nodes", None, deadline, lambda: probe.nodes_ready(len(nodes)))
         self._wait("service accounts", None, deadline, probe.default_service_account)
         self._start_kueue(state, probe, deadline)
+        if runner:
+            self._start_pod_runner(runner, state, deadline)
         state["ready"] = True
         self._write_state(state)
         self.log(f"cluster {self.name!r} up: {len(nodes)} nodes ({self.topology_name}); KUBECONFIG={layout.admin_kubeconfig}")
@@ -220,6 +232,31 @@ class DevCluster:
         self._wait("Kueue webhooks", None, deadline, lambda: probe.create_all(webhooks))
         self.log(f"Kueue {versions.KUEUE} ready (webhooks on 127.0.0.1:{ports.webhook})")
 
+    # -- pod runner ----------------------------------------------------------------------------
+
+    def _pod_runner_settings(self) -> "podrunner.Settings | None":
+        """The pod runner's settings, or None (saying why) when every pod stays simulated."""
+        if not self.pod_runner:
+            return None
+        from . import podrunner  # only clusters that run it import the asyncio client
+
+        settings, problem = podrunner.for_cluster(self.layout.root, self.layout.kubeconfig("kwok"))
+        if problem:
+            self.log(f"pod runner off, kwok simulates every pod: {problem}")
+        return settings
+
+    def _start_pod_runner(self, settings: "podrunner.Settings", state: dict, deadline: float) -> None:
+        """The runner plays the kubelet for its pods, with kwok's identity; ready once it listed."""
+        path = self.layout.config("pod-runner.json")
+        path.write_text(settings.to_json())
+        argv = [sys.executable, "-m", "aiinfn_hub.devcluster.podrunner", "--config", str(path)]
+        proc = processes.start("pod-runner", argv, self.layout.logs / "pod-runner.log")
+        state["processes"].append(proc.__dict__)
+        self._write_state(state)
+        marker = Path(settings.state) / "ready"
+        self._wait("pod-runner", proc, deadline, marker.exists)
+        self.log(f"pod runner ready: {len(settings.images)} environment images run as local processes")
+
     def _wait(self, what: str, proc: processes.Running | None, deadline: float, check: Callable[[], bool]) -> None:
         while time.monotonic() < deadline:
             if proc is not None and not proc.alive():
@@ -244,6 +281,20 @@ _COLLECTIONS = {
     "MutatingWebhookConfiguration": "mutatingwebhookconfigurations",
     "ValidatingWebhookConfiguration": "validatingwebhookconfigurations",
 }
+
+
+def _logs_crd_established(probe: "_Probe") -> bool:
+    """Create kwok's Logs CRD (kwok watches it from start) and tell whether it is served."""
+    crd = components.kwok_logs_crd()
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    code, body = probe.api("POST", path, crd)
+    if code not in (201, 409):
+        raise DevClusterError(f"creating the kwok Logs CRD failed ({code}): {body[:200]!r}")
+    code, body = probe.api("GET", f"{path}/{crd['metadata']['name']}")
+    if code != 200:
+        return False
+    conditions = json.loads(body).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 class _Probe:

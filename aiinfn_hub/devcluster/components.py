@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -19,6 +19,9 @@ SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "127.64.0.0/14"
 KWOK_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
 NODE_LEASE_SECONDS = 40
+# The field kwok's pod stages test (jq syntax) to leave the pod runner's pods alone;
+# podplan.runner_image reads the same one.
+RUNNER_IMAGE_KEY = ".spec.containers.[0].image"
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,8 @@ def kwok_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
         f"--tls-private-key-file={layout.pki / 'serving.key'}",
         f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
         f"--cidr={POD_CIDR}",
+        # Container logs come from kwok Logs objects, which the pod runner writes for its pods.
+        "--enable-crds=Logs",
     ]
 
 
@@ -224,8 +229,9 @@ KWOK_STAGE_FILES = (
 JOB_POD_DEFAULT_RUNTIME_MS = 1000
 
 
-def kwok_config(stage_library: Path) -> list[dict[str, Any]]:
-    """kwok's configuration documents: pod IPs on loopback plus the lifecycle stages."""
+def kwok_config(stage_library: Path, runner_images: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """kwok's configuration documents: pod IPs on loopback plus the lifecycle stages. Pods the
+    pod runner plays (first container's image in runner_images) are left out of every pod stage."""
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -240,6 +246,8 @@ def kwok_config(stage_library: Path) -> list[dict[str, Any]]:
                 "nodePlayStageParallelism": 4,
                 "podsOnNodeSyncParallelism": 1,
                 "enablePodsOnNodeSyncListPager": True,
+                # The kubelet endpoints (container logs among them) for `kubectl logs`.
+                "enableDebuggingHandlers": True,
             },
         }
     ]
@@ -249,8 +257,35 @@ def kwok_config(stage_library: Path) -> list[dict[str, Any]]:
                 delay = stage["spec"]["delay"]
                 delay["durationMilliseconds"] = JOB_POD_DEFAULT_RUNTIME_MS
                 delay.pop("jitterDurationMilliseconds", None)
+            if runner_images and stage["spec"]["resourceRef"]["kind"] == "Pod":
+                stage["spec"]["selector"].setdefault("matchExpressions", []).append(
+                    {"key": RUNNER_IMAGE_KEY, "operator": "NotIn", "values": sorted(runner_images)})
             documents.append(stage)
     return documents
+
+
+def kwok_logs_crd() -> dict[str, Any]:
+    """kwok's Logs resource (per-pod log files for its kubelet endpoint), with an open schema:
+    only kwok and the pod runner read and write it."""
+    open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "logs.kwok.x-k8s.io"},
+        "spec": {
+            "group": "kwok.x-k8s.io",
+            "names": {"kind": "Logs", "listKind": "LogsList", "plural": "logs", "singular": "logs"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": open_object, "status": open_object}}},
+                "subresources": {"status": {}},
+            }],
+        },
+    }
 
 
 def write_yaml(path: Path, documents: list[dict[str, Any]] | dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
             "nodePlayStageParallelism": 4,
             "podsOnNodeSyncParallelism": 1,
             "enablePodsOnNodeSyncListPager": True,
+            "enableDebuggingHandlers": True,
         },
     }
     stages = {d["metadata"]["name"]: d for d in documents[1:]}

@@ -1,0 +1,378 @@
+"""The dev cluster's pod runner: pods whose image is a local environment really run here.
+
+kwok plays every node, but its pod stages skip pods whose first container's image is in the
+runner's image map (`components.RUNNER_IMAGE_KEY`); this process plays the kubelet for those. It
+list-then-watches scheduled pods (resourceVersion, bookmarks, relist on 410, bounded back-off)
+and gives each of its pods on a kwok node a `PodWorker` (podworker.py), which runs the
+containers as sandboxed local processes (sandbox.py) and reports them as a kubelet would.
+Container output goes to CRI log files that kwok's kubelet endpoint serves to `kubectl logs`
+through one kwok `Logs` object per pod.
+
+Started and stopped by `DevCluster` like the other components:
+`python -m aiinfn_hub.devcluster.podrunner --config pod-runner.json`. Pure decisions are in
+podplan.py and podstatus.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from kubernetes_asyncio import client
+
+from .. import catalog, k8s
+from ..inventory_watch import ResourceExpired, WatchError, backoff_delay, parse_event, resource_version
+from . import podplan, podstatus, sandbox
+from .components import POD_CIDR
+from .podplan import LocalImage
+from .podworker import PodWorker, now, stop_processes
+
+log = logging.getLogger("aiinfn_hub.devcluster.podrunner")
+
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+SCHEDULED = "spec.nodeName!="
+LOGS_GROUP, LOGS_VERSION, LOGS_PLURAL = "kwok.x-k8s.io", "v1alpha1", "logs"
+READY_MARKER = "ready"
+WATCH_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The runner's configuration file (written by DevCluster)."""
+
+    kubeconfig: str
+    state: str
+    images: dict[str, LocalImage]
+    host_paths: list[str]
+    volume_sync_seconds: float = 5.0
+    shutdown_grace_seconds: float = 5.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Settings":
+        data = json.loads(text)
+        data["images"] = {k: LocalImage.from_dict(v) for k, v in data["images"].items()}
+        return cls(**data)
+
+
+def notebook_env_problem(prefix: Path) -> str | None:
+    """Why prefix cannot serve as the notebook environment, or None if it can."""
+    if not (prefix / "bin" / "jupyterhub-singleuser").exists():
+        return f"no notebook environment at {prefix} (./dev makes it; AIINFN_NOTEBOOK_ENV points elsewhere)"
+    return None
+
+
+def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path: Path,
+                 source_root: Path) -> Settings:
+    """Every environment image of the catalog played by the notebook environment; the host
+    folders it needs (its Python, this checkout for the editable install) shown read-only."""
+    images = {env.image: LocalImage(prefix=str(notebook_env))
+              for env in catalog.load(catalog_path).environments.values()}
+    cfg = notebook_env / "pyvenv.cfg"
+    extra = [str(notebook_env), str(source_root), *podplan.base_python_dirs(cfg.read_text() if cfg.exists() else "")]
+    return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra))
+
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK_ENV = "AIINFN_NOTEBOOK_ENV"
+
+
+def for_cluster(root: Path, kubeconfig: Path) -> tuple[Settings | None, str | None]:
+    """The runner's settings for a dev cluster in root, or None and why it stays off (no
+    notebook environment, no user namespaces): then kwok simulates every pod."""
+    env = Path(os.environ.get(NOTEBOOK_ENV) or SOURCE_ROOT / ".venv-notebook").absolute()
+    problem = notebook_env_problem(env)
+    if problem is None:
+        problem = sandbox.probe(str(root / "sandbox-probe"))
+        shutil.rmtree(root / "sandbox-probe", ignore_errors=True)
+    if problem:
+        return None, problem
+    return settings_for(kubeconfig, root / "pods", env, catalog.default_path(), SOURCE_ROOT), None
+
+
+class PodRunner:
+    """Watches scheduled pods and keeps one PodWorker per runner pod."""
+
+    def __init__(self, settings: Settings, api_client: client.ApiClient) -> None:
+        self.settings = settings
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.workers: dict[str, PodWorker] = {}
+        # uid -> (node, pod IP) of every scheduled pod, so a new runner pod gets a free address.
+        self.pod_ips: dict[str, tuple[str, str]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.version: str | None = None
+        self.attempt = 0
+        self.tasks: set[asyncio.Task] = set()
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- API calls (raw JSON: the runner works on dicts) ----------------------------------------
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        response = await method(*args, _preload_content=False, **kwargs)
+        try:
+            body = await response.read()
+            return response.status, json.loads(body) if body else None
+        finally:
+            response.release()
+
+    async def _retrying(self, what: str, method: Callable[..., Awaitable[Any]], *args: Any,
+                        ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> tuple[int, Any]:
+        for attempt in range(1, 6):
+            try:
+                status, body = await self._call(method, *args, **kwargs)
+                if status in ok or status < 500:
+                    if status not in ok:
+                        log.warning("%s: %s %s", what, status, (body or {}).get("message", ""))
+                    return status, body
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+                log.warning("%s failed (attempt %d): %s", what, attempt, error)
+            await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0))
+        return 0, None
+
+    async def patch_status(self, pod: dict[str, Any], patch: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        await self._retrying(f"status of {meta['namespace']}/{meta['name']}", self.core.patch_namespaced_pod_status,
+                             meta["name"], meta["namespace"], patch, ok=(200, 404))
+
+    async def post_event(self, body: dict[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        await self._retrying("event", self.core.create_namespaced_event, namespace, body, ok=(201, 404))
+
+    async def put_logs(self, pod: dict[str, Any], files: dict[str, tuple[str, str | None]]) -> None:
+        """Point kwok's kubelet endpoint at the pod's log files."""
+        body = podstatus.logs_object(pod, files)
+        meta = body["metadata"]
+        status, _ = await self._retrying("logs object", self.custom.create_namespaced_custom_object, LOGS_GROUP,
+                                         LOGS_VERSION, meta["namespace"], LOGS_PLURAL, body, ok=(201, 409))
+        if status == 409:
+            await self._retrying("logs object", self.custom.patch_namespaced_custom_object, LOGS_GROUP, LOGS_VERSION,
+                                 meta["namespace"], LOGS_PLURAL, meta["name"], {"spec": body["spec"]},
+                                 _content_type="application/merge-patch+json")
+
+    async def delete_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        await self._retrying(f"delete {meta['namespace']}/{meta['name']}", self.core.delete_namespaced_pod,
+                             meta["name"], meta["namespace"], grace_period_seconds=0,
+                             body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+                             ok=(200, 202, 404, 409))
+
+    async def _get(self, method: Callable[..., Awaitable[Any]], *args: Any) -> dict[str, Any] | None:
+        status, body = await self._call(method, *args)
+        if status == 404:
+            return None
+        if status != 200:
+            raise podplan.MountError(f"reading {args[0]}: {status} {(body or {}).get('message', '')}")
+        return body
+
+    async def fetch_objects(self, pod: dict[str, Any]) -> podplan.Objects:
+        """The Secrets, ConfigMaps and claims (with their PV's host folder) the pod names."""
+        namespace = pod["metadata"]["namespace"]
+        secrets, config_maps, claims = podplan.references(pod)
+        found_secrets, found_maps, found_claims = {}, {}, {}
+        for name in secrets:
+            obj = await self._get(self.core.read_namespaced_secret, name, namespace)
+            found_secrets[name] = podplan.decode_data(obj, secret=True) if obj else None
+        for name in config_maps:
+            obj = await self._get(self.core.read_namespaced_config_map, name, namespace)
+            found_maps[name] = podplan.decode_data(obj, secret=False) if obj else None
+        for name in claims:
+            claim = await self._get(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+            volume_name = (claim or {}).get("spec", {}).get("volumeName")
+            volume = await self._get(self.core.read_persistent_volume, volume_name) if volume_name else None
+            try:
+                found_claims[name] = podplan.claim_path(claim, volume)
+            except podplan.MountError as error:
+                found_claims[name] = str(error)
+        return podplan.Objects(found_secrets, found_maps, found_claims)
+
+    async def node(self, name: str) -> dict[str, Any] | None:
+        if name not in self.nodes:
+            node = await self._get(self.core.read_node, name)
+            if node is None:
+                return None
+            self.nodes[name] = node
+        return self.nodes[name]
+
+    def allocate_ip(self, pod: dict[str, Any], node: dict[str, Any]) -> str:
+        name = node["metadata"]["name"]
+        cidr = node.get("spec", {}).get("podCIDR") or POD_CIDR
+        ip = podplan.pick_pod_ip(cidr, {ip for n, ip in self.pod_ips.values() if n == name})
+        self.pod_ips[pod["metadata"]["uid"]] = (name, ip)
+        return ip
+
+    # -- pods --------------------------------------------------------------------------------
+
+    async def handle(self, event_type: str, pod: dict[str, Any]) -> None:
+        """One pod event: start, follow, stop or forget the pod's worker."""
+        meta, status = pod["metadata"], pod.get("status") or {}
+        uid = meta["uid"]
+        if event_type == "DELETED":
+            self.pod_ips.pop(uid, None)
+            worker = self.workers.pop(uid, None)
+            if worker:
+                self._spawn(worker.kill())
+            return
+        node_name = pod.get("spec", {}).get("nodeName", "")
+        if status.get("podIP") and uid not in self.workers:
+            self.pod_ips[uid] = (node_name, status["podIP"])
+        worker = self.workers.get(uid)
+        if worker:
+            worker.pod = pod
+            if meta.get("deletionTimestamp"):
+                self._spawn(worker.terminate())
+            return
+        if podplan.runner_image(pod) not in self.settings.images:
+            return
+        node = await self.node(node_name)
+        if node is None or (node["metadata"].get("annotations") or {}).get(KWOK_NODE_ANNOTATION) != "fake":
+            return
+        if meta.get("deletionTimestamp"):
+            self._spawn(self.delete_pod(pod))
+        elif status.get("phase", "Pending") == "Pending":
+            worker = PodWorker(self, pod, node)
+            self.workers[uid] = worker
+            worker.start()
+        elif status.get("phase") == "Running":
+            self._spawn(self._lost(pod))
+
+    async def _lost(self, pod: dict[str, Any]) -> None:
+        """A pod started by an earlier runner whose processes are gone: report them lost, as a
+        kubelet does for containers it cannot find."""
+        statuses = [podstatus.terminated(c, 137, now(), reason="ContainerStatusUnknown",
+                                         message=podstatus.LOST_MESSAGE) for c in pod["spec"]["containers"]]
+        status = pod.get("status") or {}
+        patch = podstatus.status_patch(pod, "Failed", [], statuses, status.get("podIP", ""),
+                                       status.get("hostIP", ""), status.get("startTime") or now(), now())
+        await self.patch_status(pod, patch)
+
+    # -- list, then watch --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Follow scheduled pods until cancelled."""
+        while True:
+            try:
+                if self.version is None:
+                    await self._relist()
+                if await self._watch():
+                    self.attempt = 0
+                    continue
+                self.attempt += 1
+            except ResourceExpired:
+                log.info("pod watch expired at %s; relisting", self.version)
+                self.version = None
+                self.attempt += 1
+                if self.attempt == 1:
+                    continue
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, WatchError) as error:
+                self.attempt += 1
+                log.warning("pod watch failed (attempt %d): %s: %s", self.attempt, type(error).__name__, error)
+            await asyncio.sleep(backoff_delay(self.attempt))
+
+    async def _relist(self) -> None:
+        pods: list[dict[str, Any]] = []
+        token, version = None, None
+        while True:
+            status, body = await self._call(self.core.list_pod_for_all_namespaces, field_selector=SCHEDULED,
+                                            limit=500, _continue=token)
+            if status == 410:
+                raise ResourceExpired("list continue token expired")
+            if status != 200:
+                raise WatchError(status, str((body or {}).get("message", "")))
+            pods += body.get("items") or []
+            version, token = body["metadata"].get("resourceVersion"), body["metadata"].get("continue")
+            if not token:
+                break
+        seen = {p["metadata"]["uid"] for p in pods}
+        for uid in [u for u in self.workers if u not in seen]:
+            await self.handle("DELETED", {"metadata": {"uid": uid}})
+        for pod in pods:
+            await self.handle("MODIFIED", pod)
+        self.version = version
+        marker = Path(self.settings.state) / READY_MARKER
+        if not marker.exists():
+            marker.write_text(f"listed {len(pods)} scheduled pods\n")
+            log.info("pod runner ready: %d images played locally", len(self.settings.images))
+
+    async def _watch(self) -> bool:
+        started = time.monotonic()
+        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=WATCH_SECONDS + 60)
+        response = await self.core.list_pod_for_all_namespaces(
+            watch=True, resource_version=self.version, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+            field_selector=SCHEDULED, _preload_content=False, _request_timeout=timeout)
+        delivered = False
+        try:
+            if response.status == 410:
+                raise ResourceExpired("watch resourceVersion expired")
+            if response.status != 200:
+                raise WatchError(response.status, (await response.text())[:300])
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event_type, obj = parse_event(line)
+                if event_type != "BOOKMARK":
+                    await self.handle(event_type, obj)
+                self.version = resource_version(obj) or self.version
+                delivered = True
+        finally:
+            response.close()
+        return delivered or time.monotonic() - started >= WATCH_SECONDS / 2
+
+    async def shutdown(self) -> None:
+        """The cluster is going down: stop every process (no status reports)."""
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.stopping = True
+        running = [dict(w.processes) for w in workers]
+        for worker in workers:
+            await worker.cancel_lifecycle()
+        await asyncio.gather(*(stop_processes(p, self.settings.shutdown_grace_seconds) for p in running))
+        for task in list(self.tasks):
+            task.cancel()
+
+
+async def _serve(settings: Settings) -> None:
+    api = await k8s.api_client(settings.kubeconfig)
+    async with api:
+        runner = PodRunner(settings, api)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        watcher = asyncio.create_task(runner.run())
+        await stop.wait()
+        watcher.cancel()
+        await runner.shutdown()
+        log.info("pod runner stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aiinfn-pod-runner", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="the runner's settings (JSON)")
+    args = parser.parse_args(argv)
+    settings = Settings.from_json(args.config.read_text())
+    Path(settings.state).mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,462 @@
+"""One runner pod on this machine: its IP, volumes, container processes and reported status.
+
+A `PodWorker` plays the kubelet's pod worker for one pod of the pod runner (podrunner.py):
+volumes laid out (secret-like ones rewritten as their objects change), init containers then
+containers started through sandbox.py, readiness probed, restarts with the crash-loop back-off,
+and on deletion SIGTERM, the grace period, SIGKILL, the terminal status and the object deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import aiohttp
+from kubernetes_asyncio.client.rest import ApiException
+
+from . import podplan, podstatus, sandbox
+from .podplan import ConfigError, MountError
+
+if TYPE_CHECKING:
+    from .podrunner import PodRunner
+
+log = logging.getLogger("aiinfn_hub.devcluster.podrunner")
+
+RETRY_SECONDS = 2.0
+PORT_POLL_SECONDS = 0.2
+DEFAULT_GRACE_SECONDS = 30
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _suffix() -> str:
+    return format(time.time_ns(), "x")
+
+
+def write_volume_files(path: Path, files: Mapping[str, tuple[bytes, int]], group: int | None) -> bool:
+    """Write a secret-like volume the way the kubelet's atomic writer does (a timestamped
+    folder, the ..data link swapped in one rename, a link per top-level name); False if the
+    content was already there."""
+    current = path / "..data"
+    if current.exists() and _same_files(current, files):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    stamp = path / datetime.datetime.now().strftime("..%Y_%m_%d_%H_%M_%S.%f")
+    stamp.mkdir(mode=0o755)
+    for relative, (content, mode) in files.items():
+        target = stamp / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        if group is not None:
+            os.chown(target, -1, group)
+            mode |= 0o040
+        target.chmod(mode)
+    old = os.readlink(current) if current.is_symlink() else None
+    (path / "..data_tmp").symlink_to(stamp.name)
+    (path / "..data_tmp").rename(current)
+    tops = {relative.split("/")[0] for relative in files}
+    for entry in path.iterdir():
+        if not entry.name.startswith("..") and entry.name not in tops:
+            entry.unlink()
+    for top in tops:
+        if not (path / top).is_symlink():
+            (path / top).symlink_to(f"..data/{top}")
+    if old:
+        shutil.rmtree(path / old, ignore_errors=True)
+    return True
+
+
+def _same_files(current: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
+    try:
+        return all((current / relative).read_bytes() == content for relative, (content, _) in files.items()) and \
+            sum(1 for p in current.rglob("*") if p.is_file()) == len(files)
+    except OSError:
+        return False
+
+
+async def _tcp_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _http_answers(host: str, port: int, path: str, timeout: float, scheme: str) -> bool:
+    """An httpGet probe: success is a status from 200 to 399."""
+    url = f"{scheme.lower()}://{host}:{port}{path or '/'}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.get(url, allow_redirects=False, ssl=False) as response:
+                return 200 <= response.status < 400
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return False
+
+
+class PodWorker:
+    """One runner pod: its IP, volumes, processes and reported status."""
+
+    def __init__(self, runner: "PodRunner", pod: dict[str, Any], node: dict[str, Any]) -> None:
+        self.runner = runner
+        self.pod = pod
+        meta, spec = pod["metadata"], pod["spec"]
+        self.uid = meta["uid"]
+        self.dir = Path(runner.settings.state) / f"{meta['namespace']}_{meta['name']}_{self.uid}"
+        self.image = runner.settings.images[podplan.runner_image(pod)]
+        self.node = node
+        self.host_ip = next((a["address"] for a in node.get("status", {}).get("addresses") or []
+                             if a.get("type") == "InternalIP"), "127.0.0.1")
+        self.ip = ""
+        self.start_time = now()
+        self.policy = spec.get("restartPolicy", "Always")
+        self.init = [c for c in spec.get("initContainers") or []]
+        self.main = list(spec["containers"])
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.log_files: dict[str, tuple[str, str | None]] = {}
+        self.volumes: dict[str, podplan.Volume] = {}
+        self.objects = podplan.Objects()
+        self.warned: set[str] = set()
+        self.report_lock = asyncio.Lock()
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _init_statuses(self) -> list[dict[str, Any]]:
+        return [self.statuses[c["name"]] for c in self.init]
+
+    def _main_statuses(self) -> list[dict[str, Any]]:
+        return [self.statuses[c["name"]] for c in self.main]
+
+    async def report(self, final_phase: str | None = None) -> None:
+        """Patch pods/status with the current container statuses (the latest state wins)."""
+        async with self.report_lock:
+            phase = final_phase or podstatus.phase(self.policy, self._init_statuses(), self._main_statuses())
+            patch = podstatus.status_patch(self.pod, phase, self._init_statuses(), self._main_statuses(),
+                                           self.ip, self.host_ip, self.start_time, now())
+            await self.runner.patch_status(self.pod, patch)
+
+    async def event(self, reason: str, message: str, container: str | None = None, warning: bool = False) -> None:
+        await self.runner.post_event(podstatus.event(self.pod, reason, message, now(), _suffix(), container, warning))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._lifecycle(), name=f"pod-{self.uid}")
+
+    async def _lifecycle(self) -> None:
+        for container in self.init:
+            self.statuses[container["name"]] = podstatus.waiting(container, "PodInitializing")
+        for container in self.main:
+            reason = "PodInitializing" if self.init else "ContainerCreating"
+            self.statuses[container["name"]] = podstatus.waiting(container, reason)
+        self.ip = self.runner.allocate_ip(self.pod, self.node)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o711)
+        await self.report()
+        await self._prepare_volumes()
+        sync = asyncio.create_task(self._sync_volumes())
+        try:
+            for container in self.init:
+                if not await self._run(container, init=True):
+                    return
+            await asyncio.gather(*(self._run(c, init=False) for c in self.main))
+        finally:
+            sync.cancel()
+
+    async def _prepare_volumes(self) -> None:
+        """Fetch what the pod references and lay its volumes out; a missing object is retried
+        with a FailedMount event, as the kubelet does."""
+        while True:
+            try:
+                self.objects = await self.runner.fetch_objects(self.pod)
+                self.volumes = podplan.pod_volumes(self.pod, self.objects, str(self.dir), self.ip, self.host_ip,
+                                                   self.node.get("status", {}).get("allocatable") or {})
+                self._lay_out_volumes()
+                return
+            except (MountError, ConfigError) as error:
+                message = f"MountVolume.SetUp failed: {error}"
+                if message not in self.warned:
+                    self.warned.add(message)
+                    await self.event("FailedMount", message, warning=True)
+            await asyncio.sleep(RETRY_SECONDS)
+
+    def _fs_group(self) -> int | None:
+        return (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
+
+    def _lay_out_volumes(self) -> None:
+        group = self._fs_group() if os.geteuid() == 0 else None
+        for name, volume in self.volumes.items():
+            path = Path(volume.path)
+            if volume.files is not None:
+                write_volume_files(path, volume.files, group)
+            elif path.is_relative_to(self.dir) and not path.exists():
+                path.mkdir(parents=True)
+                path.chmod(0o777)  # emptyDir: world-writable, as the kubelet makes it
+
+    async def _sync_volumes(self) -> None:
+        """Keep secret, configMap and downward API volumes current, as the kubelet's sync does."""
+        while True:
+            await asyncio.sleep(self.runner.settings.volume_sync_seconds)
+            try:
+                self.objects = await self.runner.fetch_objects(self.pod)
+                volumes = podplan.pod_volumes(self.pod, self.objects, str(self.dir), self.ip, self.host_ip,
+                                              self.node.get("status", {}).get("allocatable") or {})
+            except (MountError, ConfigError, ApiException) as error:
+                log.info("volume sync of %s skipped: %s", self.dir.name, error)
+                continue
+            group = self._fs_group() if os.geteuid() == 0 else None
+            for name, volume in volumes.items():
+                if volume.files is not None:
+                    write_volume_files(Path(volume.path), volume.files, group)
+
+    def _plan(self, container: dict[str, Any], restarts: int) -> podplan.Plan:
+        uid, gid, groups = podplan.container_user(self.pod, container, self.image)
+        allocatable = self.node.get("status", {}).get("allocatable") or {}
+        env = podplan.container_env(self.pod, container, self.image, self.objects, self.ip, self.host_ip,
+                                    allocatable, uid)
+        argv = podplan.container_argv(container, self.image, env)
+        env = podplan.listen_on_pod_ip(env, self.ip)
+        mounts = podplan.container_mounts(container, self.volumes, env)
+        cdir = self.dir / "containers" / container["name"]
+        (cdir / "rootfs").mkdir(parents=True, exist_ok=True)
+        tmp = cdir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        tmp.chmod(0o1777)
+        for mount in mounts:
+            source = Path(mount.source)
+            if not mount.is_file and not source.exists():
+                source.mkdir(parents=True, mode=0o755)
+        ctx = container.get("securityContext") or {}
+        name = podplan.hostname(self.pod)
+        etc = {
+            "/etc/passwd": podplan.etc_passwd(_read("/etc/passwd"), self.image),
+            "/etc/group": podplan.etc_group(_read("/etc/group"), self.image),
+            "/etc/hosts": podplan.etc_hosts(self.ip, name),
+            "/etc/hostname": name + "\n",
+        }
+        return podplan.Plan(
+            argv=argv, env=env, cwd=container.get("workingDir") or self.image.home, uid=uid, gid=gid, groups=groups,
+            hostname=name, no_new_privs=ctx.get("allowPrivilegeEscalation") is False,
+            read_only_root=bool(ctx.get("readOnlyRootFilesystem")), host_paths=self.runner.settings.host_paths,
+            mounts=[podplan.Mount(str(tmp), "/tmp", False), *mounts], etc=etc, root=str(cdir / "rootfs"),
+            log=str(cdir / f"{restarts}.log"))
+
+    async def _run(self, container: dict[str, Any], init: bool) -> bool:
+        """Run one container until the restart policy lets it rest; True if it ended well."""
+        name = container["name"]
+        if container.get("image") not in self.runner.settings.images:
+            return await self._simulate(container, init)
+        restarts = 0
+        last: dict[str, Any] | None = None
+        while True:
+            code, terminated = await self._start_once(container, restarts, last, init)
+            policy = "OnFailure" if init and self.policy == "Always" else self.policy
+            if not podstatus.should_restart(policy, code):
+                self.statuses[name] = terminated
+                await self.report()
+                return code == 0
+            restarts += 1
+            last = {"terminated": terminated["state"]["terminated"]}
+            delay = podstatus.restart_delay(restarts)
+            self.statuses[name] = podstatus.waiting(
+                container, "CrashLoopBackOff", f"back-off {int(delay)}s restarting failed container={name} "
+                f"pod={self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
+                restarts, last)
+            await self.report()
+            await self.event("BackOff", f"Back-off restarting failed container {name} in pod "
+                             f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
+                             name, warning=True)
+            await asyncio.sleep(delay)
+
+    async def _simulate(self, container: dict[str, Any], init: bool) -> bool:
+        """A container whose image has no local environment (a sidecar, say): reported as kwok
+        would, running and ready, or completed for an init container."""
+        at = now()
+        self.statuses[container["name"]] = (podstatus.terminated(container, 0, at, at) if init
+                                            else podstatus.running(container, at, True))
+        await self.report()
+        return True
+
+    async def _start_once(self, container: dict[str, Any], restarts: int, last: dict[str, Any] | None,
+                          init: bool) -> tuple[int, dict[str, Any]]:
+        """Start the container's process and wait for it; (exit code, its terminated status)."""
+        name = container["name"]
+        while True:
+            try:
+                plan = self._plan(container, restarts)
+                break
+            except ConfigError as error:
+                self.statuses[name] = podstatus.waiting(container, "CreateContainerConfigError", str(error),
+                                                        restarts, last)
+                await self.report()
+                await self.event("Failed", f"Error: {error}", name, warning=True)
+                await asyncio.sleep(RETRY_SECONDS)
+        plan_path = self.dir / "containers" / name / "plan.json"
+        plan_path.write_text(plan.to_json())
+        if restarts == 0:
+            await self.event("Pulled", f'Container image "{container["image"]}" already present on machine', name)
+        await self.event("Created", f"Created container: {name}", name)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", sandbox.MODULE, str(plan_path), str(os.getpid()),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=open(plan_path.with_name("sandbox.log"), "ab"), start_new_session=True)
+        self.processes[name] = process
+        try:
+            line = await process.stdout.readline()
+            message = json.loads(line) if line.strip() else {"error": "the sandbox exited before starting"}
+            if "error" in message:
+                code = await process.wait()
+                error = f"failed to start container {name!r}: {message['error']}"
+                await self.event("Failed", f"Error: {error}", name, warning=True)
+                return code, podstatus.terminated(container, exit_code(code), now(), restart_count=restarts,
+                                                  reason="StartError", message=error, last_state=last)
+            started = message["started"][:19] + "Z"
+            self.log_files[name] = (plan.log, str(self.dir / "containers" / name / f"{restarts - 1}.log")
+                                    if restarts else None)
+            await self.runner.put_logs(self.pod, self.log_files)
+            probe = container.get("readinessProbe")
+            ports = [p["containerPort"] for p in container.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
+            ready_now = not init and not probe and not ports
+            self.statuses[name] = podstatus.running(container, started, ready_now, restarts, last)
+            await self.report()
+            await self.event("Started", f"Started container {name}", name)
+            readiness = None if init or ready_now else asyncio.create_task(
+                self._readiness(container, started, restarts, last, probe, ports))
+            try:
+                code = await process.wait()
+            finally:
+                if readiness:
+                    readiness.cancel()
+            return code, podstatus.terminated(container, code, now(), started, restarts, last_state=last)
+        finally:
+            self.processes.pop(name, None)
+
+    async def _readiness(self, container: dict[str, Any], started: str, restarts: int,
+                         last: dict[str, Any] | None, probe: dict[str, Any] | None, ports: list[int]) -> None:
+        """Ready once the readiness probe passes (kept up to date), or without a probe once the
+        first declared port answers on the pod IP."""
+        name = container["name"]
+        if not probe:
+            while not await _tcp_answers(self.ip, ports[0]):
+                await asyncio.sleep(PORT_POLL_SECONDS)
+            self.statuses[name] = podstatus.running(container, started, True, restarts, last)
+            await self.report()
+            return
+        await asyncio.sleep(probe.get("initialDelaySeconds", 0))
+        ready, successes, failures = False, 0, 0
+        while True:
+            ok = await self._probe(container, probe)
+            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
+            now_ready = (ready and failures < probe.get("failureThreshold", 3)) or \
+                successes >= probe.get("successThreshold", 1)
+            if now_ready != ready:
+                ready = now_ready
+                self.statuses[name] = podstatus.running(container, started, ready, restarts, last)
+                await self.report()
+            await asyncio.sleep(probe.get("periodSeconds", 10))
+
+    async def _probe(self, container: dict[str, Any], probe: dict[str, Any]) -> bool:
+        timeout = probe.get("timeoutSeconds", 1)
+        named = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+        for kind in ("httpGet", "tcpSocket", "grpc"):
+            if kind in probe:
+                action = probe[kind]
+                port = named.get(action["port"], action["port"]) if isinstance(action["port"], str) else action["port"]
+                host = action.get("host") or self.ip
+                if kind == "httpGet":
+                    return await _http_answers(host, int(port), action.get("path", "/"), timeout,
+                                               action.get("scheme", "HTTP"))
+                return await _tcp_answers(host, int(port), timeout)
+        return True  # exec probes are not run: counted as passing (docs/devcluster.md)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def terminate(self) -> None:
+        """The pod is being deleted: stop its processes within the grace period, report the
+        terminal status, then delete the object (grace 0, as kwok's pod-delete stage does)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        grace = self.pod["metadata"].get("deletionGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+        running = dict(self.processes)
+        await self.cancel_lifecycle()
+        for name in running:
+            await self.event("Killing", f"Stopping container {name}", name)
+        codes = await stop_processes(running, grace)
+        for container in [*self.init, *self.main]:
+            name = container["name"]
+            state = self.statuses.get(name, {}).get("state") or {}
+            if name in codes and "running" in state:
+                self.statuses[name] = podstatus.terminated(
+                    container, codes[name], now(), state["running"]["startedAt"],
+                    self.statuses[name]["restartCount"], last_state=self.statuses[name].get("lastState"))
+        if self.statuses:
+            await self.report(final_phase=podstatus.terminal_phase(self._main_statuses()))
+        await self.runner.delete_pod(self.pod)
+        self.remove_files()
+
+    async def kill(self) -> None:
+        """The pod object is gone already: kill everything at once."""
+        self.stopping = True
+        running = dict(self.processes)
+        await self.cancel_lifecycle()
+        await stop_processes(running, 0)
+        self.remove_files()
+
+    async def cancel_lifecycle(self) -> None:
+        if self.task and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def exit_code(code: int) -> int:
+    """The exit code reported for a process that ended by a signal (negative from asyncio)."""
+    return code if code >= 0 else 128 - code
+
+
+async def stop_processes(processes: Mapping[str, asyncio.subprocess.Process], grace: float) -> dict[str, int]:
+    """SIGTERM each sandbox (it forwards to the container's PID 1), wait up to grace seconds,
+    then SIGKILL the process groups; the exit codes by container name."""
+    for process in processes.values():
+        if process.returncode is None:
+            try:
+                os.kill(process.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    waits = {name: asyncio.create_task(p.wait()) for name, p in processes.items()}
+    if waits:
+        await asyncio.wait(waits.values(), timeout=grace)
+    for name, process in processes.items():
+        if process.returncode is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return {name: exit_code(await task) for name, task in waits.items()}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
