@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from traitlets import Bool, Dict, Int, TraitError, Unicode, validate
-from traitlets.config import Configurable
+from traitlets.config import Config, Configurable
 
 from .catalog import QUANTITY_PATTERN
 
@@ -209,3 +209,11 @@ class AiInfnStorage(Configurable):
         values = {name: getattr(self, name) for name in StorageSettings.__dataclass_fields__}
         values["bucket_volume_attributes"] = dict(self.bucket_volume_attributes)
         return StorageSettings(**values)
+
+
+def check_config(config: Config) -> None:
+    """Build the storage settings from a loaded hub config; exit naming the bad key if any."""
+    try:
+        AiInfnStorage(config=config).settings()
+    except TraitError as error:
+        raise SystemExit(f"aiinfn-hub: invalid storage configuration: {error}") from None

@@ -13,7 +13,7 @@ import yaml
 from traitlets import TraitError
 from traitlets.config import Config
 
-from aiinfn_hub import catalog, names, volumes
+from aiinfn_hub import catalog, names, storage_config, volumes
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.identity import Identity
 from aiinfn_hub.storage_config import AiInfnStorage, StorageSettings
@@ -325,3 +325,15 @@ def test_catalog_sizes_carry_scratch_and_shm():
     bad["sizes"]["cpu"]["choices"]["small"]["scratch"] = "fast"
     with pytest.raises(catalog.CatalogError, match=r"sizes\.cpu\.choices\.small\.scratch: must be a Kubernetes"):
         catalog.parse(bad)
+
+
+def test_a_bad_storage_config_stops_the_hub_naming_the_key():
+    config = Config()
+    config.AiInfnStorage.gid_min = 100
+    with pytest.raises(SystemExit, match="invalid storage configuration: AiInfnStorage.gid_min"):
+        storage_config.check_config(config)
+    storage_config.check_config(Config())
+
+
+def test_init_script_has_nothing_kubespawner_would_expand():
+    assert "{" not in volumes.INIT_SCRIPT and "}" not in volumes.INIT_SCRIPT
