@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, k8s, labels
+from aiinfn_hub import devstorage, k8s, kueue_config, labels
 from aiinfn_hub.devcluster import topology
 from aiinfn_hub.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from tests.helpers import has_default_service_account, wait_until
@@ -106,3 +106,32 @@ async def storage(api_client, namespace, tmp_path):
         yield documents
     finally:
         await devstorage.delete_volumes(api_client, documents)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kueue(devcluster, api_client) -> list[dict]:
+    """Kueue runs in the test cluster with helm-values/kueue-queues.yaml's cluster-wide objects
+    applied and its ClusterQueues active; the file's documents (for `local_queues`)."""
+    _, cluster = devcluster
+    if cluster is not None and "kueue" not in {p.name for p in cluster.status().processes}:
+        pytest.fail(f"dev cluster {cluster.name!r} was started without Kueue (by an older version): "
+                    f"restart it with `aiinfn-devcluster down --name {cluster.name}`")
+    crds = await client.ApiextensionsV1Api(api_client).list_custom_resource_definition(
+        field_selector="metadata.name=clusterqueues.kueue.x-k8s.io")
+    if not crds.items:
+        pytest.skip("Kueue is not installed in the AIINFN_KUBECONFIG cluster")
+    documents = kueue_config.load()
+    cluster_objects = kueue_config.cluster_objects(documents)
+    await kueue_config.apply(api_client, cluster_objects)
+    await wait_until(lambda: kueue_config.queues_active(api_client, cluster_objects),
+                     "Kueue to activate the ClusterQueues")
+    return documents
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def local_queues(kueue, api_client, namespace) -> list[dict]:
+    """The projects' LocalQueues in the test namespace, active (they go with the namespace)."""
+    queues = kueue_config.local_queues(kueue, namespace)
+    await kueue_config.apply(api_client, queues)
+    await wait_until(lambda: kueue_config.queues_active(api_client, queues), "Kueue to activate the LocalQueues")
+    return queues
