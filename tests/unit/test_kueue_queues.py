@@ -1,0 +1,125 @@
+"""helm-values/kueue-queues.yaml agrees with the catalog and the farm; kueue_config moves only LocalQueues."""
+
+import pytest
+
+from aiinfn_hub import catalog, kueue_config, names
+from aiinfn_hub.devcluster import topology
+
+DOCUMENTS = kueue_config.load()
+CATALOG = catalog.load(catalog.default_path())
+NODES = topology.node_manifests("ai-infn")
+VIRTUAL = "interlink-infn-t1"
+
+
+def objects(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in DOCUMENTS if d["kind"] == kind}
+
+
+FLAVORS = objects("ResourceFlavor")
+CLUSTER_QUEUES = objects("ClusterQueue")
+
+
+def selected_nodes(flavor: dict) -> list[dict]:
+    """The topology's nodes a flavor's labels select and whose taints it allows."""
+    labels = flavor["spec"].get("nodeLabels", {}).items()
+    allowed = flavor["spec"].get("nodeTaints", [])
+    return [n for n in NODES if labels <= n["metadata"]["labels"].items()
+            and all(t in allowed for t in n["spec"]["taints"])]
+
+
+def nominal(flavor: str, resource: str) -> dict[str, int | str]:
+    """Per ClusterQueue, the nominal quota of one flavor's resource."""
+    result = {}
+    for name, queue in CLUSTER_QUEUES.items():
+        [group] = queue["spec"]["resourceGroups"]
+        entry = next(f for f in group["flavors"] if f["name"] == flavor)
+        result[name] = next(r for r in entry["resources"] if r["name"] == resource)["nominalQuota"]
+    return result
+
+
+def test_local_queues_move_to_the_namespace_and_the_rest_stays_as_written():
+    documents = [
+        {"kind": "ResourceFlavor", "metadata": {"name": "t4"}},
+        {"kind": "LocalQueue", "metadata": {"name": "project-qml", "namespace": "jupyterhub"},
+         "spec": {"clusterQueue": "project-qml"}},
+    ]
+    assert kueue_config.local_queues(documents, "t-1") == [
+        {"kind": "LocalQueue", "metadata": {"name": "project-qml", "namespace": "t-1"},
+         "spec": {"clusterQueue": "project-qml"}}]
+    assert kueue_config.cluster_objects(documents) == [{"kind": "ResourceFlavor", "metadata": {"name": "t4"}}]
+    assert documents[1]["metadata"]["namespace"] == "jupyterhub"
+
+
+def test_every_catalog_project_has_a_local_queue_and_a_cluster_queue_of_its_object_name():
+    expected = {names.object_name("project", key) for key in CATALOG.projects}
+    assert set(CLUSTER_QUEUES) == expected
+    local = objects("LocalQueue")
+    assert set(local) == expected
+    assert {q["metadata"]["namespace"] for q in local.values()} == {"jupyterhub"}
+    assert all(q["spec"]["clusterQueue"] == name for name, q in local.items())
+
+
+def test_project_queues_share_one_cohort_preempt_by_priority_and_reclaim_lent_quota():
+    for queue in CLUSTER_QUEUES.values():
+        spec = {k: v for k, v in queue["spec"].items() if k != "resourceGroups"}
+        assert spec == {
+            "cohortName": "aiinfn",
+            "namespaceSelector": {},
+            "queueingStrategy": "BestEffortFIFO",
+            "preemption": {"withinClusterQueue": "LowerPriority", "reclaimWithinCohort": "Any",
+                           "borrowWithinCohort": {"policy": "Never"}},
+        }
+
+
+def test_workload_priority_classes():
+    assert {name: wpc["value"] for name, wpc in objects("WorkloadPriorityClass").items()} == {
+        "aiinfn-low": 10, "aiinfn-normal": 100, "aiinfn-high": 500}
+
+
+def test_flavors_are_the_catalog_accelerators_and_the_virtual_node_tried_virtual_first():
+    assert set(FLAVORS) == set(CATALOG.accelerators) | {VIRTUAL}
+    for queue in CLUSTER_QUEUES.values():
+        [group] = queue["spec"]["resourceGroups"]
+        order = [f["name"] for f in group["flavors"]]
+        assert order[:2] == [VIRTUAL, "cpu"] and sorted(order) == sorted(FLAVORS)
+        for entry in group["flavors"]:
+            assert [r["name"] for r in entry["resources"]] == group["coveredResources"]
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG.accelerators))
+def test_each_accelerator_flavor_selects_the_nodes_the_catalog_means(key):
+    accelerator = CATALOG.accelerators[key]
+    flavor = FLAVORS[key]
+    assert accelerator.node_labels.items() <= flavor["spec"]["nodeLabels"].items()
+    assert "tolerations" not in flavor["spec"] and "nodeTaints" not in flavor["spec"]
+    nodes = selected_nodes(flavor)
+    if accelerator.resource:
+        # (the whole-A100 flavor's labels also fit the MIG-split A100, which publishes no nvidia.com/gpu)
+        assert any(int(n["status"]["allocatable"].get(accelerator.resource, 0)) for n in nodes)
+    else:  # CPU-only work: the service nodes, never an accelerator node
+        assert nodes
+        assert all(not {"nvidia.com/gpu.present", "xilinx.com/fpga.board"} & n["metadata"]["labels"].keys()
+                   for n in nodes)
+
+
+def test_virtual_node_flavor_is_only_for_jobs_that_tolerate_its_taint():
+    flavor = FLAVORS[VIRTUAL]["spec"]
+    [node] = selected_nodes(FLAVORS[VIRTUAL])
+    assert node["metadata"]["name"] == VIRTUAL
+    assert flavor["nodeTaints"] == node["spec"]["taints"]
+    assert "tolerations" not in flavor
+
+
+@pytest.mark.parametrize("key", sorted(k for k, a in CATALOG.accelerators.items() if a.resource))
+def test_project_shares_of_an_accelerator_add_up_to_the_farm(key):
+    resource = CATALOG.accelerators[key].resource
+    nodes = selected_nodes(FLAVORS[key])
+    assert sum(nominal(key, resource).values()) == sum(int(n["status"]["allocatable"].get(resource, 0)) for n in nodes)
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG.accelerators))
+def test_project_shares_of_cpu_and_memory_fit_the_flavors_nodes(key):
+    nodes = selected_nodes(FLAVORS[key])
+    for resource in ("cpu", "memory"):
+        shares = sum(catalog.quantity(str(q)) for q in nominal(key, resource).values())
+        assert 0 < shares <= sum(catalog.quantity(n["status"]["allocatable"][resource]) for n in nodes)
