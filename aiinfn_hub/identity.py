@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -26,7 +27,9 @@ from .storage_config import MAX_ID, MIN_ID, StorageSettings
 USERS_KEY = "users"
 GROUPS_KEY = "groups"
 COMPONENT = "identity"
-ATTEMPTS = 8
+ATTEMPTS = 10
+# After a lost race, wait a little (growing, jittered) so racing writers fall out of step.
+BACKOFF = 0.05
 
 
 class IdentityError(UserError):
@@ -169,7 +172,9 @@ class IdentityStore:
         if all(u in self._users for u in usernames) and all(g in self._groups for g in groups):
             return
         async with self._lock:
-            for _ in range(ATTEMPTS):
+            for attempt in range(ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(random.uniform(0, BACKOFF * attempt))
                 existing, version = await self._read()
                 wanted = assign(existing, usernames, groups, self.settings)
                 if wanted == existing or await self._write(wanted, version):
