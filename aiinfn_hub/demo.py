@@ -21,8 +21,9 @@ from pathlib import Path
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
+from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 
-from . import devstorage, k8s, labels
+from . import devstorage, k8s, kueue_config, labels
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
@@ -65,8 +66,9 @@ def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
 
 
 async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, storage_root: Path) -> None:
-    """Create the platform's cluster objects, the demo namespace (Pod Security "restricted") and
-    its storage: helm-values/storage.yaml with every volume a folder under storage_root."""
+    """Create the platform's cluster objects, the demo namespace (Pod Security "restricted"), its
+    storage (helm-values/storage.yaml with every volume a folder under storage_root) and its job
+    queues (helm-values/kueue-queues.yaml with the LocalQueues in the demo namespace)."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
         await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
@@ -81,6 +83,13 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, storage
             if error.status != 409:
                 raise
         await devstorage.setup(api_client, name, storage_root, config_root / "helm-values" / "storage.yaml")
+        queues = kueue_config.load(config_root / "helm-values" / "kueue-queues.yaml")
+        try:
+            await kueue_config.apply(api_client, [*kueue_config.cluster_objects(queues),
+                                                  *kueue_config.local_queues(queues, name)])
+        except ResourceNotFoundError:
+            raise DevClusterError("Kueue is not installed in this cluster (no kueue.x-k8s.io/v1beta2 API): "
+                                  "install it, or run the demo on the dev cluster") from None
 
 
 def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
