@@ -45,7 +45,9 @@ def load(catalog_file: str, default_policy: Mapping[str, Any], group_policies: M
 
 
 def check_config(config: Config) -> None:
-    """Validate the AiInfnSpawner part of a loaded hub config; exit with the reason if it is bad."""
+    """Validate the platform part of a loaded hub config (spawner, catalog, policies, storage);
+    exit with the reason if it is bad, so a misconfigured hub never starts."""
+    from . import storage_config
     from .spawner import AiInfnSpawner
 
     defaults = AiInfnSpawner.class_traits()
@@ -58,3 +60,4 @@ def check_config(config: Config) -> None:
         load(value("catalog_file"), value("default_policy"), value("group_policies"), value("reservation_taint_key"))
     except (catalog_module.CatalogError, policy.PolicyError) as error:
         raise SystemExit(f"aiinfn-hub: invalid platform configuration: {error}") from None
+    storage_config.check_config(config)

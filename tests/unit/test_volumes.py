@@ -13,7 +13,7 @@ import yaml
 from traitlets import TraitError
 from traitlets.config import Config
 
-from aiinfn_hub import catalog, names, storage_config, volumes
+from aiinfn_hub import catalog, hubstate, names, storage_config, volumes
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.identity import Identity
 from aiinfn_hub.storage_config import AiInfnStorage, StorageSettings
@@ -332,6 +332,8 @@ def test_a_bad_storage_config_stops_the_hub_naming_the_key():
     config.AiInfnStorage.gid_min = 100
     with pytest.raises(SystemExit, match="invalid storage configuration: AiInfnStorage.gid_min"):
         storage_config.check_config(config)
+    with pytest.raises(SystemExit, match="invalid storage configuration"):
+        hubstate.check_config(config)
     storage_config.check_config(Config())
 
 
