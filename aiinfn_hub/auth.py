@@ -17,7 +17,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Callable, Integer, List, Set, Unicode, default, validate
+from traitlets import Callable, Integer, List, Set, Unicode, default
 
 from . import catalog, claims, names
 from .errors import UserError
@@ -51,10 +51,8 @@ class AiInfnLoginHandler(_ScrubbedSummary, OAuthLoginHandler):
     async def get(self):
         try:
             await self.authenticator.discover()
-        except (claims.DiscoveryError, OSError, HTTPClientError) as error:
-            self.log.error("OpenID discovery failed: %s", error)
-            raise refusal(UserError("the identity provider cannot be reached right now; try again later",
-                                    status=503)) from None
+        except UserError as error:
+            raise refusal(error) from None
         super().get()
 
 
@@ -150,19 +148,10 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     def _default_allowed_groups(self) -> set[str]:
         return set(self.projects)
 
-    @validate("enable_auth_state")
-    def _validate_enable_auth_state(self, proposal) -> bool:
-        if not proposal.value:
-            raise ValueError("AiInfnOAuthenticator.enable_auth_state must stay True: the tokens live there")
-        return True
-
-    @validate("issuer")
-    def _validate_issuer(self, proposal) -> str:
-        claims.check_url(proposal.value, "AiInfnOAuthenticator.issuer")
-        return proposal.value
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not self.enable_auth_state:
+            raise SystemExit("aiinfn-hub: AiInfnOAuthenticator.enable_auth_state must stay True: the tokens live there")
         try:
             CryptKeeper.instance().check_available()
         except EncryptionUnavailable as error:
@@ -170,12 +159,11 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
                 "aiinfn-hub: AiInfnOAuthenticator keeps each user's tokens in encrypted auth_state, "
                 f"but encryption is not available ({error}). Set JUPYTERHUB_CRYPT_KEY in the hub's "
                 "environment to 32 random bytes in hex (openssl rand -hex 32).") from None
-        if not self.issuer:
-            raise SystemExit("aiinfn-hub: set AiInfnOAuthenticator.issuer to the IAM issuer URL")
         try:
+            claims.check_url(self.issuer, "AiInfnOAuthenticator.issuer (the IAM issuer URL)")
             self.projects
-        except catalog.CatalogError as error:
-            raise SystemExit(f"aiinfn-hub: invalid platform configuration: {error}") from None
+        except (claims.DiscoveryError, catalog.CatalogError) as error:
+            raise SystemExit(f"aiinfn-hub: invalid configuration: {error}") from None
 
     @property
     def projects(self) -> frozenset[str]:
@@ -187,14 +175,22 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     # -- endpoints -------------------------------------------------------------------------
 
     async def discover(self) -> claims.Endpoints:
-        """Read the issuer's OpenID configuration once; explicitly configured URLs win."""
+        """Read the issuer's OpenID configuration once; explicitly configured URLs win.
+        Raises a 503 UserError (details in the log) while the provider is unreachable or unusable."""
         if self._endpoints is None:
             self._discovery_lock = self._discovery_lock or asyncio.Lock()
             async with self._discovery_lock:
                 if self._endpoints is None:
-                    document = await self.httpfetch(claims.discovery_url(self.issuer), "fetching OpenID configuration",
-                                                    method="GET", validate_cert=self.validate_server_cert)
-                    found = claims.endpoints(document, self.issuer)
+                    try:
+                        document = await self.httpfetch(claims.discovery_url(self.issuer), "fetching OpenID "
+                                                        "configuration", method="GET",
+                                                        validate_cert=self.validate_server_cert)
+                        found = claims.endpoints(document, self.issuer)
+                    except (claims.DiscoveryError, HTTPClientError, OSError, ValueError) as error:
+                        self.log.error("OpenID discovery for %s failed: %s", self.issuer, error)
+                        raise UserError("the identity provider cannot be reached or is misconfigured right now; "
+                                        "try again later or tell the hub admins", reason="idp-unavailable",
+                                        status=503) from None
                     self.authorize_url = self.authorize_url or found.authorize
                     self.token_url = self.token_url or found.token
                     self.userdata_url = self.userdata_url or found.userinfo
