@@ -46,11 +46,15 @@ class LocalImage:
     home: str = "/home/jovyan"
 
     def env(self) -> dict[str, str]:
-        """The image's ENV lines."""
+        """The image's ENV lines (docker-stacks sets HOME there, so any uid gets it)."""
         return {
             "PATH": f"{self.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
+            "HOME": self.home,
+            "NB_USER": self.user,
+            "NB_UID": str(self.uid),
+            "NB_GID": str(self.gid),
         }
 
     @classmethod
@@ -224,10 +228,9 @@ def _key_of(source: Mapping[str, Mapping[str, bytes] | None], kind: str, namespa
 
 
 def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], image: LocalImage, objects: Objects,
-                  pod_ip: str, host_ip: str, node_allocatable: Mapping[str, str], uid: int) -> dict[str, str]:
+                  pod_ip: str, host_ip: str, node_allocatable: Mapping[str, str]) -> dict[str, str]:
     """The process environment: image ENV, HOSTNAME, then envFrom and env in order, values
-    expanded against what came before; HOME, unless set, from the image's /etc/passwd entry
-    for uid (so "/" for a uid the image does not know, as container runtimes do)."""
+    expanded against what came before."""
     namespace = pod["metadata"].get("namespace", "")
     env = {**image.env(), "HOSTNAME": hostname(pod)}
     for source in container.get("envFrom") or []:
@@ -256,7 +259,6 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], image: L
             value = _key_of(objects.secrets if kind == "Secret" else objects.config_maps, kind, namespace, ref)
             if value is not None:
                 env[name] = value
-    env.setdefault("HOME", image.home if uid == image.uid else "/")
     return env
 
 

@@ -227,7 +227,7 @@ class PodWorker:
         uid, gid, groups = podplan.container_user(self.pod, container, self.image)
         allocatable = self.node.get("status", {}).get("allocatable") or {}
         env = podplan.container_env(self.pod, container, self.image, self.objects, self.ip, self.host_ip,
-                                    allocatable, uid)
+                                    allocatable)
         argv = podplan.container_argv(container, self.image, env)
         env = podplan.listen_on_pod_ip(env, self.ip)
         mounts = podplan.container_mounts(container, self.volumes, env)
@@ -319,10 +319,11 @@ class PodWorker:
             line = await process.stdout.readline()
             message = json.loads(line) if line.strip() else {"error": "the sandbox exited before starting"}
             if "error" in message:
-                code = await process.wait()
+                code = exit_code(await process.wait())
                 error = f"failed to start container {name!r}: {message['error']}"
+                log.warning("%s: %s", self.dir.name, error)
                 await self.event("Failed", f"Error: {error}", name, warning=True)
-                return code, podstatus.terminated(container, exit_code(code), now(), restart_count=restarts,
+                return code, podstatus.terminated(container, code, now(), restart_count=restarts,
                                                   reason="StartError", message=error, last_state=last)
             started = message["started"][:19] + "Z"
             self.log_files[name] = (plan.log, str(self.dir / "containers" / name / f"{restarts - 1}.log")
@@ -334,13 +335,15 @@ class PodWorker:
             self.statuses[name] = podstatus.running(container, started, ready_now, restarts, last)
             await self.report()
             await self.event("Started", f"Started container {name}", name)
+            log.info("%s: container %s started (sandbox pid %d)", self.dir.name, name, process.pid)
             readiness = None if init or ready_now else asyncio.create_task(
                 self._readiness(container, started, restarts, last, probe, ports))
             try:
-                code = await process.wait()
+                code = exit_code(await process.wait())
             finally:
                 if readiness:
                     readiness.cancel()
+            log.info("%s: container %s exited with %d", self.dir.name, name, code)
             return code, podstatus.terminated(container, code, now(), started, restarts, last_state=last)
         finally:
             self.processes.pop(name, None)
@@ -393,6 +396,7 @@ class PodWorker:
         self.stopping = True
         grace = self.pod["metadata"].get("deletionGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         running = dict(self.processes)
+        log.info("%s: deleted; stopping %d container(s) within %ss", self.dir.name, len(running), grace)
         await self.cancel_lifecycle()
         for name in running:
             await self.event("Killing", f"Stopping container {name}", name)
