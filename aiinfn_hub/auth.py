@@ -21,6 +21,7 @@ from traitlets import Callable, Integer, List, Set, Unicode, default
 
 from . import catalog, claims, names
 from .errors import UserError
+from .storage_config import AiInfnStorage
 
 # Keys of our own in auth_state, beside OAuthenticator's (access_token, refresh_token, id_token, ...).
 STATE_KEY = "aiinfn"
@@ -83,9 +84,10 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     system_groups = Set(
         Unicode(),
         config=True,
-        help="""Groups that are not research projects but mean something to the hub (policies,
-        roles, environment curators). They become hub groups with the projects, the allowed and the
-        admin groups; every other IdP group is dropped, so the hub's groups stay the ones it uses.""",
+        help="""Groups that are not research projects but mean something to the hub (roles,
+        services). They become hub groups with the projects, the allowed and admin groups, the keys
+        of AiInfnSpawner.group_policies and AiInfnStorage.envs_curator_group; every other IdP group
+        is dropped, so the hub's groups stay the ones it uses.""",
     )
     catalog_file = Unicode(
         config=True,
@@ -227,10 +229,16 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
                             "email": who.email}
         return state
 
+    def _groups_in_config(self) -> set[str]:
+        """Groups the rest of the hub configuration names: policy keys and the envs curators."""
+        curators = self.config.get("AiInfnStorage", {}).get(
+            "envs_curator_group", AiInfnStorage.class_traits()["envs_curator_group"].default())
+        return set(self.config.get("AiInfnSpawner", {}).get("group_policies", {})) | ({curators} - {""})
+
     def _access(self, auth_state: dict) -> claims.Access:
         return claims.access(auth_state[STATE_KEY]["groups"], projects=self.projects,
-                             system_groups=self.system_groups, allowed_groups=self.allowed_groups,
-                             admin_groups=self.admin_groups)
+                             system_groups=self.system_groups | self._groups_in_config(),
+                             allowed_groups=self.allowed_groups, admin_groups=self.admin_groups)
 
     async def get_user_groups(self, auth_state: dict) -> set[str]:
         return set(self._access(auth_state).groups)

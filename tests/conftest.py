@@ -19,6 +19,7 @@ from aiinfn_hub import devstorage, k8s, kueue_config, labels
 from aiinfn_hub.devcluster import topology
 from aiinfn_hub.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from tests.helpers import has_default_service_account, wait_until
+from tests.oidc_provider import keycloak  # noqa: F401 (the real OpenID provider fixture)
 
 REPO = Path(__file__).resolve().parent.parent
 
