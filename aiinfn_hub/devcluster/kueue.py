@@ -1,4 +1,5 @@
-"""Kueue in the dev cluster: configuration, command line and webhook registrations (pure builders).
+"""Kueue in the dev cluster: configuration, command line and webhook registrations (pure
+builders), and the manifests and certificate it needs at start.
 
 Kueue runs as one more local process, like the control plane: its own CRDs (from the module it
 was built from, served as `kueue.x-k8s.io/v1beta2` without conversion), certificates from the
