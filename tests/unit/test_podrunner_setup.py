@@ -1,0 +1,83 @@
+"""How the pod runner is wired in: kwok skips its pods, its settings, the secret volume writer."""
+
+import os
+from pathlib import Path
+
+import yaml
+
+from aiinfn_hub import catalog
+from aiinfn_hub.devcluster import components, podrunner
+from aiinfn_hub.devcluster.podplan import LocalImage
+from aiinfn_hub.devcluster.podworker import write_volume_files
+
+
+def _library(tmp_path):
+    for relative in components.KWOK_STAGE_FILES:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kind = "Node" if relative.startswith("node/") else "Pod"
+        spec = {"resourceRef": {"apiGroup": "v1", "kind": kind},
+                "selector": {"matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]},
+                "delay": {"durationMilliseconds": 1000}}
+        path.write_text(yaml.safe_dump({"kind": "Stage", "metadata": {"name": Path(relative).stem}, "spec": spec}))
+    return tmp_path
+
+
+def test_kwok_pod_stages_leave_runner_images_alone(tmp_path):
+    stages = {d["metadata"]["name"]: d for d in components.kwok_config(_library(tmp_path), ["b", "a"])[1:]}
+    skip = {"key": ".spec.containers.[0].image", "operator": "NotIn", "values": ["a", "b"]}
+    for name in ("pod-ready", "pod-complete", "pod-delete"):
+        assert stages[name]["spec"]["selector"]["matchExpressions"][-1] == skip
+    for name in ("node-initialize", "node-heartbeat-with-lease"):
+        assert skip not in stages[name]["spec"]["selector"]["matchExpressions"]
+
+
+def test_without_the_runner_kwok_plays_every_pod(tmp_path):
+    for stage in components.kwok_config(_library(tmp_path))[1:]:
+        assert len(stage["spec"]["selector"]["matchExpressions"]) == 1
+
+
+def test_kwok_serves_logs_from_logs_objects():
+    argv = components.kwok_argv(Path("/bin/kwok"), components.Layout(Path("/c")),
+                                components.Ports(16443, 1, 2, 3, 4, 5))
+    assert "--enable-crds=Logs" in argv
+    crd = components.kwok_logs_crd()
+    assert crd["metadata"]["name"] == "logs.kwok.x-k8s.io"
+    assert crd["spec"]["names"]["plural"] == "logs" and crd["spec"]["scope"] == "Namespaced"
+    assert [v["name"] for v in crd["spec"]["versions"]] == ["v1alpha1"]
+
+
+def test_settings_map_every_catalog_environment_to_the_notebook_env(tmp_path):
+    env = tmp_path / "nbenv"
+    env.mkdir()
+    (env / "pyvenv.cfg").write_text("home = /opt/python/bin\n")
+    settings = podrunner.settings_for(Path("/k"), Path("/state"), env, catalog.default_path(), Path("/src"))
+    images = {e.image for e in catalog.load(catalog.default_path()).environments.values()}
+    assert set(settings.images) == images
+    assert set(settings.images.values()) == {LocalImage(prefix=str(env))}
+    assert {"/usr", "/etc", "/opt", "/src"} <= set(settings.host_paths)
+    assert str(env) in settings.host_paths and "/opt/python" not in settings.host_paths
+    assert podrunner.Settings.from_json(settings.to_json()) == settings
+
+
+def test_notebook_env_needs_jupyterhub_singleuser(tmp_path):
+    assert "no notebook environment" in podrunner.notebook_env_problem(tmp_path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "jupyterhub-singleuser").touch()
+    assert podrunner.notebook_env_problem(tmp_path) is None
+
+
+def test_secret_volume_is_written_like_the_kubelets_atomic_writer(tmp_path):
+    volume = tmp_path / "tok"
+    assert write_volume_files(volume, {"access_token": (b"one", 0o440), "dir/key": (b"k", 0o600)}, None)
+    assert sorted(os.listdir(volume))[-3:] == ["..data", "access_token", "dir"]
+    assert os.readlink(volume / "access_token") == "..data/access_token"
+    assert (volume / "access_token").read_bytes() == b"one"
+    assert (volume / "access_token").stat().st_mode & 0o777 == 0o440
+    first = os.readlink(volume / "..data")
+
+    assert not write_volume_files(volume, {"access_token": (b"one", 0o440), "dir/key": (b"k", 0o600)}, None)
+    assert write_volume_files(volume, {"access_token": (b"two", 0o440)}, None)
+    assert (volume / "access_token").read_bytes() == b"two"
+    assert os.readlink(volume / "..data") != first and not (volume / first).exists()
+    assert not (volume / "dir").exists()
