@@ -28,7 +28,7 @@ from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from .devcluster.errors import DevClusterError
-from .devcluster.processes import require_free
+from .devcluster.processes import free_port, require_free
 
 DEMO_NAMESPACE = "aiinfn-demo"
 DEMO_USERS = {
@@ -45,12 +45,17 @@ DEMO_GROUP_POLICIES = {
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def hub_config(config_root: Path, state: Path, port: int, password: str) -> str:
-    """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides."""
+def hub_config(config_root: Path, state: Path, port: int, password: str, hub_port: int, proxy_api_port: int) -> str:
+    """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides.
+
+    The hub's own port and the proxy's API port are free ports picked for this run, so a demo
+    never collides with another JupyterHub on the machine's defaults (8081, 8001).
+    """
     lines = [
         f"load_subconfig({str(config_root / 'jupyterhub_config.py')!r})",
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
-        "c.JupyterHub.hub_ip = '127.0.0.1'",
+        f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'",
+        f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
         f"c.JupyterHub.db_url = {'sqlite:///' + str(state / 'jupyterhub.sqlite')!r}",
         f"c.JupyterHub.cookie_secret_file = {str(state / 'jupyterhub_cookie_secret')!r}",
         f"c.ConfigurableHTTPProxy.pid_file = {str(state / 'proxy.pid')!r}",
@@ -107,7 +112,8 @@ def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
     raise DevClusterError(f"JupyterHub did not answer at {url} within {timeout:.0f}s")
 
 
-def _stop(hub: subprocess.Popen) -> None:
+def _stop(hub: subprocess.Popen, proxy_pid_file: Path, proxy_api_port: int) -> None:
+    """Stop the hub (it stops its proxy); if the hub died first, stop the proxy it left behind."""
     if hub.poll() is None:
         hub.send_signal(signal.SIGTERM)
         try:
@@ -115,6 +121,13 @@ def _stop(hub: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             hub.kill()
             hub.wait()
+    try:
+        pid = int(proxy_pid_file.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"configurable-http-proxy" in command and f"--api-port\0{proxy_api_port}\0".encode() in command:
+        os.kill(pid, signal.SIGTERM)
 
 
 def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path) -> int:
@@ -133,7 +146,8 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         asyncio.run(prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state / "storage"))
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
-        config_path.write_text(hub_config(config_root, state, port, password))
+        proxy_api_port = free_port()
+        config_path.write_text(hub_config(config_root, state, port, password, free_port(), proxy_api_port))
         config_path.chmod(0o600)
         env = {**os.environ, "KUBECONFIG": kubeconfig, DEMO_MODE_ENV: "1",
                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
@@ -152,7 +166,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         return 0
     finally:
         if hub is not None:
-            _stop(hub)
+            _stop(hub, state / "proxy.pid", proxy_api_port)
         if started_cluster:
             cluster.down()
             log("dev cluster stopped")
