@@ -65,11 +65,13 @@ class LocalImage:
 @dataclass(frozen=True)
 class Objects:
     """What the pod references, fetched by the runner: decoded Secret/ConfigMap data (None: not
-    found) and each claim's host directory (or the MountError message why there is none)."""
+    found), each claim's host directory (or the MountError message why there is none), and
+    service account tokens by audience ("" for the API server's own)."""
 
     secrets: Mapping[str, Mapping[str, bytes] | None] = field(default_factory=dict)
     config_maps: Mapping[str, Mapping[str, bytes] | None] = field(default_factory=dict)
     claims: Mapping[str, tuple[str, bool] | str] = field(default_factory=dict)
+    tokens: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Volume:
     path: str
     read_only: bool = False
     files: Mapping[str, tuple[bytes, int]] | None = None
+    stand_in: str = ""  # why an empty folder stands in for a source this machine does not have
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,17 @@ def references(pod: Mapping[str, Any]) -> tuple[set[str], set[str], set[str]]:
     return secrets, config_maps, claims
 
 
+def token_audiences(pod: Mapping[str, Any]) -> dict[str, int]:
+    """Service account tokens the pod's projected volumes ask for: audience -> lifetime."""
+    wanted: dict[str, int] = {}
+    for volume in pod.get("spec", {}).get("volumes") or []:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            ref = source.get("serviceAccountToken")
+            if ref is not None:
+                wanted.setdefault(ref.get("audience", ""), ref.get("expirationSeconds", 3607))
+    return wanted
+
+
 def claim_path(claim: Mapping[str, Any] | None, volume: Mapping[str, Any] | None) -> tuple[str, bool]:
     """(host directory, read-only) behind a PVC: its bound PV's hostPath or local path."""
     if claim is None:
@@ -431,8 +445,9 @@ def pod_volumes(pod: Mapping[str, Any], objects: Objects, pod_dir: str, pod_ip: 
             volumes[name] = Volume(local, True, _projected_files(pod, volume, objects, pod_ip, host_ip,
                                                                  node_allocatable))
         else:
-            kinds = sorted(set(volume) - {"name"})
-            raise MountError(f"volume {name!r}: {', '.join(kinds)} volumes are not supported by the pod runner")
+            kinds = ", ".join(sorted(set(volume) - {"name"}))
+            volumes[name] = Volume(local, stand_in=f"volume {name!r}: {kinds} volumes do not exist on this "
+                                   "machine; an empty folder stands in")
     return volumes
 
 
@@ -451,6 +466,12 @@ def _projected_files(pod: Mapping[str, Any], volume: Mapping[str, Any], objects:
         elif "downwardAPI" in source:
             files.update(_downward_files(pod, source["downwardAPI"].get("items") or [], mode, pod_ip, host_ip,
                                          node_allocatable))
+        elif "serviceAccountToken" in source:
+            ref = source["serviceAccountToken"]
+            token = objects.tokens.get(ref.get("audience", ""))
+            if token is None:
+                raise MountError(f"volume {volume['name']!r}: no service account token issued yet")
+            files[ref["path"]] = (token.encode(), mode)
         else:
             raise MountError(f"volume {volume['name']!r}: projected {', '.join(sorted(source))} is not "
                              "supported by the pod runner")

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -182,8 +182,9 @@ class PodRunner:
             raise podplan.MountError(f"reading {args[0]}: {status} {(body or {}).get('message', '')}")
         return body
 
-    async def fetch_objects(self, pod: dict[str, Any]) -> podplan.Objects:
-        """The Secrets, ConfigMaps and claims (with their PV's host folder) the pod names."""
+    async def fetch_objects(self, pod: dict[str, Any], tokens: Mapping[str, str]) -> podplan.Objects:
+        """The Secrets, ConfigMaps and claims (with their PV's host folder) the pod names, and
+        the service account tokens it asks for (those in tokens are kept)."""
         namespace = pod["metadata"]["namespace"]
         secrets, config_maps, claims = podplan.references(pod)
         found_secrets, found_maps, found_claims = {}, {}, {}
@@ -201,7 +202,25 @@ class PodRunner:
                 found_claims[name] = podplan.claim_path(claim, volume)
             except podplan.MountError as error:
                 found_claims[name] = str(error)
-        return podplan.Objects(found_secrets, found_maps, found_claims)
+        issued = dict(tokens)
+        for audience, lifetime in podplan.token_audiences(pod).items():
+            if audience not in issued:
+                issued[audience] = await self._token(pod, audience, lifetime)
+        return podplan.Objects(found_secrets, found_maps, found_claims, issued)
+
+    async def _token(self, pod: dict[str, Any], audience: str, lifetime: int) -> str:
+        """A TokenRequest bound to the pod, as the kubelet makes for projected tokens."""
+        meta = pod["metadata"]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
+            "audiences": [audience] if audience else [], "expirationSeconds": lifetime,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}}
+        account = pod["spec"].get("serviceAccountName") or "default"
+        status, answer = await self._call(self.core.create_namespaced_service_account_token, account,
+                                          meta["namespace"], body)
+        if status != 201:
+            raise podplan.MountError(f"token for service account {account!r}: {status} "
+                                     f"{(answer or {}).get('message', '')}")
+        return answer["status"]["token"]
 
     async def node(self, name: str) -> dict[str, Any] | None:
         if name not in self.nodes:

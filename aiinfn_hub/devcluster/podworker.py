@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import aiohttp
-from kubernetes_asyncio.client.rest import ApiException
 
 from . import podplan, podstatus, sandbox
 from .podplan import ConfigError, MountError
@@ -156,6 +155,11 @@ class PodWorker:
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._lifecycle(), name=f"pod-{self.uid}")
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception():
+            log.error("%s: pod worker failed", self.dir.name, exc_info=task.exception())
 
     async def _lifecycle(self) -> None:
         for container in self.init:
@@ -182,12 +186,15 @@ class PodWorker:
         with a FailedMount event, as the kubelet does."""
         while True:
             try:
-                self.objects = await self.runner.fetch_objects(self.pod)
+                self.objects = await self.runner.fetch_objects(self.pod, self.objects.tokens)
                 self.volumes = podplan.pod_volumes(self.pod, self.objects, str(self.dir), self.ip, self.host_ip,
                                                    self.node.get("status", {}).get("allocatable") or {})
                 self._lay_out_volumes()
+                for volume in self.volumes.values():
+                    if volume.stand_in:
+                        await self.event("StandInVolume", volume.stand_in, warning=True)
                 return
-            except (MountError, ConfigError) as error:
+            except (MountError, ConfigError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
                 message = f"MountVolume.SetUp failed: {error}"
                 if message not in self.warned:
                     self.warned.add(message)
@@ -212,10 +219,10 @@ class PodWorker:
         while True:
             await asyncio.sleep(self.runner.settings.volume_sync_seconds)
             try:
-                self.objects = await self.runner.fetch_objects(self.pod)
+                self.objects = await self.runner.fetch_objects(self.pod, self.objects.tokens)
                 volumes = podplan.pod_volumes(self.pod, self.objects, str(self.dir), self.ip, self.host_ip,
                                               self.node.get("status", {}).get("allocatable") or {})
-            except (MountError, ConfigError, ApiException) as error:
+            except (MountError, ConfigError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
                 log.info("volume sync of %s skipped: %s", self.dir.name, error)
                 continue
             group = self._fs_group() if os.geteuid() == 0 else None

@@ -108,6 +108,8 @@ async def test_a_full_notebook_pod_binds_its_claims_and_runs(core, namespace, st
     identity = Identity(100002, {**PROJECT_GIDS, "envs-admins": 200003})
     user = volumes.StorageUser("carol", identity, tuple(PROJECT_GIDS), token=True)
     pod = notebook_pod("carol", volumes.build(settings, user, "50Gi", "2Gi", IMAGE), identity)
+    # The spawner writes the token Secret first; the pod runner, like a kubelet, waits for it.
+    await core.create_namespaced_secret(namespace, tokens.make_secret("carol", "at-test"))
     await core.create_namespaced_pod(namespace, pod)
 
     async def running():

@@ -190,14 +190,29 @@ def test_volumes_on_this_machine():
 @pytest.mark.parametrize("volume, message", [
     ({"name": "home", "persistentVolumeClaim": {"claimName": "home"}}, "volume 'home': not bound"),
     ({"name": "tok", "secret": {"secretName": "gone"}}, 'secret "gone" not found'),
-    ({"name": "nfs", "nfs": {"server": "x", "path": "/"}}, "nfs volumes are not supported"),
-    ({"name": "sa", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}},
-     "projected serviceAccountToken is not supported"),
+    ({"name": "sa", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}, "no service account token"),
+    ({"name": "ctb", "projected": {"sources": [{"clusterTrustBundle": {"path": "t"}}]}},
+     "projected clusterTrustBundle is not supported"),
 ])
 def test_volumes_that_cannot_be_set_up_are_mount_errors(volume, message):
     objects = Objects(claims={"home": "not bound"})
     with pytest.raises(MountError, match=message):
         podplan.pod_volumes(pod(volumes=[volume]), objects, "/pods/nb", "ip", "host", NODE)
+
+
+def test_service_account_tokens_and_stand_ins_for_sources_this_machine_lacks():
+    p = pod(volumes=[
+        {"name": "api", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 600}},
+                                                  {"serviceAccountToken": {"path": "vault", "audience": "vault"}}]}},
+        {"name": "bucket", "csi": {"driver": "rclone.csi.example.org"}},
+    ])
+    assert podplan.token_audiences(p) == {"": 600, "vault": 3607}
+    objects = Objects(tokens={"": "t-api", "vault": "t-vault"})
+    assert podplan.pod_volumes(p, objects, "/pods/nb", "ip", "host", NODE) == {
+        "api": Volume("/pods/nb/volumes/api", True, {"token": (b"t-api", 0o644), "vault": (b"t-vault", 0o644)}),
+        "bucket": Volume("/pods/nb/volumes/bucket", stand_in="volume 'bucket': csi volumes do not exist on this "
+                         "machine; an empty folder stands in"),
+    }
 
 
 def test_mounts_with_sub_paths_and_read_only():
