@@ -37,9 +37,9 @@ def hub_config_file() -> str:
     for a managed service to read the same settings; '' when not loaded by a hub."""
     from jupyterhub.app import JupyterHub
 
-    if not JupyterHub.initialized():
-        return ""
-    return os.path.abspath(JupyterHub.instance().config_file)
+    # Application singletons share one slot: in a service process it holds the service's app.
+    hub = JupyterHub._instance if JupyterHub.initialized() else None
+    return os.path.abspath(hub.config_file) if isinstance(hub, JupyterHub) else ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,13 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         super().log_exception(typ, value, tb)
 
 
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    """The end of the page login: with the app's HubOAuth, which holds the login's PKCE verifier."""
+
+    def initialize(self) -> None:
+        self.hub_auth = self.settings["hub_auth"]
+
+
 class NotFoundHandler(ServiceHandler):
     """Unknown paths: a JSON 404, without asking the hub who calls."""
 
@@ -137,6 +144,8 @@ class ServiceApp(Application):
         config=True, help="URL prefix the proxy routes to this service. Default: $JUPYTERHUB_SERVICE_PREFIX.",
     )
     aliases = {"hub-config": "ServiceApp.hub_config", "log-level": "Application.log_level"}
+    # A configuration that does not load must stop the service, not leave it on defaults.
+    raise_config_file_errors = True
 
     @default("hub_config")
     def _default_hub_config(self) -> str:
@@ -177,7 +186,7 @@ class ServiceApp(Application):
     def make_app(self) -> web.Application:
         hub_auth = HubOAuth(parent=self, cache_max_age=60)
         prefix = self.service_prefix.rstrip("/") + "/"
-        routes = [(prefix + "oauth_callback", HubOAuthCallbackHandler),
+        routes = [(prefix + "oauth_callback", OAuthCallbackHandler),
                   *((prefix + path, *rest) for path, *rest in self.handlers())]
         return web.Application(routes, hub_auth=hub_auth, cookie_secret=secrets.token_bytes(32),
                                default_handler_class=NotFoundHandler, **self.tornado_settings())

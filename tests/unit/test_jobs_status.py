@@ -64,8 +64,9 @@ def test_positions_follow_priority_then_age_per_queue():
         workload("d", "4", conditions=[("QuotaReserved", "True")]),
         workload("e", "5", conditions=[("Finished", "True")]),
         workload("f", "6", queue="project-qml"),
+        workload("g", "0", priority=100, created="2026-01-01T00:00:03Z"),
     ]
-    assert status.positions(workloads) == {"2": 1, "3": 2, "1": 3, "6": 1}
+    assert status.positions(workloads) == {"2": 1, "3": 2, "0": 3, "1": 4, "6": 1}
 
 
 def test_a_queued_job_shows_its_place_and_kueues_reason():
@@ -79,6 +80,15 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "completions": 2, "succeeded": 0, "failed": 0, "active": 0, "admission": None, "position": 3,
         "message": "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
     }
+
+
+def test_a_preempted_job_says_so():
+    evicted = workload("w", "w1", conditions=[("QuotaReserved", "False"), ("Evicted", "True")],
+                       message="Preempted to accommodate a workload due to prioritization in the ClusterQueue")
+    evicted["status"]["conditions"][0]["message"] = "couldn't assign flavors"
+    summary = status.summarize(job(), evicted, PRIORITIES, position=2)
+    assert (summary["state"], summary["position"]) == ("requeued", 2)
+    assert summary["message"].startswith("Preempted to accommodate")
 
 
 def test_an_admitted_job_shows_the_flavors_and_its_pods():

@@ -32,8 +32,8 @@ def _pending(workload: Mapping[str, Any]) -> bool:
 
 
 def positions(workloads: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """1-based place of each pending Workload (by uid) in its LocalQueue: higher priority first,
-    then the older (the order Kueue's BestEffortFIFO and StrictFIFO queues use)."""
+    """1-based place of each pending Workload (by uid) in its LocalQueue, in the order Kueue's
+    BestEffortFIFO and StrictFIFO queues use: higher priority first, then the older, then by uid."""
     queues: dict[str, list[Mapping[str, Any]]] = {}
     for workload in workloads:
         if _pending(workload):
@@ -41,7 +41,7 @@ def positions(workloads: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     places = {}
     for members in queues.values():
         members.sort(key=lambda w: (-(w["spec"].get("priority") or 0), w["metadata"].get("creationTimestamp", ""),
-                                    w["metadata"]["name"]))
+                                    w["metadata"]["uid"]))
         places.update({w["metadata"]["uid"]: i for i, w in enumerate(members, start=1)})
     return places
 
@@ -71,7 +71,7 @@ def state(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str:
 
 def _admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
     admission = ((workload or {}).get("status") or {}).get("admission")
-    if not admission or _condition(workload, QUOTA_RESERVED) is None:
+    if not admission:
         return None
     flavors: dict[str, str] = {}
     for assignment in admission.get("podSetAssignments") or ():
@@ -80,11 +80,14 @@ def _admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _message(workload: Mapping[str, Any] | None) -> str | None:
-    """Kueue's word on a job that waits: why it is not admitted yet, or why it was evicted."""
+    """Kueue's word on a job that waits: why it was evicted (preempted, say), else why it is not
+    admitted yet."""
     if workload is None or not _pending(workload):
         return None
-    for condition in (workload.get("status") or {}).get("conditions") or ():
-        if condition.get("type") in (QUOTA_RESERVED, EVICTED) and condition.get("message"):
+    for kind in (EVICTED, QUOTA_RESERVED):
+        condition = _condition(workload, kind) if kind == EVICTED else next(
+            (c for c in (workload.get("status") or {}).get("conditions") or () if c.get("type") == kind), None)
+        if condition and condition.get("message"):
             return str(condition["message"])[:500]
     return None
 

