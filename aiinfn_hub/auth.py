@@ -17,7 +17,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
 from tornado import web
 from tornado.httpclient import HTTPClientError
-from traitlets import Callable, Integer, List, Set, Unicode, default
+from traitlets import Integer, List, Set, Unicode, default
 
 from . import catalog, claims, names
 from .errors import UserError
@@ -98,18 +98,11 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         900,
         config=True,
         help="""Seconds: when the hub refreshes a user's auth (before a spawn, and on their requests or
-        their server's activity reports at most every auth_refresh_age) and the access token has less
-        than this left, a new one is fetched with the refresh token. Keep it above auth_refresh_age
-        plus the servers' activity interval, so a running server's token never lapses.""",
+        their servers' activity reports at most every auth_refresh_age) and the access token has less
+        than this left, a new one is fetched with the refresh token. The spawner copies it to the
+        token Secret at its next poll. Keep it above auth_refresh_age plus the servers' activity
+        interval plus the poll and kubelet sync periods, so a running server's token never lapses.""",
     )
-    token_refreshed_hook = Callable(
-        None,
-        allow_none=True,
-        config=True,
-        help="""Called as `[await] hook(user, access_token)` after a refresh fetched a new access
-        token, e.g. to update the token Secret of running servers. Gets only the access token.""",
-    )
-
     _endpoints: claims.Endpoints | None = None
     _discovery_lock: asyncio.Lock | None = None
     _projects: frozenset[str] | None = None
@@ -306,10 +299,6 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
                 or self._access(model["auth_state"]).allowed):
             self.log.info("%s is no longer in an allowed group; a new login is needed", user.name)
             return False
-        if model["auth_state"]["access_token"] != auth_state.get("access_token") and self.token_refreshed_hook:
-            result = self.token_refreshed_hook(user, model["auth_state"]["access_token"])
-            if isawaitable(result):
-                await result
         return model
 
     async def _refreshed(self, user, auth_state: dict) -> dict | bool:

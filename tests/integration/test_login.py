@@ -6,6 +6,7 @@ API requests, revocation, and a hub log with no token or secret in it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import time
 import urllib.parse
@@ -17,7 +18,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, labels
+from aiinfn_hub import devstorage, labels, tokens
 from tests.helpers import has_default_service_account, wait_until
 from tests.hub import Hub, start_hub, stop_hub
 from tests.oidc_provider import Login, Realm, browser_login, make_realm
@@ -241,7 +242,7 @@ async def test_email_as_username_needs_a_verified_address(site, tmp_path, devclu
     assert_no_secrets(hub.log(), site.secrets)
 
 
-async def test_an_expired_access_token_is_refreshed_before_spawn(site):
+async def test_an_expired_access_token_is_refreshed_before_spawn(site, core):
     before = (await site.user("bob"))["auth_state"]
     await wait_expired(before)
     status, answer = await site.api("POST", "/users/bob/server", {})
@@ -257,11 +258,17 @@ async def test_an_expired_access_token_is_refreshed_before_spawn(site):
     assert after["token_response"]["expires_at"] > before["token_response"]["expires_at"]
     assert await asyncio.to_thread(site.iam.userinfo_status, after["access_token"]) == 200
     assert await asyncio.to_thread(site.iam.userinfo_status, before["access_token"]) == 401
+    # The spawner hands the refreshed token (only that) to the notebook's token Secret.
+    secret = await core.read_namespaced_secret(tokens.secret_name("bob"), site.hub.namespace)
+    assert set(secret.data) == {"access_token"}
+    assert tokens.fingerprint(base64.b64decode(secret.data["access_token"]).decode()) == \
+        tokens.fingerprint(after["access_token"])
     assert (await site.api("DELETE", "/users/bob/server"))[0] in (202, 204)
 
 
 async def test_api_requests_refresh_tokens_without_a_browser(site):
-    """What a running server's activity reports do every few minutes: no browser involved."""
+    """A running server reports its activity every few minutes with its own token: that refreshes
+    the user's tokens, with no browser involved (the spawner then copies the new access token)."""
     assert logged_in(site.early["tom"])
     status, answer = await site.api("POST", "/users/tom/tokens", {"note": "server stand-in"})
     assert status == 201, answer
@@ -269,8 +276,9 @@ async def test_api_requests_refresh_tokens_without_a_browser(site):
     site.secrets.add(token)
     before = (await site.user("tom"))["auth_state"]
     await wait_expired(before)
-    status, me = await site.api("GET", "/user", token=token)
-    assert (status, me["name"]) == (200, "tom")
+    status, answer = await site.api("POST", "/users/tom/activity",
+                                    {"last_activity": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, token=token)
+    assert status == 200, answer
     after = (await site.user("tom"))["auth_state"]
     assert after["access_token"] != before["access_token"]
     assert await asyncio.to_thread(site.iam.userinfo_status, after["access_token"]) == 200
