@@ -30,8 +30,9 @@ import pytest
 import pytest_asyncio
 import yaml
 from kubernetes_asyncio import client
+from kubernetes_asyncio.utils import create_from_dict
 
-from aiinfn_hub import devstorage, kueue_config, labels
+from aiinfn_hub import devstorage, k8s, kueue_config, labels
 from aiinfn_hub.devcluster.processes import free_port
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, wait_until
@@ -172,6 +173,27 @@ async def prepare(api_client, name: str, root: Path, kueue_documents) -> list[di
     return storage
 
 
+async def service_account_kubeconfig(api_client, namespace: str, admin: Path, tmp: Path) -> Path:
+    """A kubeconfig for the service account `hub` of this namespace, bound to exactly
+    helm-values/jobs-service-rbac.yaml's Role (and storage.yaml's, for the identity record)."""
+    core = client.CoreV1Api(api_client)
+    await core.create_namespaced_service_account(namespace, {"metadata": {"name": "hub"}})
+    for document in yaml.safe_load_all((REPO / "helm-values" / "jobs-service-rbac.yaml").read_text()):
+        document["metadata"]["namespace"] = namespace
+        for subject in document.get("subjects", []):
+            subject["namespace"] = namespace
+        await create_from_dict(api_client, document, apply=True)
+    answer = await core.create_namespaced_service_account_token("hub", namespace, {"spec": {
+        "audiences": [], "expirationSeconds": 24 * 3600}})
+    config = yaml.safe_load(admin.read_text())
+    config["users"] = [{"name": "jobs-service", "user": {"token": answer.status.token}}]
+    config["contexts"][0]["context"]["user"] = "jobs-service"
+    path = tmp / "jobs-service.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 async def user_token(hub: Hub, user: str) -> str:
     status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens", {"note": "jobs tests"})
     assert status == 201, body
@@ -186,7 +208,7 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
     storage = await prepare(api_client, name, tmp / "storage", kueue)
     port, token = free_port(), secrets.token_hex(32)
     hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, name, USERS, SPAWNER, hub_lines(port, token))
-    service = Service(tmp, hub, port, token, kubeconfig)
+    service = Service(tmp, hub, port, token, await service_account_kubeconfig(api_client, name, kubeconfig, tmp))
     try:
         await asyncio.to_thread(service.start)
         environment = Env(hub, service, name)
@@ -394,6 +416,21 @@ async def test_who_may_call_and_see_what(env, core, batch):
     assert (await env.api("alice", "GET", "api/nothing-here"))[0] == 404
     status, cancelled, _ = await env.api("ada", "DELETE", f"api/jobs/{job['id']}")
     assert status == 200 and job["id"] not in (await our_objects(env, core, batch))[0]
+
+
+async def test_the_service_account_may_do_only_what_its_role_says(env):
+    service_api = await k8s.api_client(str(env.service.kubeconfig))
+    async with service_api:
+        core, batch = client.CoreV1Api(service_api), client.BatchV1Api(service_api)
+        assert (await batch.list_namespaced_job(env.namespace)).items is not None
+        for forbidden in (core.list_namespaced_secret(env.namespace),
+                          core.create_namespaced_pod(env.namespace, {"metadata": {"name": "x"}, "spec": {
+                              "containers": [{"name": "x", "image": "x"}]}}),
+                          batch.patch_namespaced_job("any", env.namespace, {"metadata": {"labels": {"a": "b"}}}),
+                          batch.list_namespaced_job("kube-system")):
+            with pytest.raises(client.ApiException) as error:
+                await forbidden
+            assert error.value.status == 403
 
 
 async def test_the_rate_limit_answers_429_with_retry_after(env):
