@@ -143,6 +143,11 @@ class ServiceApp(Application):
     service_prefix = Unicode(
         config=True, help="URL prefix the proxy routes to this service. Default: $JUPYTERHUB_SERVICE_PREFIX.",
     )
+    bind_url = Unicode(
+        config=True,
+        help="""Where to listen, when not at service_url: in a z2jh hub pod the proxy reaches the
+        service as http://hub:PORT, so it listens on http://0.0.0.0:PORT. Default: service_url.""",
+    )
     aliases = {"hub-config": "ServiceApp.hub_config", "log-level": "Application.log_level"}
     # A configuration that does not load must stop the service, not leave it on defaults.
     raise_config_file_errors = True
@@ -154,6 +159,10 @@ class ServiceApp(Application):
     @default("service_url")
     def _default_service_url(self) -> str:
         return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101")
+
+    @default("bind_url")
+    def _default_bind_url(self) -> str:
+        return self.service_url
 
     @default("service_prefix")
     def _default_service_prefix(self) -> str:
@@ -194,10 +203,10 @@ class ServiceApp(Application):
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT, then stop accepting, let requests finish, clean up."""
         await self.setup()
-        url = urlparse(self.service_url)
+        url = urlparse(self.bind_url)
         server = HTTPServer(self.make_app(), xheaders=True)
         server.listen(url.port or 80, address=url.hostname or "127.0.0.1")
-        self.log.info("%s listening on %s%s", self.name, self.service_url, self.service_prefix)
+        self.log.info("%s listening on %s, serving %s", self.name, self.bind_url, self.service_prefix)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

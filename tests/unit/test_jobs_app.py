@@ -1,0 +1,72 @@
+"""The job service's settings: read from the hub's configuration, a bad key stops the start."""
+
+import pytest
+from kubernetes_asyncio import client
+from traitlets import TraitError
+from traitlets.config import Config
+
+from aiinfn_hub.services import base
+from aiinfn_hub.services.jobs import openapi
+from aiinfn_hub.services.jobs.app import AiInfnJobs
+
+
+def app(**sections) -> AiInfnJobs:
+    return AiInfnJobs(config=Config(sections))
+
+
+async def test_defaults_come_from_the_spawner_settings():
+    jobs = app(KubeSpawner={"namespace": "jhub"}, AiInfnSpawner={"accelerator_node_labels": ["x.io/gpu"]})
+    assert jobs.namespace == "jhub"
+    async with client.ApiClient() as api_client:
+        service = jobs.service(api_client)
+        juicefs = app(AiInfnStorage={"juicefs_claim": "aiinfn-juicefs"}).service(api_client)
+    assert service.build.accelerator_node_labels == ("x.io/gpu",)
+    assert service.rules.storage_kinds == ("home", "projects", "scratch")
+    assert service.rules.priorities == {"low": "aiinfn-low", "normal": "aiinfn-normal", "high": "aiinfn-high"}
+    assert set(service.platform.catalog.projects) == {"cms-ml", "lhcb-flashsim", "qml"}
+    assert "juicefs" in juicefs.rules.storage_kinds
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"AiInfnJobs": {"priorities": {"low": "Not A Class"}}}, "AiInfnJobs.priorities"),
+    ({"AiInfnJobs": {"priorities": {}}}, "offer at least one priority"),
+    ({"AiInfnJobs": {"namespace": "Bad_Namespace"}}, "AiInfnJobs.namespace"),
+    ({"AiInfnJobs": {"sandbox_path": "relative/path"}}, "AiInfnJobs.sandbox_path"),
+    ({"AiInfnJobs": {"offload_accelerator_kinds": ["tpu"]}}, r"unknown kind\(s\) tpu"),
+    ({"AiInfnJobs": {"backoff_limit": 1000}}, "backoff_limit"),
+    ({"AiInfnJobs": {"rate_limit": 0.0}}, "rate_limit"),
+])
+def test_bad_settings_name_their_key(sections, message):
+    with pytest.raises(TraitError, match=message):
+        app(**sections)
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"AiInfnJobs": {"default_priority": "urgent"}}, "AiInfnJobs.default_priority: 'urgent' is not in priorities"),
+    ({"AiInfnSpawner": {"group_policies": {"g": {"accelerators": ["h100"]}}}}, "not in the catalog: h100"),
+    ({"AiInfnSpawner": {"catalog_file": "/nonexistent.yaml"}}, "cannot read /nonexistent.yaml"),
+])
+async def test_platform_mistakes_stop_the_service(sections, message):
+    async with client.ApiClient() as api_client:
+        with pytest.raises(TraitError, match=message):
+            app(**sections).service(api_client)
+
+
+def test_the_config_file_path_is_only_known_inside_a_hub(monkeypatch):
+    assert base.hub_config_file() == ""
+    monkeypatch.setenv(base.HUB_CONFIG_ENV, "/etc/jupyterhub/jupyterhub_config.py")
+    assert AiInfnJobs().hub_config == "/etc/jupyterhub/jupyterhub_config.py"
+
+
+def test_a_missing_hub_configuration_is_a_clear_exit(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        AiInfnJobs().initialize(["--hub-config", str(tmp_path / "nope.py")])
+
+
+def test_the_openapi_document_describes_every_route():
+    document = openapi.document()
+    assert set(document["paths"]) == {"/api/jobs", "/api/clones", "/api/jobs/{job_id}", "/api/jobs/{job_id}/logs",
+                                      "/api/jobs/{job_id}/resubmit"}
+    schemas = document["components"]["schemas"]
+    assert schemas["JobRequest"]["additionalProperties"] is False
+    assert "server" in schemas["CloneRequest"]["properties"] and "environment" not in schemas["CloneRequest"]["properties"]
