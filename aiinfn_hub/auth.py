@@ -286,7 +286,7 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         except UserError as error:
             self.log.warning("Refresh for %s refused, a new login is needed: %s", user.name, error.log_detail)
             return False
-        except (HTTPClientError, OSError) as error:
+        except (HTTPClientError, OSError, ValueError) as error:  # unreachable, or answers that are not JSON
             self.log.warning("Refresh for %s failed, a new login is needed: %s", user.name, error)
             return False
         if not isinstance(model, dict):
