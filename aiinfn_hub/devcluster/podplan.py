@@ -14,6 +14,7 @@ import json
 import math
 import posixpath
 import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
@@ -524,6 +525,12 @@ def etc_group(host: str, image: LocalImage) -> str:
 def _names(line: str, user: str, uid: int) -> bool:
     parts = line.split(":")
     return parts[0] == user or parts[2:3] == [str(uid)]
+
+
+def etc_profile(host: str, path: str) -> str:
+    """The host's /etc/profile, then the container's PATH again: a distribution's profile may
+    reset PATH for login shells (Jupyter terminals are), which would hide the environment."""
+    return f"{host.rstrip()}\n\n# The container's PATH (dev cluster pod runner).\nexport PATH={shlex.quote(path)}\n"
 
 
 def etc_hosts(pod_ip: str, name: str) -> str:

@@ -145,6 +145,12 @@ def conditions(existing: Iterable[Mapping[str, Any]], now: str, pod_phase: str,
     return out
 
 
+def regular_init(pod: Mapping[str, Any], init_statuses: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The statuses of init containers that must complete (native sidecars keep running)."""
+    sidecars = {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    return [s for s in init_statuses if s["name"] not in sidecars]
+
+
 def status_patch(pod: Mapping[str, Any], pod_phase: str, init_statuses: list[Mapping[str, Any]],
                  statuses: list[Mapping[str, Any]], pod_ip: str, host_ip: str, start_time: str,
                  now: str) -> dict[str, Any]:
@@ -153,7 +159,7 @@ def status_patch(pod: Mapping[str, Any], pod_phase: str, init_statuses: list[Map
     status: dict[str, Any] = {
         "phase": pod_phase,
         "conditions": conditions((pod.get("status") or {}).get("conditions") or [], now, pod_phase,
-                                 init_statuses, statuses),
+                                 regular_init(pod, init_statuses), statuses),
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "podIP": pod_ip,

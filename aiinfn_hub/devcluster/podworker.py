@@ -143,7 +143,8 @@ class PodWorker:
     async def report(self, final_phase: str | None = None) -> None:
         """Patch pods/status with the current container statuses (the latest state wins)."""
         async with self.report_lock:
-            phase = final_phase or podstatus.phase(self.policy, self._init_statuses(), self._main_statuses())
+            phase = final_phase or podstatus.phase(
+                self.policy, podstatus.regular_init(self.pod, self._init_statuses()), self._main_statuses())
             patch = podstatus.status_patch(self.pod, phase, self._init_statuses(), self._main_statuses(),
                                            self.ip, self.host_ip, self.start_time, now())
             await self.runner.patch_status(self.pod, patch)
@@ -254,6 +255,7 @@ class PodWorker:
             "/etc/group": podplan.etc_group(_read("/etc/group"), self.image),
             "/etc/hosts": podplan.etc_hosts(self.ip, name),
             "/etc/hostname": name + "\n",
+            "/etc/profile": podplan.etc_profile(_read("/etc/profile"), env.get("PATH", "")),
         }
         return podplan.Plan(
             argv=argv, env=env, cwd=container.get("workingDir") or self.image.home, uid=uid, gid=gid, groups=groups,
@@ -265,8 +267,9 @@ class PodWorker:
     async def _run(self, container: dict[str, Any], init: bool) -> bool:
         """Run one container until the restart policy lets it rest; True if it ended well."""
         name = container["name"]
-        if container.get("image") not in self.runner.settings.images:
-            return await self._simulate(container, init)
+        sidecar = init and container.get("restartPolicy") == "Always"
+        if sidecar or container.get("image") not in self.runner.settings.images:
+            return await self._simulate(container, init and not sidecar)
         restarts = 0
         last: dict[str, Any] | None = None
         while True:
@@ -290,8 +293,8 @@ class PodWorker:
             await asyncio.sleep(delay)
 
     async def _simulate(self, container: dict[str, Any], init: bool) -> bool:
-        """A container whose image has no local environment (a sidecar, say): reported as kwok
-        would, running and ready, or completed for an init container."""
+        """A container whose image has no local environment, or a native sidecar: reported as
+        kwok would, running and ready, or completed for an init container, without running."""
         at = now()
         self.statuses[container["name"]] = (podstatus.terminated(container, 0, at, at) if init
                                             else podstatus.running(container, at, True))
@@ -365,6 +368,7 @@ class PodWorker:
                 await asyncio.sleep(PORT_POLL_SECONDS)
             self.statuses[name] = podstatus.running(container, started, True, restarts, last)
             await self.report()
+            log.info("%s: container %s ready (%s:%d answers)", self.dir.name, name, self.ip, ports[0])
             return
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         ready, successes, failures = False, 0, 0

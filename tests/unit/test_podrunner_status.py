@@ -136,3 +136,11 @@ def test_logs_object_points_kwok_at_the_log_files():
             {"containers": ["notebook"], "logsFile": "/p/1.log", "follow": True, "previousLogsFile": "/p/0.log"},
         ]},
     }
+
+
+def test_native_sidecars_do_not_hold_initialisation():
+    pod = {"spec": {"initContainers": [{"name": "init"}, {"name": "proxy", "restartPolicy": "Always"}],
+                    "containers": [C]}}
+    proxy = {**podstatus.running({"name": "proxy", "image": "img"}, T0, True)}
+    done = podstatus.terminated({"name": "init", "image": "img"}, 0, T1)
+    assert podstatus.regular_init(pod, [done, proxy]) == [done]
