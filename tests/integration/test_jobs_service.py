@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -37,6 +36,7 @@ from aiinfn_hub.devcluster.processes import free_port
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, wait_until
 from tests.hub import REPO, Hub, start_hub, stop_hub
+from tests.jobs_service import PREFIX, Service, hub_lines
 
 pytestmark = pytest.mark.integration
 
@@ -55,76 +55,9 @@ SPAWNER = {
         "qml": {"accelerators": "*", "environments": "*", "max_accelerators": 2},
     },
 }
-PREFIX = "/services/jobs/"
 JOB_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job"
 SANDBOX_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job-sandbox"
 LONG_RUNNING = "pod-complete.stage.kwok.x-k8s.io/delay"
-
-
-def hub_lines(port: int, token: str) -> list[str]:
-    """The job service as an external service of the test hub, with the roles 40-jobs.py gives."""
-    service = {"name": "jobs", "url": f"http://127.0.0.1:{port}", "api_token": token, "oauth_no_confirm": True,
-               "oauth_client_allowed_scopes": []}
-    return [
-        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
-        f"c.JupyterHub.services.append({service!r})",
-        "c.JupyterHub.load_roles.append({'name': 'user', 'scopes': ['self', 'access:services!service=jobs']})",
-        "c.AiInfnJobs.rate_limit = 200.0",
-        "c.AiInfnJobs.rate_limit_burst = 400",
-        "c.AiInfnJobs.orphan_grace_seconds = 3.0",
-    ]
-
-
-@dataclass
-class Service:
-    """The job service process, started, stopped and killed by pid."""
-
-    tmp: Path
-    hub: Hub
-    port: int
-    token: str
-    kubeconfig: Path
-    process: subprocess.Popen | None = None
-    starts: int = 0
-
-    def start(self, kubeconfig: Path | None = None, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-        env.update({
-            "JUPYTERHUB_API_TOKEN": self.token, "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
-            "JUPYTERHUB_CLIENT_ID": "service-jobs", "JUPYTERHUB_SERVICE_NAME": "jobs",
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}", "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback", "JUPYTERHUB_BASE_URL": "/",
-            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(["access:services", "access:services!service=jobs"]),
-            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
-        })
-        self.starts += 1
-        with open(self.tmp / f"jobs-{self.starts}.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "aiinfn_hub.services.jobs", "--hub-config",
-                 str(self.tmp / "jupyterhub_config.py"), *args],
-                cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for _ in range(300):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the job service exited: {self.log()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2).read()
-                return
-            except OSError:
-                threading.Event().wait(0.1)
-        raise RuntimeError(f"the job service did not start: {self.log()[-3000:]}")
-
-    def stop(self, how: int = signal.SIGTERM) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        os.kill(self.process.pid, how)
-        try:
-            return self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
-
-    def log(self) -> str:
-        return (self.tmp / f"jobs-{self.starts}.log").read_text(errors="replace")
 
 
 @dataclass
@@ -207,7 +140,8 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
     name = f"t-jobs-{uuid.uuid4().hex[:8]}"
     storage = await prepare(api_client, name, tmp / "storage", kueue)
     port, token = free_port(), secrets.token_hex(32)
-    hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, name, USERS, SPAWNER, hub_lines(port, token))
+    hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, name, USERS, SPAWNER, hub_lines(
+        port, token, rate_limit=200.0, rate_limit_burst=400, orphan_grace_seconds=3.0))
     service = Service(tmp, hub, port, token, await service_account_kubeconfig(api_client, name, kubeconfig, tmp))
     try:
         await asyncio.to_thread(service.start)

@@ -1,0 +1,285 @@
+"""Job service benchmark: submissions through the service vs. raw creates of the same Jobs.
+
+Side by side, in one run, against the same real kube-apiserver (with Kueue's webhooks on every
+Job create):
+
+- baseline: kubernetes_asyncio `create_namespaced_job` of the very manifest the service builds
+  (made here by the service's own code from the same request), read back as raw JSON, as the
+  service's store does; the fastest a client can create these Jobs.
+- ours: HTTP POSTs of the JobRequest to the running service through the hub's proxy, each with
+  a user's hub token: authentication (cached by HubAuth), strict validation, policy, volumes,
+  the identity record (cached), the manifest and the same create.
+
+Measured: sustained submissions per second at a fixed concurrency (alternating rounds, so both
+see the same cluster state; target: ours >= 50% of the baseline), and latency at a paced
+50 requests/s, open loop (each request leaves on schedule, whatever the earlier ones do; target:
+p99 <= 100 ms). The Jobs go to a namespace with no LocalQueue, so Kueue makes their Workloads but
+admits none and no pods load the cluster.
+
+Run: .venv/bin/python benchmarks/bench_jobs.py [--quick] [--json FILE]
+It uses (or starts and then stops) the dev cluster named by $AIINFN_DEVCLUSTER_NAME (default
+"bench-jobs") on $AIINFN_DEVCLUSTER_PORT (default: a free port). Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from kubernetes_asyncio import client
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiinfn_hub import k8s, kueue_config, labels  # noqa: E402
+from aiinfn_hub.devcluster.cluster import DevCluster  # noqa: E402
+from aiinfn_hub.devcluster.processes import free_port  # noqa: E402
+from aiinfn_hub.services.base import HubUser  # noqa: E402
+from aiinfn_hub.services.jobs.app import AiInfnJobs  # noqa: E402
+from aiinfn_hub.services.jobs.manifests import JobMeta, make_job  # noqa: E402
+from aiinfn_hub.services.jobs.plan import resolve  # noqa: E402
+from aiinfn_hub.services.jobs.request import JobRequest  # noqa: E402
+from tests.hub import REPO, start_hub, stop_hub  # noqa: E402
+from tests.jobs_service import PREFIX, Service, hub_lines  # noqa: E402
+
+USERS = {f"bench{i}": {"groups": ["cms-ml"]} for i in range(8)}
+SPAWNER = {"default_policy": {"accelerators": "*", "environments": "*", "max_accelerators": 2}}
+REQUEST = {"name": "train", "command": ["python", "train.py", "--epochs", "10"], "accelerator": "t4",
+           "env": {"EPOCHS": "10"}}
+CONCURRENCY = 16
+PACED_RATE = 50.0
+LIGHT_RATE = 10.0
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 100.0
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+
+
+async def sustained(count: int, one: Callable[[int], Awaitable[None]]) -> float:
+    """Submissions per second for `count` submissions, CONCURRENCY at a time."""
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for index in queue:
+            await one(index)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return count / (time.perf_counter() - started)
+
+
+async def paced(seconds: float, rate: float, one: Callable[[int], Awaitable[None]]) -> list[float]:
+    """Latencies (ms) of requests sent open loop at `rate` per second for `seconds`."""
+    latencies: list[float] = []
+    start = time.perf_counter()
+
+    async def timed(index: int) -> None:
+        sent = time.perf_counter()
+        await one(index)
+        latencies.append((time.perf_counter() - sent) * 1000)
+
+    tasks = []
+    for index in range(int(seconds * rate)):
+        delay = start + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(timed(index)))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+class Bench:
+    def __init__(self, api: client.ApiClient, namespace: str, hub_url: str, service_port: int,
+                 tokens: dict[str, str], manifest: dict[str, Any]) -> None:
+        self.api = api
+        self.batch = client.BatchV1Api(api)
+        self.namespace = namespace
+        self.url = f"{hub_url}{PREFIX}api/jobs"
+        self.direct_url = f"http://127.0.0.1:{service_port}{PREFIX}api/jobs"
+        self.tokens = list(tokens.values())
+        self.manifest = manifest
+        self.http = AsyncHTTPClient(force_instance=True, max_clients=CONCURRENCY * 4)
+        self.round = 0
+
+    def next_round(self) -> str:
+        self.round += 1
+        return f"r{self.round}-{uuid.uuid4().hex[:6]}"
+
+    def raw(self, tag: str) -> Callable[[int], Awaitable[None]]:
+        async def one(index: int) -> None:
+            body = json.loads(json.dumps(self.manifest))
+            body["metadata"]["name"] = f"raw-{tag}-{index}"
+            response = await self.batch.create_namespaced_job(self.namespace, body, _preload_content=False)
+            payload = await response.read()
+            response.release()
+            if response.status != 201:
+                raise RuntimeError(f"raw create: {response.status} {payload[:300]!r}")
+            json.loads(payload)
+        return one
+
+    def service(self, tag: str, direct: bool = False) -> Callable[[int], Awaitable[None]]:
+        """Through the hub's proxy, as users reach it (or straight to the service: `direct`)."""
+        url = self.direct_url if direct else self.url
+
+        async def one(index: int) -> None:
+            body = json.dumps({**REQUEST, "idempotency_key": f"{tag}-{index}"})
+            token = self.tokens[index % len(self.tokens)]
+            try:
+                response = await self.http.fetch(HTTPRequest(url, method="POST", body=body, headers={
+                    "Authorization": f"token {token}", "Content-Type": "application/json"}, request_timeout=60))
+            except HTTPClientError as error:
+                raise RuntimeError(f"service: {error.code} {error.response.body[:300] if error.response else ''!r}")
+            json.loads(response.body)
+        return one
+
+
+async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -> None:
+    name = os.environ.get("AIINFN_DEVCLUSTER_NAME", "bench-jobs")
+    port = int(os.environ.get("AIINFN_DEVCLUSTER_PORT") or free_port())
+    cluster = DevCluster(name=name, port=port, log=say)
+    started = time.monotonic()
+    if cluster.up(timeout=600):
+        cleanup.append(cluster.down)
+    result["cluster"] = {"name": name, "up_s": round(time.monotonic() - started, 1)}
+    kubeconfig = cluster.layout.admin_kubeconfig
+    api = await k8s.api_client(str(kubeconfig))
+    cleanup.append(api.close)
+    await k8s.apply_objects(api, REPO / "helm-values" / "priority-classes.yaml")
+    await kueue_config.apply(api, kueue_config.cluster_objects(kueue_config.load()))
+    core = client.CoreV1Api(api)
+    namespace = f"bench-jobs-{uuid.uuid4().hex[:6]}"
+    await core.create_namespace({"metadata": {"name": namespace, "labels": {
+        labels.POD_SECURITY_ENFORCE: "restricted", labels.MANAGED_BY: "aiinfn-hub-bench"}}})
+    cleanup.append(lambda: core.delete_namespace(namespace))
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    service_port, token = free_port(), secrets.token_hex(32)
+    lines = hub_lines(service_port, token, rate_limit=10_000.0, rate_limit_burst=10_000)
+    hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, namespace, USERS, SPAWNER, lines)
+    cleanup.append(lambda: asyncio.to_thread(stop_hub, hub, responder))
+    service = Service(tmp, hub, service_port, token, kubeconfig)
+    await asyncio.to_thread(service.start)
+    cleanup.append(lambda: asyncio.to_thread(service.stop))
+    tokens = {}
+    for user in USERS:
+        status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens", {"note": "bench"})
+        tokens[user] = body["token"]
+
+    # The baseline's manifest: what the service builds for this request, by the service's code.
+    jobs_app = AiInfnJobs()
+    jobs_app.load_config_file("jupyterhub_config.py", path=str(tmp))
+    operations = jobs_app.service(api)
+    caller = HubUser("bench0", frozenset({"cms-ml"}), False)
+    request = JobRequest(**REQUEST)
+    plan = resolve(request, caller, operations.platform.catalog, operations.platform.policy(caller), operations.rules)
+    manifest = make_job(JobMeta("template", "k", request.digest(), "{}"), plan,
+                        await operations._parts(caller, plan), operations.build)
+    bench = Bench(api, namespace, hub.url, service_port, tokens, manifest)
+
+    say("warming up (tokens cached, identities recorded, connections open)")
+    await sustained(CONCURRENCY * 2, bench.service(bench.next_round()))
+    await sustained(CONCURRENCY * 2, bench.raw(bench.next_round()))
+    rates: dict[str, list[float]] = {"raw": [], "service": []}
+    for round_index in range(args.rounds):
+        for kind in ("raw", "service"):
+            rate = await sustained(args.count, getattr(bench, kind)(bench.next_round()))
+            rates[kind].append(rate)
+            say(f"round {round_index + 1}: {kind} {rate:.1f} submissions/s ({args.count} at concurrency {CONCURRENCY})")
+    latencies = {}
+    variants = {"raw": bench.raw, "service": bench.service,
+                "direct": lambda tag: bench.service(tag, direct=True)}
+    for rate, kinds in ((PACED_RATE, ("raw", "service", "direct")), (LIGHT_RATE, ("raw", "service"))):
+        for kind in kinds:
+            samples = await paced(args.seconds, rate, variants[kind](bench.next_round()))
+            key = f"{kind}@{rate:.0f}"
+            latencies[key] = {"n": len(samples), "p50": percentile(samples, 50), "p95": percentile(samples, 95),
+                              "p99": percentile(samples, 99), "max": max(samples)}
+            say(f"paced {rate:.0f}/s, {kind}: p50 {latencies[key]['p50']:.1f} / p95 {latencies[key]['p95']:.1f} "
+                f"/ p99 {latencies[key]['p99']:.1f} ms")
+    jobs = await bench.batch.list_namespaced_job(namespace, _preload_content=False)
+    created = len(json.loads(await jobs.read())["items"])
+    jobs.release()
+    raw_rate, service_rate = statistics.mean(rates["raw"]), statistics.mean(rates["service"])
+    result.update({
+        "rates": rates, "raw_rate": raw_rate, "service_rate": service_rate, "ratio": service_rate / raw_rate,
+        "latency_ms": latencies, "jobs_created": created, "load_average": os.getloadavg()[0],
+    })
+
+
+def report(result: dict[str, Any]) -> None:
+    ratio = result["ratio"]
+    latency = result["latency_ms"]
+    p99 = latency[f"service@{PACED_RATE:.0f}"]["p99"]
+
+    def row(key: str) -> str:
+        return f"{latency[key]['p50']:.1f} / {latency[key]['p95']:.1f} / {latency[key]['p99']:.1f} ms"
+
+    fast, light = f"{PACED_RATE:.0f}", f"{LIGHT_RATE:.0f}"
+    print(f"""
+| measure | value | target | |
+|---|---|---|---|
+| sustained submissions/s, raw creates (concurrency {CONCURRENCY}) | {result['raw_rate']:.1f} | | |
+| sustained submissions/s, through the service | {result['service_rate']:.1f} | | |
+| service / raw | {ratio:.0%} | >= {TARGET_RATIO:.0%} | {'PASS' if ratio >= TARGET_RATIO else 'MISS'} |
+| at {fast}/s, raw creates p50 / p95 / p99 | {row(f'raw@{fast}')} | | |
+| at {fast}/s, service through the proxy p50 / p95 / p99 | {row(f'service@{fast}')} | p99 <= {TARGET_P99_MS:.0f} ms | {'PASS' if p99 <= TARGET_P99_MS else 'MISS'} |
+| at {fast}/s, service direct p50 / p95 / p99 | {row(f'direct@{fast}')} | | |
+| at {light}/s, raw creates p50 / p95 / p99 | {row(f'raw@{light}')} | | |
+| at {light}/s, service through the proxy p50 / p95 / p99 | {row(f'service@{light}')} | | |
+
+Jobs created: {result['jobs_created']:,}; rounds: {result['rates']}; load average {result['load_average']:.1f};
+Python {platform.python_version()}, {os.cpu_count()} cores.""")
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    cleanup: list = []
+    try:
+        await run(args, result, cleanup)
+    finally:
+        for step in reversed(cleanup):
+            outcome = step()
+            if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
+                await outcome
+    return result
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer submissions and a shorter paced run")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    args.count, args.rounds, args.seconds = (200, 2, 10.0) if args.quick else (1000, 3, 30.0)
+    signal.signal(signal.SIGTERM, _interrupt)
+    result = asyncio.run(main_async(args))
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The job service as a process beside a test hub: registered as an external service (so a test
+can kill and restart it by pid), started with the environment a hub gives a managed service.
+Used by the integration tests and the benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.hub import Hub
+
+PREFIX = "/services/jobs/"
+
+
+def hub_lines(port: int, token: str, **settings: object) -> list[str]:
+    """Hub config lines: the job service as an external service, the roles 40-jobs.py gives,
+    and these c.AiInfnJobs settings."""
+    service = {"name": "jobs", "url": f"http://127.0.0.1:{port}", "api_token": token, "oauth_no_confirm": True,
+               "oauth_client_allowed_scopes": []}
+    return [
+        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
+        f"c.JupyterHub.services.append({service!r})",
+        "c.JupyterHub.load_roles.append({'name': 'user', 'scopes': ['self', 'access:services!service=jobs']})",
+        *(f"c.AiInfnJobs.{name} = {value!r}" for name, value in settings.items()),
+    ]
+
+
+@dataclass
+class Service:
+    """The job service process, started, stopped and killed by pid."""
+
+    tmp: Path
+    hub: Hub
+    port: int
+    token: str
+    kubeconfig: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    def start(self, kubeconfig: Path | None = None, *args: str) -> None:
+        """Start the process and wait until it answers; `args` are extra command-line settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        env.update({
+            "JUPYTERHUB_API_TOKEN": self.token, "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
+            "JUPYTERHUB_CLIENT_ID": "service-jobs", "JUPYTERHUB_SERVICE_NAME": "jobs",
+            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}", "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback", "JUPYTERHUB_BASE_URL": "/",
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(["access:services", "access:services!service=jobs"]),
+            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+        })
+        self.starts += 1
+        with open(self.tmp / f"jobs-{self.starts}.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "aiinfn_hub.services.jobs", "--hub-config",
+                 str(self.tmp / "jupyterhub_config.py"), *args],
+                cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the job service exited: {self.log()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2).read()
+                return
+            except OSError:
+                threading.Event().wait(0.1)
+        raise RuntimeError(f"the job service did not start: {self.log()[-3000:]}")
+
+    def stop(self, how: int = signal.SIGTERM) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        os.kill(self.process.pid, how)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def log(self) -> str:
+        return (self.tmp / f"jobs-{self.starts}.log").read_text(errors="replace")
