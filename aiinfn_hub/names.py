@@ -55,8 +55,8 @@ def _checked_text(raw: object, what: str, limit: int) -> str:
         if ord(char) < 0x20 or ord(char) == 0x7F:
             raise InvalidName(f"the {what} contains a control character ({_describe(char)})")
         if ord(char) > 0x7E:
-            raise InvalidName(f"the {what} contains {_describe(char)}; only ASCII letters, digits "
-                              "and . _ - are allowed (characters that merely look alike are refused)")
+            raise InvalidName(f"the {what} contains {_describe(char)}; only ASCII characters are allowed "
+                              "(characters that merely look like them are refused, not converted)")
     return text
 
 
