@@ -45,15 +45,21 @@ DEMO_GROUP_POLICIES = {
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def hub_config(config_root: Path, state: Path, port: int, password: str, hub_port: int, proxy_api_port: int) -> str:
+def hub_config(config_root: Path, state: Path, port: int, password: str, internal_ports: tuple[int, int, int]) -> str:
     """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides.
 
-    The hub's own port and the proxy's API port are free ports picked for this run, so a demo
-    never collides with another JupyterHub on the machine's defaults (8081, 8001).
+    The hub's own port, the proxy's API port and the job service's port are free ports picked
+    for this run, so a demo never collides with another JupyterHub on the usual fixed ports.
+    The public URL tells notebooks (and `aiinfn jobs` in their terminals) where the hub is.
     """
+    hub_port, proxy_api_port, jobs_port = internal_ports
     lines = [
         f"load_subconfig({str(config_root / 'jupyterhub_config.py')!r})",
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
+        f"c.JupyterHub.public_url = 'http://127.0.0.1:{port}'",
+        "for service in c.JupyterHub.services:",
+        "    if service['name'] == 'jobs':",
+        f"        service['url'] = 'http://127.0.0.1:{jobs_port}'",
         f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'",
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
         f"c.JupyterHub.db_url = {'sqlite:///' + str(state / 'jupyterhub.sqlite')!r}",
@@ -147,7 +153,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
         proxy_api_port = free_port()
-        config_path.write_text(hub_config(config_root, state, port, password, free_port(), proxy_api_port))
+        config_path.write_text(hub_config(config_root, state, port, password, (free_port(), proxy_api_port, free_port())))
         config_path.chmod(0o600)
         env = {**os.environ, "KUBECONFIG": kubeconfig, DEMO_MODE_ENV: "1",
                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}

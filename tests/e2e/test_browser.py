@@ -1,0 +1,164 @@
+"""The platform end to end in a real browser, on the README's first command (`aiinfn-hub demo`).
+
+A headless Chromium logs alice in, reads live availability on the spawn page, starts a notebook
+on an A100 MIG slice with the ML environment, waits for JupyterLab, types `aiinfn jobs clone`
+in a JupyterLab terminal, watches the Bunshin job complete on the jobs page, checks that bob's
+spawn page shows one slice fewer while alice's server runs, and that stopping it frees the slice.
+Screenshots of every step are kept in test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from aiinfn_hub.devcluster import processes
+from aiinfn_hub.devcluster.cluster import DevCluster
+from tests.browser import artifacts_dir, chrome, wait_for
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+MIG = "a100-mig-1g-10gb"
+CLONE = 'aiinfn jobs clone -- python -c "print(42)"'
+
+
+@pytest.fixture
+def demo(devcluster, tmp_path):
+    """`aiinfn-hub demo` on its own cluster and ports: (base URL, password); Ctrl-C at the end."""
+    _, session_cluster = devcluster
+    if session_cluster is None:
+        pytest.skip("the browser test runs the demo on the built dev cluster")
+    name = f"browser-e2e-{os.getpid()}"
+    port, api_port = processes.free_port(), processes.free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("AIINFN_DEMO_MODE", None)
+    output = tmp_path / "demo.log"
+    with open(output, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aiinfn_hub.demo", "demo", "--port", str(port),
+             "--cluster-name", name, "--cluster-port", str(api_port)],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cluster = DevCluster(name=name, port=api_port, cache=session_cluster.cache)
+    try:
+        wait_for(lambda: "password:" in output.read_text() or process.poll() is not None, "the demo to start", 300)
+        text = output.read_text()
+        assert "aiinfn-hub demo is running at" in text, text[-3000:]
+        yield f"http://127.0.0.1:{port}", re.search(r"password: (\S+)", text).group(1)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        cluster.down()
+        (artifacts_dir() / "demo.log").write_bytes(output.read_bytes())
+
+
+class Browser:
+    """One user's Chromium: log in, open pages, keep numbered screenshots."""
+
+    def __init__(self, base: str, user: str, profile: Path) -> None:
+        self.base, self.user = base, user
+        self.driver = chrome(profile)
+        self.shots = 0
+
+    def shot(self, step: str) -> None:
+        self.shots += 1
+        self.driver.save_screenshot(str(artifacts_dir() / f"{self.user}-{self.shots:02d}-{step}.png"))
+
+    def open(self, path: str) -> None:
+        self.driver.get(f"{self.base}{path}")
+
+    def login(self, password: str) -> None:
+        self.open("/hub/login")
+        self.driver.find_element(By.ID, "username_input").send_keys(self.user)
+        self.driver.find_element(By.ID, "password_input").send_keys(password)
+        self.driver.find_element(By.ID, "login_submit").click()
+        wait_for(lambda: "/hub/login" not in self.driver.current_url, f"{self.user} to be logged in")
+
+    def free_slices(self) -> tuple[int, int]:
+        """(free, total) of the MIG slice on a freshly loaded spawn page."""
+        self.open("/hub/spawn")
+        badge = wait_for(lambda: self.driver.find_element(
+            By.CSS_SELECTOR, f'[data-accelerator="{MIG}"] .aiinfn-availability'), "the MIG availability")
+        return int(badge.get_attribute("data-free")), int(badge.get_attribute("data-total"))
+
+    def wait_free_slices(self, expected: int, what: str) -> None:
+        wait_for(lambda: self.free_slices()[0] == expected, what, timeout=90, interval=2)
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+
+def _open_terminal_and_type(alice: Browser, command: str) -> None:
+    driver = alice.driver
+    card = wait_for(lambda: driver.find_element(
+        By.XPATH, "//div[contains(@class, 'jp-LauncherCard')][.//p[normalize-space()='Terminal']]"),
+        "the Terminal card of JupyterLab's launcher", timeout=120)
+    card.click()
+    prompt = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, ".jp-Terminal textarea.xterm-helper-textarea"),
+                      "a JupyterLab terminal", timeout=60)
+    time.sleep(2)  # let the shell print its prompt before typing, as a person would
+    prompt.send_keys(command + "\n")
+
+
+def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp_path):
+    base, password = demo
+    alice = Browser(base, "alice", tmp_path / "alice")
+    bob = Browser(base, "bob", tmp_path / "bob")
+    try:
+        alice.login(password)
+        bob.login(password)
+        free, total = alice.free_slices()
+        assert total >= 1 and free == total, "a fresh demo farm has every MIG slice free"
+        page = alice.driver.page_source
+        assert "NVIDIA A100 80GB" in page and re.search(r"\d+ of \d+ free", page)
+        alice.shot("spawn-page")
+
+        driver = alice.driver
+        driver.find_element(By.ID, f"accelerator-{MIG}").click()
+        Select(driver.find_element(By.ID, f"environment--{MIG}")).select_by_value("ml-gpu")
+        alice.shot("choices")
+        driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        wait_for(lambda: "/user/alice/lab" in driver.current_url and driver.find_elements(By.CSS_SELECTOR, ".jp-LabShell"),
+                 "JupyterLab to load", timeout=180, interval=1)
+        alice.shot("jupyterlab")
+
+        assert bob.free_slices()[0] == free - 1, "bob sees alice's slice taken"
+        bob.shot("one-slice-fewer")
+
+        _open_terminal_and_type(alice, CLONE)
+        time.sleep(3)
+        alice.shot("terminal")
+
+        driver.switch_to.new_window("tab")
+        alice.open("/services/jobs/")
+        row = wait_for(lambda: (alice.open("/services/jobs/")
+                                or driver.find_elements(By.CSS_SELECTOR, 'tr[data-job][data-state="succeeded"]')),
+                       "the Bunshin job to complete on the jobs page", timeout=180, interval=3)
+        assert len(row) == 1 and "bunshin" in row[0].text, row[0].text
+        alice.shot("jobs-page")
+        driver.close()
+        driver.switch_to.window(driver.window_handles[0])
+
+        bob.wait_free_slices(free - 1, "bob to see one slice fewer while alice's server runs")
+        alice.open("/hub/home")
+        wait_for(lambda: driver.find_element(By.ID, "stop"), "the stop button").click()
+        wait_for(lambda: driver.find_elements(By.ID, "start"), "alice's server to stop", timeout=90)
+        alice.shot("stopped")
+        bob.wait_free_slices(free, "the slice to be free again for bob")
+        bob.shot("slice-free-again")
+    finally:
+        alice.quit()
+        bob.quit()
