@@ -57,9 +57,9 @@ def hub_config(config_root: Path, state: Path, port: int, password: str, interna
         f"load_subconfig({str(config_root / 'jupyterhub_config.py')!r})",
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
         f"c.JupyterHub.public_url = 'http://127.0.0.1:{port}'",
-        "for service in c.JupyterHub.services:",
-        "    if service['name'] == 'jobs':",
-        f"        service['url'] = 'http://127.0.0.1:{jobs_port}'",
+        # jupyterhub_config.d appends the services, so here they are still a lazy list.
+        f"c.JupyterHub.services = [dict(s, url='http://127.0.0.1:{jobs_port}') if s['name'] == 'jobs' else s"
+        " for s in c.JupyterHub.services.get_value([])]",
         f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'",
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
         f"c.JupyterHub.db_url = {'sqlite:///' + str(state / 'jupyterhub.sqlite')!r}",

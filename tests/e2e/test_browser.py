@@ -77,6 +77,11 @@ class Browser:
         self.shots += 1
         self.driver.save_screenshot(str(artifacts_dir() / f"{self.user}-{self.shots:02d}-{step}.png"))
 
+    def click(self, element) -> None:
+        """Scroll the element to the middle of the window first (at once: Bootstrap scrolls smoothly)."""
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", element)
+        element.click()
+
     def open(self, path: str) -> None:
         self.driver.get(f"{self.base}{path}")
 
@@ -127,10 +132,10 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
         alice.shot("spawn-page")
 
         driver = alice.driver
-        driver.find_element(By.ID, f"accelerator-{MIG}").click()
+        alice.click(driver.find_element(By.ID, f"accelerator-{MIG}"))
         Select(driver.find_element(By.ID, f"environment--{MIG}")).select_by_value("ml-gpu")
         alice.shot("choices")
-        driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+        alice.click(driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]"))
         wait_for(lambda: "/user/alice/lab" in driver.current_url and driver.find_elements(By.CSS_SELECTOR, ".jp-LabShell"),
                  "JupyterLab to load", timeout=180, interval=1)
         alice.shot("jupyterlab")
@@ -154,7 +159,7 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
 
         bob.wait_free_slices(free - 1, "bob to see one slice fewer while alice's server runs")
         alice.open("/hub/home")
-        wait_for(lambda: driver.find_element(By.ID, "stop"), "the stop button").click()
+        alice.click(wait_for(lambda: driver.find_element(By.ID, "stop"), "the stop button"))
         wait_for(lambda: driver.find_elements(By.ID, "start"), "alice's server to stop", timeout=90)
         alice.shot("stopped")
         bob.wait_free_slices(free, "the slice to be free again for bob")
