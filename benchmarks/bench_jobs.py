@@ -70,6 +70,34 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per submission of each process over one measurement, less what the
+    process burns when idle (Kueue and the API server keep busy with pending Workloads)."""
+
+    def __init__(self, pids: dict[str, int], idle: dict[str, float] | None = None) -> None:
+        self.pids = pids
+        self.idle = idle or {name: 0.0 for name in pids}
+        self.started = time.perf_counter()
+        self.before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def rates(self) -> dict[str, float]:
+        """CPU seconds per second since the start."""
+        elapsed = time.perf_counter() - self.started
+        return {name: (cpu_seconds(pid) - self.before[name]) / elapsed for name, pid in self.pids.items()}
+
+    def per_submission(self, count: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.started
+        return {name: round(max(0.0, cpu_seconds(pid) - self.before[name] - self.idle[name] * elapsed)
+                            * 1000 / count, 2) for name, pid in self.pids.items()}
+
+
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
@@ -124,6 +152,19 @@ class Bench:
     def next_round(self) -> str:
         self.round += 1
         return f"r{self.round}-{uuid.uuid4().hex[:6]}"
+
+    async def clean(self) -> None:
+        """Delete every Job (their Workloads go with them) and wait until both are gone, so each
+        measurement starts from the same, empty namespace."""
+        await self.batch.delete_collection_namespaced_job(self.namespace, propagation_policy="Background")
+        custom = client.CustomObjectsApi(self.api)
+        while True:
+            jobs = await self.batch.list_namespaced_job(self.namespace, limit=1)
+            workloads = await custom.list_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", self.namespace,
+                                                                    "workloads", limit=1)
+            if not jobs.items and not workloads["items"]:
+                return
+            await asyncio.sleep(1)
 
     def raw(self, tag: str) -> Callable[[int], Awaitable[None]]:
         async def one(index: int) -> None:
@@ -196,13 +237,24 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
                         await operations._parts(caller, plan), operations.build)
     bench = Bench(api, namespace, hub.url, service_port, tokens, manifest)
 
+    pids = {"service": service.process.pid, "proxy": int((tmp / "proxy.pid").read_text()),
+            "hub": hub.process.pid, **{p.name: p.pid for p in cluster.status().processes
+                                      if p.name in ("kube-apiserver", "etcd", "kueue")}}
     say("warming up (tokens cached, identities recorded, connections open)")
     await sustained(CONCURRENCY * 2, bench.service(bench.next_round()))
     await sustained(CONCURRENCY * 2, bench.raw(bench.next_round()))
+    await bench.clean()
+    idle_meter = CpuMeter(pids)
+    await asyncio.sleep(5)
+    idle = idle_meter.rates()
     rates: dict[str, list[float]] = {"raw": [], "service": []}
+    cpu: dict[str, dict[str, float]] = {}
     for round_index in range(args.rounds):
         for kind in ("raw", "service"):
+            await bench.clean()
+            meter = CpuMeter(pids, idle)
             rate = await sustained(args.count, getattr(bench, kind)(bench.next_round()))
+            cpu[kind] = meter.per_submission(args.count)
             rates[kind].append(rate)
             say(f"round {round_index + 1}: {kind} {rate:.1f} submissions/s ({args.count} at concurrency {CONCURRENCY})")
     latencies = {}
@@ -210,19 +262,17 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
                 "direct": lambda tag: bench.service(tag, direct=True)}
     for rate, kinds in ((PACED_RATE, ("raw", "service", "direct")), (LIGHT_RATE, ("raw", "service"))):
         for kind in kinds:
+            await bench.clean()
             samples = await paced(args.seconds, rate, variants[kind](bench.next_round()))
             key = f"{kind}@{rate:.0f}"
             latencies[key] = {"n": len(samples), "p50": percentile(samples, 50), "p95": percentile(samples, 95),
                               "p99": percentile(samples, 99), "max": max(samples)}
             say(f"paced {rate:.0f}/s, {kind}: p50 {latencies[key]['p50']:.1f} / p95 {latencies[key]['p95']:.1f} "
                 f"/ p99 {latencies[key]['p99']:.1f} ms")
-    jobs = await bench.batch.list_namespaced_job(namespace, _preload_content=False)
-    created = len(json.loads(await jobs.read())["items"])
-    jobs.release()
     raw_rate, service_rate = statistics.mean(rates["raw"]), statistics.mean(rates["service"])
     result.update({
         "rates": rates, "raw_rate": raw_rate, "service_rate": service_rate, "ratio": service_rate / raw_rate,
-        "latency_ms": latencies, "jobs_created": created, "load_average": os.getloadavg()[0],
+        "latency_ms": latencies, "cpu_ms_per_submission": cpu, "load_average": os.getloadavg()[0],
     })
 
 
@@ -247,8 +297,9 @@ def report(result: dict[str, Any]) -> None:
 | at {light}/s, raw creates p50 / p95 / p99 | {row(f'raw@{light}')} | | |
 | at {light}/s, service through the proxy p50 / p95 / p99 | {row(f'service@{light}')} | | |
 
-Jobs created: {result['jobs_created']:,}; rounds: {result['rates']}; load average {result['load_average']:.1f};
-Python {platform.python_version()}, {os.cpu_count()} cores.""")
+CPU ms per submission (last round): raw {result['cpu_ms_per_submission']['raw']}
+service {result['cpu_ms_per_submission']['service']}
+Rounds: {result['rates']}; load average {result['load_average']:.1f}; Python {platform.python_version()}, {os.cpu_count()} cores.""")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

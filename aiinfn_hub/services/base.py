@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -35,11 +36,12 @@ STOP_GRACE_SECONDS = 10.0
 def hub_config_file() -> str:
     """The configuration file of the JupyterHub process loading this configuration (absolute),
     for a managed service to read the same settings; '' when not loaded by a hub."""
-    from jupyterhub.app import JupyterHub
-
-    # Application singletons share one slot: in a service process it holds the service's app.
-    hub = JupyterHub._instance if JupyterHub.initialized() else None
-    return os.path.abspath(hub.config_file) if isinstance(hub, JupyterHub) else ""
+    app = sys.modules.get("jupyterhub.app")  # a hub has imported it; a service need not
+    if app is None or not app.JupyterHub.initialized():
+        return ""
+    # Application singletons share one slot: in a service process it may hold the service's app.
+    hub = app.JupyterHub._instance
+    return os.path.abspath(hub.config_file) if isinstance(hub, app.JupyterHub) else ""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid

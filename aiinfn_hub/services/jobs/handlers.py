@@ -51,8 +51,9 @@ class _Jobs(ServiceHandler):
     def as_user_error(self, error: BaseException | None) -> UserError | None:
         if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
                 isinstance(error, ApiException) and (error.status or 0) >= 500):
+            detail = f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
             return UserError("the cluster cannot be reached right now; try again", reason="unavailable",
-                             log_detail=f"Kubernetes API: {type(error).__name__}: {error}", status=503)
+                             log_detail=f"Kubernetes API: {type(error).__name__}: {detail}", status=503)
         return super().as_user_error(error)
 
     def created(self, summary: dict, created: bool) -> None:

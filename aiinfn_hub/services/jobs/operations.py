@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +39,7 @@ from .store import JobStore, api_message
 log = logging.getLogger(__name__)
 
 NAME_PREFIX = "job-"
+JOB_ID = re.compile(rf"{NAME_PREFIX}[0-9a-f]{{20}}")
 MAX_LOG_PODS = 10
 MAX_LOG_LINES = 5000
 MAX_LOG_BYTES = 256 * 1024
@@ -188,7 +190,7 @@ class JobService:
 
     async def _visible(self, caller: HubUser, job_id: str) -> dict:
         """The job if the caller owns it (or is an admin); NotFound otherwise, alike."""
-        if not job_id.startswith(NAME_PREFIX) or len(job_id) > 63:
+        if not JOB_ID.fullmatch(job_id):
             raise NotFound(job_id)
         job = await self.store.get_job(job_id)
         if job is None or (job["metadata"].get("labels") or {}).get(labels.MANAGED_BY) != labels.MANAGED_BY_VALUE:
