@@ -120,7 +120,7 @@ class PodWorker:
         self.ip = ""
         self.start_time = now()
         self.policy = spec.get("restartPolicy", "Always")
-        self.init = [c for c in spec.get("initContainers") or []]
+        self.init = list(spec.get("initContainers") or [])
         self.main = list(spec["containers"])
         self.statuses: dict[str, dict[str, Any]] = {}
         self.processes: dict[str, asyncio.subprocess.Process] = {}
@@ -170,7 +170,7 @@ class PodWorker:
             self.statuses[container["name"]] = podstatus.waiting(container, reason)
         self.ip = self.runner.allocate_ip(self.pod, self.node)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o711)
+        self.dir.chmod(0o700)  # secrets and logs; containers see only what is bound into them
         await self.report()
         await self._prepare_volumes()
         sync = asyncio.create_task(self._sync_volumes())
@@ -207,7 +207,7 @@ class PodWorker:
 
     def _lay_out_volumes(self) -> None:
         group = self._fs_group() if os.geteuid() == 0 else None
-        for name, volume in self.volumes.items():
+        for volume in self.volumes.values():
             path = Path(volume.path)
             if volume.files is not None:
                 write_volume_files(path, volume.files, group)
@@ -227,7 +227,7 @@ class PodWorker:
                 log.info("volume sync of %s skipped: %s", self.dir.name, error)
                 continue
             group = self._fs_group() if os.geteuid() == 0 else None
-            for name, volume in volumes.items():
+            for volume in volumes.values():
                 if volume.files is not None:
                     write_volume_files(Path(volume.path), volume.files, group)
 
@@ -320,10 +320,11 @@ class PodWorker:
         if restarts == 0:
             await self.event("Pulled", f'Container image "{container["image"]}" already present on machine', name)
         await self.event("Created", f"Created container: {name}", name)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", sandbox.MODULE, str(plan_path), str(os.getpid()),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=open(plan_path.with_name("sandbox.log"), "ab"), start_new_session=True)
+        with open(plan_path.with_name("sandbox.log"), "ab") as sandbox_log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", sandbox.MODULE, str(plan_path), str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=sandbox_log,
+                start_new_session=True)
         self.processes[name] = process
         try:
             line = await process.stdout.readline()

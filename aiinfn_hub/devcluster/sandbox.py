@@ -67,9 +67,9 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
                       ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
 
 
-def _read_only(target: str, extra: int = 0) -> None:
+def _read_only(target: str) -> None:
     """Remount one mount point read-only, keeping the flags the kernel locks."""
-    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | extra
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY
     current = os.statvfs(target).f_flag
     for st_flag, ms_flag in _KEEP_FLAGS:
         if current & st_flag:
