@@ -11,6 +11,7 @@ answer errors as JSON: a UserError's message and status, anything else a logged 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -207,6 +208,10 @@ class ServiceApp(Application):
         await self.setup()
         url = urlparse(self.bind_url)
         server = HTTPServer(self.make_app(), xheaders=True)
+        # Everything loaded so far (JupyterHub, the clients, the catalog) lives as long as the
+        # process: keep it out of the collector, whose full passes would otherwise pause requests.
+        gc.collect()
+        gc.freeze()
         server.listen(url.port or 80, address=url.hostname or "127.0.0.1")
         self.log.info("%s listening on %s, serving %s", self.name, self.bind_url, self.service_prefix)
         stop = asyncio.Event()
