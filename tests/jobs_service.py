@@ -44,8 +44,8 @@ class Service:
     process: subprocess.Popen | None = None
     starts: int = 0
 
-    def start(self, kubeconfig: Path | None = None, *args: str) -> None:
-        """Start the process and wait until it answers; `args` are extra command-line settings."""
+    def environment(self, kubeconfig: Path | None = None) -> dict[str, str]:
+        """What a hub gives a managed service, pointing at this hub and this port."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
         env.update({
             "JUPYTERHUB_API_TOKEN": self.token, "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
@@ -55,20 +55,31 @@ class Service:
             "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(["access:services", "access:services!service=jobs"]),
             "KUBECONFIG": str(kubeconfig or self.kubeconfig),
         })
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "aiinfn_hub.services.jobs", "--hub-config",
+                str(self.tmp / "jupyterhub_config.py"), *args]
+
+    def answers(self) -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2).read()
+            return True
+        except OSError:
+            return False
+
+    def start(self, kubeconfig: Path | None = None, *args: str) -> None:
+        """Start the process and wait until it answers; `args` are extra command-line settings."""
         self.starts += 1
         with open(self.tmp / f"jobs-{self.starts}.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "aiinfn_hub.services.jobs", "--hub-config",
-                 str(self.tmp / "jupyterhub_config.py"), *args],
-                cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(self.argv(*args), cwd=self.tmp, env=self.environment(kubeconfig),
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         for _ in range(300):
             if self.process.poll() is not None:
                 raise RuntimeError(f"the job service exited: {self.log()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2).read()
+            if self.answers():
                 return
-            except OSError:
-                threading.Event().wait(0.1)
+            threading.Event().wait(0.1)
         raise RuntimeError(f"the job service did not start: {self.log()[-3000:]}")
 
     def stop(self, how: int = signal.SIGTERM) -> int:

@@ -3,9 +3,10 @@
 A service is a traitlets Application run by JupyterHub as a managed service (or standalone with
 the same environment): it reads the hub's own configuration file, so it sees exactly the
 settings the hub and the spawner use; `setup()` makes its clients, `cleanup()` closes them, and
-SIGTERM or SIGINT stop it after the requests in flight. Handlers learn who calls from the hub
-(an API token or the OAuth cookie of the service's pages), never from a request body, and
-answer errors as JSON: a UserError's message and status, anything else a logged 500.
+SIGTERM, SIGINT or the death of the process that started it stop it after the requests in
+flight. Handlers learn who calls from the hub (an API token or the OAuth cookie of the
+service's pages), never from a request body, and answer errors as JSON: a UserError's message
+and status, anything else a logged 500.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from traitlets import Unicode, default
 from traitlets.config import Application
 
@@ -32,6 +34,7 @@ from ..errors import UserError
 
 HUB_CONFIG_ENV = "AIINFN_HUB_CONFIG"
 STOP_GRACE_SECONDS = 10.0
+PARENT_CHECK_MS = 2000
 
 
 def hub_config_file() -> str:
@@ -218,8 +221,14 @@ class ServiceApp(Application):
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        # A hub that dies without stopping its managed services leaves them to init: stop too,
+        # rather than hold the port and answer for a hub that is gone.
+        parent = os.getppid()
+        watch = PeriodicCallback(lambda: stop.set() if os.getppid() != parent else None, PARENT_CHECK_MS)
+        watch.start()
         try:
             await stop.wait()
+            watch.stop()
             self.log.info("%s stopping", self.name)
             server.stop()
             try:

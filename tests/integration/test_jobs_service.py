@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import signal
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -421,6 +424,35 @@ async def test_idempotency_keys_and_restarts_lose_and_duplicate_nothing(env, cor
     assert (status, again["id"]) == (200, crash["id"])
     after, sandboxes = await our_objects(env, core, batch)
     assert sorted(set(after) - set(jobs)) == [crash["id"]] and crash["id"] in sandboxes
+
+
+# Starts the service, says its pid, and waits: a hub that can die without stopping its services.
+PARENT = "import subprocess, sys; child = subprocess.Popen(sys.argv[1:]); print(child.pid, flush=True); child.wait()"
+
+
+async def test_the_service_stops_when_the_hub_that_started_it_dies(env):
+    service = Service(env.service.tmp, env.hub, free_port(), env.service.token, env.service.kubeconfig)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, *service.argv()], env=service.environment(),
+                              cwd=service.tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    child = int(await asyncio.to_thread(parent.stdout.readline))
+
+    async def gone():
+        try:
+            with open(f"/proc/{child}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    try:
+        await wait_until(lambda: asyncio.to_thread(service.answers), "the second service to answer")
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        await wait_until(gone, "the orphaned service to stop")
+    finally:
+        if not await gone():
+            os.kill(child, signal.SIGKILL)
+        parent.stdout.close()
 
 
 async def test_sandboxes_of_interrupted_submissions_are_reused_or_swept(env, core, batch):
