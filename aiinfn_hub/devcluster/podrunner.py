@@ -55,6 +55,7 @@ class Settings:
     state: str
     images: dict[str, LocalImage]
     host_paths: list[str]
+    ip_claims: str
     volume_sync_seconds: float = 5.0
     shutdown_grace_seconds: float = 5.0
 
@@ -76,14 +77,14 @@ def notebook_env_problem(prefix: Path) -> str | None:
 
 
 def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path: Path,
-                 source_root: Path) -> Settings:
+                 source_root: Path, ip_claims: Path) -> Settings:
     """Every environment image of the catalog played by the notebook environment; the host
     folders it needs (its Python, this checkout for the editable install) shown read-only."""
     images = {env.image: LocalImage(prefix=str(notebook_env))
               for env in catalog.load(catalog_path).environments.values()}
     cfg = notebook_env / "pyvenv.cfg"
     extra = [str(notebook_env), str(source_root), *podplan.base_python_dirs(cfg.read_text() if cfg.exists() else "")]
-    return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra))
+    return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims))
 
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +101,53 @@ def for_cluster(root: Path, kubeconfig: Path) -> tuple[Settings | None, str | No
         shutil.rmtree(root / "sandbox-probe", ignore_errors=True)
     if problem:
         return None, problem
-    return settings_for(kubeconfig, root / "pods", env, catalog.default_path(), SOURCE_ROOT), None
+    # Every dev cluster of this cache (<cache>/clusters/<name>) shares one record of pod IPs.
+    claims = root.parent.parent / "pod-ips"
+    return settings_for(kubeconfig, root / "pods", env, catalog.default_path(), SOURCE_ROOT, claims), None
+
+
+class IpClaims:
+    """Pod IPs held by the pod runners of this machine: every dev cluster uses the same node
+    ranges and their processes really bind the addresses, so one file per address, made
+    exclusively, names the runner that holds it; a dead runner's claims are taken over."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.mine: set[str] = set()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def claim(self, ip: str, owner: str) -> bool:
+        path = self.folder / ip
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._holder_alive(path):
+                    return False
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"pid": os.getpid(), "pod": owner}))
+            self.mine.add(ip)
+            return True
+        return False
+
+    def release(self, ip: str) -> None:
+        if ip in self.mine:
+            self.mine.discard(ip)
+            (self.folder / ip).unlink(missing_ok=True)
+
+    def release_all(self) -> None:
+        for ip in list(self.mine):
+            self.release(ip)
+
+    @staticmethod
+    def _holder_alive(path: Path) -> bool:
+        try:
+            pid = json.loads(path.read_text())["pid"]
+            return "podrunner" in Path(f"/proc/{pid}/cmdline").read_text()
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
 
 class PodRunner:
@@ -114,6 +161,7 @@ class PodRunner:
         # uid -> (node, pod IP) of every scheduled pod, so a new runner pod gets a free address.
         self.pod_ips: dict[str, tuple[str, str]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
+        self.claims = IpClaims(Path(settings.ip_claims))
         self.version: str | None = None
         self.attempt = 0
         self.tasks: set[asyncio.Task] = set()
@@ -231,11 +279,20 @@ class PodRunner:
         return self.nodes[name]
 
     def allocate_ip(self, pod: dict[str, Any], node: dict[str, Any]) -> str:
+        """A free address of the node's range: not used in this cluster, not held by another."""
         name = node["metadata"]["name"]
         cidr = node.get("spec", {}).get("podCIDR") or POD_CIDR
-        ip = podplan.pick_pod_ip(cidr, {ip for n, ip in self.pod_ips.values() if n == name})
-        self.pod_ips[pod["metadata"]["uid"]] = (name, ip)
-        return ip
+        taken = {ip for n, ip in self.pod_ips.values() if n == name}
+        while True:
+            ip = podplan.pick_pod_ip(cidr, taken)
+            if self.claims.claim(ip, pod["metadata"]["uid"]):
+                self.pod_ips[pod["metadata"]["uid"]] = (name, ip)
+                return ip
+            taken.add(ip)
+
+    def release_ip(self, ip: str) -> None:
+        """The pod's processes are gone: other clusters may use its address."""
+        self.claims.release(ip)
 
     # -- pods --------------------------------------------------------------------------------
 
@@ -365,6 +422,7 @@ class PodRunner:
         await asyncio.gather(*(stop_processes(p, self.settings.shutdown_grace_seconds) for p in running))
         for task in list(self.tasks):
             task.cancel()
+        self.claims.release_all()
 
 
 async def _serve(settings: Settings) -> None:

@@ -177,10 +177,12 @@ class PodWorker:
         try:
             for container in self.init:
                 if not await self._run(container, init=True):
-                    return
-            await asyncio.gather(*(self._run(c, init=False) for c in self.main))
+                    break
+            else:
+                await asyncio.gather(*(self._run(c, init=False) for c in self.main))
         finally:
             sync.cancel()
+        self.runner.release_ip(self.ip)  # every process has ended (a cancelled run gets here via terminate)
 
     async def _prepare_volumes(self) -> None:
         """Fetch what the pod references and lay its volumes out; a missing object is retried
@@ -423,6 +425,7 @@ class PodWorker:
         if self.statuses:
             await self.report(final_phase=podstatus.terminal_phase(self._main_statuses()))
         await self.runner.delete_pod(self.pod)
+        self.runner.release_ip(self.ip)
         self.remove_files()
 
     async def kill(self) -> None:
@@ -431,6 +434,7 @@ class PodWorker:
         running = dict(self.processes)
         await self.cancel_lifecycle()
         await stop_processes(running, 0)
+        self.runner.release_ip(self.ip)
         self.remove_files()
 
     async def cancel_lifecycle(self) -> None:

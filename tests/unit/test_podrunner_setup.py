@@ -1,6 +1,9 @@
 """How the pod runner is wired in: kwok skips its pods, its settings, the secret volume writer."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -51,7 +54,8 @@ def test_settings_map_every_catalog_environment_to_the_notebook_env(tmp_path):
     env = tmp_path / "nbenv"
     env.mkdir()
     (env / "pyvenv.cfg").write_text("home = /opt/python/bin\n")
-    settings = podrunner.settings_for(Path("/k"), Path("/state"), env, catalog.default_path(), Path("/src"))
+    settings = podrunner.settings_for(Path("/k"), Path("/state"), env, catalog.default_path(), Path("/src"),
+                                      Path("/claims"))
     images = {e.image for e in catalog.load(catalog.default_path()).environments.values()}
     assert set(settings.images) == images
     assert set(settings.images.values()) == {LocalImage(prefix=str(env))}
@@ -81,3 +85,24 @@ def test_secret_volume_is_written_like_the_kubelets_atomic_writer(tmp_path):
     assert (volume / "access_token").read_bytes() == b"two"
     assert os.readlink(volume / "..data") != first and not (volume / first).exists()
     assert not (volume / "dir").exists()
+
+
+def test_pod_ips_are_claimed_once_across_runners(tmp_path):
+    claims = podrunner.IpClaims(tmp_path)
+    # Another runner, alive (its command line names the runner module), holds .254.
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "podrunner"])
+    try:
+        (tmp_path / "127.64.0.254").write_text(json.dumps({"pid": runner.pid, "pod": "elsewhere"}))
+        assert not claims.claim("127.64.0.254", "pod-a")
+    finally:
+        runner.kill()
+        runner.wait()
+    assert claims.claim("127.64.0.254", "pod-a")  # its runner is gone: taken over
+    assert json.loads((tmp_path / "127.64.0.254").read_text()) == {"pid": os.getpid(), "pod": "pod-a"}
+    assert claims.claim("127.64.0.253", "pod-b")
+    claims.release("127.64.0.254")
+    assert not (tmp_path / "127.64.0.254").exists()
+    podrunner.IpClaims(tmp_path).release("127.64.0.253")  # not its claim: nothing happens
+    assert (tmp_path / "127.64.0.253").exists()
+    claims.release_all()
+    assert not list(tmp_path.iterdir())
