@@ -4,13 +4,15 @@ A headless Chromium logs alice in, reads live availability on the spawn page, st
 on an A100 MIG slice with the ML environment, waits for JupyterLab, types `aiinfn jobs clone`
 in a JupyterLab terminal, watches the Bunshin job complete on the jobs page, checks that bob's
 spawn page shows one slice fewer while alice's server runs, and that stopping it frees the slice.
-Screenshots of every step are kept in test-artifacts/browser/.
+Screenshots of every step, the demo's output and the cluster's logs are kept in
+test-artifacts/browser/.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,8 +63,10 @@ def demo(devcluster, tmp_path):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        cluster.down()
         (artifacts_dir() / "demo.log").write_bytes(output.read_bytes())
+        if cluster.layout.logs.is_dir():  # the cluster's component logs (pod runner among them)
+            shutil.copytree(cluster.layout.logs, artifacts_dir() / "cluster-logs", dirs_exist_ok=True)
+        cluster.down()
 
 
 class Browser:
