@@ -89,11 +89,14 @@ def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_ENV = "AIINFN_NOTEBOOK_ENV"
+SWITCH = "AIINFN_POD_RUNNER"  # "off": every pod simulated, for runs that need no real process
 
 
 def for_cluster(root: Path, kubeconfig: Path) -> tuple[Settings | None, str | None]:
     """The runner's settings for a dev cluster in root, or None and why it stays off (no
     notebook environment, no user namespaces): then kwok simulates every pod."""
+    if os.environ.get(SWITCH) == "off":
+        return None, f"{SWITCH}=off"
     env = Path(os.environ.get(NOTEBOOK_ENV) or SOURCE_ROOT / ".venv-notebook").absolute()
     problem = notebook_env_problem(env)
     if problem is None:

@@ -106,3 +106,12 @@ def test_pod_ips_are_claimed_once_across_runners(tmp_path):
     assert (tmp_path / "127.64.0.253").exists()
     claims.release_all()
     assert not list(tmp_path.iterdir())
+
+
+def test_the_runner_stays_off_when_switched_off_or_without_a_notebook_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIINFN_POD_RUNNER", "off")
+    assert podrunner.for_cluster(tmp_path / "clusters" / "c", tmp_path / "k") == (None, "AIINFN_POD_RUNNER=off")
+    monkeypatch.delenv("AIINFN_POD_RUNNER")
+    monkeypatch.setenv("AIINFN_NOTEBOOK_ENV", str(tmp_path / "missing"))
+    settings, problem = podrunner.for_cluster(tmp_path / "clusters" / "c", tmp_path / "k")
+    assert settings is None and problem.startswith(f"no notebook environment at {tmp_path / 'missing'}")
