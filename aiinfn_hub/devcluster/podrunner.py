@@ -118,6 +118,9 @@ class IpClaims:
         self.folder = folder
         self.mine: set[str] = set()
         folder.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():  # left by runners that were killed
+            if not self._holder_alive(path):
+                path.unlink(missing_ok=True)
 
     def claim(self, ip: str, owner: str) -> bool:
         path = self.folder / ip

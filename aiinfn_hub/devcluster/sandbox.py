@@ -195,7 +195,6 @@ def build_root(plan: dict[str, Any], workdir: str) -> None:
 def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:
     """In the new PID namespace: /proc, pivot into the root, drop to the user, exec."""
     try:
-        _call(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -221,6 +220,9 @@ def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:
             os.setresgid(plan["gid"], plan["gid"], plan["gid"])
             os.setresuid(plan["uid"], plan["uid"], plan["uid"])
         os.umask(0o022)
+        # After the change of user, which clears it: dies with its supervisor, and its PID
+        # namespace with it, whatever happens to the pod runner.
+        _call(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
         os.execvpe(plan["argv"][0], plan["argv"], plan["env"])
     except (OSError, SandboxError) as error:
         message = str(error) if isinstance(error, SandboxError) else (

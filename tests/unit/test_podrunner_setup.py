@@ -88,7 +88,9 @@ def test_secret_volume_is_written_like_the_kubelets_atomic_writer(tmp_path):
 
 
 def test_pod_ips_are_claimed_once_across_runners(tmp_path):
+    (tmp_path / "127.64.0.9").write_text('{"pid": 4194303, "pod": "of a killed runner"}')
     claims = podrunner.IpClaims(tmp_path)
+    assert not (tmp_path / "127.64.0.9").exists()
     # Another runner, alive (its command line names the runner module), holds .254.
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "podrunner"])
     try:
