@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -328,3 +331,33 @@ async def test_hub_spawns_a_real_jupyterlab_reached_at_the_pod_ip(real_hub):
 
 def test_sandbox_probe_says_this_machine_can_run_pods(tmp_path):
     assert sandbox.probe(str(tmp_path)) is None
+
+
+async def test_a_killed_runner_takes_its_containers_with_it(tmp_path):
+    """The sandbox and the container's whole PID namespace go when their runner dies."""
+    (tmp_path / "rootfs").mkdir()
+    plan = {"argv": ["sh", "-c", "sleep 600 & sleep 600"], "env": {"PATH": "/usr/bin:/bin"}, "cwd": "/",
+            "uid": 65534, "gid": 65534, "groups": [], "hostname": "orphan", "no_new_privs": True,
+            "read_only_root": False, "host_paths": ["/usr", "/bin", "/lib", "/lib64", "/etc"], "mounts": [],
+            "etc": {}, "root": str(tmp_path / "rootfs"), "log": str(tmp_path / "0.log")}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    # A stand-in runner: starts the sandbox, says its pid once the container runs, then waits.
+    runner = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_hub.devcluster.sandbox', sys.argv[1], str(os.getpid())],"
+        " stdout=subprocess.PIPE)\n"
+        "p.stdout.readline()\nprint(p.pid, flush=True)\ntime.sleep(600)\n"), str(tmp_path / "plan.json")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        supervisor = int(await asyncio.to_thread(runner.stdout.readline))
+        container = [int(c) for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
+        inside = [int(c) for c in Path(f"/proc/{container[0]}/task/{container[0]}/children").read_text().split()]
+        assert len(container) == 1 and len(inside) == 2
+    finally:
+        runner.kill()
+        runner.wait()
+
+    async def all_gone():
+        return not any(alive(pid) for pid in [supervisor, *container, *inside])
+
+    await wait_until(all_gone, "the sandbox and its processes to go")
