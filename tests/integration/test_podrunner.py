@@ -351,8 +351,13 @@ async def test_a_killed_runner_takes_its_containers_with_it(tmp_path):
     try:
         supervisor = int(await asyncio.to_thread(runner.stdout.readline))
         container = [int(c) for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
-        inside = [int(c) for c in Path(f"/proc/{container[0]}/task/{container[0]}/children").read_text().split()]
-        assert len(container) == 1 and len(inside) == 2
+        assert len(container) == 1
+
+        async def both_sleeping():
+            children = Path(f"/proc/{container[0]}/task/{container[0]}/children").read_text().split()
+            return [int(c) for c in children] if len(children) == 2 else None
+
+        inside = await wait_until(both_sleeping, "the container's two processes")
     finally:
         runner.kill()
         runner.wait()
