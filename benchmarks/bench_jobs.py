@@ -13,8 +13,10 @@ Job create):
 Measured: sustained submissions per second at a fixed concurrency (alternating rounds, so both
 see the same cluster state; target: ours >= 50% of the baseline), and latency at a paced
 50 requests/s, open loop (each request leaves on schedule, whatever the earlier ones do; target:
-p99 <= 100 ms). The Jobs go to a namespace with no LocalQueue, so Kueue makes their Workloads but
-admits none and no pods load the cluster.
+p99 <= 100 ms), in alternating 10 s blocks per variant; also at 10/s, and the CPU each process
+spends per submission. Every measurement starts from an empty namespace. The Jobs go to a
+namespace with no LocalQueue, so Kueue makes their Workloads but admits none and no pods load
+the cluster.
 
 Run: .venv/bin/python benchmarks/bench_jobs.py [--quick] [--json FILE]
 It uses (or starts and then stops) the dev cluster named by $AIINFN_DEVCLUSTER_NAME (default
@@ -257,18 +259,23 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
             cpu[kind] = meter.per_submission(args.count)
             rates[kind].append(rate)
             say(f"round {round_index + 1}: {kind} {rate:.1f} submissions/s ({args.count} at concurrency {CONCURRENCY})")
+    # Paced runs in short alternating blocks, so each variant sees the same background load.
     latencies = {}
     variants = {"raw": bench.raw, "service": bench.service,
                 "direct": lambda tag: bench.service(tag, direct=True)}
     for rate, kinds in ((PACED_RATE, ("raw", "service", "direct")), (LIGHT_RATE, ("raw", "service"))):
+        samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.blocks):
+            for kind in kinds:
+                await bench.clean()
+                samples[kind] += await paced(args.seconds / args.blocks, rate, variants[kind](bench.next_round()))
         for kind in kinds:
-            await bench.clean()
-            samples = await paced(args.seconds, rate, variants[kind](bench.next_round()))
             key = f"{kind}@{rate:.0f}"
-            latencies[key] = {"n": len(samples), "p50": percentile(samples, 50), "p95": percentile(samples, 95),
-                              "p99": percentile(samples, 99), "max": max(samples)}
+            latencies[key] = {"n": len(samples[kind]), "p50": percentile(samples[kind], 50),
+                              "p95": percentile(samples[kind], 95), "p99": percentile(samples[kind], 99),
+                              "max": max(samples[kind])}
             say(f"paced {rate:.0f}/s, {kind}: p50 {latencies[key]['p50']:.1f} / p95 {latencies[key]['p95']:.1f} "
-                f"/ p99 {latencies[key]['p99']:.1f} ms")
+                f"/ p99 {latencies[key]['p99']:.1f} ms ({len(samples[kind])} requests)")
     raw_rate, service_rate = statistics.mean(rates["raw"]), statistics.mean(rates["service"])
     result.update({
         "rates": rates, "raw_rate": raw_rate, "service_rate": service_rate, "ratio": service_rate / raw_rate,
@@ -324,7 +331,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer submissions and a shorter paced run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    args.count, args.rounds, args.seconds = (200, 2, 10.0) if args.quick else (1000, 3, 30.0)
+    args.count, args.rounds, args.seconds, args.blocks = (200, 2, 10.0, 2) if args.quick else (1000, 3, 30.0, 3)
     signal.signal(signal.SIGTERM, _interrupt)
     result = asyncio.run(main_async(args))
     report(result)
