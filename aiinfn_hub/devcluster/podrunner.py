@@ -112,7 +112,8 @@ def for_cluster(root: Path, kubeconfig: Path) -> tuple[Settings | None, str | No
 class IpClaims:
     """Pod IPs held by the pod runners of this machine: every dev cluster uses the same node
     ranges and their processes really bind the addresses, so one file per address, made
-    exclusively, names the runner that holds it; a dead runner's claims are taken over."""
+    exclusively, names the runner that holds it (pid and start time, so a reused pid is not
+    taken for the runner); a dead runner's claims are taken over."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -133,7 +134,7 @@ class IpClaims:
                 path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(json.dumps({"pid": os.getpid(), "pod": owner}))
+                f.write(json.dumps({"pid": os.getpid(), "started": process_start(os.getpid()), "pod": owner}))
             self.mine.add(ip)
             return True
         return False
@@ -150,10 +151,19 @@ class IpClaims:
     @staticmethod
     def _holder_alive(path: Path) -> bool:
         try:
-            pid = json.loads(path.read_text())["pid"]
-            return "podrunner" in Path(f"/proc/{pid}/cmdline").read_text()
-        except (OSError, ValueError, KeyError, TypeError):
+            holder = json.loads(path.read_text())
+            return process_start(int(holder["pid"])) == holder["started"]
+        except (ValueError, KeyError, TypeError):
             return False
+
+
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22); None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 class PodRunner:

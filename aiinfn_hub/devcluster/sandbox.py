@@ -190,6 +190,12 @@ def build_root(plan: dict[str, Any], workdir: str) -> None:
         except OSError as error:
             raise SandboxError(f"mount {mount['target']}: {error.strerror} (a mount point inside a "
                                "read-only host folder cannot be made)") from None
+    # A host folder under a mount target (an environment in a checkout under /tmp, say, below the
+    # pod's private /tmp) would be hidden by that mount: show it again on top.
+    targets = [m["target"].rstrip("/") + "/" for m in plan["mounts"]]
+    for path in plan["host_paths"]:
+        if not os.path.islink(path) and os.path.isdir(path) and any(path.startswith(t) for t in targets):
+            _bind(path, root + path, read_only=True)
 
 
 def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:

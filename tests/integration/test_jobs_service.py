@@ -242,13 +242,14 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
         waiting.append(job["id"])
 
     async def in_line():
-        """Both waiting, placed and told why, in one listing (places shift as workloads appear)."""
+        """Both waiting and placed, the first told why, in one listing (places shift as workloads
+        appear, and Kueue writes each workload's reason when it next tries to admit it)."""
         _, listing, _ = await env.api("quinn", "GET", "api/jobs")
-        jobs = [j for j in listing["jobs"] if j["id"] in waiting]
-        return jobs if all(j["state"] == "queued" and j["position"] for j in jobs) and any(
-            j["message"] for j in jobs) else None
+        jobs = sorted((j for j in listing["jobs"] if j["id"] in waiting), key=lambda j: j["position"] or 0)
+        placed = len(jobs) == 2 and all(j["state"] == "queued" and j["position"] for j in jobs)
+        return jobs if placed and jobs[0]["message"] else None
 
-    line = sorted(await wait_until(in_line, "the two jobs to wait in line"), key=lambda j: j["position"])
+    line = await wait_until(in_line, "the two jobs to wait in line")
     assert [j["position"] for j in line] == [1, 2]
     assert "insufficient quota" in line[0]["message"]
 

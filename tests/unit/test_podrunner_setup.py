@@ -91,16 +91,21 @@ def test_pod_ips_are_claimed_once_across_runners(tmp_path):
     (tmp_path / "127.64.0.9").write_text('{"pid": 4194303, "pod": "of a killed runner"}')
     claims = podrunner.IpClaims(tmp_path)
     assert not (tmp_path / "127.64.0.9").exists()
-    # Another runner, alive (its command line names the runner module), holds .254.
-    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "podrunner"])
+    # A claim naming a live process that started at another time: its pid was reused, taken over.
+    (tmp_path / "127.64.0.10").write_text(json.dumps({"pid": os.getpid(), "started": 1, "pod": "old"}))
+    assert claims.claim("127.64.0.10", "pod-c")
+    # Another runner, alive, holds .254.
+    runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "127.64.0.254").write_text(json.dumps({"pid": runner.pid, "pod": "elsewhere"}))
+        holder = {"pid": runner.pid, "started": podrunner.process_start(runner.pid), "pod": "elsewhere"}
+        (tmp_path / "127.64.0.254").write_text(json.dumps(holder))
         assert not claims.claim("127.64.0.254", "pod-a")
     finally:
         runner.kill()
         runner.wait()
     assert claims.claim("127.64.0.254", "pod-a")  # its runner is gone: taken over
-    assert json.loads((tmp_path / "127.64.0.254").read_text()) == {"pid": os.getpid(), "pod": "pod-a"}
+    assert json.loads((tmp_path / "127.64.0.254").read_text()) == {
+        "pid": os.getpid(), "started": podrunner.process_start(os.getpid()), "pod": "pod-a"}
     assert claims.claim("127.64.0.253", "pod-b")
     claims.release("127.64.0.254")
     assert not (tmp_path / "127.64.0.254").exists()
