@@ -157,17 +157,24 @@ def apiserver_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    kubeconfig_path = layout.kubeconfig("kube-controller-manager")
+def _control_loop_flags(kubeconfig_path: Path, port: int) -> list[str]:
+    """What the controller-manager and the scheduler share: their own identity for the API, a
+    loopback secure port whose health paths need no login, and no leader election."""
     return [
-        str(binary),
         f"--kubeconfig={kubeconfig_path}",
         f"--authentication-kubeconfig={kubeconfig_path}",
         f"--authorization-kubeconfig={kubeconfig_path}",
         "--authorization-always-allow-paths=/healthz,/readyz,/livez",
         "--bind-address=127.0.0.1",
-        f"--secure-port={ports.controller_manager}",
+        f"--secure-port={port}",
         "--leader-elect=false",
+    ]
+
+
+def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
+    return [
+        str(binary),
+        *_control_loop_flags(layout.kubeconfig("kube-controller-manager"), ports.controller_manager),
         f"--root-ca-file={layout.pki / 'ca.crt'}",
         f"--service-account-private-key-file={layout.pki / 'sa.key'}",
         f"--cluster-signing-cert-file={layout.pki / 'ca.crt'}",
@@ -182,18 +189,7 @@ def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[
 
 
 def scheduler_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    kubeconfig_path = layout.kubeconfig("kube-scheduler")
-    return [
-        str(binary),
-        f"--kubeconfig={kubeconfig_path}",
-        f"--authentication-kubeconfig={kubeconfig_path}",
-        f"--authorization-kubeconfig={kubeconfig_path}",
-        "--authorization-always-allow-paths=/healthz,/readyz,/livez",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={ports.scheduler}",
-        "--leader-elect=false",
-        "--v=1",
-    ]
+    return [str(binary), *_control_loop_flags(layout.kubeconfig("kube-scheduler"), ports.scheduler), "--v=1"]
 
 
 def kwok_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
