@@ -172,6 +172,10 @@ def job_body(**fields) -> dict:
     return {"name": "train", "command": ["python", "-c", "print('hello from a job')"], **fields}
 
 
+def sleep_command(seconds: int) -> list[str]:
+    return ["python", "-c", f"import time; time.sleep({seconds})"]
+
+
 async def state_of(env: Env, user: str, job_id: str, *states: str, placed: bool = False):
     """The job's status once it is in one of these states (and, if `placed`, has a queue
     position and Kueue's word on why it waits)."""
@@ -228,16 +232,17 @@ async def test_a_batch_job_with_sandbox_files_runs_to_completion(env, core):
 
 
 async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env, pod_runner):
-    """qml owns the farm's only A30: a long low-priority job holds it, normal jobs wait in order,
-    a high-priority job preempts it, the waiting ones run when the quota frees. (The long job
-    really sleeps: the pod runner plays its pod.)"""
+    """qml owns the farm's only A30: a long low-priority job holds it and jobs of the same
+    priority wait in line behind it (only a higher priority preempts); a high-priority job
+    preempts it; the preempted job, the oldest, is admitted again first (Kueue keeps its place);
+    the waiting ones run once it is cancelled. (Jobs really run: the pod runner plays their pods.)"""
     a30 = {"accelerator": "a30", "environment": "qml"}
     _, low, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="low", priority="low", command=["python", "-c", "import time; time.sleep(300)"], **a30))
+        name="low", priority="low", command=sleep_command(300), **a30))
     await wait_until(lambda: state_of(env, "quinn", low["id"], "running"), "the low-priority job to run")
     waiting = []
     for name in ("next", "later"):
-        status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(name=name, **a30))
+        status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(name=name, priority="low", **a30))
         assert status == 201, job
         waiting.append(job["id"])
 
@@ -250,18 +255,22 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
         return jobs if placed and jobs[0]["message"] else None
 
     line = await wait_until(in_line, "the two jobs to wait in line")
-    assert [j["position"] for j in line] == [1, 2]
-    assert "insufficient quota" in line[0]["message"]
+    assert [j["id"] for j in line] == waiting and [j["position"] for j in line] == [1, 2]
+    assert line[0]["message"].startswith("couldn't assign flavors")
 
-    _, high, _ = await env.api("quinn", "POST", "api/jobs", job_body(name="urgent", priority="high", **a30))
-    await wait_until(lambda: state_of(env, "quinn", high["id"], "succeeded"), "the high-priority job to run")
+    # The urgent job runs a few seconds, so the preempted one is seen waiting before it is back.
+    _, high, _ = await env.api("quinn", "POST", "api/jobs", job_body(
+        name="urgent", priority="high", command=sleep_command(3), **a30))
     preempted = await wait_until(lambda: state_of(env, "quinn", low["id"], "requeued", placed=True),
-                                 "the low one to be requeued")
+                                 "the low one to be preempted")
     assert "Preempted" in preempted["message"] and preempted["admission"] is None
-    for job_id in waiting:
-        await wait_until(lambda: state_of(env, "quinn", job_id, "succeeded"), "a waiting job to run")
+    await wait_until(lambda: state_of(env, "quinn", high["id"], "succeeded"), "the high-priority job to run")
+    await wait_until(lambda: state_of(env, "quinn", low["id"], "running"), "the preempted job to run again")
+    assert all([await state_of(env, "quinn", job_id, "queued") for job_id in waiting])
     status, cancelled, _ = await env.api("quinn", "DELETE", f"api/jobs/{low['id']}")
     assert (status, cancelled["state"]) == (200, "cancelled")
+    for job_id in waiting:
+        await wait_until(lambda: state_of(env, "quinn", job_id, "succeeded"), "a waiting job to run")
 
 
 async def test_an_offloadable_job_runs_on_the_virtual_node(env, core):
