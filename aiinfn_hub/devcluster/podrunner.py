@@ -118,6 +118,7 @@ class IpClaims:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.mine: set[str] = set()
+        self.holder = {"pid": os.getpid(), "started": process_start(os.getpid())}
         folder.mkdir(parents=True, exist_ok=True)
         for path in folder.iterdir():  # left by runners that were killed
             if not self._holder_alive(path):
@@ -134,7 +135,7 @@ class IpClaims:
                 path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(json.dumps({"pid": os.getpid(), "started": process_start(os.getpid()), "pod": owner}))
+                f.write(json.dumps({**self.holder, "pod": owner}))
             self.mine.add(ip)
             return True
         return False

@@ -155,12 +155,13 @@ def build_root(plan: dict[str, Any], workdir: str) -> None:
     """The container's file tree under plan["root"], in this (new) mount namespace."""
     root = plan["root"]
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1g")
+    # A host folder under a mount target (an environment in a checkout under /tmp, say, below the
+    # pod's private /tmp) would be hidden by that mount: it is shown after the mounts, on top.
+    targets = tuple(m["target"].rstrip("/") + "/" for m in plan["mounts"])
+    under_mounts = [p for p in plan["host_paths"] if p.startswith(targets)]
     for path in plan["host_paths"]:
-        if os.path.islink(path):
-            os.makedirs(os.path.dirname(root + path), exist_ok=True)
-            os.symlink(os.readlink(path), root + path)
-        elif os.path.isdir(path):
-            _bind(path, root + path, read_only=True)
+        if path not in under_mounts:
+            _show_host_path(root, path)
     if os.path.isdir(root + "/etc"):
         _mask_unreadable(root, "/etc")
     for name, content in plan["etc"].items():
@@ -190,12 +191,17 @@ def build_root(plan: dict[str, Any], workdir: str) -> None:
         except OSError as error:
             raise SandboxError(f"mount {mount['target']}: {error.strerror} (a mount point inside a "
                                "read-only host folder cannot be made)") from None
-    # A host folder under a mount target (an environment in a checkout under /tmp, say, below the
-    # pod's private /tmp) would be hidden by that mount: show it again on top.
-    targets = [m["target"].rstrip("/") + "/" for m in plan["mounts"]]
-    for path in plan["host_paths"]:
-        if not os.path.islink(path) and os.path.isdir(path) and any(path.startswith(t) for t in targets):
-            _bind(path, root + path, read_only=True)
+    for path in under_mounts:
+        _show_host_path(root, path)
+
+
+def _show_host_path(root: str, path: str) -> None:
+    """A host folder read-only at the same path in the container (a link as the same link)."""
+    if os.path.islink(path):
+        os.makedirs(os.path.dirname(root + path), exist_ok=True)
+        os.symlink(os.readlink(path), root + path)
+    elif os.path.isdir(path):
+        _bind(path, root + path, read_only=True)
 
 
 def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:
