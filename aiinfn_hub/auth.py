@@ -12,6 +12,7 @@ from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
+from jupyterhub import orm
 from jupyterhub.crypto import CryptKeeper, EncryptionUnavailable
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthCallbackHandler, OAuthLoginHandler
@@ -240,16 +241,20 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         try:
             await self.discover()
             model = await super().authenticate(handler, data, **kwargs)
-            await self._check_binding(handler, model)
+            await self._check_account(handler, model)
         except UserError as error:
             self.log.warning("Login refused: %s", error.log_detail)
             raise refusal(error) from None
         return model
 
-    async def _check_binding(self, handler, model: dict) -> None:
+    async def _check_account(self, handler, model: dict) -> None:
+        """An existing account must be this person's (or unbound, then bound now); a new one must
+        not look like any existing one."""
         who = model["auth_state"][STATE_KEY]
         user = handler.find_user(model["name"])
         if user is None:
+            existing = (name for (name,) in handler.db.query(orm.User.name))
+            claims.check_new_username(model["name"], existing)
             return
         identity = claims.Identity(who["issuer"], who["subject"], model["name"], tuple(who["groups"]), who["email"])
         if not claims.check_binding(claims.binding(await user.get_auth_state()), identity):

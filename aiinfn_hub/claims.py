@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import jwt
@@ -224,6 +224,19 @@ def check_binding(existing: tuple[str, str] | None, who: Identity) -> bool:
             log_detail=f"account {who.username!r} is bound to another subject"
                        + ("" if existing[0] == who.issuer else f" of issuer {existing[0]!r}"))
     return True
+
+
+def check_new_username(username: str, existing: Iterable[str]) -> None:
+    """A new account must not look like an existing one (names.lookalike): `torn` next to `tom`,
+    `Kate` next to `kate`, could pass for the other person. The message does not name the other
+    account; the log does."""
+    other = names.lookalike(username, existing)
+    if other is not None:
+        raise LoginRefused(
+            f"your username {username!r} looks like the name of an existing account on this hub "
+            "(letters that look alike, or the same letters in another case), so the hub does not "
+            "create it; ask the hub admins",
+            log_detail=f"new account {username!r} looks like the existing account {other!r}")
 
 
 def check_id_token(token: str | None, *, issuer: str, client_id: str, subject: str) -> None:

@@ -36,6 +36,7 @@ USERS = [
     {"username": "ab", "groups": ["/qml"]},
     {"username": "erin", "groups": ["/qml"]},
     {"username": "mallory", "groups": ["/qml"]},
+    {"username": "torn", "groups": ["/qml"]},  # looks like "tom"
     {"username": "sam", "attributes": {"single_group": ["cms-ml"]}},
     {"username": "nogroups"},
     {"username": "outsider", "groups": ["/other-experiment"]},
@@ -210,6 +211,20 @@ async def test_an_idp_rename_cannot_take_over_an_account(site):
     assert (await site.user("erin"))["auth_state"]["aiinfn"]["subject"] == erin_subject
     assert logged_in(await site.login("erin-renamed"))  # the real erin, as a new account under her new name
     assert (await site.user("erin-renamed"))["auth_state"]["aiinfn"]["subject"] == erin_subject
+
+
+async def test_a_new_account_that_looks_like_an_existing_one_is_refused(site):
+    """'torn' reads as 'tom' (who logged in first): the hub does not create it. Admins who know
+    they are two people create the account through the REST API; the next login binds it."""
+    assert logged_in(site.early["tom"])
+    message = refusal(await site.login("torn"))
+    assert "looks like the name of an existing account" in message and "'tom'" not in message
+    assert await site.user("torn") is None
+    assert "new account 'torn' looks like the existing account 'tom'" in site.hub.log()
+    assert (await site.api("POST", "/users/torn"))[0] == 201
+    assert logged_in(await site.login("torn"))
+    assert (await site.user("torn"))["auth_state"]["aiinfn"]["subject"] == \
+        await asyncio.to_thread(site.iam.user_id, "torn")
 
 
 async def test_a_string_groups_claim_is_one_group(site):

@@ -13,6 +13,9 @@ from urllib.parse import parse_qs
 
 import jwt
 import pytest
+import sqlalchemy
+import sqlalchemy.orm
+from jupyterhub import orm
 from jupyterhub.crypto import CryptKeeper
 from oauthenticator.oauth2 import _serialize_state
 from tornado import web
@@ -93,10 +96,16 @@ class FakeUser:
 
 
 class FakeHandler:
-    """The OAuth callback handler, as far as the authenticator uses it."""
+    """The OAuth callback handler, as far as the authenticator uses it; `db` is a real (in-memory)
+    hub database holding the accounts' names."""
 
     def __init__(self, users: dict[str, FakeUser] | None = None) -> None:
         self.users = users or {}
+        engine = sqlalchemy.create_engine("sqlite://")  # no alembic check: it resets the loggers
+        orm.Base.metadata.create_all(engine)
+        self.db = sqlalchemy.orm.Session(engine)
+        self.db.add_all(orm.User(name=name) for name in self.users)
+        self.db.commit()
 
     def get_argument(self, name, default=None):
         return "authorization-code" if name == "code" else default
@@ -276,6 +285,33 @@ async def test_the_same_person_and_an_unbound_account_may_log_in(crypt_key, idp,
     with caplog.at_level(logging.INFO):
         assert (await login(authenticator, {"alice": FakeUser("alice", None)}))["name"] == "alice"
     assert "Binding existing user alice" in caplog.text
+
+
+async def test_a_kelvin_sign_is_refused_not_bound_to_an_unbound_kate(crypt_key, idp):
+    """NFC turns U+212A KELVIN SIGN into 'K': the name must be refused as sent, not mapped."""
+    idp.people["sub-alice"]["preferred_username"] = "\u212aate"
+    message = await refused(make(idp), {"Kate": FakeUser("Kate", None)})
+    assert "U+212A KELVIN SIGN, which looks like 'K'" in message
+
+
+@pytest.mark.parametrize("new, existing", [("torn", "tom"), ("Alice", "alice"), ("caro1", "carol"),
+                                           ("aIice", "alice"), ("CLAVE", "dave")])
+async def test_a_new_account_looking_like_an_existing_one_is_refused(crypt_key, idp, caplog, new,
+                                                                    existing):
+    idp.people["sub-alice"]["preferred_username"] = new
+    message = await refused(make(idp), {existing: FakeUser(existing, None)})
+    assert f"your username {new!r} looks like the name of an existing account" in message
+    assert "ask the hub admins" in message and existing not in message.replace(new, "")
+    assert f"new account {new!r} looks like the existing account {existing!r}" in caplog.text
+
+
+async def test_existing_accounts_and_different_looking_names_are_unaffected(crypt_key, idp):
+    idp.people["sub-alice"]["preferred_username"] = "torn"
+    torn = FakeUser("torn", {"aiinfn": {"issuer": ISSUER, "subject": "sub-alice"}})
+    assert (await login(make(idp), {"torn": torn, "tom": FakeUser("tom", None)}))["name"] == "torn"
+    idp.people["sub-alice"]["preferred_username"] = "a_b"
+    others = {"ab": FakeUser("ab", None), "a.b": FakeUser("a.b", None)}
+    assert (await login(make(idp), others))["name"] == "a_b"
 
 
 async def test_an_id_token_about_someone_else_refuses(crypt_key, idp):

@@ -35,7 +35,10 @@ def test_distinct_people_stay_distinct():
 @pytest.mark.parametrize("raw, says", [
     ("\u0430lice", "U+0430 CYRILLIC SMALL LETTER A"),
     ("\uff41lice", "U+FF41 FULLWIDTH LATIN SMALL LETTER A"),
-    ("ali\u0301ce", "U+00ED LATIN SMALL LETTER I WITH ACUTE"),  # NFC first, then refused
+    ("ali\u0301ce", "U+0301 COMBINING ACUTE ACCENT"),  # refused as sent, not composed first
+    ("\u212aate", "U+212A KELVIN SIGN, which looks like 'K'"),  # NFC would make it 'Kate'
+    ("\u017fam", "U+017F LATIN SMALL LETTER LONG S, which looks like 's'"),
+    ("\ufb01le", "U+FB01 LATIN SMALL LIGATURE FI, which looks like 'fi'"),
     ("a/b", "not allowed: '/'"),
     ("a..b", "'..'"),
     ("..", "'..'"),
@@ -81,7 +84,13 @@ def test_a_verified_email_is_used():
     assert claims.verified_email(info) == "alice@infn.it"
 
 
-@given(st.text(max_size=80))
+# Text in general, and in particular ASCII mixed with characters that normalise to ASCII.
+LOOKALIKES = st.sampled_from("\u212a\u212b\u037e\u1fef\uff21\u017f\ufb01\u0301\u0307\u0430")
+ASCII_AND_LOOKALIKES = st.lists(st.one_of(st.sampled_from("abK._-"), LOOKALIKES), max_size=12)
+RAW_NAMES = st.one_of(st.text(max_size=80), ASCII_AND_LOOKALIKES.map("".join))
+
+
+@given(RAW_NAMES)
 def test_usernames_are_taken_exactly_or_refused(raw):
     try:
         assert claims.username_of({"u": raw}, "u") == raw
@@ -195,6 +204,15 @@ def test_an_unbound_account_is_bound_and_a_bound_one_recognised():
 def test_an_account_bound_to_someone_else_is_never_taken_over(bound):
     with pytest.raises(LoginRefused, match="belongs to another person"):
         claims.check_binding(bound, ALICE)
+
+
+def test_a_new_account_may_not_look_like_an_existing_one():
+    claims.check_new_username("ab", ["a_b", "a.b", "alice"])
+    with pytest.raises(LoginRefused) as refused:
+        claims.check_new_username("torn", ["alice", "tom"])
+    assert "looks like the name of an existing account" in refused.value.message
+    assert "'tom'" not in refused.value.message  # the other account is named in the log only
+    assert refused.value.log_detail == "new account 'torn' looks like the existing account 'tom'"
 
 
 def id_token(**fields):
