@@ -7,6 +7,7 @@ The decisions (username, groups, admin, identity binding, e-mail, token expiry) 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from inspect import isawaitable
 from pathlib import Path
@@ -26,6 +27,26 @@ from .storage_config import AiInfnStorage
 
 # Keys of our own in auth_state, beside OAuthenticator's (access_token, refresh_token, id_token, ...).
 STATE_KEY = "aiinfn"
+
+
+def provider_unavailable(log_detail: str = "") -> UserError:
+    """The one message for a provider that cannot be used right now (details go to the log)."""
+    return UserError("the identity provider cannot be reached or is misconfigured right now; "
+                     "try again later or tell the hub admins", reason="idp-unavailable",
+                     log_detail=log_detail, status=503)
+
+
+def provider_failure(error: Exception) -> UserError:
+    """The token or userinfo endpoint failed during a login. Unreachable, timing out (599),
+    failing (5xx) or not answering JSON: the provider cannot be used right now. A 4xx is the
+    provider refusing this login (an authorization code used twice or expired): start again."""
+    if isinstance(error, HTTPClientError) and 400 <= error.code < 500:
+        return claims.LoginRefused(
+            f"the identity provider did not accept this login (it answered HTTP {error.code}); "
+            "log in again, and tell the hub admins if it keeps happening",
+            log_detail=f"the identity provider answered HTTP {error.code}")
+    return provider_unavailable(
+        f"the identity provider cannot be used ({type(error).__name__}: {error})")
 
 
 def refusal(error: UserError) -> web.HTTPError:
@@ -184,9 +205,7 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
                         found = claims.endpoints(document, self.issuer)
                     except (claims.DiscoveryError, HTTPClientError, OSError, ValueError) as error:
                         self.log.error("OpenID discovery for %s failed: %s", self.issuer, error)
-                        raise UserError("the identity provider cannot be reached or is misconfigured right now; "
-                                        "try again later or tell the hub admins", reason="idp-unavailable",
-                                        status=503) from None
+                        raise provider_unavailable() from None
                     self.authorize_url = self.authorize_url or found.authorize
                     self.token_url = self.token_url or found.token
                     self.userdata_url = self.userdata_url or found.userinfo
@@ -217,6 +236,9 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
             state = await state
         who = claims.identity(user_info, issuer=self.issuer, username_claim=self.username_claim,
                               group_claims=self.group_claims)
+        for why in who.ignored_groups:
+            self.log.warning("Ignoring a group of %s from the identity provider: %s",
+                             who.username, why)
         claims.check_id_token(token_info.get("id_token"), issuer=self.issuer, client_id=self.client_id,
                               subject=who.subject)
         state[STATE_KEY] = {"issuer": who.issuer, "subject": who.subject, "groups": list(who.groups),
@@ -240,7 +262,10 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     async def authenticate(self, handler, data=None, **kwargs):
         try:
             await self.discover()
-            model = await super().authenticate(handler, data, **kwargs)
+            try:
+                model = await super().authenticate(handler, data, **kwargs)
+            except (HTTPClientError, OSError, json.JSONDecodeError) as error:
+                raise provider_failure(error) from None
             await self._check_account(handler, model)
         except UserError as error:
             self.log.warning("Login refused: %s", error.log_detail)

@@ -1,7 +1,9 @@
 """Who is logging in, from OpenID Connect claims: identity, username, groups, admin rights. Pure.
 
 Every decision here fails closed. A claim that is missing or has the wrong shape refuses the
-login with a message the user can act on; nothing is repaired or guessed. Usernames and group
+login with a message the user can act on; nothing is repaired or guessed. The one exception is
+a single unusable entry in a list of groups: it is dropped (and reported for the log), since a
+group only ever gives access. Usernames and group
 names go through `names.py`, the one validation every derived path and object name relies on.
 
 An account is bound to the identity provider's (issuer, subject) pair, which never changes for a
@@ -38,12 +40,21 @@ class DiscoveryError(ValueError):
 
 
 @dataclass(frozen=True)
+class GroupClaims:
+    """The usable groups, and why each unusable entry was dropped (for the log)."""
+
+    groups: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Identity:
     issuer: str
     subject: str
     username: str
     groups: tuple[str, ...]
     email: str | None
+    ignored_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,11 +156,13 @@ def username_of(userinfo: Mapping[str, Any], claim: str) -> str:
                            "ask the hub admins") from None
 
 
-def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> tuple[str, ...]:
+def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> GroupClaims:
     """Validated group names from every claim in `claims` that is present.
 
-    A string claim is one group. No claim at all, or one of the wrong shape, refuses the login:
-    without its group membership the hub cannot know what a person may use.
+    A string claim is one group. No claim at all, or one of the wrong shape (neither a string nor
+    a list, or too long a list), refuses the login: without its group membership the hub cannot
+    know what a person may use. An entry that is not a usable group name is dropped and reported
+    in `ignored`: a group only gives access, so leaving one out never gives more.
     """
     present = [claim for claim in claims if claim in userinfo]
     if not present:
@@ -158,6 +171,7 @@ def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> tuple[str, 
             f"{' or '.join(repr(c) for c in claims)} claim); ask the hub admins to check that the hub "
             "may request the groups scope, or ask to join a project")
     groups: set[str] = set()
+    ignored: list[str] = []
     for claim in present:
         value = userinfo[claim]
         items = [value] if isinstance(value, str) else value
@@ -171,9 +185,8 @@ def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> tuple[str, 
             try:
                 groups.add(names.group(item))
             except names.InvalidName as error:
-                raise LoginRefused(f"the group {preview(item)} in the '{claim}' claim cannot be used on this "
-                                   f"hub: {error.message}; ask the hub admins") from None
-    return tuple(sorted(groups))
+                ignored.append(f"{preview(item)} in the '{claim}' claim: {error.message}")
+    return GroupClaims(tuple(sorted(groups)), tuple(ignored))
 
 
 def identity(userinfo: Mapping[str, Any], *, issuer: str, username_claim: str,
@@ -181,8 +194,10 @@ def identity(userinfo: Mapping[str, Any], *, issuer: str, username_claim: str,
     """Everything the hub takes from one userinfo answer; raises LoginRefused with the reason."""
     if not isinstance(userinfo, Mapping):
         raise LoginRefused("the identity provider's user information is not a JSON object")
-    return Identity(issuer=issuer, subject=subject_of(userinfo), username=username_of(userinfo, username_claim),
-                    groups=groups_of(userinfo, group_claims), email=verified_email(userinfo))
+    found = groups_of(userinfo, group_claims)
+    return Identity(issuer=issuer, subject=subject_of(userinfo),
+                    username=username_of(userinfo, username_claim), groups=found.groups,
+                    email=verified_email(userinfo), ignored_groups=found.ignored)
 
 
 def access(groups: Collection[str], *, projects: Collection[str], system_groups: Collection[str],

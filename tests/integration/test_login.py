@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
 import secrets
+import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,9 @@ USERS = [
     {"username": "erin", "groups": ["/qml"]},
     {"username": "mallory", "groups": ["/qml"]},
     {"username": "torn", "groups": ["/qml"]},  # looks like "tom"
+    {"username": "hana", "groups": ["/qml", "/cms-ml"],
+     "attributes": {"single_group": ["cms ml!"]}},  # one unusable group
+    {"username": "ivan", "groups": ["/qml"]},
     {"username": "sam", "attributes": {"single_group": ["cms-ml"]}},
     {"username": "nogroups"},
     {"username": "outsider", "groups": ["/other-experiment"]},
@@ -230,6 +237,74 @@ async def test_a_new_account_that_looks_like_an_existing_one_is_refused(site):
 async def test_a_string_groups_claim_is_one_group(site):
     assert logged_in(await site.login("sam"))
     assert (await site.user("sam"))["groups"] == ["cms-ml"]
+
+
+async def test_one_unusable_group_is_dropped_and_the_others_kept(site):
+    assert logged_in(await site.login("hana"))
+    assert sorted((await site.user("hana"))["groups"]) == ["cms-ml", "qml"]
+    assert ("Ignoring a group of hana from the identity provider: 'cms ml!' in the 'groups' claim"
+            in site.hub.log())
+
+
+class _UserinfoProxy(http.server.BaseHTTPRequestHandler):
+    """The provider's userinfo endpoint seen through a loopback proxy that can instead answer 500
+    ("fail") or close the connection without an answer ("drop")."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        if self.server.mode == "drop":
+            self.close_connection = True
+            return
+        status, body = 500, b'{"error": "server_error"}'
+        if self.server.mode == "forward":
+            headers = {"Authorization": self.headers["Authorization"]}
+            request = urllib.request.Request(self.server.upstream, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    status, body = answer.status, answer.read()
+            except urllib.error.HTTPError as error:
+                status, body = error.code, error.read()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+async def test_a_failing_userinfo_endpoint_shows_the_provider_unavailable_page(site, tmp_path,
+                                                                               devcluster):
+    """A hub whose userinfo URL is a loopback proxy in front of the provider's."""
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _UserinfoProxy)
+    proxy.upstream, proxy.mode = f"{site.iam.issuer}/protocol/openid-connect/userinfo", "fail"
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    userinfo = f"http://127.0.0.1:{proxy.server_address[1]}/userinfo"
+    config = [*hub_config(site.iam), f"c.AiInfnOAuthenticator.userdata_url = {userinfo!r}"]
+    crypt_key = secrets.token_hex(32)
+    site.secrets.add(crypt_key)
+    try:
+        hub, responder = await asyncio.to_thread(start_hub, tmp_path, devcluster[0],
+                                                 site.hub.namespace, {}, SPAWNER, config,
+                                                 hub_env(site.iam, crypt_key))
+        try:
+            for mode in ("fail", "drop"):
+                proxy.mode = mode
+                login = await site.login("ivan", hub)
+                assert login.status == 503, (mode, login.status)
+                assert "identity provider cannot be reached or is misconfigured" in refusal(login)
+                assert await site.user("ivan", hub) is None
+            proxy.mode = "forward"  # the same hub logs in once the endpoint answers again
+            assert logged_in(await site.login("ivan", hub))
+        finally:
+            await asyncio.to_thread(stop_hub, hub, responder)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    log = hub.log()
+    assert "Login refused: the identity provider cannot be used (HTTPClientError: HTTP 500" in log
+    assert "Uncaught exception" not in log
+    assert_no_secrets(log, site.secrets)
 
 
 async def test_no_groups_claim_or_no_allowed_group_is_refused(site):

@@ -20,6 +20,7 @@ from jupyterhub.crypto import CryptKeeper
 from oauthenticator.oauth2 import _serialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError
 from traitlets.config import Config
 
 from aiinfn_hub.auth import AiInfnOAuthenticator
@@ -46,6 +47,7 @@ class FakeIdP:
         self.grants: list[str] = []
         self.discoveries = 0
         self.document = DOCUMENT
+        self.faults: dict[str, object] = {}  # url -> an HTTP status, an exception, or a raw body
         self._serial = itertools.count(1)
 
     def _issue(self, subject: str) -> dict:
@@ -65,6 +67,13 @@ class FakeIdP:
         return response
 
     async def fetch(self, request: HTTPRequest, raise_error=True, **kwargs):
+        fault = self.faults.get(request.url)
+        if isinstance(fault, BaseException):
+            raise fault
+        if isinstance(fault, int):
+            return self._answer(request, fault, {"error": "server_error"})
+        if isinstance(fault, bytes):
+            return HTTPResponse(request, 200, buffer=io.BytesIO(fault))
         if request.url == ISSUER.rstrip("/") + "/.well-known/openid-configuration":
             self.discoveries += 1
             return self._answer(request, 200, self.document)
@@ -145,10 +154,10 @@ async def login(authenticator, users=None):
     return await authenticator.get_authenticated_user(FakeHandler(users), None)
 
 
-async def refused(authenticator, users=None) -> str:
+async def refused(authenticator, users=None, status=403) -> str:
     with pytest.raises(web.HTTPError) as error:
         await login(authenticator, users)
-    assert error.value.status_code == 403
+    assert error.value.status_code == status
     assert error.value.log_message is None  # tornado would log the callback URL (with the code)
     return error.value.jupyterhub_message
 
@@ -251,6 +260,16 @@ async def test_a_string_groups_claim_is_one_group(crypt_key, idp):
     assert (await login(make(idp)))["groups"] == ["qml"]
 
 
+async def test_an_unusable_group_is_dropped_and_logged_and_the_rest_kept(crypt_key, idp, caplog):
+    idp.people["sub-alice"]["wlcg.groups"] = ["/cms-ml", "/cms ml", "/\u212aqml", "/cms-ml/gpu"]
+    model = await login(make(idp))
+    assert model["groups"] == ["cms-ml", "cms-ml/gpu"]
+    assert model["auth_state"]["aiinfn"]["groups"] == ["cms-ml", "cms-ml/gpu"]
+    assert ("Ignoring a group of alice from the identity provider: '/cms ml' in the 'wlcg.groups'"
+            in caplog.text)
+    assert "'/\u212aqml' in the 'wlcg.groups' claim" in caplog.text
+
+
 async def test_a_malformed_groups_claim_refuses(crypt_key, idp):
     idp.people["sub-alice"]["wlcg.groups"] = {"/cms-ml": True}
     assert "neither a group nor a list" in await refused(make(idp))
@@ -336,6 +355,32 @@ async def test_a_discovery_document_for_another_issuer_is_refused(crypt_key, idp
     assert error.value.status_code == 503
     assert "identity provider cannot be reached or is misconfigured" in error.value.jupyterhub_message
     assert "names issuer 'https://evil.example.org/'" in caplog.text
+
+
+@pytest.mark.parametrize("url, fault", [
+    (USERINFO_URL, 500),
+    (USERINFO_URL, 502),
+    (USERINFO_URL, HTTPTimeoutError("Timeout during request")),
+    (USERINFO_URL, HTTPStreamClosedError("Stream closed")),
+    (USERINFO_URL, ConnectionRefusedError(111, "Connection refused")),
+    (USERINFO_URL, b"<html>maintenance</html>"),
+    (TOKEN_URL, 503),
+    (TOKEN_URL, ConnectionResetError(104, "Connection reset by peer")),
+])
+async def test_a_failing_provider_during_login_shows_the_unavailable_page(crypt_key, idp, caplog,
+                                                                         url, fault):
+    idp.faults[url] = fault
+    message = await refused(make(idp), status=503)
+    assert "identity provider cannot be reached or is misconfigured right now" in message
+    assert "Login refused: the identity provider cannot be used (" in caplog.text
+
+
+async def test_a_provider_refusing_the_code_asks_for_a_new_login(crypt_key, idp, caplog):
+    idp.faults[TOKEN_URL] = 400
+    message = await refused(make(idp))
+    assert "the identity provider did not accept this login" in message
+    assert "log in again" in message
+    assert "answered HTTP 400" in caplog.text
 
 
 async def test_explicit_endpoints_win_over_discovery(crypt_key, idp):

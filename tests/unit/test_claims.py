@@ -102,20 +102,20 @@ def test_usernames_are_taken_exactly_or_refused(raw):
 
 def test_wlcg_groups_lose_the_leading_slash_and_keep_subgroups_distinct():
     info = {"wlcg.groups": ["/cms-ml", "/cms-ml/gpu", "/aiinfn-admins"]}
-    assert claims.groups_of(info, CLAIMS) == ("aiinfn-admins", "cms-ml", "cms-ml/gpu")
+    assert claims.groups_of(info, CLAIMS).groups == ("aiinfn-admins", "cms-ml", "cms-ml/gpu")
 
 
 def test_every_groups_claim_present_is_read():
     info = {"wlcg.groups": ["/cms-ml"], "groups": ["qml", "cms-ml"]}
-    assert claims.groups_of(info, CLAIMS) == ("cms-ml", "qml")
+    assert claims.groups_of(info, CLAIMS).groups == ("cms-ml", "qml")
 
 
 def test_a_string_claim_is_one_group_not_its_characters():
-    assert claims.groups_of({"groups": "cms-ml"}, CLAIMS) == ("cms-ml",)
+    assert claims.groups_of({"groups": "cms-ml"}, CLAIMS) == claims.GroupClaims(("cms-ml",), ())
 
 
 def test_an_empty_list_is_membership_of_nothing():
-    assert claims.groups_of({"groups": []}, CLAIMS) == ()
+    assert claims.groups_of({"groups": []}, CLAIMS) == claims.GroupClaims((), ())
 
 
 def test_a_missing_groups_claim_refuses_the_login():
@@ -127,19 +127,41 @@ def test_a_missing_groups_claim_refuses_the_login():
     ({"cms-ml": True}, "neither a group nor a list"),
     (7, "neither a group nor a list"),
     (None, "neither a group nor a list"),
-    (["cms-ml", 3], "must be a string"),
-    (["cms ml"], "may only contain"),
-    (["cms-ml,qml"], "may only contain"),
-    (["/cms-ml/../qml"], "'..'"),
-    ([""], "empty"),
-    (["g" * 129], "longer than 128"),
-    (["/" + "\u0441ms-ml"], "U+0441 CYRILLIC SMALL LETTER ES"),
     (["g"] * (claims.MAX_GROUPS + 1), "more than 1024"),
 ])
 def test_a_malformed_groups_claim_refuses_the_login(value, says):
     with pytest.raises(LoginRefused) as refused:
         claims.groups_of({"groups": value}, CLAIMS)
     assert says in refused.value.message
+
+
+@pytest.mark.parametrize("entry, says", [
+    (3, "must be a string"),
+    (None, "must be a string"),
+    (["qml"], "must be a string"),
+    ("cms ml", "may only contain"),
+    ("cms-ml,qml", "may only contain"),
+    ("/cms-ml/../qml", "'..'"),
+    ("", "empty"),
+    ("g" * 129, "longer than 128"),
+    ("/\u0441ms-ml", "U+0441 CYRILLIC SMALL LETTER ES"),
+    ("/\u212aqml", "U+212A KELVIN SIGN"),
+])
+def test_an_unusable_group_among_good_ones_is_dropped_and_reported(entry, says):
+    """One bad entry does not refuse the login: it is dropped (a group only ever gives access),
+    and what was dropped is returned for the log."""
+    found = claims.groups_of({"wlcg.groups": ["/cms-ml", entry, "/qml"]}, CLAIMS)
+    assert found.groups == ("cms-ml", "qml")
+    [why] = found.ignored
+    assert "in the 'wlcg.groups' claim" in why and says in why
+    assert len(why) < 400
+
+
+def test_unusable_string_claims_and_lists_of_only_bad_groups_give_no_groups():
+    found = claims.groups_of({"groups": "cms ml", "wlcg.groups": ["/qml"]}, CLAIMS)
+    assert found.groups == ("qml",)
+    found = claims.groups_of({"groups": ["cms ml", "a..b"]}, CLAIMS)
+    assert (found.groups, len(found.ignored)) == ((), 2)
 
 
 # -- identity, access ------------------------------------------------------------------------
