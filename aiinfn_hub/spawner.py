@@ -11,11 +11,14 @@ import asyncio
 import time
 from typing import Any
 
+import aiohttp
+from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from . import catalog, form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
+from . import podfailure
 from .errors import UserError, to_http_error
 from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
@@ -24,6 +27,10 @@ from .profiles import Availability
 from .storage_config import AiInfnStorage
 
 INVENTORY_SYNC_WAIT = 10.0
+WATCH_SECONDS = 0.5
+# A failed container's log: what is read (the tail of crash_log_lines lines) and what is shown.
+CRASH_LOG_READ_BYTES = 64 * 1024
+CRASH_LOG_BYTES = 4 * 1024
 
 
 class AiInfnSpawner(KubeSpawner):
@@ -70,6 +77,23 @@ class AiInfnSpawner(KubeSpawner):
         10.0,
         config=True,
         help="Give up a spawn whose pod the scheduler still cannot place after this many seconds.",
+    )
+    crash_restarts = Integer(
+        3,
+        min=0,
+        config=True,
+        help="""Give up a spawn once a container of its pod (the notebook or a set-up init
+        container) has failed again after this many restarts (0: at its first failure), instead
+        of waiting start_timeout through the kubelet's crash-loop back-off (10 s, 20 s, 40 s...).
+        The user sees the container's exit code and its last log lines (crash_log_lines).""",
+    )
+    crash_log_lines = Integer(
+        20,
+        min=0,
+        config=True,
+        help="""Last log lines of a failed container shown with the spawn error (at most 4 KiB,
+        read through the pods/log API, so the hub needs `get` on `pods/log`). The hub's tokens for
+        the user, its auth_state and anything that looks like a credential are masked.""",
     )
 
     _shared: hubstate.Platform | None = None
@@ -357,10 +381,10 @@ class AiInfnSpawner(KubeSpawner):
             platform.reservations.promise(self._server_id, plan.accelerator.key, plan.count)
 
     async def _start(self):
-        """KubeSpawner's start, abandoned within seconds if the scheduler cannot place the pod."""
+        """KubeSpawner's start, abandoned as soon as the pod cannot start (see _watch_start)."""
         try:
             start = asyncio.ensure_future(super()._start())
-            watchdog = asyncio.ensure_future(self._fail_if_unschedulable())
+            watchdog = asyncio.ensure_future(self._watch_start())
             await asyncio.wait({start, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if watchdog.done() and not watchdog.cancelled() and watchdog.exception():
                 start.cancel()
@@ -371,11 +395,17 @@ class AiInfnSpawner(KubeSpawner):
             if AiInfnSpawner._shared is not None:
                 AiInfnSpawner._shared.reservations.release(self._server_id)
 
-    async def _fail_if_unschedulable(self) -> None:
-        """Raise once FailedScheduling has been the pod's latest word for fail_fast_seconds."""
+    async def _watch_start(self) -> None:
+        """Raise once the pod cannot start: FailedScheduling has been its latest word for
+        fail_fast_seconds, or a container has failed again after crash_restarts restarts."""
         first_seen = None
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(WATCH_SECONDS)
+            crash = self._crash()
+            if crash is not None:
+                error = await self._crash_error(crash)
+                self.log.warning("Giving up spawn of %s: %s", self._log_name, error.log_detail)
+                raise to_http_error(error)
             events = self.events if self.event_reflector else []
             latest = events[-1] if events else None
             if latest is None or latest.get("reason") != "FailedScheduling":
@@ -387,6 +417,49 @@ class AiInfnSpawner(KubeSpawner):
                                   reason="capacity", status=503)
                 self.log.warning("Giving up spawn of %s: %s", self._log_name, error.log_detail)
                 raise to_http_error(error)
+
+    def _crash(self) -> podfailure.Crash | None:
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return None
+        return podfailure.crashed(pod, self.crash_restarts)
+
+    async def _crash_error(self, crash: podfailure.Crash) -> UserError:
+        """The failed container's exit and last log lines, with what we hold for the user masked."""
+        secrets = podfailure.secret_values(self.api_token, await self.user.get_auth_state())
+        excerpt = None
+        if self.crash_log_lines:
+            log = await self._container_log(crash.container)
+            if log is not None:
+                excerpt = podfailure.log_excerpt(log, secrets, self.crash_log_lines,
+                                                 CRASH_LOG_BYTES)
+        message = podfailure.user_message(crash, excerpt, secrets,
+                                          show_log=self.crash_log_lines > 0)
+        detail = (f"container {crash.container!r} ended with exit code {crash.exit_code} "
+                  f"({crash.reason or 'no reason'}) after {crash.restarts} restart(s)")
+        return UserError(message, reason="crash", log_detail=detail, status=500)
+
+    async def _container_log(self, container: str) -> str | None:
+        """The end of the container's latest log (pods/log), or None if it cannot be read."""
+        async def read() -> str:
+            response = await self.api.read_namespaced_pod_log(
+                self.pod_name, self.namespace, container=container, tail_lines=self.crash_log_lines,
+                limit_bytes=CRASH_LOG_READ_BYTES, _preload_content=False)
+            try:
+                return (await response.read()).decode(errors="replace")
+            finally:
+                response.release()
+
+        try:
+            return await asyncio.wait_for(read(), self.k8s_api_request_timeout)
+        except ApiException as error:
+            self.log.warning("Could not read the log of %s (%s): %s %s", self._log_name, container,
+                             error.status, error.reason)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            self.log.warning("Could not read the log of %s (%s): %r", self._log_name, container,
+                             error)
+        return None
 
     def get_state(self) -> dict:
         state = super().get_state()

@@ -79,6 +79,14 @@ class Hub:
             except json.JSONDecodeError:
                 return error.code, text
 
+    def events(self, path: str, token: str | None = None) -> list[dict]:
+        """The data of a REST API event stream (a spawn's progress) until the hub ends it."""
+        req = urllib.request.Request(f"{self.url}/hub/api{path}", headers={
+            "Authorization": f"token {token or self.token}", "Accept": "text/event-stream"})
+        with urllib.request.urlopen(req, timeout=180) as response:
+            lines = response.read().decode().splitlines()
+        return [json.loads(line[len("data:"):]) for line in lines if line.startswith("data:")]
+
     def page(self, path: str, user: str) -> tuple[int, str]:
         """A hub page as the logged-in user's browser sees it."""
         try:

@@ -12,6 +12,8 @@ from typing import Any, Iterable, Mapping
 KUBELET = "kubelet"
 BACKOFF_START_SECONDS = 10.0
 BACKOFF_CAP_SECONDS = 300.0
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
 LOST_MESSAGE = "The container could not be located when the pod was terminated"
 
 
@@ -49,6 +51,24 @@ def terminated(container: Mapping[str, Any], exit_code: int, finished_at: str, s
     if message:
         state["message"] = message
     return {**_base(container, restart_count, last_state, False, False), "state": {"terminated": state}}
+
+
+def log_content(cri_log: bytes) -> bytes:
+    """What a container wrote, from its CRI log ("<time> <stream> <P|F> <text>" lines; P lines
+    are parts of one longer line)."""
+    out = []
+    for record in cri_log.split(b"\n"):
+        parts = record.split(b" ", 3)
+        if len(parts) == 4:
+            out.append(parts[3] + (b"\n" if parts[2] == b"F" else b""))
+    return b"".join(out)
+
+
+def fallback_message(cri_log: bytes) -> str:
+    """The termination message the kubelet takes from a failed container's log when its
+    terminationMessagePolicy is FallbackToLogsOnError: the last 80 lines, at most 2048 bytes."""
+    lines = log_content(cri_log).splitlines(keepends=True)[-FALLBACK_LOG_LINES:]
+    return b"".join(lines)[-FALLBACK_LOG_BYTES:].decode(errors="replace")
 
 
 def should_restart(restart_policy: str, exit_code: int) -> bool:

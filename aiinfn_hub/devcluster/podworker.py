@@ -281,9 +281,9 @@ class PodWorker:
                 self.statuses[name] = terminated
                 await self.report()
                 return code == 0
-            restarts += 1
             last = {"terminated": terminated["state"]["terminated"]}
-            delay = podstatus.restart_delay(restarts)
+            delay = podstatus.restart_delay(restarts + 1)
+            # As the kubelet: restartCount counts restarts made, so it grows when the back-off ends.
             self.statuses[name] = podstatus.waiting(
                 container, "CrashLoopBackOff", f"back-off {int(delay)}s restarting failed container={name} "
                 f"pod={self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
@@ -293,6 +293,7 @@ class PodWorker:
                              f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
                              name, warning=True)
             await asyncio.sleep(delay)
+            restarts += 1
 
     async def _simulate(self, container: dict[str, Any], init: bool) -> bool:
         """A container whose image has no local environment, or a native sidecar: reported as
@@ -357,7 +358,11 @@ class PodWorker:
                 if readiness:
                     readiness.cancel()
             log.info("%s: container %s exited with %d", self.dir.name, name, code)
-            return code, podstatus.terminated(container, code, now(), started, restarts, last_state=last)
+            message = None
+            if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+                message = podstatus.fallback_message(_read_bytes(plan.log)) or None
+            return code, podstatus.terminated(container, code, now(), started, restarts,
+                                              message=message, last_state=last)
         finally:
             self.processes.pop(name, None)
 
@@ -473,6 +478,13 @@ async def stop_processes(processes: Mapping[str, asyncio.subprocess.Process], gr
             except ProcessLookupError:
                 pass
     return {name: exit_code(await task) for name, task in waits.items()}
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
 
 
 def _read(path: str) -> str:

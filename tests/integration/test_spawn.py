@@ -11,12 +11,21 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, labels
+from aiinfn_hub import devstorage, labels, volumes
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
 
 pytestmark = pytest.mark.integration
 
+CRASH_SCRIPT = """
+n=$(( $(cat /dev/shm/runs 2>/dev/null || echo 0) + 1 )); echo $n > /dev/shm/runs
+i=0; while [ $i -lt 40 ]; do echo "noise $i"; i=$((i+1)); done
+echo "run $n"
+echo "token in env: $JUPYTERHUB_API_TOKEN" >&2
+echo "ImportError: no module named boom" >&2
+exit 3
+"""
+SETUP_CRASH_SCRIPT = "echo 'refusing /home/jovyan: owned by uid 0, not by you' >&2; exit 1"
 USERS = {"alice": {"groups": ["cms-ml"]}, "carol": {"groups": ["cms-ml"]}, "bob": {"groups": ["lhcb-flashsim"]}}
 SPAWNER = {
     "default_policy": {"accelerators": ["cpu"], "environments": "*"},
@@ -26,7 +35,26 @@ SPAWNER = {
                           "max_accelerators": 1},
     },
     "fail_fast_seconds": 2.0,
+    "crash_restarts": 1,
 }
+# Test-only pod changes by server name, in the generated hub config: crash-* servers run a
+# notebook that fails at once (printing its run number, 40 lines of noise and the hub's API
+# token), setup-crash-* ones a storage init container that refuses the home folder.
+POD_HOOK = f'''
+def _test_pod_hook(spawner, pod):
+    def command(container, argv):
+        if isinstance(container, dict):
+            container.update(command=argv, args=None)
+        else:
+            container.command, container.args = argv, None
+    if spawner.name.startswith("crash-"):
+        command(pod.spec.containers[0], ["sh", "-c", {CRASH_SCRIPT!r}])
+    if spawner.name.startswith("setup-crash-"):
+        command(pod.spec.init_containers[0], ["sh", "-c", {SETUP_CRASH_SCRIPT!r}])
+    return pod
+c.KubeSpawner.modify_pod_hook = _test_pod_hook
+'''
+
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -39,7 +67,7 @@ async def hub(devcluster, api_client, tmp_path_factory):
     await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     hub, responder = await asyncio.to_thread(start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace,
-                                             USERS, SPAWNER)
+                                             USERS, SPAWNER, extra_config=[POD_HOOK])
     try:
         yield hub
     finally:
@@ -59,6 +87,26 @@ async def stop_all(hub, user):
             await call(hub, "DELETE", f"/users/{user}/servers/{name}", {"remove": True})
         else:
             await call(hub, "DELETE", f"/users/{user}/server")
+
+
+async def spawn_failure(hub, user, server, body):
+    """Start a named server that must fail: the message of the failure, whether the REST call
+    answered it at once (an error status) or answered 202 and the spawn's progress ends failed.
+    201 (ready) is never right for such a spawn."""
+    status, answer = await call(hub, "POST", f"/users/{user}/servers/{server}", body)
+    assert status != 201, answer
+    if status != 202:
+        assert status >= 400, answer
+        return answer["message"]
+    events = await asyncio.to_thread(hub.events, f"/users/{user}/servers/{server}/progress")
+    assert events[-1].get("failed"), events
+    return events[-1]["message"]
+
+
+async def server_pods(core, namespace, user, server):
+    pods = await core.list_namespaced_pod(namespace)
+    wanted = {"hub.jupyter.org/username": user, "hub.jupyter.org/servername": server}
+    return [p for p in pods.items if wanted.items() <= (p.metadata.annotations or {}).items()]
 
 
 async def accelerator_pods(core, namespace, key):
@@ -207,3 +255,36 @@ async def test_unschedulable_spawn_fails_fast_with_the_scheduler_reason(hub, cor
         await wait_until(gone, "the failed spawn's pod to be deleted")
     finally:
         await stop_all(hub, "alice")
+
+
+async def test_crash_looping_notebook_fails_after_the_restarts_with_its_last_log_lines(hub, core):
+    server = f"crash-{uuid.uuid4().hex[:6]}"
+    try:
+        message = await spawn_failure(hub, "alice", server, {})
+        head, _, log = message.partition("; its last log lines:\n")
+        # crash_restarts is 1: the second run's failure ends the spawn, and its log is shown.
+        assert head.endswith("your server could not start: container 'notebook' failed again "
+                             "after 1 restart (exit code 3)"), message
+        lines = log.split("\n")
+        assert len(lines) == 20, message  # crash_log_lines' default
+        assert "run 2" in lines and "noise 39" in lines and "noise 0" not in lines
+        assert lines[-2:] == ["token in env: [redacted]", "ImportError: no module named boom"]
+
+        async def gone():
+            return not await server_pods(core, hub.namespace, "alice", server)
+
+        await wait_until(gone, "the failed server's pod to be deleted")
+    finally:
+        await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})
+
+
+async def test_failing_setup_container_fails_the_spawn_with_its_reason(hub, core):
+    server = f"setup-crash-{uuid.uuid4().hex[:6]}"
+    try:
+        message = await spawn_failure(hub, "alice", server, {})
+        assert (f"set-up container '{volumes.INIT_CONTAINER}' failed again after 1 restart "
+                "(exit code 1)") in message, message
+        assert message.endswith("its last log lines:\n"
+                                "refusing /home/jovyan: owned by uid 0, not by you"), message
+    finally:
+        await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})

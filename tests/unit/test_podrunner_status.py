@@ -36,6 +36,17 @@ def test_restart_policy(policy, code, restart):
     assert podstatus.should_restart(policy, code) is restart
 
 
+def test_fallback_message_is_the_end_of_the_log_as_the_kubelet_takes_it():
+    log = b"".join(b"%s stdout F line %d\n" % (T0.encode(), i) for i in range(100))
+    log += T1.encode() + b" stderr P refusing /home/x: \n" + T1.encode() + b" stderr F owned by 0\n"
+    message = podstatus.fallback_message(log)
+    assert message.splitlines()[0] == "line 21" and len(message.splitlines()) == 80
+    assert message.endswith("line 99\nrefusing /home/x: owned by 0\n")
+    long = podstatus.fallback_message(b"%s stdout F %s\n" % (T0.encode(), b"x" * 100) * 30)
+    assert len(long) == 2048 and long.endswith("x" * 100 + "\n")
+    assert podstatus.fallback_message(b"") == ""
+
+
 def test_crash_loop_back_off_doubles_up_to_five_minutes():
     assert [podstatus.restart_delay(n) for n in (1, 2, 3, 5, 6, 20)] == [10, 20, 40, 160, 300, 300]
 
