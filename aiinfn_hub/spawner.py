@@ -382,18 +382,32 @@ class AiInfnSpawner(KubeSpawner):
 
     async def _start(self):
         """KubeSpawner's start, abandoned as soon as the pod cannot start (see _watch_start)."""
+        start = asyncio.ensure_future(super()._start())
+        watchdog = asyncio.ensure_future(self._watch_start())
         try:
-            start = asyncio.ensure_future(super()._start())
-            watchdog = asyncio.ensure_future(self._watch_start())
             await asyncio.wait({start, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if watchdog.done() and not watchdog.cancelled() and watchdog.exception():
                 start.cancel()
+                await self._abandon(start)
                 raise watchdog.exception()
-            watchdog.cancel()
             return await start
         finally:
+            watchdog.cancel()
+            start.cancel()  # when this start is cancelled itself (the server deleted meanwhile)
             if AiInfnSpawner._shared is not None:
                 AiInfnSpawner._shared.reservations.release(self._server_id)
+
+    async def _abandon(self, start: asyncio.Future) -> None:
+        """Delete the pod of a start given up, and wait until it is gone, before the failure is
+        raised. JupyterHub stops counting the spawn as pending the moment start() fails, while
+        it deletes the pod; a REST call whose slow_spawn_timeout ended then was answered 201
+        (ready) for a server that was failing. Until this returns the spawn is pending (202)."""
+        await asyncio.wait({start})
+        try:
+            await self.stop(now=True)
+        except Exception:
+            # JupyterHub's own clean-up after the failure deletes the pod again.
+            self.log.exception("Could not delete the pod of %s after giving up", self._log_name)
 
     async def _watch_start(self) -> None:
         """Raise once the pod cannot start: FailedScheduling has been its latest word for

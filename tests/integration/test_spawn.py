@@ -25,6 +25,7 @@ echo "token in env: $JUPYTERHUB_API_TOKEN" >&2
 echo "ImportError: no module named boom" >&2
 exit 3
 """
+HOLD = "tests.aiinfn.infn.it/hold"
 SETUP_CRASH_SCRIPT = "echo 'refusing /home/jovyan: owned by uid 0, not by you' >&2; exit 1"
 USERS = {"alice": {"groups": ["cms-ml"]}, "carol": {"groups": ["cms-ml"]}, "bob": {"groups": ["lhcb-flashsim"]}}
 SPAWNER = {
@@ -39,7 +40,8 @@ SPAWNER = {
 }
 # Test-only pod changes by server name, in the generated hub config: crash-* servers run a
 # notebook that fails at once (printing its run number, 40 lines of noise and the hub's API
-# token), setup-crash-* ones a storage init container that refuses the home folder.
+# token), setup-crash-* ones a storage init container that refuses the home folder; held-* pods
+# carry a finalizer, so their deletion waits until the test removes it.
 POD_HOOK = f'''
 def _test_pod_hook(spawner, pod):
     def command(container, argv):
@@ -51,6 +53,8 @@ def _test_pod_hook(spawner, pod):
         command(pod.spec.containers[0], ["sh", "-c", {CRASH_SCRIPT!r}])
     if spawner.name.startswith("setup-crash-"):
         command(pod.spec.init_containers[0], ["sh", "-c", {SETUP_CRASH_SCRIPT!r}])
+    if spawner.name.startswith("held-"):
+        pod.metadata.finalizers = [{HOLD!r}]
     return pod
 c.KubeSpawner.modify_pod_hook = _test_pod_hook
 '''
@@ -255,6 +259,36 @@ async def test_unschedulable_spawn_fails_fast_with_the_scheduler_reason(hub, cor
         await wait_until(gone, "the failed spawn's pod to be deleted")
     finally:
         await stop_all(hub, "alice")
+
+
+async def test_unschedulable_spawn_is_never_answered_ready(hub, core, namespace):
+    # The spawn is given up after fail_fast_seconds, well before the hub's slow_spawn_timeout
+    # (10 s) answers the REST call; the pod's deletion is held until that answer came. JupyterHub
+    # stops counting a spawn as pending as soon as start() fails, so a spawner that failed with
+    # its pod still there was answered 201 (ready).
+    await core.create_namespaced_pod(namespace, filler("cpu-hog", "server2-a30", {"cpu": "16"}))
+    server = f"held-{uuid.uuid4().hex[:6]}"
+    spawn = asyncio.ensure_future(call(hub, "POST", f"/users/alice/servers/{server}",
+                                       {"accelerator": "a30"}))
+
+    async def deleting():
+        pods = await server_pods(core, hub.namespace, "alice", server)
+        return bool(pods) and pods[0].metadata.deletion_timestamp is not None
+
+    try:
+        await wait_until(deleting, "the unschedulable pod's deletion")
+        status, answer = await spawn
+        assert status == 202, answer
+    finally:
+        for pod in await server_pods(core, hub.namespace, "alice", server):
+            await core.patch_namespaced_pod(pod.metadata.name, hub.namespace,
+                                            {"metadata": {"finalizers": None}})
+    try:
+        events = await asyncio.to_thread(hub.events, f"/users/alice/servers/{server}/progress")
+        assert events[-1].get("failed"), events
+        assert "no node can host this server now" in events[-1]["message"], events
+    finally:
+        await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})
 
 
 async def test_crash_looping_notebook_fails_after_the_restarts_with_its_last_log_lines(hub, core):
