@@ -232,6 +232,37 @@ class AiInfnSpawner(KubeSpawner):
         return bool(request is not None and request.method == "POST" and request.body)
 
     async def load_user_options(self) -> None:
+        """Validate, reserve and place (_load_user_options). A refusal creates no pod, and a named
+        server that never ran is removed once the refusal is recorded (_remove_when_failed)."""
+        try:
+            await self._load_user_options()
+        except Exception:
+            self._remove_when_failed()
+            raise
+
+    def _remove_when_failed(self) -> None:
+        """Have a named server that has never run removed when this spawn has failed: JupyterHub
+        keeps the record of a server whose start failed, and it would count against
+        named_server_limit_per_user until the user deleted it. "Never run": no state saved,
+        which JupyterHub does when a server stops (a refused or failed start included)."""
+        spawn = self._spawn_future
+        if not self.name or self.orm_spawner is None or self.orm_spawner.state is not None \
+                or spawn is None:
+            return
+
+        def remove(future: asyncio.Future) -> None:
+            # A done callback, so it runs before the handler that awaited the spawn resumes.
+            user = self.user
+            if future.cancelled() or user.spawners.get(self.name) is not self or self.active:
+                return
+            self.log.info("Removing %s: its first start was refused", self._log_name)
+            self.db.delete(self.orm_spawner)
+            user.spawners.pop(self.name, None)
+            self.db.commit()
+
+        spawn.add_done_callback(remove)
+
+    async def _load_user_options(self) -> None:
         """Validate user_options (one path for the form and the REST API), reserve the units,
         and set the pod's image, resources, placement and storage. Refusals are 4xx/503, never a pod."""
         try:

@@ -322,3 +322,19 @@ async def test_failing_setup_container_fails_the_spawn_with_its_reason(hub, core
                                 "refusing /home/jovyan: owned by uid 0, not by you"), message
     finally:
         await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})
+
+
+async def test_refused_named_spawns_leave_nothing_behind(hub):
+    # jupyterhub_config.d/10-hub.py allows 3 named servers: refusals must not use them up.
+    refused = [f"refused-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
+    try:
+        for server in refused:
+            status, answer = await call(hub, "POST", f"/users/bob/servers/{server}",
+                                        {"accelerator": "v70"})
+            assert status == 403, answer
+        _, model = await call(hub, "GET", "/users/bob?include_stopped_servers=1")
+        assert not set(refused) & set(model["servers"]), model["servers"]
+        status, answer = await call(hub, "POST", "/users/bob/servers/fourth", {})
+        assert status in (201, 202), answer
+    finally:
+        await stop_all(hub, "bob")
