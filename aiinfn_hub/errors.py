@@ -35,3 +35,13 @@ def to_http_error(error: UserError) -> web.HTTPError:
     http_error = web.HTTPError(error.status, "%s", error.message)
     http_error.jupyterhub_message = error.message
     return http_error
+
+
+class OnlyPrefilled(Exception):
+    """Raised by Spawner.options_from_query: JupyterHub then shows the spawn form (pre-filled)
+    instead of starting a server for a GET of /hub/spawn?<options>. Not an HTTPError: 200."""
+
+    jupyterhub_message = ""  # no error box on the form; the form's own notice says what happened
+
+    def __init__(self) -> None:
+        super().__init__("options in a /hub/spawn link only pre-fill the form; nothing was started")

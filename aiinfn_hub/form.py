@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 CACHE_SIZE = 128
+LINK_NOTICE = "These choices come from a link: check them, then press Start."
 
 _environment = Environment(
     loader=PackageLoader("aiinfn_hub", "templates"),
@@ -22,11 +23,12 @@ _environment = Environment(
 _rendered: OrderedDict[str, str] = OrderedDict()
 
 
-def render(profiles: list[dict[str, Any]]) -> str:
-    key = json.dumps(profiles, sort_keys=True)
+def render(profiles: list[dict[str, Any]], notice: str = "") -> str:
+    """The form's HTML; `notice`, if any, is a line shown above the cards."""
+    key = json.dumps([profiles, notice], sort_keys=True)
     html = _rendered.get(key)
     if html is None:
-        html = _environment.get_template("spawn_form.html").render(profiles=profiles)
+        html = _environment.get_template("spawn_form.html").render(profiles=profiles, notice=notice)
         _rendered[key] = html
         if len(_rendered) > CACHE_SIZE:
             _rendered.popitem(last=False)

@@ -245,3 +245,28 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, Any]:
     else:
         options.pop("image", None)
     return options
+
+
+def options_from_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
+    """A /hub/spawn link's query -> user_options that pre-fill the form (a link never starts a
+    server). Fields are the REST API's, each at most once, optionally `opt-` prefixed (JupyterHub 6
+    strips the prefix, 5.5 does not); the form's `_xsrf` is ignored."""
+    options: dict[str, Any] = {}
+    for name, values in query.items():
+        if name == "_xsrf":
+            continue
+        name = name.removeprefix("opt-")
+        if name not in OPTION_KEYS:
+            allowed = ", ".join(OPTION_KEYS)
+            raise UserError(f"unknown option {name[:40]!r} in the link; allowed: {allowed}",
+                            reason="invalid")
+        if len(values) != 1 or name in options:
+            raise UserError(f"option {name!r} may be given at most once", reason="invalid")
+        value = values[0].strip()
+        if name == "count":
+            if not value.isdigit() or len(value) > 2:
+                raise UserError("count must be a whole number", reason="invalid")
+            options[name] = int(value)
+        else:
+            options[name] = value
+    return options

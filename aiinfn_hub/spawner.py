@@ -19,7 +19,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from . import catalog, form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
 from . import podfailure
-from .errors import UserError, to_http_error
+from .errors import OnlyPrefilled, UserError, to_http_error
 from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
 from .policy import UserPolicy, for_user
@@ -105,6 +105,8 @@ class AiInfnSpawner(KubeSpawner):
     token_mounted = False
     _token_fingerprint: str | None = None
     _configured: dict[str, Any] | None = None
+    # Options of a /hub/spawn link, valid for the user: the next form render shows them.
+    _link_options: dict[str, Any] | None = None
 
     # -- restricted-safe pod defaults ------------------------------------------------------
 
@@ -186,12 +188,13 @@ class AiInfnSpawner(KubeSpawner):
     def _default_profile_list(self):
         return self._build_profiles
 
-    async def _build_profiles(self, spawner: "AiInfnSpawner") -> list[dict[str, Any]]:
+    async def _build_profiles(self, spawner: "AiInfnSpawner",
+                              prefill: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         platform = self._platform()
         policy = self._policy()
         synced = await self._synced_inventory(wait=1.0)
         availability = self._availability(policy) if synced else {}
-        selected = self._saved_plan_options(policy)
+        selected = prefill or self._saved_plan_options(policy)
         return profiles.build(platform.catalog, availability, policy, self._held_elsewhere(), selected)
 
     def _saved_plan_options(self, policy: UserPolicy) -> dict[str, Any]:
@@ -207,7 +210,9 @@ class AiInfnSpawner(KubeSpawner):
         return self._render_form
 
     async def _render_form(self, spawner: "AiInfnSpawner") -> str:
-        return form.render(await self._build_profiles(spawner))
+        prefill, self._link_options = self._link_options, None
+        notice = form.LINK_NOTICE if prefill is not None else ""
+        return form.render(await self._build_profiles(spawner, prefill), notice)
 
     @default("options_from_form")
     def _default_options_from_form(self):
@@ -218,6 +223,21 @@ class AiInfnSpawner(KubeSpawner):
             return profiles.options_from_form(formdata)
         except UserError as error:
             raise to_http_error(error) from None
+
+    def options_from_query(self, query_data: dict[str, list[str]]) -> dict[str, Any]:
+        """Never return: JupyterHub starts a server on a GET of /hub/spawn?<options>, so a link on
+        any site could start one for a logged-in user. Valid options only pre-fill the form (the
+        next render); starting takes the form's POST with its _xsrf. Invalid ones are refused."""
+        try:
+            options = profiles.options_from_query(query_data)
+            plan = profiles.resolve(self._platform().catalog, self._policy(), options,
+                                    self._held_elsewhere())
+        except UserError as error:
+            self.log.info("Refusing the spawn link options of %s: %s", self._log_name,
+                          error.log_detail)
+            raise to_http_error(error) from None
+        self._link_options = plan.as_options() if options else None
+        raise OnlyPrefilled()
 
     # -- spawning ----------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ c.JupyterHub.services.append({  # noqa: F821
     "command": [sys.executable, "-m", "aiinfn_hub.services.jobs"],
     "environment": {
         HUB_CONFIG_ENV: hub_config_file(),
+        # The page's login cookie: SameSite=Lax, as the hub's own cookies (10-hub.py).
+        "JUPYTERHUB_COOKIE_OPTIONS": '{"samesite": "Lax"}',
         **{name: os.environ[name] for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
            if name in os.environ},
     },

@@ -4,6 +4,7 @@ A headless Chromium logs alice in, reads live availability on the spawn page, st
 on an A100 MIG slice with the ML environment, waits for JupyterLab, types `aiinfn jobs clone`
 in a JupyterLab terminal, watches the Bunshin job complete on the jobs page, checks that bob's
 spawn page shows one slice fewer while alice's server runs, and that stopping it frees the slice.
+Another checks what a spawn link does: only pre-fill the form.
 Screenshots of every step, the demo's output and the cluster's logs are kept in
 test-artifacts/browser/.
 """
@@ -33,9 +34,11 @@ MIG = "a100-mig-1g-10gb"
 CLONE = 'aiinfn jobs clone -- python -c "print(42)"'
 
 
-@pytest.fixture
-def demo(devcluster, tmp_path):
-    """`aiinfn-hub demo` on its own cluster and ports: (base URL, password); Ctrl-C at the end."""
+@pytest.fixture(scope="module")
+def demo(devcluster, tmp_path_factory):
+    """`aiinfn-hub demo` on its own cluster and ports: (base URL, password); Ctrl-C at the end.
+    One demo for the module's tests, each of which stops what it starts."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     _, session_cluster = devcluster
     if session_cluster is None:
         pytest.skip("the browser test runs the demo on the built dev cluster")
@@ -168,6 +171,43 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
         alice.shot("stopped")
         bob.wait_free_slices(free, "the slice to be free again for bob")
         bob.shot("slice-free-again")
+    finally:
+        alice.quit()
+        bob.quit()
+
+
+
+def _refusal(user: Browser) -> str:
+    """The error line of the user's spawn form."""
+    return wait_for(lambda: user.driver.find_element(By.CLASS_NAME, "spawn-error-msg"),
+                    "a refusal").text
+
+
+def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(demo, tmp_path):
+    base, password = demo
+    alice = Browser(base, "alice", tmp_path / "alice")
+    bob = Browser(base, "bob", tmp_path / "bob")
+    try:
+        alice.login(password)
+        bob.login(password)
+        driver = alice.driver
+        # A link (from any site) with options shows the form with them chosen; it starts nothing.
+        alice.open("/hub/spawn?accelerator=a30")
+        notice = wait_for(lambda: driver.find_element(By.CLASS_NAME, "aiinfn-notice"), "the notice")
+        assert notice.text == "These choices come from a link: check them, then press Start."
+        assert driver.find_element(By.ID, "accelerator-a30").is_selected()
+        assert not driver.find_elements(By.CSS_SELECTOR, ".spawn-error-msg")
+        alice.shot("link-prefills-the-form")
+        alice.open("/hub/home")
+        wait_for(lambda: driver.find_elements(By.ID, "start"), "the home page")
+        assert not driver.find_elements(By.ID, "stop"), "the link started a server"
+        # A link with options the user may not take shows why, and starts nothing either.
+        bob.open("/hub/spawn?accelerator=a30")
+        assert "NVIDIA A30: not available to your groups" in _refusal(bob)
+        bob.shot("link-refused")
+        bob.open("/hub/home")
+        wait_for(lambda: bob.driver.find_elements(By.ID, "start"), "bob's home page")
+        assert not bob.driver.find_elements(By.ID, "stop"), "the link started a server"
     finally:
         alice.quit()
         bob.quit()

@@ -4,7 +4,11 @@ form, each accelerator on the right node, the last-A100 race, forged REST option
 from __future__ import annotations
 
 import asyncio
+import html
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 
 import pytest
@@ -338,3 +342,82 @@ async def test_refused_named_spawns_leave_nothing_behind(hub):
         assert status in (201, 202), answer
     finally:
         await stop_all(hub, "bob")
+
+
+
+# -- Spawn links and the spawn page (issue 20, items 5, 6 and 10a): a link only pre-fills the
+# form, starting a server takes the form's POST with its _xsrf; text that is not UTF-8 is a 400;
+# a refusal shows its message only; cookies say SameSite=Lax. (Kept apart from the tests above.)
+
+async def _page(hub, user, path, body: bytes | None = None):
+    """(status, html, final path) of a hub page as the user's browser gets it (redirects
+    followed)."""
+    def fetch():
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+        request = urllib.request.Request(f"{hub.url}{path}", data=body, headers=headers)
+        try:
+            with hub.browsers[user].open(request, timeout=30) as response:
+                return response.status, response.read().decode(errors="replace"), response.url
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace"), error.url
+    status, text, url = await asyncio.to_thread(fetch)
+    return status, text, urllib.parse.urlsplit(url).path
+
+
+async def _form_action(hub, user):
+    """The spawn form's action: /hub/spawn with the _xsrf token a real page posts with."""
+    status, text, _ = await _page(hub, user, "/hub/spawn")
+    assert status == 200, text[:500]
+    return html.unescape(re.search(r'id="spawn_form"\s+action="([^"]+)"', text)[1])
+
+
+async def _nothing_started(hub, core, user):
+    _, model = await call(hub, "GET", f"/users/{user}")
+    assert not model["servers"], model["servers"]
+    pods = await core.list_namespaced_pod(hub.namespace)
+    assert not [p.metadata.name for p in pods.items if not p.metadata.deletion_timestamp]
+
+
+@pytest.mark.parametrize("query", ["accelerator=a30", "opt-accelerator=a30&opt-size=small",
+                                   "_xsrf=x"])
+async def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(hub, core, query):
+    status, text, path = await _page(hub, "alice", f"/hub/spawn?{query}")
+    assert (status, path) == (200, "/hub/spawn"), text[:500]
+    if "a30" in query:
+        assert "These choices come from a link: check them, then press Start." in text
+        assert re.search(r'id="accelerator-a30" value="a30"\s*checked', text), "not pre-selected"
+    assert "spawn-error-msg" not in text
+    await _nothing_started(hub, core, "alice")
+
+
+@pytest.mark.parametrize("user, query, status, message", [
+    ("alice", "accelerator=h100", 400, "unknown accelerator &#39;h100&#39;"),
+    ("alice", "accelerator=t4&namespace=kube-system", 400,
+     "unknown option &#39;namespace&#39; in the link"),
+    ("bob", "accelerator=v70", 403, "AMD Versal V70: not available to your groups"),
+])
+async def test_an_invalid_spawn_link_is_refused_on_the_form(hub, core, user, query, status,
+                                                            message):
+    got, text, path = await _page(hub, user, f"/hub/spawn?{query}")
+    assert (got, path) == (status, "/hub/spawn"), text[:500]
+    assert message in text.split("spawn-error-msg", 1)[1].split("</p>", 1)[0]
+    await _nothing_started(hub, core, user)
+
+
+async def test_the_form_post_starts_the_server(hub, core):
+    action = await _form_action(hub, "alice")
+    try:
+        status, text, path = await _page(hub, "alice", action, b"accelerator=cpu&size--cpu=small")
+        assert status == 200 and path != "/hub/spawn", text[:500]
+        _, model = await call(hub, "GET", "/users/alice")
+        assert "" in model["servers"]
+    finally:
+        await stop_all(hub, "alice")
+
+
+async def test_hub_cookies_say_samesite_lax(hub):
+    jar = next(h.cookiejar for h in hub.browsers["alice"].handlers
+               if isinstance(h, urllib.request.HTTPCookieProcessor))
+    cookies = {c.name: c.get_nonstandard_attr("SameSite") for c in jar}
+    assert "jupyterhub-session-id" in cookies and cookies
+    assert set(cookies.values()) == {"Lax"}, cookies

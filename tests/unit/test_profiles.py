@@ -131,3 +131,23 @@ def test_form_html_follows_its_inputs():
     assert form.render(profiles.build(CATALOG, availability, USER, held=0)) == first
     changed = form.render(profiles.build(CATALOG, {"t4": Availability(free=2, total=8)}, USER, held=0))
     assert "3 of 8 free" in first and "2 of 8 free" in changed and "3 of 8 free" not in changed
+
+
+
+def test_a_link_query_becomes_options_to_prefill_the_form_with():
+    query = {"accelerator": ["a30"], "count": ["1"], "size": ["small"], "_xsrf": ["x"]}
+    assert profiles.options_from_query(query) == {"accelerator": "a30", "count": 1, "size": "small"}
+    assert profiles.options_from_query({"_xsrf": ["x"]}) == {}
+    assert profiles.options_from_query({"opt-accelerator": ["t4"]}) == {"accelerator": "t4"}
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"accelerator": ["a30"], "namespace": ["kube-system"]}, "unknown option 'namespace'"),
+    ({"accelerator": ["a30", "t4"]}, "at most once"),
+    ({"accelerator": ["t4"], "count": ["1e3"]}, "count must be a whole number"),
+    ({"environment--t4": ["ml-gpu"]}, "unknown option 'environment--t4'"),
+])
+def test_bad_link_queries_are_refused(query, message):
+    with pytest.raises(UserError, match=message) as error:
+        profiles.options_from_query(query)
+    assert error.value.status == 400
