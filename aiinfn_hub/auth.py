@@ -21,7 +21,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError
 from traitlets import Integer, List, Set, Unicode, default
 
-from . import catalog, claims, names
+from . import catalog, claims, names, spawn_page
 from .errors import UserError
 from .storage_config import AiInfnStorage
 
@@ -88,6 +88,10 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
 
     login_handler = AiInfnLoginHandler
     callback_handler = AiInfnCallbackHandler
+
+    def get_handlers(self, app):
+        # The spawn page answering 400, not 500, to text that is not UTF-8 (spawn_page.py).
+        return [*spawn_page.handlers(), *super().get_handlers(app)]
 
     issuer = Unicode(
         config=True,

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode, default
 
+from . import spawn_page
+
 DEMO_MODE_ENV = "AIINFN_DEMO_MODE"
 
 
@@ -32,6 +34,10 @@ def _is_loopback(host: str) -> bool:
 
 class DemoAuthenticator(Authenticator):
     """Demo users log in with the one password that `aiinfn-hub demo` prints."""
+
+    def get_handlers(self, app):
+        # The spawn page answering 400, not 500, to text that is not UTF-8 (spawn_page.py).
+        return [*spawn_page.handlers(), *super().get_handlers(app)]
 
     demo_users = Dict(
         value_trait=Dict(),

@@ -404,6 +404,15 @@ async def test_an_invalid_spawn_link_is_refused_on_the_form(hub, core, user, que
     await _nothing_started(hub, core, user)
 
 
+async def test_text_that_is_not_utf8_is_a_400_in_a_link_and_in_the_form(hub, core):
+    status, text, _ = await _page(hub, "alice", "/hub/spawn?accelerator=%ff%fe")
+    assert status == 400 and "not valid UTF-8" in text, text[:500]
+    action = await _form_action(hub, "alice")
+    status, text, _ = await _page(hub, "alice", action, b"accelerator=%ff%fe&size--cpu=small")
+    assert status == 400 and "not valid UTF-8" in text, text[:500]
+    await _nothing_started(hub, core, "alice")
+
+
 async def test_the_form_post_starts_the_server(hub, core):
     action = await _form_action(hub, "alice")
     try:
