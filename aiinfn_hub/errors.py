@@ -30,9 +30,12 @@ class UserError(ValueError):
 def to_http_error(error: UserError) -> web.HTTPError:
     """The exception JupyterHub relays to the browser or the REST client with error.status."""
     if SpawnException is not None:
-        return SpawnException(error.message, reason=error.reason, log_message=error.log_detail,
-                              status_code=error.status)
-    http_error = web.HTTPError(error.status, "%s", error.message)
+        http_error = SpawnException(error.message, reason=error.reason,
+                                    log_message=error.log_detail, status_code=error.status)
+    else:
+        http_error = web.HTTPError(error.status, "%s", error.message)
+    # What pages show: JupyterHub 6's spawn form and progress events otherwise show str(exception),
+    # "403 SpawnException(reason=policy): <log detail>".
     http_error.jupyterhub_message = error.message
     return http_error
 

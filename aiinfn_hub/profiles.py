@@ -90,7 +90,13 @@ def build(catalog: Catalog, availability: Mapping[str, Availability], policy: Us
             reason = "no environment available to your groups"
         mine = selected.get("accelerator") == accelerator.key
         default_size = selected.get("size") if mine and selected.get("size") in sizes else catalog.default_sizes[accelerator.kind]
-        env_default = selected.get("environment") if mine else None
+        custom_selected = custom and mine and bool(selected.get("image"))
+        # The user's last environment, else the card's default: the first listed for its kind.
+        env_keys = [e.key for e in environments]
+        env_default = None
+        if not custom_selected:
+            last = selected.get("environment") if mine else None
+            env_default = last if last in env_keys else next(iter(env_keys), None)
         options: dict[str, Any] = {
             "environment": {
                 "display_name": "Environment",
@@ -101,7 +107,7 @@ def build(catalog: Catalog, availability: Mapping[str, Availability], policy: Us
                 "unlisted_choice": {
                     "enabled": custom,
                     "display_name": "Custom image",
-                    "selected": custom and mine and bool(selected.get("image")),
+                    "selected": custom_selected,
                     "value": selected.get("image", "") if mine else "",
                 },
             },

@@ -45,6 +45,8 @@ class LocalImage:
     uid: int = 1000
     gid: int = 100
     home: str = "/home/jovyan"
+    # The platform's Jupyter configuration the image carries (images/notebook/jupyter), if any.
+    jupyter_config: str = ""
 
     def env(self) -> dict[str, str]:
         """The image's ENV lines (docker-stacks sets HOME there, so any uid gets it)."""
@@ -56,6 +58,7 @@ class LocalImage:
             "NB_USER": self.user,
             "NB_UID": str(self.uid),
             "NB_GID": str(self.gid),
+            **({"JUPYTER_CONFIG_PATH": self.jupyter_config} if self.jupyter_config else {}),
         }
 
     @classmethod

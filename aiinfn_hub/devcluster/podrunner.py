@@ -78,9 +78,11 @@ def notebook_env_problem(prefix: Path) -> str | None:
 
 def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path: Path,
                  source_root: Path, ip_claims: Path) -> Settings:
-    """Every environment image of the catalog played by the notebook environment; the host
-    folders it needs (its Python, this checkout for the editable install) shown read-only."""
-    images = {env.image: LocalImage(prefix=str(notebook_env))
+    """Every environment image of the catalog played by the notebook environment with the
+    images' Jupyter configuration; the host folders it needs (its Python, this checkout for the
+    editable install and that configuration) shown read-only."""
+    jupyter_config = str(source_root / "images" / "notebook" / "jupyter")
+    images = {env.image: LocalImage(prefix=str(notebook_env), jupyter_config=jupyter_config)
               for env in catalog.load(catalog_path).environments.values()}
     cfg = notebook_env / "pyvenv.cfg"
     extra = [str(notebook_env), str(source_root), *podplan.base_python_dirs(cfg.read_text() if cfg.exists() else "")]

@@ -4,13 +4,14 @@ A headless Chromium logs alice in, reads live availability on the spawn page, st
 on an A100 MIG slice with the ML environment, waits for JupyterLab, types `aiinfn jobs clone`
 in a JupyterLab terminal, watches the Bunshin job complete on the jobs page, checks that bob's
 spawn page shows one slice fewer while alice's server runs, and that stopping it frees the slice.
-Another checks what a spawn link does: only pre-fill the form.
+Two more check what a spawn link does (only pre-fill the form) and how the form reads.
 Screenshots of every step, the demo's output and the cluster's logs are kept in
 test-artifacts/browser/.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -153,6 +154,12 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
         _open_terminal_and_type(alice, CLONE)
         time.sleep(3)
         alice.shot("terminal")
+        # The images' Jupyter configuration (images/notebook) turns JupyterLab's announcements off:
+        # no "official Jupyter news" question for every new user.
+        config_data = driver.find_element(By.ID, "jupyter-config-data").get_attribute("textContent")
+        config = json.loads(config_data)
+        assert "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"]
+        assert "official Jupyter news" not in driver.page_source
 
         driver.switch_to.new_window("tab")
         alice.open("/services/jobs/")
@@ -208,6 +215,51 @@ def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(demo, tmp_path):
         bob.open("/hub/home")
         wait_for(lambda: bob.driver.find_elements(By.ID, "start"), "bob's home page")
         assert not bob.driver.find_elements(By.ID, "stop"), "the link started a server"
+    finally:
+        alice.quit()
+        bob.quit()
+
+
+def test_the_spawn_form_reads_right(demo, tmp_path):
+    base, password = demo
+    alice = Browser(base, "alice", tmp_path / "alice")
+    bob = Browser(base, "bob", tmp_path / "bob")
+    try:
+        alice.login(password)
+        bob.login(password)
+        driver = alice.driver
+        # The cards: facts without a leading separator; the CPU card on the CPU environment.
+        alice.open("/hub/spawn")
+        facts = wait_for(lambda: driver.find_elements(By.CLASS_NAME, "aiinfn-facts"), "the cards")
+        texts = [f.text for f in facts]
+        assert all(t and not t.lstrip().startswith("·") for t in texts), texts
+        cpu_environment = Select(driver.find_element(By.ID, "environment--cpu"))
+        assert cpu_environment.first_selected_option.get_attribute("value") == "cpu"
+        # The custom image field is wide enough for its whole placeholder.
+        cpu_environment.select_by_value("custom-image")
+        image = driver.find_element(By.ID, "image--cpu")
+        alice.click(image)
+        room, needed = driver.execute_script("""
+            const input = arguments[0], style = getComputedStyle(input);
+            const context = document.createElement('canvas').getContext('2d');
+            context.font = style.font;
+            const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+            return [input.clientWidth - padding, context.measureText(input.placeholder).width];""",
+            image)
+        assert needed <= room, f"the placeholder needs {needed:.0f}px, the field has {room:.0f}px"
+        alice.shot("cpu-card-custom-image")
+        # A refusal shows its message, nothing else: from a link, and from a forged form.
+        bob.open("/hub/spawn?accelerator=a30")
+        assert _refusal(bob) == "Error: NVIDIA A30: not available to your groups"
+        bob.open("/hub/spawn")
+        radio = wait_for(lambda: bob.driver.find_element(By.ID, "accelerator-v70"), "the V70 card")
+        bob.driver.execute_script("arguments[0].disabled = false; arguments[0].checked = 1", radio)
+        bob.click(bob.driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]"))
+        assert _refusal(bob) == "Error: AMD Versal V70: not available to your groups"
+        bob.shot("form-refused")
+        bob.open("/hub/home")
+        wait_for(lambda: bob.driver.find_elements(By.ID, "start"), "bob's home page")
+        assert not bob.driver.find_elements(By.ID, "stop")
     finally:
         alice.quit()
         bob.quit()

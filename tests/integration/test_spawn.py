@@ -413,6 +413,15 @@ async def test_text_that_is_not_utf8_is_a_400_in_a_link_and_in_the_form(hub, cor
     await _nothing_started(hub, core, "alice")
 
 
+async def test_a_refused_form_shows_the_message_only(hub, core):
+    action = await _form_action(hub, "bob")
+    status, text, _ = await _page(hub, "bob", action, b"accelerator=v70")
+    assert status == 403, text[:500]
+    assert "Error: AMD Versal V70: not available to your groups</p>" in text
+    assert "SpawnException" not in text and "reason=" not in text
+    await _nothing_started(hub, core, "bob")
+
+
 async def test_the_form_post_starts_the_server(hub, core):
     action = await _form_action(hub, "alice")
     try:

@@ -40,7 +40,7 @@ def test_a_cpu_job_in_the_only_project_with_the_catalog_defaults():
     plan = plan_for(ALICE)
     assert (plan.kind, plan.owner, plan.project, plan.queue) == ("batch", "alice", "cms-ml", "project-cms-2dml")
     assert (plan.accelerator.key, plan.count, plan.cpu, plan.memory) == ("cpu", 0, "2", "8Gi")
-    assert plan.image == "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10"
+    assert plan.image == "harbor.cloud.infn.it/ai-infn/cpu:2025.10"  # the catalog's first for CPU
     assert (plan.priority, plan.priority_class, plan.ttl_seconds) == ("normal", "aiinfn-normal", 3600)
     assert plan.volume_kinds == ("home", "projects", "juicefs")
     assert plan.resources == {"cpu": "2", "memory": "8Gi"}

@@ -58,7 +58,9 @@ def test_settings_map_every_catalog_environment_to_the_notebook_env(tmp_path):
                                       Path("/claims"))
     images = {e.image for e in catalog.load(catalog.default_path()).environments.values()}
     assert set(settings.images) == images
-    assert set(settings.images.values()) == {LocalImage(prefix=str(env))}
+    config = "/src/images/notebook/jupyter"  # the images' Jupyter configuration, from the checkout
+    assert set(settings.images.values()) == {LocalImage(prefix=str(env), jupyter_config=config)}
+    assert settings.images[images.pop()].env()["JUPYTER_CONFIG_PATH"] == config
     assert {"/usr", "/etc", "/opt", "/src"} <= set(settings.host_paths)
     assert str(env) in settings.host_paths and "/opt/python" not in settings.host_paths
     assert podrunner.Settings.from_json(settings.to_json()) == settings

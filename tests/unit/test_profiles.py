@@ -1,9 +1,12 @@
 """One validation path for the form and the REST API; forged options never become a plan."""
 
+import re
+
 import pytest
+from jupyterhub.utils import format_exception
 
 from aiinfn_hub import catalog, form, policy, profiles
-from aiinfn_hub.errors import UserError
+from aiinfn_hub.errors import UserError, to_http_error
 from aiinfn_hub.profiles import Availability
 
 CATALOG = catalog.load(catalog.default_path())
@@ -15,8 +18,8 @@ CPU_ONLY = policy.for_user(policy.parse_rules({"accelerators": ["cpu"], "environ
 
 def test_empty_options_mean_cpu_with_defaults():
     plan = profiles.resolve(CATALOG, USER, {}, held=0)
-    assert plan.as_options() == {"accelerator": "cpu", "size": "small", "environment": "ml-gpu"}
-    assert plan.image == "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10"
+    assert plan.as_options() == {"accelerator": "cpu", "size": "small", "environment": "cpu"}
+    assert plan.image == "harbor.cloud.infn.it/ai-infn/cpu:2025.10"
 
 
 def test_full_choice_resolves_to_a_plan():
@@ -132,6 +135,33 @@ def test_form_html_follows_its_inputs():
     changed = form.render(profiles.build(CATALOG, {"t4": Availability(free=2, total=8)}, USER, held=0))
     assert "3 of 8 free" in first and "2 of 8 free" in changed and "3 of 8 free" not in changed
 
+
+def test_each_card_preselects_its_default_environment_the_cpu_card_the_cpu_one():
+    built = {p["slug"]: p for p in profiles.build(CATALOG, {}, USER, held=0)}
+    defaults = {slug: [k for k, c in p["profile_options"]["environment"]["choices"].items()
+                       if c["default"]] for slug, p in built.items()}
+    assert (defaults["cpu"], defaults["t4"], defaults["u50"]) == (["cpu"], ["ml-gpu"], ["fpga"])
+    html = form.render(list(built.values()))
+    select = html.split('id="environment--cpu"', 1)[1].split("</select>", 1)[0]
+    assert '<option value="cpu" selected>' in select
+
+
+def test_card_facts_are_joined_without_a_leading_separator():
+    availability = {"t4": Availability(free=3, total=8)}
+    html = form.render(profiles.build(CATALOG, availability, CPU_ONLY, held=0))
+    facts = {m[0]: " ".join(m[1].split()) for m in re.findall(
+        r'data-accelerator="([^"]+)".*?<div class="aiinfn-facts">(.*?)</div>', html, re.S)}
+    assert facts["cpu"] == "No accelerator; runs on the service nodes."
+    t4 = re.sub(r"<[^>]+>", "", facts["t4"])
+    assert t4 == "3 of 8 free · 16 GB · not available to your groups"
+    assert not any(re.sub(r"<[^>]+>", "", f).lstrip().startswith("·") for f in facts.values())
+
+
+def test_the_form_shows_a_refusal_message_only():
+    error = to_http_error(UserError("NVIDIA A30: not available to your groups", reason="policy",
+                                    status=403, log_detail="alice asked for a30; groups []"))
+    assert format_exception(error) == ("NVIDIA A30: not available to your groups", None)
+    assert error.status_code == 403
 
 
 def test_a_link_query_becomes_options_to_prefill_the_form_with():
