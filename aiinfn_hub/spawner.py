@@ -462,7 +462,8 @@ class AiInfnSpawner(KubeSpawner):
 
     async def _watch_start(self) -> None:
         """Raise once the pod cannot start: FailedScheduling has been its latest word for
-        fail_fast_seconds, or a container has failed again after crash_restarts restarts."""
+        fail_fast_seconds (not counting while preempted pods make room for it), or a container
+        has failed again after crash_restarts restarts."""
         first_seen = None
         while True:
             await asyncio.sleep(WATCH_SECONDS)
@@ -473,7 +474,7 @@ class AiInfnSpawner(KubeSpawner):
                 raise to_http_error(error)
             events = self.events if self.event_reflector else []
             latest = events[-1] if events else None
-            if latest is None or latest.get("reason") != "FailedScheduling":
+            if latest is None or latest.get("reason") != "FailedScheduling" or self._nominated():
                 first_seen = None
                 continue
             first_seen = first_seen or time.monotonic()
@@ -482,6 +483,13 @@ class AiInfnSpawner(KubeSpawner):
                                   reason="capacity", status=503)
                 self.log.warning("Giving up spawn of %s: %s", self._log_name, error.log_detail)
                 raise to_http_error(error)
+
+    def _nominated(self) -> bool:
+        """Whether the scheduler has preempted pods for this one and waits for them to stop
+        (their grace period, 30 s by default, may well exceed fail_fast_seconds)."""
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        return bool(pod and (pod.get("status") or {}).get("nominatedNodeName"))
 
     def _crash(self) -> podfailure.Crash | None:
         reflector = self.pod_reflector

@@ -48,6 +48,23 @@ def hub_config_file() -> str:
     return os.path.abspath(hub.config_file) if isinstance(hub, app.JupyterHub) else ""
 
 
+class Unauthenticated(UserError):
+    """"Who are you?": 401 with a Bearer challenge (RFC 9110 11.6.1, RFC 6750 3), which tells a
+    client to send a token; 403 stays for callers who are known but may not do something."""
+
+    def __init__(self, realm: str, sent_credentials: bool) -> None:
+        if sent_credentials:
+            message = ("the token sent is not valid (unknown, expired or revoked); "
+                       "send a current JupyterHub API token")
+            challenge = f'Bearer realm="{realm}", error="invalid_token"'
+        else:
+            message = ("authentication required: send a JupyterHub API token "
+                       "(Authorization: token ...) or log in")
+            challenge = f'Bearer realm="{realm}"'
+        super().__init__(message, reason="unauthenticated", status=401)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
 @dataclass(frozen=True)
 class HubUser:
     """The caller, as the hub knows them."""
@@ -62,6 +79,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
 
     hub_user: HubUser | None = None
     not_allowed: bool = False
+    forged: bool = False
 
     def initialize(self) -> None:
         self.hub_auth = self.settings["hub_auth"]
@@ -74,18 +92,30 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             except UserNotAllowed:
                 self.not_allowed, model = True, None
         self.current_user = model
+        if model is None and self.request.method not in ("GET", "HEAD", "OPTIONS") \
+                and self.get_cookie(self.hub_auth.cookie_name):
+            # The hub ignores a login cookie on a form post that fails its XSRF check: the caller
+            # is known, the request is not theirs to make.
+            try:
+                self.check_xsrf_cookie()
+            except web.HTTPError:
+                self.forged = True
         if model and model.get("kind", "user") == "user":
             self.hub_user = HubUser(model["name"], frozenset(model.get("groups") or ()), bool(model.get("admin")))
 
     def caller(self) -> HubUser:
-        """The calling user; 403 for anonymous requests, services, and tokens without access."""
+        """The calling user. 401 when the hub does not know who calls (no credentials, or a token
+        it does not accept); 403 for services and for tokens without access to this service."""
         if self.hub_user is None:
+            if self.forged:
+                raise UserError("this form is out of date or was not sent from this site (XSRF "
+                                "check failed); reload the page", reason="forbidden", status=403)
             if self.not_allowed:
                 raise UserError("this token may not use this service", reason="forbidden", status=403)
             if self.current_user:
                 raise UserError("only users can use this service", reason="forbidden", status=403)
-            raise UserError("authentication required: send a JupyterHub API token "
-                            "(Authorization: token ...) or log in", reason="unauthenticated", status=403)
+            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"),
+                                  bool(self.request.headers.get("Authorization")))
         return self.hub_user
 
     def write_json(self, document: Any, status: int = 200) -> None:
@@ -204,7 +234,8 @@ class ServiceApp(Application):
         routes = [(prefix + "oauth_callback", OAuthCallbackHandler),
                   *((prefix + path, *rest) for path, *rest in self.handlers())]
         return web.Application(routes, hub_auth=hub_auth, cookie_secret=secrets.token_bytes(32),
-                               default_handler_class=NotFoundHandler, **self.tornado_settings())
+                               auth_realm=self.name, default_handler_class=NotFoundHandler,
+                               **self.tornado_settings())
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT, then stop accepting, let requests finish, clean up."""

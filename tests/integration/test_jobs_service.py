@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -184,6 +185,20 @@ async def state_of(env: Env, user: str, job_id: str, *states: str, placed: bool 
     return body if body["state"] in states and (not placed or body["position"] and body["message"]) else None
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def first_answer(url: str) -> tuple[int, str]:
+    """(status, path of the Location) of a cookie-less browser's request, redirects not followed."""
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(url, timeout=30) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as error:
+        return error.code, urllib.parse.urlsplit(error.headers.get("Location", "")).path
+
+
 async def our_objects(env: Env, core, batch) -> tuple[list[str], list[str]]:
     jobs = await batch.list_namespaced_job(env.namespace, label_selector=JOB_LABELS)
     sandboxes = await core.list_namespaced_config_map(env.namespace, label_selector=SANDBOX_LABELS)
@@ -338,8 +353,14 @@ async def test_who_may_call_and_see_what(env, core, batch):
     assert (status, body["message"]) == (403, "only the owner can resubmit a job")
     assert (await env.api("ada", "GET", f"api/jobs/{job['id']}"))[0] == 200
 
-    status, body, _ = await env.api(None, "GET", "api/jobs")
-    assert status == 403 and body["message"].startswith("authentication required")
+    # "Who are you?" is a 401 with a challenge; "you may not" a 403; a browser is sent to log in.
+    status, body, headers = await env.api(None, "GET", "api/jobs")
+    assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="aiinfn-jobs"'), body
+    assert body["message"].startswith("authentication required")
+    status, body, headers = await env.api(None, "POST", "api/jobs", job_body(), token="not-a-hub-token")
+    assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="aiinfn-jobs", error="invalid_token"')
+    assert body["message"].startswith("the token sent is not valid")
+    assert await asyncio.to_thread(first_answer, f"{env.hub.url}{PREFIX}") == (302, "/hub/api/oauth2/authorize")
     status, body, _ = await env.api(None, "GET", "api/jobs", token=env.hub.token)
     assert (status, body["message"]) == (403, "only users can use this service")
     _, narrow = await asyncio.to_thread(env.hub.request, "POST", "/users/alice/tokens", {"scopes": ["read:users:name!user"]})

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, labels, volumes
+from aiinfn_hub import catalog, devstorage, labels, volumes
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
 
@@ -439,3 +439,36 @@ async def test_hub_cookies_say_samesite_lax(hub):
     cookies = {c.name: c.get_nonstandard_attr("SameSite") for c in jar}
     assert "jupyterhub-session-id" in cookies and cookies
     assert set(cookies.values()) == {"Lax"}, cookies
+
+
+async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core, batch, namespace):
+    # A batch job holds the farm's only A30, and its pod takes 8 s to stop (its shell, PID 1,
+    # ignores SIGTERM): the scheduler preempts it for the notebook, which waits longer than
+    # fail_fast_seconds for the A30 without being given up.
+    image = catalog.load(catalog.default_path()).environments["cpu"].image
+    pod = filler("x", "server2-a30", {"nvidia.com/gpu": "1"}, priority=False)
+    pod["spec"]["containers"][0].update(image=image, command=["sh", "-c", "sleep 600"])
+    pod["spec"].update(restartPolicy="Never", terminationGracePeriodSeconds=8)
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "a30-holder"},
+           "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}}}
+    await batch.create_namespaced_job(namespace, job)
+
+    async def holding_alone():
+        """The batch pod runs on the A30's node, and earlier tests' pods have left it."""
+        pods = await core.list_pod_for_all_namespaces(field_selector="spec.nodeName=server2-a30")
+        return [(p.metadata.labels or {}).get("job-name") for p in pods.items] == ["a30-holder"] \
+            and pods.items[0].status.phase == "Running"
+
+    await wait_until(holding_alone, "the batch pod to run alone on the A30's node")
+    server = f"preempt-{uuid.uuid4().hex[:6]}"
+    try:
+        status, answer = await call(hub, "POST", f"/users/alice/servers/{server}",
+                                    {"accelerator": "a30"})
+        assert status in (201, 202), answer
+        if status == 202:
+            events = await asyncio.to_thread(hub.events, f"/users/alice/servers/{server}/progress")
+            assert events[-1].get("ready"), events
+        pods = await server_pods(core, hub.namespace, "alice", server)
+        assert pods[0].spec.node_name == "server2-a30"
+    finally:
+        await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})

@@ -11,7 +11,7 @@ _ERROR = {"description": "Refused, with the reason", "content": {"application/js
     "$ref": "#/components/schemas/Error"}}}}
 _JOB = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
 _ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^job-[0-9a-f]{20}$"}}
-_ERRORS = {str(code): _ERROR for code in (400, 403, 404, 409, 413, 422, 429, 503)}
+_ERRORS = {str(code): _ERROR for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
 def _body(name: str) -> dict[str, Any]:
