@@ -22,6 +22,8 @@ from .identity import Identity
 from .storage_config import StorageSettings
 
 JOB_KINDS = frozenset({"home", "projects", "scratch", "juicefs"})
+# The kinds whose folders the init container makes; a notebook has them all (juicefs if configured).
+NOTEBOOK_INIT_KINDS = frozenset({"home", "projects", "juicefs"})
 # Of the job volume kinds, only these can be mounted by a job offloaded to a remote site.
 REMOTE_MOUNTABLE = frozenset({"juicefs"})
 INIT_CONTAINER = "storage-init"
@@ -32,19 +34,66 @@ HOME_MODE = "0700"
 PROJECT_MODE = "2770"
 MAX_VOLUME_NAME = 63
 
-# Runs as the user: creates each missing directory with its mode and, for project folders, hands
-# it to the project gid (an owner may give a file to any group they belong to). Arguments come in
-# triples (path, mode, group or "-") and are never interpolated into the script.
+# Runs as the user. Arguments come in fours (claim, root, folder name, project gid or "-" for the
+# user's own folder) and are never interpolated into the script. A missing folder is created with
+# its mode (a project's handed to its gid: an owner may give a file to any group they belong to).
+# An existing one must already be the user's (a project's: the project gid's, group rwx, setgid)
+# or it is refused, never silently used: the kubelet makes a missing subPath root:root 0755, and
+# a lost identity record hands a number to someone else. Beside the folders, a marker
+# `.aiinfn-uid-<uid>` (`.aiinfn-gid-<gid>`) is a symlink to `owner:<folder name>` (a target that
+# never resolves, so `ln` cannot follow it), so a number already owning someone else's folder on
+# this claim is refused too.
+# No braces: KubeSpawner would expand them.
 INIT_SCRIPT = """set -eu
-while [ "$#" -ge 3 ]; do
-  if mkdir -m "$2" "$1" 2>/dev/null; then
-    if [ "$3" != "-" ]; then chgrp "$3" "$1"; fi
-    chmod "$2" "$1"
-  elif [ ! -d "$1" ]; then
-    echo "storage-init: cannot create $1" >&2
-    exit 1
+uid=$(id -u)
+say() (
+  echo "storage-init: folder $name on claim $claim: $1." \\
+    "An admin must fix this before this pod can start." >&2
+)
+check() (
+  if [ -L "$folder" ] || [ ! -d "$folder" ]; then
+    say "it cannot be created, or it is not a directory"; exit 1
   fi
-  shift 3
+  owner=$(stat -c %u "$folder") group=$(stat -c %g "$folder") found=$(stat -c %a "$folder")
+  if [ "$gid" = "-" ]; then
+    if [ "$owner" != "$uid" ]; then
+      say "it belongs to uid $owner, not to this user (uid $uid)"; exit 1
+    fi
+  elif [ "$group" != "$gid" ]; then
+    say "its group is gid $group, not the project's gid $gid"; exit 1
+  elif [ -z "$(find "$folder" -prune -perm -2070)" ]; then
+    if [ "$owner" != "$uid" ]; then
+      say "its mode is $found; the project's members need 2770"; exit 1
+    fi
+    chmod g+rwxs "$folder"
+  fi
+)
+mark() (
+  if ln -s "owner:$name" "$marker" 2>/dev/null; then exit 0; fi
+  if [ ! -L "$marker" ]; then say "it cannot be created in $root"; exit 1; fi
+  if [ "$(readlink "$marker")" != "owner:$name" ]; then
+    say "$number already owns another folder on this claim (see $marker)"; exit 1
+  fi
+)
+while [ "$#" -ge 4 ]; do
+  claim=$1 root=$2 name=$3 gid=$4
+  shift 4
+  folder=$root/$name
+  if [ "$gid" = "-" ]; then
+    number="uid $uid" marker=$root/.aiinfn-uid-$uid mode=0700
+  else
+    number="gid $gid" marker=$root/.aiinfn-gid-$gid mode=2770
+  fi
+  if [ ! -e "$folder" ] && [ ! -L "$folder" ]; then
+    mark || exit 1
+    if mkdir -m "$mode" "$folder" 2>/dev/null; then
+      if [ "$gid" != "-" ]; then chgrp "$gid" "$folder"; chmod "$mode" "$folder"; fi
+      continue
+    fi
+    sleep 1  # another pod is making it: let it hand the folder to its group first
+  fi
+  check || exit 1
+  mark || exit 1
 done
 """
 
@@ -185,27 +234,47 @@ def container_security_context(identity: Identity) -> dict:
     }
 
 
-def init_container(settings: StorageSettings, user: StorageUser, image: str) -> dict:
-    """The unprivileged container that creates the user's home and project folders on first use."""
+def init_container(settings: StorageSettings, user: StorageUser, image: str,
+                   kinds: Iterable[str] = NOTEBOOK_INIT_KINDS) -> dict | None:
+    """The unprivileged container that creates (or checks) the user's folders of these kinds
+    (home, projects, juicefs) before any other container mounts them; None if there are none."""
     username = names.username(user.username)
     slug = names.slug(username)
-    mounts = [_mount("home", f"{INIT_ROOT}/home")]
-    args = [f"{INIT_ROOT}/home/{slug}", HOME_MODE, "-"]
-    for project in user.projects:
-        volume = project_volume_name(project)
-        mounts.append(_mount(volume, f"{INIT_ROOT}/{volume}"))
-        args += [f"{INIT_ROOT}/{volume}/{names.slug(project)}", PROJECT_MODE, str(user.identity.group_gids[project])]
-    if settings.juicefs_claim:
-        mounts.append(_mount("juicefs", f"{INIT_ROOT}/juicefs"))
-        args += [f"{INIT_ROOT}/juicefs/{slug}", HOME_MODE, "-"]
+    kinds = set(kinds)
+    folders = []  # (volume, claim, folder name, project gid or None)
+    if "home" in kinds:
+        folders.append(("home", settings.home_claim, slug, None))
+    if "projects" in kinds:
+        folders += [(project_volume_name(p), project_claim(settings, p), names.slug(p),
+                     user.identity.group_gids[p]) for p in user.projects]
+    if "juicefs" in kinds and settings.juicefs_claim:
+        folders.append(("juicefs", settings.juicefs_claim, slug, None))
+    if not folders:
+        return None
+    args = []
+    for volume, claim, name, gid in folders:
+        args += [claim, f"{INIT_ROOT}/{volume}", name, "-" if gid is None else str(gid)]
     return {
         "name": INIT_CONTAINER,
         "image": settings.init_image or image,
         "command": ["sh", "-c", INIT_SCRIPT, INIT_CONTAINER, *args],
         "securityContext": container_security_context(user.identity),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
-        "volumeMounts": mounts,
+        # A refusal's reason (the script's stderr) becomes the container status's message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [_mount(volume, f"{INIT_ROOT}/{volume}") for volume, _, _, _ in folders],
     }
+
+
+def init_containers(settings: StorageSettings, user: StorageUser, kinds: Iterable[str],
+                        image: str) -> list[dict]:
+    """The init container (if any) for the folder kinds a pod mounts: whichever pod comes first,
+    notebook, job or clone, creates the folders with their owner and mode (never the kubelet, as
+    root), and none uses a folder that is not the user's."""
+    if not settings.init_directories:
+        return []
+    container = init_container(settings, user, image, kinds)
+    return [container] if container else []
 
 
 def build(settings: StorageSettings, user: StorageUser, scratch_size: str, shm_size: str, image: str) -> PodStorage:
@@ -239,7 +308,7 @@ def build(settings: StorageSettings, user: StorageUser, scratch_size: str, shm_s
             pairs.append(_bucket(settings, username))
         pairs.append(_token(username))
         environment[TOKEN_FILE_ENV] = tokens.TOKEN_PATH
-    init = [init_container(settings, user, image)] if settings.init_directories else []
+    init = init_containers(settings, user, NOTEBOOK_INIT_KINDS, image)
     return PodStorage(
         volumes=[volume for volume, _ in pairs],
         mounts=sorted((mount for _, mount in pairs), key=lambda m: m["mountPath"]),

@@ -12,8 +12,10 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import re
 import secrets
+import stat
 import urllib.error
 import urllib.parse
 import uuid
@@ -22,8 +24,12 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, labels, names, tokens, volumes
+from aiinfn_hub import catalog, devstorage, labels, names, policy, tokens, volumes
 from aiinfn_hub.identity import Identity, IdentityStore
+from aiinfn_hub.services.base import HubUser
+from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job
+from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests.helpers import has_default_service_account, restricted_container, wait_until
 from tests.hub import start_hub, stop_hub
@@ -31,6 +37,7 @@ from tests.hub import start_hub, stop_hub
 pytestmark = pytest.mark.integration
 
 IMAGE = "harbor.cloud.infn.it/ai-infn/cpu:2025.10"
+CATALOG = catalog.load(catalog.default_path())
 PROJECT_GIDS = {"cms-ml": 200000, "lhcb-flashsim": 200001, "qml": 200002}
 
 
@@ -160,6 +167,122 @@ async def test_identity_store_is_one_record_for_every_replica(api_client, core, 
     assert {r.group_gids["qml"] for r in results} == {await fresh.gid("qml")}
     record = await core.read_namespaced_config_map("aiinfn-identities", namespace)
     assert set(record.data) == {"users", "groups"}
+
+
+# -- folders made as the user, whichever pod comes first (real processes, pod runner) ----------
+
+@pytest.fixture(scope="session")
+def pod_runner(devcluster):
+    """Tests whose pods must really run (their init container making folders on the dev storage)."""
+    _, cluster = devcluster
+    if cluster is None or "pod-runner" not in {p.name for p in cluster.status().processes}:
+        pytest.skip("needs the dev cluster's pod runner (docs/devcluster.md, Pod runner)")
+    return cluster
+
+
+def storage_pod(name: str, username: str, identity: Identity, command: str,
+                projects: tuple[str, ...] = ()) -> dict:
+    """A notebook pod as the spawner builds it, running `command` once instead of JupyterLab."""
+    user = volumes.StorageUser(username, identity, projects)
+    pod = notebook_pod(name, volumes.build(StorageSettings(), user, "1Gi", "64Mi", IMAGE), identity)
+    pod["spec"]["restartPolicy"] = "Never"
+    pod["spec"]["containers"][0]["command"] = ["sh", "-c", command]
+    return pod
+
+
+async def run_pod(core, namespace: str, pod: dict):
+    """Create the pod and wait until it has ended."""
+    await core.create_namespaced_pod(namespace, pod)
+
+    async def ended():
+        current = await core.read_namespaced_pod(pod["metadata"]["name"], namespace)
+        return current if current.status.phase in ("Succeeded", "Failed") else None
+
+    return await wait_until(ended, f"pod {pod['metadata']['name']} to end")
+
+
+async def refusal(core, namespace: str, pod) -> str:
+    """The storage-init container's exit code and stderr, for a pod its refusal stopped."""
+    [init] = pod.status.init_container_statuses
+    assert pod.status.phase == "Failed" and init.state.terminated.exit_code == 1
+    return await core.read_namespaced_pod_log(pod.metadata.name, namespace,
+                                              container=volumes.INIT_CONTAINER)
+
+
+def owner(path) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def job_manifest(username: str, identity: Identity, projects: tuple[str, ...], kinds: list[str],
+                 command: str) -> dict:
+    """The job service's batch Job for this user (as operations.JobService builds it), unsuspended
+    and out of Kueue: the Job controller and the pod runner run it at once."""
+    settings = StorageSettings()
+    caller = HubUser(username, frozenset(projects), False)
+    rules = JobRules(priorities={"normal": "aiinfn-normal"}, default_priority="normal",
+                     default_ttl_seconds=600, sandbox_path="/aiinfn/sandbox",
+                     storage_kinds=("home", "projects", "scratch"),
+                     remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
+                     offload_accelerator_kinds=frozenset({"cpu"}))
+    allowed = policy.for_user(policy.parse_rules({"accelerators": "*", "environments": "*"}, CATALOG,
+                                                 "default"), {}, list(projects))
+    request = JobRequest(name="first", command=["sh", "-c", command], volumes=kinds, project=projects[0])
+    plan = resolve(request, caller, CATALOG, allowed, rules)
+    job_volumes, mounts = volumes.for_job(settings, username, projects, plan.volume_kinds)
+    user = volumes.StorageUser(username, identity, projects)
+    init = volumes.init_containers(settings, user, plan.volume_kinds, IMAGE)
+    parts = PodParts(image=IMAGE, volumes=tuple(job_volumes), mounts=tuple(mounts),
+                     security=volumes.pod_security_context(identity), init_containers=tuple(init))
+    meta = JobMeta(f"first-{username}", "key", "d" * 64, "{}")
+    job = make_job(meta, plan, parts, BuildSettings())
+    job["spec"]["suspend"] = False
+    job["spec"]["backoffLimit"] = 0
+    for key in (labels.KUEUE_QUEUE, labels.KUEUE_PRIORITY):
+        del job["metadata"]["labels"][key]
+    job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
+    return job
+
+
+async def test_a_job_before_the_first_notebook_makes_the_folders_as_the_user(
+        pod_runner, core, batch, namespace, storage):
+    dora = Identity(100011, {"cms-ml": 200011})
+    job = job_manifest("dora", dora, ("cms-ml",), ["home", "projects"],
+                       "touch $HOME/from-job /home/shared/cms-ml/from-job")
+    await batch.create_namespaced_job(namespace, job)
+
+    async def done():
+        current = await batch.read_namespaced_job(job["metadata"]["name"], namespace)
+        return current if (current.status.succeeded or current.status.failed) else None
+
+    assert (await wait_until(done, "dora's job to end")).status.succeeded == 1
+    folders = devstorage.claim_folders(storage)
+    home, project = folders["aiinfn-home"] / "dora", folders["aiinfn-project-cms-2dml"] / "cms-2dml"
+    # Made by the job's own storage-init, as dora: not root:root 0755 as the kubelet makes them.
+    assert owner(home) == (100011, 100011, 0o700)
+    assert owner(project)[1:] == (200011, 0o2770)
+    assert owner(home / "from-job")[0] == 100011
+    # Her first notebook finds them hers: its home and the project are writable.
+    pod = await run_pod(core, namespace, storage_pod(
+        "dora-notebook", "dora", dora, "touch $HOME/.local-test /home/shared/cms-ml/from-notebook",
+        ("cms-ml",)))
+    assert pod.status.phase == "Succeeded", pod.status
+    assert owner(project / "from-notebook")[:2] == (100011, 200011)
+
+
+@pytest.mark.parametrize("made_by, message", [
+    ((0, 0), "folder erin on claim aiinfn-home: it belongs to uid 0, not to this user (uid 100012)"),
+    ((100099, 100099), "folder erin on claim aiinfn-home: it belongs to uid 100099, not to this"),
+])
+async def test_a_home_that_is_not_the_users_stops_the_pod_with_the_reason(
+        pod_runner, core, namespace, storage, made_by, message):
+    home = devstorage.claim_folders(storage)["aiinfn-home"] / "erin"
+    home.mkdir(mode=0o755)  # what the kubelet left when a pod without set-up came first
+    os.chown(home, *made_by)
+    pod = await run_pod(core, namespace, storage_pod("erin", "erin", Identity(100012), "touch ~/x"))
+    log = await refusal(core, namespace, pod)
+    assert message in log and "An admin must fix this before this pod can start." in log, log
+    assert owner(home) == (*made_by, 0o755) and not os.listdir(home)
 
 
 @pytest.mark.parametrize("bad", ["a/b", "..", "-rf", "a\x00b", "a" * 300, "\u0430lice"])

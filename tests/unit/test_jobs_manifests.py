@@ -48,10 +48,25 @@ def batch_plan(**fields):
     return resolve(request, ALICE, CATALOG, POLICY, RULES)
 
 
+ALICE_STORAGE = volumes.StorageUser("alice", IDENTITY, ("cms-ml",))
+INIT_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}
+INIT_SECURITY = {"runAsUser": 100001, "runAsGroup": 100001, **CONTAINER_SECURITY}
+
+
+def init_container(image, args, mounts):
+    """The storage-init container as volumes.init_container writes it."""
+    return {"name": "storage-init", "image": image,
+            "command": ["sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args],
+            "securityContext": INIT_SECURITY, "resources": INIT_RESOURCES,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": m, "mountPath": f"/aiinfn-init/{m}"} for m in mounts]}
+
+
 def batch_parts(plan):
     job_volumes, mounts = volumes.for_job(StorageSettings(), "alice", ["cms-ml"], plan.volume_kinds)
+    init = volumes.init_containers(StorageSettings(), ALICE_STORAGE, plan.volume_kinds, plan.image)
     return PodParts(image=plan.image, volumes=tuple(job_volumes), mounts=tuple(mounts),
-                    security=volumes.pod_security_context(IDENTITY))
+                    security=volumes.pod_security_context(IDENTITY), init_containers=tuple(init))
 
 
 def test_a_gpu_batch_job_with_sandbox_files():
@@ -95,6 +110,12 @@ def test_a_gpu_batch_job_with_sandbox_files():
                     "securityContext": POD_SECURITY,
                     "affinity": LOCAL_ONLY,
                     "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
+                    # Whichever pod comes first makes the user's folders, as the user, never root.
+                    "initContainers": [init_container(
+                        "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+                        ["aiinfn-home", "/aiinfn-init/home", "alice", "-",
+                         "aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"],
+                        ["home", "project-cms-2dml"])],
                     "containers": [{
                         "name": "job",
                         "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
@@ -121,6 +142,26 @@ def test_a_gpu_batch_job_with_sandbox_files():
             },
         },
     }
+
+
+@pytest.mark.parametrize("kinds, folders", [
+    (["projects"], [["aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"]]),
+    (["home", "scratch"], [["aiinfn-home", "/aiinfn-init/home", "alice", "-"]]),
+    (["scratch"], []),
+])
+def test_a_job_makes_exactly_the_folders_it_mounts(kinds, folders):
+    plan = batch_plan(volumes=kinds)
+    spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
+    assert [arg for c in spec.get("initContainers", ()) for arg in c["command"][4:]] == \
+        [arg for folder in folders for arg in folder]
+    assert [m["mountPath"] for c in spec.get("initContainers", ()) for m in c["volumeMounts"]] == \
+        [folder[1] for folder in folders]
+
+
+def test_a_job_without_init_directories_has_no_init_container():
+    plan = batch_plan()
+    settings = StorageSettings(init_directories=False)
+    assert volumes.init_containers(settings, ALICE_STORAGE, plan.volume_kinds, plan.image) == []
 
 
 def test_the_sandbox_configmap_and_its_adoption():
@@ -186,7 +227,11 @@ NOTEBOOK_POD = {
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
         "tolerations": [{"key": "reserved", "operator": "Equal", "value": "cms-ml", "effect": "NoSchedule"}],
         "imagePullSecrets": [{"name": "harbor-pull"}],
-        "initContainers": [{"name": "storage-init", "image": "busybox:1", "command": ["sh", "-c", "mkdir"]}],
+        "initContainers": [init_container(
+            "busybox:1",
+            ["aiinfn-home", "/aiinfn-init/home", "alice", "-",
+             "aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"],
+            ["home", "project-cms-2dml"])],
         "containers": [
             {
                 "name": "notebook",
@@ -269,6 +314,7 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
         "affinity": LOCAL_ONLY,
         "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
         "imagePullSecrets": [{"name": "harbor-pull"}],
+        "initContainers": NOTEBOOK_POD["spec"]["initContainers"],
         "containers": [{
             "name": "job",
             "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
@@ -310,6 +356,18 @@ def test_a_clone_mounts_only_the_volume_kinds_asked_for():
     job = manifests.make_bunshin_job(META, clone_plan(volumes=["home"]), NOTEBOOK_POD, SETTINGS)
     names = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
     assert names == ["home", "envs", "shm"]
+    # The notebook's folder set-up, for the home folder only.
+    assert job["spec"]["template"]["spec"]["initContainers"] == [init_container(
+        "busybox:1", ["aiinfn-home", "/aiinfn-init/home", "alice", "-"], ["home"])]
+    job = manifests.make_bunshin_job(META, clone_plan(volumes=["scratch"]), NOTEBOOK_POD, SETTINGS)
+    assert "initContainers" not in job["spec"]["template"]["spec"]
+
+
+def test_a_clone_of_a_notebook_made_by_another_script_version_gets_no_init_container():
+    pod = copy.deepcopy(NOTEBOOK_POD)
+    pod["spec"]["initContainers"][0]["command"] = ["sh", "-c", "mkdir -p \"$1\"", "storage-init", "x"]
+    job = manifests.make_bunshin_job(META, clone_plan(), pod, SETTINGS)
+    assert "initContainers" not in job["spec"]["template"]["spec"]
 
 
 def test_an_offloadable_clone_keeps_only_what_a_remote_site_can_mount():

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import copy
 import os
+import pathlib
+import shutil
 import stat
 import subprocess
+import tempfile
 
 import pytest
 import yaml
@@ -84,12 +87,14 @@ def test_every_option_on_as_a_literal_manifest():
         "name": "storage-init",
         "image": IMAGE,
         "command": ["sh", "-c", volumes.INIT_SCRIPT, "storage-init",
-                    "/aiinfn-init/home/-43arol-2e-42", "0700", "-",
-                    "/aiinfn-init/project-cms-2dml/cms-2dml", "2770", "200000",
-                    "/aiinfn-init/project-lhcb-2dflashsim/lhcb-2dflashsim", "2770", "200001",
-                    "/aiinfn-init/juicefs/-43arol-2e-42", "0700", "-"],
+                    "aiinfn-home", "/aiinfn-init/home", "-43arol-2e-42", "-",
+                    "aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200000",
+                    "aiinfn-project-lhcb-2dflashsim", "/aiinfn-init/project-lhcb-2dflashsim",
+                    "lhcb-2dflashsim", "200001",
+                    "aiinfn-juicefs", "/aiinfn-init/juicefs", "-43arol-2e-42", "-"],
         "securityContext": RESTRICTED_CONTAINER,
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "home", "mountPath": "/aiinfn-init/home"},
             {"name": "project-cms-2dml", "mountPath": "/aiinfn-init/project-cms-2dml"},
@@ -244,29 +249,108 @@ def test_job_kinds_outside_the_list_are_a_400(settings, kinds, message):
     assert refused.value.status == 400 and message in refused.value.message
 
 
-def _run_init(args):
-    return subprocess.run(["sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args],
-                          capture_output=True, text=True, check=False)
+def _run_init(args, user=None):
+    """The script as the storage-init container runs it (as `user`, a uid, when given)."""
+    command = ["sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def test_init_script_creates_each_directory_once_with_its_mode_and_group(tmp_path):
+def _roots(tmp_path):
     homes, projects = tmp_path / "home", tmp_path / "projects"
     for root in (homes, projects):
         root.mkdir()
         root.chmod(0o1733)
-    gid = os.getgid()
-    args = [f"{homes}/alice", "0700", "-", f"{projects}/cms-2dml", "2770", str(gid)]
+    return homes, projects
+
+
+def test_init_script_creates_each_directory_once_with_its_mode_and_group(tmp_path):
+    homes, projects = _roots(tmp_path)
+    gid, uid = os.getgid(), os.getuid()
+    args = ["aiinfn-home", str(homes), "alice", "-", "aiinfn-project-cms-2dml", str(projects), "cms-2dml", str(gid)]
     assert _run_init(args).returncode == 0
     home, project = os.stat(homes / "alice"), os.stat(projects / "cms-2dml")
-    assert stat.S_IMODE(home.st_mode) == 0o700
+    assert stat.S_IMODE(home.st_mode) == 0o700 and home.st_uid == uid
     assert stat.S_IMODE(project.st_mode) == 0o2770 and project.st_gid == gid
+    # Each number is marked as the owner of its folder on that claim.
+    assert os.readlink(homes / f".aiinfn-uid-{uid}") == "owner:alice"
+    assert os.readlink(projects / f".aiinfn-gid-{gid}") == "owner:cms-2dml"
     (homes / "alice" / "notes.txt").write_text("kept")
-    (projects / "cms-2dml").chmod(0o2750)  # a member changed it: a later spawn leaves it alone
+    (projects / "cms-2dml").chmod(0o2750)  # its owner took the members' write away: given back
     assert _run_init(args).returncode == 0
     assert (homes / "alice" / "notes.txt").read_text() == "kept"
-    assert stat.S_IMODE(os.stat(projects / "cms-2dml").st_mode) == 0o2750
-    failed = _run_init([f"{tmp_path}/missing/alice", "0700", "-"])
-    assert failed.returncode == 1 and "cannot create" in failed.stderr
+    assert stat.S_IMODE(os.stat(projects / "cms-2dml").st_mode) == 0o2770
+    failed = _run_init(["aiinfn-home", f"{tmp_path}/missing", "alice", "-"])
+    assert failed.returncode == 1
+    assert "folder alice on claim aiinfn-home: it cannot be created" in failed.stderr
+    assert "An admin must fix this" in failed.stderr
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making folders of other owners takes root")
+
+
+@pytest.fixture
+def open_tmp():
+    """A folder other uids can traverse (pytest's own tmp_path is private to its user)."""
+    path = tempfile.mkdtemp(prefix="aiinfn-init-")
+    os.chmod(path, 0o711)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+@needs_root
+@pytest.mark.parametrize("kind, owner, mode, message", [
+    # What the kubelet leaves when a job came first without a set-up step.
+    ("home", (0, 0), 0o755, "folder alice on claim aiinfn-home: it belongs to uid 0, not to this user (uid 100001)"),
+    ("home", (100007, 100007), 0o700, "it belongs to uid 100007, not to this user (uid 100001)"),
+    ("project", (0, 0), 0o755, "folder cms-2dml on claim aiinfn-project-cms-2dml: its group is gid 0, "
+                               "not the project's gid 200001"),
+    ("project", (100007, 200001), 0o2750, "its mode is 2750; the project's members need 2770"),
+])
+def test_init_script_refuses_a_folder_that_is_not_the_users(open_tmp, kind, owner, mode, message):
+    homes, projects = _roots(open_tmp)
+    folder = homes / "alice" if kind == "home" else projects / "cms-2dml"
+    folder.mkdir()
+    os.chown(folder, *owner)
+    folder.chmod(mode)
+    args = ["aiinfn-home", str(homes), "alice", "-", "aiinfn-project-cms-2dml", str(projects), "cms-2dml", "200001"]
+    # As the user, a member of the project (what the pod's supplementalGroups give).
+    command = ["setpriv", "--reuid=100001", "--regid=100001", "--groups=200001",
+               "sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args]
+    failed = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and message in failed.stderr, failed.stderr
+    assert "An admin must fix this before this pod can start." in failed.stderr
+    assert (os.stat(folder).st_uid, os.stat(folder).st_gid) == owner  # left as it was
+
+
+@needs_root
+def test_init_script_refuses_a_uid_that_already_owns_someone_elses_folder(open_tmp):
+    homes, _ = _roots(open_tmp)
+    assert _run_init(["aiinfn-home", str(homes), "bob", "-"], user=100001).returncode == 0
+    # The record was lost: carol is handed bob's number.
+    refused = _run_init(["aiinfn-home", str(homes), "carol", "-"], user=100001)
+    assert refused.returncode == 1
+    assert "folder carol on claim aiinfn-home: uid 100001 already owns another folder on this claim" \
+        in refused.stderr
+    assert not (homes / "carol").exists() and os.listdir(homes / "bob") == []
+    # Bob, handed a new number, finds his folder owned by the old one.
+    refused = _run_init(["aiinfn-home", str(homes), "bob", "-"], user=100002)
+    assert refused.returncode == 1 and "it belongs to uid 100001, not to this user (uid 100002)" in refused.stderr
+    assert not os.path.lexists(homes / ".aiinfn-uid-100002")
+    assert _run_init(["aiinfn-home", str(homes), "bob", "-"], user=100001).returncode == 0
+
+
+def test_init_containers_for_exactly_the_kinds_a_pod_mounts():
+    user = volumes.StorageUser("alice", Identity(100001, {"qml": 200002}), ("qml",))
+    settings = StorageSettings(juicefs_claim="aiinfn-juicefs")
+    [container] = volumes.init_containers(settings, user, ["juicefs", "scratch"], IMAGE)
+    assert container["command"][4:] == ["aiinfn-juicefs", "/aiinfn-init/juicefs", "alice", "-"]
+    assert container["volumeMounts"] == [{"name": "juicefs", "mountPath": "/aiinfn-init/juicefs"}]
+    [container] = volumes.init_containers(settings, user, ["projects"], IMAGE)
+    assert container["command"][4:] == ["aiinfn-project-qml", "/aiinfn-init/project-qml", "qml", "200002"]
+    assert volumes.init_containers(settings, user, ["scratch"], IMAGE) == []
+    assert volumes.init_containers(StorageSettings(), user, ["juicefs"], IMAGE) == []
 
 
 def test_settings_from_config_and_their_defaults():

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ... import labels, names
+from ... import labels, names, volumes
 from ...placement import ACCELERATOR_LABEL, VIRTUAL_NODE_LABEL, VIRTUAL_NODE_VALUE
 from .plan import JobPlan, NotebookFacts
 
@@ -60,9 +60,11 @@ class JobMeta:
 
 @dataclass(frozen=True)
 class PodParts:
-    """The container's image, environment and volumes, and the pod's identity."""
+    """The container's image, environment and volumes, the pod's identity, and the init
+    container that makes (or checks) the user's folders before the job mounts them."""
 
     image: str
+    init_containers: tuple[Mapping[str, Any], ...] = ()
     volumes: tuple[Mapping[str, Any], ...] = ()
     mounts: tuple[Mapping[str, Any], ...] = ()
     env: tuple[Mapping[str, Any], ...] = ()
@@ -126,9 +128,9 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
     pod_labels = {**owner_labels(plan.owner, COMPONENT), labels.JOB_KIND: plan.kind,
                   ACCELERATOR_LABEL: plan.accelerator.key}
     mounts = [dict(m) for m in parts.mounts]
-    volumes = [dict(v) for v in parts.volumes]
+    pod_volumes = [dict(v) for v in parts.volumes]
     if plan.sandbox:
-        volumes.append({"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}})
+        pod_volumes.append({"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}})
         mounts.append({"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -161,8 +163,10 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
         **_placement(plan, settings),
         "containers": [container],
     }
-    if volumes:
-        pod_spec["volumes"] = volumes
+    if parts.init_containers:
+        pod_spec["initContainers"] = [dict(c) for c in parts.init_containers]
+    if pod_volumes:
+        pod_spec["volumes"] = pod_volumes
     if parts.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [dict(s) for s in parts.image_pull_secrets]
     spec: dict[str, Any] = {
@@ -273,14 +277,34 @@ def _clonable_env(variable: Mapping[str, Any]) -> bool:
     return not (secret_ref or _HUB_ENV.match(name) or _SECRET_LIKE.search(name) or name in _SIZE_ENV)
 
 
+def _clone_init(pod: Mapping[str, Any], kept: set[str]) -> tuple[dict[str, Any], ...]:
+    """The notebook's storage-init container for the folders the clone keeps (none if it keeps
+    none, or if the notebook's was made by another version of the script)."""
+    for container in pod["spec"].get("initContainers") or ():
+        command = list(container.get("command") or ())
+        head, args = command[:4], command[4:]
+        if container.get("name") != volumes.INIT_CONTAINER or len(args) % 4 \
+                or head != ["sh", "-c", volumes.INIT_SCRIPT, volumes.INIT_CONTAINER]:
+            continue
+        mounts = [m for m in container.get("volumeMounts") or () if m["name"] in kept]
+        roots = {m["mountPath"] for m in mounts}
+        folders = [args[i:i + 4] for i in range(0, len(args), 4) if args[i + 1] in roots]
+        if not folders:
+            return ()
+        return ({**container, "command": [*head, *(a for folder in folders for a in folder)],
+                 "volumeMounts": mounts},)
+    return ()
+
+
 def clone_parts(pod: Mapping[str, Any], plan: JobPlan) -> PodParts:
     """Image, environment and volumes of the notebook, without its tokens, secrets and hub wiring."""
     container = notebook_container(pod)
-    volumes = [v for v in pod["spec"].get("volumes") or () if _clonable(v, plan)]
-    kept = {v["name"] for v in volumes}
+    kept_volumes = [v for v in pod["spec"].get("volumes") or () if _clonable(v, plan)]
+    kept = {v["name"] for v in kept_volumes}
     return PodParts(
         image=container["image"],
-        volumes=tuple(volumes),
+        init_containers=_clone_init(pod, kept),
+        volumes=tuple(kept_volumes),
         mounts=tuple(m for m in container.get("volumeMounts") or () if m["name"] in kept),
         env=tuple(e for e in container.get("env") or () if _clonable_env(e)),
         env_from=tuple(e for e in container.get("envFrom") or () if "configMapRef" in e),
