@@ -5,6 +5,10 @@ hostPath under a local root (PersistentVolumes may use hostPath under Pod Securi
 only pods may not). The claims, the StorageClass and the RBAC are applied unchanged but for the
 namespace, so the API server and the PV controller handle exactly what production gets. PVs are
 cluster-wide, so each gets the namespace appended to its name. Used by the demo and the tests.
+
+The folders outlive the dev cluster (the demo keeps them between runs), and so must the uid/gid
+record: at each setup, a namespace without an identity record gets the one its kept folders
+show (`identity.from_folders`), as an admin would rebuild a lost record in production.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.utils import create_from_dict
 
-from . import labels
+from . import identity, labels
+from .storage_config import StorageSettings
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "helm-values" / "storage.yaml"
 ROOT_MODE = f"{labels.PREFIX}/root-mode"
@@ -102,10 +107,48 @@ async def claims_bound(api_client: client.ApiClient, namespace: str, documents: 
     return wanted <= {c.metadata.name for c in claims.items if c.status.phase == "Bound"}
 
 
+def claim_folders(documents: Iterable[dict]) -> dict[str, Path]:
+    """Claim name -> the local folder of its (rewritten) PV."""
+    return {d["spec"]["claimRef"]["name"]: Path(d["spec"]["hostPath"]["path"])
+            for d in documents if d["kind"] == "PersistentVolume"}
+
+
+def identities_on_storage(documents: Iterable[dict], settings: StorageSettings) -> identity.Tables:
+    """The uid/gid record the folders of these (rewritten) PVs show."""
+    folders = claim_folders(documents)
+    users = {folders[c] for c in (settings.home_claim, settings.juicefs_claim) if c in folders}
+    prefix = f"{settings.project_claim_prefix}-"
+    projects = {folder for claim, folder in folders.items() if claim.startswith(prefix)}
+    return identity.from_folders(identity.scan(sorted(users), "st_uid"),
+                                 identity.scan(sorted(projects), "st_gid"), settings)
+
+
+async def restore_identities(api_client: client.ApiClient, namespace: str,
+                             documents: Iterable[dict],
+                             settings: StorageSettings | None = None) -> identity.Tables | None:
+    """Give a namespace without an identity record the one its kept folders show; returns what
+    was written (None: a record exists, or the folders show nothing)."""
+    settings = settings or StorageSettings()
+    tables = identities_on_storage(documents, settings)
+    if not tables.users and not tables.groups:
+        return None
+    body = identity.make_configmap(settings.identity_configmap, tables)
+    try:
+        await client.CoreV1Api(api_client).create_namespaced_config_map(namespace, body)
+    except client.ApiException as error:
+        if error.status == 409:
+            return None
+        raise
+    return tables
+
+
 async def setup(api_client: client.ApiClient, namespace: str, root: Path,
-                path: str | os.PathLike = DEFAULT_PATH) -> list[dict]:
-    """Folders and objects for one namespace; returns what was applied (for delete_volumes)."""
+                path: str | os.PathLike = DEFAULT_PATH,
+                settings: StorageSettings | None = None) -> list[dict]:
+    """Folders, objects and the identity record kept on the folders, for one namespace; returns
+    what was applied (for delete_volumes)."""
     documents = for_namespace(load(path), namespace, root)
     make_folders(documents)
     await apply(api_client, documents)
+    await restore_identities(api_client, namespace, documents, settings)
     return documents

@@ -7,16 +7,26 @@ of the same name never share a number; a recorded number is never reused or chan
 
 The allocation is pure (`assign`); `IdentityStore` only reads and writes the record with
 optimistic concurrency: it writes with the resourceVersion it read, and on a conflict reads again.
+
+The files are the other copy of the record: each user's folders are owned by their uid, each
+project's by its gid (the storage-init container refuses a pod whose number owns someone else's
+folder). `from_folders` rebuilds a lost record from what the storage shows; run by an admin where
+the exports are mounted (`python -m aiinfn_hub.identity HOMES... --projects PROJECTS...`), and by
+the dev cluster's storage at each start (`devstorage.restore_identities`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import random
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+import escapism
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -140,6 +150,81 @@ def make_configmap(name: str, tables: Tables, resource_version: str | None = Non
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": render(tables)}
 
 
+def _unslug(slug: str, validate) -> str | None:
+    """The name whose `names.slug` this folder name is; None for a folder we did not name."""
+    try:
+        name = validate(escapism.unescape(slug, escape_char="-"))
+    except (names.InvalidName, ValueError):
+        return None
+    return name if names.slug(name) == slug else None
+
+
+def _owners(found: Mapping[str, Iterable[int]], low: int, high: int, validate,
+            what: str) -> dict[str, int]:
+    table: dict[str, int] = {}
+    for slug, numbers in sorted(found.items()):
+        name = _unslug(slug, validate)
+        in_range = {n for n in numbers if low <= n <= high}
+        if name is None or not in_range:
+            continue  # not a folder of ours, or not owned by a handed-out number (root, say)
+        if len(in_range) > 1:
+            raise IdentityError(f"storage: the folders of {what} {name!r} belong to several "
+                                f"numbers {sorted(in_range)}")
+        table[name] = in_range.pop()
+    return table
+
+
+def from_folders(user_folders: Mapping[str, Iterable[int]],
+                 project_folders: Mapping[str, Iterable[int]], settings: StorageSettings) -> Tables:
+    """The record the storage shows: folder name (a user's slug) -> the uids owning their folders
+    (home, JuiceFS), folder name (a project's slug) -> the gids of its folders. Folders not named
+    by us or owned outside the ranges are skipped; a name on two numbers, or a number on two
+    names, is refused (it needs an admin, not a guess)."""
+    tables = Tables(
+        _owners(user_folders, settings.uid_min, settings.uid_max, names.username, "user"),
+        _owners(project_folders, settings.gid_min, settings.gid_max, names.group, "project"))
+    for table, what in ((tables.users, "uid"), (tables.groups, "gid")):
+        by_number: dict[int, list[str]] = {}
+        for name, number in table.items():
+            by_number.setdefault(number, []).append(name)
+        shared = {n: owners for n, owners in by_number.items() if len(owners) > 1}
+        if shared:
+            number, owners = min(shared.items())
+            raise IdentityError(f"storage: {what} {number} owns the folders of "
+                                f"{', '.join(sorted(owners))}")
+    return parse(render(tables))
+
+
+def scan(roots: Iterable[str | os.PathLike], field: str) -> dict[str, set[int]]:
+    """Folder name -> the numbers (`st_uid` or `st_gid`) owning it, over these claim roots."""
+    found: dict[str, set[int]] = {}
+    for root in roots:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                    number = getattr(entry.stat(follow_symlinks=False), field)
+                    found.setdefault(entry.name, set()).add(number)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the identity ConfigMap the storage shows (for `kubectl create -f -`)."""
+    parser = argparse.ArgumentParser(prog="python -m aiinfn_hub.identity", description=main.__doc__)
+    parser.add_argument("homes", nargs="+", help="roots holding users' folders (homes, JuiceFS)")
+    parser.add_argument("--projects", nargs="*", default=[], help="roots holding project folders")
+    parser.add_argument("--name", default=StorageSettings().identity_configmap,
+                        help="the ConfigMap's name")
+    args = parser.parse_args(argv)
+    try:
+        tables = from_folders(scan(args.homes, "st_uid"), scan(args.projects, "st_gid"),
+                              StorageSettings())
+    except IdentityError as error:
+        print(f"{parser.prog}: {error.log_detail}", file=sys.stderr)
+        return 1
+    print(json.dumps(make_configmap(args.name, tables), indent=2))
+    return 0
+
+
 class IdentityStore:
     """The record of one namespace. Recorded numbers never change, so they are cached."""
 
@@ -206,3 +291,7 @@ class IdentityStore:
                 return False
             raise
         return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

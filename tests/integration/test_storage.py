@@ -13,18 +13,22 @@ import base64
 import itertools
 import json
 import os
+import random
 import re
 import secrets
+import socket
 import stat
 import urllib.error
 import urllib.parse
 import uuid
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, devstorage, labels, names, policy, tokens, volumes
+from aiinfn_hub import catalog, devstorage, identity, k8s, labels, names, policy, tokens, volumes
+from aiinfn_hub.devcluster.cluster import DevCluster
 from aiinfn_hub.identity import Identity, IdentityStore
 from aiinfn_hub.services.base import HubUser
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job
@@ -283,6 +287,103 @@ async def test_a_home_that_is_not_the_users_stops_the_pod_with_the_reason(
     log = await refusal(core, namespace, pod)
     assert message in log and "An admin must fix this before this pod can start." in log, log
     assert owner(home) == (*made_by, 0o755) and not os.listdir(home)
+
+
+async def test_a_lost_record_never_gives_one_users_files_to_another(
+        pod_runner, api_client, core, namespace, storage):
+    bob = await IdentityStore(api_client, namespace).identity("bob", ["qml"])
+    pod = await run_pod(core, namespace, storage_pod("bob-1", "bob", bob, "touch ~/mine", ("qml",)))
+    assert pod.status.phase == "Succeeded"
+    await core.delete_namespaced_config_map("aiinfn-identities", namespace)  # the record is lost
+
+    store = IdentityStore(api_client, namespace)
+    carol = await store.identity("carol", ["cms-ml"])
+    assert carol.uid == bob.uid  # handed out again...
+    pod = await run_pod(core, namespace, storage_pod("carol", "carol", carol, "ls ~", ("cms-ml",)))
+    log = await refusal(core, namespace, pod)  # ...but never used
+    assert f"uid {bob.uid} already owns another folder on this claim" in log, log
+    home_root = devstorage.claim_folders(storage)["aiinfn-home"]
+    assert not (home_root / "carol").exists()
+    bob_again = await store.identity("bob", ["qml"])
+    pod = await run_pod(core, namespace, storage_pod("bob-2", "bob", bob_again, "ls ~", ("qml",)))
+    assert f"it belongs to uid {bob.uid}, not to this user (uid {bob_again.uid})" in \
+        await refusal(core, namespace, pod)
+
+    # The admin's way back: the record rebuilt from who owns the folders.
+    await core.delete_namespaced_config_map("aiinfn-identities", namespace)
+    restored = await devstorage.restore_identities(api_client, namespace, storage)
+    assert restored == identity.Tables({"bob": bob.uid}, {"qml": bob.group_gids["qml"]})
+    assert await IdentityStore(api_client, namespace).identity("bob", ["qml"]) == bob
+    pod = await run_pod(core, namespace, storage_pod("bob-3", "bob", bob, "test -f ~/mine", ("qml",)))
+    assert pod.status.phase == "Succeeded"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def port_below_ephemeral() -> int:
+    """A free port the kernel never hands out to a client, so only our cluster takes it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return next(port for port in random.sample(range(20000, low), 200) if port_free(port))
+
+
+async def test_uids_stay_with_the_files_across_a_dev_cluster_restart(devcluster, tmp_path):
+    """A private cluster on kept storage, stopped (its etcd gone) and started again."""
+    _, session_cluster = devcluster
+    if session_cluster is None or \
+            "pod-runner" not in {p.name for p in session_cluster.status().processes}:
+        pytest.skip("needs the built dev cluster with its pod runner")
+    cluster = DevCluster(name=f"hstore-restart-{os.getpid()}", port=port_below_ephemeral(),
+                         cache=session_cluster.cache, log=lambda message: None)
+    kept = tmp_path / "kept-storage"
+
+    async def in_cluster(people: dict[str, tuple[str, ...]], command: str) -> dict[str, Identity]:
+        """Storage set up on the kept folders; each person's identity, and a pod of theirs run."""
+        api = await k8s.api_client(str(cluster.layout.admin_kubeconfig))
+        async with api:
+            core = client.CoreV1Api(api)
+            await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+                name="kept", labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
+            await wait_until(lambda: has_default_service_account(core, "kept"), "the service account")
+            documents = await devstorage.setup(api, "kept", kept)
+            await wait_until(lambda: devstorage.claims_bound(api, "kept", documents), "the claims")
+            store = IdentityStore(api, "kept")
+            found = {}
+            for person, projects in people.items():
+                found[person] = await store.identity(person, projects)
+                pod = await run_pod(core, "kept", storage_pod(
+                    names.slug(person), person, found[person], command, projects))
+                assert pod.status.phase == "Succeeded", await core.read_namespaced_pod_log(
+                    pod.metadata.name, "kept", container=volumes.INIT_CONTAINER)
+            return found
+
+    try:
+        await asyncio.to_thread(cluster.up)
+        before = await in_cluster({"alice": ("cms-ml",), "bob": ("qml",)}, "touch $HOME/kept")
+        await asyncio.to_thread(cluster.down)
+        # The stopped API server's socket lingers a moment after its process has gone.
+        await wait_until(lambda: asyncio.to_thread(port_free, cluster.port), "the old API port to close")
+        await asyncio.to_thread(cluster.up)
+        # carol comes first after the restart: she must not get alice's or bob's number.
+        after = await in_cluster(
+            {"carol": ("lhcb-flashsim",), "alice": ("cms-ml",), "bob": ("qml",)}, "touch $HOME/again")
+    finally:
+        await asyncio.to_thread(cluster.down)
+    assert after["alice"] == before["alice"] and after["bob"] == before["bob"]
+    assert after["carol"].uid not in {before["alice"].uid, before["bob"].uid}
+    assert after["carol"].group_gids["lhcb-flashsim"] not in {
+        *before["alice"].group_gids.values(), *before["bob"].group_gids.values()}
+    home_root = kept / "nfs" / "export" / "home"
+    for person in ("alice", "bob"):
+        assert owner(home_root / person / "kept")[0] == before[person].uid
+        assert owner(home_root / person / "again")[0] == before[person].uid
 
 
 @pytest.mark.parametrize("bad", ["a/b", "..", "-rf", "a\x00b", "a" * 300, "\u0430lice"])

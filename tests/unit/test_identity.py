@@ -4,6 +4,7 @@ never make two owners share a number."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -117,3 +118,42 @@ def test_record_as_a_configmap():
 def test_identity_gives_the_private_group_and_sorted_supplemental_gids():
     me = Identity(100003, {"qml": 200004, "cms-ml": 200001})
     assert (me.uid, me.gid, me.supplemental_gids) == (100003, 100003, [200001, 200004])
+
+
+def test_the_record_is_rebuilt_from_who_owns_the_folders():
+    users = {"-41lice": {100003}, "bob": {100001}, "a-2elice": {100000, 0}, "lost+found": {0}, "dave": {0}}
+    projects = {"cms-2dml": {200001}, "lhcb-2fflashsim": {200000}, "Qml": {200002}}
+    assert identity.from_folders(users, projects, SETTINGS) == Tables(
+        {"Alice": 100003, "bob": 100001, "a.lice": 100000},  # root-owned folders name no one
+        {"cms-ml": 200001, "lhcb/flashsim": 200000})  # `Qml` is no slug of ours
+
+
+@pytest.mark.parametrize("users, projects, message", [
+    ({"alice": {100000}, "bob": {100000}}, {}, "uid 100000 owns the folders of alice, bob"),
+    ({"alice": {100000, 100001}}, {}, r"user 'alice' belong to several numbers \[100000, 100001\]"),
+    ({}, {"qml": {200000}, "cms-2dml": {200000}}, "gid 200000 owns the folders of cms-ml, qml"),
+])
+def test_storage_that_shows_no_single_owner_is_left_to_the_admins(users, projects, message):
+    with pytest.raises(IdentityError) as refused:
+        identity.from_folders(users, projects, SETTINGS)
+    assert re.search(message, refused.value.log_detail), refused.value.log_detail
+
+
+def test_the_admin_command_prints_the_record_from_the_exports(tmp_path, capsys):
+    homes, juicefs, projects = tmp_path / "home", tmp_path / "juicefs", tmp_path / "projects"
+    for folder in (homes / "alice", juicefs / "alice", homes / ".hidden", projects / "qml"):
+        folder.mkdir(parents=True)
+    (homes / "notes.txt").write_text("not a folder")
+    (homes / "bob").symlink_to("alice")
+    if os.geteuid() == 0:
+        for folder in (homes / "alice", juicefs / "alice"):
+            os.chown(folder, 100004, 100004)
+        os.chown(projects / "qml", 0, 200007)
+        assert identity.main([str(homes), str(juicefs), "--projects", str(projects)]) == 0
+        record = json.loads(capsys.readouterr().out)
+        assert record["metadata"]["name"] == "aiinfn-identities"
+        assert record["data"] == {"users": '{"alice":100004}', "groups": '{"qml":200007}'}
+        os.chown(juicefs / "alice", 100005, 100005)
+        assert identity.main([str(homes), str(juicefs)]) == 1
+        assert "belong to several numbers [100004, 100005]" in capsys.readouterr().err
+    assert identity.scan([homes], "st_uid").keys() == {"alice"}
