@@ -60,8 +60,8 @@ SPAWNER = {
 }
 JOB_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job"
 SANDBOX_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job-sandbox"
-# No flavor has this much CPU for a local job: Kueue keeps such a job waiting, suspended.
-TOO_BIG = {"cpu": "500"}
+# The farm's only A30 is qml's: while a job of quinn's holds it (the fixture a30_taken), others wait.
+A30 = {"accelerator": "a30", "environment": "qml"}
 
 
 @dataclass
@@ -112,11 +112,15 @@ async def prepare(api_client, name: str, root: Path, kueue_documents) -> list[di
 
 async def service_account_kubeconfig(api_client, namespace: str, admin: Path, tmp: Path) -> Path:
     """A kubeconfig for the service account `hub` of this namespace, bound to exactly
-    helm-values/jobs-service-rbac.yaml's Role (and storage.yaml's, for the identity record)."""
+    helm-values/jobs-service-rbac.yaml's Role and ClusterRole (and storage.yaml's Role, for the
+    identity record). The ClusterRoleBinding is named after the namespace (see drop_bindings)."""
     core = client.CoreV1Api(api_client)
     await core.create_namespaced_service_account(namespace, {"metadata": {"name": "hub"}})
     for document in yaml.safe_load_all((REPO / "helm-values" / "jobs-service-rbac.yaml").read_text()):
-        document["metadata"]["namespace"] = namespace
+        if document["kind"] == "ClusterRoleBinding":
+            document["metadata"]["name"] += f"-{namespace}"
+        elif document["kind"] != "ClusterRole":
+            document["metadata"]["namespace"] = namespace
         for subject in document.get("subjects", []):
             subject["namespace"] = namespace
         await create_from_dict(api_client, document, apply=True)
@@ -129,6 +133,11 @@ async def service_account_kubeconfig(api_client, namespace: str, admin: Path, tm
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+async def drop_bindings(api_client, namespace: str) -> None:
+    """The cluster-wide binding service_account_kubeconfig made (it outlives the namespace)."""
+    await client.RbacAuthorizationV1Api(api_client).delete_cluster_role_binding(f"aiinfn-jobs-capacity-{namespace}")
 
 
 async def user_token(hub: Hub, user: str) -> str:
@@ -157,6 +166,7 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
         service.stop()
         await asyncio.to_thread(stop_hub, hub, responder)
         await client.CoreV1Api(api_client).delete_namespace(name)
+        await drop_bindings(api_client, name)
         await devstorage.delete_volumes(api_client, storage)
 
 
@@ -175,6 +185,20 @@ def job_body(**fields) -> dict:
 
 def sleep_command(seconds: int) -> list[str]:
     return ["python", "-c", f"import time; time.sleep({seconds})"]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def a30_taken(env):
+    """A long job of quinn's that Kueue admitted to the A30: jobs asking for it wait in line."""
+    status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(
+        name="holder", command=sleep_command(600), **A30))
+    assert status == 201, job
+    try:
+        await wait_until(lambda: state_of(env, "quinn", job["id"], "admitted", "starting", "running"),
+                         "the A30 to be taken")
+        yield job
+    finally:
+        await env.api("quinn", "DELETE", f"api/jobs/{job['id']}")
 
 
 async def state_of(env: Env, user: str, job_id: str, *states: str, placed: bool = False):
@@ -207,8 +231,8 @@ async def our_objects(env: Env, core, batch) -> tuple[list[str], list[str]]:
 
 # -- submitting and running ----------------------------------------------------------------------
 
-async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(env, batch):
-    status, job, headers = await env.api("alice", "POST", "api/jobs", job_body(name="waits", **TOO_BIG))
+async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(env, batch, a30_taken):
+    status, job, headers = await env.api("alice", "POST", "api/jobs", job_body(name="waits", **A30))
     assert status == 201, job
     assert headers["Location"] == f"{PREFIX}api/jobs/{job['id']}"
     assert (job["owner"], job["project"], job["queue"], job["state"]) == ("alice", "cms-ml", "project-cms-2dml", "queued")
@@ -223,7 +247,7 @@ async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(
     pod = created.spec.template.spec
     assert (pod.automount_service_account_token, pod.priority_class_name) == (False, "aiinfn-batch")
     assert pod.security_context.run_as_non_root and pod.security_context.run_as_user >= 100000
-    assert pod.containers[0].resources.requests == {"cpu": "500", "memory": "8Gi"}
+    assert pod.containers[0].resources.requests == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
     status, cancelled, _ = await env.api("alice", "DELETE", f"api/jobs/{job['id']}")
     assert (status, cancelled["state"]) == (200, "cancelled")
 
@@ -251,13 +275,12 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
     priority wait in line behind it (only a higher priority preempts); a high-priority job
     preempts it and runs; the waiting ones run once the long one is cancelled. (Jobs really run:
     the pod runner plays their pods.)"""
-    a30 = {"accelerator": "a30", "environment": "qml"}
     _, low, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="low", priority="low", command=sleep_command(300), **a30))
+        name="low", priority="low", command=sleep_command(300), **A30))
     await wait_until(lambda: state_of(env, "quinn", low["id"], "running"), "the low-priority job to run")
     waiting = []
     for name in ("next", "later"):
-        status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(name=name, priority="low", **a30))
+        status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(name=name, priority="low", **A30))
         assert status == 201, job
         waiting.append(job["id"])
 
@@ -275,7 +298,7 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
 
     # The urgent job runs a few seconds, so the preempted one is seen waiting before it is back.
     _, high, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="urgent", priority="high", command=sleep_command(3), **a30))
+        name="urgent", priority="high", command=sleep_command(3), **A30))
     preempted = await wait_until(lambda: state_of(env, "quinn", low["id"], "requeued", placed=True),
                                  "the low one to be preempted")
     assert "Preempted" in preempted["message"] and preempted["admission"] is None
@@ -335,6 +358,57 @@ async def test_forged_requests_are_refused_and_create_nothing(env, core, batch):
     got, answer, _ = await env.api("alice", "POST", "api/jobs", raw=b"not json")
     assert got == 400 and answer["message"].startswith("invalid request")
     assert await our_objects(env, core, batch) == before
+
+
+async def test_a_job_that_could_never_run_is_refused_with_the_largest_request(env, core, batch):
+    """What Kueue's quotas (borrowing included) and the nodes can ever hold, read from the cluster
+    with the service's own Role: beyond it a job would wait forever."""
+    before = await our_objects(env, core, batch)
+    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(cpu="999999"))
+    assert (status, body["message"]) == (400, "this job can never run: one pod asks for 999999 CPUs and 8Gi memory, "
+                                               "and the nodes that can run it have at most 16 CPUs and 64Gi memory "
+                                               "(not necessarily on one node)")
+    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(accelerator="a100", count=2, completions=3))
+    assert status == 400 and "its project's queue can hold at most 96 CPUs, 768Gi memory and 4 × NVIDIA A100 80GB" \
+        in body["message"], body
+    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(offloadable=True, cpu="2001"))
+    assert status == 400 and "at most 2000 CPUs and 8Ti memory" in body["message"], body
+    assert await our_objects(env, core, batch) == before
+
+
+async def test_a_user_may_have_only_so_many_unfinished_jobs(env):
+    async def unfinished() -> list[str]:
+        _, listing, _ = await env.api("bob", "GET", "api/jobs")
+        return [j["id"] for j in listing["jobs"] if j["state"] not in ("succeeded", "failed")]
+
+    limit = len(await unfinished()) + 2
+    env.service.stop()
+    await asyncio.to_thread(env.service.start, None, f"--AiInfnJobs.max_unfinished_jobs={limit}")
+    try:
+        mine = []
+        for key in ("cap-1", "cap-2"):
+            status, job, _ = await env.api("bob", "POST", "api/jobs", job_body(
+                name=key, command=sleep_command(600), idempotency_key=key))
+            assert status == 201, job
+            mine.append(job["id"])
+        status, body, _ = await env.api("bob", "POST", "api/jobs", job_body(name="cap-3", idempotency_key="cap-3"))
+        assert (status, body["message"]) == (429, f"you have {limit} jobs that have not finished, the most one user "
+                                                  f"may have ({limit}); wait for some to finish or cancel some")
+        status, again, _ = await env.api("bob", "POST", "api/jobs", job_body(
+            name="cap-1", command=sleep_command(600), idempotency_key="cap-1"))
+        assert (status, again["id"]) == (200, mine[0])
+        status, other, _ = await env.api("alice", "POST", "api/jobs", job_body(name="other-user"))
+        assert status == 201, other
+        assert (await env.api("alice", "DELETE", f"api/jobs/{other['id']}"))[0] == 200
+        assert (await env.api("bob", "DELETE", f"api/jobs/{mine.pop()}"))[0] == 200
+        status, third, _ = await env.api("bob", "POST", "api/jobs", job_body(name="cap-3", idempotency_key="cap-3"))
+        assert status == 201, third
+        mine.append(third["id"])
+    finally:
+        for job_id in mine:
+            await env.api("bob", "DELETE", f"api/jobs/{job_id}")
+        env.service.stop()
+        await asyncio.to_thread(env.service.start)
 
 
 async def test_who_may_call_and_see_what(env, core, batch):
@@ -523,16 +597,17 @@ async def test_resubmission_runs_the_same_request_again(env):
 
 # -- the page -----------------------------------------------------------------------------------
 
-async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, batch):
-    _, job, _ = await env.api("bob", "POST", "api/jobs", job_body(name="pagejob", **TOO_BIG))
-    status, page = await asyncio.to_thread(env.hub.page, PREFIX, "bob")
+async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, batch, a30_taken):
+    _, job, _ = await env.api("alice", "POST", "api/jobs", job_body(name="pagejob", **A30))
+    await wait_until(lambda: state_of(env, "alice", job["id"], "queued", placed=True), "the job to wait")
+    status, page = await asyncio.to_thread(env.hub.page, PREFIX, "alice")
     assert status == 200, page
-    assert f'data-job="{job["id"]}"' in page and "pagejob" in page and "queued" in page
+    assert f'data-job="{job["id"]}"' in page and "pagejob" in page and 'data-state="queued"' in page
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
-    status, other = await asyncio.to_thread(env.hub.page, PREFIX, "alice")
+    status, other = await asyncio.to_thread(env.hub.page, PREFIX, "bob")
     assert status == 200 and job["id"] not in other
 
-    browser = env.hub.browsers["bob"]
+    browser = env.hub.browsers["alice"]
     cancel = f"{env.hub.url}{PREFIX}jobs/{job['id']}/cancel"
 
     def post(data: bytes) -> int:
@@ -546,7 +621,7 @@ async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, batch):
     assert await asyncio.to_thread(post, b"_xsrf=forged") == 403
     assert (await batch.read_namespaced_job(job["id"], env.namespace)).metadata.deletion_timestamp is None
     assert await asyncio.to_thread(post, f"_xsrf={xsrf}".encode()) == 200
-    status, _, _ = await env.api("bob", "GET", f"api/jobs/{job['id']}")
+    status, _, _ = await env.api("alice", "GET", f"api/jobs/{job['id']}")
     assert status == 404
 
 

@@ -68,6 +68,16 @@ class AiInfnJobs(ServiceApp):
     )
     rate_limit = Float(5.0, min=0.001, config=True, help="Requests per second each user may make on average.")
     rate_limit_burst = Int(20, min=1, config=True, help="Requests a user may make at once before the rate applies.")
+    max_unfinished_jobs = Int(
+        100, min=1, config=True,
+        help="""Jobs one user may have that have not finished (queued, admitted or running); a
+        submission beyond is refused (429) until some finish or are cancelled.""",
+    )
+    capacity_refresh_seconds = Float(
+        60.0, min=1.0, config=True,
+        help="""How long what the service read of Kueue's queues, flavors and the nodes is reused to
+        refuse jobs that could never run (a changed quota or a new node counts after this long).""",
+    )
     orphan_grace_seconds = Float(
         600.0, min=1.0, config=True,
         help="Sandbox files of a submission interrupted before its Job existed are removed after this long.",
@@ -143,6 +153,8 @@ class AiInfnJobs(ServiceApp):
             storage_kinds=storage_kinds,
             remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
             offload_accelerator_kinds=frozenset(self.offload_accelerator_kinds),
+            max_unfinished_jobs=self.max_unfinished_jobs,
+            capacity_refresh_seconds=self.capacity_refresh_seconds,
         )
         build = BuildSettings(
             pod_priority_class=self.pod_priority_class,

@@ -20,10 +20,10 @@ from . import openapi
 from .operations import JobService
 from .ratelimit import retry_after
 from .request import CloneRequest, JobRequest, ResubmitRequest, parse
+from .status import FINAL_STATES
 
 _pages = Environment(loader=PackageLoader("aiinfn_hub", "templates"),
                      autoescape=select_autoescape(default=True, default_for_string=True))
-FINAL_STATES = ("succeeded", "failed")
 MAX_LOG_INDEX = 10_000
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -29,11 +30,12 @@ from ...identity import IdentityStore
 from ...policy import Rules, UserPolicy, for_user
 from ...storage_config import StorageSettings
 from ..base import HubUser
+from . import capacity
 from . import request as requests
 from .manifests import SANDBOX_VOLUME, BuildSettings, JobMeta, PodParts, make_bunshin_job, make_job, make_sandbox
 from .manifests import notebook_facts
 from .plan import JobPlan, JobRules, resolve
-from .status import owner_uid, positions, summarize
+from .status import FINAL_STATES, owner_uid, positions, state, summarize
 from .store import JobStore, api_message
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ class JobService:
         self.build = build
         self.storage = storage
         self.identities = identities
+        self._room: tuple[float, capacity.Capacity | None] | None = None
+        self._room_lock = asyncio.Lock()
 
     # -- submit --------------------------------------------------------------------------------
 
@@ -118,6 +122,7 @@ class JobService:
             manifest = make_bunshin_job(meta, plan, pod, self.build)
         else:
             manifest = make_job(meta, plan, await self._parts(caller, plan), self.build)
+        await self._check_room(caller, meta, plan, manifest)
         if plan.sandbox:
             await self._write_sandbox(make_sandbox(meta, plan), caller, meta)
         try:
@@ -137,15 +142,59 @@ class JobService:
         log.info("Created %s job %s for %s in project %s", plan.kind, meta.name, caller.name, plan.project)
         return summarize(job, None, self.rules.priorities), True
 
+    async def _check_room(self, caller: HubUser, meta: JobMeta, plan: JobPlan,
+                          manifest: Mapping[str, Any]) -> None:
+        """Refuse a job beyond the caller's number of unfinished jobs, or one the cluster could
+        never run. A repeated submission of an existing job is let through to get it back."""
+        jobs, room = await asyncio.gather(self.store.list_jobs(caller.name), self._capacity())
+        if any(j["metadata"]["name"] == meta.name for j in jobs):
+            return
+        unfinished = sum(1 for j in jobs if state(j, None) not in FINAL_STATES)
+        most = self.rules.max_unfinished_jobs
+        if unfinished >= most:
+            raise UserError(f"you have {unfinished} jobs that have not finished, the most one user "
+                            f"may have ({most}); wait for some to finish or cancel some",
+                            reason="too-many-jobs", status=429)
+        if room is not None:
+            accelerator = plan.accelerator
+            names = {accelerator.resource: accelerator.display_name} if accelerator.resource else {}
+            capacity.check(room, plan.queue, manifest["spec"]["template"]["spec"],
+                           manifest["spec"]["parallelism"], names)
+
+    async def _capacity(self) -> capacity.Capacity | None:
+        """Kueue's quotas and the nodes, read again after capacity_refresh_seconds; None (and no
+        check) where the service may not read them or Kueue is not installed."""
+        def fresh() -> bool:
+            age = time.monotonic() - self._room[0] if self._room is not None else None
+            return age is not None and age < self.rules.capacity_refresh_seconds
+
+        if fresh():
+            return self._room[1]
+        async with self._room_lock:
+            if fresh():
+                return self._room[1]
+            try:
+                objects = await asyncio.gather(
+                    self.store.local_queues(), self.store.cluster_objects("clusterqueues"),
+                    self.store.cluster_objects("resourceflavors"), self.store.nodes())
+                room = capacity.capacity(*objects)
+            except ApiException as error:
+                if error.status not in (403, 404):
+                    raise
+                log.warning("Cannot read Kueue's queues and flavors or the nodes (%s %s): jobs are "
+                            "not checked against what the cluster can hold (see "
+                            "helm-values/jobs-service-rbac.yaml)", error.status, error.reason)
+                room = None
+            self._room = (time.monotonic(), room)
+        return room
+
     async def _parts(self, caller: HubUser, plan: JobPlan) -> PodParts:
         """Image, volumes and numeric identity of a batch job: the user's own, as in notebooks."""
         projects = self.platform.projects(caller)
         identity = await self.identities.identity(caller.name, projects)
         job_volumes, mounts = volumes.for_job(self.storage, caller.name, projects, plan.volume_kinds)
-        user = volumes.StorageUser(caller.name, identity, tuple(projects))
-        init = volumes.init_containers(self.storage, user, plan.volume_kinds, plan.image)
         return PodParts(image=plan.image, volumes=tuple(job_volumes), mounts=tuple(mounts),
-                        security=volumes.pod_security_context(identity), init_containers=tuple(init))
+                        security=volumes.pod_security_context(identity))
 
     @staticmethod
     def _same_key(obj: Mapping[str, Any], caller: HubUser, meta: JobMeta) -> bool:

@@ -32,6 +32,8 @@ class JobRules:
     storage_kinds: tuple[str, ...]
     remote_volume_kinds: frozenset[str]
     offload_accelerator_kinds: frozenset[str]
+    max_unfinished_jobs: int = 100
+    capacity_refresh_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ ADMITTED = "Admitted"
 EVICTED = "Evicted"
 FINISHED = "Finished"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+FINAL_STATES = ("succeeded", "failed")
 
 
 def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:

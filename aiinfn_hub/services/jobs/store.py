@@ -1,7 +1,8 @@
-"""The job service's Kubernetes side: Jobs, their sandbox ConfigMaps, Kueue Workloads, pods, logs.
+"""The job service's Kubernetes side: Jobs, their sandbox ConfigMaps, Kueue Workloads, pods, logs,
+and what bounds every job (Kueue's queues and flavors, the nodes; read only).
 
 Every call uses the service's own credentials (its kubeconfig or in-cluster service account),
-in the one namespace it manages, and returns plain JSON (no model classes: a submission costs
+in the one namespace it manages (the cluster-wide objects are only listed), and returns plain JSON (no model classes: a submission costs
 one create and no deserialisation). Errors are kubernetes_asyncio ApiExceptions with the status.
 """
 
@@ -143,6 +144,19 @@ class JobStore:
                 return []
             raise
         return result["items"]
+
+    async def local_queues(self) -> list[dict]:
+        return (await _json(self.custom.list_namespaced_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, self.namespace, "localqueues",
+            _preload_content=False)))["items"]
+
+    async def cluster_objects(self, plural: str) -> list[dict]:
+        """Kueue's cluster-wide objects of one kind (clusterqueues, resourceflavors)."""
+        return (await _json(self.custom.list_cluster_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, plural, _preload_content=False)))["items"]
+
+    async def nodes(self) -> list[dict]:
+        return (await _json(self.core.list_node(_preload_content=False)))["items"]
 
     async def pods(self, job_uid: str) -> list[dict]:
         result = await _json(self.core.list_namespaced_pod(
