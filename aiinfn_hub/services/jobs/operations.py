@@ -193,8 +193,10 @@ class JobService:
         projects = self.platform.projects(caller)
         identity = await self.identities.identity(caller.name, projects)
         job_volumes, mounts = volumes.for_job(self.storage, caller.name, projects, plan.volume_kinds)
+        user = volumes.StorageUser(caller.name, identity, tuple(projects))
+        init = volumes.init_containers(self.storage, user, plan.volume_kinds, plan.image)
         return PodParts(image=plan.image, volumes=tuple(job_volumes), mounts=tuple(mounts),
-                        security=volumes.pod_security_context(identity))
+                        security=volumes.pod_security_context(identity), init_containers=tuple(init))
 
     @staticmethod
     def _same_key(obj: Mapping[str, Any], caller: HubUser, meta: JobMeta) -> bool:
