@@ -37,7 +37,7 @@ from tornado.websocket import websocket_connect
 from aiinfn_hub import devstorage, k8s, kueue_config, labels
 from aiinfn_hub.devcluster.processes import free_port
 from aiinfn_hub.services.jobs.operations import job_name
-from tests.helpers import has_default_service_account, wait_until
+from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import REPO, Hub, start_hub, stop_hub
 from tests.jobs_service import PREFIX, Service, hub_lines
 
@@ -299,9 +299,11 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
     # The urgent job runs a few seconds, so the preempted one is seen waiting before it is back.
     _, high, _ = await env.api("quinn", "POST", "api/jobs", job_body(
         name="urgent", priority="high", command=sleep_command(3), **A30))
-    preempted = await wait_until(lambda: state_of(env, "quinn", low["id"], "requeued", placed=True),
+    preempted = await wait_until(lambda: state_of(env, "quinn", low["id"], "preempted", placed=True),
                                  "the low one to be preempted")
-    assert "Preempted" in preempted["message"] and preempted["admission"] is None
+    assert preempted["message"] == ("preempted by a higher-priority job of the same project; "
+                                    "waiting in the queue to be admitted again")
+    assert preempted["admission"] is None and preempted["active"] == 0
     await wait_until(lambda: state_of(env, "quinn", high["id"], "succeeded"), "the high-priority job to run")
     # Kueue then admits the preempted job again or one of the waiting ones: cancelling the long
     # job leaves the quota to them.
@@ -309,6 +311,35 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
     assert (status, cancelled["state"]) == (200, "cancelled")
     for job_id in waiting:
         await wait_until(lambda: state_of(env, "quinn", job_id, "succeeded"), "a waiting job to run")
+
+
+async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(env, core, pod_runner):
+    """The scheduler, not Kueue, preempts: a notebook pod (PriorityClass aiinfn-notebook) takes the
+    farm's only A30 from a running job. The Job makes a replacement pod, which waits Pending while
+    the Job counts it active and Kueue keeps the job admitted: the job is preempted, not running."""
+    _, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(
+        name="bumped", priority="low", command=sleep_command(300), **A30))
+    await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the job to run")
+    notebook = restricted_pod("a30-notebook", limits={"nvidia.com/gpu": "1"})
+    notebook["spec"].update(priorityClassName="aiinfn-notebook", nodeSelector={
+        "nvidia.com/gpu.product": "NVIDIA-A30"})
+    await core.create_namespaced_pod(env.namespace, notebook)
+
+    async def preempted_and_waiting():
+        """Preempted, with the scheduler's word on why the replacement waits (once it tried)."""
+        body = await state_of(env, "quinn", job["id"], "preempted")
+        return body if body and "(0/" in body["message"] else None
+
+    try:
+        waiting = await wait_until(preempted_and_waiting, "the job to be preempted")
+        assert waiting["message"].startswith("preempted by a higher-priority workload; its replacement pod is "
+                                             "waiting for a free a30 (0/"), waiting
+        assert waiting["admission"]["flavors"]["nvidia.com/gpu"] == "a30" and waiting["position"] is None
+        assert "Pending" in [p["phase"] for p in waiting["pods"]] and waiting["failed"] == 0
+    finally:
+        await core.delete_namespaced_pod("a30-notebook", env.namespace, grace_period_seconds=0)
+    await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the replacement to run")
+    assert (await env.api("quinn", "DELETE", f"api/jobs/{job['id']}"))[0] == 200
 
 
 async def test_an_offloadable_job_runs_on_the_virtual_node(env, core):

@@ -33,9 +33,16 @@ def workload(name, uid, queue="project-cms-2dml", priority=100, created="2026-01
         "metadata": {"name": name, "uid": uid, "creationTimestamp": created,
                      "ownerReferences": [{"kind": "Job", "uid": owner}]},
         "spec": {"queueName": queue, "priority": priority},
-        "status": {"conditions": [{"type": t, "status": s, "message": message or ""} for t, s in conditions],
+        "status": {"conditions": [{"type": c[0], "status": c[1], "reason": c[2] if len(c) > 2 else "",
+                                   "message": message or ""} for c in conditions],
                    **({"admission": admission} if admission else {})},
     }
+
+
+def RUNNING_ONCE(pods_ready):  # noqa: N802 (reads as a constant in the table)
+    """The Workload of an admitted job, with Kueue's PodsReady condition."""
+    return workload("w", "w1", conditions=[("QuotaReserved", "True", "QuotaReserved"),
+                                           ("Admitted", "True", "Admitted"), pods_ready])
 
 
 ADMISSION = {"clusterQueue": "project-cms-2dml", "podSetAssignments": [
@@ -49,6 +56,19 @@ ADMISSION = {"clusterQueue": "project-cms-2dml", "podSetAssignments": [
     (job(), workload("w", "w1", conditions=[("QuotaReserved", "False"), ("Evicted", "True")]), "requeued"),
     (job(suspend=False), None, "starting"),
     (job(suspend=False, active=2), None, "running"),
+    # An active pod is not a running one: `ready` counts those that run.
+    (job(suspend=False, active=1, ready=0), RUNNING_ONCE(("PodsReady", "False", "WaitForStart")), "starting"),
+    (job(suspend=False, active=1, ready=1), RUNNING_ONCE(("PodsReady", "True", "Started")), "running"),
+    # Preempted by Kueue: suspended, its quota released, waiting in the queue again.
+    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"), ("Evicted", "True", "Preempted"),
+                                            ("Preempted", "True", "InClusterQueue")]), "preempted"),
+    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"),
+                                            ("Evicted", "True", "PodsReadyTimeout")]), "requeued"),
+    # Preempted by the scheduler (a notebook took the node): still admitted, the replacement pod
+    # Pending; the pod failure policy did not count it as a failure, a crash would have.
+    (job(suspend=False, active=1, ready=0), RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery")), "preempted"),
+    (job(suspend=False, active=1, ready=0, failed=1), RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery")),
+     "starting"),
     (job(suspend=False, conditions=["Complete"]), None, "succeeded"),
     (job(suspend=False, conditions=["Failed"]), None, "failed"),
 ])
@@ -82,13 +102,44 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
     }
 
 
-def test_a_preempted_job_says_so():
-    evicted = workload("w", "w1", conditions=[("QuotaReserved", "False"), ("Evicted", "True")],
-                       message="Preempted to accommodate a workload due to prioritization in the ClusterQueue")
+def test_a_job_preempted_by_kueue_says_so_in_our_words():
+    evicted = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"), ("Evicted", "True", "Preempted"),
+                                              ("Preempted", "True", "InClusterQueue")],
+                       message="Preempted to accommodate a workload (UID: 1f0c, JobUID: 9a2e) due to prioritization "
+                               "in the ClusterQueue")
+    summary = status.summarize(job(), evicted, PRIORITIES, position=2)
+    assert (summary["state"], summary["position"], summary["admission"]) == ("preempted", 2, None)
+    assert summary["message"] == ("preempted by a higher-priority job of the same project; "
+                                  "waiting in the queue to be admitted again")
+
+
+def test_a_job_evicted_for_another_reason_shows_kueues_reason():
+    evicted = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"),
+                                              ("Evicted", "True", "PodsReadyTimeout")],
+                       message="Exceeded the PodsReady timeout default/job-1")
     evicted["status"]["conditions"][0]["message"] = "couldn't assign flavors"
     summary = status.summarize(job(), evicted, PRIORITIES, position=2)
     assert (summary["state"], summary["position"]) == ("requeued", 2)
-    assert summary["message"].startswith("Preempted to accommodate")
+    assert summary["message"] == "Exceeded the PodsReady timeout default/job-1"
+
+
+def test_a_job_whose_pod_the_scheduler_preempted_is_not_running_while_its_replacement_waits():
+    """The issue's case: a notebook took the A30, the Job made a replacement pod, which is
+    Pending; the Job still counts it active."""
+    the_job = job(suspend=False, active=1, ready=0, failed=0, startTime="2026-01-01T00:01:00Z")
+    the_job["spec"]["template"]["metadata"]["labels"]["aiinfn.infn.it/accelerator"] = "a30"
+    replacement = {"metadata": {"name": "job-1-0-z", "annotations": {}}, "spec": {}, "status": {
+        "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                            "message": "0/14 nodes are available: 1 Insufficient nvidia.com/gpu."}]}}
+    waiting = RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery"))
+    waiting["status"]["admission"] = ADMISSION
+    summary = status.summarize(the_job, waiting, PRIORITIES, pods=[replacement])
+    assert (summary["state"], summary["active"], summary["position"]) == ("preempted", 1, None)
+    assert summary["message"] == ("preempted by a higher-priority workload; its replacement pod is waiting for a "
+                                  "free a30 (0/14 nodes are available: 1 Insufficient nvidia.com/gpu.)")
+    listed = status.summarize(the_job, waiting, PRIORITIES)
+    assert (listed["state"], listed["message"]) == ("preempted", "preempted by a higher-priority workload; "
+                                                                 "its replacement pod is waiting for a free a30")
 
 
 def test_an_admitted_job_shows_the_flavors_and_its_pods():

@@ -16,9 +16,20 @@ from ...placement import ACCELERATOR_LABEL
 QUOTA_RESERVED = "QuotaReserved"
 ADMITTED = "Admitted"
 EVICTED = "Evicted"
+PREEMPTED = "Preempted"
 FINISHED = "Finished"
+PODS_READY = "PodsReady"
+WAIT_FOR_RECOVERY = "WaitForRecovery"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 FINAL_STATES = ("succeeded", "failed")
+# Why Kueue preempted a workload (the reason of its Preempted condition), as a user reads it.
+PREEMPTION_REASONS = {
+    "InClusterQueue": "preempted by a higher-priority job of the same project",
+    "InCohortReclamation": "preempted: another project took back the quota it had lent",
+    "InCohortReclaimWhileBorrowing": "preempted: another project took back the quota it had lent",
+    "InCohortFairSharing": "preempted to share the idle quota fairly between projects",
+}
+PREEMPTED_BY = "preempted by a higher-priority workload"
 
 
 def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -55,8 +66,22 @@ def owner_uid(workload: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _interrupted(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> bool:
+    """Its pods were all ready once and are not now, and no pod failure was counted: the cluster
+    stopped a pod (the scheduler preempted it for a notebook, say) and the replacement waits.
+    Kueue says the first (PodsReady False, WaitForRecovery); the Job's pod failure policy ignores
+    such disruptions, so they leave its failed count alone (a crash would not)."""
+    for condition in ((workload or {}).get("status") or {}).get("conditions") or ():
+        if condition.get("type") == PODS_READY and condition.get("status") == "False":
+            failed = (job.get("status") or {}).get("failed")
+            return condition.get("reason") == WAIT_FOR_RECOVERY and not failed
+    return False
+
+
 def state(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str:
-    """queued, admitted, running, requeued (evicted or preempted, waiting again), succeeded, failed."""
+    """queued; admitted; starting; running (a pod is ready); preempted (by Kueue, waiting in the
+    queue again, or by the scheduler, its replacement pod waiting for a node); requeued (evicted
+    for another reason, waiting again); succeeded; failed."""
     if _condition(job, "Complete"):
         return "succeeded"
     if _condition(job, "Failed"):
@@ -64,10 +89,16 @@ def state(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str:
     if job["spec"].get("suspend"):
         if workload is not None and _condition(workload, QUOTA_RESERVED):
             return "admitted"
-        if workload is not None and _condition(workload, EVICTED):
-            return "requeued"
-        return "queued"
-    return "running" if (job.get("status") or {}).get("active") else "starting"
+        evicted = _condition(workload, EVICTED)
+        if evicted is not None:
+            return "preempted" if evicted.get("reason") == PREEMPTED else "requeued"
+        return "preempted" if _condition(workload, PREEMPTED) else "queued"
+    status = job.get("status") or {}
+    # An active pod may still be Pending: only a ready one runs (`ready` is the Job controller's
+    # count; a cluster too old to keep it has `active` only).
+    if status.get("ready") if "ready" in status else status.get("active"):
+        return "running"
+    return "preempted" if _interrupted(job, workload) else "starting"
 
 
 def _admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -80,9 +111,33 @@ def _admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"cluster_queue": admission.get("clusterQueue"), "flavors": dict(sorted(flavors.items()))}
 
 
+def _unschedulable(pods: Iterable[Mapping[str, Any]]) -> str | None:
+    """The scheduler's reason a pending pod has no node ("0/14 nodes are available: ...")."""
+    for pod in pods:
+        for condition in (pod.get("status") or {}).get("conditions") or ():
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
+                    and condition.get("message"):
+                return str(condition["message"])[:300]
+    return None
+
+
+def _preemption_message(job: Mapping[str, Any], workload: Mapping[str, Any] | None,
+                        pods: Iterable[Mapping[str, Any]] | None) -> str:
+    """What happened to a preempted job, in our words (Kueue's own message names the preemptor's
+    uids, which may be another user's), and what it waits for now."""
+    if job["spec"].get("suspend"):
+        reason = (_condition(workload, PREEMPTED) or {}).get("reason")
+        why = PREEMPTION_REASONS.get(reason, PREEMPTED_BY)
+        return f"{why}; waiting in the queue to be admitted again"
+    accelerator = (job["spec"]["template"]["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL)
+    hardware = f"a free {accelerator}" if accelerator and accelerator != "cpu" else "room on a node"
+    message = f"{PREEMPTED_BY}; its replacement pod is waiting for {hardware}"
+    detail = _unschedulable(pods or ())
+    return f"{message} ({detail})" if detail else message
+
+
 def _message(workload: Mapping[str, Any] | None) -> str | None:
-    """Kueue's word on a job that waits: why it was evicted (preempted, say), else why it is not
-    admitted yet."""
+    """Kueue's word on a job that waits: why it was evicted, else why it is not admitted yet."""
     if workload is None or not _pending(workload):
         return None
     for kind in (EVICTED, QUOTA_RESERVED):
@@ -133,8 +188,9 @@ def summarize(job: Mapping[str, Any], workload: Mapping[str, Any] | None, priori
         "failed": status.get("failed", 0),
         "active": status.get("active", 0),
         "admission": _admission(workload),
-        "position": position if job_state in ("queued", "requeued") else None,
-        "message": _message(workload),
+        "position": position if job_state in ("queued", "requeued", "preempted") else None,
+        "message": (_preemption_message(job, workload, pods) if job_state == "preempted"
+                    else _message(workload)),
     }
     if pods is not None:
         summary["pods"] = sorted((pod_summary(p) for p in pods),
