@@ -209,6 +209,9 @@ async def refusal(core, namespace: str, pod) -> str:
     """The storage-init container's exit code and stderr, for a pod its refusal stopped."""
     [init] = pod.status.init_container_statuses
     assert pod.status.phase == "Failed" and init.state.terminated.exit_code == 1
+    # FallbackToLogsOnError: the reason is also the container status's message (what the
+    # spawner and `kubectl describe` show).
+    assert "An admin must fix this" in init.state.terminated.message
     return await core.read_namespaced_pod_log(pod.metadata.name, namespace,
                                               container=volumes.INIT_CONTAINER)
 
@@ -287,6 +290,25 @@ async def test_a_home_that_is_not_the_users_stops_the_pod_with_the_reason(
     log = await refusal(core, namespace, pod)
     assert message in log and "An admin must fix this before this pod can start." in log, log
     assert owner(home) == (*made_by, 0o755) and not os.listdir(home)
+
+
+async def test_a_job_on_a_home_that_is_not_the_users_fails_with_the_reason(
+        pod_runner, core, batch, namespace, storage):
+    home = devstorage.claim_folders(storage)["aiinfn-home"] / "finn"
+    home.mkdir(mode=0o755)
+    job = job_manifest("finn", Identity(100013, {"qml": 200013}), ("qml",), ["home"], "touch ~/x")
+    await batch.create_namespaced_job(namespace, job)
+
+    async def failed():
+        current = await batch.read_namespaced_job(job["metadata"]["name"], namespace)
+        return current if current.status.failed else None
+
+    await wait_until(failed, "finn's job to fail")
+    selector = f"job-name={job['metadata']['name']}"
+    [pod] = (await core.list_namespaced_pod(namespace, label_selector=selector)).items
+    log = await refusal(core, namespace, pod)
+    assert "folder finn on claim aiinfn-home: it belongs to uid 0, not to this user (uid 100013)" in log
+    assert not os.listdir(home)
 
 
 async def test_a_lost_record_never_gives_one_users_files_to_another(
