@@ -344,7 +344,6 @@ async def test_refused_named_spawns_leave_nothing_behind(hub):
         await stop_all(hub, "bob")
 
 
-
 # -- Spawn links and the spawn page (issue 20, items 5, 6 and 10a): a link only pre-fills the
 # form, starting a server takes the form's POST with its _xsrf; text that is not UTF-8 is a 400;
 # a refusal shows its message only; cookies say SameSite=Lax. (Kept apart from the tests above.)
