@@ -128,12 +128,16 @@ class AiInfnStorage(Configurable):
     bucket_mount_path = Unicode(_DEFAULTS.bucket_mount_path, config=True, help="Where the bucket is mounted.")
     init_directories = Bool(
         _DEFAULTS.init_directories, config=True,
-        help="""Run an unprivileged init container, as the user, that creates the user's home (0700)
-        and project folders (setgid, group-owned by the project gid) the first time. Turn off when
+        help="""Run an unprivileged init container, as the user, in every pod that mounts the
+        user's folders (notebooks, batch jobs, clones): it creates the home (0700) and project
+        folders (setgid, group-owned by the project gid) the first time, and refuses the pod if an
+        existing one is not the user's (or its uid/gid already owns another folder). Turn off when
         the directories are provisioned another way.""",
     )
     init_image = Unicode(_DEFAULTS.init_image, config=True,
-                         help="Image of that init container (needs sh, mkdir, chgrp, chmod). Empty: the notebook image.")
+                         help="""Image of that init container (needs sh, id, mkdir, chgrp, chmod,
+                         stat, find, ln, readlink); it sees the claims' roots, so prefer one the
+                         platform trusts. Empty: the notebook image.""")
     uid_min = Int(_DEFAULTS.uid_min, config=True, help="Lowest uid handed to a user (also their private gid).")
     uid_max = Int(_DEFAULTS.uid_max, config=True, help="Highest uid handed to a user.")
     gid_min = Int(_DEFAULTS.gid_min, config=True,
