@@ -217,7 +217,9 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     service_port, token = free_port(), secrets.token_hex(32)
-    lines = hub_lines(service_port, token, rate_limit=10_000.0, rate_limit_burst=10_000)
+    # A round makes 1,000 jobs for 8 users: above the per-user default of unfinished jobs.
+    lines = hub_lines(service_port, token, rate_limit=10_000.0, rate_limit_burst=10_000,
+                      max_unfinished_jobs=100_000)
     hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, namespace, USERS, SPAWNER, lines)
     cleanup.append(lambda: asyncio.to_thread(stop_hub, hub, responder))
     service = Service(tmp, hub, service_port, token, kubeconfig)

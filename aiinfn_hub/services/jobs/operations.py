@@ -45,6 +45,8 @@ JOB_ID = re.compile(rf"{NAME_PREFIX}[0-9a-f]{{20}}")
 MAX_LOG_PODS = 10
 MAX_LOG_LINES = 5000
 MAX_LOG_BYTES = 256 * 1024
+UNFINISHED_RECOUNT_SECONDS = 10.0
+MAX_COUNTED_OWNERS = 10_000
 
 
 class NotFound(UserError):
@@ -97,6 +99,7 @@ class JobService:
         self.storage = storage
         self.identities = identities
         self._room: tuple[float, capacity.Capacity | None] | None = None
+        self._counts: dict[str, tuple[float, int]] = {}
         self._room_lock = asyncio.Lock()
 
     # -- submit --------------------------------------------------------------------------------
@@ -139,27 +142,51 @@ class JobService:
             raise
         if plan.sandbox:
             await self.store.adopt_sandbox(job)
+        self._count(caller.name, +1)
         log.info("Created %s job %s for %s in project %s", plan.kind, meta.name, caller.name, plan.project)
         return summarize(job, None, self.rules.priorities), True
 
     async def _check_room(self, caller: HubUser, meta: JobMeta, plan: JobPlan,
                           manifest: Mapping[str, Any]) -> None:
         """Refuse a job beyond the caller's number of unfinished jobs, or one the cluster could
-        never run. A repeated submission of an existing job is let through to get it back."""
-        jobs, room = await asyncio.gather(self.store.list_jobs(caller.name), self._capacity())
-        if any(j["metadata"]["name"] == meta.name for j in jobs):
-            return
-        unfinished = sum(1 for j in jobs if state(j, None) not in FINAL_STATES)
-        most = self.rules.max_unfinished_jobs
-        if unfinished >= most:
-            raise UserError(f"you have {unfinished} jobs that have not finished, the most one user "
-                            f"may have ({most}); wait for some to finish or cancel some",
-                            reason="too-many-jobs", status=429)
-        if room is not None:
-            accelerator = plan.accelerator
-            names = {accelerator.resource: accelerator.display_name} if accelerator.resource else {}
-            capacity.check(room, plan.queue, manifest["spec"]["template"]["spec"],
-                           manifest["spec"]["parallelism"], names)
+        never run. A repeated submission of a job that exists is let through to get it back."""
+        try:
+            unfinished, room = await asyncio.gather(self._unfinished(caller.name), self._capacity())
+            most = self.rules.max_unfinished_jobs
+            if unfinished >= most:
+                raise UserError(f"you have {unfinished} jobs that have not finished, the most one "
+                                f"user may have ({most}); wait for some to finish or cancel some",
+                                reason="too-many-jobs", status=429)
+            if room is not None:
+                kind = plan.accelerator
+                names = {kind.resource: kind.display_name} if kind.resource else {}
+                capacity.check(room, plan.queue, manifest["spec"]["template"]["spec"],
+                               manifest["spec"]["parallelism"], names)
+        except UserError:
+            if await self.store.get_job(meta.name) is None:
+                raise
+
+    async def _unfinished(self, owner: str) -> int:
+        """How many of the owner's jobs have not finished: counted from the cluster at most every
+        UNFINISHED_RECOUNT_SECONDS (a listing of all their jobs per submission would cost more
+        than the submission), plus the jobs this service made since, less those it cancelled.
+        Jobs that finish meanwhile count until the next recount, so the limit errs on the strict
+        side; submissions in flight at once may pass it by their number."""
+        now = time.monotonic()
+        counted = self._counts.get(owner)
+        if counted is None or now - counted[0] >= UNFINISHED_RECOUNT_SECONDS:
+            jobs = await self.store.list_jobs(owner)
+            if len(self._counts) >= MAX_COUNTED_OWNERS:
+                self._counts = {o: c for o, c in self._counts.items()
+                                if now - c[0] < UNFINISHED_RECOUNT_SECONDS}
+            unfinished = sum(1 for j in jobs if state(j, None) not in FINAL_STATES)
+            counted = self._counts[owner] = (now, unfinished)
+        return counted[1]
+
+    def _count(self, owner: str, change: int) -> None:
+        if owner in self._counts:
+            at, count = self._counts[owner]
+            self._counts[owner] = (at, max(0, count + change))
 
     async def _capacity(self) -> capacity.Capacity | None:
         """Kueue's quotas and the nodes, read again after capacity_refresh_seconds; None (and no
@@ -299,8 +326,10 @@ class JobService:
         job = await self._visible(caller, job_id)
         if not await self.store.delete_job(job_id):
             raise NotFound(job_id)
-        log.info("Cancelled job %s of %s (by %s)", job_id,
-                 (job["metadata"].get("annotations") or {}).get(labels.OWNER_NAME), caller.name)
+        owner = (job["metadata"].get("annotations") or {}).get(labels.OWNER_NAME)
+        if state(job, None) not in FINAL_STATES:
+            self._count(owner, -1)
+        log.info("Cancelled job %s of %s (by %s)", job_id, owner, caller.name)
         return {**summarize(job, None, self.rules.priorities), "state": "cancelled"}
 
     async def resubmit(self, caller: HubUser, job_id: str, key: str | None) -> tuple[dict, bool]:
