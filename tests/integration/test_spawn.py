@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import re
 import urllib.error
 import urllib.parse
@@ -31,7 +32,8 @@ exit 3
 """
 HOLD = "tests.aiinfn.infn.it/hold"
 SETUP_CRASH_SCRIPT = "echo 'refusing /home/jovyan: owned by uid 0, not by you' >&2; exit 1"
-USERS = {"alice": {"groups": ["cms-ml"]}, "carol": {"groups": ["cms-ml"]}, "bob": {"groups": ["lhcb-flashsim"]}}
+USERS = {"alice": {"groups": ["cms-ml"]}, "carol": {"groups": ["cms-ml"]}, "bob": {"groups": ["lhcb-flashsim"]},
+         "dora": {"groups": ["cms-ml"]}}
 SPAWNER = {
     "default_policy": {"accelerators": ["cpu"], "environments": "*"},
     "group_policies": {
@@ -64,7 +66,6 @@ c.KubeSpawner.modify_pod_hook = _test_pod_hook
 '''
 
 
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hub(devcluster, api_client, tmp_path_factory):
     kubeconfig, _ = devcluster
@@ -76,6 +77,7 @@ async def hub(devcluster, api_client, tmp_path_factory):
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     hub, responder = await asyncio.to_thread(start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace,
                                              USERS, SPAWNER, extra_config=[POD_HOOK])
+    hub.storage_folders = devstorage.claim_folders(storage)
     try:
         yield hub
     finally:
@@ -471,3 +473,20 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
         assert pods[0].spec.node_name == "server2-a30"
     finally:
         await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})
+
+
+async def test_a_home_that_is_not_the_users_fails_the_spawn_with_the_storage_reason(hub):
+    # The storage set-up refuses a home it did not make (docs/storage.md): the spawn says why.
+    if os.geteuid() != 0:
+        pytest.skip("the pod runner keeps uids apart only when the dev cluster runs as root")
+    home = hub.storage_folders["aiinfn-home"] / "dora"
+    home.mkdir(mode=0o755)  # root:root, as the kubelet makes a missing folder
+    try:
+        message = await spawn_failure(hub, "dora", "wrong-home", {})
+        assert (f"set-up container '{volumes.INIT_CONTAINER}' failed again after 1 restart "
+                "(exit code 1)") in message, message
+        assert "folder dora on claim aiinfn-home: it belongs to uid 0, not to this user" in message
+        assert "An admin must fix this" in message
+    finally:
+        await stop_all(hub, "dora")
+        home.rmdir()
