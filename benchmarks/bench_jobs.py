@@ -14,9 +14,9 @@ Measured: sustained submissions per second at a fixed concurrency (alternating r
 see the same cluster state; target: ours >= 50% of the baseline), and latency at a paced
 50 requests/s, open loop (each request leaves on schedule, whatever the earlier ones do; target:
 p99 <= 100 ms), in alternating 10 s blocks per variant; also at 10/s, and the CPU each process
-spends per submission. Every measurement starts from an empty namespace. The Jobs go to a
-namespace with no LocalQueue, so Kueue makes their Workloads but admits none and no pods load
-the cluster.
+spends per submission. Every measurement starts from an empty namespace. The Jobs go to the
+projects' LocalQueues held (stopPolicy: Hold), so Kueue makes their Workloads but admits none and
+no pods load the cluster.
 
 Run: .venv/bin/python benchmarks/bench_jobs.py [--quick] [--json FILE]
 It uses (or starts and then stops) the dev cluster named by $AIINFN_DEVCLUSTER_NAME (default
@@ -214,6 +214,10 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
     await core.create_namespace({"metadata": {"name": namespace, "labels": {
         labels.POD_SECURITY_ENFORCE: "restricted", labels.MANAGED_BY: "aiinfn-hub-bench"}}})
     cleanup.append(lambda: core.delete_namespace(namespace))
+    held = kueue_config.local_queues(kueue_config.load(), namespace)
+    for queue in held:
+        queue["spec"]["stopPolicy"] = "Hold"
+    await kueue_config.apply(api, held)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
     service_port, token = free_port(), secrets.token_hex(32)

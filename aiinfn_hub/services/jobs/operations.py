@@ -46,6 +46,7 @@ MAX_LOG_PODS = 10
 MAX_LOG_LINES = 5000
 MAX_LOG_BYTES = 256 * 1024
 UNFINISHED_RECOUNT_SECONDS = 10.0
+MISSING_QUEUE_RECHECK_SECONDS = 5.0
 MAX_COUNTED_OWNERS = 10_000
 
 
@@ -157,6 +158,8 @@ class JobService:
                 raise UserError(f"you have {unfinished} jobs that have not finished, the most one "
                                 f"user may have ({most}); wait for some to finish or cancel some",
                                 reason="too-many-jobs", status=429)
+            if room is not None and plan.queue not in room.queues:
+                room = await self._capacity(queue_missing=True)  # made since it was read?
             if room is not None:
                 kind = plan.accelerator
                 names = {kind.resource: kind.display_name} if kind.resource else {}
@@ -188,12 +191,14 @@ class JobService:
             at, count = self._counts[owner]
             self._counts[owner] = (at, max(0, count + change))
 
-    async def _capacity(self) -> capacity.Capacity | None:
-        """Kueue's quotas and the nodes, read again after capacity_refresh_seconds; None (and no
-        check) where the service may not read them or Kueue is not installed."""
+    async def _capacity(self, queue_missing: bool = False) -> capacity.Capacity | None:
+        """Kueue's quotas and the nodes, read again after capacity_refresh_seconds (or after
+        MISSING_QUEUE_RECHECK_SECONDS when a job's queue was not there); None (and no check)
+        where the service may not read them or Kueue is not installed."""
         def fresh() -> bool:
             age = time.monotonic() - self._room[0] if self._room is not None else None
-            return age is not None and age < self.rules.capacity_refresh_seconds
+            most = self.rules.capacity_refresh_seconds
+            return age is not None and age < (MISSING_QUEUE_RECHECK_SECONDS if queue_missing else most)
 
         if fresh():
             return self._room[1]
