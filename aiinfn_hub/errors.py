@@ -8,6 +8,8 @@ else is a bug: it is logged with its traceback and the user sees a generic error
 
 from __future__ import annotations
 
+import logging
+
 from tornado import web
 
 try:
@@ -48,3 +50,15 @@ class OnlyPrefilled(Exception):
 
     def __init__(self) -> None:
         super().__init__("options in a /hub/spawn link only pre-fill the form; nothing was started")
+
+
+class HidePrefilledTraceback(logging.Filter):
+    """Drops the ERROR with traceback that JupyterHub logs whenever options_from_query raises
+    ("Failed to spawn single-user server with query arguments"): for OnlyPrefilled nothing
+    failed, and a link visited by every user of a course would fill the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], OnlyPrefilled))
+
+
+HIDE_PREFILLED_TRACEBACK = HidePrefilledTraceback()

@@ -19,7 +19,7 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from . import catalog, form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
 from . import podfailure
-from .errors import OnlyPrefilled, UserError, to_http_error
+from .errors import HIDE_PREFILLED_TRACEBACK, OnlyPrefilled, UserError, to_http_error
 from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
 from .policy import UserPolicy, for_user
@@ -237,6 +237,8 @@ class AiInfnSpawner(KubeSpawner):
                           error.log_detail)
             raise to_http_error(error) from None
         self._link_options = plan.as_options() if options else None
+        self.log.addFilter(HIDE_PREFILLED_TRACEBACK)  # once: a Logger keeps each filter once
+        self.log.info("Spawn link of %s only pre-fills the form", self._log_name)
         raise OnlyPrefilled()
 
     # -- spawning ----------------------------------------------------------------------------

@@ -389,6 +389,7 @@ async def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(hub, core,
         assert re.search(r'id="accelerator-a30" value="a30"\s*checked', text), "not pre-selected"
     assert "spawn-error-msg" not in text
     await _nothing_started(hub, core, "alice")
+    assert "Failed to spawn single-user server with query arguments" not in hub.log()
 
 
 @pytest.mark.parametrize("user, query, status, message", [
