@@ -11,9 +11,9 @@ user_options: {"accelerator": key, "count": int, "environment": key | "image": c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from .catalog import Accelerator, Catalog, Size, quantity
+from .catalog import Accelerator, Catalog, Environment, Size, quantity
 from .errors import UserError
 from .policy import UserPolicy, accelerator_denial
 
@@ -74,6 +74,29 @@ def _disabled_reason(accelerator: Accelerator, policy: UserPolicy, held: int,
     return None
 
 
+def _environment_option(environments: Sequence[Environment], custom: bool,
+                        selected: Mapping[str, Any]) -> dict[str, Any]:
+    """A card's environment choice: the user's last environment (`selected`, this card's last
+    options), else the card's default, the first listed for its kind; or their custom image."""
+    custom_selected = custom and bool(selected.get("image"))
+    env_keys = [e.key for e in environments]
+    env_default = None
+    if not custom_selected:
+        last = selected.get("environment")
+        env_default = last if last in env_keys else next(iter(env_keys), None)
+    return {
+        "display_name": "Environment",
+        "choices": {e.key: {"display_name": e.display_name, "default": e.key == env_default}
+                    for e in environments},
+        "unlisted_choice": {
+            "enabled": custom,
+            "display_name": "Custom image",
+            "selected": custom_selected,
+            "value": selected.get("image", ""),
+        },
+    }
+
+
 def build(catalog: Catalog, availability: Mapping[str, Availability], policy: UserPolicy, held: int,
           selected: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """KubeSpawner-shaped profiles, one per accelerator, with our availability and disabled reason.
@@ -90,27 +113,8 @@ def build(catalog: Catalog, availability: Mapping[str, Availability], policy: Us
             reason = "no environment available to your groups"
         mine = selected.get("accelerator") == accelerator.key
         default_size = selected.get("size") if mine and selected.get("size") in sizes else catalog.default_sizes[accelerator.kind]
-        custom_selected = custom and mine and bool(selected.get("image"))
-        # The user's last environment, else the card's default: the first listed for its kind.
-        env_keys = [e.key for e in environments]
-        env_default = None
-        if not custom_selected:
-            last = selected.get("environment") if mine else None
-            env_default = last if last in env_keys else next(iter(env_keys), None)
         options: dict[str, Any] = {
-            "environment": {
-                "display_name": "Environment",
-                "choices": {
-                    e.key: {"display_name": e.display_name, "default": e.key == env_default}
-                    for e in environments
-                },
-                "unlisted_choice": {
-                    "enabled": custom,
-                    "display_name": "Custom image",
-                    "selected": custom_selected,
-                    "value": selected.get("image", "") if mine else "",
-                },
-            },
+            "environment": _environment_option(environments, custom, selected if mine else {}),
             "size": {
                 "display_name": "Size",
                 "choices": {k: {"display_name": s.display_name, "default": k == default_size} for k, s in sizes.items()},

@@ -304,20 +304,25 @@ class PodWorker:
         await self.report()
         return True
 
+    async def _plan_when_possible(self, container: dict[str, Any], restarts: int,
+                                  last: dict[str, Any] | None) -> podplan.Plan:
+        """The container's sandbox plan; a configuration error (a missing Secret, say) is reported
+        as CreateContainerConfigError and retried, as the kubelet does."""
+        while True:
+            try:
+                return self._plan(container, restarts)
+            except ConfigError as error:
+                self.statuses[container["name"]] = podstatus.waiting(
+                    container, "CreateContainerConfigError", str(error), restarts, last)
+                await self.report()
+                await self.event("Failed", f"Error: {error}", container["name"], warning=True)
+                await asyncio.sleep(RETRY_SECONDS)
+
     async def _start_once(self, container: dict[str, Any], restarts: int, last: dict[str, Any] | None,
                           init: bool) -> tuple[int, dict[str, Any]]:
         """Start the container's process and wait for it; (exit code, its terminated status)."""
         name = container["name"]
-        while True:
-            try:
-                plan = self._plan(container, restarts)
-                break
-            except ConfigError as error:
-                self.statuses[name] = podstatus.waiting(container, "CreateContainerConfigError", str(error),
-                                                        restarts, last)
-                await self.report()
-                await self.event("Failed", f"Error: {error}", name, warning=True)
-                await asyncio.sleep(RETRY_SECONDS)
+        plan = await self._plan_when_possible(container, restarts, last)
         plan_path = self.dir / "containers" / name / "plan.json"
         plan_path.write_text(plan.to_json())
         if restarts == 0:
