@@ -362,7 +362,7 @@ async def test_uids_stay_with_the_files_across_a_dev_cluster_restart(devcluster,
     if session_cluster is None or \
             "pod-runner" not in {p.name for p in session_cluster.status().processes}:
         pytest.skip("needs the built dev cluster with its pod runner")
-    cluster = DevCluster(name=f"hstore-restart-{os.getpid()}", port=port_below_ephemeral(),
+    cluster = DevCluster(name=f"kept-storage-{os.getpid()}", port=port_below_ephemeral(),
                          cache=session_cluster.cache, log=lambda message: None)
     kept = tmp_path / "kept-storage"
 
