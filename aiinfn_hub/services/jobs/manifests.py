@@ -116,22 +116,9 @@ def _security(parts: PodParts) -> dict[str, Any]:
     return {**identity, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSettings) -> dict[str, Any]:
-    """The suspended, Kueue-managed batch/v1 Job for this plan."""
-    job_labels = {
-        **owner_labels(plan.owner, COMPONENT),
-        labels.JOB_KIND: plan.kind,
-        labels.PROJECT: names.label_value(plan.project),
-        labels.KUEUE_QUEUE: plan.queue,
-        labels.KUEUE_PRIORITY: plan.priority_class,
-    }
-    pod_labels = {**owner_labels(plan.owner, COMPONENT), labels.JOB_KIND: plan.kind,
-                  ACCELERATOR_LABEL: plan.accelerator.key}
-    mounts = [dict(m) for m in parts.mounts]
-    pod_volumes = [dict(v) for v in parts.volumes]
-    if plan.sandbox:
-        pod_volumes.append({"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}})
-        mounts.append({"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True})
+def _main_container(meta: JobMeta, plan: JobPlan, parts: PodParts,
+                    mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The job's one container: its command in the environment's image, restricted."""
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": parts.image,
@@ -154,6 +141,12 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
     working_dir = plan.working_dir or parts.working_dir
     if working_dir:
         container["workingDir"] = working_dir
+    return container
+
+
+def _pod_spec(plan: JobPlan, parts: PodParts, settings: BuildSettings, container: dict[str, Any],
+              pod_volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod template's spec: no token, never restarted in place, placed for the plan."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -169,6 +162,27 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
         pod_spec["volumes"] = pod_volumes
     if parts.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [dict(s) for s in parts.image_pull_secrets]
+    return pod_spec
+
+
+def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSettings) -> dict[str, Any]:
+    """The suspended, Kueue-managed batch/v1 Job for this plan."""
+    job_labels = {
+        **owner_labels(plan.owner, COMPONENT),
+        labels.JOB_KIND: plan.kind,
+        labels.PROJECT: names.label_value(plan.project),
+        labels.KUEUE_QUEUE: plan.queue,
+        labels.KUEUE_PRIORITY: plan.priority_class,
+    }
+    pod_labels = {**owner_labels(plan.owner, COMPONENT), labels.JOB_KIND: plan.kind,
+                  ACCELERATOR_LABEL: plan.accelerator.key}
+    mounts = [dict(m) for m in parts.mounts]
+    pod_volumes = [dict(v) for v in parts.volumes]
+    if plan.sandbox:
+        pod_volumes.append({"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}})
+        mounts.append({"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True})
+    container = _main_container(meta, plan, parts, mounts)
+    pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
     spec: dict[str, Any] = {
         "suspend": True,
         "completions": plan.completions,
