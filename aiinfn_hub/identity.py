@@ -12,7 +12,7 @@ The files are the other copy of the record: each user's folders are owned by the
 project's by its gid (the storage-init container refuses a pod whose number owns someone else's
 folder). `from_folders` rebuilds a lost record from what the storage shows; run by an admin where
 the exports are mounted (`python -m aiinfn_hub.identity HOMES... --projects PROJECTS...`), and by
-the dev cluster's storage at each start (`devstorage.restore_identities`).
+the dev cluster's storage at each start (the dev platform's `aiinfn_dev.devstorage.restore_identities`).
 """
 
 from __future__ import annotations

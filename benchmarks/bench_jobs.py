@@ -46,9 +46,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiinfn_hub import k8s, kueue_config, labels  # noqa: E402
-from aiinfn_hub.devcluster.cluster import DevCluster  # noqa: E402
-from aiinfn_hub.devcluster.processes import free_port  # noqa: E402
+from aiinfn_dev import kueue_config  # noqa: E402
+from aiinfn_hub import k8s, labels  # noqa: E402
+from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
+from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
 from aiinfn_hub.services.base import HubUser  # noqa: E402
 from aiinfn_hub.services.jobs.app import AiInfnJobs  # noqa: E402
 from aiinfn_hub.services.jobs.manifests import JobMeta, make_job  # noqa: E402

@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiinfn_hub import catalog as catalog_module  # noqa: E402
 from aiinfn_hub import form, k8s, profiles, reservations  # noqa: E402
 from aiinfn_hub.catalog import Catalog  # noqa: E402
-from aiinfn_hub.devcluster import processes, topology  # noqa: E402
-from aiinfn_hub.devcluster.cluster import DevCluster  # noqa: E402
+from aiinfn_dev.devcluster import processes, topology  # noqa: E402
+from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
 from aiinfn_hub.inventory import (  # noqa: E402
     QUEUE_LABEL, RESERVATION_TAINT, TERMINAL_PHASES, VIRTUAL_NODE_LABEL, VIRTUAL_TAINT,
     VIRTUAL_TAINT_PREFIX, Counts, Inventory, units,

@@ -1,7 +1,7 @@
 # Login with INDIGO IAM (docs/auth.md). Client id and secret come from OAUTH_CLIENT_ID /
 # OAUTH_CLIENT_SECRET in the hub's environment (never from this file); tokens are kept in
 # encrypted auth_state, so the hub refuses to start without JUPYTERHUB_CRYPT_KEY.
-# The demo (`aiinfn-hub demo`) replaces this authenticator with its own demo login.
+# The demo (`aiinfn-dev demo`) replaces this authenticator with its own demo login.
 c.JupyterHub.authenticator_class = "aiinfn"
 c.AiInfnOAuthenticator.issuer = "https://iam.cloud.infn.it/"
 # Who may log in: members of the catalog's projects (the default), and the admins.

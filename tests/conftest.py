@@ -15,9 +15,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, k8s, kueue_config, labels
-from aiinfn_hub.devcluster import topology
-from aiinfn_hub.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
+from aiinfn_dev import devstorage, kueue_config
+from aiinfn_hub import k8s, labels
+from aiinfn_dev.devcluster import topology
+from aiinfn_dev.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from tests.helpers import has_default_service_account, wait_until
 from tests.oidc_provider import keycloak  # noqa: F401 (the real OpenID provider fixture)
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from aiinfn_hub.demo_auth import DEMO_MODE_ENV
-from aiinfn_hub.devcluster.processes import free_port
+from aiinfn_dev.demo_auth import DEMO_MODE_ENV
+from aiinfn_dev.devcluster.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

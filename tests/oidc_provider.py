@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from aiinfn_hub.devcluster.processes import free_port
+from aiinfn_dev.devcluster.processes import free_port
 
 KEYCLOAK_VERSION = "26.7.3"
 KEYCLOAK_SHA512 = ("15c764765576eef267cf15cc5225a5826b5394a25a83d9bfa5b8544e4bbba690"

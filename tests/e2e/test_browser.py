@@ -1,4 +1,4 @@
-"""The platform end to end in a real browser, on the README's first command (`aiinfn-hub demo`).
+"""The platform end to end in a real browser, on the README's first command (`aiinfn-dev demo`).
 
 A headless Chromium logs alice in, reads live availability on the spawn page, starts a notebook
 on an A100 MIG slice with the ML environment, waits for JupyterLab, types `aiinfn jobs clone`
@@ -25,8 +25,8 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from aiinfn_hub.devcluster import processes
-from aiinfn_hub.devcluster.cluster import DevCluster
+from aiinfn_dev.devcluster import processes
+from aiinfn_dev.devcluster.cluster import DevCluster
 from tests.browser import artifacts_dir, chrome, wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ CLONE = 'aiinfn jobs clone -- python -c "print(42)"'
 
 @pytest.fixture(scope="module")
 def demo(devcluster, tmp_path_factory):
-    """`aiinfn-hub demo` on its own cluster and ports: (base URL, password); Ctrl-C at the end.
+    """`aiinfn-dev demo` on its own cluster and ports: (base URL, password); Ctrl-C at the end.
     One demo for the module's tests, each of which stops what it starts."""
     tmp_path = tmp_path_factory.mktemp("demo")
     _, session_cluster = devcluster
@@ -50,14 +50,14 @@ def demo(devcluster, tmp_path_factory):
     output = tmp_path / "demo.log"
     with open(output, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "aiinfn_hub.demo", "demo", "--port", str(port),
+            [sys.executable, "-m", "aiinfn_dev.demo", "demo", "--port", str(port),
              "--cluster-name", name, "--cluster-port", str(api_port)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cluster = DevCluster(name=name, port=api_port, cache=session_cluster.cache)
     try:
         wait_for(lambda: "password:" in output.read_text() or process.poll() is not None, "the demo to start", 300)
         text = output.read_text()
-        assert "aiinfn-hub demo is running at" in text, text[-3000:]
+        assert "aiinfn-dev demo is running at" in text, text[-3000:]
         yield f"http://127.0.0.1:{port}", re.search(r"password: (\S+)", text).group(1)
     finally:
         if process.poll() is None:

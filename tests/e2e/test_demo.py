@@ -1,4 +1,4 @@
-"""`aiinfn-hub demo` end to end: cluster up, hub up, a demo user logs in, Ctrl-C stops it all."""
+"""`aiinfn-dev demo` end to end: cluster up, hub up, a demo user logs in, Ctrl-C stops it all."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from aiinfn_hub.devcluster import processes
-from aiinfn_hub.devcluster.cluster import DevCluster
+from aiinfn_dev.devcluster import processes
+from aiinfn_dev.devcluster.cluster import DevCluster
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
     output = tmp_path / "demo.log"
     with open(output, "wb") as log:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "aiinfn_hub.demo", "demo", "--port", str(hub_port),
+            [sys.executable, "-m", "aiinfn_dev.demo", "demo", "--port", str(hub_port),
              "--cluster-name", name, "--cluster-port", str(api_port)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     cluster = DevCluster(name=name, port=api_port, cache=session_cluster.cache)
@@ -57,7 +57,7 @@ def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
         while "password:" not in output.read_text() and demo.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
         text = output.read_text()
-        assert "aiinfn-hub demo is running at" in text, text[-3000:]
+        assert "aiinfn-dev demo is running at" in text, text[-3000:]
         password = re.search(r"password: (\S+)", text).group(1)
         assert password not in text.replace(f"password: {password}", "")  # printed once, never logged
         cluster_pids = cluster.status().processes

@@ -9,7 +9,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from aiinfn_hub.devcluster import topology
+from aiinfn_dev.devcluster import topology
 from tests.helpers import has_default_service_account, restricted_container, restricted_pod, wait_until
 
 pytestmark = pytest.mark.integration

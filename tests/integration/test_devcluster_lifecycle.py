@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from aiinfn_hub.devcluster import processes
-from aiinfn_hub.devcluster.cluster import DevCluster
-from aiinfn_hub.devcluster.errors import DevClusterError
+from aiinfn_dev.devcluster import processes
+from aiinfn_dev.devcluster.cluster import DevCluster
+from aiinfn_dev.devcluster.errors import DevClusterError
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_port_taken_fails_in_one_line_and_leaves_nothing(private_cluster):
 
 def test_cli_reports_a_missing_cluster():
     result = subprocess.run(
-        [sys.executable, "-m", "aiinfn_hub.devcluster.cli", "--name", "never-started", "kubeconfig"],
+        [sys.executable, "-m", "aiinfn_dev.devcluster.cli", "--name", "never-started", "kubeconfig"],
         capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == (

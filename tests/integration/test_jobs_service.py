@@ -34,8 +34,9 @@ from kubernetes_asyncio.utils import create_from_dict
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from aiinfn_hub import devstorage, k8s, kueue_config, labels
-from aiinfn_hub.devcluster.processes import free_port
+from aiinfn_dev import devstorage, kueue_config
+from aiinfn_hub import k8s, labels
+from aiinfn_dev.devcluster.processes import free_port
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import REPO, Hub, start_hub, stop_hub

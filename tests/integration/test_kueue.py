@@ -15,9 +15,10 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import k8s, kueue_config, names
-from aiinfn_hub.devcluster import processes
-from aiinfn_hub.devcluster.cluster import DevCluster
+from aiinfn_dev import kueue_config
+from aiinfn_hub import k8s, names
+from aiinfn_dev.devcluster import processes
+from aiinfn_dev.devcluster.cluster import DevCluster
 from tests.helpers import has_default_service_account, restricted_container, restricted_pod, wait_until
 
 pytestmark = pytest.mark.integration

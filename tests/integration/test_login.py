@@ -22,7 +22,8 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import devstorage, labels, tokens
+from aiinfn_dev import devstorage
+from aiinfn_hub import labels, tokens
 from tests.helpers import has_default_service_account, wait_until
 from tests.hub import Hub, start_hub, stop_hub
 from tests.oidc_provider import Login, Realm, browser_login, make_realm

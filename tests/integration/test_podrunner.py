@@ -20,8 +20,9 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from aiinfn_hub import catalog, devstorage, labels
-from aiinfn_hub.devcluster import sandbox
+from aiinfn_dev import devstorage
+from aiinfn_hub import catalog, labels
+from aiinfn_dev.devcluster import sandbox
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
 
@@ -344,7 +345,7 @@ async def test_a_killed_runner_takes_its_containers_with_it(tmp_path):
     # A stand-in runner: starts the sandbox, says its pid once the container runs, then waits.
     runner = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys, time\n"
-        "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_hub.devcluster.sandbox', sys.argv[1], str(os.getpid())],"
+        "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_dev.devcluster.sandbox', sys.argv[1], str(os.getpid())],"
         " stdout=subprocess.PIPE)\n"
         "p.stdout.readline()\nprint(p.pid, flush=True)\ntime.sleep(600)\n"), str(tmp_path / "plan.json")],
         stdout=subprocess.PIPE, text=True)

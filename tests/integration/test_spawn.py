@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, devstorage, labels, volumes
+from aiinfn_dev import devstorage
+from aiinfn_hub import catalog, labels, volumes
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
 

@@ -27,8 +27,9 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, devstorage, identity, k8s, labels, names, policy, tokens, volumes
-from aiinfn_hub.devcluster.cluster import DevCluster
+from aiinfn_dev import devstorage
+from aiinfn_hub import catalog, identity, k8s, labels, names, policy, tokens, volumes
+from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_hub.identity import Identity, IdentityStore
 from aiinfn_hub.services.base import HubUser
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from aiinfn_hub.devcluster import build, versions
-from aiinfn_hub.devcluster.errors import DevClusterError
+from aiinfn_dev.devcluster import build, versions
+from aiinfn_dev.devcluster.errors import DevClusterError
 
 
 def test_missing_go_names_the_fix(tmp_path, monkeypatch):

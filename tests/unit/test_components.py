@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from aiinfn_hub.devcluster import components
+from aiinfn_dev.devcluster import components
 
 LAYOUT = components.Layout(Path("/c"))
 PORTS = components.Ports(apiserver=16443, etcd_client=1, etcd_peer=2, controller_manager=3, scheduler=4, kwok=5)

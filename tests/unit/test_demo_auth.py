@@ -3,7 +3,7 @@
 import pytest
 from traitlets.config import Config
 
-from aiinfn_hub.demo_auth import DEMO_MODE_ENV, DemoAuthenticator, DemoModeError
+from aiinfn_dev.demo_auth import DEMO_MODE_ENV, DemoAuthenticator, DemoModeError
 
 PASSWORD = "a-long-demo-password"
 
@@ -17,7 +17,7 @@ def _config(password=PASSWORD):
 
 def test_refuses_outside_demo_mode(monkeypatch):
     monkeypatch.delenv(DEMO_MODE_ENV, raising=False)
-    with pytest.raises(DemoModeError, match="only runs under `aiinfn-hub demo`"):
+    with pytest.raises(DemoModeError, match="only runs under `aiinfn-dev demo`"):
         DemoAuthenticator(config=_config())
 
 

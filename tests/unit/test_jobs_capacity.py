@@ -6,8 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from aiinfn_hub import catalog, kueue_config, policy
-from aiinfn_hub.devcluster import topology
+from aiinfn_dev import kueue_config
+from aiinfn_hub import catalog, policy
+from aiinfn_dev.devcluster import topology
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.services.base import HubUser
 from aiinfn_hub.services.jobs import capacity

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aiinfn_hub.devcluster import kueue
-from aiinfn_hub.devcluster.errors import DevClusterError
+from aiinfn_dev.devcluster import kueue
+from aiinfn_dev.devcluster.errors import DevClusterError
 
 PORTS = kueue.KueuePorts(webhook=1, health=2, metrics=3)
 NOT_SYSTEM = {"matchExpressions": [

@@ -2,8 +2,9 @@
 
 import pytest
 
-from aiinfn_hub import catalog, kueue_config, names
-from aiinfn_hub.devcluster import topology
+from aiinfn_dev import kueue_config
+from aiinfn_hub import catalog, names
+from aiinfn_dev.devcluster import topology
 
 DOCUMENTS = kueue_config.load()
 CATALOG = catalog.load(catalog.default_path())

@@ -11,8 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from aiinfn_hub.devcluster import pki, processes
-from aiinfn_hub.devcluster.errors import DevClusterError
+from aiinfn_dev.devcluster import pki, processes
+from aiinfn_dev.devcluster.errors import DevClusterError
 
 
 def test_pki_identities_and_serving_names(tmp_path):

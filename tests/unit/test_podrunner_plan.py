@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from aiinfn_hub.devcluster import components, podplan
-from aiinfn_hub.devcluster.podplan import ConfigError, LocalImage, Mount, MountError, Objects, Volume
+from aiinfn_dev.devcluster import components, podplan
+from aiinfn_dev.devcluster.podplan import ConfigError, LocalImage, Mount, MountError, Objects, Volume
 
 IMAGE = LocalImage(prefix="/env")
 NODE = {"cpu": "8", "memory": "32Gi"}

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 
 from aiinfn_hub import catalog
-from aiinfn_hub.devcluster import components, podrunner
-from aiinfn_hub.devcluster.podplan import LocalImage
-from aiinfn_hub.devcluster.podworker import write_volume_files
+from aiinfn_dev.devcluster import components, podrunner
+from aiinfn_dev.devcluster.podplan import LocalImage
+from aiinfn_dev.devcluster.podworker import write_volume_files
 
 
 def _library(tmp_path):

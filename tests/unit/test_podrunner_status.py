@@ -2,7 +2,7 @@
 
 import pytest
 
-from aiinfn_hub.devcluster import podstatus
+from aiinfn_dev.devcluster import podstatus
 
 C = {"name": "notebook", "image": "img"}
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z"

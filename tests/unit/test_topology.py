@@ -2,7 +2,7 @@
 
 import pytest
 
-from aiinfn_hub.devcluster import topology
+from aiinfn_dev.devcluster import topology
 
 
 def test_ai_infn_farm_node_manifest_is_literal():

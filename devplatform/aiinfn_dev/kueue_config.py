@@ -19,7 +19,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.utils import create_from_dict
 
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "helm-values" / "kueue-queues.yaml"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "helm-values" / "kueue-queues.yaml"
 API_GROUP = "kueue.x-k8s.io"
 API_VERSION = "v1beta2"
 

@@ -9,7 +9,7 @@ Container output goes to CRI log files that kwok's kubelet endpoint serves to `k
 through one kwok `Logs` object per pod.
 
 Started and stopped by `DevCluster` like the other components:
-`python -m aiinfn_hub.devcluster.podrunner --config pod-runner.json`. Pure decisions are in
+`python -m aiinfn_dev.devcluster.podrunner --config pod-runner.json`. Pure decisions are in
 podplan.py and podstatus.py.
 """
 
@@ -31,14 +31,14 @@ from typing import Any, Awaitable, Callable, Mapping
 import aiohttp
 from kubernetes_asyncio import client
 
-from .. import catalog, k8s
-from ..inventory_watch import ResourceExpired, WatchError, backoff_delay, parse_event, resource_version
+from aiinfn_hub import catalog, k8s
+from aiinfn_hub.inventory_watch import ResourceExpired, WatchError, backoff_delay, parse_event, resource_version
 from . import podplan, podstatus, sandbox
 from .components import POD_CIDR
 from .podplan import LocalImage
 from .podworker import PodWorker, now, stop_processes
 
-log = logging.getLogger("aiinfn_hub.devcluster.podrunner")
+log = logging.getLogger("aiinfn_dev.devcluster.podrunner")
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SCHEDULED = "spec.nodeName!="
@@ -89,7 +89,7 @@ def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path
     return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims))
 
 
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOK_ENV = "AIINFN_NOTEBOOK_ENV"
 SWITCH = "AIINFN_POD_RUNNER"  # "off": every pod simulated, for runs that need no real process
 

@@ -249,7 +249,7 @@ class DevCluster:
         """The runner plays the kubelet for its pods, with kwok's identity; ready once it listed."""
         path = self.layout.config("pod-runner.json")
         path.write_text(settings.to_json())
-        argv = [sys.executable, "-m", "aiinfn_hub.devcluster.podrunner", "--config", str(path)]
+        argv = [sys.executable, "-m", "aiinfn_dev.devcluster.podrunner", "--config", str(path)]
         proc = processes.start("pod-runner", argv, self.layout.logs / "pod-runner.log")
         state["processes"].append(proc.__dict__)
         self._write_state(state)

@@ -1,4 +1,4 @@
-"""`aiinfn-hub demo`: the platform on this machine, on the local dev cluster, with demo users.
+"""`aiinfn-dev demo`: the platform on this machine, on the local dev cluster, with demo users.
 
 It brings the dev cluster up (or reuses a running one), makes the demo namespace, writes a hub
 configuration that loads the repository's jupyterhub_config.d/ and then the demo overrides, runs
@@ -23,7 +23,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 
-from . import devstorage, k8s, kueue_config, labels
+from aiinfn_hub import k8s, labels
+
+from . import devstorage, kueue_config
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
@@ -42,7 +44,7 @@ DEMO_GROUP_POLICIES = {
     "lhcb-flashsim": {"accelerators": ["cpu", "t4", "a100-mig-1g-10gb", "a100-mig-2g-20gb", "a100-mig-3g-40gb"],
                       "environments": "*", "max_accelerators": 1},
 }
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def hub_config(config_root: Path, state: Path, port: int, password: str, internal_ports: tuple[int, int, int]) -> str:
@@ -140,7 +142,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
     if not (config_root / "jupyterhub_config.py").is_file():
         raise DevClusterError(f"no jupyterhub_config.py in {config_root}: run from the repository or pass --config-root")
     require_free(port, "JupyterHub", "--port")
-    log = lambda message: print(f"aiinfn-hub demo: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda message: print(f"aiinfn-dev demo: {message}", file=sys.stderr, flush=True)  # noqa: E731
     cluster = DevCluster(name=cluster_name, port=cluster_port, log=log)
     external = os.environ.get("AIINFN_KUBECONFIG")
     started_cluster = False if external else cluster.up()
@@ -164,7 +166,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
             f"{name} ({'admin, ' if user['admin'] else ''}groups {' '.join(user['groups'])})"
             for name, user in DEMO_USERS.items()
         )
-        print(f"\n  aiinfn-hub demo is running at {url}\n  users: {users}\n  password: {password}\n"
+        print(f"\n  aiinfn-dev demo is running at {url}\n  users: {users}\n  password: {password}\n"
               f"  Ctrl-C stops everything this command started.\n", flush=True)
         return hub.wait()
     except KeyboardInterrupt:
@@ -179,7 +181,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aiinfn-hub", description="aiinfn-hub administration commands")
+    parser = argparse.ArgumentParser(prog="aiinfn-dev", description="aiinfn-hub dev platform commands")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the platform locally on the dev cluster with demo users")
     demo.add_argument("--port", type=int, default=8000, help="JupyterHub port on 127.0.0.1 (default %(default)s)")
@@ -193,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_demo(args.port, args.cluster_name, args.cluster_port, args.config_root)
     except DevClusterError as error:
-        print(f"aiinfn-hub: error: {error}", file=sys.stderr)
+        print(f"aiinfn-dev: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("aiinfn-hub: interrupted; everything started so far was stopped", file=sys.stderr)
+        print("aiinfn-dev: interrupted; everything started so far was stopped", file=sys.stderr)
         return 130
 
 

@@ -22,10 +22,10 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.utils import create_from_dict
 
-from . import identity, labels
-from .storage_config import StorageSettings
+from aiinfn_hub import identity, labels
+from aiinfn_hub.storage_config import StorageSettings
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "helm-values" / "storage.yaml"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "helm-values" / "storage.yaml"
 ROOT_MODE = f"{labels.PREFIX}/root-mode"
 
 

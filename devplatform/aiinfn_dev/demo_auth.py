@@ -1,6 +1,6 @@
-"""DemoAuthenticator: a password login with fixed demo users, for `aiinfn-hub demo` only.
+"""DemoAuthenticator: a password login with fixed demo users, for `aiinfn-dev demo` only.
 
-It refuses to load unless demo mode is on (AIINFN_DEMO_MODE=1, set by `aiinfn-hub demo`) and
+It refuses to load unless demo mode is on (AIINFN_DEMO_MODE=1, set by `aiinfn-dev demo`) and
 the hub listens on a loopback address, so a demo configuration copied to a server cannot open it.
 """
 
@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from jupyterhub.auth import Authenticator
 from traitlets import Dict, Unicode, default
 
-from . import spawn_page
+from aiinfn_hub import spawn_page
 
 DEMO_MODE_ENV = "AIINFN_DEMO_MODE"
 
@@ -33,7 +33,7 @@ def _is_loopback(host: str) -> bool:
 
 
 class DemoAuthenticator(Authenticator):
-    """Demo users log in with the one password that `aiinfn-hub demo` prints."""
+    """Demo users log in with the one password that `aiinfn-dev demo` prints."""
 
     def get_handlers(self, app):
         # The spawn page answering 400, not 500, to text that is not UTF-8 (spawn_page.py).
@@ -48,7 +48,7 @@ class DemoAuthenticator(Authenticator):
     )
     password = Unicode(
         config=True,
-        help="The demo password (at least 12 characters); `aiinfn-hub demo` makes a random one per run.",
+        help="The demo password (at least 12 characters); `aiinfn-dev demo` makes a random one per run.",
     )
 
     @default("manage_groups")
@@ -67,7 +67,7 @@ class DemoAuthenticator(Authenticator):
         super().__init__(**kwargs)
         if os.environ.get(DEMO_MODE_ENV) != "1":
             raise DemoModeError(
-                f"DemoAuthenticator only runs under `aiinfn-hub demo` ({DEMO_MODE_ENV}=1); "
+                f"DemoAuthenticator only runs under `aiinfn-dev demo` ({DEMO_MODE_ENV}=1); "
                 "configure AiInfnOAuthenticator for a real deployment"
             )
         if len(self.password) < 12:

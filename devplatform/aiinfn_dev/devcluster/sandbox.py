@@ -1,7 +1,7 @@
 """One container of a runner pod: namespaces, a root built from host folders and volumes, the
 pod's user, then exec. The pod runner's equivalent of runc plus conmon.
 
-`python -m aiinfn_hub.devcluster.sandbox PLAN.json RUNNER_PID` (a `podplan.Plan`) runs as the
+`python -m aiinfn_dev.devcluster.sandbox PLAN.json RUNNER_PID` (a `podplan.Plan`) runs as the
 user who runs the dev cluster, root or not: it enters new user, mount, UTS, IPC and PID
 namespaces, maps the plan's uid/gid to its own, builds a root on a tmpfs (host system folders
 and environments read-only, a minimal /dev, the pod's volumes bound at their mount paths,
@@ -46,7 +46,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
              "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 START_ERROR_EXIT = 128
-MODULE = "aiinfn_hub.devcluster.sandbox"
+MODULE = "aiinfn_dev.devcluster.sandbox"
 LOG_CHUNK = 16384
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -28,7 +28,7 @@ from .podplan import ConfigError, MountError
 if TYPE_CHECKING:
     from .podrunner import PodRunner
 
-log = logging.getLogger("aiinfn_hub.devcluster.podrunner")
+log = logging.getLogger("aiinfn_dev.devcluster.podrunner")
 
 RETRY_SECONDS = 2.0
 PORT_POLL_SECONDS = 0.2
