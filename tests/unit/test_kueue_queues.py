@@ -56,7 +56,7 @@ def test_every_catalog_project_has_a_local_queue_and_a_cluster_queue_of_its_obje
     assert set(CLUSTER_QUEUES) == expected
     local = objects("LocalQueue")
     assert set(local) == expected
-    assert {q["metadata"]["namespace"] for q in local.values()} == {"jupyterhub"}
+    assert {q["metadata"]["namespace"] for q in local.values()} == {"jhub"}
     assert all(q["spec"]["clusterQueue"] == name for name, q in local.items())
 
 
