@@ -1,0 +1,148 @@
+"""helm-values/values.yaml is valid for the pinned z2jh chart and agrees with itself, with
+jupyterhub_config.d/ and with the other files of helm-values/ (one namespace placeholder, one
+hub account). Their objects meet the real API server in tests/integration/test_helm_values.py.
+
+The chart's schema is read from an unpacked chart 4.4.0 named by $AIINFN_Z2JH_CHART:
+`helm pull jupyterhub --repo https://hub.jupyter.org/helm-chart/ --version 4.4.0 --untar`
+(values.schema.json), or the chart folder of the z2jh repository at tag 4.4.0 (.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+from tests.helm_values import (JOBS_PORT, NAMESPACE, REPO, component_labels, helm_merge,
+                               object_files, objects, values)
+
+CHART_VERSION, CHART_APP_VERSION = "4.4.0", "5.5.0"
+CHART_ENV = "AIINFN_Z2JH_CHART"
+CONFIG_D = REPO / "jupyterhub_config.d"
+
+
+def chart() -> Path:
+    path = os.environ.get(CHART_ENV)
+    if not path:
+        pytest.skip(f"${CHART_ENV} names no unpacked z2jh chart {CHART_VERSION} "
+                    "(see this module's docstring)")
+    return Path(path)
+
+
+def schema_errors(chart_dir: Path, overrides: dict) -> list[str]:
+    """What the chart's schema says of these values merged over the chart's own, as helm does."""
+    schema_file = next(p for p in (chart_dir / "values.schema.json",
+                                   chart_dir / "values.schema.yaml") if p.is_file())
+    schema = yaml.safe_load(schema_file.read_text())
+    merged = helm_merge(yaml.safe_load((chart_dir / "values.yaml").read_text()), overrides)
+    return sorted(f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                  for e in jsonschema.Draft7Validator(schema).iter_errors(merged))
+
+
+def test_values_are_valid_for_the_pinned_chart():
+    chart_dir = chart()
+    meta = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
+    # A packaged chart carries its version; the repository's source, chartpress's placeholder.
+    assert meta["appVersion"] == CHART_APP_VERSION
+    assert meta["version"] in (CHART_VERSION, "0.0.1-set.by.chartpress")
+    assert schema_errors(chart_dir, values()) == []
+
+
+def test_the_schema_check_refuses_a_misspelt_key():
+    misspelt = helm_merge(values(), {"singleuser": {"storage": {"tpye": "none"}}})
+    assert schema_errors(chart(), misspelt) == [
+        "singleuser.storage: Additional properties are not allowed ('tpye' was unexpected)"]
+
+
+def test_the_job_service_port_agrees_everywhere():
+    hub, proxy = values()["hub"], values()["proxy"]
+    url = urlsplit(hub["services"]["jobs"]["url"])
+    assert (url.scheme, url.hostname, url.port) == ("http", "hub", JOBS_PORT)  # the hub Service
+    bind = urlsplit(hub["config"]["AiInfnJobs"]["bind_url"])
+    assert (bind.hostname, bind.port) == ("0.0.0.0", JOBS_PORT)
+    assert hub["service"]["extraPorts"] == [
+        {"name": "jobs", "port": JOBS_PORT, "targetPort": JOBS_PORT, "protocol": "TCP"}]
+    only_port = [{"port": JOBS_PORT, "protocol": "TCP"}]
+    assert hub["networkPolicy"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": component_labels("proxy")}}], "ports": only_port}]
+    assert proxy["chp"]["networkPolicy"]["egress"] == [
+        {"to": [{"podSelector": {"matchLabels": component_labels("hub")}}], "ports": only_port}]
+
+
+def config_d(services: list[dict] | None = None) -> Config:
+    """jupyterhub_config.d/ loaded into one configuration; with `services`, after a hub.services
+    registration as z2jh's configuration file makes it (a plain list, before the files)."""
+    config = Config()
+    if services is not None:
+        config.JupyterHub.services = services
+    for path in sorted(CONFIG_D.glob("*.py")):
+        if services is not None and path.name == "40-jobs.py":
+            exec(compile(path.read_text(), path.name, "exec"), {"c": config})  # as z2jh does
+        else:
+            config.merge(PyFileConfigLoader(path.name, path=str(CONFIG_D)).load_config())
+    return config
+
+
+def test_values_state_what_jupyterhub_config_d_sets_alike():
+    hub, config = values()["hub"], config_d()
+    assert hub["config"]["JupyterHub"]["authenticator_class"] \
+        == config.JupyterHub.authenticator_class
+    assert hub["allowNamedServers"] == config.JupyterHub.allow_named_servers
+    assert hub["namedServerLimitPerUser"] == config.JupyterHub.named_server_limit_per_user
+
+
+def test_40_jobs_completes_the_charts_registration_of_the_job_service():
+    registered = [{"name": key, **service} for key, service in values()["hub"]["services"].items()]
+    [jobs] = config_d(registered).JupyterHub.services
+    assert jobs["url"] == f"http://hub:{JOBS_PORT}"
+    assert jobs["command"] == [sys.executable, "-m", "aiinfn_hub.services.jobs"]
+    assert (jobs["oauth_no_confirm"], jobs["oauth_client_allowed_scopes"]) == (True, [])
+
+
+def test_40_jobs_registers_the_job_service_beside_a_hub_without_the_chart(monkeypatch):
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", "never passed on")
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")
+    monkeypatch.setenv("PROXY_API_SERVICE_PORT", "8001")
+    [jobs] = config_d().JupyterHub.services.to_dict()["extend"]
+    assert jobs["url"] == f"http://127.0.0.1:{JOBS_PORT}"
+    # What z2jh's configuration file needs when the service reads it; never the hub's secrets.
+    passed = {"POD_NAMESPACE": "jhub", "PROXY_API_SERVICE_PORT": "8001"}
+    assert passed.items() <= jobs["environment"].items()
+    assert "OAUTH_CLIENT_SECRET" not in jobs["environment"]
+
+
+def test_the_hubs_secrets_come_from_secrets():
+    for name, entry in values()["hub"]["extraEnv"].items():
+        assert set(entry) == {"valueFrom"}, name
+        assert set(entry["valueFrom"]) == {"secretKeyRef"}, name
+
+
+def test_notebook_settings_leave_storage_placement_and_priority_to_the_spawner():
+    chart_values = values()
+    singleuser, scheduling = chart_values["singleuser"], chart_values["scheduling"]
+    assert singleuser["storage"] == {"type": "none"}  # the spawner mounts storage.yaml's claims
+    assert singleuser["cloudMetadata"]["blockWithIptables"] is False  # a privileged init container
+    assert singleuser["networkPolicy"]["egressAllowRules"]["cloudMetadataServer"] is False
+    assert scheduling["userScheduler"]["enabled"] is False  # one scheduler for notebooks and jobs
+    assert "podPriority" not in scheduling  # the spawner's aiinfn-notebook, not the chart's class
+    spawners = {"image", "cpu", "memory", "extraResource", "nodeSelector", "profileList"}
+    assert spawners.isdisjoint(singleuser)
+
+
+def test_one_namespace_placeholder_and_one_hub_account_in_every_file():
+    for path in object_files():
+        for document in objects(path):
+            where = f"{path.name}: {document['kind']} {document['metadata']['name']}"
+            assert document["metadata"].get("namespace", NAMESPACE) == NAMESPACE, where
+            claim = document.get("spec", {}).get("claimRef")
+            assert claim is None or claim["namespace"] == NAMESPACE, where
+            for subject in document.get("subjects", []):
+                assert subject == {"kind": "ServiceAccount", "name": "hub",
+                                   "namespace": NAMESPACE}, where
