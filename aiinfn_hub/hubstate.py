@@ -1,8 +1,8 @@
 """The hub-process-wide platform state the spawners share: catalog, policies, inventory, promises.
 
 One per hub process, built from the spawner's configuration on first use (and checked at hub
-start by `check_config`, which the repository's jupyterhub_config.py calls after loading
-jupyterhub_config.d/, so a bad catalog or policy stops the hub with the key that is wrong).
+start by checks.py, which the repository's jupyterhub_config.py sets up, so a bad catalog or
+policy stops the hub with the key that is wrong).
 """
 
 from __future__ import annotations
@@ -44,20 +44,30 @@ def load(catalog_file: str, default_policy: Mapping[str, Any], group_policies: M
     )
 
 
+def spawner_setting(config: Config, name: str) -> Any:
+    """A spawner setting as a loaded hub config gives it (c.AiInfnSpawner over c.KubeSpawner),
+    else AiInfnSpawner's static default; for readers of the config that have no spawner."""
+    from .spawner import AiInfnSpawner
+
+    for section in ("AiInfnSpawner", "KubeSpawner"):
+        if name in config.get(section, {}):
+            return config[section][name]
+    return AiInfnSpawner.class_traits()[name].default()
+
+
+def load_from_config(config: Config) -> Platform:
+    """The platform state from a loaded hub config; raises CatalogError or PolicyError."""
+    return load(*(spawner_setting(config, name) for name in
+                  ("catalog_file", "default_policy", "group_policies", "reservation_taint_key")))
+
+
 def check_config(config: Config) -> None:
     """Validate the platform part of a loaded hub config (spawner, catalog, policies, storage);
     exit with the reason if it is bad, so a misconfigured hub never starts."""
     from . import storage_config
-    from .spawner import AiInfnSpawner
-
-    defaults = AiInfnSpawner.class_traits()
-    section = {**config.get("KubeSpawner", {}), **config.get("AiInfnSpawner", {})}
-
-    def value(name: str) -> Any:
-        return section[name] if name in section else defaults[name].default()
 
     try:
-        load(value("catalog_file"), value("default_policy"), value("group_policies"), value("reservation_taint_key"))
+        load_from_config(config)
     except (catalog_module.CatalogError, policy.PolicyError) as error:
         raise SystemExit(f"aiinfn-hub: invalid platform configuration: {error}") from None
     storage_config.check_config(config)
