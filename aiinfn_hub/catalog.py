@@ -16,6 +16,7 @@ import yaml
 from . import names
 
 ACCELERATOR_KINDS = ("cpu", "gpu", "mig", "fpga")
+MAX_BATCH_SHARE = 1000
 KEY_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 # Kubernetes qualified names for extended resources and labels: prefix/name.
 RESOURCE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
@@ -102,11 +103,14 @@ class Size:
 @dataclass(frozen=True)
 class Project:
     """A research project: an IAM group whose members share folders, a gid, a job queue and
-    accounting. `key` is the group name exactly as the hub knows it (e.g. `lhcb/flashsim`)."""
+    accounting. `key` is the group name exactly as the hub knows it (e.g. `lhcb/flashsim`).
+    `batch_share` weighs the part of every Kueue flavor its job queue owns (`aiinfn-hub render`):
+    equal by default; 0 owns nothing and only borrows what others leave idle."""
 
     key: str
     display_name: str
     description: str = ""
+    batch_share: int = 1
 
 
 @dataclass(frozen=True)
@@ -279,10 +283,14 @@ def _projects(entry: Any) -> dict[str, Project]:
         if group != key:
             raise _fail(where, "write the group name without a leading '/'")
         value = _mapping(value, where)
-        _only(value, {"display_name", "description"}, {"display_name"}, where)
+        _only(value, {"display_name", "description", "batch_share"}, {"display_name"}, where)
+        share = value.get("batch_share", 1)
+        if isinstance(share, bool) or not isinstance(share, int) \
+                or not 0 <= share <= MAX_BATCH_SHARE:
+            raise _fail(f"{where}.batch_share", f"must be a whole number 0..{MAX_BATCH_SHARE}")
         projects[key] = Project(key, _text(value["display_name"], f"{where}.display_name"),
                                 _text(value["description"], f"{where}.description", 500)
-                                if "description" in value else "")
+                                if "description" in value else "", share)
     return projects
 
 
