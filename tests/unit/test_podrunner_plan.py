@@ -277,3 +277,54 @@ def test_plan_serialises_for_the_sandbox():
                         root="/r", log="/l")
     assert json.loads(plan.to_json())["mounts"] == [{"source": "/a", "target": "/b", "read_only": True,
                                                      "is_file": False}]
+
+
+def test_containers_get_the_kubernetes_services_variables_pointing_at_the_api_server():
+    services = podplan.kubernetes_service_env("127.0.0.1:16443")
+    tcp = "KUBERNETES_PORT_16443_TCP"
+    assert services == {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "16443",
+        "KUBERNETES_SERVICE_PORT_HTTPS": "16443", "KUBERNETES_PORT": "tcp://127.0.0.1:16443",
+        tcp: "tcp://127.0.0.1:16443", f"{tcp}_PROTO": "tcp", f"{tcp}_PORT": "16443",
+        f"{tcp}_ADDR": "127.0.0.1",
+    }
+    # As a kubelet's: the container's own env may use them, and wins over them.
+    container = {"name": "notebook", "env": [
+        {"name": "API", "value": "https://$(KUBERNETES_SERVICE_HOST)"},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": "443"}]}
+    env = podplan.container_env(pod(containers=[container]), container, IMAGE, Objects(),
+                                "127.64.0.254", "127.0.0.1", NODE, services)
+    assert (env["API"], env["KUBERNETES_SERVICE_PORT"], env["KUBERNETES_SERVICE_HOST"]) == (
+        "https://127.0.0.1", "443", "127.0.0.1")
+    assert "KUBERNETES_SERVICE_HOST" not in env_of({"name": "notebook"})
+
+
+def test_a_python_based_image_has_no_docker_stacks_variables_and_its_own_group():
+    image = LocalImage(prefix="/hubenv", uid=1000, gid=1000, group="jovyan", base="python")
+    assert image.env() == {
+        "PATH": "/hubenv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8", "HOME": "/home/jovyan"}
+    assert podplan.etc_group("root:x:0:\n", image) == "root:x:0:\njovyan:x:1000:\n"
+
+
+def test_folders_on_the_way_to_what_an_image_adds():
+    targets = ["/usr/local/etc/jupyterhub/conf.d", "/srv/x"]
+    assert podplan.folders_on_the_way(["/etc", "/usr"], targets) == [
+        "/usr", "/usr/local", "/usr/local/etc", "/usr/local/etc/jupyterhub"]
+
+
+def test_host_folders_holding_an_image_path_are_shown_entry_by_entry():
+    listing = {
+        "/usr": {"bin": "dir", "lib": "dir", "local": "dir", "lib64": "link"},
+        "/usr/local": {"bin": "dir", "etc": "dir", "man": "link"},
+        "/usr/local/etc": {"npmrc": "file"},
+    }
+    target = "/usr/local/etc/jupyterhub/jupyterhub_config.d"
+    shown, files = podplan.split_host_paths(["/etc", "/usr", "/work/repo"], [target], listing)
+    assert shown == ["/etc", "/usr/bin", "/usr/lib", "/usr/lib64", "/usr/local/bin",
+                     "/usr/local/man", "/work/repo"]
+    assert files == [Mount("/usr/local/etc/npmrc", "/usr/local/etc/npmrc", True, True)]
+    # A path the host has itself is left out (the image's takes its place); nothing else moves.
+    listing = {"/usr": {"bin": "dir", "local": "dir"}}
+    assert podplan.split_host_paths(["/usr"], ["/usr/local"], listing) == (["/usr/bin"], [])
+    assert podplan.split_host_paths(["/usr"], ["/srv/jupyterhub"], {}) == (["/usr"], [])

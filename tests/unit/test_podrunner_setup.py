@@ -10,8 +10,8 @@ import yaml
 
 from aiinfn_hub import catalog
 from aiinfn_dev.devcluster import components, podrunner
-from aiinfn_dev.devcluster.podplan import LocalImage
-from aiinfn_dev.devcluster.podworker import write_volume_files
+from aiinfn_dev.devcluster.podplan import LocalImage, Mount
+from aiinfn_dev.devcluster.podworker import image_root, write_volume_files
 
 
 def _library(tmp_path):
@@ -124,3 +124,65 @@ def test_the_runner_stays_off_when_switched_off_or_without_a_notebook_env(tmp_pa
     monkeypatch.setenv("AIINFN_NOTEBOOK_ENV", str(tmp_path / "missing"))
     settings, problem = podrunner.for_cluster(tmp_path / "clusters" / "c", tmp_path / "k")
     assert settings is None and problem.startswith(f"no notebook environment at {tmp_path / 'missing'}")
+
+
+def test_the_hub_image_is_played_by_the_hub_environment_as_z2jh_runs_it(tmp_path):
+    nbenv, hubenv = tmp_path / "nbenv", tmp_path / "elsewhere" / "hubenv"
+    for env, home in ((nbenv, "/opt/python/bin"), (hubenv, "/srv/python3.12/bin")):
+        env.mkdir(parents=True)
+        (env / "pyvenv.cfg").write_text(f"home = {home}\n")
+    source = tmp_path / "src"
+    (source / "helm-values").mkdir(parents=True)
+    (source / "helm-values" / "values.yaml").write_text(yaml.safe_dump({"hub": {"image": {
+        "name": "registry.example/hub", "tag": "1.2"}}}))
+    settings = podrunner.settings_for(Path("/k"), Path("/state"), nbenv, catalog.default_path(),
+                                      source, Path("/claims"), hubenv, "127.0.0.1:16443")
+    hub = settings.images["registry.example/hub:1.2"]
+    assert hub == LocalImage(
+        prefix=str(hubenv),
+        cmd=("jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"),
+        user="jovyan", uid=1000, gid=1000, group="jovyan", home="/home/jovyan", base="python",
+        workdir="/srv/jupyterhub",
+        files=(("/usr/local/etc/jupyterhub/jupyterhub_config.d", f"{source}/jupyterhub_config.d"),))
+    assert {str(hubenv), "/srv/python3.12"} <= set(settings.host_paths)
+    assert settings.api_server == "127.0.0.1:16443"
+    assert podrunner.Settings.from_json(settings.to_json()) == settings
+
+
+def test_the_hub_image_is_the_one_the_shipped_values_name():
+    values = yaml.safe_load((podrunner.SOURCE_ROOT / podrunner.HUB_VALUES).read_text())
+    name = podrunner.hub_image_name(podrunner.SOURCE_ROOT / podrunner.HUB_VALUES)
+    assert name == f"{values['hub']['image']['name']}:{values['hub']['image']['tag']}"
+
+
+def test_hub_env_needs_jupyterhub(tmp_path):
+    assert "no hub environment" in podrunner.hub_env_problem(tmp_path)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "jupyterhub").touch()
+    assert podrunner.hub_env_problem(tmp_path) is None
+
+
+def test_the_api_server_address_comes_from_the_runners_kubeconfig(tmp_path):
+    path = tmp_path / "kwok.kubeconfig"
+    cluster = {"name": "c", "cluster": {"server": "https://127.0.0.1:16651"}}
+    path.write_text(yaml.safe_dump({"clusters": [cluster]}))
+    assert podrunner.api_server_address(path) == "127.0.0.1:16651"
+
+
+def test_what_an_image_adds_is_bound_where_the_host_has_folders(tmp_path):
+    usr = tmp_path / "usr"
+    (usr / "local" / "etc").mkdir(parents=True)
+    (usr / "bin").mkdir()
+    (usr / "local" / "etc" / "npmrc").write_text("x")
+    (usr / "local" / "etc" / "secret").write_text("x")
+    (usr / "local" / "etc" / "secret").chmod(0o600)
+    (usr / "local" / "man").symlink_to("share/man")
+    config = tmp_path / "repo" / "jupyterhub_config.d"
+    config.mkdir(parents=True)
+    target = f"{usr}/local/etc/jupyterhub/jupyterhub_config.d"
+    image = LocalImage(prefix="/env", files=((target, str(config)),))
+    shown, mounts = image_root(["/etc", str(usr)], image)
+    assert shown == sorted(["/etc", f"{usr}/bin", f"{usr}/local/man"])
+    assert mounts == [Mount(f"{usr}/local/etc/npmrc", f"{usr}/local/etc/npmrc", True, True),
+                      Mount(str(config), target, True, False)]
+    assert image_root(["/usr"], LocalImage(prefix="/env")) == (["/usr"], [])

@@ -240,7 +240,8 @@ class DevCluster:
             return None
         from . import podrunner  # only clusters that run it import the asyncio client
 
-        settings, problem = podrunner.for_cluster(self.layout.root, self.layout.kubeconfig("kwok"))
+        settings, problem = podrunner.for_cluster(self.layout.root, self.layout.kubeconfig("kwok"),
+                                                  self.log)
         if problem:
             self.log(f"pod runner off, kwok simulates every pod: {problem}")
         return settings

@@ -44,26 +44,35 @@ class LocalImage:
     user: str = "jovyan"
     uid: int = 1000
     gid: int = 100
+    group: str = "users"
     home: str = "/home/jovyan"
     # The platform's Jupyter configuration the image carries (images/notebook/jupyter), if any.
     jupyter_config: str = ""
+    # The image's ENV lines: "docker-stacks" (SHELL, NB_USER, NB_UID, NB_GID) or "python" (the
+    # official Python images z2jh's hub image is built on: PATH and LANG only).
+    base: str = "docker-stacks"
+    workdir: str = ""  # WORKDIR; "" is the home (docker-stacks' WORKDIR is $HOME)
+    # What the image adds (COPY): path in the image -> the host folder or file with that content.
+    files: tuple[tuple[str, str], ...] = ()
 
     def env(self) -> dict[str, str]:
-        """The image's ENV lines (docker-stacks sets HOME there, so any uid gets it)."""
-        return {
+        """The image's ENV lines, and HOME, which the runtime sets from the image's user."""
+        env = {
             "PATH": f"{self.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
             "HOME": self.home,
-            "NB_USER": self.user,
-            "NB_UID": str(self.uid),
-            "NB_GID": str(self.gid),
-            **({"JUPYTER_CONFIG_PATH": self.jupyter_config} if self.jupyter_config else {}),
         }
+        if self.base == "docker-stacks":
+            env.update({"SHELL": "/bin/bash", "NB_USER": self.user, "NB_UID": str(self.uid),
+                        "NB_GID": str(self.gid)})
+        if self.jupyter_config:
+            env["JUPYTER_CONFIG_PATH"] = self.jupyter_config
+        return env
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LocalImage":
-        return cls(**{**data, "cmd": tuple(data.get("cmd", cls.cmd))})
+        return cls(**{**data, "cmd": tuple(data.get("cmd", cls.cmd)),
+                      "files": tuple(tuple(pair) for pair in data.get("files", ()))})
 
 
 @dataclass(frozen=True)
@@ -234,12 +243,26 @@ def _key_of(source: Mapping[str, Mapping[str, bytes] | None], kind: str, namespa
     return data[ref["key"]].decode(errors="replace")
 
 
+def kubernetes_service_env(server: str) -> dict[str, str]:
+    """What a kubelet gives every container for the `kubernetes` Service (in-cluster clients
+    find the API server by it), pointing at the API server's own loopback address ("HOST:PORT"):
+    Services do not route on this machine."""
+    host, _, port = server.rpartition(":")
+    tcp = f"KUBERNETES_PORT_{port}_TCP"
+    return {
+        "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
+        "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://{host}:{port}",
+        tcp: f"tcp://{host}:{port}", f"{tcp}_PROTO": "tcp", f"{tcp}_PORT": port, f"{tcp}_ADDR": host,
+    }
+
+
 def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], image: LocalImage, objects: Objects,
-                  pod_ip: str, host_ip: str, node_allocatable: Mapping[str, str]) -> dict[str, str]:
-    """The process environment: image ENV, HOSTNAME, then envFrom and env in order, values
-    expanded against what came before."""
+                  pod_ip: str, host_ip: str, node_allocatable: Mapping[str, str],
+                  services: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment: image ENV, HOSTNAME, the Services' variables, then envFrom and
+    env in order, values expanded against what came before."""
     namespace = pod["metadata"].get("namespace", "")
-    env = {**image.env(), "HOSTNAME": hostname(pod)}
+    env = {**image.env(), "HOSTNAME": hostname(pod), **(services or {})}
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
         kind, ref = (("Secret", source["secretRef"]) if "secretRef" in source
@@ -521,7 +544,7 @@ def etc_group(host: str, image: LocalImage) -> str:
     """The host's groups, plus the image user's primary group if the host has no such gid."""
     lines = [line for line in host.splitlines() if line]
     if not any(line.split(":")[2:3] == [str(image.gid)] for line in lines):
-        lines.append(f"users:x:{image.gid}:")
+        lines.append(f"{image.group}:x:{image.gid}:")
     return "\n".join(lines) + "\n"
 
 
@@ -556,6 +579,45 @@ def host_paths(extra: Iterable[str]) -> list[str]:
     any folder already inside another."""
     paths = sorted({posixpath.normpath(p) for p in (*SYSTEM_PATHS, *extra)})
     return [p for p in paths if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)]
+
+
+def folders_on_the_way(host_paths: Iterable[str], targets: Iterable[str]) -> list[str]:
+    """The folders from a shown host folder down to each target's parent: what
+    split_host_paths needs listed (those that exist)."""
+    folders: list[str] = []
+    for target in targets:
+        for top in host_paths:
+            if target.startswith(top.rstrip("/") + "/"):
+                parts = target[len(top.rstrip("/")) + 1:].split("/")[:-1]
+                folders += [posixpath.join(top, *parts[:i]) for i in range(len(parts) + 1)]
+    return sorted(set(folders))
+
+
+def split_host_paths(host_paths: Iterable[str], targets: Iterable[str],
+                     listing: Mapping[str, Mapping[str, str]]) -> tuple[list[str], list[Mount]]:
+    """(host folders to show, host files to bind read-only) so that no target lies inside a
+    shown host folder, where no mount point can be made (it is read-only): a folder holding a
+    target is shown entry by entry instead, down to the target's parent, which becomes the
+    container root's own. `listing`: host folder -> {entry: "dir", "file" or "link"}, the
+    entries not every user may read left out; a folder missing from it does not exist."""
+    shown = set(host_paths)
+    files: list[Mount] = []
+    for target in targets:
+        holder = next((p for p in sorted(shown) if target.startswith(p.rstrip("/") + "/")), None)
+        while holder is not None and holder in listing:
+            shown.discard(holder)
+            step = target[len(holder.rstrip("/")) + 1:].split("/")[0]
+            for name, kind in sorted(listing[holder].items()):
+                path = posixpath.join(holder, name)
+                if name == step:
+                    continue
+                if kind == "file":
+                    files.append(Mount(path, path, True, True))
+                else:
+                    shown.add(path)
+            below = posixpath.join(holder, step)
+            holder = below if below != target and listing[holder].get(step) == "dir" else None
+    return sorted(shown), files
 
 
 def decode_data(obj: Mapping[str, Any], secret: bool) -> dict[str, bytes]:

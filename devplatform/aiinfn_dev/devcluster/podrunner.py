@@ -24,11 +24,13 @@ import shutil
 import signal
 import sys
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
+import yaml
 from kubernetes_asyncio import client
 
 from aiinfn_hub import catalog, k8s
@@ -56,6 +58,8 @@ class Settings:
     images: dict[str, LocalImage]
     host_paths: list[str]
     ip_claims: str
+    # The API server's "HOST:PORT" on the loopback: what the `kubernetes` Service's variables say.
+    api_server: str = ""
     volume_sync_seconds: float = 5.0
     shutdown_grace_seconds: float = 5.0
 
@@ -76,27 +80,78 @@ def notebook_env_problem(prefix: Path) -> str | None:
     return None
 
 
+def hub_env_problem(prefix: Path) -> str | None:
+    """Why prefix cannot play the hub image, or None if it can."""
+    if not (prefix / "bin" / "jupyterhub").exists():
+        return f"no hub environment at {prefix} (./dev makes it; {HUB_ENV} points elsewhere)"
+    return None
+
+
+HUB_CONFIG_DIR = "/usr/local/etc/jupyterhub"
+
+
+def hub_image_name(values: Path) -> str:
+    """The hub image (images/hub/Dockerfile) as the chart's values name it (hub.image)."""
+    image = yaml.safe_load(values.read_text())["hub"]["image"]
+    return f"{image['name']}:{image['tag']}"
+
+
+def hub_image(prefix: Path, source_root: Path) -> LocalImage:
+    """z2jh's hub image (quay.io/jupyterhub/k8s-hub, which images/hub/Dockerfile extends) played
+    by the hub environment: user jovyan (1000:1000), WORKDIR /srv/jupyterhub, the chart's command
+    `jupyterhub --config .../jupyterhub_config.py`, and the platform's jupyterhub_config.d where
+    z2jh's configuration loads it from. Its ENTRYPOINT (tini) is left out: the hub is PID 1."""
+    return LocalImage(
+        prefix=str(prefix),
+        cmd=("jupyterhub", "--config", f"{HUB_CONFIG_DIR}/jupyterhub_config.py"),
+        user="jovyan", uid=1000, gid=1000, group="jovyan", home="/home/jovyan", base="python",
+        workdir="/srv/jupyterhub",
+        files=((f"{HUB_CONFIG_DIR}/jupyterhub_config.d", str(source_root / "jupyterhub_config.d")),),
+    )
+
+
+def _env_paths(prefix: Path) -> list[str]:
+    """An environment and the Python installation it runs on."""
+    cfg = prefix / "pyvenv.cfg"
+    return [str(prefix), *podplan.base_python_dirs(cfg.read_text() if cfg.exists() else "")]
+
+
 def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path: Path,
-                 source_root: Path, ip_claims: Path) -> Settings:
+                 source_root: Path, ip_claims: Path, hub_env: Path | None = None,
+                 api_server: str = "") -> Settings:
     """Every environment image of the catalog played by the notebook environment with the
-    images' Jupyter configuration; the host folders it needs (its Python, this checkout for the
-    editable install and that configuration) shown read-only."""
+    images' Jupyter configuration, and the hub image of helm-values/values.yaml by the hub
+    environment if given; the host folders they need (their Pythons, this checkout for the
+    editable install and the images' configuration) shown read-only."""
     jupyter_config = str(source_root / "images" / "notebook" / "jupyter")
     images = {env.image: LocalImage(prefix=str(notebook_env), jupyter_config=jupyter_config)
               for env in catalog.load(catalog_path).environments.values()}
-    cfg = notebook_env / "pyvenv.cfg"
-    extra = [str(notebook_env), str(source_root), *podplan.base_python_dirs(cfg.read_text() if cfg.exists() else "")]
-    return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims))
+    extra = [str(source_root), *_env_paths(notebook_env)]
+    if hub_env is not None:
+        images[hub_image_name(source_root / HUB_VALUES)] = hub_image(hub_env, source_root)
+        extra += _env_paths(hub_env)
+    return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims),
+                    api_server)
 
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
+HUB_VALUES = Path("helm-values", "values.yaml")
 NOTEBOOK_ENV = "AIINFN_NOTEBOOK_ENV"
+HUB_ENV = "AIINFN_HUB_ENV"
 SWITCH = "AIINFN_POD_RUNNER"  # "off": every pod simulated, for runs that need no real process
 
 
-def for_cluster(root: Path, kubeconfig: Path) -> tuple[Settings | None, str | None]:
+def api_server_address(kubeconfig: Path) -> str:
+    """The API server's "HOST:PORT", from the runner's kubeconfig."""
+    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    return urllib.parse.urlsplit(server).netloc
+
+
+def for_cluster(root: Path, kubeconfig: Path, say: Callable[[str], None] = log.info
+                ) -> tuple[Settings | None, str | None]:
     """The runner's settings for a dev cluster in root, or None and why it stays off (no
-    notebook environment, no user namespaces): then kwok simulates every pod."""
+    notebook environment, no user namespaces): then kwok simulates every pod. Without a hub
+    environment the hub image stays simulated too (`say` tells why)."""
     if os.environ.get(SWITCH) == "off":
         return None, f"{SWITCH}=off"
     env = Path(os.environ.get(NOTEBOOK_ENV) or SOURCE_ROOT / ".venv-notebook").absolute()
@@ -106,9 +161,15 @@ def for_cluster(root: Path, kubeconfig: Path) -> tuple[Settings | None, str | No
         shutil.rmtree(root / "sandbox-probe", ignore_errors=True)
     if problem:
         return None, problem
+    hub_env: Path | None = Path(os.environ.get(HUB_ENV) or SOURCE_ROOT / ".venv-hub").absolute()
+    hub_problem = hub_env_problem(hub_env)
+    if hub_problem:
+        say(f"pod runner: the hub image stays simulated: {hub_problem}")
+        hub_env = None
     # Every dev cluster of this cache (<cache>/clusters/<name>) shares one record of pod IPs.
     claims = root.parent.parent / "pod-ips"
-    return settings_for(kubeconfig, root / "pods", env, catalog.default_path(), SOURCE_ROOT, claims), None
+    return settings_for(kubeconfig, root / "pods", env, catalog.default_path(), SOURCE_ROOT, claims,
+                        hub_env, api_server_address(kubeconfig)), None
 
 
 class IpClaims:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -236,8 +237,10 @@ class PodWorker:
     def _plan(self, container: dict[str, Any], restarts: int) -> podplan.Plan:
         uid, gid, groups = podplan.container_user(self.pod, container, self.image)
         allocatable = self.node.get("status", {}).get("allocatable") or {}
+        api_server = self.runner.settings.api_server
+        services = podplan.kubernetes_service_env(api_server) if api_server else {}
         env = podplan.container_env(self.pod, container, self.image, self.objects, self.ip, self.host_ip,
-                                    allocatable)
+                                    allocatable, services)
         argv = podplan.container_argv(container, self.image, env)
         env = podplan.listen_on_pod_ip(env, self.ip)
         mounts = podplan.container_mounts(container, self.volumes, env)
@@ -259,12 +262,14 @@ class PodWorker:
             "/etc/hostname": name + "\n",
             "/etc/profile": podplan.etc_profile(_read("/etc/profile"), env.get("PATH", "")),
         }
+        host_paths, image_mounts = image_root(self.runner.settings.host_paths, self.image)
+        cwd = container.get("workingDir") or self.image.workdir or self.image.home
         return podplan.Plan(
-            argv=argv, env=env, cwd=container.get("workingDir") or self.image.home, uid=uid, gid=gid, groups=groups,
-            hostname=name, no_new_privs=ctx.get("allowPrivilegeEscalation") is False,
-            read_only_root=bool(ctx.get("readOnlyRootFilesystem")), host_paths=self.runner.settings.host_paths,
-            mounts=[podplan.Mount(str(tmp), "/tmp", False), *mounts], etc=etc, root=str(cdir / "rootfs"),
-            log=str(cdir / f"{restarts}.log"))
+            argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups, hostname=name,
+            no_new_privs=ctx.get("allowPrivilegeEscalation") is False,
+            read_only_root=bool(ctx.get("readOnlyRootFilesystem")), host_paths=host_paths,
+            mounts=[podplan.Mount(str(tmp), "/tmp", False), *image_mounts, *mounts], etc=etc,
+            root=str(cdir / "rootfs"), log=str(cdir / f"{restarts}.log"))
 
     async def _run(self, container: dict[str, Any], init: bool) -> bool:
         """Run one container until the restart policy lets it rest; True if it ended well."""
@@ -457,6 +462,34 @@ class PodWorker:
 
     def remove_files(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def image_root(host_paths: list[str],
+               image: podplan.LocalImage) -> tuple[list[str], list[podplan.Mount]]:
+    """The host folders shown and the files the image adds, bound read-only where the image has
+    them (host folders on their way shown entry by entry, so the mount points can be made)."""
+    targets = [target for target, _ in image.files]
+    folders = podplan.folders_on_the_way(host_paths, targets)
+    listing = {folder: _entries(folder) for folder in folders if os.path.isdir(folder)}
+    shown, host_files = podplan.split_host_paths(host_paths, targets, listing)
+    added = [podplan.Mount(source, target, True, os.path.isfile(source))
+             for target, source in image.files]
+    return shown, [*host_files, *added]
+
+
+def _entries(folder: str) -> dict[str, str]:
+    """A host folder's entries by kind, leaving out what not every user may read."""
+    entries = {}
+    with os.scandir(folder) as scan:
+        for entry in scan:
+            info = entry.stat(follow_symlinks=False)
+            if entry.is_symlink():
+                entries[entry.name] = "link"
+            elif info.st_mode & stat.S_IROTH and entry.is_dir(follow_symlinks=False):
+                entries[entry.name] = "dir"
+            elif info.st_mode & stat.S_IROTH and entry.is_file(follow_symlinks=False):
+                entries[entry.name] = "file"
+    return entries
 
 
 def exit_code(code: int) -> int:
