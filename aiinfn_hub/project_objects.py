@@ -27,10 +27,10 @@ from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import labels, names
-from .catalog import Catalog, Project
+from .catalog import QUANTITY_PATTERN, Catalog, Project
 from .services.jobs.capacity import SCHEDULING_EFFECTS, quantity
 from .services.jobs.plan import queue_name
-from .storage_config import StorageSettings
+from .storage_config import DNS_LABEL, StorageSettings
 from .volumes import project_claim
 
 COHORT = "aiinfn"
@@ -272,11 +272,24 @@ def make_claim(project: Project, namespace: str, storage: ProjectStorage) -> dic
     }
 
 
+def check_settings(namespace: str, storage: ProjectStorage) -> None:
+    """Refuse settings that would make invalid objects, naming the setting."""
+    if not DNS_LABEL.fullmatch(namespace):
+        raise RenderError(f"namespace {namespace!r} is not a DNS label")
+    if not DNS_LABEL.fullmatch(storage.claim_prefix) or len(storage.claim_prefix) > 40:
+        raise RenderError(f"claim prefix {storage.claim_prefix!r} is not a short DNS label")
+    if not QUANTITY_PATTERN.fullmatch(storage.size):
+        raise RenderError(f"project size {storage.size!r} is not a quantity such as 10Ti")
+    if not storage.nfs_server or not storage.nfs_path.startswith("/"):
+        raise RenderError("the NFS server is empty or its path is not absolute")
+
+
 def project_objects(catalog: Catalog, flavors: Sequence[Mapping[str, Any]],
                     nodes: Iterable[Mapping[str, Any]], namespace: str,
                     storage: ProjectStorage = ProjectStorage()) -> list[list[dict[str, Any]]]:
     """Per catalog project (in catalog order): its PersistentVolume, claim, ClusterQueue and
     LocalQueue."""
+    check_settings(namespace, storage)
     projects = list(catalog.projects.values())
     resources = ["cpu", "memory", *_extended(catalog)]
     per_project = quotas(projects, flavor_sizes(catalog, flavors, list(nodes)), resources)

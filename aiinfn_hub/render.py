@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="its export holding one folder per project (default: %(default)s)")
     parser.add_argument("--project-size", default=DEFAULTS.size,
                         help="size of each project's volume (default: %(default)s)")
+    parser.add_argument("--claim-prefix", default=DEFAULTS.claim_prefix,
+                        help="the projects' claims are <prefix>-<slug>, as "
+                             "c.AiInfnStorage.project_claim_prefix (default: %(default)s)")
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         text = render(catalog_module.load(args.catalog), _documents(args.flavors),
                       _documents(args.nodes), args.namespace,
                       ProjectStorage(nfs_server=args.nfs_server, nfs_path=args.nfs_path,
-                                     size=args.project_size))
+                                     size=args.project_size, claim_prefix=args.claim_prefix))
     except (catalog_module.CatalogError, RenderError) as error:
         print(f"aiinfn-hub render: {error}", file=sys.stderr)
         return 1

@@ -56,6 +56,11 @@ def test_nodes_may_come_one_by_one_on_standard_input(capsys, monkeypatch, nodes_
 @pytest.mark.parametrize("args, message", [
     (["--flavors", "missing.yaml"], "cannot read missing.yaml: No such file or directory"),
     (["--flavors", str(HELM_VALUES / "storage.yaml")], "no ResourceFlavor among the flavors given"),
+    (["--flavors", str(FLAVORS), "--claim-prefix", "Bad_Prefix"],
+     "claim prefix 'Bad_Prefix' is not a short DNS label"),
+    (["--flavors", str(FLAVORS), "--namespace", "j.hub"], "namespace 'j.hub' is not a DNS label"),
+    (["--flavors", str(FLAVORS), "--project-size", "ten"],
+     "project size 'ten' is not a quantity such as 10Ti"),
     (["--flavors", str(FLAVORS), "--catalog", str(HELM_VALUES / "values.yaml")],
      "catalog: top level: unknown field(s) hub, prePuller, proxy, scheduling, singleuser"),
 ])
@@ -70,3 +75,14 @@ def test_nodes_without_node_objects_are_refused(capsys, tmp_path):
     empty.write_text("apiVersion: v1\nkind: List\nitems: []\n")
     assert render(capsys, "--nodes", str(empty), "--flavors", str(FLAVORS)) == (
         1, "", "aiinfn-hub render: the nodes given hold no Node objects with names\n")
+
+
+def test_helm_values_projects_yaml_is_what_render_prints_today(capsys, nodes_file):
+    """Adding a project is one catalog edit and this command: the file checked in is its output
+    for the catalog and the AI_INFN farm's nodes (as the dev cluster's `kubectl get nodes` lists
+    them)."""
+    status, out, _ = render(capsys, "--nodes", str(nodes_file), "--flavors", str(FLAVORS))
+    assert status == 0
+    assert out == (HELM_VALUES / "projects.yaml").read_text(), (
+        "helm-values/projects.yaml is not what `aiinfn-hub render` prints for the catalog today: "
+        "render it again (docs/queues.md, 'Adding a project')")
