@@ -1,4 +1,4 @@
-"""Could a job ever run: its built pod against the real helm-values/kueue-queues.yaml and the dev
+"""Could a job ever run: its built pod against the real helm-values/kueue-queues.yaml and projects.yaml and the dev
 cluster's nodes (the same objects the service lists from the cluster), and against literal
 ClusterQueues for Kueue's borrowing and lending arithmetic."""
 
@@ -57,7 +57,7 @@ def test_quantities():
 
 def test_what_a_queue_may_use_is_its_share_plus_what_it_may_borrow_from_its_cohort():
     most = capacity.most_usable([d for d in DOCUMENTS if d["kind"] == "ClusterQueue"])["project-cms-2dml"]
-    assert most[("cpu", "cpu")] == 32  # 12 of its own and the others' 12 + 8 (no borrowing limit)
+    assert most[("cpu", "cpu")] == 32  # 11 of its own and the others' 11 + 10 (no borrowing limit)
     assert most[("cpu", "memory")] == 128 * 2**30
     assert most[("t4", "nvidia.com/gpu")] == 6  # 3 and a borrowing limit of 3 (the others lend 5)
     assert most[("a30", "nvidia.com/gpu")] == 1  # none of its own; qml's only one

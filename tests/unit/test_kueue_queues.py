@@ -1,4 +1,4 @@
-"""helm-values/kueue-queues.yaml agrees with the catalog and the farm; kueue_config moves only LocalQueues."""
+"""helm-values/kueue-queues.yaml and projects.yaml agree with the catalog and the farm; kueue_config moves only LocalQueues."""
 
 import pytest
 

@@ -8,7 +8,7 @@ admitted and stay Pending): it is refused at submission, with the largest reques
 
 Both limits are read from the cluster, as Kueue and the scheduler see them: the ClusterQueues
 (nominal quota, borrowing and lending limits, cohort) and ResourceFlavors (node labels, taints)
-applied from helm-values/kueue-queues.yaml, and the nodes' labels, taints and allocatable
+applied from helm-values/kueue-queues.yaml and projects.yaml, and the nodes' labels, taints and allocatable
 resources. A flavor is one a pod may use by Kueue's rule: the pod's node selector and required
 node affinity agree with the flavor's labels on the keys the flavor has, and the pod tolerates
 the flavor's taints. Cohorts are flat (ClusterQueues sharing `spec.cohortName`); Cohort objects'
