@@ -5,6 +5,10 @@ demo login (which gives them their groups), a service token with the admin role 
 API, and the notebook
 URL points at a local responder (a stand-in for jupyterhub-singleuser until pods really run),
 so a server becomes ready and stays up while its pod holds the accelerator.
+
+The hub talks to Kubernetes as an installation's hub does: as the ServiceAccount `hub` of the
+namespace it spawns into, with the shipped RBAC only (aiinfn_dev.hubaccount.hub_kubeconfig);
+start_hub refuses any other kubeconfig, so a permission the product lacks fails a test.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import yaml
+
+from aiinfn_dev import hubaccount
 from aiinfn_dev.demo_auth import DEMO_MODE_ENV
 from aiinfn_dev.devcluster.processes import free_port
 
@@ -49,6 +56,7 @@ class Hub:
     url: str
     token: str
     namespace: str
+    kubeconfig: Path  # the hub account's (the job service beside it uses it too)
     process: subprocess.Popen
     log_path: Path
     password: str
@@ -99,6 +107,16 @@ class Hub:
         return self.log_path.read_text(errors="replace")
 
 
+def require_hub_account(kubeconfig: Path, namespace: str) -> None:
+    """Refuse a kubeconfig that is not the ServiceAccount `hub` of `namespace` (the cluster
+    admin's, above all: a hub running as admin hides every permission the RBAC lacks)."""
+    subject = hubaccount.token_subject(yaml.safe_load(kubeconfig.read_text()))
+    wanted = hubaccount.account_name(namespace)
+    if subject != wanted:
+        raise ValueError(f"a test hub runs as {wanted} (aiinfn_dev.hubaccount.hub_kubeconfig), "
+                         f"not as {subject or 'a user without a service-account token'}")
+
+
 def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict],
               spawner_config: dict[str, object], extra_config: Sequence[str] = (),
               env_extra: dict[str, str] | None = None) -> tuple[Hub, http.server.HTTPServer]:
@@ -106,7 +124,9 @@ def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict
 
     `extra_config` lines come last in the generated config, so they override the rest (another
     authenticator, more services); `users` are logged in through the demo form if non-empty.
+    `kubeconfig` is the hub account's of `namespace` (require_hub_account).
     """
+    require_hub_account(kubeconfig, namespace)
     responder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Responder)
     threading.Thread(target=responder.serve_forever, daemon=True).start()
     token, password = secrets.token_hex(32), secrets.token_urlsafe(16)
@@ -141,7 +161,8 @@ def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=tmp, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    hub = Hub(f"http://127.0.0.1:{port}", token, namespace, process, log_path, password, {})
+    hub = Hub(f"http://127.0.0.1:{port}", token, namespace, kubeconfig, process, log_path, password,
+              {})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -34,15 +34,19 @@ def hub_lines(port: int, token: str, **settings: object) -> list[str]:
 
 @dataclass
 class Service:
-    """The job service process, started, stopped and killed by pid."""
+    """The job service process, started, stopped and killed by pid. Its Kubernetes account is
+    the hub's unless `kubeconfig` says otherwise (in z2jh it runs in the hub pod)."""
 
     tmp: Path
     hub: Hub
     port: int
     token: str
-    kubeconfig: Path
+    kubeconfig: Path | None = None
     process: subprocess.Popen | None = None
     starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.kubeconfig = self.kubeconfig or self.hub.kubeconfig
 
     def environment(self, kubeconfig: Path | None = None) -> dict[str, str]:
         """What a hub gives a managed service, pointing at this hub and this port."""

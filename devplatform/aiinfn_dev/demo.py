@@ -3,6 +3,8 @@
 It brings the dev cluster up (or reuses a running one), makes the demo namespace, writes a hub
 configuration that loads the repository's jupyterhub_config.d/ and then the demo overrides, runs
 JupyterHub at http://127.0.0.1:8000 and, on Ctrl-C, stops the hub and whatever it started itself.
+The demo plays the admin installing the chart (with the cluster's admin kubeconfig); the hub, and
+the job service it starts, run as the ServiceAccount `hub` with the shipped RBAC only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 
 from aiinfn_hub import k8s, labels
 
-from . import devstorage, kueue_config
+from . import devstorage, hubaccount, kueue_config
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
@@ -78,10 +80,11 @@ def hub_config(config_root: Path, state: Path, port: int, password: str, interna
     return "\n".join(lines) + "\n"
 
 
-async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, storage_root: Path) -> None:
+async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, state: Path) -> Path:
     """Create the platform's cluster objects, the demo namespace (Pod Security "restricted"), its
-    storage (helm-values/storage.yaml with every volume a folder under storage_root) and its job
-    queues (helm-values/kueue-queues.yaml with the LocalQueues in the demo namespace)."""
+    storage (helm-values/storage.yaml with every volume a folder under state/storage), its job
+    queues (helm-values/kueue-queues.yaml with the LocalQueues in the demo namespace) and the
+    hub's account; returns the path of the hub's kubeconfig (in state)."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
         await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
@@ -95,14 +98,19 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, storage
         except ApiException as error:
             if error.status != 409:
                 raise
-        await devstorage.setup(api_client, name, storage_root, config_root / "helm-values" / "storage.yaml")
-        queues = kueue_config.load(config_root / "helm-values" / "kueue-queues.yaml")
+        helm_values = config_root / "helm-values"
+        await devstorage.setup(api_client, name, state / "storage", helm_values / "storage.yaml",
+                               projects=helm_values / "projects.yaml")
+        queues = kueue_config.load(helm_values / "kueue-queues.yaml", helm_values / "projects.yaml")
         try:
             await kueue_config.apply(api_client, [*kueue_config.cluster_objects(queues),
                                                   *kueue_config.local_queues(queues, name)])
         except ResourceNotFoundError:
             raise DevClusterError("Kueue is not installed in this cluster (no kueue.x-k8s.io/v1beta2 API): "
                                   "install it, or run the demo on the dev cluster") from None
+        return await hubaccount.hub_kubeconfig(api_client, name, Path(kubeconfig),
+                                               state / "hub.kubeconfig",
+                                               helm_values=config_root / "helm-values")
 
 
 def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
@@ -151,13 +159,14 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         kubeconfig = external or str(cluster.layout.admin_kubeconfig)
         state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)
-        asyncio.run(prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state / "storage"))
+        hub_kubeconfig = asyncio.run(
+            prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state))
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
         proxy_api_port = free_port()
         config_path.write_text(hub_config(config_root, state, port, password, (free_port(), proxy_api_port, free_port())))
         config_path.chmod(0o600)
-        env = {**os.environ, "KUBECONFIG": kubeconfig, DEMO_MODE_ENV: "1",
+        env = {**os.environ, "KUBECONFIG": str(hub_kubeconfig), DEMO_MODE_ENV: "1",
                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
         hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config_path)], cwd=state, env=env)
         url = f"http://127.0.0.1:{port}"

@@ -30,11 +30,10 @@ import pytest
 import pytest_asyncio
 import yaml
 from kubernetes_asyncio import client
-from kubernetes_asyncio.utils import create_from_dict
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from aiinfn_dev import devstorage, kueue_config
+from aiinfn_dev import devstorage, hubaccount, kueue_config
 from aiinfn_hub import k8s, labels
 from aiinfn_dev.devcluster.processes import free_port
 from aiinfn_hub.services.jobs.operations import job_name
@@ -111,36 +110,6 @@ async def prepare(api_client, name: str, root: Path, kueue_documents) -> list[di
     return storage
 
 
-async def service_account_kubeconfig(api_client, namespace: str, admin: Path, tmp: Path) -> Path:
-    """A kubeconfig for the service account `hub` of this namespace, bound to exactly
-    helm-values/jobs-service-rbac.yaml's Role and ClusterRole (and storage.yaml's Role, for the
-    identity record). The ClusterRoleBinding is named after the namespace (see drop_bindings)."""
-    core = client.CoreV1Api(api_client)
-    await core.create_namespaced_service_account(namespace, {"metadata": {"name": "hub"}})
-    for document in yaml.safe_load_all((REPO / "helm-values" / "jobs-service-rbac.yaml").read_text()):
-        if document["kind"] == "ClusterRoleBinding":
-            document["metadata"]["name"] += f"-{namespace}"
-        elif document["kind"] != "ClusterRole":
-            document["metadata"]["namespace"] = namespace
-        for subject in document.get("subjects", []):
-            subject["namespace"] = namespace
-        await create_from_dict(api_client, document, apply=True)
-    answer = await core.create_namespaced_service_account_token("hub", namespace, {"spec": {
-        "audiences": [], "expirationSeconds": 24 * 3600}})
-    config = yaml.safe_load(admin.read_text())
-    config["users"] = [{"name": "jobs-service", "user": {"token": answer.status.token}}]
-    config["contexts"][0]["context"]["user"] = "jobs-service"
-    path = tmp / "jobs-service.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-async def drop_bindings(api_client, namespace: str) -> None:
-    """The cluster-wide binding service_account_kubeconfig made (it outlives the namespace)."""
-    await client.RbacAuthorizationV1Api(api_client).delete_cluster_role_binding(f"aiinfn-jobs-capacity-{namespace}")
-
-
 async def user_token(hub: Hub, user: str) -> str:
     status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens", {"note": "jobs tests"})
     assert status == 201, body
@@ -154,9 +123,12 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
     name = f"t-jobs-{uuid.uuid4().hex[:8]}"
     storage = await prepare(api_client, name, tmp / "storage", kueue)
     port, token = free_port(), secrets.token_hex(32)
-    hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, name, USERS, SPAWNER, hub_lines(
-        port, token, rate_limit=200.0, rate_limit_burst=400, orphan_grace_seconds=3.0))
-    service = Service(tmp, hub, port, token, await service_account_kubeconfig(api_client, name, kubeconfig, tmp))
+    account = await hubaccount.hub_kubeconfig(api_client, name, kubeconfig, tmp / "hub.kubeconfig")
+    hub, responder = await asyncio.to_thread(start_hub, tmp, account, name, USERS, SPAWNER,
+                                             hub_lines(port, token, rate_limit=200.0,
+                                                       rate_limit_burst=400,
+                                                       orphan_grace_seconds=3.0))
+    service = Service(tmp, hub, port, token)
     try:
         await asyncio.to_thread(service.start)
         environment = Env(hub, service, name)
@@ -167,7 +139,7 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
         service.stop()
         await asyncio.to_thread(stop_hub, hub, responder)
         await client.CoreV1Api(api_client).delete_namespace(name)
-        await drop_bindings(api_client, name)
+        await hubaccount.delete_cluster_objects(api_client, name)
         await devstorage.delete_volumes(api_client, storage)
 
 
@@ -494,14 +466,15 @@ async def test_who_may_call_and_see_what(env, core, batch):
     assert status == 200 and job["id"] not in (await our_objects(env, core, batch))[0]
 
 
-async def test_the_service_account_may_do_only_what_its_role_says(env):
+async def test_the_hub_account_may_do_only_what_the_shipped_roles_say(env):
+    """The service runs as the hub's ServiceAccount (as in the hub pod): its namespace's jobs,
+    nothing in other namespaces, no namespaces, no changes to a job."""
     service_api = await k8s.api_client(str(env.service.kubeconfig))
     async with service_api:
         core, batch = client.CoreV1Api(service_api), client.BatchV1Api(service_api)
         assert (await batch.list_namespaced_job(env.namespace)).items is not None
-        for forbidden in (core.list_namespaced_secret(env.namespace),
-                          core.create_namespaced_pod(env.namespace, {"metadata": {"name": "x"}, "spec": {
-                              "containers": [{"name": "x", "image": "x"}]}}),
+        for forbidden in (core.list_namespaced_secret("kube-system"),
+                          core.create_namespace({"metadata": {"name": f"{env.namespace}-x"}}),
                           batch.patch_namespaced_job("any", env.namespace, {"metadata": {"labels": {"a": "b"}}}),
                           batch.list_namespaced_job("kube-system")):
             with pytest.raises(client.ApiException) as error:
@@ -709,8 +682,10 @@ async def test_clone_from_a_notebook_terminal(devcluster, pod_runner, api_client
         f"load_subconfig({str(REPO / 'jupyterhub_config.d' / '40-jobs.py')!r})",
         f"c.JupyterHub.services[-1]['url'] = 'http://127.0.0.1:{free_port()}'",
     ]
-    hub, responder = await asyncio.to_thread(start_hub, tmp_path, kubeconfig, name, {"alice": USERS["alice"]},
-                                             SPAWNER, lines)
+    account = await hubaccount.hub_kubeconfig(api_client, name, kubeconfig,
+                                              tmp_path / "hub.kubeconfig")
+    hub, responder = await asyncio.to_thread(start_hub, tmp_path, account, name,
+                                             {"alice": USERS["alice"]}, SPAWNER, lines)
     try:
         token = await user_token(hub, "alice")
         status, body = await asyncio.to_thread(hub.request, "POST", "/users/alice/server", {})
@@ -756,4 +731,5 @@ async def test_clone_from_a_notebook_terminal(devcluster, pod_runner, api_client
         await asyncio.to_thread(hub.request, "DELETE", "/users/alice/server")
         await asyncio.to_thread(stop_hub, hub, responder)
         await core.delete_namespace(name)
+        await hubaccount.delete_cluster_objects(api_client, name)
         await devstorage.delete_volumes(api_client, storage)

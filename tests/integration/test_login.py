@@ -16,13 +16,12 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_dev import devstorage
+from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import labels, tokens
 from tests.helpers import has_default_service_account, wait_until
 from tests.hub import Hub, start_hub, stop_hub
@@ -117,7 +116,10 @@ async def site(devcluster, api_client, keycloak, tmp_path_factory):
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     iam = await asyncio.to_thread(make_realm, keycloak, f"login-{uuid.uuid4().hex[:6]}", USERS, TOKEN_LIFESPAN)
     crypt_key = secrets.token_hex(32)
-    hub, responder = await asyncio.to_thread(start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace, {},
+    folder = tmp_path_factory.mktemp("hub")
+    account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig,
+                                              folder / "hub.kubeconfig")
+    hub, responder = await asyncio.to_thread(start_hub, folder, account, namespace, {},
                                              SPAWNER, hub_config(iam), hub_env(iam, crypt_key))
     try:
         site = Site(hub, iam, {iam.client_secret, crypt_key, keycloak.admin_password})
@@ -127,6 +129,7 @@ async def site(devcluster, api_client, keycloak, tmp_path_factory):
     finally:
         await asyncio.to_thread(stop_hub, hub, responder)
         await core.delete_namespace(namespace)
+        await hubaccount.delete_cluster_objects(api_client, namespace)
         await devstorage.delete_volumes(api_client, storage)
 
 
@@ -274,8 +277,7 @@ class _UserinfoProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
-async def test_a_failing_userinfo_endpoint_shows_the_provider_unavailable_page(site, tmp_path,
-                                                                               devcluster):
+async def test_a_failing_userinfo_endpoint_shows_the_provider_unavailable_page(site, tmp_path):
     """A hub whose userinfo URL is a loopback proxy in front of the provider's."""
     proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _UserinfoProxy)
     proxy.upstream, proxy.mode = f"{site.iam.issuer}/protocol/openid-connect/userinfo", "fail"
@@ -285,7 +287,7 @@ async def test_a_failing_userinfo_endpoint_shows_the_provider_unavailable_page(s
     crypt_key = secrets.token_hex(32)
     site.secrets.add(crypt_key)
     try:
-        hub, responder = await asyncio.to_thread(start_hub, tmp_path, devcluster[0],
+        hub, responder = await asyncio.to_thread(start_hub, tmp_path, site.hub.kubeconfig,
                                                  site.hub.namespace, {}, SPAWNER, config,
                                                  hub_env(site.iam, crypt_key))
         try:
@@ -314,13 +316,14 @@ async def test_no_groups_claim_or_no_allowed_group_is_refused(site):
     assert await site.user("nogroups") is None and await site.user("outsider") is None
 
 
-async def test_email_as_username_needs_a_verified_address(site, tmp_path, devcluster):
+async def test_email_as_username_needs_a_verified_address(site, tmp_path):
     """A hub that names users by e-mail and does not ask for the groups scope."""
     config = [*hub_config(site.iam), "c.AiInfnOAuthenticator.username_claim = 'email'",
               "c.AiInfnOAuthenticator.scope = ['openid', 'profile', 'email', 'offline_access']"]
     crypt_key = secrets.token_hex(32)
     site.secrets.add(crypt_key)
-    hub, responder = await asyncio.to_thread(start_hub, tmp_path, devcluster[0], site.hub.namespace, {}, SPAWNER,
+    hub, responder = await asyncio.to_thread(start_hub, tmp_path, site.hub.kubeconfig,
+                                             site.hub.namespace, {}, SPAWNER,
                                              config, hub_env(site.iam, crypt_key))
     try:
         assert logged_in(await site.login("frank", hub))
@@ -411,10 +414,10 @@ async def test_the_hub_log_holds_no_token_or_secret(site):
     assert_no_secrets(site.hub.log(), site.secrets)
 
 
-def test_without_a_crypt_key_the_hub_does_not_start(tmp_path, monkeypatch):
+def test_without_a_crypt_key_the_hub_does_not_start(site, tmp_path, monkeypatch):
     monkeypatch.delenv("JUPYTERHUB_CRYPT_KEY", raising=False)
     config = ["c.JupyterHub.authenticator_class = 'aiinfn'",
               "c.AiInfnOAuthenticator.issuer = 'https://iam.example.org/'"]
     with pytest.raises(RuntimeError) as failed:
-        start_hub(tmp_path, Path("/nonexistent/kubeconfig"), "unused", {}, {}, config)
+        start_hub(tmp_path, site.hub.kubeconfig, site.hub.namespace, {}, {}, config)
     assert "Set JUPYTERHUB_CRYPT_KEY in the hub's environment" in str(failed.value)

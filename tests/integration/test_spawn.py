@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_dev import devstorage
+from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import catalog, labels, volumes
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
@@ -76,7 +76,10 @@ async def hub(devcluster, api_client, tmp_path_factory):
         name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
     await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
-    hub, responder = await asyncio.to_thread(start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace,
+    folder = tmp_path_factory.mktemp("hub")
+    account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig,
+                                              folder / "hub.kubeconfig")
+    hub, responder = await asyncio.to_thread(start_hub, folder, account, namespace,
                                              USERS, SPAWNER, extra_config=[POD_HOOK])
     hub.storage_folders = devstorage.claim_folders(storage)
     try:
@@ -84,6 +87,7 @@ async def hub(devcluster, api_client, tmp_path_factory):
     finally:
         await asyncio.to_thread(stop_hub, hub, responder)
         await core.delete_namespace(namespace)
+        await hubaccount.delete_cluster_objects(api_client, namespace)
         await devstorage.delete_volumes(api_client, storage)
 
 

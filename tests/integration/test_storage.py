@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
-from aiinfn_dev import devstorage
+from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import catalog, identity, k8s, labels, names, policy, tokens, volumes
 from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_hub.identity import Identity, IdentityStore
@@ -468,14 +468,18 @@ async def hub(devcluster, api_client, tmp_path_factory):
     await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
     documents = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     await wait_until(lambda: devstorage.claims_bound(api_client, namespace, documents), "the storage claims")
+    folder = tmp_path_factory.mktemp("hub")
+    account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig,
+                                              folder / "hub.kubeconfig")
     hub, responder = await asyncio.to_thread(
-        start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace, HUB_USERS, {}, HUB_CONFIG,
+        start_hub, folder, account, namespace, HUB_USERS, {}, HUB_CONFIG,
         {"JUPYTERHUB_CRYPT_KEY": CRYPT_KEY})
     try:
         yield hub
     finally:
         await asyncio.to_thread(stop_hub, hub, responder)
         await core.delete_namespace(namespace)
+        await hubaccount.delete_cluster_objects(api_client, namespace)
         await devstorage.delete_volumes(api_client, documents)
 
 
