@@ -185,19 +185,19 @@ def hub_secrets(realm: Realm) -> list[dict]:
 
 
 async def apply_hub_account(api_client, namespace: str) -> None:
-    """The ServiceAccount `hub` with the chart's Role and every shipped RBAC object bound to it."""
-    for document in hubaccount.hub_account_objects(hubaccount.load_helm_values(), namespace):
+    """The ServiceAccount `hub` with the chart's Role and every shipped RBAC object bound to it,
+    granted by RBAC before the hub starts (its start check asks for each permission)."""
+    documents = hubaccount.hub_account_objects(hubaccount.load_helm_values(), namespace)
+    for document in documents:
         await create_from_dict(api_client, document, namespace=namespace, apply=True)
+    authorization = client.AuthorizationV1Api(api_client)
+    for probe in hubaccount.access_probes(documents, namespace):
+        body = {"spec": {"user": hubaccount.account_name(namespace), "resourceAttributes": probe}}
 
+        async def granted():
+            return (await authorization.create_subject_access_review(body)).status.allowed
 
-async def drop_hub_account(api_client, namespace: str) -> None:
-    """The cluster-wide objects made for this namespace (they outlive it)."""
-    rbac = client.RbacAuthorizationV1Api(api_client)
-    selector = f"{hubaccount.FOR_NAMESPACE}={namespace}"
-    for binding in (await rbac.list_cluster_role_binding(label_selector=selector)).items:
-        await rbac.delete_cluster_role_binding(binding.metadata.name)
-    for role in (await rbac.list_cluster_role(label_selector=selector)).items:
-        await rbac.delete_cluster_role(role.metadata.name)
+        await wait_until(granted, f"RBAC to grant the hub account {probe}")
 
 
 def allow_redirects(realm: Realm, url: str) -> None:
@@ -297,7 +297,7 @@ async def incluster_hub(request, proxy, api_client, core, namespace, storage, lo
             print(f"--- hub log ---\n{await pod_log(core, namespace, pod.metadata.name)}")
     finally:
         await stop_hub(api_client, core, namespace)
-        await drop_hub_account(api_client, namespace)
+        await hubaccount.delete_cluster_objects(api_client, namespace)
 
 
 # -- the user's side: a browser and their token ---------------------------------------------------
