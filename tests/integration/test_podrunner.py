@@ -20,7 +20,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from aiinfn_dev import devstorage
+from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import catalog, labels
 from aiinfn_dev.devcluster import sandbox
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
@@ -293,8 +293,10 @@ async def real_hub(pod_runner, devcluster, api_client, tmp_path_factory):
     await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     await wait_until(lambda: devstorage.claims_bound(api_client, namespace, storage), "the storage claims")
+    tmp = tmp_path_factory.mktemp("hub")
+    hub_account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig, tmp / "hub.kubeconfig")
     hub, responder = await asyncio.to_thread(
-        start_hub, tmp_path_factory.mktemp("hub"), kubeconfig, namespace, {"alice": {"groups": ["cms-ml"]}},
+        start_hub, tmp, hub_account, namespace, {"alice": {"groups": ["cms-ml"]}},
         {"default_policy": {"accelerators": ["cpu"], "environments": "*"}},
         ["c.KubeSpawner.get_pod_url = None"])
     try:
@@ -303,6 +305,7 @@ async def real_hub(pod_runner, devcluster, api_client, tmp_path_factory):
         await asyncio.to_thread(stop_hub, hub, responder)
         await devstorage.delete_volumes(api_client, storage)
         await core.delete_namespace(namespace)
+        await hubaccount.delete_cluster_objects(api_client, namespace)
 
 
 async def test_hub_spawns_a_real_jupyterlab_reached_at_the_pod_ip(real_hub):
