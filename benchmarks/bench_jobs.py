@@ -46,7 +46,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiinfn_dev import kueue_config  # noqa: E402
+from aiinfn_dev import hubaccount, kueue_config  # noqa: E402
 from aiinfn_hub import k8s, labels  # noqa: E402
 from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
 from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
@@ -225,9 +225,13 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
     # A round makes 1,000 jobs for 8 users: above the per-user default of unfinished jobs.
     lines = hub_lines(service_port, token, rate_limit=10_000.0, rate_limit_burst=10_000,
                       max_unfinished_jobs=100_000)
-    hub, responder = await asyncio.to_thread(start_hub, tmp, kubeconfig, namespace, USERS, SPAWNER, lines)
+    # The hub and the service run as the hub's ServiceAccount with the shipped RBAC; the raw
+    # baseline creates with the admin client.
+    account = await hubaccount.hub_kubeconfig(api, namespace, kubeconfig, tmp / "hub.kubeconfig")
+    cleanup.append(lambda: hubaccount.delete_cluster_objects(api, namespace))
+    hub, responder = await asyncio.to_thread(start_hub, tmp, account, namespace, USERS, SPAWNER, lines)
     cleanup.append(lambda: asyncio.to_thread(stop_hub, hub, responder))
-    service = Service(tmp, hub, service_port, token, kubeconfig)
+    service = Service(tmp, hub, service_port, token)
     await asyncio.to_thread(service.start)
     cleanup.append(lambda: asyncio.to_thread(service.stop))
     tokens = {}
