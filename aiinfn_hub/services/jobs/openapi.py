@@ -52,68 +52,78 @@ _JOB_SCHEMA = {
 }
 
 
+_CREATED = {"201": {"description": "Created", **_JOB},
+            "200": {"description": "Already submitted with this idempotency key", **_JOB},
+            **_ERRORS}
+_JOB_LIST = {"description": "Jobs", "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"jobs": {"type": "array", "items": {
+        "$ref": "#/components/schemas/Job"}}}}}}}
+_LOG_PARAMETERS = [
+    {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
+]
+
+# The routes (handlers.py); request bodies refer to the schemas document() builds from the models.
+_PATHS = {
+    "/api/jobs": {
+        "get": {"summary": "Your jobs, newest first (admins: ?all=1 for everyone's)",
+                "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
+                "responses": {"200": _JOB_LIST, **_ERRORS}},
+        "post": {"summary": "Submit a batch job", "requestBody": _body("JobRequest"),
+                 "responses": _CREATED},
+    },
+    "/api/clones": {
+        "post": {"summary": "Clone your running notebook server with another command (Bunshin)",
+                 "requestBody": _body("CloneRequest"), "responses": _CREATED},
+    },
+    "/api/jobs/{job_id}": {
+        "parameters": [_ID],
+        "get": {"summary": "Status: state, Kueue admission or queue position, pods",
+                "responses": {"200": {"description": "The job", **_JOB}, **_ERRORS}},
+        "delete": {"summary": "Cancel: delete the job and its pods",
+                   "responses": {"200": {"description": "Cancelled", **_JOB}, **_ERRORS}},
+    },
+    "/api/jobs/{job_id}/logs": {
+        "parameters": [_ID],
+        "get": {"summary": "The last lines of each pod's log", "parameters": _LOG_PARAMETERS,
+                "responses": {"200": {"description": "Logs per pod"}, **_ERRORS}},
+    },
+    "/api/jobs/{job_id}/resubmit": {
+        "parameters": [_ID],
+        "post": {"summary": "Submit one of your jobs again, as it was asked for",
+                 "requestBody": {**_body("ResubmitRequest"), "required": False},
+                 "responses": {"201": {"description": "Created", **_JOB}, **_ERRORS}},
+    },
+}
+_INFO = {
+    "title": "aiinfn-hub job service",
+    "version": "1",
+    "description": "Batch jobs and Bunshin clones of your notebook, queued by Kueue in your "
+                   "project's queue. Authenticate with a JupyterHub token that may access this "
+                   "service (Authorization: token ...). Unknown fields are refused.",
+}
+_ERROR_SCHEMA = {"type": "object",
+                 "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}
+
+
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
+    """The document, built once: the request schemas need the pydantic models' JSON schemas."""
     schemas = {
         "JobRequest": _schema(JobRequest),
         "CloneRequest": _schema(CloneRequest),
         "ResubmitRequest": _schema(ResubmitRequest),
         "Job": _JOB_SCHEMA,
-        "Error": {"type": "object", "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}},
+        "Error": _ERROR_SCHEMA,
     }
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "aiinfn-hub job service",
-            "version": "1",
-            "description": "Batch jobs and Bunshin clones of your notebook, queued by Kueue in your "
-                           "project's queue. Authenticate with a JupyterHub token that may access this "
-                           "service (Authorization: token ...). Unknown fields are refused.",
-        },
+        "info": _INFO,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization"}},
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header",
+                                          "name": "Authorization"}},
         },
         "security": [{"token": []}],
-        "paths": {
-            "/api/jobs": {
-                "get": {"summary": "Your jobs, newest first (admins: ?all=1 for everyone's)",
-                        "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
-                        "responses": {"200": {"description": "Jobs", "content": {"application/json": {"schema": {
-                            "type": "object", "properties": {"jobs": {"type": "array", "items": {
-                                "$ref": "#/components/schemas/Job"}}}}}}}, **_ERRORS}},
-                "post": {"summary": "Submit a batch job", "requestBody": _body("JobRequest"),
-                         "responses": {"201": {"description": "Created", **_JOB},
-                                       "200": {"description": "Already submitted with this idempotency key", **_JOB},
-                                       **_ERRORS}},
-            },
-            "/api/clones": {
-                "post": {"summary": "Clone your running notebook server with another command (Bunshin)",
-                         "requestBody": _body("CloneRequest"),
-                         "responses": {"201": {"description": "Created", **_JOB},
-                                       "200": {"description": "Already submitted with this idempotency key", **_JOB},
-                                       **_ERRORS}},
-            },
-            "/api/jobs/{job_id}": {
-                "parameters": [_ID],
-                "get": {"summary": "Status: state, Kueue admission or queue position, pods",
-                        "responses": {"200": {"description": "The job", **_JOB}, **_ERRORS}},
-                "delete": {"summary": "Cancel: delete the job and its pods",
-                           "responses": {"200": {"description": "Cancelled", **_JOB}, **_ERRORS}},
-            },
-            "/api/jobs/{job_id}/logs": {
-                "parameters": [_ID],
-                "get": {"summary": "The last lines of each pod's log",
-                        "parameters": [{"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-                                       {"name": "tail", "in": "query",
-                                        "schema": {"type": "integer", "minimum": 1, "maximum": 5000}}],
-                        "responses": {"200": {"description": "Logs per pod"}, **_ERRORS}},
-            },
-            "/api/jobs/{job_id}/resubmit": {
-                "parameters": [_ID],
-                "post": {"summary": "Submit one of your jobs again, as it was asked for",
-                         "requestBody": {**_body("ResubmitRequest"), "required": False},
-                         "responses": {"201": {"description": "Created", **_JOB}, **_ERRORS}},
-            },
-        },
+        "paths": _PATHS,
     }
