@@ -14,6 +14,8 @@ import sys
 SUBCOMMANDS = {
     "check": ("aiinfn_hub.checks", "check the configuration and the cluster the hub runs on"),
     "render": ("aiinfn_hub.render", "print the per-project cluster objects made from the catalog"),
+    "config-reference": ("aiinfn_hub.config_reference",
+                         "print the configuration reference (docs/config.md)"),
 }
 
 
