@@ -3,6 +3,7 @@ its arguments (`add_arguments(parser)`) and runs it (`run(args) -> exit status`)
 
 - `aiinfn-hub check`: the catalog, the policies and the cluster the hub runs on (checks.py);
 - `aiinfn-hub render`: the per-project cluster objects generated from the catalog (render.py).
+- `aiinfn-hub config-reference`: the configuration reference, docs/config.md (config_reference.py).
 """
 
 from __future__ import annotations
