@@ -1,0 +1,1 @@
+"""The parts of the spawn-form benchmark; run it with benchmarks/bench_spawn_form.py."""
