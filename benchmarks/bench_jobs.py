@@ -16,7 +16,7 @@ see the same cluster state; target: ours >= 50% of the baseline), and latency at
 p99 <= 100 ms), in alternating 10 s blocks per variant; also at 10/s, and the CPU each process
 spends per submission. Every measurement starts from an empty namespace. The Jobs go to the
 projects' LocalQueues held (stopPolicy: Hold), so Kueue makes their Workloads but admits none and
-no pods load the cluster.
+no pods load the cluster (the cluster's pod runner is off: no pod needs a real process).
 
 Run: .venv/bin/python benchmarks/bench_jobs.py [--quick] [--json FILE]
 It uses (or starts and then stops) the dev cluster named by $AIINFN_DEVCLUSTER_NAME (default
@@ -55,7 +55,7 @@ from aiinfn_hub.services.jobs.app import AiInfnJobs  # noqa: E402
 from aiinfn_hub.services.jobs.manifests import JobMeta, make_job  # noqa: E402
 from aiinfn_hub.services.jobs.plan import resolve  # noqa: E402
 from aiinfn_hub.services.jobs.request import JobRequest  # noqa: E402
-from tests.hub import REPO, start_hub, stop_hub  # noqa: E402
+from tests.hub import REPO, Hub, start_hub, stop_hub  # noqa: E402
 from tests.jobs_service import PREFIX, Service, hub_lines  # noqa: E402
 
 USERS = {f"bench{i}": {"groups": ["cms-ml"]} for i in range(8)}
@@ -197,17 +197,26 @@ class Bench:
         return one
 
 
-async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -> None:
+def start_cluster(cleanup: list) -> tuple[DevCluster, dict[str, Any]]:
+    """The dev cluster named by the environment, started (and stopped at the end) if not running.
+
+    The pod runner stays off: no Job is ever admitted (the queues are held) and the hub runs as
+    a local process, so no pod needs a real process; this measures submissions."""
     name = os.environ.get("AIINFN_DEVCLUSTER_NAME", "bench-jobs")
     port = int(os.environ.get("AIINFN_DEVCLUSTER_PORT") or free_port())
-    cluster = DevCluster(name=name, port=port, log=say)
+    cluster = DevCluster(name=name, port=port, log=say, pod_runner=False)
     started = time.monotonic()
     if cluster.up(timeout=600):
         cleanup.append(cluster.down)
-    result["cluster"] = {"name": name, "up_s": round(time.monotonic() - started, 1)}
-    kubeconfig = cluster.layout.admin_kubeconfig
-    api = await k8s.api_client(str(kubeconfig))
-    cleanup.append(api.close)
+    elif any(p.name == "pod-runner" for p in cluster.status().processes):
+        say(f"cluster {name!r} was already running, with its pod runner on: the runner's "
+            "watch adds to the API server's load")
+    return cluster, {"name": name, "up_s": round(time.monotonic() - started, 1)}
+
+
+async def held_namespace(api: client.ApiClient, cleanup: list) -> str:
+    """A restricted namespace whose LocalQueues hold every Workload (stopPolicy: Hold), with the
+    priority classes and the cluster's Kueue objects applied."""
     await k8s.apply_objects(api, REPO / "helm-values" / "priority-classes.yaml")
     await kueue_config.apply(api, kueue_config.cluster_objects(kueue_config.load()))
     core = client.CoreV1Api(api)
@@ -219,40 +228,50 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
     for queue in held:
         queue["spec"]["stopPolicy"] = "Hold"
     await kueue_config.apply(api, held)
+    return namespace
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+
+async def start_service(api: client.ApiClient, namespace: str, kubeconfig: Path, tmp: Path,
+                        cleanup: list) -> tuple[Hub, Service, int, dict[str, str]]:
+    """The hub and the job service, as the hub's ServiceAccount with the shipped RBAC (the raw
+    baseline creates with the admin client); (hub, service, its port, a token per user)."""
     service_port, token = free_port(), secrets.token_hex(32)
     # A round makes 1,000 jobs for 8 users: above the per-user default of unfinished jobs.
     lines = hub_lines(service_port, token, rate_limit=10_000.0, rate_limit_burst=10_000,
                       max_unfinished_jobs=100_000)
-    # The hub and the service run as the hub's ServiceAccount with the shipped RBAC; the raw
-    # baseline creates with the admin client.
     account = await hubaccount.hub_kubeconfig(api, namespace, kubeconfig, tmp / "hub.kubeconfig")
     cleanup.append(lambda: hubaccount.delete_cluster_objects(api, namespace))
-    hub, responder = await asyncio.to_thread(start_hub, tmp, account, namespace, USERS, SPAWNER, lines)
+    hub, responder = await asyncio.to_thread(start_hub, tmp, account, namespace, USERS, SPAWNER,
+                                             lines)
     cleanup.append(lambda: asyncio.to_thread(stop_hub, hub, responder))
     service = Service(tmp, hub, service_port, token)
     await asyncio.to_thread(service.start)
     cleanup.append(lambda: asyncio.to_thread(service.stop))
     tokens = {}
     for user in USERS:
-        status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens", {"note": "bench"})
+        status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens",
+                                               {"note": "bench"})
         tokens[user] = body["token"]
+    return hub, service, service_port, tokens
 
-    # The baseline's manifest: what the service builds for this request, by the service's code.
+
+async def baseline_manifest(api: client.ApiClient, tmp: Path) -> dict[str, Any]:
+    """The baseline's manifest: what the service builds for this request, by the service's code."""
     jobs_app = AiInfnJobs()
     jobs_app.load_config_file("jupyterhub_config.py", path=str(tmp))
     operations = jobs_app.service(api)
     caller = HubUser("bench0", frozenset({"cms-ml"}), False)
     request = JobRequest(**REQUEST)
-    plan = resolve(request, caller, operations.platform.catalog, operations.platform.policy(caller), operations.rules)
-    manifest = make_job(JobMeta("template", "k", request.digest(), "{}"), plan,
-                        await operations._parts(caller, plan), operations.build)
-    bench = Bench(api, namespace, hub.url, service_port, tokens, manifest)
+    plan = resolve(request, caller, operations.platform.catalog,
+                   operations.platform.policy(caller), operations.rules)
+    return make_job(JobMeta("template", "k", request.digest(), "{}"), plan,
+                    await operations._parts(caller, plan), operations.build)
 
-    pids = {"service": service.process.pid, "proxy": int((tmp / "proxy.pid").read_text()),
-            "hub": hub.process.pid, **{p.name: p.pid for p in cluster.status().processes
-                                      if p.name in ("kube-apiserver", "etcd", "kueue")}}
+
+async def measure_sustained(bench: Bench, args: argparse.Namespace, pids: dict[str, int]
+                            ) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Submissions per second of each variant in alternating rounds, and the CPU per submission
+    of each process (last round), less what it burns when idle."""
     say("warming up (tokens cached, identities recorded, connections open)")
     await sustained(CONCURRENCY * 2, bench.service(bench.next_round()))
     await sustained(CONCURRENCY * 2, bench.raw(bench.next_round()))
@@ -269,28 +288,57 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
             rate = await sustained(args.count, getattr(bench, kind)(bench.next_round()))
             cpu[kind] = meter.per_submission(args.count)
             rates[kind].append(rate)
-            say(f"round {round_index + 1}: {kind} {rate:.1f} submissions/s ({args.count} at concurrency {CONCURRENCY})")
-    # Paced runs in short alternating blocks, so each variant sees the same background load.
+            say(f"round {round_index + 1}: {kind} {rate:.1f} submissions/s ({args.count} at "
+                f"concurrency {CONCURRENCY})")
+    return rates, cpu
+
+
+async def measure_paced(bench: Bench, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Latencies at PACED_RATE and LIGHT_RATE, in short alternating blocks, so each variant sees
+    the same background load."""
     latencies = {}
     variants = {"raw": bench.raw, "service": bench.service,
                 "direct": lambda tag: bench.service(tag, direct=True)}
-    for rate, kinds in ((PACED_RATE, ("raw", "service", "direct")), (LIGHT_RATE, ("raw", "service"))):
+    for rate, kinds in ((PACED_RATE, ("raw", "service", "direct")),
+                        (LIGHT_RATE, ("raw", "service"))):
         samples: dict[str, list[float]] = {kind: [] for kind in kinds}
         for _ in range(args.blocks):
             for kind in kinds:
                 await bench.clean()
-                samples[kind] += await paced(args.seconds / args.blocks, rate, variants[kind](bench.next_round()))
+                samples[kind] += await paced(args.seconds / args.blocks, rate,
+                                             variants[kind](bench.next_round()))
         for kind in kinds:
             key = f"{kind}@{rate:.0f}"
             latencies[key] = {"n": len(samples[kind]), "p50": percentile(samples[kind], 50),
-                              "p95": percentile(samples[kind], 95), "p99": percentile(samples[kind], 99),
-                              "max": max(samples[kind])}
-            say(f"paced {rate:.0f}/s, {kind}: p50 {latencies[key]['p50']:.1f} / p95 {latencies[key]['p95']:.1f} "
-                f"/ p99 {latencies[key]['p99']:.1f} ms ({len(samples[kind])} requests)")
+                              "p95": percentile(samples[kind], 95),
+                              "p99": percentile(samples[kind], 99), "max": max(samples[kind])}
+            say(f"paced {rate:.0f}/s, {kind}: p50 {latencies[key]['p50']:.1f} / p95 "
+                f"{latencies[key]['p95']:.1f} / p99 {latencies[key]['p99']:.1f} ms "
+                f"({len(samples[kind])} requests)")
+    return latencies
+
+
+async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -> None:
+    cluster, result["cluster"] = start_cluster(cleanup)
+    kubeconfig = cluster.layout.admin_kubeconfig
+    api = await k8s.api_client(str(kubeconfig))
+    cleanup.append(api.close)
+    namespace = await held_namespace(api, cleanup)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    hub, service, service_port, tokens = await start_service(api, namespace, kubeconfig, tmp,
+                                                             cleanup)
+    manifest = await baseline_manifest(api, tmp)
+    bench = Bench(api, namespace, hub.url, service_port, tokens, manifest)
+    pids = {"service": service.process.pid, "proxy": int((tmp / "proxy.pid").read_text()),
+            "hub": hub.process.pid, **{p.name: p.pid for p in cluster.status().processes
+                                      if p.name in ("kube-apiserver", "etcd", "kueue")}}
+    rates, cpu = await measure_sustained(bench, args, pids)
+    latencies = await measure_paced(bench, args)
     raw_rate, service_rate = statistics.mean(rates["raw"]), statistics.mean(rates["service"])
     result.update({
-        "rates": rates, "raw_rate": raw_rate, "service_rate": service_rate, "ratio": service_rate / raw_rate,
-        "latency_ms": latencies, "cpu_ms_per_submission": cpu, "load_average": os.getloadavg()[0],
+        "rates": rates, "raw_rate": raw_rate, "service_rate": service_rate,
+        "ratio": service_rate / raw_rate, "latency_ms": latencies, "cpu_ms_per_submission": cpu,
+        "load_average": os.getloadavg()[0],
     })
 
 
