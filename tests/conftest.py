@@ -20,6 +20,7 @@ from aiinfn_hub import k8s, labels
 from aiinfn_dev.devcluster import topology
 from aiinfn_dev.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
 from tests.helpers import has_default_service_account, wait_until
+from tests.hub_marker import hub_items
 from tests.oidc_provider import keycloak  # noqa: F401 (the real OpenID provider fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,3 +138,11 @@ async def local_queues(kueue, api_client, namespace) -> list[dict]:
     await kueue_config.apply(api_client, queues)
     await wait_until(lambda: kueue_config.queues_active(api_client, queues), "Kueue to activate the LocalQueues")
     return queues
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Mark `hub` the tests that can behave differently under another JupyterHub (before -m
+    selects): the rule is in tests/hub_marker.py."""
+    for item in hub_items(items):
+        item.add_marker(pytest.mark.hub)
