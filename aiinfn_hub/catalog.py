@@ -1,29 +1,42 @@
 """The platform catalog: accelerators, environments, sizes and projects, from one admin YAML file.
 
-Loaded and validated once at hub start; a bad file raises CatalogError naming the key and why,
-which stops the hub. Everything here is immutable and pure.
+Loaded and validated once at hub start; a bad file raises CatalogError with one line per
+problem, naming the file, the path inside it and what is allowed, which stops the hub. The
+file's shape is a set of pydantic models, so docs/catalog.schema.json (`python -m
+aiinfn_hub.catalog --schema`) gives admins the same checks in their editor. Everything here is
+immutable and pure.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Sequence, Union, get_args
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator,
+                      ValidationError, ValidationInfo, WithJsonSchema, WrapValidator,
+                      field_validator, model_validator)
 
 from . import names
 
-ACCELERATOR_KINDS = ("cpu", "gpu", "mig", "fpga")
+Kind = Literal["cpu", "gpu", "mig", "fpga"]
+ACCELERATOR_KINDS: tuple[str, ...] = get_args(Kind)
 MAX_BATCH_SHARE = 1000
 KEY_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 # Kubernetes qualified names for extended resources and labels: prefix/name.
-RESOURCE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
-LABEL_KEY_PATTERN = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+RESOURCE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?"
+                              r"/[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+LABEL_KEY_PATTERN = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?"
+                               r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE_PATTERN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 QUANTITY_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
-IMAGE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
+IMAGE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
+                           r"(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 _SUFFIX_FACTORS = {"": 1, "m": 0.001, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
@@ -39,7 +52,7 @@ def quantity(text: str) -> float:
 
 
 class CatalogError(ValueError):
-    """The catalog file is invalid; the message names the offending key."""
+    """The catalog file is invalid; one line per problem: file, path inside it, what is allowed."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,8 @@ class Catalog:
         return [e for e in self.environments.values() if kind in e.kinds]
 
     def projects_of(self, groups: Iterable[str]) -> list[Project]:
-        """The projects among these group names, in catalog order; other groups are system groups."""
+        """The projects among these group names, in catalog order; other groups are system
+        groups."""
         member = set(groups)
         return [p for key, p in self.projects.items() if key in member]
 
@@ -134,191 +148,338 @@ class Catalog:
         return self.sizes[kind]
 
 
-def _fail(where: str, why: str) -> CatalogError:
-    return CatalogError(f"catalog: {where}: {why}")
+# -- the shape of an admin's file, as pydantic models; their errors in the admin's words --------
+# (policy.py validates its entries with the same pieces.) Validators raise ValueError with the
+# admin's wording; problems() turns pydantic's ValidationError into (where, what) lines.
+
+Problem = tuple[tuple[Union[str, int], ...], str]
+"""Where in a document (keys and list indexes) and what is wrong there."""
 
 
-def _mapping(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise _fail(where, "must be a mapping")
-    return value
+def must_be(rule: str, allowed: str = "") -> WrapValidator:
+    """Say the admin's rule instead of pydantic's wording when a scalar check fails."""
+    message = f"must be {rule}" + (f" (allowed: {allowed})" if allowed else "")
+
+    def check(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(message) from None
+
+    return WrapValidator(check)
 
 
-def _only(entry: dict, allowed: set[str], required: set[str], where: str) -> None:
-    unknown = set(entry) - allowed
-    if unknown:
-        raise _fail(where, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
-    missing = required - set(entry)
-    if missing:
-        raise _fail(where, f"missing field(s) {', '.join(sorted(missing))}")
+def whole_number(low: int, high: int) -> Any:
+    """The type of a whole number low..high: not a bool, a fraction or a string of digits."""
+    return Annotated[int, Field(strict=True, ge=low, le=high),
+                     must_be(f"a whole number {low}..{high}")]
 
 
-def _text(value: Any, where: str, limit: int = 200) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise _fail(where, f"must be a non-empty string of at most {limit} characters")
-    return value
+def _text(limit: int) -> Any:
+    return Annotated[str, Field(strict=True, min_length=1, max_length=limit, pattern=r"\S"),
+                     must_be(f"a non-empty string of at most {limit} characters")]
 
 
-def _key(key: Any, where: str) -> str:
-    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
-        raise _fail(where, "keys are lower-case letters, digits and '-', at most 40 characters")
+def _matching(pattern: re.Pattern[str], rule: str) -> Any:
+    return Annotated[str, Field(strict=True, pattern=pattern.pattern), must_be(rule)]
+
+
+def _quantity_text(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) \
+            or not QUANTITY_PATTERN.fullmatch(str(value)):
+        raise ValueError("must be a Kubernetes quantity such as 4, 500m or 16Gi")
+    return str(value)
+
+
+Quantity = Annotated[str, PlainValidator(_quantity_text), WithJsonSchema({"anyOf": [
+    {"type": "string", "pattern": QUANTITY_PATTERN.pattern}, {"type": "integer", "minimum": 0}]})]
+"""A Kubernetes quantity such as 4, 500m or 16Gi (a whole number may go unquoted); kept as text."""
+
+
+class StrictModel(BaseModel):
+    """A mapping in an admin's file: its unknown and missing fields are said in one line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError("must be a mapping")
+        fields = cls.model_fields
+        unknown = sorted(str(key) for key in data if key not in fields)
+        missing = [name for name, info in fields.items() if info.is_required() and name not in data]
+        said = []
+        if unknown:
+            said.append(f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
+        if missing:
+            said.append(f"missing field(s) {', '.join(missing)}")
+        if said:
+            raise ValueError("; ".join(said))
+        return data
+
+
+_WORDING = {"dict_type": "must be a mapping", "list_type": "must be a list",
+            "tuple_type": "must be a list", "too_short": "must not be empty",
+            "string_type": "must be a string", "bool_type": "must be true or false"}
+
+
+def problems(error: ValidationError) -> list[Problem]:
+    """pydantic's errors as (where, what), in the admin's words: the validators' ValueErrors as
+    they are, pydantic's own reworded; a bad mapping key is placed at the key."""
+    found: list[Problem] = []
+    for detail in error.errors(include_url=False):
+        if detail["type"] == "value_error":
+            message = str(detail.get("ctx", {}).get("error", detail["msg"]))
+        else:
+            message = _WORDING.get(detail["type"], detail["msg"])
+        found.append((tuple(part for part in detail["loc"] if part != "[key]"), message))
+    return found
+
+
+def location(loc: Sequence[Union[str, int]], start: str = "") -> str:
+    """`accelerators.t4.counts[1]`: keys joined by dots, list indexes in brackets."""
+    text = start
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def schema_text(model: type[BaseModel], title: str) -> str:
+    """The JSON Schema of an admin file's model as published in docs/, for editors."""
+    schema = {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema(), "title": title}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+Key = _matching(KEY_PATTERN, "a key of lower-case letters, digits and '-', at most 40 characters")
+ResourceName = _matching(RESOURCE_PATTERN, "an extended resource name such as nvidia.com/gpu")
+LabelKey = _matching(LABEL_KEY_PATTERN, "a label key such as nvidia.com/gpu.product")
+LabelValue = _matching(LABEL_VALUE_PATTERN, "a label value (quote numbers)")
+Image = _matching(IMAGE_PATTERN, "a full image reference with a tag or digest")
+KindName = Annotated[Kind, must_be("an accelerator kind", ", ".join(ACCELERATOR_KINDS))]
+Kinds = Annotated[tuple[KindName, ...], Field(min_length=1)]
+Count = Annotated[int, Field(strict=True, ge=0, le=16),
+                  must_be("a whole number 1..16 (CPU only: 0)")]
+Name = _text(200)
+Memory = _text(40)
+Description = _text(500)
+Share = whole_number(0, MAX_BATCH_SHARE)
+# Mappings keyed by catalog keys: the schema refuses other keys too.
+_KEYED = Field(json_schema_extra={"additionalProperties": False})
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"is not a regular expression: {error}") from None
+    return pattern
+
+
+def _group_key(key: str) -> str:
+    try:
+        group = names.group(key)
+    except names.InvalidName as error:
+        raise ValueError(error.message) from None
+    if group != key:
+        raise ValueError("write the group name without a leading '/'")
     return key
 
 
-def _kinds(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value or any(k not in ACCELERATOR_KINDS for k in value):
-        raise _fail(where, f"must be a non-empty list of {', '.join(ACCELERATOR_KINDS)}")
-    return tuple(dict.fromkeys(value))
+ImagePattern = Annotated[_text(300), AfterValidator(_regex)]
+ProjectKey = Annotated[str, Field(strict=True), AfterValidator(_group_key)]
 
 
-def _accelerator(key: str, entry: dict) -> Accelerator:
-    where = f"accelerators.{key}"
-    _only(entry, {"display_name", "kind", "resource", "node_labels", "memory", "description", "counts"},
-          {"display_name", "kind"}, where)
-    kind = entry["kind"]
-    if kind not in ACCELERATOR_KINDS:
-        raise _fail(f"{where}.kind", f"must be one of {', '.join(ACCELERATOR_KINDS)}")
-    resource = entry.get("resource")
-    if kind == "cpu":
-        if resource or entry.get("node_labels"):
-            raise _fail(where, "CPU only takes no resource and no node_labels")
-    elif not isinstance(resource, str) or not RESOURCE_PATTERN.fullmatch(resource):
-        raise _fail(f"{where}.resource", "must be an extended resource name such as nvidia.com/gpu")
-    labels = _mapping(entry.get("node_labels") or {}, f"{where}.node_labels")
-    for label, value in labels.items():
-        if not isinstance(label, str) or not LABEL_KEY_PATTERN.fullmatch(label):
-            raise _fail(f"{where}.node_labels", f"{label!r} is not a label key")
-        if not isinstance(value, str) or not LABEL_VALUE_PATTERN.fullmatch(value):
-            raise _fail(f"{where}.node_labels.{label}", "must be a label value (quote numbers)")
-    counts = entry.get("counts", [1] if kind != "cpu" else [0])
-    if (not isinstance(counts, list) or not counts
-            or any(not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= 16 for c in counts)
-            or (kind == "cpu") != (counts == [0])):
-        raise _fail(f"{where}.counts", "must list whole numbers 1..16 (CPU only: [0])")
-    return Accelerator(
-        key=key,
-        display_name=_text(entry["display_name"], f"{where}.display_name"),
-        kind=kind,
-        resource=resource,
-        node_labels=dict(labels),
-        memory=_text(entry["memory"], f"{where}.memory", 40) if "memory" in entry else "",
-        description=_text(entry["description"], f"{where}.description", 500) if "description" in entry else "",
-        counts=tuple(sorted(set(counts))),
+class AcceleratorEntry(StrictModel):
+    """One choice on the spawn page: a GPU model, a MIG profile, an FPGA board, or CPU only."""
+
+    display_name: Name = Field(description="What the spawn page shows.")
+    kind: KindName
+    resource: Optional[ResourceName] = Field(
+        None, validate_default=True,
+        description="The extended resource a pod asks for, e.g. nvidia.com/gpu (not for cpu).")
+    node_labels: Annotated[dict[LabelKey, LabelValue], _KEYED] = Field(
+        default_factory=dict, description="Labels that must all match on a node that offers it.")
+    memory: Optional[Memory] = Field(None, description="Its memory as shown, e.g. 16 GB.")
+    description: Optional[Description] = None
+    counts: Optional[Annotated[tuple[Count, ...], Field(min_length=1)]] = Field(
+        None, description="How many one server may ask for (default [1]; cpu: [0]).")
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_by_kind(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        kind = info.data.get("kind")
+        if kind == "cpu" and value is not None:
+            raise ValueError("CPU only takes no resource")
+        if kind not in (None, "cpu") and value is None:
+            raise ValueError("must be an extended resource name such as nvidia.com/gpu")
+        return value
+
+    @field_validator("node_labels")
+    @classmethod
+    def _labels_by_kind(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if value and info.data.get("kind") == "cpu":
+            raise ValueError("CPU only takes no node_labels")
+        return value
+
+    @field_validator("counts")
+    @classmethod
+    def _counts_by_kind(cls, value: Optional[tuple[int, ...]],
+                        info: ValidationInfo) -> Optional[tuple[int, ...]]:
+        kind = info.data.get("kind")
+        if value is None or kind is None:
+            return value
+        wrong = set(value) != {0} if kind == "cpu" else 0 in value
+        if wrong:
+            raise ValueError("must list whole numbers 1..16 (CPU only: [0])")
+        return value
+
+
+class EnvironmentEntry(StrictModel):
+    """A software environment: an OCI image and the accelerator kinds it supports."""
+
+    display_name: Name
+    image: Image = Field(description="A full image reference with a tag or digest.")
+    kinds: Kinds
+    description: Optional[Description] = None
+
+
+class CustomImagesEntry(StrictModel):
+    """Images users may type in, if they fully match one of these patterns."""
+
+    patterns: tuple[ImagePattern, ...] = Field(
+        description="Regular expressions an image must match in full.")
+    kinds: Kinds
+
+
+class SizeEntry(StrictModel):
+    """CPU and memory of a server; NVMe scratch and /dev/shm (absent: the storage defaults)."""
+
+    display_name: Name
+    cpu: Quantity
+    memory: Quantity
+    scratch: Optional[Quantity] = None
+    shm: Optional[Quantity] = Field(None, description="Memory-backed, so at most memory.")
+
+    @field_validator("shm")
+    @classmethod
+    def _shm_within_memory(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        memory = info.data.get("memory")
+        if value is not None and memory is not None and quantity(value) > quantity(memory):
+            raise ValueError("must not exceed memory (/dev/shm is counted as memory)")
+        return value
+
+
+class KindSizes(StrictModel):
+    """The sizes offered with one accelerator kind, and the one the form selects first."""
+
+    choices: Annotated[dict[Key, SizeEntry], _KEYED]
+    default: Key
+
+    @field_validator("default")
+    @classmethod
+    def _default_is_a_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = info.data.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{value!r} is not one of its choices (allowed: {', '.join(choices)})")
+        return value
+
+
+class SizesEntry(StrictModel):
+    """Server sizes for each accelerator kind."""
+
+    cpu: KindSizes
+    gpu: KindSizes
+    mig: KindSizes
+    fpga: KindSizes
+
+
+class ProjectEntry(StrictModel):
+    """A research project: an IAM group with shared folders, a gid, a job queue, accounting."""
+
+    display_name: Name
+    description: Optional[Description] = None
+    batch_share: Share = Field(
+        1, description="Its weight in every Kueue flavor; 0: it only borrows idle capacity.")
+
+
+class CatalogFile(StrictModel):
+    """What users may choose on the spawn page: accelerators, environments, sizes, projects."""
+
+    accelerators: Annotated[dict[Key, AcceleratorEntry], Field(min_length=1), _KEYED]
+    environments: Annotated[dict[Key, EnvironmentEntry], _KEYED] = Field(
+        description="In order: an accelerator's default environment is the first of its kind.")
+    custom_images: Optional[CustomImagesEntry] = None
+    sizes: SizesEntry
+    projects: Optional[dict[ProjectKey, ProjectEntry]] = Field(
+        None, description="Keyed by IAM group name, without the leading '/'.")
+
+
+def _cross_problems(document: CatalogFile) -> list[Problem]:
+    """What no single entry shows: MIG profiles sharing a resource, kinds no environment runs."""
+    found: list[Problem] = []
+    mig: dict[str, str] = {}
+    for key, entry in document.accelerators.items():
+        if entry.kind == "mig" and entry.resource in mig:
+            found.append((("accelerators", key, "resource"),
+                          f"MIG profile {mig[entry.resource]} has the same resource"))
+        elif entry.kind == "mig" and entry.resource:
+            mig[entry.resource] = key
+    supported = {kind for environment in document.environments.values()
+                 for kind in environment.kinds}
+    supported |= set(document.custom_images.kinds if document.custom_images else ())
+    for key, entry in document.accelerators.items():
+        if entry.kind not in supported:
+            kinds = ", ".join(k for k in ACCELERATOR_KINDS if k in supported) or "none"
+            found.append((("accelerators", key), f"no environment supports kind {entry.kind!r} "
+                          f"(environments and custom_images support: {kinds})"))
+    return found
+
+
+def _accelerator(key: str, entry: AcceleratorEntry) -> Accelerator:
+    counts = entry.counts or ((0,) if entry.kind == "cpu" else (1,))
+    return Accelerator(key, entry.display_name, entry.kind, entry.resource,
+                       dict(entry.node_labels), entry.memory or "", entry.description or "",
+                       tuple(sorted(set(counts))))
+
+
+def _build(document: CatalogFile) -> Catalog:
+    custom = document.custom_images
+    kinds = {kind: getattr(document.sizes, kind) for kind in ACCELERATOR_KINDS}
+    return Catalog(
+        accelerators={key: _accelerator(key, entry)
+                      for key, entry in document.accelerators.items()},
+        environments={key: Environment(key, entry.display_name, entry.image,
+                                       tuple(dict.fromkeys(entry.kinds)), entry.description or "")
+                      for key, entry in document.environments.items()},
+        custom_images=(CustomImages(tuple(map(re.compile, custom.patterns)),
+                                    tuple(dict.fromkeys(custom.kinds)))
+                       if custom else CustomImages()),
+        sizes={kind: {key: Size(key, size.display_name, size.cpu, size.memory,
+                                size.scratch or "", size.shm or "")
+                      for key, size in sizes.choices.items()}
+               for kind, sizes in kinds.items()},
+        default_sizes={kind: sizes.default for kind, sizes in kinds.items()},
+        projects={key: Project(key, entry.display_name, entry.description or "", entry.batch_share)
+                  for key, entry in (document.projects or {}).items()},
     )
 
 
-def _environment(key: str, entry: dict) -> Environment:
-    where = f"environments.{key}"
-    _only(entry, {"display_name", "image", "kinds", "description"}, {"display_name", "image", "kinds"}, where)
-    image = entry["image"]
-    if not isinstance(image, str) or not IMAGE_PATTERN.fullmatch(image):
-        raise _fail(f"{where}.image", "must be a full image reference with a tag or digest")
-    return Environment(
-        key=key,
-        display_name=_text(entry["display_name"], f"{where}.display_name"),
-        image=image,
-        kinds=_kinds(entry["kinds"], f"{where}.kinds"),
-        description=_text(entry["description"], f"{where}.description", 500) if "description" in entry else "",
-    )
+def _error(source: str, found: Iterable[Problem]) -> CatalogError:
+    return CatalogError("\n".join(f"{source}: {location(loc) or 'top level'}: {message}"
+                                  for loc, message in found))
 
 
-def _custom_images(entry: Any) -> CustomImages:
-    if entry is None:
-        return CustomImages()
-    entry = _mapping(entry, "custom_images")
-    _only(entry, {"patterns", "kinds"}, {"patterns", "kinds"}, "custom_images")
-    patterns = []
-    for i, pattern in enumerate(entry["patterns"] or []):
-        where = f"custom_images.patterns[{i}]"
-        try:
-            patterns.append(re.compile(_text(pattern, where, 300)))
-        except re.error as error:
-            raise _fail(where, f"is not a regular expression: {error}") from None
-    return CustomImages(patterns=tuple(patterns), kinds=_kinds(entry["kinds"], "custom_images.kinds"))
-
-
-def _sizes(entry: Any) -> tuple[dict[str, dict[str, Size]], dict[str, str]]:
-    entry = _mapping(entry, "sizes")
-    sizes: dict[str, dict[str, Size]] = {}
-    defaults: dict[str, str] = {}
-    for kind in ACCELERATOR_KINDS:
-        where = f"sizes.{kind}"
-        if kind not in entry:
-            raise _fail("sizes", f"missing sizes for kind {kind!r}")
-        block = _mapping(entry[kind], where)
-        _only(block, {"default", "choices"}, {"default", "choices"}, where)
-        choices = _mapping(block["choices"], f"{where}.choices")
-        sizes[kind] = {}
-        for key, size in choices.items():
-            size_where = f"{where}.choices.{_key(key, f'{where}.choices')}"
-            size = _mapping(size, size_where)
-            _only(size, {"display_name", "cpu", "memory", "scratch", "shm"}, {"display_name", "cpu", "memory"},
-                  size_where)
-            for resource in ("cpu", "memory", "scratch", "shm"):
-                if resource in size and (not isinstance(size[resource], (str, int))
-                                         or not QUANTITY_PATTERN.fullmatch(str(size[resource]))):
-                    raise _fail(f"{size_where}.{resource}", "must be a Kubernetes quantity such as 4 or 16Gi")
-            if "shm" in size and quantity(str(size["shm"])) > quantity(str(size["memory"])):
-                raise _fail(f"{size_where}.shm", "must not exceed memory (/dev/shm is counted as memory)")
-            sizes[kind][key] = Size(key, _text(size["display_name"], f"{size_where}.display_name"),
-                                    str(size["cpu"]), str(size["memory"]),
-                                    str(size.get("scratch", "")), str(size.get("shm", "")))
-        if block["default"] not in sizes[kind]:
-            raise _fail(f"{where}.default", f"{block['default']!r} is not one of its choices")
-        defaults[kind] = block["default"]
-    unknown = set(entry) - set(ACCELERATOR_KINDS)
-    if unknown:
-        raise _fail("sizes", f"unknown kind(s) {', '.join(sorted(map(str, unknown)))}")
-    return sizes, defaults
-
-
-def _projects(entry: Any) -> dict[str, Project]:
-    projects = {}
-    for key, value in _mapping(entry if entry is not None else {}, "projects").items():
-        where = f"projects.{key}"
-        try:
-            group = names.group(key)
-        except names.InvalidName as error:
-            raise _fail(where, error.message) from None
-        if group != key:
-            raise _fail(where, "write the group name without a leading '/'")
-        value = _mapping(value, where)
-        _only(value, {"display_name", "description", "batch_share"}, {"display_name"}, where)
-        share = value.get("batch_share", 1)
-        if isinstance(share, bool) or not isinstance(share, int) \
-                or not 0 <= share <= MAX_BATCH_SHARE:
-            raise _fail(f"{where}.batch_share", f"must be a whole number 0..{MAX_BATCH_SHARE}")
-        projects[key] = Project(key, _text(value["display_name"], f"{where}.display_name"),
-                                _text(value["description"], f"{where}.description", 500)
-                                if "description" in value else "", share)
-    return projects
-
-
-def parse(document: Any) -> Catalog:
-    """Validate a parsed catalog document and build the Catalog."""
-    document = _mapping(document, "top level")
-    _only(document, {"accelerators", "environments", "custom_images", "sizes", "projects"},
-          {"accelerators", "environments", "sizes"}, "top level")
-    accelerators = {
-        _key(k, "accelerators"): _accelerator(k, _mapping(v, f"accelerators.{k}"))
-        for k, v in _mapping(document["accelerators"], "accelerators").items()
-    }
-    if not accelerators:
-        raise _fail("accelerators", "must name at least one accelerator")
-    resources = [a.resource for a in accelerators.values() if a.kind == "mig"]
-    if len(resources) != len(set(resources)):
-        raise _fail("accelerators", "two MIG profiles share a resource name")
-    environments = {
-        _key(k, "environments"): _environment(k, _mapping(v, f"environments.{k}"))
-        for k, v in _mapping(document["environments"], "environments").items()
-    }
-    sizes, defaults = _sizes(document["sizes"])
-    catalog = Catalog(accelerators, environments, _custom_images(document.get("custom_images")), sizes, defaults,
-                      _projects(document.get("projects")))
-    for accelerator in accelerators.values():
-        if not catalog.environments_for(accelerator.kind) and accelerator.kind not in catalog.custom_images.kinds:
-            raise _fail(f"accelerators.{accelerator.key}", f"no environment supports kind {accelerator.kind!r}")
-    return catalog
+def parse(document: Any, source: str = "catalog") -> Catalog:
+    """Validate a parsed catalog document and build the Catalog; errors name it `source`."""
+    try:
+        checked = CatalogFile.model_validate(document)
+    except ValidationError as error:
+        raise _error(source, problems(error)) from None
+    found = _cross_problems(checked)
+    if found:
+        raise _error(source, found)
+    return _build(checked)
 
 
 def load(path: str | Path) -> Catalog:
@@ -331,9 +492,20 @@ def load(path: str | Path) -> Catalog:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise CatalogError(f"catalog: {path} is not valid YAML: {error}") from None
-    return parse(document)
+    return parse(document, str(path))
 
 
 def default_path() -> Path:
     """The catalog shipped with the package: the AI_INFN farm."""
     return Path(__file__).parent / "catalogs" / "ai-infn.yaml"
+
+
+def schema() -> str:
+    """docs/catalog.schema.json: the catalog file's JSON Schema, for admins' editors."""
+    return schema_text(CatalogFile, "aiinfn-hub platform catalog")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--schema"]:
+        sys.exit("usage: python -m aiinfn_hub.catalog --schema > docs/catalog.schema.json")
+    sys.stdout.write(schema())

@@ -8,17 +8,56 @@ reserved nodes of each of their groups. Every denial carries a reason the user c
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Annotated, Any, Collection, Literal, Mapping, Optional, Union
 
-from .catalog import QUANTITY_PATTERN, Catalog, quantity
+from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
+
+from .catalog import (Catalog, Quantity, StrictModel, location, must_be, problems,
+                      quantity, schema_text, whole_number)
 
 ANY = "*"
-POLICY_FIELDS = {"accelerators", "environments", "custom_images", "max_accelerators", "max_cpu", "max_memory"}
 
 
 class PolicyError(ValueError):
-    """A policy entry is invalid; the message names the group and the field."""
+    """A policy entry is invalid; one line per problem: the group, the field, what is allowed."""
+
+
+Units = whole_number(0, 64)
+# The schema said outright: pydantic 2.7 and later versions write a one-value Literal apart.
+Keys = Annotated[Union[Literal["*"], tuple[str, ...]], must_be("'*' or a list of catalog keys"),
+                 WithJsonSchema({"anyOf": [{"const": ANY, "type": "string"},
+                                           {"type": "array", "items": {"type": "string"}}]})]
+
+
+class PolicyEntry(StrictModel):
+    """The rules of one group (`AiInfnSpawner.group_policies`) or of everyone (`default_policy`).
+    A user gets the default united with every group they are in."""
+
+    accelerators: Keys = Field((), description="Catalog accelerator keys it may use, or '*'.")
+    environments: Keys = Field((), description="Catalog environment keys it may use, or '*'.")
+    custom_images: Annotated[bool, Field(strict=True), must_be("true or false")] = Field(
+        False, description="Whether its members may type in an image (catalog: custom_images).")
+    max_accelerators: Units = Field(
+        0, description="Accelerator units held at once over all of a user's servers.")
+    max_cpu: Optional[Quantity] = Field(
+        None, description="Largest CPU of one server (absent: no cap).")
+    max_memory: Optional[Quantity] = Field(
+        None, description="Largest memory of one server (absent: no cap).")
+
+    @field_validator("accelerators", "environments")
+    @classmethod
+    def _in_catalog(cls, value: Any, info: ValidationInfo) -> Any:
+        catalog = (info.context or {}).get("catalog")
+        if catalog is None or value == ANY:
+            return value
+        known = getattr(catalog, str(info.field_name))
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"not in the catalog: {', '.join(unknown)} "
+                          f"(allowed: '*' or {', '.join(known)})")
+        return value
 
 
 @dataclass(frozen=True)
@@ -53,52 +92,34 @@ class UserPolicy:
     groups: frozenset[str]
 
 
-def _keys(value: Any, known: Collection[str], where: str) -> frozenset[str] | None:
-    if value == ANY:
-        return None
-    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
-        raise PolicyError(f"{where}: must be {ANY!r} or a list of catalog keys")
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-        raise PolicyError(f"{where}: not in the catalog: {', '.join(unknown)}")
-    return frozenset(value)
-
-
 def parse_rules(entry: Mapping[str, Any], catalog: Catalog, where: str) -> Rules:
-    """Validate one policy entry against the catalog."""
-    if not isinstance(entry, Mapping):
-        raise PolicyError(f"{where}: must be a mapping")
-    unknown = set(entry) - POLICY_FIELDS
-    if unknown:
-        raise PolicyError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
-    max_accelerators = entry.get("max_accelerators", 0)
-    if not isinstance(max_accelerators, int) or isinstance(max_accelerators, bool) or not 0 <= max_accelerators <= 64:
-        raise PolicyError(f"{where}.max_accelerators: must be a whole number 0..64")
-    caps = {}
-    for field in ("max_cpu", "max_memory"):
-        if field not in entry:
-            caps[field] = float("inf")
-            continue
-        value = str(entry[field])
-        if not QUANTITY_PATTERN.fullmatch(value):
-            raise PolicyError(f"{where}.{field}: must be a Kubernetes quantity such as 16 or 64Gi")
-        caps[field] = quantity(value)
-    custom_images = entry.get("custom_images", False)
-    if not isinstance(custom_images, bool):
-        raise PolicyError(f"{where}.custom_images: must be true or false")
+    """Validate one policy entry against the catalog; errors start with `where`."""
+    try:
+        checked = PolicyEntry.model_validate(entry, context={"catalog": catalog})
+    except ValidationError as error:
+        raise PolicyError("\n".join(f"{location(loc, where)}: {message}"
+                                     for loc, message in problems(error))) from None
     return Rules(
-        accelerators=_keys(entry.get("accelerators", []), catalog.accelerators, f"{where}.accelerators"),
-        environments=_keys(entry.get("environments", []), catalog.environments, f"{where}.environments"),
-        custom_images=custom_images,
-        max_accelerators=max_accelerators,
-        max_cpu=caps["max_cpu"],
-        max_memory=caps["max_memory"],
+        accelerators=None if checked.accelerators == ANY else frozenset(checked.accelerators),
+        environments=None if checked.environments == ANY else frozenset(checked.environments),
+        custom_images=checked.custom_images,
+        max_accelerators=checked.max_accelerators,
+        max_cpu=float("inf") if checked.max_cpu is None else quantity(checked.max_cpu),
+        max_memory=float("inf") if checked.max_memory is None else quantity(checked.max_memory),
     )
 
 
 def parse_policies(group_policies: Mapping[str, Any], catalog: Catalog) -> dict[str, Rules]:
-    """Validate every group's entry; raises PolicyError naming the first bad one."""
-    return {group: parse_rules(entry, catalog, f"group_policies.{group}") for group, entry in group_policies.items()}
+    """Validate every group's entry; raises PolicyError naming every bad one, a line each."""
+    rules, errors = {}, []
+    for group, entry in group_policies.items():
+        try:
+            rules[group] = parse_rules(entry, catalog, f"group_policies.{group}")
+        except PolicyError as error:
+            errors.append(str(error))
+    if errors:
+        raise PolicyError("\n".join(errors))
+    return rules
 
 
 def _union_keys(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
@@ -136,3 +157,14 @@ def accelerator_denial(policy: UserPolicy, key: str, count: int, held: int) -> s
         return (f"over your limit of {limit} accelerator{'s' if limit != 1 else ''}: "
                 f"you hold {held} and asked for {count}")
     return None
+
+
+def schema() -> str:
+    """docs/policy.schema.json: the JSON Schema of one policy entry, for admins' editors."""
+    return schema_text(PolicyEntry, "aiinfn-hub policy entry (default_policy, group_policies.*)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--schema"]:
+        sys.exit("usage: python -m aiinfn_hub.policy --schema > docs/policy.schema.json")
+    sys.stdout.write(schema())

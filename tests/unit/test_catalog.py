@@ -1,13 +1,20 @@
-"""The catalog is validated at start; a bad file names the key and why."""
+"""The catalog is validated at start; a bad file names the file, the path in it and what is
+allowed, a line per problem; its JSON Schema for editors is published in docs/."""
 
 import copy
+import dataclasses
+import json
+from pathlib import Path
 
+import jsonschema
+import pydantic
 import pytest
 import yaml
 
-from aiinfn_hub import catalog
+from aiinfn_hub import catalog, policy
 
 DEFAULT = yaml.safe_load(catalog.default_path().read_text())
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_default_catalog_describes_the_ai_infn_farm():
@@ -32,26 +39,129 @@ def _broken(change):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda d: d["accelerators"]["t4"].update(colour="green"), r"accelerators\.t4: unknown field\(s\) colour"),
-    (lambda d: d["accelerators"]["t4"].pop("kind"), r"accelerators\.t4: missing field\(s\) kind"),
-    (lambda d: d["accelerators"]["t4"].update(kind="tpu"), r"accelerators\.t4\.kind: must be one of"),
-    (lambda d: d["accelerators"]["t4"].update(resource="gpu"), r"accelerators\.t4\.resource"),
-    (lambda d: d["accelerators"]["t4"].update(counts=[1, True]), r"accelerators\.t4\.counts"),
+    (lambda d: d["accelerators"]["t4"].update(colour="green"),
+     r"accelerators\.t4: unknown field\(s\) colour \(allowed: display_name, kind, resource, "),
+    (lambda d: d["accelerators"]["t4"].pop("kind"), r"accelerators\.t4: missing field\(s\) kind$"),
+    (lambda d: d["accelerators"]["t4"].update(kind="tpu"),
+     r"accelerators\.t4\.kind: must be an accelerator kind \(allowed: cpu, gpu, mig, fpga\)"),
+    (lambda d: d["accelerators"]["t4"].update(resource="gpu"),
+     r"accelerators\.t4\.resource: must be an extended resource name such as nvidia\.com/gpu"),
+    (lambda d: d["accelerators"]["t4"].pop("resource"), r"accelerators\.t4\.resource: must be"),
+    (lambda d: d["accelerators"]["cpu"].update(resource="nvidia.com/gpu"),
+     r"accelerators\.cpu\.resource: CPU only takes no resource"),
+    (lambda d: d["accelerators"]["cpu"].update(node_labels={"a": "b"}),
+     r"accelerators\.cpu\.node_labels: CPU only takes no node_labels"),
+    (lambda d: d["accelerators"]["t4"].update(counts=[1, True]),
+     r"accelerators\.t4\.counts\[1\]: must be a whole number 1\.\.16 \(CPU only: 0\)"),
+    (lambda d: d["accelerators"]["t4"].update(counts=[0, 1]),
+     r"accelerators\.t4\.counts: must list whole numbers 1\.\.16 \(CPU only: \[0\]\)"),
+    (lambda d: d["accelerators"]["cpu"].update(counts=[1]),
+     r"accelerators\.cpu\.counts: must list"),
+    (lambda d: d["accelerators"]["t4"].update(counts=[]),
+     r"accelerators\.t4\.counts: must not be empty"),
     (lambda d: d["accelerators"]["t4"]["node_labels"].update({"nvidia.com/gpu.count": 8}),
-     r"node_labels\.nvidia\.com/gpu\.count: must be a label value"),
-    (lambda d: d["accelerators"].update({"Bad_Key": {"display_name": "x", "kind": "cpu"}}), r"accelerators: keys are"),
-    (lambda d: d["environments"]["ml-gpu"].update(image="pytorch"), r"environments\.ml-gpu\.image"),
-    (lambda d: d["environments"]["ml-gpu"].update(kinds=["gpu", "quantum"]), r"environments\.ml-gpu\.kinds"),
-    (lambda d: d["sizes"]["gpu"].update(default="huge"), r"sizes\.gpu\.default: 'huge' is not one of"),
-    (lambda d: d["sizes"]["gpu"]["choices"]["small"].update(memory="lots"), r"sizes\.gpu\.choices\.small\.memory"),
-    (lambda d: d["sizes"].pop("fpga"), r"sizes: missing sizes for kind 'fpga'"),
-    (lambda d: d["custom_images"]["patterns"].append("(unclosed"), r"custom_images\.patterns\[1\]: is not a regular"),
-    (lambda d: d["environments"].pop("fpga"), r"accelerators\.u50: no environment supports kind 'fpga'"),
-    (lambda d: d.update(extra=1), r"top level: unknown field\(s\) extra"),
+     r"node_labels\.nvidia\.com/gpu\.count: must be a label value \(quote numbers\)"),
+    (lambda d: d["accelerators"]["t4"]["node_labels"].update({"no spaces": "x"}),
+     r"accelerators\.t4\.node_labels\.no spaces: must be a label key"),
+    (lambda d: d["accelerators"].update({"Bad_Key": {"display_name": "x", "kind": "cpu"}}),
+     r"accelerators\.Bad_Key: must be a key of lower-case letters, digits and '-', at most 40"),
+    (lambda d: d["accelerators"]["a100-mig-2g-20gb"].update(resource="nvidia.com/mig-1g.10gb"),
+     r"accelerators\.a100-mig-2g-20gb\.resource: MIG profile a100-mig-1g-10gb has the same"),
+    (lambda d: d.update(accelerators={}), r"catalog: accelerators: must not be empty"),
+    (lambda d: d["environments"]["ml-gpu"].update(image="pytorch"),
+     r"environments\.ml-gpu\.image: must be a full image reference with a tag or digest"),
+    (lambda d: d["environments"]["ml-gpu"].update(kinds=["gpu", "quantum"]),
+     r"environments\.ml-gpu\.kinds\[1\]: must be an accelerator kind \(allowed: cpu, gpu, mig"),
+    (lambda d: d["environments"]["ml-gpu"].update(display_name=" "),
+     r"environments\.ml-gpu\.display_name: must be a non-empty string of at most 200 characters"),
+    (lambda d: d["sizes"]["gpu"].update(default="huge"),
+     r"sizes\.gpu\.default: 'huge' is not one of its choices \(allowed: small, medium, large\)"),
+    (lambda d: d["sizes"]["gpu"]["choices"]["small"].update(memory="lots"),
+     r"sizes\.gpu\.choices\.small\.memory: must be a Kubernetes quantity such as 4, 500m or 16Gi"),
+    (lambda d: d["sizes"].pop("fpga"), r"catalog: sizes: missing field\(s\) fpga$"),
+    (lambda d: d["sizes"].update(tpu={}),
+     r"sizes: unknown field\(s\) tpu \(allowed: cpu, gpu, mig, fpga\)"),
+    (lambda d: d["custom_images"]["patterns"].append("(unclosed"),
+     r"custom_images\.patterns\[1\]: is not a regular expression"),
+    (lambda d: d["environments"].pop("fpga"),
+     r"accelerators\.u50: no environment supports kind 'fpga' \(environments and custom_images "
+     r"support: cpu, gpu, mig\)"),
+    (lambda d: d.update(extra=1), r"catalog: top level: unknown field\(s\) extra \(allowed: "
+     r"accelerators, environments, custom_images, sizes, projects\)"),
+    (lambda d: d.update(projects=[]), r"catalog: projects: must be a mapping"),
 ])
-def test_bad_catalogs_name_the_key(change, message):
+def test_bad_catalogs_name_the_path_and_what_is_allowed(change, message):
     with pytest.raises(catalog.CatalogError, match=message):
         catalog.parse(_broken(change))
+
+
+def test_every_problem_is_a_line_naming_the_file(tmp_path):
+    def change(d):
+        d["accelerators"]["t4"].update(kind="tpu", counts=[1, True])
+        d["sizes"].pop("mig")
+        d["projects"]["qml"]["batch_share"] = "2"
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(_broken(change), sort_keys=False))
+    with pytest.raises(catalog.CatalogError) as raised:
+        catalog.load(path)
+    assert str(raised.value).splitlines() == [
+        f"{path}: accelerators.t4.kind: must be an accelerator kind (allowed: cpu, gpu, mig, fpga)",
+        f"{path}: accelerators.t4.counts[1]: must be a whole number 1..16 (CPU only: 0)",
+        f"{path}: sizes: missing field(s) mig",
+        f"{path}: projects.qml.batch_share: must be a whole number 0..1000",
+    ]
+
+
+def test_not_a_catalog_is_one_line():
+    with pytest.raises(catalog.CatalogError) as raised:
+        catalog.parse({"hub": {}, "proxy": {}, "sizes": {}}, "values.yaml")
+    assert str(raised.value) == (
+        "values.yaml: top level: unknown field(s) hub, proxy (allowed: accelerators, environments, "
+        "custom_images, sizes, projects); missing field(s) accelerators, environments")
+    with pytest.raises(catalog.CatalogError, match="^catalog: top level: must be a mapping$"):
+        catalog.parse(None)
+
+
+def test_the_catalog_is_immutable():
+    c = catalog.load(catalog.default_path())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.accelerators["t4"].counts = (8,)
+    with pytest.raises(pydantic.ValidationError):
+        catalog.CatalogFile.model_validate(DEFAULT).sizes = None
+
+
+def test_sizes_are_given_for_every_accelerator_kind():
+    assert tuple(catalog.SizesEntry.model_fields) == catalog.ACCELERATOR_KINDS
+
+
+@pytest.mark.parametrize("module, name", [(catalog, "catalog"), (policy, "policy")])
+def test_the_published_json_schemas_are_what_the_models_say_today(module, name):
+    published = DOCS / f"{name}.schema.json"
+    assert published.read_text() == module.schema(), (
+        f"docs/{name}.schema.json is out of date: "
+        f"python -m aiinfn_hub.{name} --schema > docs/{name}.schema.json")
+
+
+def test_editors_validate_with_the_published_schema():
+    """The shipped catalog passes the JSON Schema an editor applies, and mistakes do not."""
+    text = catalog.default_path().read_text()
+    assert text.splitlines()[0] == "# yaml-language-server: $schema=../../docs/catalog.schema.json"
+    schema = json.loads((DOCS / "catalog.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert list(validator.iter_errors(DEFAULT)) == []
+    broken = _broken(lambda d: (d["accelerators"]["t4"].update(kind="tpu"),
+                                d["projects"]["qml"].update(batch_share=True),
+                                d["sizes"]["cpu"]["choices"]["small"].update(cpu="lots"),
+                                d["accelerators"].update(Bad_Key={"display_name": "x"})))
+    assert sorted(list(e.absolute_path) for e in validator.iter_errors(broken)) == [
+        ["accelerators"], ["accelerators", "t4", "kind"],
+        ["projects"], ["sizes", "cpu", "choices", "small", "cpu"]]  # projects may be null
+    policy_schema = json.loads((DOCS / "policy.schema.json").read_text())
+    policies = jsonschema.Draft202012Validator(policy_schema)
+    good = {"accelerators": "*", "max_accelerators": 2, "max_cpu": 8}
+    assert list(policies.iter_errors(good)) == []
+    assert len(list(policies.iter_errors({"accelerators": "t4", "custom_images": "yes"}))) == 2
 
 
 def test_unreadable_and_invalid_files(tmp_path):

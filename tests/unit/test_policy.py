@@ -34,14 +34,37 @@ def test_denials_carry_reasons():
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"accelerators": ["h100"]}, r"group_policies\.g\.accelerators: not in the catalog: h100"),
-    ({"accelerators": "t4"}, r"must be '\*' or a list"),
-    ({"max_accelerators": -1}, r"max_accelerators: must be a whole number"),
-    ({"max_accelerators": True}, r"max_accelerators"),
-    ({"max_memory": "a lot"}, r"max_memory: must be a Kubernetes quantity"),
-    ({"custom_images": "yes"}, r"custom_images: must be true or false"),
-    ({"queues": ["x"]}, r"unknown field\(s\) queues"),
+    ({"accelerators": ["h100"]},
+     r"^group_policies\.g\.accelerators: not in the catalog: h100 \(allowed: '\*' or cpu, t4, "),
+    ({"environments": ["ml-gpu", "matlab"]},
+     r"^group_policies\.g\.environments: not in the catalog: matlab "
+     r"\(allowed: '\*' or cpu, ml-gpu"),
+    ({"accelerators": "t4"},
+     r"^group_policies\.g\.accelerators: must be '\*' or a list of catalog keys$"),
+    ({"max_accelerators": -1}, r"max_accelerators: must be a whole number 0\.\.64$"),
+    ({"max_accelerators": True}, r"max_accelerators: must be a whole number 0\.\.64$"),
+    ({"max_memory": "a lot"}, r"max_memory: must be a Kubernetes quantity such as 4, 500m or 16Gi"),
+    ({"custom_images": "yes"}, r"custom_images: must be true or false$"),
+    ({"queues": ["x"]}, r"^group_policies\.g: unknown field\(s\) queues \(allowed: accelerators, "
+     r"environments, custom_images, max_accelerators, max_cpu, max_memory\)$"),
+    ("everything", r"^group_policies\.g: must be a mapping$"),
 ])
-def test_bad_entries_name_group_and_field(entry, message):
+def test_bad_entries_name_group_field_and_what_is_allowed(entry, message):
     with pytest.raises(policy.PolicyError, match=message):
         policy.parse_policies({"g": entry}, CATALOG)
+
+
+def test_every_bad_group_is_a_line():
+    with pytest.raises(policy.PolicyError) as raised:
+        policy.parse_policies({"a": {"max_cpu": "lots", "custom_images": 1}, "b": {},
+                               "c": {"accelerators": ["h100"]}}, CATALOG)
+    assert [line.split(":")[0] for line in str(raised.value).splitlines()] == [
+        "group_policies.a.custom_images", "group_policies.a.max_cpu",
+        "group_policies.c.accelerators"]
+
+
+def test_quantities_may_be_whole_numbers_or_text():
+    rules = policy.parse_rules({"max_cpu": 8, "max_memory": "64Gi"}, CATALOG, "default_policy")
+    assert (rules.max_cpu, rules.max_memory) == (8, 64 * 2**30)
+    assert (rules.accelerators, rules.environments, rules.max_accelerators) == (
+        frozenset(), frozenset(), 0)

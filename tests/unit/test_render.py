@@ -62,7 +62,8 @@ def test_nodes_may_come_one_by_one_on_standard_input(capsys, monkeypatch, nodes_
     (["--flavors", str(FLAVORS), "--project-size", "ten"],
      "project size 'ten' is not a quantity such as 10Ti"),
     (["--flavors", str(FLAVORS), "--catalog", str(HELM_VALUES / "values.yaml")],
-     "catalog: top level: unknown field(s) hub, prePuller, proxy, scheduling, singleuser"),
+     f"{HELM_VALUES / 'values.yaml'}: top level: unknown field(s) hub, prePuller, proxy, "
+     "scheduling, singleuser"),
 ])
 def test_bad_inputs_are_said_in_one_line_with_exit_status_1(capsys, nodes_file, args, message):
     status, out, err = render(capsys, "--nodes", str(nodes_file), *args)
