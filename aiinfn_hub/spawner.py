@@ -18,7 +18,7 @@ from kubespawner.clients import shared_client
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
 from . import catalog, form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
-from . import podfailure
+from . import podfailure, spawn_progress
 from .errors import HIDE_PREFILLED_TRACEBACK, OnlyPrefilled, UserError, to_http_error
 from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
@@ -107,6 +107,8 @@ class AiInfnSpawner(KubeSpawner):
     _configured: dict[str, Any] | None = None
     # Options of a /hub/spawn link, valid for the user: the next form render shows them.
     _link_options: dict[str, Any] | None = None
+    # This spawn's own progress messages (spawn_progress), in order; progress() shows them.
+    _progress: list[spawn_progress.Event] = []
 
     # -- restricted-safe pod defaults ------------------------------------------------------
 
@@ -304,6 +306,7 @@ class AiInfnSpawner(KubeSpawner):
                 self.log.info("Saved options of %s are no longer allowed (%s); using defaults",
                               self._log_name, error.log_detail)
                 plan = profiles.resolve(platform.catalog, policy, {}, held)
+            self._progress.append(spawn_progress.options_checked(plan))
             await self._reserve(plan, policy)
         except UserError as error:
             self.log.warning("Refusing to spawn %s: %s", self._log_name, error.log_detail)
@@ -364,9 +367,11 @@ class AiInfnSpawner(KubeSpawner):
         self.environment = {**self._configured_value("environment"), **storage.environment}
         self.uid, self.gid, self.fs_gid = identity.uid, identity.gid, identity.gid
         self.supplemental_gids = identity.supplemental_gids
+        self._progress.append(spawn_progress.identity_assigned(identity.uid, identity.gid))
         self.token_mounted = token is not None
         if token is not None:
             await self._write_token(username, token)
+            self._progress.append(spawn_progress.token_written())
 
     async def _write_token(self, username: str, token: str) -> None:
         try:
@@ -432,10 +437,13 @@ class AiInfnSpawner(KubeSpawner):
             allowed = {k for k in platform.catalog.accelerators if policy.rules.allows_accelerator(k)}
             reservations.check(plan, platform.catalog, availability, largest, allowed)
             platform.reservations.promise(self._server_id, plan.accelerator.key, plan.count)
+        self._progress.append(spawn_progress.reserved(plan))
 
-    async def _start(self):
-        """KubeSpawner's start, abandoned as soon as the pod cannot start (see _watch_start)."""
-        start = asyncio.ensure_future(super()._start())
+    async def start(self):
+        """KubeSpawner's start, abandoned as soon as the pod cannot start (see _watch_start).
+        KubeSpawner.start() only wraps its _start in the future its progress() follows."""
+        self._progress = []
+        start = super().start()
         watchdog = asyncio.ensure_future(self._watch_start())
         try:
             await asyncio.wait({start, watchdog}, return_when=asyncio.FIRST_COMPLETED)
@@ -465,7 +473,7 @@ class AiInfnSpawner(KubeSpawner):
     async def _watch_start(self) -> None:
         """Raise once the pod cannot start: FailedScheduling has been its latest word for
         fail_fast_seconds (not counting while preempted pods make room for it), or a container
-        has failed again after crash_restarts restarts."""
+        has failed again after crash_restarts restarts. Tells progress() what it sees."""
         first_seen = None
         while True:
             await asyncio.sleep(WATCH_SECONDS)
@@ -476,6 +484,7 @@ class AiInfnSpawner(KubeSpawner):
                 raise to_http_error(error)
             events = self.events if self.event_reflector else []
             latest = events[-1] if events else None
+            self._note_scheduling(latest)
             if latest is None or latest.get("reason") != "FailedScheduling" or self._nominated():
                 first_seen = None
                 continue
@@ -486,16 +495,72 @@ class AiInfnSpawner(KubeSpawner):
                 self.log.warning("Giving up spawn of %s: %s", self._log_name, error.log_detail)
                 raise to_http_error(error)
 
+    def _pod(self) -> dict | None:
+        reflector = self.pod_reflector
+        return reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+
     def _nominated(self) -> bool:
         """Whether the scheduler has preempted pods for this one and waits for them to stop
         (their grace period, 30 s by default, may well exceed fail_fast_seconds)."""
-        reflector = self.pod_reflector
-        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        pod = self._pod()
         return bool(pod and (pod.get("status") or {}).get("nominatedNodeName"))
 
+    def _note_scheduling(self, latest: dict | None) -> None:
+        """Add a progress message when the scheduling state changes: a new FailedScheduling
+        reason, a node nominated (batch pods preempted there), the pod placed on its node."""
+        pod = self._pod() or {}
+        node = (pod.get("spec") or {}).get("nodeName")
+        nominated = (pod.get("status") or {}).get("nominatedNodeName")
+        if node:
+            note = spawn_progress.starting(node)
+        elif nominated:
+            note = spawn_progress.preempting(nominated, self._batch_units_on(nominated))
+        elif latest is not None and latest.get("reason") == "FailedScheduling":
+            note = spawn_progress.waiting(latest.get("message") or "")
+        else:
+            return
+        if not any(shown["message"] == note["message"] for shown in self._progress[-3:]):
+            self._progress.append(note)
+
+    def _batch_units_on(self, node: str) -> int:
+        """Accelerator units batch pods hold on `node` now, as the shared inventory counts them."""
+        platform = AiInfnSpawner._shared
+        if platform is None:
+            return 0
+        per_node = platform.inventory.per_node(self._policy().groups)
+        return sum(counts.batch for (_, name), counts in per_node.items() if name == node)
+
+    async def progress(self):
+        """Our messages (spawn_progress, in order) merged with KubeSpawner's pod events as both
+        come; the bar never moves back."""
+        upstream = aiter(super().progress())
+        pending = asyncio.ensure_future(anext(upstream))
+        sent, shown = 0, 0
+        try:
+            while True:
+                while sent < len(self._progress):
+                    note = spawn_progress.merged(self._progress[sent], shown)
+                    sent, shown = sent + 1, note["progress"]
+                    yield note
+                await asyncio.wait({pending}, timeout=WATCH_SECONDS)
+                if not pending.done():
+                    continue
+                try:
+                    event = pending.result()
+                except StopAsyncIteration:
+                    break
+                shown = max(shown, event.get("progress", shown))
+                yield event
+                pending = asyncio.ensure_future(anext(upstream))
+            for note in self._progress[sent:]:
+                yield spawn_progress.merged(note, shown)
+        finally:
+            pending.cancel()
+            await asyncio.wait({pending})
+            await upstream.aclose()
+
     def _crash(self) -> podfailure.Crash | None:
-        reflector = self.pod_reflector
-        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        pod = self._pod()
         if pod is None or pod["metadata"].get("deletionTimestamp"):
             return None
         return podfailure.crashed(pod, self.crash_restarts)

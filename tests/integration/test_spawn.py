@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import os
 import re
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,6 +118,21 @@ async def spawn_failure(hub, user, server, body):
     events = await asyncio.to_thread(hub.events, f"/users/{user}/servers/{server}/progress")
     assert events[-1].get("failed"), events
     return events[-1]["message"]
+
+
+def read_progress(hub, user, server, connected: threading.Event) -> list[dict]:
+    """A spawn's progress events as the spawn page reads them, from while it is pending to its
+    end; `connected` is set once the first event (JupyterHub's "Server requested") came."""
+    request = urllib.request.Request(
+        f"{hub.url}/hub/api/users/{user}/servers/{server}/progress",
+        headers={"Authorization": f"token {hub.token}", "Accept": "text/event-stream"})
+    events = []
+    with urllib.request.urlopen(request, timeout=180) as response:
+        for line in response:
+            if line.startswith(b"data:"):
+                events.append(json.loads(line[len(b"data:"):]))
+                connected.set()
+    return events
 
 
 async def server_pods(core, namespace, user, server):
@@ -286,18 +303,37 @@ async def test_unschedulable_spawn_is_never_answered_ready(hub, core, namespace)
         pods = await server_pods(core, hub.namespace, "alice", server)
         return bool(pods) and pods[0].metadata.deletion_timestamp is not None
 
+    connected = threading.Event()
+    progress = None
     try:
         await wait_until(deleting, "the unschedulable pod's deletion")
         status, answer = await spawn
         assert status == 202, answer
+        # Still pending (the pod's deletion is held): the progress stream replays the spawn.
+        progress = asyncio.ensure_future(asyncio.to_thread(read_progress, hub, "alice", server,
+                                                           connected))
+
+        async def streaming():
+            return connected.is_set() or progress.done()
+
+        await wait_until(streaming, "the progress stream")
     finally:
         for pod in await server_pods(core, hub.namespace, "alice", server):
             await core.patch_namespaced_pod(pod.metadata.name, hub.namespace,
                                             {"metadata": {"finalizers": None}})
     try:
-        events = await asyncio.to_thread(hub.events, f"/users/alice/servers/{server}/progress")
+        events = await progress
         assert events[-1].get("failed"), events
         assert "no node can host this server now" in events[-1]["message"], events
+        messages = [e["message"] for e in events]
+        ours = [next(i for i, m in enumerate(messages) if m.startswith(start)) for start in (
+            "Server requested", "Options checked: 1 × ", "Reserved 1 unit of ",
+            "Storage identity assigned: uid ", "Waiting for the scheduler: ")]
+        assert ours == sorted(ours), messages
+        waiting = [m for m in messages if m.startswith("Waiting for the scheduler: ")]
+        assert "Insufficient cpu" in waiting[0], messages
+        bar = [e["progress"] for e in events if "progress" in e]
+        assert bar == sorted(bar), events
     finally:
         await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})
 
@@ -475,6 +511,10 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
         if status == 202:
             events = await asyncio.to_thread(hub.events, f"/users/alice/servers/{server}/progress")
             assert events[-1].get("ready"), events
+            messages = [e["message"] for e in events]
+            assert "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make " \
+                   "room for this server; each has its grace period to stop (30 s unless it " \
+                   "set another)" in messages, messages
         pods = await server_pods(core, hub.namespace, "alice", server)
         assert pods[0].spec.node_name == "server2-a30"
     finally:
