@@ -504,17 +504,23 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
 
     await wait_until(holding_alone, "the batch pod to run alone on the A30's node")
     server = f"preempt-{uuid.uuid4().hex[:6]}"
+    spawn = asyncio.ensure_future(call(hub, "POST", f"/users/alice/servers/{server}",
+                                       {"accelerator": "a30"}))
+
+    async def nominated():
+        pods = await server_pods(core, hub.namespace, "alice", server)
+        return bool(pods) and pods[0].status.nominated_node_name == "server2-a30"
+
     try:
-        status, answer = await call(hub, "POST", f"/users/alice/servers/{server}",
-                                    {"accelerator": "a30"})
+        # While the batch pod takes its 8 s to stop, the progress stream tells the user why.
+        await wait_until(nominated, "the scheduler to nominate the A30's node")
+        progress = asyncio.to_thread(read_progress, hub, "alice", server, threading.Event())
+        events, (status, answer) = await asyncio.gather(progress, spawn)
         assert status in (201, 202), answer
-        if status == 202:
-            events = await asyncio.to_thread(hub.events, f"/users/alice/servers/{server}/progress")
-            assert events[-1].get("ready"), events
-            messages = [e["message"] for e in events]
-            assert "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make " \
-                   "room for this server; each has its grace period to stop (30 s unless it " \
-                   "set another)" in messages, messages
+        assert events[-1].get("ready"), events
+        assert "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make room " \
+               "for this server; each has its grace period to stop (30 s unless it set " \
+               "another)" in [e["message"] for e in events], events
         pods = await server_pods(core, hub.namespace, "alice", server)
         assert pods[0].spec.node_name == "server2-a30"
     finally:
