@@ -176,17 +176,27 @@ async def test_leaving_a_project_takes_effect_at_the_next_refresh(site):
     assert sorted((await site.user("dave"))["groups"]) == ["aiinfn-admins", "cms-ml", "qml"]
     for group in ("/cms-ml", "/aiinfn-admins"):
         await asyncio.to_thread(site.iam.set_group, "dave", group, False)
-    await asyncio.sleep(3)  # past auth_refresh_age: dave's next request refreshes his groups
-    await asyncio.to_thread(login.browser.open, f"{site.hub.url}/hub/home")
-    dave = await site.user("dave")
-    assert (dave["groups"], dave["admin"]) == (["qml"], False)
+
+    async def home_url() -> str:
+        with await asyncio.to_thread(login.browser.open, f"{site.hub.url}/hub/home") as page:
+            return page.url
+
+    async def groups_refreshed():
+        await home_url()  # once auth_refresh_age has passed, dave's next request refreshes him
+        dave = await site.user("dave")
+        return dave if dave["groups"] == ["qml"] else None
+
+    dave = await wait_until(groups_refreshed, "dave's request to refresh his groups", interval=0.5)
+    assert dave["admin"] is False
 
     await asyncio.to_thread(site.iam.set_group, "dave", "/other-experiment", True)
     await asyncio.to_thread(site.iam.set_group, "dave", "/qml", False)
-    await asyncio.sleep(3)
-    with await asyncio.to_thread(login.browser.open, f"{site.hub.url}/hub/home") as page:
-        assert "/hub/login" in page.url  # no allowed group left: logged out, and a new login...
-    assert "give no access to this hub" in refusal(await site.login("dave"))  # ...is refused
+
+    async def logged_out() -> bool:
+        return "/hub/login" in await home_url()  # no allowed group left: logged out...
+
+    await wait_until(logged_out, "dave's request to log him out", interval=0.5)
+    assert "give no access to this hub" in refusal(await site.login("dave"))  # ...and refused
 
 
 async def test_usernames_are_taken_exactly_as_sent(site):
