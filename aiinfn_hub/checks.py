@@ -37,6 +37,7 @@ from traitlets.config.loader import LazyConfigValue, PyFileConfigLoader
 from . import hubstate, k8s, permissions, volumes
 from .catalog import Catalog, CatalogError
 from .inventory import units
+from .platform_config import AiInfnPlatform, notebook_namespace
 from .policy import PolicyError
 from .storage_config import AiInfnStorage, StorageSettings
 
@@ -45,7 +46,6 @@ ERROR, WARNING, OK = "ERROR", "WARNING", "ok"
 START_ERROR_AREAS = frozenset({"config", "cluster", "permission", "priority"})
 CLUSTER_TIMEOUT_SECONDS = 60.0
 JOBS_SERVICE_MODULE = "aiinfn_hub.services.jobs"
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 
 
@@ -126,44 +126,30 @@ def _configured(config: Config, section: str, name: str) -> Any:
     return value.get_value([]) if isinstance(value, LazyConfigValue) else value
 
 
-def _namespace(config: Config) -> str:
-    """KubeSpawner.namespace, with KubeSpawner's default: the pod's own namespace, else default."""
-    configured = (_configured(config, "AiInfnSpawner", "namespace")
-                  or _configured(config, "KubeSpawner", "namespace"))
-    if configured:
-        return configured
-    try:
-        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
-    except OSError:
-        return "default"
-
-
-def jobs_settings(config: Config, namespace: str) -> JobsSettings | None:
+def jobs_settings(config: Config) -> JobsSettings | None:
     """The job service's settings when JupyterHub runs it (a managed service, with the hub's
-    account); None when it does not."""
+    account); None when it does not. Raises TraitError naming a bad AiInfnJobs key."""
     services = _configured(config, "JupyterHub", "services") or []
     if not any(isinstance(s, dict) and JOBS_SERVICE_MODULE in (s.get("command") or ())
                for s in services):
         return None
     from .services.jobs.app import AiInfnJobs
 
-    return JobsSettings(
-        namespace=_configured(config, "AiInfnJobs", "namespace") or namespace,
-        pod_priority_class=(_configured(config, "AiInfnJobs", "pod_priority_class")
-                            or AiInfnJobs.class_traits()["pod_priority_class"].default_value))
+    jobs = AiInfnJobs(config=config)
+    return JobsSettings(namespace=jobs.namespace, pod_priority_class=jobs.pod_priority_class)
 
 
 def config_findings(config: Config) -> tuple[list[Finding], HubSettings | None]:
     """The catalog, policies and storage settings; the settings the cluster checks need."""
     try:
-        platform = hubstate.load_from_config(config)
+        platform_settings = AiInfnPlatform(config=config)
+        platform = hubstate.load(platform_settings)
         storage = AiInfnStorage(config=config).settings()
+        jobs = jobs_settings(config)
     except (CatalogError, PolicyError, TraitError) as error:
         return [Finding(ERROR, "config", str(error))], None
-    namespace = _namespace(config)
-    settings = HubSettings(platform.catalog, namespace, storage,
-                           hubstate.spawner_setting(config, "notebook_priority_class"),
-                           jobs_settings(config, namespace))
+    settings = HubSettings(platform.catalog, notebook_namespace(config), storage,
+                           platform_settings.notebook_priority_class, jobs)
     catalog = platform.catalog
     return [Finding(OK, "config", f"catalog ({len(catalog.accelerators)} accelerators, "
                     f"{len(catalog.projects)} projects), policies and storage settings are "
@@ -310,7 +296,7 @@ async def check_permissions(api: client.ApiClient, settings: HubSettings) -> lis
 
 def priority_classes(settings: HubSettings) -> dict[str, str]:
     """The PriorityClasses pods name, each with the setting that names it."""
-    wanted = {settings.notebook_priority_class: "AiInfnSpawner.notebook_priority_class"}
+    wanted = {settings.notebook_priority_class: "AiInfnPlatform.notebook_priority_class"}
     if settings.jobs is not None:
         wanted.setdefault(settings.jobs.pod_priority_class, "AiInfnJobs.pod_priority_class")
     return {name: key for name, key in wanted.items() if name}

@@ -21,6 +21,7 @@ from traitlets.config import Configurable
 
 # The configurable classes, in the order the reference shows them (module, class name).
 CLASSES = (
+    ("aiinfn_hub.platform_config", "AiInfnPlatform"),
     ("aiinfn_hub.spawner", "AiInfnSpawner"),
     ("aiinfn_hub.auth", "AiInfnOAuthenticator"),
     ("aiinfn_hub.storage_config", "AiInfnStorage"),

@@ -15,13 +15,14 @@ import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
-from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
+from traitlets import Float, Instance, Integer, default
 
-from . import catalog, form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
+from . import form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
 from . import podfailure, spawn_progress
 from .errors import HIDE_PREFILLED_TRACEBACK, OnlyPrefilled, UserError, to_http_error
 from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
+from .platform_config import AiInfnPlatform
 from .policy import UserPolicy, for_user
 from .profiles import Availability
 from .storage_config import AiInfnStorage
@@ -37,41 +38,10 @@ class AiInfnSpawner(KubeSpawner):
     """A KubeSpawner whose users pick an accelerator, an environment and a size from the catalog,
     see what is free right now, and land exactly on the hardware they picked."""
 
-    catalog_file = Unicode(
-        str(catalog.default_path()),
-        config=True,
-        help="Path of the platform catalog YAML (accelerators, environments, sizes). Checked at hub start.",
-    )
-    default_policy = Dict(
-        {"accelerators": "*", "environments": "*", "max_accelerators": 1},
-        config=True,
-        help="""Rules for every user: accelerators and environments ("*" or a list of catalog keys),
-        custom_images (bool), max_accelerators (units held at once over all servers), max_cpu and
-        max_memory (largest server size). Group rules add to these.""",
-    )
-    group_policies = Dict(
-        config=True,
-        help="""Rules per group name, same fields as default_policy. A user in several groups gets
-        the union: every key any group allows and the largest caps.""",
-    )
-    notebook_priority_class = Unicode(
-        "aiinfn-notebook",
-        config=True,
-        help="PriorityClass of notebook pods; it must rank above the batch class so batch yields.",
-    )
-    reservation_taint_key = Unicode(
-        "reserved",
-        config=True,
-        help="Taint key that reserves a node for a group (value: the group name). Members tolerate it.",
-    )
-    accelerator_node_labels = List(
-        Unicode(),
-        ["nvidia.com/gpu.present", "xilinx.com/fpga.board"],
-        config=True,
-        help="Labels marking accelerator nodes; CPU-only servers avoid nodes carrying any of them.",
-    )
-    cpu_on_accelerator_nodes = Bool(
-        False, config=True, help="Allow CPU-only servers on accelerator nodes."
+    platform_settings = Instance(
+        AiInfnPlatform,
+        help="""The platform settings (catalog, policies, placement): `c.AiInfnPlatform.*`, shared
+        with the job service and the admin checks. Not configured here.""",
     )
     fail_fast_seconds = Float(
         10.0,
@@ -146,11 +116,13 @@ class AiInfnSpawner(KubeSpawner):
 
     # -- shared state ----------------------------------------------------------------------
 
+    @default("platform_settings")
+    def _default_platform_settings(self) -> AiInfnPlatform:
+        return AiInfnPlatform(parent=self)
+
     def _platform(self) -> hubstate.Platform:
         if AiInfnSpawner._shared is None:
-            AiInfnSpawner._shared = hubstate.load(
-                self.catalog_file, self.default_policy, self.group_policies, self.reservation_taint_key
-            )
+            AiInfnSpawner._shared = hubstate.load(self.platform_settings)
         return AiInfnSpawner._shared
 
     async def _synced_inventory(self, wait: float) -> bool:
@@ -313,10 +285,10 @@ class AiInfnSpawner(KubeSpawner):
             raise to_http_error(error) from None
         self.accelerator_units = plan.count if plan.accelerator.kind != "cpu" else 0
         settings = placement.PlacementSettings(
-            priority_class=self.notebook_priority_class,
-            reservation_taint_key=self.reservation_taint_key,
-            accelerator_node_labels=tuple(self.accelerator_node_labels),
-            cpu_on_accelerator_nodes=self.cpu_on_accelerator_nodes,
+            priority_class=self.platform_settings.notebook_priority_class,
+            reservation_taint_key=self.platform_settings.reservation_taint_key,
+            accelerator_node_labels=tuple(self.platform_settings.accelerator_node_labels),
+            cpu_on_accelerator_nodes=self.platform_settings.cpu_on_accelerator_nodes,
         )
         for name, value in placement.spawner_traits(plan, policy.groups, settings).items():
             if name == "extra_labels":

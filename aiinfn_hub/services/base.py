@@ -168,9 +168,9 @@ class ServiceApp(Application):
 
     hub_config = Unicode(
         config=True,
-        help=f"""The hub's configuration file (the service reads the hub's and the spawner's
-        settings from it). Default: ${HUB_CONFIG_ENV}, else jupyterhub_config.py in the working
-        directory (where JupyterHub itself looks).""",
+        help=f"""The hub's configuration file (the service reads the platform's, the storage's and
+        its own settings from it; docs/design.md says why). Default: ${HUB_CONFIG_ENV}, else
+        jupyterhub_config.py in the working directory (where JupyterHub itself looks).""",
     )
     service_url = Unicode(
         config=True,

@@ -288,7 +288,7 @@ def test_a_config_without_the_job_service_checks_no_job_permissions(tmp_path):
 
 def test_an_invalid_catalog_or_storage_setting_is_a_config_error(tmp_path):
     config = Config()
-    config.AiInfnSpawner.catalog_file = str(tmp_path / "missing.yaml")
+    config.AiInfnPlatform.catalog_file = str(tmp_path / "missing.yaml")
     [finding] = checks.config_findings(config)[0]
     assert finding.level == ERROR and finding.area == "config" and "missing.yaml" in finding.message
     config = Config()
@@ -343,10 +343,10 @@ def test_outside_a_starting_hub_the_config_file_sets_up_no_start_check():
 
 def test_the_priority_classes_checked_are_those_the_pods_name():
     assert checks.priority_classes(settings()) == {
-        "aiinfn-notebook": "AiInfnSpawner.notebook_priority_class",
+        "aiinfn-notebook": "AiInfnPlatform.notebook_priority_class",
         "aiinfn-batch": "AiInfnJobs.pod_priority_class"}
     assert checks.priority_classes(settings(jobs=False)) == {
-        "aiinfn-notebook": "AiInfnSpawner.notebook_priority_class"}
+        "aiinfn-notebook": "AiInfnPlatform.notebook_priority_class"}
     classes = {d["metadata"]["name"] for d in shipped("PriorityClass")}
     assert set(checks.priority_classes(settings())) <= classes
 
@@ -361,7 +361,7 @@ class StartingHub:
 
 def test_a_start_check_error_stops_the_hub_with_the_commands_lines(tmp_path):
     config = Config()
-    config.AiInfnSpawner.catalog_file = str(tmp_path / "missing.yaml")
+    config.AiInfnPlatform.catalog_file = str(tmp_path / "missing.yaml")
     [line] = [f.line() for f in asyncio.run(checks.run_checks(config, cluster=False))]
     with pytest.raises(SystemExit) as stopped:
         checks._start_checks(StartingHub(config))

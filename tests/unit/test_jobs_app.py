@@ -14,8 +14,9 @@ def app(**sections) -> AiInfnJobs:
     return AiInfnJobs(config=Config(sections))
 
 
-async def test_defaults_come_from_the_spawner_settings():
-    jobs = app(KubeSpawner={"namespace": "jhub"}, AiInfnSpawner={"accelerator_node_labels": ["x.io/gpu"]})
+async def test_defaults_come_from_the_platform_settings():
+    jobs = app(KubeSpawner={"namespace": "jhub"},
+               AiInfnPlatform={"accelerator_node_labels": ["x.io/gpu"]})
     assert jobs.namespace == "jhub"
     async with client.ApiClient() as api_client:
         service = jobs.service(api_client)
@@ -43,8 +44,9 @@ def test_bad_settings_name_their_key(sections, message):
 
 @pytest.mark.parametrize("sections, message", [
     ({"AiInfnJobs": {"default_priority": "urgent"}}, "AiInfnJobs.default_priority: 'urgent' is not in priorities"),
-    ({"AiInfnSpawner": {"group_policies": {"g": {"accelerators": ["h100"]}}}}, "not in the catalog: h100"),
-    ({"AiInfnSpawner": {"catalog_file": "/nonexistent.yaml"}}, "cannot read /nonexistent.yaml"),
+    ({"AiInfnPlatform": {"group_policies": {"g": {"accelerators": ["h100"]}}}},
+     "not in the catalog: h100"),
+    ({"AiInfnPlatform": {"catalog_file": "/nonexistent.yaml"}}, "cannot read /nonexistent.yaml"),
 ])
 async def test_platform_mistakes_stop_the_service(sections, message):
     async with client.ApiClient() as api_client:

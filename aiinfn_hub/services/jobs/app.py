@@ -1,10 +1,10 @@
 """AiInfnJobs: the job service process (`python -m aiinfn_hub.services.jobs`).
 
-It reads the hub's configuration file: the catalog, the policies, the namespace and the
-placement settings are the spawner's (`c.AiInfnSpawner.*`, `c.KubeSpawner.namespace`), the
-storage settings are `c.AiInfnStorage.*`, and its own are `c.AiInfnJobs.*`. It talks to
-Kubernetes with its own credentials ($KUBECONFIG or the in-cluster service account), never a
-user's; the RBAC it needs is in helm-values/jobs-service-rbac.yaml.
+It reads the hub's configuration file (docs/design.md says why): the catalog, the policies and
+the placement settings are `c.AiInfnPlatform.*`, the namespace is the notebooks'
+(`c.KubeSpawner.namespace`), the storage settings are `c.AiInfnStorage.*`, and its own are
+`c.AiInfnJobs.*`. It talks to Kubernetes with its own credentials ($KUBECONFIG or the in-cluster
+service account), never a user's; the RBAC it needs is in helm-values/jobs-service-rbac.yaml.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, vali
 from ... import hubstate, k8s, volumes
 from ...catalog import ACCELERATOR_KINDS, CatalogError
 from ...identity import IdentityStore
+from ...platform_config import AiInfnPlatform, notebook_namespace
 from ...policy import PolicyError
 from ...storage_config import AiInfnStorage
 from ..base import ServiceApp
@@ -30,9 +31,6 @@ from .request import MAX_TTL_SECONDS, VOLUME_KINDS
 from .store import JobStore
 
 OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-SPAWNER_SETTINGS = ("catalog_file", "default_policy", "group_policies", "reservation_taint_key",
-                    "accelerator_node_labels", "cpu_on_accelerator_nodes")
 
 
 class AiInfnJobs(ServiceApp):
@@ -85,14 +83,7 @@ class AiInfnJobs(ServiceApp):
 
     @default("namespace")
     def _default_namespace(self) -> str:
-        configured = self._spawner_section().get("namespace")
-        if configured:
-            return configured
-        try:
-            with open(SERVICE_ACCOUNT_NAMESPACE) as file:
-                return file.read().strip()
-        except OSError:
-            return "default"
+        return notebook_namespace(self.config)
 
     @validate("namespace", "pod_priority_class")
     def _validate_object_name(self, proposal: Any) -> str:
@@ -124,23 +115,13 @@ class AiInfnJobs(ServiceApp):
             raise TraitError(f"AiInfnJobs.sandbox_path: {value!r} must be a plain absolute path")
         return value
 
-    def _spawner_section(self) -> dict[str, Any]:
-        return {**self.config.get("KubeSpawner", {}), **self.config.get("AiInfnSpawner", {})}
-
-    def _spawner(self, name: str) -> Any:
-        from ...spawner import AiInfnSpawner
-
-        section = self._spawner_section()
-        return section[name] if name in section else AiInfnSpawner.class_traits()[name].default()
-
     def service(self, api_client: Any) -> JobService:
         """The operations, configured from the hub's settings (checked here: a bad key stops the start)."""
         if self.default_priority not in self.priorities:
             raise TraitError(f"AiInfnJobs.default_priority: {self.default_priority!r} is not in priorities")
-        spawner = {name: self._spawner(name) for name in SPAWNER_SETTINGS}
+        settings = AiInfnPlatform(parent=self)
         try:
-            state = hubstate.load(spawner["catalog_file"], spawner["default_policy"], spawner["group_policies"],
-                                  spawner["reservation_taint_key"])
+            state = hubstate.load(settings)
         except (CatalogError, PolicyError) as error:
             raise TraitError(f"invalid platform configuration: {error}") from None
         storage = AiInfnStorage(config=self.config).settings()
@@ -158,8 +139,8 @@ class AiInfnJobs(ServiceApp):
         )
         build = BuildSettings(
             pod_priority_class=self.pod_priority_class,
-            accelerator_node_labels=tuple(spawner["accelerator_node_labels"]),
-            cpu_on_accelerator_nodes=bool(spawner["cpu_on_accelerator_nodes"]),
+            accelerator_node_labels=tuple(settings.accelerator_node_labels),
+            cpu_on_accelerator_nodes=settings.cpu_on_accelerator_nodes,
             sandbox_path=self.sandbox_path,
             backoff_limit=self.backoff_limit,
         )
