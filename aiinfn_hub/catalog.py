@@ -21,7 +21,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidat
                       ValidationError, ValidationInfo, WithJsonSchema, WrapValidator,
                       field_validator, model_validator)
 
-from . import names
+from . import names, quantities
 
 Kind = Literal["cpu", "gpu", "mig", "fpga"]
 ACCELERATOR_KINDS: tuple[str, ...] = get_args(Kind)
@@ -39,16 +39,11 @@ IMAGE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9.
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-_SUFFIX_FACTORS = {"": 1, "m": 0.001, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
 def quantity(text: str) -> float:
     """A Kubernetes quantity of the forms the catalog accepts ("4", "500m", "16Gi") as a number."""
-    match = QUANTITY_PATTERN.fullmatch(str(text))
-    if not match:
+    if not QUANTITY_PATTERN.fullmatch(str(text)):
         raise ValueError(f"not a quantity: {text!r}")
-    number = str(text)[: len(str(text)) - len(match.group(2) or "")]
-    return float(number) * _SUFFIX_FACTORS[match.group(2) or ""]
+    return float(quantities.parse(str(text)))
 
 
 class CatalogError(ValueError):

@@ -30,7 +30,7 @@ import escapism
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from . import labels, names
+from . import k8s, labels, names
 from .errors import UserError
 from .storage_config import MAX_ID, MIN_ID, StorageSettings
 
@@ -143,7 +143,7 @@ def make_configmap(name: str, tables: Tables, resource_version: str | None = Non
         "name": name,
         "labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.PART_OF: labels.PART_OF_VALUE,
                    labels.COMPONENT: COMPONENT},
-        "annotations": {f"{labels.PREFIX}/note": "uids and gids handed out by aiinfn-hub; never edit or reuse a number"},
+        "annotations": {labels.NOTE: "uids and gids handed out by aiinfn-hub; never edit or reuse a number"},
     }
     if resource_version:
         metadata["resourceVersion"] = resource_version
@@ -283,9 +283,12 @@ class IdentityStore:
         body = make_configmap(self.settings.identity_configmap, tables, version)
         try:
             if version is None:
-                await self.api.create_namespaced_config_map(self.namespace, body)
+                await self.api.create_namespaced_config_map(self.namespace, body,
+                                                            field_validation=k8s.STRICT)
             else:
-                await self.api.replace_namespaced_config_map(self.settings.identity_configmap, self.namespace, body)
+                await self.api.replace_namespaced_config_map(
+                    self.settings.identity_configmap, self.namespace, body,
+                    field_validation=k8s.STRICT)
         except ApiException as error:
             if error.status in (409, 404):
                 return False

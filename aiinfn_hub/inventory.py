@@ -15,25 +15,19 @@ Rules, in short: a node is notebook capacity if it is Ready, not cordoned and no
 from __future__ import annotations
 
 import sys
-from decimal import Decimal, InvalidOperation
 from typing import Any, Collection, Iterable, Mapping, NamedTuple
 
+from aiinfn_hub import quantities
+from aiinfn_hub.labels import (INTERLINK_TAINT_PREFIX, KUEUE_QUEUE, VIRTUAL_KUBELET_TAINT,
+                               VIRTUAL_NODE, VIRTUAL_NODE_VALUE)
 from aiinfn_hub.catalog import Accelerator
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 EVENT_TYPES = frozenset({ADDED, MODIFIED, DELETED})
 RESERVATION_TAINT = "reserved"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-VIRTUAL_NODE_LABEL = ("type", "virtual-kubelet")
-VIRTUAL_TAINT_PREFIX = "virtual-node.interlink/"
-VIRTUAL_TAINT = "virtual-kubelet.io/provider"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 _EMPTY: Mapping[str, Any] = {}
-_SUFFIXES = {  # Kubernetes quantity suffixes; longest first so "Ki" wins over "k"-like tails
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-}
 
 
 class Counts(NamedTuple):
@@ -76,17 +70,9 @@ def units(value: Any) -> int:
 
 
 def _quantity(text: str) -> int:
-    multiplier: Decimal | int = 1
-    for suffix, factor in _SUFFIXES.items():
-        if text.endswith(suffix):
-            text, multiplier = text[: -len(suffix)], factor
-            break
-    else:
-        if text.endswith("m"):
-            text, multiplier = text[:-1], Decimal("0.001")
     try:
-        number = int(Decimal(text) * multiplier)
-    except (InvalidOperation, ValueError, OverflowError):
+        number = int(quantities.parse(text))
+    except ValueError:
         return 0
     return number if number > 0 else 0
 
@@ -131,7 +117,7 @@ class Inventory:
     """
 
     def __init__(self, accelerators: Mapping[str, Accelerator], *,
-                 reservation_taint: str = RESERVATION_TAINT, queue_label: str = QUEUE_LABEL) -> None:
+                 reservation_taint: str = RESERVATION_TAINT, queue_label: str = KUEUE_QUEUE) -> None:
         self.reservation_taint = reservation_taint
         self.queue_label = queue_label
         counted = [a for a in accelerators.values() if a.kind != "cpu" and a.resource]
@@ -169,13 +155,13 @@ class Inventory:
         labels = meta.get("labels") or _EMPTY
         spec = obj.get("spec") or _EMPTY
         status = obj.get("status") or _EMPTY
-        virtual = labels.get(VIRTUAL_NODE_LABEL[0]) == VIRTUAL_NODE_LABEL[1]
+        virtual = labels.get(VIRTUAL_NODE) == VIRTUAL_NODE_VALUE
         reserved_for = None
         for taint in spec.get("taints") or ():
             key = taint.get("key") if isinstance(taint, dict) else None
             if not isinstance(key, str):
                 continue
-            if key == VIRTUAL_TAINT or key.startswith(VIRTUAL_TAINT_PREFIX):
+            if key == VIRTUAL_KUBELET_TAINT or key.startswith(INTERLINK_TAINT_PREFIX):
                 virtual = True
             elif key == self.reservation_taint and reserved_for is None:
                 value = taint.get("value")

@@ -1,4 +1,5 @@
-"""Label and annotation keys: the Kubernetes recommended ones plus our own prefix."""
+"""Label, annotation and taint keys, each named once: the Kubernetes recommended ones, our own
+prefix, and those of Kueue, batch/v1, KubeSpawner and virtual-kubelet that we set or select on."""
 
 PREFIX = "aiinfn.infn.it"
 
@@ -21,6 +22,27 @@ REQUEST = f"{PREFIX}/request"
 REQUEST_DIGEST = f"{PREFIX}/request-digest"
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
+KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
+JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+# KubeSpawner's annotations on notebook pods.
+HUB_USERNAME = "hub.jupyter.org/username"
+HUB_SERVERNAME = "hub.jupyter.org/servername"
+
+# The catalog key of the accelerator a notebook or job pod was placed for.
+ACCELERATOR = f"{PREFIX}/accelerator"
+# Annotation on the identity ConfigMap telling administrators not to edit it.
+NOTE = f"{PREFIX}/note"
+
+# Virtual-kubelet (interLink) nodes: notebooks and ordinary jobs keep off them, offloadable jobs
+# select and tolerate them. Nodes carry the plain `type` label or interLink's own keys.
+VIRTUAL_NODE = "type"
+VIRTUAL_NODE_VALUE = "virtual-kubelet"
+INTERLINK_NODE = "virtual-node.interlink/type"
+INTERLINK_TAINT = "virtual-node.interlink/no-schedule"
+INTERLINK_TAINT_PREFIX = "virtual-node.interlink/"
+VIRTUAL_KUBELET_TAINT = "virtual-kubelet.io/provider"
 
 MANAGED_BY_VALUE = "aiinfn-hub"
 PART_OF_VALUE = "aiinfn-hub"

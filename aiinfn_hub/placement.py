@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Collection
 
+from . import labels
 from .catalog import quantity
 from .profiles import SpawnPlan
 
-VIRTUAL_NODE_LABEL = "type"
-VIRTUAL_NODE_VALUE = "virtual-kubelet"
-ACCELERATOR_LABEL = "aiinfn.infn.it/accelerator"
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,8 @@ class PlacementSettings:
 
 
 def node_selector_terms(plan: SpawnPlan, settings: PlacementSettings) -> list[dict[str, Any]]:
-    expressions = [{"key": VIRTUAL_NODE_LABEL, "operator": "NotIn", "values": [VIRTUAL_NODE_VALUE]}]
+    expressions = [{"key": labels.VIRTUAL_NODE, "operator": "NotIn",
+                    "values": [labels.VIRTUAL_NODE_VALUE]}]
     for key, value in sorted(plan.accelerator.node_labels.items()):
         expressions.append({"key": key, "operator": "In", "values": [value]})
     if plan.accelerator.kind == "cpu" and not settings.cpu_on_accelerator_nodes:
@@ -60,5 +59,5 @@ def spawner_traits(plan: SpawnPlan, groups: Collection[str], settings: Placement
         "node_affinity_required": node_selector_terms(plan, settings),
         "tolerations": tolerations(groups, settings.reservation_taint_key),
         "priority_class_name": settings.priority_class,
-        "extra_labels": {ACCELERATOR_LABEL: plan.accelerator.key},
+        "extra_labels": {labels.ACCELERATOR: plan.accelerator.key},
     }

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from . import labels, names
+from . import k8s, labels, names
 
 SECRET_PREFIX = "aiinfn-token"
 KEY = "access_token"
@@ -86,13 +86,14 @@ async def sync(api_client: client.ApiClient, namespace: str, username: str, toke
     name = body["metadata"]["name"]
     for _ in range(3):
         try:
-            await api.replace_namespaced_secret(name, namespace, body)
+            await api.replace_namespaced_secret(name, namespace, body,
+                                                 field_validation=k8s.STRICT)
             return
         except ApiException as error:
             if error.status != 404:
                 raise _failure("replacing", error) from None
         try:
-            await api.create_namespaced_secret(namespace, body)
+            await api.create_namespaced_secret(namespace, body, field_validation=k8s.STRICT)
             return
         except ApiException as error:
             if error.status != 409:

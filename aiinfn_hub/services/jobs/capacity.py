@@ -17,31 +17,24 @@ own quotas are not counted, so with hierarchical cohorts the limit read here may
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
+from ... import quantities
 from ...errors import UserError
 
 Quantities = Mapping[str, Decimal]
 
-_SUFFIXES = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-             "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-             "Pi": 2**50, "Ei": 2**60}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|[mkMGTPE])?$")
 _BINARY = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
 SCHEDULING_EFFECTS = ("NoSchedule", "NoExecute")
 
 
 def quantity(value: Any) -> Decimal:
     """A Kubernetes quantity ("4", "500m", "16Gi", "1e3", 2) as a number; 0 if unreadable."""
-    match = _QUANTITY.fullmatch(str(value).strip())
-    if not match:
-        return Decimal(0)
     try:
-        return Decimal(match.group(1)) * _SUFFIXES[match.group(2) or ""]
-    except InvalidOperation:
+        return quantities.parse(value if type(value) is int else str(value))
+    except ValueError:
         return Decimal(0)
 
 

@@ -13,16 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ... import labels, names, volumes
-from ...placement import ACCELERATOR_LABEL, VIRTUAL_NODE_LABEL, VIRTUAL_NODE_VALUE
 from .plan import JobPlan, NotebookFacts
 
 COMPONENT = "batch-job"
 SANDBOX_COMPONENT = "batch-job-sandbox"
 CONTAINER = "job"
 SANDBOX_VOLUME = "aiinfn-sandbox"
-OFFLOAD_TAINT = "virtual-node.interlink/no-schedule"
-OFFLOAD_NODE_LABEL = "virtual-node.interlink/type"
-OFFLOAD_NODE_VALUE = "virtual-kubelet"
 NOTEBOOK_CONTAINER = "notebook"
 TOKEN_VOLUMES = frozenset({"access-token"})
 # Volume sources a clone may keep; anything else (secrets, projected tokens, host paths) is
@@ -88,11 +84,13 @@ def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
     if plan.offloadable:
         return {
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": OFFLOAD_NODE_LABEL, "operator": "In", "values": [OFFLOAD_NODE_VALUE]}]},
+                {"matchExpressions": [{"key": labels.INTERLINK_NODE, "operator": "In",
+                                       "values": [labels.VIRTUAL_NODE_VALUE]}]},
             ]}}},
-            "tolerations": [{"key": OFFLOAD_TAINT, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+            "tolerations": [{"key": labels.INTERLINK_TAINT, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
         }
-    expressions = [{"key": VIRTUAL_NODE_LABEL, "operator": "NotIn", "values": [VIRTUAL_NODE_VALUE]}]
+    expressions = [{"key": labels.VIRTUAL_NODE, "operator": "NotIn",
+                    "values": [labels.VIRTUAL_NODE_VALUE]}]
     if plan.accelerator.kind == "cpu" and not settings.cpu_on_accelerator_nodes:
         expressions += [{"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels]
     placement: dict[str, Any] = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -175,7 +173,7 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
         labels.KUEUE_PRIORITY: plan.priority_class,
     }
     pod_labels = {**owner_labels(plan.owner, COMPONENT), labels.JOB_KIND: plan.kind,
-                  ACCELERATOR_LABEL: plan.accelerator.key}
+                  labels.ACCELERATOR: plan.accelerator.key}
     mounts = [dict(m) for m in parts.mounts]
     pod_volumes = [dict(v) for v in parts.volumes]
     if plan.sandbox:
@@ -260,7 +258,7 @@ def notebook_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
 def notebook_facts(pod: Mapping[str, Any], accelerators: Mapping[str, Any]) -> NotebookFacts:
     """The defaults a clone inherits: the notebook's accelerator, size and volume kinds."""
     requests = (notebook_container(pod).get("resources") or {}).get("requests") or {}
-    key = (pod["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL, "cpu")
+    key = (pod["metadata"].get("labels") or {}).get(labels.ACCELERATOR, "cpu")
     accelerator = accelerators.get(key) or accelerators["cpu"]
     count = int(requests.get(accelerator.resource, 0)) if accelerator.resource else 0
     kinds = {volume_kind(v["name"]) for v in pod["spec"].get("volumes") or ()}

@@ -11,7 +11,6 @@ import json
 from typing import Any, Iterable, Mapping
 
 from ... import labels
-from ...placement import ACCELERATOR_LABEL
 
 QUOTA_RESERVED = "QuotaReserved"
 ADMITTED = "Admitted"
@@ -20,7 +19,6 @@ PREEMPTED = "Preempted"
 FINISHED = "Finished"
 PODS_READY = "PodsReady"
 WAIT_FOR_RECOVERY = "WaitForRecovery"
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 FINAL_STATES = ("succeeded", "failed")
 # Why Kueue preempted a workload (the reason of its Preempted condition), as a user reads it.
 PREEMPTION_REASONS = {
@@ -129,7 +127,7 @@ def _preemption_message(job: Mapping[str, Any], workload: Mapping[str, Any] | No
         reason = (_condition(workload, PREEMPTED) or {}).get("reason")
         why = PREEMPTION_REASONS.get(reason, PREEMPTED_BY)
         return f"{why}; waiting in the queue to be admitted again"
-    accelerator = (job["spec"]["template"]["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL)
+    accelerator = (job["spec"]["template"]["metadata"].get("labels") or {}).get(labels.ACCELERATOR)
     hardware = f"a free {accelerator}" if accelerator and accelerator != "cpu" else "room on a node"
     message = f"{PREEMPTED_BY}; its replacement pod is waiting for {hardware}"
     detail = _unschedulable(pods or ())
@@ -150,7 +148,7 @@ def _message(workload: Mapping[str, Any] | None) -> str | None:
 
 def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
     metadata = pod["metadata"]
-    index = (metadata.get("annotations") or {}).get(COMPLETION_INDEX)
+    index = (metadata.get("annotations") or {}).get(labels.JOB_COMPLETION_INDEX)
     return {
         "name": metadata["name"],
         "index": int(index) if index is not None and index.isdigit() else None,
@@ -178,7 +176,7 @@ def summarize(job: Mapping[str, Any], workload: Mapping[str, Any] | None, priori
         "queue": job_labels.get(labels.KUEUE_QUEUE),
         "priority": names_of.get(job_labels.get(labels.KUEUE_PRIORITY, "")),
         "offloadable": bool(request.get("offloadable")),
-        "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(ACCELERATOR_LABEL),
+        "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(labels.ACCELERATOR),
         "state": job_state,
         "created": metadata.get("creationTimestamp"),
         "started": status.get("startTime"),

@@ -14,16 +14,12 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from ... import labels, names
+from ... import k8s, labels, names
 from .manifests import COMPONENT, SANDBOX_COMPONENT, sandbox_owner
 
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 NOTEBOOK_COMPONENT = "singleuser-server"
-HUB_USERNAME = "hub.jupyter.org/username"
-HUB_SERVERNAME = "hub.jupyter.org/servername"
-JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
-CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
 
 async def _json(pending) -> Any:
@@ -60,7 +56,8 @@ class JobStore:
     # -- jobs ------------------------------------------------------------------------------
 
     async def create_job(self, job: dict) -> dict:
-        return await _json(self.batch.create_namespaced_job(self.namespace, job, _preload_content=False))
+        return await _json(self.batch.create_namespaced_job(
+            self.namespace, job, field_validation=k8s.STRICT, _preload_content=False))
 
     async def get_job(self, name: str) -> dict | None:
         try:
@@ -95,7 +92,8 @@ class JobStore:
     # -- sandboxes -------------------------------------------------------------------------
 
     async def create_sandbox(self, configmap: dict) -> dict:
-        return await _json(self.core.create_namespaced_config_map(self.namespace, configmap, _preload_content=False))
+        return await _json(self.core.create_namespaced_config_map(
+            self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False))
 
     async def get_sandbox(self, name: str) -> dict | None:
         try:
@@ -107,14 +105,15 @@ class JobStore:
 
     async def replace_sandbox(self, configmap: dict) -> dict:
         name = configmap["metadata"]["name"]
-        return await _json(self.core.replace_namespaced_config_map(name, self.namespace, configmap,
-                                                                   _preload_content=False))
+        return await _json(self.core.replace_namespaced_config_map(
+            name, self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False))
 
     async def adopt_sandbox(self, job: dict) -> None:
         """Make the Job own its sandbox ConfigMap."""
         body = sandbox_owner(job["metadata"]["name"], job["metadata"]["uid"])
-        await _json(self.core.patch_namespaced_config_map(job["metadata"]["name"], self.namespace, body,
-                                                          _preload_content=False))
+        await _json(self.core.patch_namespaced_config_map(
+            job["metadata"]["name"], self.namespace, body, field_validation=k8s.STRICT,
+            _preload_content=False))
 
     async def delete_sandbox(self, name: str) -> None:
         try:
@@ -134,7 +133,7 @@ class JobStore:
 
     async def workloads(self, job_uid: str | None = None) -> list[dict]:
         """Kueue Workloads in the namespace (of one Job if given); none if Kueue is not installed."""
-        selector = f"{JOB_UID_LABEL}={job_uid}" if job_uid else None
+        selector = f"{labels.KUEUE_JOB_UID}={job_uid}" if job_uid else None
         try:
             result = await _json(self.custom.list_namespaced_custom_object(
                 KUEUE_GROUP, KUEUE_VERSION, self.namespace, "workloads", label_selector=selector,
@@ -160,7 +159,7 @@ class JobStore:
 
     async def pods(self, job_uid: str) -> list[dict]:
         result = await _json(self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{CONTROLLER_UID_LABEL}={job_uid}", _preload_content=False))
+            self.namespace, label_selector=f"{labels.JOB_CONTROLLER_UID}={job_uid}", _preload_content=False))
         return result["items"]
 
     async def log(self, pod: str, tail_lines: int, limit_bytes: int) -> str:
@@ -182,7 +181,7 @@ class JobStore:
                                                            _preload_content=False))
         for pod in result["items"]:
             annotations = pod["metadata"].get("annotations") or {}
-            if (annotations.get(HUB_USERNAME) == username and annotations.get(HUB_SERVERNAME, "") == server
+            if (annotations.get(labels.HUB_USERNAME) == username and annotations.get(labels.HUB_SERVERNAME, "") == server
                     and not pod["metadata"].get("deletionTimestamp")
                     and (pod.get("status") or {}).get("phase") == "Running"):
                 return pod

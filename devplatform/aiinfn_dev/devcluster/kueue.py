@@ -21,13 +21,14 @@ from typing import Any
 
 import yaml
 
+from aiinfn_hub.labels import KUEUE_QUEUE
+
 from . import pki
 from .errors import DevClusterError
 
 NAMESPACE = "kueue-system"
 # Namespaces whose Jobs Kueue never manages (upstream's default) and whose objects no webhook sees.
 UNMANAGED_NAMESPACES = (NAMESPACE, "kube-system")
-QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
 # The batch/v1 Job integration is the only one enabled: the platform's jobs are Jobs, and
 # notebooks (plain pods of KubeSpawner) stay outside Kueue.
 FRAMEWORKS = ("batch/job",)
@@ -116,7 +117,7 @@ def webhook_configurations(upstream: list[dict[str, Any]], port: int, ca_pem: by
             ]}
             if any("batch" in rule["apiGroups"] for rule in webhook["rules"]):
                 webhook["objectSelector"] = {"matchExpressions": [
-                    {"key": QUEUE_NAME_LABEL, "operator": "Exists"},
+                    {"key": KUEUE_QUEUE, "operator": "Exists"},
                 ]}
             webhooks.append(webhook)
         configuration["webhooks"] = webhooks

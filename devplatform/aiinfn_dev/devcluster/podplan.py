@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
+from aiinfn_hub import quantities
+
 DEFAULT_FILE_MODE = 0o644
 # What the host provides to every container, read-only, at the same paths (like an image's root).
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
@@ -165,20 +167,14 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 # -- quantities and downward API ---------------------------------------------------------------
 
-_SUFFIXES = {"": 1, "m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-             "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[mkMGTPE]i?|Ki)?$")
 
 
 def quantity(text: str) -> Decimal:
     """A Kubernetes quantity ("250m", "8Gi", "1e3") as an exact number."""
-    match = _QUANTITY.fullmatch(str(text).strip())
-    if not match:
-        raise ConfigError(f"invalid quantity {text!r}")
-    number, suffix = Decimal(match[1]), match[2] or ""
-    if suffix[:1] in ("e", "E") and suffix not in _SUFFIXES:
-        return number * Decimal(10) ** int(suffix[1:])
-    return number * Decimal(_SUFFIXES[suffix])
+    try:
+        return quantities.parse(str(text))
+    except ValueError:
+        raise ConfigError(f"invalid quantity {text!r}") from None
 
 
 def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any],
