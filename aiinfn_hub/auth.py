@@ -23,6 +23,7 @@ from traitlets import Integer, List, Set, Unicode, default
 
 from . import catalog, claims, names, spawn_page
 from .errors import UserError
+from .platform_config import AiInfnPlatform
 from .storage_config import AiInfnStorage
 
 # Keys of our own in auth_state, beside OAuthenticator's (access_token, refresh_token, id_token, ...).
@@ -112,13 +113,13 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         config=True,
         help="""Groups that are not research projects but mean something to the hub (roles,
         services). They become hub groups with the projects, the allowed and admin groups, the keys
-        of AiInfnSpawner.group_policies and AiInfnStorage.envs_curator_group; every other IdP group
+        of AiInfnPlatform.group_policies and AiInfnStorage.envs_curator_group; every other IdP group
         is dropped, so the hub's groups stay the ones it uses.""",
     )
     catalog_file = Unicode(
         config=True,
         help="""Catalog whose `projects:` section says which groups are research projects
-        (default: AiInfnSpawner.catalog_file, so both read the same file).""",
+        (default: AiInfnPlatform.catalog_file, so both read the same file).""",
     )
     access_token_refresh_margin = Integer(
         900,
@@ -163,7 +164,7 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
 
     @default("catalog_file")
     def _default_catalog_file(self) -> str:
-        return self.config.get("AiInfnSpawner", {}).get("catalog_file") or str(catalog.default_path())
+        return AiInfnPlatform(config=self.config).catalog_file
 
     @default("allowed_groups")
     def _default_allowed_groups(self) -> set[str]:
@@ -253,7 +254,7 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         """Groups the rest of the hub configuration names: policy keys and the envs curators."""
         curators = self.config.get("AiInfnStorage", {}).get(
             "envs_curator_group", AiInfnStorage.class_traits()["envs_curator_group"].default())
-        return set(self.config.get("AiInfnSpawner", {}).get("group_policies", {})) | ({curators} - {""})
+        return set(AiInfnPlatform(config=self.config).group_policies) | ({curators} - {""})
 
     def _access(self, auth_state: dict) -> claims.Access:
         return claims.access(auth_state[STATE_KEY]["groups"], projects=self.projects,

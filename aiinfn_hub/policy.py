@@ -1,6 +1,6 @@
 """Per-group rules as data: what a user may choose and how much they may hold. Pure.
 
-Admins write one entry per group (`AiInfnSpawner.group_policies`, a dict keyed by group name,
+Admins write one entry per group (`AiInfnPlatform.group_policies`, a dict keyed by group name,
 which z2jh merges) plus `default_policy` for everyone. A user in several groups gets the union:
 every accelerator and environment any of their groups allows, the largest caps, and the
 reserved nodes of each of their groups. Every denial carries a reason the user can read.
@@ -32,7 +32,7 @@ Keys = Annotated[Union[Literal["*"], tuple[str, ...]], must_be("'*' or a list of
 
 
 class PolicyEntry(StrictModel):
-    """The rules of one group (`AiInfnSpawner.group_policies`) or of everyone (`default_policy`).
+    """The rules of one group (`AiInfnPlatform.group_policies`) or of everyone (`default_policy`).
     A user gets the default united with every group they are in."""
 
     accelerators: Keys = Field((), description="Catalog accelerator keys it may use, or '*'.")

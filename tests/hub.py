@@ -37,6 +37,7 @@ import yaml
 from aiinfn_dev import hubaccount
 from aiinfn_dev.demo_auth import DEMO_MODE_ENV
 from aiinfn_dev.devcluster.processes import free_port
+from aiinfn_hub.platform_config import AiInfnPlatform
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -117,6 +118,11 @@ def require_hub_account(kubeconfig: Path, namespace: str) -> None:
                          f"not as {subject or 'a user without a service-account token'}")
 
 
+def section(setting: str) -> str:
+    """The config section of a spawner-side setting: the platform's shared ones, else the spawner's."""
+    return "AiInfnPlatform" if setting in AiInfnPlatform.class_own_traits(config=True) else "AiInfnSpawner"
+
+
 def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict],
               spawner_config: dict[str, object], extra_config: Sequence[str] = (),
               env_extra: dict[str, str] | None = None) -> tuple[Hub, http.server.HTTPServer]:
@@ -148,7 +154,7 @@ def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict
         f"c.KubeSpawner.get_pod_url = lambda spawner, pod: 'http://127.0.0.1:{responder.server_address[1]}'",
         "c.KubeSpawner.http_timeout = 20",
         "c.KubeSpawner.start_timeout = 60",
-        *(f"c.AiInfnSpawner.{k} = {v!r}" for k, v in spawner_config.items()),
+        *(f"c.{section(k)}.{k} = {v!r}" for k, v in spawner_config.items()),
         *extra_config,
     ]
     config = tmp / "jupyterhub_config.py"

@@ -73,8 +73,8 @@ def hub_config(config_root: Path, state: Path, port: int, password: str, interna
         f"c.DemoAuthenticator.demo_users = {DEMO_USERS!r}",
         f"c.DemoAuthenticator.password = {password!r}",
         f"c.KubeSpawner.namespace = {DEMO_NAMESPACE!r}",
-        f"c.AiInfnSpawner.default_policy = {DEMO_DEFAULT_POLICY!r}",
-        f"c.AiInfnSpawner.group_policies = {DEMO_GROUP_POLICIES!r}",
+        f"c.AiInfnPlatform.default_policy = {DEMO_DEFAULT_POLICY!r}",
+        f"c.AiInfnPlatform.group_policies = {DEMO_GROUP_POLICIES!r}",
         "c.AiInfnStorage.juicefs_claim = 'aiinfn-juicefs'",
     ]
     return "\n".join(lines) + "\n"

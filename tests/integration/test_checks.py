@@ -32,7 +32,7 @@ def hub_config(tmp: Path, namespace: str, catalog_file: Path | None = None) -> P
     lines = [f"load_subconfig({str(REPO / 'jupyterhub_config.py')!r})",
              f"c.KubeSpawner.namespace = {namespace!r}"]
     if catalog_file is not None:
-        lines.append(f"c.AiInfnSpawner.catalog_file = {str(catalog_file)!r}")
+        lines.append(f"c.AiInfnPlatform.catalog_file = {str(catalog_file)!r}")
     path = tmp / "check_config.py"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -111,7 +111,7 @@ async def test_a_removed_permission_and_an_accelerator_without_nodes_are_named(
         hub_folder.mkdir()
         with pytest.raises(RuntimeError) as refused:
             await asyncio.to_thread(start_hub, hub_folder, kubeconfig, namespace, {}, {},
-                                    [f"c.AiInfnSpawner.catalog_file = "
+                                    [f"c.AiInfnPlatform.catalog_file = "
                                      f"{str(tmp_path / 'catalog.yaml')!r}"])
         # The same configuration (the tests' hub runs no job service), checked by the command.
         _, again = await check(hub_folder / "jupyterhub_config.py", kubeconfig)

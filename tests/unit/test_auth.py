@@ -206,7 +206,7 @@ def test_usernames_are_not_lowercased_and_bad_ones_are_invalid(crypt_key, idp):
 async def test_groups_named_elsewhere_in_the_config_are_kept(crypt_key, idp):
     idp.people["sub-alice"]["wlcg.groups"] += ["/envs-admins", "/gpu-power", "/unused"]
     config = Config()
-    config.AiInfnSpawner.group_policies = {"gpu-power": {"accelerators": "*"}}
+    config.AiInfnPlatform.group_policies = {"gpu-power": {"accelerators": "*"}}
     authenticator = make(idp)
     authenticator.config.merge(config)
     assert (await login(authenticator))["groups"] == ["cms-ml", "cms-ml/gpu", "envs-admins", "gpu-power"]
