@@ -282,7 +282,8 @@ async def _allowed(authz: client.AuthorizationV1Api, permission: permissions.Per
         subresource=permission.subresource or None, name=permission.name or None,
         namespace=None if permission.cluster else namespace)
     review = await authz.create_self_subject_access_review(client.V1SelfSubjectAccessReview(
-        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)))
+        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)),
+        field_validation=k8s.STRICT)
     return bool(review.status.allowed)
 
 

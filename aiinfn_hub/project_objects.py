@@ -249,7 +249,7 @@ def make_volume(project: Project, namespace: str, storage: ProjectStorage) -> di
     return {
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": claim, "labels": _labels(project, "storage"),
-                     "annotations": {f"{labels.PREFIX}/root-mode": storage.root_mode}},
+                     "annotations": {labels.ROOT_MODE: storage.root_mode}},
         "spec": {
             "capacity": {"storage": storage.size},
             "accessModes": ["ReadWriteMany"],

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiinfn_dev.devcluster import topology
 from aiinfn_hub.catalog import Catalog
-from aiinfn_hub.inventory import QUEUE_LABEL, VIRTUAL_NODE_LABEL
+from aiinfn_hub.labels import KUEUE_QUEUE, VIRTUAL_NODE, VIRTUAL_NODE_VALUE
 
 from .settings import BATCH_NAMESPACES, BENCH_LABEL, IMAGES, NOTEBOOK_NAMESPACES
 
@@ -26,7 +26,7 @@ def restricted_pod(name: str, namespace: str, node: str, kind: str, resource: st
     labels = {"app.kubernetes.io/name": "bench-batch" if batch else "bench-notebook",
               "app.kubernetes.io/part-of": "aiinfn-hub-bench", BENCH_LABEL: "true"}
     if batch:
-        labels[QUEUE_LABEL] = "x"
+        labels[KUEUE_QUEUE] = "x"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -57,7 +57,7 @@ def schedulable_nodes(topology_name: str, kinds: dict[str, str]
     for manifest in topology.node_manifests(topology_name):
         labels = manifest["metadata"]["labels"]
         if (manifest["spec"]["taints"]
-                or labels.get(VIRTUAL_NODE_LABEL[0]) == VIRTUAL_NODE_LABEL[1]):
+                or labels.get(VIRTUAL_NODE) == VIRTUAL_NODE_VALUE):
             continue  # the interLink virtual node and anything tainted
         allocatable = manifest["status"]["allocatable"]
         offers = {r: int(v) for r, v in allocatable.items() if r in kinds}
@@ -118,6 +118,6 @@ def pod_mix(pods: list[dict[str, Any]], catalog: Catalog) -> dict[str, int]:
     for pod in pods:
         limits = pod["spec"]["containers"][0]["resources"]["limits"]
         kind = next((catalog_kinds[r] for r in limits if r in catalog_kinds), "cpu")
-        role = "batch" if QUEUE_LABEL in pod["metadata"]["labels"] else "notebook"
+        role = "batch" if KUEUE_QUEUE in pod["metadata"]["labels"] else "notebook"
         mix[f"{kind} {role}"] = mix.get(f"{kind} {role}", 0) + 1
     return dict(sorted(mix.items()))

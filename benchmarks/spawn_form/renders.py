@@ -11,10 +11,12 @@ from typing import Any, Iterable
 from kubernetes_asyncio import client
 
 from aiinfn_hub import form, profiles, reservations
+from aiinfn_hub.labels import (
+    INTERLINK_TAINT_PREFIX, KUEUE_QUEUE, VIRTUAL_KUBELET_TAINT, VIRTUAL_NODE, VIRTUAL_NODE_VALUE,
+)
 from aiinfn_hub.catalog import Catalog
 from aiinfn_hub.inventory import (
-    QUEUE_LABEL, RESERVATION_TAINT, TERMINAL_PHASES, VIRTUAL_NODE_LABEL, VIRTUAL_TAINT,
-    VIRTUAL_TAINT_PREFIX, Counts, Inventory, units,
+    RESERVATION_TAINT, TERMINAL_PHASES, Counts, Inventory, units,
 )
 from aiinfn_hub.policy import UserPolicy, for_user, parse_rules
 from aiinfn_hub.profiles import Availability
@@ -126,8 +128,8 @@ def node_offers(node_list: Any, by_resource: dict[str, list], groups: Iterable[s
     for node in node_list.items:
         labels = node.metadata.labels or {}
         taints = (node.spec.taints if node.spec else None) or []
-        virtual = labels.get(VIRTUAL_NODE_LABEL[0]) == VIRTUAL_NODE_LABEL[1] or any(
-            t.key == VIRTUAL_TAINT or t.key.startswith(VIRTUAL_TAINT_PREFIX) for t in taints)
+        virtual = labels.get(VIRTUAL_NODE) == VIRTUAL_NODE_VALUE or any(
+            t.key == VIRTUAL_KUBELET_TAINT or t.key.startswith(INTERLINK_TAINT_PREFIX) for t in taints)
         reserved = next(((t.value or "") for t in taints if t.key == RESERVATION_TAINT), None)
         conditions = node.status.conditions or []
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
@@ -157,7 +159,7 @@ def pod_usage(pod_list: Any, offers: dict[str, dict[str, tuple[str, int]]]
             continue
         labels = pod.metadata.labels or {}
         owners = pod.metadata.owner_references or []
-        batch = QUEUE_LABEL in labels or any(o.kind == "Job" for o in owners)
+        batch = KUEUE_QUEUE in labels or any(o.kind == "Job" for o in owners)
         for container in pod.spec.containers:
             limits = (container.resources.limits if container.resources else None) or {}
             requests = (container.resources.requests if container.resources else None) or {}

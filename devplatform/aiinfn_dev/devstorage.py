@@ -30,7 +30,7 @@ from aiinfn_hub.storage_config import StorageSettings
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "helm-values" / "storage.yaml"
 PROJECTS_PATH = DEFAULT_PATH.with_name("projects.yaml")
 PROJECT_KINDS = ("PersistentVolume", "PersistentVolumeClaim")
-ROOT_MODE = f"{labels.PREFIX}/root-mode"
+ROOT_MODE = labels.ROOT_MODE
 
 
 def load(path: str | os.PathLike = DEFAULT_PATH,
