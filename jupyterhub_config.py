@@ -8,5 +8,9 @@ Run with `jupyterhub -f jupyterhub_config.py`; later files override earlier ones
 import glob
 import os
 
-for _path in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)), "jupyterhub_config.d", "*.py"))):
+for _path in sorted(
+    glob.glob(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "jupyterhub_config.d", "*.py")
+    )
+):
     load_subconfig(_path)  # noqa: F821 (provided by traitlets when it runs this file)

@@ -15,13 +15,17 @@ import sys
 SUBCOMMANDS = {
     "check": ("aiinfn_hub.checks", "check the configuration and the cluster the hub runs on"),
     "render": ("aiinfn_hub.render", "print the per-project cluster objects made from the catalog"),
-    "config-reference": ("aiinfn_hub.config_reference",
-                         "print the configuration reference (docs/config.md)"),
+    "config-reference": (
+        "aiinfn_hub.config_reference",
+        "print the configuration reference (docs/config.md)",
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aiinfn-hub", description="aiinfn-hub administration commands")
+    parser = argparse.ArgumentParser(
+        prog="aiinfn-hub", description="aiinfn-hub administration commands"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, summary) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)

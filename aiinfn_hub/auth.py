@@ -32,9 +32,13 @@ STATE_KEY = "aiinfn"
 
 def provider_unavailable(log_detail: str = "") -> UserError:
     """The one message for a provider that cannot be used right now (details go to the log)."""
-    return UserError("the identity provider cannot be reached or is misconfigured right now; "
-                     "try again later or tell the hub admins", reason="idp-unavailable",
-                     log_detail=log_detail, status=503)
+    return UserError(
+        "the identity provider cannot be reached or is misconfigured right now; "
+        "try again later or tell the hub admins",
+        reason="idp-unavailable",
+        log_detail=log_detail,
+        status=503,
+    )
 
 
 def provider_failure(error: Exception) -> UserError:
@@ -45,9 +49,11 @@ def provider_failure(error: Exception) -> UserError:
         return claims.LoginRefused(
             f"the identity provider did not accept this login (it answered HTTP {error.code}); "
             "log in again, and tell the hub admins if it keeps happening",
-            log_detail=f"the identity provider answered HTTP {error.code}")
+            log_detail=f"the identity provider answered HTTP {error.code}",
+        )
     return provider_unavailable(
-        f"the identity provider cannot be used ({type(error).__name__}: {error})")
+        f"the identity provider cannot be used ({type(error).__name__}: {error})"
+    )
 
 
 def refusal(error: UserError) -> web.HTTPError:
@@ -68,7 +74,9 @@ class _ScrubbedSummary:
         if isinstance(value, web.HTTPError):
             super().log_exception(typ, value, tb)
         else:
-            self.log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+            self.log.error(
+                "Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb)
+            )
 
 
 class AiInfnLoginHandler(_ScrubbedSummary, OAuthLoginHandler):
@@ -173,17 +181,20 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not self.enable_auth_state:
-            raise SystemExit("aiinfn-hub: AiInfnOAuthenticator.enable_auth_state must stay True: the tokens live there")
+            raise SystemExit(
+                "aiinfn-hub: AiInfnOAuthenticator.enable_auth_state must stay True: the tokens live there"
+            )
         try:
             CryptKeeper.instance().check_available()
         except EncryptionUnavailable as error:
             raise SystemExit(
                 "aiinfn-hub: AiInfnOAuthenticator keeps each user's tokens in encrypted auth_state, "
                 f"but encryption is not available ({error}). Set JUPYTERHUB_CRYPT_KEY in the hub's "
-                "environment to 32 random bytes in hex (openssl rand -hex 32).") from None
+                "environment to 32 random bytes in hex (openssl rand -hex 32)."
+            ) from None
         try:
             claims.check_url(self.issuer, "AiInfnOAuthenticator.issuer (the IAM issuer URL)")
-            self.projects
+            _ = self.projects  # reading it loads and validates the catalog
         except (claims.DiscoveryError, catalog.CatalogError) as error:
             raise SystemExit(f"aiinfn-hub: invalid configuration: {error}") from None
 
@@ -204,9 +215,12 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
             async with self._discovery_lock:
                 if self._endpoints is None:
                     try:
-                        document = await self.httpfetch(claims.discovery_url(self.issuer), "fetching OpenID "
-                                                        "configuration", method="GET",
-                                                        validate_cert=self.validate_server_cert)
+                        document = await self.httpfetch(
+                            claims.discovery_url(self.issuer),
+                            "fetching OpenID configuration",
+                            method="GET",
+                            validate_cert=self.validate_server_cert,
+                        )
                         found = claims.endpoints(document, self.issuer)
                     except (claims.DiscoveryError, HTTPClientError, OSError, ValueError) as error:
                         self.log.error("OpenID discovery for %s failed: %s", self.issuer, error)
@@ -239,27 +253,45 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         state = super().build_auth_state_dict(token_info, user_info)
         if isawaitable(state):
             state = await state
-        who = claims.identity(user_info, issuer=self.issuer, username_claim=self.username_claim,
-                              group_claims=self.group_claims)
+        who = claims.identity(
+            user_info,
+            issuer=self.issuer,
+            username_claim=self.username_claim,
+            group_claims=self.group_claims,
+        )
         for why in who.ignored_groups:
-            self.log.warning("Ignoring a group of %s from the identity provider: %s",
-                             who.username, why)
-        claims.check_id_token(token_info.get("id_token"), issuer=self.issuer, client_id=self.client_id,
-                              subject=who.subject)
-        state[STATE_KEY] = {"issuer": who.issuer, "subject": who.subject, "groups": list(who.groups),
-                            "email": who.email}
+            self.log.warning(
+                "Ignoring a group of %s from the identity provider: %s", who.username, why
+            )
+        claims.check_id_token(
+            token_info.get("id_token"),
+            issuer=self.issuer,
+            client_id=self.client_id,
+            subject=who.subject,
+        )
+        state[STATE_KEY] = {
+            "issuer": who.issuer,
+            "subject": who.subject,
+            "groups": list(who.groups),
+            "email": who.email,
+        }
         return state
 
     def _groups_in_config(self) -> set[str]:
         """Groups the rest of the hub configuration names: policy keys and the envs curators."""
         curators = self.config.get("AiInfnStorage", {}).get(
-            "envs_curator_group", AiInfnStorage.class_traits()["envs_curator_group"].default())
+            "envs_curator_group", AiInfnStorage.class_traits()["envs_curator_group"].default()
+        )
         return set(AiInfnPlatform(config=self.config).group_policies) | ({curators} - {""})
 
     def _access(self, auth_state: dict) -> claims.Access:
-        return claims.access(auth_state[STATE_KEY]["groups"], projects=self.projects,
-                             system_groups=self.system_groups | self._groups_in_config(),
-                             allowed_groups=self.allowed_groups, admin_groups=self.admin_groups)
+        return claims.access(
+            auth_state[STATE_KEY]["groups"],
+            projects=self.projects,
+            system_groups=self.system_groups | self._groups_in_config(),
+            allowed_groups=self.allowed_groups,
+            admin_groups=self.admin_groups,
+        )
 
     async def get_user_groups(self, auth_state: dict) -> set[str]:
         return set(self._access(auth_state).groups)
@@ -286,10 +318,15 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
             existing = (name for (name,) in handler.db.query(orm.User.name))
             claims.check_new_username(model["name"], existing)
             return
-        identity = claims.Identity(who["issuer"], who["subject"], model["name"], tuple(who["groups"]), who["email"])
+        identity = claims.Identity(
+            who["issuer"], who["subject"], model["name"], tuple(who["groups"]), who["email"]
+        )
         if not claims.check_binding(claims.binding(await user.get_auth_state()), identity):
-            self.log.info("Binding existing user %s to their identity at %s on first login", model["name"],
-                          who["issuer"])
+            self.log.info(
+                "Binding existing user %s to their identity at %s on first login",
+                model["name"],
+                who["issuer"],
+            )
 
     async def check_allowed(self, username: str, auth_model: dict) -> bool:
         if await super().check_allowed(username, auth_model):
@@ -297,7 +334,8 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         error = claims.LoginRefused(
             "your groups at the identity provider give no access to this hub; ask to join one of its "
             f"projects ({', '.join(sorted(self.projects)) or 'none configured'})",
-            log_detail=f"{username!r} is in no allowed group")
+            log_detail=f"{username!r} is in no allowed group",
+        )
         self.log.warning("Login refused: %s", error.log_detail)
         raise refusal(error)
 
@@ -319,19 +357,31 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
             else:
                 model = await super().refresh_user(user, handler, **kwargs)
         except UserError as error:
-            self.log.warning("Refresh for %s refused, a new login is needed: %s", user.name, error.log_detail)
+            self.log.warning(
+                "Refresh for %s refused, a new login is needed: %s", user.name, error.log_detail
+            )
             return False
-        except (HTTPClientError, OSError, ValueError) as error:  # unreachable, or answers that are not JSON
+        except (
+            HTTPClientError,
+            OSError,
+            ValueError,
+        ) as error:  # unreachable, or answers that are not JSON
             self.log.warning("Refresh for %s failed, a new login is needed: %s", user.name, error)
             return False
         if not isinstance(model, dict):
             return model
         state = model["auth_state"][STATE_KEY]
         if (state["issuer"], state["subject"]) != bound:
-            self.log.warning("Refresh for %s returned another subject; a new login is needed", user.name)
+            self.log.warning(
+                "Refresh for %s returned another subject; a new login is needed", user.name
+            )
             return False
-        if not (self.allow_all or model["admin"] or user.name in self.allowed_users
-                or self._access(model["auth_state"]).allowed):
+        if not (
+            self.allow_all
+            or model["admin"]
+            or user.name in self.allowed_users
+            or self._access(model["auth_state"]).allowed
+        ):
             self.log.info("%s is no longer in an allowed group; a new login is needed", user.name)
             return False
         return model
@@ -342,10 +392,15 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         if not refresh_token:
             return False
         try:
-            token_info = await self.get_token_info(None, self.build_refresh_token_request_params(refresh_token))
+            token_info = await self.get_token_info(
+                None, self.build_refresh_token_request_params(refresh_token)
+            )
         except (HTTPClientError, web.HTTPError) as error:
-            self.log.info("The identity provider refused the refresh token of %s (%s); a new login is needed",
-                          user.name, getattr(error, "code", None) or error.status_code)
+            self.log.info(
+                "The identity provider refused the refresh token of %s (%s); a new login is needed",
+                user.name,
+                getattr(error, "code", None) or error.status_code,
+            )
             return False
         token_info.setdefault("refresh_token", refresh_token)
         self.log.info("Refreshed the access token of %s", user.name)

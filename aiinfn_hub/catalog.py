@@ -12,14 +12,25 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Mapping, Optional, Sequence, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator,
-                      ValidationError, ValidationInfo, WithJsonSchema, WrapValidator,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from . import names, quantities
 
@@ -28,14 +39,20 @@ ACCELERATOR_KINDS: tuple[str, ...] = get_args(Kind)
 MAX_BATCH_SHARE = 1000
 KEY_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 # Kubernetes qualified names for extended resources and labels: prefix/name.
-RESOURCE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?"
-                              r"/[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
-LABEL_KEY_PATTERN = re.compile(r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?"
-                               r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+RESOURCE_PATTERN = re.compile(
+    r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?"
+    r"/[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_KEY_PATTERN = re.compile(
+    r"^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?/)?"
+    r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
+)
 LABEL_VALUE_PATTERN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 QUANTITY_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
-IMAGE_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
-                           r"(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
+IMAGE_PATTERN = re.compile(
+    r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
+    r"(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
+)
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -147,7 +164,7 @@ class Catalog:
 # (policy.py validates its entries with the same pieces.) Validators raise ValueError with the
 # admin's wording; problems() turns pydantic's ValidationError into (where, what) lines.
 
-Problem = tuple[tuple[Union[str, int], ...], str]
+Problem = tuple[tuple[str | int, ...], str]
 """Where in a document (keys and list indexes) and what is wrong there."""
 
 
@@ -166,13 +183,17 @@ def must_be(rule: str, allowed: str = "") -> WrapValidator:
 
 def whole_number(low: int, high: int) -> Any:
     """The type of a whole number low..high: not a bool, a fraction or a string of digits."""
-    return Annotated[int, Field(strict=True, ge=low, le=high),
-                     must_be(f"a whole number {low}..{high}")]
+    return Annotated[
+        int, Field(strict=True, ge=low, le=high), must_be(f"a whole number {low}..{high}")
+    ]
 
 
 def _text(limit: int) -> Any:
-    return Annotated[str, Field(strict=True, min_length=1, max_length=limit, pattern=r"\S"),
-                     must_be(f"a non-empty string of at most {limit} characters")]
+    return Annotated[
+        str,
+        Field(strict=True, min_length=1, max_length=limit, pattern=r"\S"),
+        must_be(f"a non-empty string of at most {limit} characters"),
+    ]
 
 
 def _matching(pattern: re.Pattern[str], rule: str) -> Any:
@@ -180,14 +201,27 @@ def _matching(pattern: re.Pattern[str], rule: str) -> Any:
 
 
 def _quantity_text(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) \
-            or not QUANTITY_PATTERN.fullmatch(str(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (str, int))
+        or not QUANTITY_PATTERN.fullmatch(str(value))
+    ):
         raise ValueError("must be a Kubernetes quantity such as 4, 500m or 16Gi")
     return str(value)
 
 
-Quantity = Annotated[str, PlainValidator(_quantity_text), WithJsonSchema({"anyOf": [
-    {"type": "string", "pattern": QUANTITY_PATTERN.pattern}, {"type": "integer", "minimum": 0}]})]
+Quantity = Annotated[
+    str,
+    PlainValidator(_quantity_text),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": QUANTITY_PATTERN.pattern},
+                {"type": "integer", "minimum": 0},
+            ]
+        }
+    ),
+]
 """A Kubernetes quantity such as 4, 500m or 16Gi (a whole number may go unquoted); kept as text."""
 
 
@@ -214,9 +248,14 @@ class StrictModel(BaseModel):
         return data
 
 
-_WORDING = {"dict_type": "must be a mapping", "list_type": "must be a list",
-            "tuple_type": "must be a list", "too_short": "must not be empty",
-            "string_type": "must be a string", "bool_type": "must be true or false"}
+_WORDING = {
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "too_short": "must not be empty",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+}
 
 
 def problems(error: ValidationError) -> list[Problem]:
@@ -232,7 +271,7 @@ def problems(error: ValidationError) -> list[Problem]:
     return found
 
 
-def location(loc: Sequence[Union[str, int]], start: str = "") -> str:
+def location(loc: Sequence[str | int], start: str = "") -> str:
     """`accelerators.t4.counts[1]`: keys joined by dots, list indexes in brackets."""
     text = start
     for part in loc:
@@ -253,8 +292,9 @@ LabelValue = _matching(LABEL_VALUE_PATTERN, "a label value (quote numbers)")
 Image = _matching(IMAGE_PATTERN, "a full image reference with a tag or digest")
 KindName = Annotated[Kind, must_be("an accelerator kind", ", ".join(ACCELERATOR_KINDS))]
 Kinds = Annotated[tuple[KindName, ...], Field(min_length=1)]
-Count = Annotated[int, Field(strict=True, ge=0, le=16),
-                  must_be("a whole number 1..16 (CPU only: 0)")]
+Count = Annotated[
+    int, Field(strict=True, ge=0, le=16), must_be("a whole number 1..16 (CPU only: 0)")
+]
 Name = _text(200)
 Memory = _text(40)
 Description = _text(500)
@@ -290,19 +330,23 @@ class AcceleratorEntry(StrictModel):
 
     display_name: Name = Field(description="What the spawn page shows.")
     kind: KindName
-    resource: Optional[ResourceName] = Field(
-        None, validate_default=True,
-        description="The extended resource a pod asks for, e.g. nvidia.com/gpu (not for cpu).")
+    resource: ResourceName | None = Field(
+        None,
+        validate_default=True,
+        description="The extended resource a pod asks for, e.g. nvidia.com/gpu (not for cpu).",
+    )
     node_labels: Annotated[dict[LabelKey, LabelValue], _KEYED] = Field(
-        default_factory=dict, description="Labels that must all match on a node that offers it.")
-    memory: Optional[Memory] = Field(None, description="Its memory as shown, e.g. 16 GB.")
-    description: Optional[Description] = None
-    counts: Optional[Annotated[tuple[Count, ...], Field(min_length=1)]] = Field(
-        None, description="How many one server may ask for (default [1]; cpu: [0]).")
+        default_factory=dict, description="Labels that must all match on a node that offers it."
+    )
+    memory: Memory | None = Field(None, description="Its memory as shown, e.g. 16 GB.")
+    description: Description | None = None
+    counts: Annotated[tuple[Count, ...], Field(min_length=1)] | None = Field(
+        None, description="How many one server may ask for (default [1]; cpu: [0])."
+    )
 
     @field_validator("resource")
     @classmethod
-    def _resource_by_kind(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+    def _resource_by_kind(cls, value: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("kind")
         if kind == "cpu" and value is not None:
             raise ValueError("CPU only takes no resource")
@@ -319,8 +363,9 @@ class AcceleratorEntry(StrictModel):
 
     @field_validator("counts")
     @classmethod
-    def _counts_by_kind(cls, value: Optional[tuple[int, ...]],
-                        info: ValidationInfo) -> Optional[tuple[int, ...]]:
+    def _counts_by_kind(
+        cls, value: tuple[int, ...] | None, info: ValidationInfo
+    ) -> tuple[int, ...] | None:
         kind = info.data.get("kind")
         if value is None or kind is None:
             return value
@@ -336,14 +381,15 @@ class EnvironmentEntry(StrictModel):
     display_name: Name
     image: Image = Field(description="A full image reference with a tag or digest.")
     kinds: Kinds
-    description: Optional[Description] = None
+    description: Description | None = None
 
 
 class CustomImagesEntry(StrictModel):
     """Images users may type in, if they fully match one of these patterns."""
 
     patterns: tuple[ImagePattern, ...] = Field(
-        description="Regular expressions an image must match in full.")
+        description="Regular expressions an image must match in full."
+    )
     kinds: Kinds
 
 
@@ -353,12 +399,12 @@ class SizeEntry(StrictModel):
     display_name: Name
     cpu: Quantity
     memory: Quantity
-    scratch: Optional[Quantity] = None
-    shm: Optional[Quantity] = Field(None, description="Memory-backed, so at most memory.")
+    scratch: Quantity | None = None
+    shm: Quantity | None = Field(None, description="Memory-backed, so at most memory.")
 
     @field_validator("shm")
     @classmethod
-    def _shm_within_memory(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+    def _shm_within_memory(cls, value: str | None, info: ValidationInfo) -> str | None:
         memory = info.data.get("memory")
         if value is not None and memory is not None and quantity(value) > quantity(memory):
             raise ValueError("must not exceed memory (/dev/shm is counted as memory)")
@@ -393,9 +439,10 @@ class ProjectEntry(StrictModel):
     """A research project: an IAM group with shared folders, a gid, a job queue, accounting."""
 
     display_name: Name
-    description: Optional[Description] = None
+    description: Description | None = None
     batch_share: Share = Field(
-        1, description="Its weight in every Kueue flavor; 0: it only borrows idle capacity.")
+        1, description="Its weight in every Kueue flavor; 0: it only borrows idle capacity."
+    )
 
 
 class CatalogFile(StrictModel):
@@ -403,11 +450,13 @@ class CatalogFile(StrictModel):
 
     accelerators: Annotated[dict[Key, AcceleratorEntry], Field(min_length=1), _KEYED]
     environments: Annotated[dict[Key, EnvironmentEntry], _KEYED] = Field(
-        description="In order: an accelerator's default environment is the first of its kind.")
-    custom_images: Optional[CustomImagesEntry] = None
+        description="In order: an accelerator's default environment is the first of its kind."
+    )
+    custom_images: CustomImagesEntry | None = None
     sizes: SizesEntry
-    projects: Optional[dict[ProjectKey, ProjectEntry]] = Field(
-        None, description="Keyed by IAM group name, without the leading '/'.")
+    projects: dict[ProjectKey, ProjectEntry] | None = Field(
+        None, description="Keyed by IAM group name, without the leading '/'."
+    )
 
 
 def _cross_problems(document: CatalogFile) -> list[Problem]:
@@ -416,53 +465,95 @@ def _cross_problems(document: CatalogFile) -> list[Problem]:
     mig: dict[str, str] = {}
     for key, entry in document.accelerators.items():
         if entry.kind == "mig" and entry.resource in mig:
-            found.append((("accelerators", key, "resource"),
-                          f"MIG profile {mig[entry.resource]} has the same resource"))
+            found.append(
+                (
+                    ("accelerators", key, "resource"),
+                    f"MIG profile {mig[entry.resource]} has the same resource",
+                )
+            )
         elif entry.kind == "mig" and entry.resource:
             mig[entry.resource] = key
-    supported = {kind for environment in document.environments.values()
-                 for kind in environment.kinds}
+    supported = {
+        kind for environment in document.environments.values() for kind in environment.kinds
+    }
     supported |= set(document.custom_images.kinds if document.custom_images else ())
     for key, entry in document.accelerators.items():
         if entry.kind not in supported:
             kinds = ", ".join(k for k in ACCELERATOR_KINDS if k in supported) or "none"
-            found.append((("accelerators", key), f"no environment supports kind {entry.kind!r} "
-                          f"(environments and custom_images support: {kinds})"))
+            found.append(
+                (
+                    ("accelerators", key),
+                    f"no environment supports kind {entry.kind!r} "
+                    f"(environments and custom_images support: {kinds})",
+                )
+            )
     return found
 
 
 def _accelerator(key: str, entry: AcceleratorEntry) -> Accelerator:
     counts = entry.counts or ((0,) if entry.kind == "cpu" else (1,))
-    return Accelerator(key, entry.display_name, entry.kind, entry.resource,
-                       dict(entry.node_labels), entry.memory or "", entry.description or "",
-                       tuple(sorted(set(counts))))
+    return Accelerator(
+        key,
+        entry.display_name,
+        entry.kind,
+        entry.resource,
+        dict(entry.node_labels),
+        entry.memory or "",
+        entry.description or "",
+        tuple(sorted(set(counts))),
+    )
 
 
 def _build(document: CatalogFile) -> Catalog:
     custom = document.custom_images
     kinds = {kind: getattr(document.sizes, kind) for kind in ACCELERATOR_KINDS}
     return Catalog(
-        accelerators={key: _accelerator(key, entry)
-                      for key, entry in document.accelerators.items()},
-        environments={key: Environment(key, entry.display_name, entry.image,
-                                       tuple(dict.fromkeys(entry.kinds)), entry.description or "")
-                      for key, entry in document.environments.items()},
-        custom_images=(CustomImages(tuple(map(re.compile, custom.patterns)),
-                                    tuple(dict.fromkeys(custom.kinds)))
-                       if custom else CustomImages()),
-        sizes={kind: {key: Size(key, size.display_name, size.cpu, size.memory,
-                                size.scratch or "", size.shm or "")
-                      for key, size in sizes.choices.items()}
-               for kind, sizes in kinds.items()},
+        accelerators={
+            key: _accelerator(key, entry) for key, entry in document.accelerators.items()
+        },
+        environments={
+            key: Environment(
+                key,
+                entry.display_name,
+                entry.image,
+                tuple(dict.fromkeys(entry.kinds)),
+                entry.description or "",
+            )
+            for key, entry in document.environments.items()
+        },
+        custom_images=(
+            CustomImages(
+                tuple(map(re.compile, custom.patterns)), tuple(dict.fromkeys(custom.kinds))
+            )
+            if custom
+            else CustomImages()
+        ),
+        sizes={
+            kind: {
+                key: Size(
+                    key,
+                    size.display_name,
+                    size.cpu,
+                    size.memory,
+                    size.scratch or "",
+                    size.shm or "",
+                )
+                for key, size in sizes.choices.items()
+            }
+            for kind, sizes in kinds.items()
+        },
         default_sizes={kind: sizes.default for kind, sizes in kinds.items()},
-        projects={key: Project(key, entry.display_name, entry.description or "", entry.batch_share)
-                  for key, entry in (document.projects or {}).items()},
+        projects={
+            key: Project(key, entry.display_name, entry.description or "", entry.batch_share)
+            for key, entry in (document.projects or {}).items()
+        },
     )
 
 
 def _error(source: str, found: Iterable[Problem]) -> CatalogError:
-    return CatalogError("\n".join(f"{source}: {location(loc) or 'top level'}: {message}"
-                                  for loc, message in found))
+    return CatalogError(
+        "\n".join(f"{source}: {location(loc) or 'top level'}: {message}" for loc, message in found)
+    )
 
 
 def parse(document: Any, source: str = "catalog") -> Catalog:

@@ -22,10 +22,11 @@ import asyncio
 import dataclasses
 import os
 import sys
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Iterable, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -53,13 +54,15 @@ class AiInfnChecks(Configurable):
     """The checks the hub runs when it starts (`aiinfn-hub check` always runs them all)."""
 
     at_start = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""Check the configuration and the cluster when the hub starts; an error (invalid
         catalog or policy, unusable credentials, a missing permission or PriorityClass) stops
         the hub, anything else is logged as a warning.""",
     )
     cluster = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""Include the cluster in the start checks (permissions, PriorityClasses, Kueue,
         nodes, storage claims). False: only the configuration is checked at start.""",
     )
@@ -78,9 +81,12 @@ class Finding:
 def at_start(findings: Iterable[Finding]) -> list[Finding]:
     """The findings as a starting hub weighs them: errors outside START_ERROR_AREAS are
     warnings."""
-    return [Finding(WARNING, f.area, f.message)
-            if f.level == ERROR and f.area not in START_ERROR_AREAS else f
-            for f in findings]
+    return [
+        Finding(WARNING, f.area, f.message)
+        if f.level == ERROR and f.area not in START_ERROR_AREAS
+        else f
+        for f in findings
+    ]
 
 
 def exit_status(findings: Iterable[Finding]) -> int:
@@ -106,6 +112,7 @@ class HubSettings:
 
 # -- the configuration -------------------------------------------------------------------------
 
+
 class ConfigLoadError(Exception):
     """The hub configuration file is missing or fails to run."""
 
@@ -130,8 +137,9 @@ def jobs_settings(config: Config) -> JobsSettings | None:
     """The job service's settings when JupyterHub runs it (a managed service, with the hub's
     account); None when it does not. Raises TraitError naming a bad AiInfnJobs key."""
     services = _configured(config, "JupyterHub", "services") or []
-    if not any(isinstance(s, dict) and JOBS_SERVICE_MODULE in (s.get("command") or ())
-               for s in services):
+    if not any(
+        isinstance(s, dict) and JOBS_SERVICE_MODULE in (s.get("command") or ()) for s in services
+    ):
         return None
     from .services.jobs.app import AiInfnJobs
 
@@ -148,34 +156,55 @@ def config_findings(config: Config) -> tuple[list[Finding], HubSettings | None]:
         jobs = jobs_settings(config)
     except (CatalogError, PolicyError, TraitError) as error:
         return [Finding(ERROR, "config", str(error))], None
-    settings = HubSettings(platform.catalog, notebook_namespace(config), storage,
-                           platform_settings.notebook_priority_class, jobs)
+    settings = HubSettings(
+        platform.catalog,
+        notebook_namespace(config),
+        storage,
+        platform_settings.notebook_priority_class,
+        jobs,
+    )
     catalog = platform.catalog
-    return [Finding(OK, "config", f"catalog ({len(catalog.accelerators)} accelerators, "
-                    f"{len(catalog.projects)} projects), policies and storage settings are "
-                    "valid")], settings
+    return [
+        Finding(
+            OK,
+            "config",
+            f"catalog ({len(catalog.accelerators)} accelerators, "
+            f"{len(catalog.projects)} projects), policies and storage settings are "
+            "valid",
+        )
+    ], settings
 
 
 # -- pure judgements of what the cluster holds --------------------------------------------------
+
 
 def _labels(labels: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
 
 
-def flavor_findings(catalog: Catalog,
-                    flavors: Mapping[str, Mapping[str, str]]) -> list[Finding]:
+def flavor_findings(catalog: Catalog, flavors: Mapping[str, Mapping[str, str]]) -> list[Finding]:
     """Each catalog accelerator has a ResourceFlavor of its key whose node labels include the
     catalog's (docs/queues.md); `flavors`: node labels by flavor name."""
     findings = []
     for key, accelerator in catalog.accelerators.items():
         if key not in flavors:
-            findings.append(Finding(
-                ERROR, "kueue", f"no ResourceFlavor {key!r} for the catalog accelerator {key!r}: "
-                "Kueue cannot admit its jobs (see helm-values/)"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "kueue",
+                    f"no ResourceFlavor {key!r} for the catalog accelerator {key!r}: "
+                    "Kueue cannot admit its jobs (see helm-values/)",
+                )
+            )
         elif not accelerator.node_labels.items() <= flavors[key].items():
-            findings.append(Finding(
-                ERROR, "kueue", f"ResourceFlavor {key!r} selects {_labels(flavors[key])}, not "
-                f"the catalog's {_labels(accelerator.node_labels)}"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "kueue",
+                    f"ResourceFlavor {key!r} selects {_labels(flavors[key])}, not "
+                    f"the catalog's {_labels(accelerator.node_labels)}",
+                )
+            )
     return findings
 
 
@@ -184,25 +213,40 @@ def queue_findings(catalog: Catalog, queues: Iterable[str], namespace: str) -> l
     from .services.jobs.plan import queue_name
 
     present = set(queues)
-    return [Finding(ERROR, "kueue", f"project {key!r} has no LocalQueue {queue_name(key)!r} "
-                    f"in namespace {namespace}: its jobs are refused")
-            for key in catalog.projects if queue_name(key) not in present]
+    return [
+        Finding(
+            ERROR,
+            "kueue",
+            f"project {key!r} has no LocalQueue {queue_name(key)!r} "
+            f"in namespace {namespace}: its jobs are refused",
+        )
+        for key in catalog.projects
+        if queue_name(key) not in present
+    ]
 
 
-def node_findings(catalog: Catalog,
-                  nodes: Sequence[tuple[Mapping[str, str], Mapping[str, Any]]]) -> list[Finding]:
+def node_findings(
+    catalog: Catalog, nodes: Sequence[tuple[Mapping[str, str], Mapping[str, Any]]]
+) -> list[Finding]:
     """A warning for each accelerator no node offers: none carries its labels and publishes its
     resource (the inventory's rule); `nodes`: (labels, allocatable) of each node."""
     findings = []
     for key, accelerator in catalog.accelerators.items():
         if accelerator.resource is None:
             continue
-        if not any(accelerator.offered_by(labels) and units(allocatable.get(accelerator.resource))
-                   for labels, allocatable in nodes):
-            findings.append(Finding(
-                WARNING, "nodes", f"no node offers the catalog accelerator {key!r} "
-                f"({_labels(accelerator.node_labels)}, {accelerator.resource}): users see it "
-                "but can never get one"))
+        if not any(
+            accelerator.offered_by(labels) and units(allocatable.get(accelerator.resource))
+            for labels, allocatable in nodes
+        ):
+            findings.append(
+                Finding(
+                    WARNING,
+                    "nodes",
+                    f"no node offers the catalog accelerator {key!r} "
+                    f"({_labels(accelerator.node_labels)}, {accelerator.resource}): users see it "
+                    "but can never get one",
+                )
+            )
     return findings
 
 
@@ -210,24 +254,37 @@ def expected_claims(settings: HubSettings) -> dict[str, str]:
     """The claims the pods mount, each with the setting or project that names it."""
     storage = settings.storage
     names = ("home_claim", "public_claim", "envs_claim", "cvmfs_claim", "juicefs_claim")
-    claims = {getattr(storage, name): f"AiInfnStorage.{name}"
-              for name in names if getattr(storage, name)}
+    claims = {
+        getattr(storage, name): f"AiInfnStorage.{name}" for name in names if getattr(storage, name)
+    }
     for project in settings.catalog.projects:
         claims[volumes.project_claim(storage, project)] = f"project {project}"
     return claims
 
 
-def claim_findings(expected: Mapping[str, str], phases: Mapping[str, str],
-                   namespace: str) -> list[Finding]:
+def claim_findings(
+    expected: Mapping[str, str], phases: Mapping[str, str], namespace: str
+) -> list[Finding]:
     """Missing claims are errors (pods that mount them never start), unbound ones warnings."""
     findings = []
     for name, what in expected.items():
         if name not in phases:
-            findings.append(Finding(ERROR, "storage", f"claim {name!r} ({what}) does not exist "
-                                    f"in namespace {namespace} (see helm-values/)"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    "storage",
+                    f"claim {name!r} ({what}) does not exist "
+                    f"in namespace {namespace} (see helm-values/)",
+                )
+            )
         elif phases[name] != "Bound":
-            findings.append(Finding(WARNING, "storage", f"claim {name!r} ({what}) is "
-                                    f"{phases[name] or 'in no phase'}, not Bound"))
+            findings.append(
+                Finding(
+                    WARNING,
+                    "storage",
+                    f"claim {name!r} ({what}) is {phases[name] or 'in no phase'}, not Bound",
+                )
+            )
     return findings
 
 
@@ -240,27 +297,46 @@ def permission_table(settings: HubSettings) -> list[tuple[permissions.Permission
         wanted += [(p, settings.jobs.namespace) for p in permissions.jobs_permissions()]
     merged: dict[tuple, tuple[permissions.Permission, str]] = {}
     for permission, namespace in wanted:
-        key = (permission.verb, permission.group, permission.resource, permission.subresource,
-               permission.name, permission.cluster, "" if permission.cluster else namespace)
+        key = (
+            permission.verb,
+            permission.group,
+            permission.resource,
+            permission.subresource,
+            permission.name,
+            permission.cluster,
+            "" if permission.cluster else namespace,
+        )
         if key in merged:
             first = merged[key][0]
-            permission = dataclasses.replace(first, why=f"{first.why}; {permission.why}",
-                                             optional=first.optional and permission.optional)
+            permission = dataclasses.replace(
+                first,
+                why=f"{first.why}; {permission.why}",
+                optional=first.optional and permission.optional,
+            )
         merged[key] = (permission, namespace)
     return list(merged.values())
 
 
 def permission_findings(
-        answers: Sequence[tuple[permissions.Permission, str, bool]]) -> list[Finding]:
+    answers: Sequence[tuple[permissions.Permission, str, bool]],
+) -> list[Finding]:
     """(permission, namespace, allowed) -> one finding per missing permission, else one ok."""
-    findings = [Finding(WARNING if p.optional else ERROR, "permission",
-                        f"the hub may not {p.describe(namespace)} (needed by {p.why})")
-                for p, namespace, allowed in answers if not allowed]
-    return findings or [Finding(OK, "permission",
-                                f"the hub has all {len(answers)} permissions it needs")]
+    findings = [
+        Finding(
+            WARNING if p.optional else ERROR,
+            "permission",
+            f"the hub may not {p.describe(namespace)} (needed by {p.why})",
+        )
+        for p, namespace, allowed in answers
+        if not allowed
+    ]
+    return findings or [
+        Finding(OK, "permission", f"the hub has all {len(answers)} permissions it needs")
+    ]
 
 
 # -- the cluster, read with the hub's credentials ----------------------------------------------
+
 
 class _NotChecked(Exception):
     """A read the hub's account may not make: the permission finding names it already."""
@@ -275,15 +351,23 @@ async def _read(what: str, pending: Awaitable) -> Any:
         raise
 
 
-async def _allowed(authz: client.AuthorizationV1Api, permission: permissions.Permission,
-                   namespace: str) -> bool:
+async def _allowed(
+    authz: client.AuthorizationV1Api, permission: permissions.Permission, namespace: str
+) -> bool:
     attributes = client.V1ResourceAttributes(
-        verb=permission.verb, group=permission.group, resource=permission.resource,
-        subresource=permission.subresource or None, name=permission.name or None,
-        namespace=None if permission.cluster else namespace)
-    review = await authz.create_self_subject_access_review(client.V1SelfSubjectAccessReview(
-        spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)),
-        field_validation=k8s.STRICT)
+        verb=permission.verb,
+        group=permission.group,
+        resource=permission.resource,
+        subresource=permission.subresource or None,
+        name=permission.name or None,
+        namespace=None if permission.cluster else namespace,
+    )
+    review = await authz.create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+        ),
+        field_validation=k8s.STRICT,
+    )
     return bool(review.status.allowed)
 
 
@@ -291,8 +375,9 @@ async def check_permissions(api: client.ApiClient, settings: HubSettings) -> lis
     authz = client.AuthorizationV1Api(api)
     table = permission_table(settings)
     allowed = await asyncio.gather(*(_allowed(authz, p, namespace) for p, namespace in table))
-    return permission_findings([(p, namespace, ok)
-                                for (p, namespace), ok in zip(table, allowed)])
+    return permission_findings(
+        [(p, namespace, ok) for (p, namespace), ok in zip(table, allowed, strict=True)]
+    )
 
 
 def priority_classes(settings: HubSettings) -> dict[str, str]:
@@ -303,8 +388,7 @@ def priority_classes(settings: HubSettings) -> dict[str, str]:
     return {name: key for name, key in wanted.items() if name}
 
 
-async def check_priority_classes(api: client.ApiClient,
-                                 settings: HubSettings) -> list[Finding]:
+async def check_priority_classes(api: client.ApiClient, settings: HubSettings) -> list[Finding]:
     scheduling = client.SchedulingV1Api(api)
     wanted = priority_classes(settings)
     findings = []
@@ -314,11 +398,22 @@ async def check_priority_classes(api: client.ApiClient,
         except ApiException as error:
             if error.status != 404:
                 raise
-            findings.append(Finding(ERROR, "priority", f"PriorityClass {name!r} ({key}) does not "
-                                    "exist: its pods are refused "
-                                    "(helm-values/priority-classes.yaml)"))
-    return findings or [Finding(OK, "priority", "the PriorityClasses pods name exist: "
-                                f"{', '.join(wanted) or 'none named'}")]
+            findings.append(
+                Finding(
+                    ERROR,
+                    "priority",
+                    f"PriorityClass {name!r} ({key}) does not "
+                    "exist: its pods are refused "
+                    "(helm-values/priority-classes.yaml)",
+                )
+            )
+    return findings or [
+        Finding(
+            OK,
+            "priority",
+            f"the PriorityClasses pods name exist: {', '.join(wanted) or 'none named'}",
+        )
+    ]
 
 
 async def check_kueue(api: client.ApiClient, settings: HubSettings) -> list[Finding]:
@@ -330,44 +425,78 @@ async def check_kueue(api: client.ApiClient, settings: HubSettings) -> list[Find
     except ApiException as error:
         if error.status != 404:
             raise
-        return [Finding(ERROR, "kueue", f"Kueue is not installed (no {KUEUE_GROUP}/"
-                        f"{KUEUE_VERSION} API): the job service cannot queue jobs")]
-    flavors = await _read("list resourceflavors", custom.list_cluster_custom_object(
-        KUEUE_GROUP, KUEUE_VERSION, "resourceflavors"))
-    queues = await _read("list localqueues", custom.list_namespaced_custom_object(
-        KUEUE_GROUP, KUEUE_VERSION, jobs.namespace, "localqueues"))
-    findings = flavor_findings(settings.catalog, {
-        f["metadata"]["name"]: (f.get("spec") or {}).get("nodeLabels") or {}
-        for f in flavors["items"]})
-    findings += queue_findings(settings.catalog, (q["metadata"]["name"] for q in queues["items"]),
-                               jobs.namespace)
-    return findings or [Finding(OK, "kueue", "installed, with a flavor for every accelerator "
-                                "and a queue for every project")]
+        return [
+            Finding(
+                ERROR,
+                "kueue",
+                f"Kueue is not installed (no {KUEUE_GROUP}/"
+                f"{KUEUE_VERSION} API): the job service cannot queue jobs",
+            )
+        ]
+    flavors = await _read(
+        "list resourceflavors",
+        custom.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "resourceflavors"),
+    )
+    queues = await _read(
+        "list localqueues",
+        custom.list_namespaced_custom_object(
+            KUEUE_GROUP, KUEUE_VERSION, jobs.namespace, "localqueues"
+        ),
+    )
+    findings = flavor_findings(
+        settings.catalog,
+        {
+            f["metadata"]["name"]: (f.get("spec") or {}).get("nodeLabels") or {}
+            for f in flavors["items"]
+        },
+    )
+    findings += queue_findings(
+        settings.catalog, (q["metadata"]["name"] for q in queues["items"]), jobs.namespace
+    )
+    return findings or [
+        Finding(
+            OK,
+            "kueue",
+            "installed, with a flavor for every accelerator and a queue for every project",
+        )
+    ]
 
 
 async def check_nodes(api: client.ApiClient, settings: HubSettings) -> list[Finding]:
     nodes = await _read("list nodes", client.CoreV1Api(api).list_node())
-    findings = node_findings(settings.catalog, [
-        (n.metadata.labels or {}, (n.status and n.status.allocatable) or {}) for n in nodes.items])
-    return findings or [Finding(OK, "nodes", "every catalog accelerator is offered by some of "
-                                f"the {len(nodes.items)} nodes")]
+    findings = node_findings(
+        settings.catalog,
+        [(n.metadata.labels or {}, (n.status and n.status.allocatable) or {}) for n in nodes.items],
+    )
+    return findings or [
+        Finding(
+            OK,
+            "nodes",
+            f"every catalog accelerator is offered by some of the {len(nodes.items)} nodes",
+        )
+    ]
 
 
 async def check_claims(api: client.ApiClient, settings: HubSettings) -> list[Finding]:
     core = client.CoreV1Api(api)
-    claims = await _read("list persistentvolumeclaims",
-                         core.list_namespaced_persistent_volume_claim(settings.namespace))
+    claims = await _read(
+        "list persistentvolumeclaims",
+        core.list_namespaced_persistent_volume_claim(settings.namespace),
+    )
     expected = expected_claims(settings)
     phases = {c.metadata.name: (c.status and c.status.phase) or "" for c in claims.items}
     findings = claim_findings(expected, phases, settings.namespace)
-    return findings or [Finding(OK, "storage",
-                                f"the {len(expected)} storage claims exist and are bound")]
+    return findings or [
+        Finding(OK, "storage", f"the {len(expected)} storage claims exist and are bound")
+    ]
 
 
 async def cluster_findings(api: client.ApiClient, settings: HubSettings) -> list[Finding]:
     """Every cluster check in turn; one the account may not read is skipped with a warning."""
-    checks: list[tuple[str, Any]] = [("permission", check_permissions),
-                                     ("priority", check_priority_classes)]
+    checks: list[tuple[str, Any]] = [
+        ("permission", check_permissions),
+        ("priority", check_priority_classes),
+    ]
     if settings.jobs is not None:
         checks.append(("kueue", check_kueue))
     checks += [("nodes", check_nodes), ("storage", check_claims)]
@@ -378,13 +507,19 @@ async def cluster_findings(api: client.ApiClient, settings: HubSettings) -> list
         except _NotChecked as missing:
             findings.append(Finding(WARNING, area, f"not checked: the hub may not {missing}"))
         except ApiException as error:
-            findings.append(Finding(ERROR, area, "could not check: the API server answered "
-                                    f"{error.status} {error.reason}"))
+            findings.append(
+                Finding(
+                    ERROR,
+                    area,
+                    f"could not check: the API server answered {error.status} {error.reason}",
+                )
+            )
     return findings
 
 
-async def run_checks(config: Config, kubeconfig: str | None = None,
-                     cluster: bool = True) -> list[Finding]:
+async def run_checks(
+    config: Config, kubeconfig: str | None = None, cluster: bool = True
+) -> list[Finding]:
     """The configuration, then (with `cluster`) the cluster through the hub's credentials:
     `kubeconfig`, else $KUBECONFIG, else the pod's service account."""
     findings, settings = config_findings(config)
@@ -393,31 +528,48 @@ async def run_checks(config: Config, kubeconfig: str | None = None,
     try:
         api = await k8s.api_client(kubeconfig)
     except Exception as error:  # kubeconfig or in-cluster loading: many error types, one meaning
-        return findings + [Finding(ERROR, "cluster", "cannot load the hub's Kubernetes "
-                                   "credentials (kubeconfig, $KUBECONFIG or the pod's service "
-                                   f"account): {error}")]
+        return findings + [
+            Finding(
+                ERROR,
+                "cluster",
+                "cannot load the hub's Kubernetes "
+                "credentials (kubeconfig, $KUBECONFIG or the pod's service "
+                f"account): {error}",
+            )
+        ]
     async with api:
         try:
-            findings += await asyncio.wait_for(cluster_findings(api, settings),
-                                               CLUSTER_TIMEOUT_SECONDS)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
-            findings.append(Finding(ERROR, "cluster", f"cannot reach the Kubernetes API at "
-                                    f"{api.configuration.host}: {error!r}"))
+            findings += await asyncio.wait_for(
+                cluster_findings(api, settings), CLUSTER_TIMEOUT_SECONDS
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            findings.append(
+                Finding(
+                    ERROR,
+                    "cluster",
+                    f"cannot reach the Kubernetes API at {api.configuration.host}: {error!r}",
+                )
+            )
     return findings
 
 
 # -- `aiinfn-hub check` ------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .services.base import HUB_CONFIG_ENV
 
-    parser.add_argument("--config",
-                        default=os.environ.get(HUB_CONFIG_ENV) or "jupyterhub_config.py",
-                        help=f"the hub's configuration file (default: ${HUB_CONFIG_ENV}, else "
-                             "./jupyterhub_config.py)")
-    parser.add_argument("--kubeconfig",
-                        help="the hub's Kubernetes credentials (default: $KUBECONFIG, else the "
-                             "pod's service account)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get(HUB_CONFIG_ENV) or "jupyterhub_config.py",
+        help=f"the hub's configuration file (default: ${HUB_CONFIG_ENV}, else "
+        "./jupyterhub_config.py)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        help="the hub's Kubernetes credentials (default: $KUBECONFIG, else the "
+        "pod's service account)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -435,6 +587,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # -- at hub start ------------------------------------------------------------------------------
+
 
 def _starting_hub() -> Any:
     """The JupyterHub whose configuration is being loaded, or None (a service, this command, or
@@ -478,13 +631,16 @@ def _start_checks(hub: Any) -> None:
             findings = at_start(pool.submit(asyncio.run, pending).result())
     except Exception as error:
         hub.log.exception("aiinfn-hub: the start checks failed")
-        raise SystemExit(f"aiinfn-hub: the start checks failed ({error}); "
-                         "c.AiInfnChecks.at_start = False skips them") from None
+        raise SystemExit(
+            f"aiinfn-hub: the start checks failed ({error}); "
+            "c.AiInfnChecks.at_start = False skips them"
+        ) from None
     for finding in findings:
         if finding.level != ERROR:
             log = hub.log.warning if finding.level == WARNING else hub.log.info
             log("aiinfn-hub check: %s", finding.line())
     errors = [f.line() for f in findings if f.level == ERROR]
     if errors:
-        raise SystemExit("aiinfn-hub: refusing to start; `aiinfn-hub check` finds:\n"
-                         + "\n".join(errors))
+        raise SystemExit(
+            "aiinfn-hub: refusing to start; `aiinfn-hub check` finds:\n" + "\n".join(errors)
+        )

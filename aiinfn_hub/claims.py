@@ -13,8 +13,9 @@ person, not to the username, which an IdP may rename or hand to someone else.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import jwt
@@ -112,8 +113,10 @@ def endpoints(document: object, issuer: str) -> Endpoints:
     if not isinstance(document, Mapping):
         raise DiscoveryError(f"the OpenID configuration of {issuer} is not a JSON object")
     if document.get("issuer") != issuer:
-        raise DiscoveryError(f"the OpenID configuration at {discovery_url(issuer)} names issuer "
-                             f"{preview(document.get('issuer'))}, not {issuer!r}: configure the exact issuer")
+        raise DiscoveryError(
+            f"the OpenID configuration at {discovery_url(issuer)} names issuer "
+            f"{preview(document.get('issuer'))}, not {issuer!r}: configure the exact issuer"
+        )
     return Endpoints(
         authorize=check_url(document.get("authorization_endpoint"), "authorization_endpoint"),
         token=check_url(document.get("token_endpoint"), "token_endpoint"),
@@ -123,10 +126,16 @@ def endpoints(document: object, issuer: str) -> Endpoints:
 
 def subject_of(userinfo: Mapping[str, Any]) -> str:
     subject = userinfo.get("sub")
-    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH \
-            or not subject.isprintable():
-        raise LoginRefused("the identity provider sent no usable subject ('sub') for your account",
-                           log_detail=f"unusable sub claim {preview(subject)}")
+    if (
+        not isinstance(subject, str)
+        or not subject
+        or len(subject) > MAX_SUBJECT_LENGTH
+        or not subject.isprintable()
+    ):
+        raise LoginRefused(
+            "the identity provider sent no usable subject ('sub') for your account",
+            log_detail=f"unusable sub claim {preview(subject)}",
+        )
     return subject
 
 
@@ -144,16 +153,22 @@ def username_of(userinfo: Mapping[str, Any], claim: str) -> str:
     """The hub username from `claim`, validated by names.username (never changed, never lowercased)."""
     raw = userinfo.get(claim)
     if raw is None or raw == "":
-        raise LoginRefused(f"the identity provider sent no '{claim}' for your account, so the hub "
-                           "cannot name it; ask the hub admins")
+        raise LoginRefused(
+            f"the identity provider sent no '{claim}' for your account, so the hub "
+            "cannot name it; ask the hub admins"
+        )
     if claim == "email" and verified_email(userinfo) is None:
-        raise LoginRefused("your e-mail address is not verified at the identity provider; verify it "
-                           "there and log in again")
+        raise LoginRefused(
+            "your e-mail address is not verified at the identity provider; verify it "
+            "there and log in again"
+        )
     try:
         return names.username(raw)
     except names.InvalidName as error:
-        raise LoginRefused(f"your username {preview(raw)} cannot be used on this hub: {error.message}; "
-                           "ask the hub admins") from None
+        raise LoginRefused(
+            f"your username {preview(raw)} cannot be used on this hub: {error.message}; "
+            "ask the hub admins"
+        ) from None
 
 
 def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> GroupClaims:
@@ -169,18 +184,23 @@ def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> GroupClaims
         raise LoginRefused(
             "the identity provider sent no group membership for your account (no "
             f"{' or '.join(repr(c) for c in claims)} claim); ask the hub admins to check that the hub "
-            "may request the groups scope, or ask to join a project")
+            "may request the groups scope, or ask to join a project"
+        )
     groups: set[str] = set()
     ignored: list[str] = []
     for claim in present:
         value = userinfo[claim]
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list):
-            raise LoginRefused(f"the '{claim}' claim from the identity provider is neither a group nor a "
-                               "list of groups; ask the hub admins",
-                               log_detail=f"{claim} claim of type {type(value).__name__}")
+            raise LoginRefused(
+                f"the '{claim}' claim from the identity provider is neither a group nor a "
+                "list of groups; ask the hub admins",
+                log_detail=f"{claim} claim of type {type(value).__name__}",
+            )
         if len(items) > MAX_GROUPS:
-            raise LoginRefused(f"the '{claim}' claim lists more than {MAX_GROUPS} groups; ask the hub admins")
+            raise LoginRefused(
+                f"the '{claim}' claim lists more than {MAX_GROUPS} groups; ask the hub admins"
+            )
         for item in items:
             try:
                 groups.add(names.group(item))
@@ -189,19 +209,31 @@ def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> GroupClaims
     return GroupClaims(tuple(sorted(groups)), tuple(ignored))
 
 
-def identity(userinfo: Mapping[str, Any], *, issuer: str, username_claim: str,
-             group_claims: Sequence[str]) -> Identity:
+def identity(
+    userinfo: Mapping[str, Any], *, issuer: str, username_claim: str, group_claims: Sequence[str]
+) -> Identity:
     """Everything the hub takes from one userinfo answer; raises LoginRefused with the reason."""
     if not isinstance(userinfo, Mapping):
         raise LoginRefused("the identity provider's user information is not a JSON object")
     found = groups_of(userinfo, group_claims)
-    return Identity(issuer=issuer, subject=subject_of(userinfo),
-                    username=username_of(userinfo, username_claim), groups=found.groups,
-                    email=verified_email(userinfo), ignored_groups=found.ignored)
+    return Identity(
+        issuer=issuer,
+        subject=subject_of(userinfo),
+        username=username_of(userinfo, username_claim),
+        groups=found.groups,
+        email=verified_email(userinfo),
+        ignored_groups=found.ignored,
+    )
 
 
-def access(groups: Collection[str], *, projects: Collection[str], system_groups: Collection[str],
-           allowed_groups: Collection[str], admin_groups: Collection[str]) -> Access:
+def access(
+    groups: Collection[str],
+    *,
+    projects: Collection[str],
+    system_groups: Collection[str],
+    allowed_groups: Collection[str],
+    admin_groups: Collection[str],
+) -> Access:
     """Hub groups are the projects and groups the hub is configured to know; other IdP groups are
     dropped. Admin follows `admin_groups` (None, i.e. unchanged, when none are configured)."""
     member = set(groups)
@@ -237,7 +269,8 @@ def check_binding(existing: tuple[str, str] | None, who: Identity) -> bool:
             f"the hub account {who.username!r} belongs to another person (the identity provider gave "
             "this username to a different account). Nothing was changed; ask the hub admins",
             log_detail=f"account {who.username!r} is bound to another subject"
-                       + ("" if existing[0] == who.issuer else f" of issuer {existing[0]!r}"))
+            + ("" if existing[0] == who.issuer else f" of issuer {existing[0]!r}"),
+        )
     return True
 
 
@@ -251,7 +284,8 @@ def check_new_username(username: str, existing: Iterable[str]) -> None:
             f"your username {username!r} looks like the name of an existing account on this hub "
             "(letters that look alike, or the same letters in another case), so the hub does not "
             "create it; ask the hub admins",
-            log_detail=f"new account {username!r} looks like the existing account {other!r}")
+            log_detail=f"new account {username!r} looks like the existing account {other!r}",
+        )
 
 
 def check_id_token(token: str | None, *, issuer: str, client_id: str, subject: str) -> None:
@@ -261,15 +295,22 @@ def check_id_token(token: str | None, *, issuer: str, client_id: str, subject: s
     if not token:
         return
     try:
-        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False, "verify_aud": False})
+        claims = jwt.decode(
+            token, options={"verify_signature": False, "verify_exp": False, "verify_aud": False}
+        )
     except jwt.PyJWTError:
-        raise LoginRefused("the identity provider sent an unreadable ID token", log_detail="undecodable id_token") \
-            from None
+        raise LoginRefused(
+            "the identity provider sent an unreadable ID token", log_detail="undecodable id_token"
+        ) from None
     audience = claims.get("aud")
-    audiences = [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+    audiences = (
+        [audience] if isinstance(audience, str) else audience if isinstance(audience, list) else []
+    )
     if claims.get("iss") != issuer or client_id not in audiences or claims.get("sub") != subject:
-        raise LoginRefused("the identity provider's answers do not match each other; try again or ask the hub admins",
-                           log_detail="id_token issuer, audience or subject does not match")
+        raise LoginRefused(
+            "the identity provider's answers do not match each other; try again or ask the hub admins",
+            log_detail="id_token issuer, audience or subject does not match",
+        )
 
 
 def expires_at(token_response: Mapping[str, Any], now: float) -> float | None:

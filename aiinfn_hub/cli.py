@@ -19,8 +19,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 URL_ENV = "AIINFN_JOBS_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
@@ -44,8 +45,10 @@ def service_url(env: Mapping[str, str]) -> str:
         parts = urllib.parse.urlsplit(public)
         base = (env.get("JUPYTERHUB_BASE_URL") or "/").rstrip("/") + "/"
         return f"{parts.scheme}://{parts.netloc}{base}{SERVICE_PATH}"
-    raise CliError(f"cannot tell where the job service is: set {URL_ENV} (your admins know it), or run this "
-                   "in a notebook terminal of a hub with a public URL")
+    raise CliError(
+        f"cannot tell where the job service is: set {URL_ENV} (your admins know it), or run this "
+        "in a notebook terminal of a hub with a public URL"
+    )
 
 
 def default_name(command: list[str]) -> str:
@@ -65,9 +68,16 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None, retry: bool = False) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(urllib.parse.urljoin(self.url, path), data=data, method=method, headers={
-            "Authorization": f"token {self.token}", "Content-Type": "application/json",
-            "Accept": "application/json"})
+        request = urllib.request.Request(
+            urllib.parse.urljoin(self.url, path),
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"token {self.token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
         for attempt in range(RETRIES if retry else 1):
             try:
                 with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
@@ -97,7 +107,9 @@ def _read(path: str) -> str:
     file = Path(path)
     try:
         if file.stat().st_size > MAX_FILE_BYTES:
-            raise CliError(f"{path} is larger than {MAX_FILE_BYTES // 1024} KiB; put it on a shared volume instead")
+            raise CliError(
+                f"{path} is larger than {MAX_FILE_BYTES // 1024} KiB; put it on a shared volume instead"
+            )
         return file.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise CliError(f"cannot read {path}: {error}") from None
@@ -109,16 +121,29 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
     if command and command[0] == "--":
         command = command[1:]
     if not command and not args.script:
-        raise CliError("give the command to run after --, e.g. aiinfn jobs submit -- python train.py")
-    body: dict[str, Any] = {"name": args.name or default_name(command or [args.script]),
-                            "idempotency_key": args.key or uuid.uuid4().hex}
+        raise CliError(
+            "give the command to run after --, e.g. aiinfn jobs submit -- python train.py"
+        )
+    body: dict[str, Any] = {
+        "name": args.name or default_name(command or [args.script]),
+        "idempotency_key": args.key or uuid.uuid4().hex,
+    }
     if args.script:
         body["script"] = _read(args.script)
         if command:
             raise CliError("give either --script or a command, not both")
     else:
         body["command"] = command
-    for field in ("accelerator", "count", "cpu", "memory", "completions", "parallelism", "project", "priority"):
+    for field in (
+        "accelerator",
+        "count",
+        "cpu",
+        "memory",
+        "completions",
+        "parallelism",
+        "project",
+        "priority",
+    ):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
     if args.offloadable:
@@ -155,8 +180,10 @@ def _line(job: Mapping[str, Any]) -> str:
     where = f"#{job['position']} in queue" if job.get("position") else ""
     if job.get("admission") and job["admission"].get("flavors"):
         where = "on " + ",".join(sorted(set(job["admission"]["flavors"].values())))
-    return (f"{job['id']}  {job.get('name') or '':<20} {job.get('kind') or '':<8} {job.get('project') or '':<16} "
-            f"{job['state']:<10} {job.get('succeeded', 0)}/{job.get('completions') or 0} {where}").rstrip()
+    return (
+        f"{job['id']}  {job.get('name') or '':<20} {job.get('kind') or '':<8} {job.get('project') or '':<16} "
+        f"{job['state']:<10} {job.get('succeeded', 0)}/{job.get('completions') or 0} {where}"
+    ).rstrip()
 
 
 def _show(result: Any, args: argparse.Namespace) -> None:
@@ -169,42 +196,70 @@ def _show(result: Any, args: argparse.Namespace) -> None:
             print("no jobs")
     elif args.action == "logs":
         for pod in result["pods"]:
-            print(f"==> {pod['pod']} (index {pod['index']}, {pod['phase']})"
-                  + (f": {pod['error']}" if pod.get("error") else ""))
+            print(
+                f"==> {pod['pod']} (index {pod['index']}, {pod['phase']})"
+                + (f": {pod['error']}" if pod.get("error") else "")
+            )
             print(pod["log"], end="" if pod["log"].endswith("\n") or not pod["log"] else "\n")
     else:
         print(_line(result))
         if result.get("message"):
             print(f"  {result['message']}")
         for pod in result.get("pods") or ():
-            print(f"  pod {pod['name']} index {pod['index']} {pod['phase']} on {pod['node'] or '-'}")
+            print(
+                f"  pod {pod['name']} index {pod['index']} {pod['phase']} on {pod['node'] or '-'}"
+            )
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="short name shown in listings (default: from the command)")
-    parser.add_argument("--accelerator", help="catalog accelerator key, e.g. t4, a100, a100-mig-1g-10gb")
+    parser.add_argument(
+        "--accelerator", help="catalog accelerator key, e.g. t4, a100, a100-mig-1g-10gb"
+    )
     parser.add_argument("--count", type=int, help="accelerator units per pod")
     parser.add_argument("--cpu", help='CPU per pod, e.g. "4"')
     parser.add_argument("--memory", help='memory per pod, e.g. "16Gi"')
-    parser.add_argument("--completions", type=int, help="pods that must succeed (each gets JOB_COMPLETION_INDEX)")
+    parser.add_argument(
+        "--completions", type=int, help="pods that must succeed (each gets JOB_COMPLETION_INDEX)"
+    )
     parser.add_argument("--parallelism", type=int, help="pods at once")
     parser.add_argument("--project", help="one of your projects (picks the queue)")
     parser.add_argument("--priority", help="low, normal or high (as your platform offers)")
-    parser.add_argument("--offloadable", action="store_true", help="may run at a remote site (no NFS volumes)")
-    parser.add_argument("--volume", action="append", choices=["home", "projects", "scratch", "juicefs"],
-                        help="a volume of yours to mount (repeat); default: home and projects")
-    parser.add_argument("--setenv", action="append", metavar="NAME=VALUE", help="environment variable (repeat)")
-    parser.add_argument("--file", action="append", metavar="PATH", help="small file for the job's sandbox (repeat)")
-    parser.add_argument("--script", metavar="PATH", help="run this script (starting with #!) instead of a command")
+    parser.add_argument(
+        "--offloadable", action="store_true", help="may run at a remote site (no NFS volumes)"
+    )
+    parser.add_argument(
+        "--volume",
+        action="append",
+        choices=["home", "projects", "scratch", "juicefs"],
+        help="a volume of yours to mount (repeat); default: home and projects",
+    )
+    parser.add_argument(
+        "--setenv", action="append", metavar="NAME=VALUE", help="environment variable (repeat)"
+    )
+    parser.add_argument(
+        "--file", action="append", metavar="PATH", help="small file for the job's sandbox (repeat)"
+    )
+    parser.add_argument(
+        "--script", metavar="PATH", help="run this script (starting with #!) instead of a command"
+    )
     parser.add_argument("--workdir", help="working directory in the container")
-    parser.add_argument("--deadline", type=int, metavar="SECONDS", help="stop the job after this long")
-    parser.add_argument("--ttl", type=int, metavar="SECONDS", help="delete the finished job after this long")
-    parser.add_argument("--key", help="idempotency key (default: a new one; reuse it to retry safely)")
+    parser.add_argument(
+        "--deadline", type=int, metavar="SECONDS", help="stop the job after this long"
+    )
+    parser.add_argument(
+        "--ttl", type=int, metavar="SECONDS", help="delete the finished job after this long"
+    )
+    parser.add_argument(
+        "--key", help="idempotency key (default: a new one; reuse it to retry safely)"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- program and arguments")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="aiinfn", description="aiinfn-hub from your notebook terminal")
+    top = argparse.ArgumentParser(
+        prog="aiinfn", description="aiinfn-hub from your notebook terminal"
+    )
     top.add_argument("--url", help=f"job service URL (default: ${URL_ENV} or the hub's public URL)")
     top.add_argument("--json", action="store_true", help="print the service's JSON answers")
     areas = top.add_subparsers(dest="area", required=True)
@@ -212,14 +267,22 @@ def parser() -> argparse.ArgumentParser:
     actions = jobs.add_subparsers(dest="action", required=True)
     submit = actions.add_parser("submit", help="run a command in a catalog environment")
     _job_options(submit)
-    submit.add_argument("--environment", help="catalog environment key (default: the first that fits)")
+    submit.add_argument(
+        "--environment", help="catalog environment key (default: the first that fits)"
+    )
     clone = actions.add_parser("clone", help="run a command in a copy of your running notebook")
     _job_options(clone)
-    clone.add_argument("--server", default=os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
-                       help="which of your servers to clone (default: this one)")
+    clone.add_argument(
+        "--server",
+        default=os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
+        help="which of your servers to clone (default: this one)",
+    )
     listing = actions.add_parser("list", help="your jobs")
     listing.add_argument("--all", action="store_true", help="everyone's (admins)")
-    for name, text in (("status", "a job's state, queue position and pods"), ("cancel", "cancel a job")):
+    for name, text in (
+        ("status", "a job's state, queue position and pods"),
+        ("cancel", "cancel a job"),
+    ):
         actions.add_parser(name, help=text).add_argument("id")
     logs = actions.add_parser("logs", help="the last lines of a job's pod logs")
     logs.add_argument("id")
@@ -239,7 +302,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     job = urllib.parse.quote(getattr(args, "id", "") or "", safe="")
     if args.action in ("submit", "clone"):
         path = "api/jobs" if args.action == "submit" else "api/clones"
-        return client.call("POST", path, request_body(args, clone=args.action == "clone"), retry=True)
+        return client.call(
+            "POST", path, request_body(args, clone=args.action == "clone"), retry=True
+        )
     if args.action == "list":
         return client.call("GET", "api/jobs" + ("?all=1" if args.all else ""))
     if args.action == "status":
@@ -247,7 +312,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     if args.action == "cancel":
         return client.call("DELETE", f"api/jobs/{job}")
     if args.action == "logs":
-        query = urllib.parse.urlencode({"tail": args.tail, **({"index": args.index} if args.index is not None else {})})
+        query = urllib.parse.urlencode(
+            {"tail": args.tail, **({"index": args.index} if args.index is not None else {})}
+        )
         return client.call("GET", f"api/jobs/{job}/logs?{query}")
     key = args.key or uuid.uuid4().hex
     return client.call("POST", f"api/jobs/{job}/resubmit", {"idempotency_key": key}, retry=True)

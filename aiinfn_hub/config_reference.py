@@ -52,8 +52,11 @@ def classes() -> list[type[Configurable]]:
 
 def paragraphs(text: str) -> list[str]:
     """Docstring or help text as paragraphs, each on one line (markdown wraps them)."""
-    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", inspect.cleandoc(text))
-            if block.strip()]
+    return [
+        " ".join(block.split())
+        for block in re.split(r"\n\s*\n", inspect.cleandoc(text))
+        if block.strip()
+    ]
 
 
 def code(text: str) -> str:
@@ -66,8 +69,9 @@ def code(text: str) -> str:
 def escape(text: str) -> str:
     """Markdown-safe prose: `<name>` and `*` outside code spans are shown, not interpreted."""
     parts = re.split(r"(`+[^`]*`+)", text)
-    return "".join(part if part.startswith("`") else re.sub(r"([<*])", r"\\\1", part)
-                   for part in parts)
+    return "".join(
+        part if part.startswith("`") else re.sub(r"([<*])", r"\\\1", part) for part in parts
+    )
 
 
 def anchor(cls: type) -> str:
@@ -87,7 +91,7 @@ def default_text(cls: type[Configurable], name: str, trait: TraitType) -> str:
         return "computed at start (see the description)"
     value = trait.default_value
     if isinstance(value, str) and value.startswith(PACKAGE_DIR + "/"):
-        return f"{code(value[len(PACKAGE_DIR) + 1:])} in the installed aiinfn_hub package"
+        return f"{code(value[len(PACKAGE_DIR) + 1 :])} in the installed aiinfn_hub package"
     return code(trait.default_value_repr())
 
 
@@ -103,8 +107,12 @@ def bounds(trait: TraitType) -> str | None:
 
 
 def trait_section(cls: type[Configurable], name: str, trait: TraitType) -> list[str]:
-    lines = [f"### `c.{cls.__name__}.{name}`", "", f"- Type: `{type(trait).__name__}`",
-             f"- Default: {default_text(cls, name, trait)}"]
+    lines = [
+        f"### `c.{cls.__name__}.{name}`",
+        "",
+        f"- Type: `{type(trait).__name__}`",
+        f"- Default: {default_text(cls, name, trait)}",
+    ]
     limits = bounds(trait)
     if limits:
         lines.append(f"- Range: {limits}")
@@ -120,19 +128,27 @@ def relations(cls: type, documented: list[type[Configurable]]) -> list[str]:
     if base in documented:
         lines.append(f"Extends [`{base.__name__}`]({anchor(base)}), whose settings apply too.")
     elif base is not Configurable:
-        lines.append(f"Extends `{base.__name__}`, whose settings apply too, as "
-                     f"`c.{cls.__name__}.<name>` or `c.{base.__name__}.<name>` "
-                     f"([{base.__name__} reference]({UPSTREAM_DOCS[base.__name__]})); only "
-                     "the settings this class adds are listed here.")
+        lines.append(
+            f"Extends `{base.__name__}`, whose settings apply too, as "
+            f"`c.{cls.__name__}.<name>` or `c.{base.__name__}.<name>` "
+            f"([{base.__name__} reference]({UPSTREAM_DOCS[base.__name__]})); only "
+            "the settings this class adds are listed here."
+        )
     for sub in (other for other in documented if cls in other.__bases__):
-        lines.append(f"Base of [`{sub.__name__}`]({anchor(sub)}): set these as "
-                     f"`c.{sub.__name__}.<name>`.")
+        lines.append(
+            f"Base of [`{sub.__name__}`]({anchor(sub)}): set these as `c.{sub.__name__}.<name>`."
+        )
     return [line for entry in lines for line in (entry, "")]
 
 
 def class_section(cls: type[Configurable], documented: list[type[Configurable]]) -> list[str]:
-    lines = [f"## {cls.__name__}", "", f"`{cls.__module__}.{cls.__name__}`: {escape(summary(cls))}",
-             "", *relations(cls, documented)]
+    lines = [
+        f"## {cls.__name__}",
+        "",
+        f"`{cls.__module__}.{cls.__name__}`: {escape(summary(cls))}",
+        "",
+        *relations(cls, documented),
+    ]
     for name, trait in sorted(cls.class_own_traits(config=True).items()):
         lines += trait_section(cls, name, trait)
     return lines

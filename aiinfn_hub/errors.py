@@ -21,7 +21,9 @@ except ImportError:  # JupyterHub 5.x
 class UserError(ValueError):
     """A refusal the user can act on. `message` is shown; `log_detail` only logged."""
 
-    def __init__(self, message: str, *, reason: str = "invalid", log_detail: str = "", status: int = 400) -> None:
+    def __init__(
+        self, message: str, *, reason: str = "invalid", log_detail: str = "", status: int = 400
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -32,8 +34,12 @@ class UserError(ValueError):
 def to_http_error(error: UserError) -> web.HTTPError:
     """The exception JupyterHub relays to the browser or the REST client with error.status."""
     if SpawnException is not None:
-        http_error = SpawnException(error.message, reason=error.reason,
-                                    log_message=error.log_detail, status_code=error.status)
+        http_error = SpawnException(
+            error.message,
+            reason=error.reason,
+            log_message=error.log_detail,
+            status_code=error.status,
+        )
     else:
         http_error = web.HTTPError(error.status, "%s", error.message)
     # What pages show: JupyterHub 6's spawn form and progress events otherwise show str(exception),

@@ -40,8 +40,7 @@ def load(settings: AiInfnPlatform) -> Platform:
         catalog=catalog,
         default_rules=policy.parse_rules(settings.default_policy, catalog, "default_policy"),
         group_rules=policy.parse_policies(settings.group_policies, catalog),
-        inventory=Inventory(catalog.accelerators,
-                            reservation_taint=settings.reservation_taint_key),
+        inventory=Inventory(catalog.accelerators, reservation_taint=settings.reservation_taint_key),
     )
 
 

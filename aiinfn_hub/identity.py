@@ -23,8 +23,8 @@ import json
 import os
 import random
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import escapism
 from kubernetes_asyncio import client
@@ -47,8 +47,12 @@ class IdentityError(UserError):
     A 503 for the user; the detail goes to the log."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__("your numeric identity cannot be assigned right now; please tell the platform admins",
-                         reason="identity", log_detail=detail, status=503)
+        super().__init__(
+            "your numeric identity cannot be assigned right now; please tell the platform admins",
+            reason="identity",
+            log_detail=detail,
+            status=503,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,17 @@ def _table(raw: str | None, what: str, validate) -> dict[str, int]:
         try:
             validate(name)
         except names.InvalidName as error:
-            raise IdentityError(f"identity record: {what} has an invalid name: {error.message}") from None
-        if not isinstance(number, int) or isinstance(number, bool) or not MIN_ID <= number <= MAX_ID:
-            raise IdentityError(f"identity record: {what}[{name!r}] must be a number from {MIN_ID} to {MAX_ID}")
+            raise IdentityError(
+                f"identity record: {what} has an invalid name: {error.message}"
+            ) from None
+        if (
+            not isinstance(number, int)
+            or isinstance(number, bool)
+            or not MIN_ID <= number <= MAX_ID
+        ):
+            raise IdentityError(
+                f"identity record: {what}[{name!r}] must be a number from {MIN_ID} to {MAX_ID}"
+            )
         table[name] = number
     return table
 
@@ -100,8 +112,10 @@ def _table(raw: str | None, what: str, validate) -> dict[str, int]:
 def parse(data: Mapping[str, str] | None) -> Tables:
     """The record from the ConfigMap's data; refuses anything that could make two owners share a number."""
     data = data or {}
-    tables = Tables(_table(data.get(USERS_KEY), USERS_KEY, names.username),
-                    _table(data.get(GROUPS_KEY), GROUPS_KEY, names.group))
+    tables = Tables(
+        _table(data.get(USERS_KEY), USERS_KEY, names.username),
+        _table(data.get(GROUPS_KEY), GROUPS_KEY, names.group),
+    )
     numbers = [*tables.users.values(), *tables.groups.values()]
     if len(numbers) != len(set(numbers)):
         raise IdentityError("identity record: a number is recorded for two names")
@@ -110,11 +124,15 @@ def parse(data: Mapping[str, str] | None) -> Tables:
 
 def render(tables: Tables) -> dict[str, str]:
     """The ConfigMap's data: one JSON object per kind, sorted, so kubectl shows a stable record."""
-    return {USERS_KEY: json.dumps(dict(sorted(tables.users.items())), separators=(",", ":")),
-            GROUPS_KEY: json.dumps(dict(sorted(tables.groups.items())), separators=(",", ":"))}
+    return {
+        USERS_KEY: json.dumps(dict(sorted(tables.users.items())), separators=(",", ":")),
+        GROUPS_KEY: json.dumps(dict(sorted(tables.groups.items())), separators=(",", ":")),
+    }
 
 
-def _allocate(table: dict[str, int], wanted: Iterable[str], low: int, high: int, used: set[int], what: str) -> None:
+def _allocate(
+    table: dict[str, int], wanted: Iterable[str], low: int, high: int, used: set[int], what: str
+) -> None:
     candidate = low
     for name in wanted:
         if name in table:
@@ -127,7 +145,9 @@ def _allocate(table: dict[str, int], wanted: Iterable[str], low: int, high: int,
         used.add(candidate)
 
 
-def assign(tables: Tables, usernames: Sequence[str], groups: Sequence[str], settings: StorageSettings) -> Tables:
+def assign(
+    tables: Tables, usernames: Sequence[str], groups: Sequence[str], settings: StorageSettings
+) -> Tables:
     """The record with a number for each name (validated names only): existing numbers are kept,
     new ones are the lowest free in their range, in the order given."""
     users, group_table = dict(tables.users), dict(tables.groups)
@@ -141,9 +161,14 @@ def make_configmap(name: str, tables: Tables, resource_version: str | None = Non
     """The record as a ConfigMap; with a resourceVersion, a write fails if anyone wrote in between."""
     metadata: dict = {
         "name": name,
-        "labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.PART_OF: labels.PART_OF_VALUE,
-                   labels.COMPONENT: COMPONENT},
-        "annotations": {labels.NOTE: "uids and gids handed out by aiinfn-hub; never edit or reuse a number"},
+        "labels": {
+            labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+            labels.PART_OF: labels.PART_OF_VALUE,
+            labels.COMPONENT: COMPONENT,
+        },
+        "annotations": {
+            labels.NOTE: "uids and gids handed out by aiinfn-hub; never edit or reuse a number"
+        },
     }
     if resource_version:
         metadata["resourceVersion"] = resource_version
@@ -159,8 +184,9 @@ def _unslug(slug: str, validate) -> str | None:
     return name if names.slug(name) == slug else None
 
 
-def _owners(found: Mapping[str, Iterable[int]], low: int, high: int, validate,
-            what: str) -> dict[str, int]:
+def _owners(
+    found: Mapping[str, Iterable[int]], low: int, high: int, validate, what: str
+) -> dict[str, int]:
     table: dict[str, int] = {}
     for slug, numbers in sorted(found.items()):
         name = _unslug(slug, validate)
@@ -168,21 +194,27 @@ def _owners(found: Mapping[str, Iterable[int]], low: int, high: int, validate,
         if name is None or not in_range:
             continue  # not a folder of ours, or not owned by a handed-out number (root, say)
         if len(in_range) > 1:
-            raise IdentityError(f"storage: the folders of {what} {name!r} belong to several "
-                                f"numbers {sorted(in_range)}")
+            raise IdentityError(
+                f"storage: the folders of {what} {name!r} belong to several "
+                f"numbers {sorted(in_range)}"
+            )
         table[name] = in_range.pop()
     return table
 
 
-def from_folders(user_folders: Mapping[str, Iterable[int]],
-                 project_folders: Mapping[str, Iterable[int]], settings: StorageSettings) -> Tables:
+def from_folders(
+    user_folders: Mapping[str, Iterable[int]],
+    project_folders: Mapping[str, Iterable[int]],
+    settings: StorageSettings,
+) -> Tables:
     """The record the storage shows: folder name (a user's slug) -> the uids owning their folders
     (home, JuiceFS), folder name (a project's slug) -> the gids of its folders. Folders not named
     by us or owned outside the ranges are skipped; a name on two numbers, or a number on two
     names, is refused (it needs an admin, not a guess)."""
     tables = Tables(
         _owners(user_folders, settings.uid_min, settings.uid_max, names.username, "user"),
-        _owners(project_folders, settings.gid_min, settings.gid_max, names.group, "project"))
+        _owners(project_folders, settings.gid_min, settings.gid_max, names.group, "project"),
+    )
     for table, what in ((tables.users, "uid"), (tables.groups, "gid")):
         by_number: dict[int, list[str]] = {}
         for name, number in table.items():
@@ -190,8 +222,9 @@ def from_folders(user_folders: Mapping[str, Iterable[int]],
         shared = {n: owners for n, owners in by_number.items() if len(owners) > 1}
         if shared:
             number, owners = min(shared.items())
-            raise IdentityError(f"storage: {what} {number} owns the folders of "
-                                f"{', '.join(sorted(owners))}")
+            raise IdentityError(
+                f"storage: {what} {number} owns the folders of {', '.join(sorted(owners))}"
+            )
     return parse(render(tables))
 
 
@@ -212,12 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aiinfn_hub.identity", description=main.__doc__)
     parser.add_argument("homes", nargs="+", help="roots holding users' folders (homes, JuiceFS)")
     parser.add_argument("--projects", nargs="*", default=[], help="roots holding project folders")
-    parser.add_argument("--name", default=StorageSettings().identity_configmap,
-                        help="the ConfigMap's name")
+    parser.add_argument(
+        "--name", default=StorageSettings().identity_configmap, help="the ConfigMap's name"
+    )
     args = parser.parse_args(argv)
     try:
-        tables = from_folders(scan(args.homes, "st_uid"), scan(args.projects, "st_gid"),
-                              StorageSettings())
+        tables = from_folders(
+            scan(args.homes, "st_uid"), scan(args.projects, "st_gid"), StorageSettings()
+        )
     except IdentityError as error:
         print(f"{parser.prog}: {error.log_detail}", file=sys.stderr)
         return 1
@@ -228,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 class IdentityStore:
     """The record of one namespace. Recorded numbers never change, so they are cached."""
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, settings: StorageSettings | None = None) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, namespace: str, settings: StorageSettings | None = None
+    ) -> None:
         self.api = client.CoreV1Api(api_client)
         self.namespace = namespace
         self.settings = settings or StorageSettings()
@@ -266,12 +303,16 @@ class IdentityStore:
                     self._users.update(wanted.users)
                     self._groups.update(wanted.groups)
                     return
-        raise IdentityError(f"identity record {self.namespace}/{self.settings.identity_configmap}: "
-                            f"still conflicting after {ATTEMPTS} attempts")
+        raise IdentityError(
+            f"identity record {self.namespace}/{self.settings.identity_configmap}: "
+            f"still conflicting after {ATTEMPTS} attempts"
+        )
 
     async def _read(self) -> tuple[Tables, str | None]:
         try:
-            configmap = await self.api.read_namespaced_config_map(self.settings.identity_configmap, self.namespace)
+            configmap = await self.api.read_namespaced_config_map(
+                self.settings.identity_configmap, self.namespace
+            )
         except ApiException as error:
             if error.status == 404:
                 return Tables(), None
@@ -283,12 +324,16 @@ class IdentityStore:
         body = make_configmap(self.settings.identity_configmap, tables, version)
         try:
             if version is None:
-                await self.api.create_namespaced_config_map(self.namespace, body,
-                                                            field_validation=k8s.STRICT)
+                await self.api.create_namespaced_config_map(
+                    self.namespace, body, field_validation=k8s.STRICT
+                )
             else:
                 await self.api.replace_namespaced_config_map(
-                    self.settings.identity_configmap, self.namespace, body,
-                    field_validation=k8s.STRICT)
+                    self.settings.identity_configmap,
+                    self.namespace,
+                    body,
+                    field_validation=k8s.STRICT,
+                )
         except ApiException as error:
             if error.status in (409, 404):
                 return False

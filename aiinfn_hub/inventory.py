@@ -15,12 +15,18 @@ Rules, in short: a node is notebook capacity if it is Ready, not cordoned and no
 from __future__ import annotations
 
 import sys
-from typing import Any, Collection, Iterable, Mapping, NamedTuple
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, NamedTuple
 
 from aiinfn_hub import quantities
-from aiinfn_hub.labels import (INTERLINK_TAINT_PREFIX, KUEUE_QUEUE, VIRTUAL_KUBELET_TAINT,
-                               VIRTUAL_NODE, VIRTUAL_NODE_VALUE)
 from aiinfn_hub.catalog import Accelerator
+from aiinfn_hub.labels import (
+    INTERLINK_TAINT_PREFIX,
+    KUEUE_QUEUE,
+    VIRTUAL_KUBELET_TAINT,
+    VIRTUAL_NODE,
+    VIRTUAL_NODE_VALUE,
+)
 
 ADDED, MODIFIED, DELETED = "ADDED", "MODIFIED", "DELETED"
 EVENT_TYPES = frozenset({ADDED, MODIFIED, DELETED})
@@ -94,7 +100,15 @@ class _Bucket:
     """Sums over the eligible nodes of one (accelerator, reservation), plus histograms of the
     per-node free units so the largest free block is found without scanning nodes."""
 
-    __slots__ = ("total", "notebooks", "batch", "free", "free_if_preempted", "free_hist", "preempted_hist")
+    __slots__ = (
+        "total",
+        "notebooks",
+        "batch",
+        "free",
+        "free_if_preempted",
+        "free_hist",
+        "preempted_hist",
+    )
 
     def __init__(self) -> None:
         self.total = self.notebooks = self.batch = self.free = self.free_if_preempted = 0
@@ -116,8 +130,13 @@ class Inventory:
     Not thread-safe by design: one event loop applies events and reads snapshots.
     """
 
-    def __init__(self, accelerators: Mapping[str, Accelerator], *,
-                 reservation_taint: str = RESERVATION_TAINT, queue_label: str = KUEUE_QUEUE) -> None:
+    def __init__(
+        self,
+        accelerators: Mapping[str, Accelerator],
+        *,
+        reservation_taint: str = RESERVATION_TAINT,
+        queue_label: str = KUEUE_QUEUE,
+    ) -> None:
         self.reservation_taint = reservation_taint
         self.queue_label = queue_label
         counted = [a for a in accelerators.values() if a.kind != "cpu" and a.resource]
@@ -127,8 +146,10 @@ class Inventory:
         by_resource: dict[str, list[Accelerator]] = {}
         for accelerator in counted:
             by_resource.setdefault(accelerator.resource, []).append(accelerator)
-        self._by_resource = {r: tuple(sorted(accs, key=lambda a: -len(a.node_labels)))
-                             for r, accs in by_resource.items()}
+        self._by_resource = {
+            r: tuple(sorted(accs, key=lambda a: -len(a.node_labels)))
+            for r, accs in by_resource.items()
+        }
         self._resources = frozenset(by_resource)
         self._nodes: dict[str, NodeRecord] = {}
         self._pods: dict[str, PodRecord] = {}
@@ -343,14 +364,22 @@ class Inventory:
             self._occupy(new, +1)
         return True
 
-    def reset(self, nodes: Iterable[Mapping[str, Any]] | None = None,
-              pods: Iterable[Mapping[str, Any]] | None = None) -> None:
+    def reset(
+        self,
+        nodes: Iterable[Mapping[str, Any]] | None = None,
+        pods: Iterable[Mapping[str, Any]] | None = None,
+    ) -> None:
         """Rebuild from full lists (after a relist, e.g. on 410 Gone); None keeps that kind."""
-        self.replace(None if nodes is None else self.slim_nodes(nodes),
-                     None if pods is None else self.slim_pods(pods))
+        self.replace(
+            None if nodes is None else self.slim_nodes(nodes),
+            None if pods is None else self.slim_pods(pods),
+        )
 
-    def replace(self, nodes: Mapping[str, NodeRecord] | None = None,
-                pods: Mapping[str, PodRecord] | None = None) -> None:
+    def replace(
+        self,
+        nodes: Mapping[str, NodeRecord] | None = None,
+        pods: Mapping[str, PodRecord] | None = None,
+    ) -> None:
         """Rebuild from slim records (see `slim_nodes`/`slim_pods`); None keeps that kind."""
         if nodes is not None:
             self._nodes = dict(nodes)
@@ -403,8 +432,15 @@ class Inventory:
             if node.eligible:
                 self._contribute(accelerator, node.reserved_for, capacity, used[0], used[1], +1)
 
-    def _contribute(self, accelerator: str, reserved_for: str | None, capacity: int,
-                    notebooks: int, batch: int, sign: int) -> None:
+    def _contribute(
+        self,
+        accelerator: str,
+        reserved_for: str | None,
+        capacity: int,
+        notebooks: int,
+        batch: int,
+        sign: int,
+    ) -> None:
         """Add or remove one node's share of one accelerator in its bucket."""
         buckets = self._buckets[accelerator]
         bucket = buckets.get(reserved_for)
@@ -439,8 +475,9 @@ class Inventory:
             result[accelerator] = Counts(total, notebooks, batch, free, if_preempted)
         return result
 
-    def largest_free_block(self, accelerator: str, groups: Collection[str] = (), *,
-                           preempt: bool = False) -> int:
+    def largest_free_block(
+        self, accelerator: str, groups: Collection[str] = (), *, preempt: bool = False
+    ) -> int:
         """Most free units of `accelerator` on one eligible node visible to `groups` (a request
         for more cannot fit anywhere); with preempt=True, as if batch pods were evicted."""
         buckets = self._buckets.get(accelerator, _EMPTY)
@@ -462,8 +499,9 @@ class Inventory:
                 usage = self._usage[name]
                 for accelerator, capacity in node.offers.values():
                     notebooks, batch = usage[accelerator]
-                    result[accelerator, name] = Counts(capacity, notebooks, batch,
-                                                       *_clamped(capacity, notebooks, batch))
+                    result[accelerator, name] = Counts(
+                        capacity, notebooks, batch, *_clamped(capacity, notebooks, batch)
+                    )
         return result
 
     def recount_per_node(self, groups: Collection[str] = ()) -> dict[tuple[str, str], Counts]:
@@ -484,8 +522,9 @@ class Inventory:
             if node.eligible and node.reserved_for in visible:
                 for accelerator, capacity in node.offers.values():
                     notebooks, batch = used.get((accelerator, name), (0, 0))
-                    result[accelerator, name] = Counts(capacity, notebooks, batch,
-                                                       *_clamped(capacity, notebooks, batch))
+                    result[accelerator, name] = Counts(
+                        capacity, notebooks, batch, *_clamped(capacity, notebooks, batch)
+                    )
         return result
 
     def recount(self, groups: Collection[str] = ()) -> dict[str, Counts]:

@@ -17,7 +17,8 @@ import json
 import logging
 import random
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -68,8 +69,9 @@ def resource_version(obj: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int, base: float = 0.5, cap: float = 30.0, rand: Callable[[], float] = random.random
+) -> float:
     """Seconds to wait before retry number `attempt` (1, 2, ...): exponential, capped, with
     jitter over its upper half so a restarted API server is not hit by every hub at once."""
     ceiling = min(cap, base * 2 ** min(max(attempt, 1) - 1, 32))
@@ -96,9 +98,15 @@ async def _checked(response: aiohttp.ClientResponse) -> aiohttp.ClientResponse:
 class _Kind:
     """One watched collection: how to list it and where its events and relists go."""
 
-    def __init__(self, name: str, lister: Callable[..., Awaitable[Any]],
-                 apply: Callable[[str, Any], bool], slim: Callable[[list[dict]], dict[str, Any]],
-                 replace: Callable[[dict[str, Any]], None], field_selector: str | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        lister: Callable[..., Awaitable[Any]],
+        apply: Callable[[str, Any], bool],
+        slim: Callable[[list[dict]], dict[str, Any]],
+        replace: Callable[[dict[str, Any]], None],
+        field_selector: str | None,
+    ) -> None:
         self.name = name
         self.lister = lister
         self.apply = apply
@@ -117,10 +125,18 @@ class InventoryWatcher:
     reads `inventory.snapshot()` per render; `stats` counts events, relists and errors.
     """
 
-    def __init__(self, api_client: client.ApiClient, inventory: Inventory, *, page_size: int = 500,
-                 watch_timeout: int = 300, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 pod_field_selector: str | None = POD_FIELD_SELECTOR,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        inventory: Inventory,
+        *,
+        page_size: int = 500,
+        watch_timeout: int = 300,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        pod_field_selector: str | None = POD_FIELD_SELECTOR,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.inventory = inventory
         self.page_size = page_size
         self.watch_timeout = watch_timeout
@@ -131,10 +147,22 @@ class InventoryWatcher:
         self.stats = {"events": 0, "bookmarks": 0, "relists": 0, "errors": 0, "expired": 0}
         core = client.CoreV1Api(api_client)
         self._kinds = (
-            _Kind("nodes", core.list_node, inventory.apply_node, inventory.slim_nodes,
-                  lambda records: inventory.replace(nodes=records), None),
-            _Kind("pods", core.list_pod_for_all_namespaces, inventory.apply_pod, inventory.slim_pods,
-                  lambda records: inventory.replace(pods=records), pod_field_selector),
+            _Kind(
+                "nodes",
+                core.list_node,
+                inventory.apply_node,
+                inventory.slim_nodes,
+                lambda records: inventory.replace(nodes=records),
+                None,
+            ),
+            _Kind(
+                "pods",
+                core.list_pod_for_all_namespaces,
+                inventory.apply_pod,
+                inventory.slim_pods,
+                lambda records: inventory.replace(pods=records),
+                pod_field_selector,
+            ),
         )
         self._tasks: list[asyncio.Task] = []
 
@@ -145,8 +173,10 @@ class InventoryWatcher:
     async def start(self, wait: bool = True) -> None:
         """Start watching; with wait, return once nodes and pods have both been listed."""
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run(kind), name=f"inventory-{kind.name}")
-                           for kind in self._kinds]
+            self._tasks = [
+                asyncio.create_task(self._run(kind), name=f"inventory-{kind.name}")
+                for kind in self._kinds
+            ]
         if wait:
             await self.synced.wait()
 
@@ -172,17 +202,26 @@ class InventoryWatcher:
                 kind.attempt += 1  # ended early without a line: do not spin on a failing server
             except ResourceExpired as error:
                 self.stats["expired"] += 1
-                self.log.info("inventory: %s resourceVersion %s expired (%s); relisting",
-                              kind.name, kind.resource_version, error)
+                self.log.info(
+                    "inventory: %s resourceVersion %s expired (%s); relisting",
+                    kind.name,
+                    kind.resource_version,
+                    error,
+                )
                 kind.resource_version = None
                 kind.attempt += 1
                 if kind.attempt == 1:
                     continue  # the first relist is immediate
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, WatchError) as error:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, WatchError) as error:
                 self.stats["errors"] += 1
                 kind.attempt += 1
-                self.log.warning("inventory: %s watch failed (attempt %d): %s: %s", kind.name,
-                                 kind.attempt, type(error).__name__, error)
+                self.log.warning(
+                    "inventory: %s watch failed (attempt %d): %s: %s",
+                    kind.name,
+                    kind.attempt,
+                    type(error).__name__,
+                    error,
+                )
             except Exception:
                 # A bug or a surprise: the counts may be off, so start again from a list.
                 self.stats["errors"] += 1
@@ -198,9 +237,15 @@ class InventoryWatcher:
         version = None
         timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=60)
         while True:
-            response = await _checked(await kind.lister(
-                limit=self.page_size, _continue=token, field_selector=kind.field_selector,
-                _preload_content=False, _request_timeout=timeout))
+            response = await _checked(
+                await kind.lister(
+                    limit=self.page_size,
+                    _continue=token,
+                    field_selector=kind.field_selector,
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
+            )
             try:
                 body = json.loads(await response.read())
             finally:
@@ -218,8 +263,13 @@ class InventoryWatcher:
         kind.resource_version = version
         kind.attempt = 0
         self.stats["relists"] += 1
-        self.log.info("inventory: listed %s at resourceVersion %s (%d nodes, %d pods hold accelerators)",
-                      kind.name, version, self.inventory.node_count, self.inventory.pod_count)
+        self.log.info(
+            "inventory: listed %s at resourceVersion %s (%d nodes, %d pods hold accelerators)",
+            kind.name,
+            version,
+            self.inventory.node_count,
+            self.inventory.pod_count,
+        )
         if not kind.synced.is_set():
             kind.synced.set()
             if all(k.synced.is_set() for k in self._kinds):
@@ -230,10 +280,17 @@ class InventoryWatcher:
         or lasted half its timeout (a quiet cluster sends nothing for minutes)."""
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=self.watch_timeout + 60)
-        response = await _checked(await kind.lister(
-            watch=True, resource_version=kind.resource_version, allow_watch_bookmarks=True,
-            timeout_seconds=self.watch_timeout, field_selector=kind.field_selector,
-            _preload_content=False, _request_timeout=timeout))
+        response = await _checked(
+            await kind.lister(
+                watch=True,
+                resource_version=kind.resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self.watch_timeout,
+                field_selector=kind.field_selector,
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        )
         delivered = False
         try:
             async for line in response.content:

@@ -30,4 +30,5 @@ async def apply_objects(api: client.ApiClient, path: str | os.PathLike) -> None:
     for document in documents:
         # A fresh list per call: the dynamic client appends its own parameters to it.
         await utils.create_from_yaml_single_item(
-            api, document, apply=True, query_params=[("fieldValidation", STRICT)])
+            api, document, apply=True, query_params=[("fieldValidation", STRICT)]
+        )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 import escapism
 
@@ -66,8 +66,10 @@ def _checked_text(raw: object, what: str, limit: int) -> str:
         if ord(char) < 0x20 or ord(char) == 0x7F:
             raise InvalidName(f"the {what} contains a control character ({_describe(char)})")
         if ord(char) > 0x7E:
-            raise InvalidName(f"the {what} contains {_describe(char)}; only ASCII characters are allowed "
-                              "(characters that merely look like them are refused, not converted)")
+            raise InvalidName(
+                f"the {what} contains {_describe(char)}; only ASCII characters are allowed "
+                "(characters that merely look like them are refused, not converted)"
+            )
     return raw
 
 
@@ -81,8 +83,10 @@ def username(raw: object) -> str:
     if not _USERNAME.fullmatch(text):
         bad = sorted({c for c in text if not (c.isalnum() or c in "._@+-")})
         detail = f" (not allowed: {' '.join(repr(c) for c in bad)})" if bad else ""
-        raise InvalidName("a username is ASCII letters, digits and . _ @ + -, starting with a "
-                          f"letter or digit{detail}")
+        raise InvalidName(
+            "a username is ASCII letters, digits and . _ @ + -, starting with a "
+            f"letter or digit{detail}"
+        )
     return text
 
 
@@ -95,8 +99,10 @@ def group(raw: object) -> str:
         if segment in ("", ".", "..") or ".." in segment:
             raise InvalidName(f"the group name {text!r} has an empty, '.' or '..' part")
         if not _GROUP_SEGMENT.fullmatch(segment):
-            raise InvalidName(f"the group name {text!r} may only contain ASCII letters, digits, . _ - "
-                              "and '/' between subgroups, each part starting with a letter or digit")
+            raise InvalidName(
+                f"the group name {text!r} may only contain ASCII letters, digits, . _ - "
+                "and '/' between subgroups, each part starting with a letter or digit"
+            )
     return text
 
 
@@ -124,8 +130,9 @@ def lookalike(name: str, existing: Iterable[str]) -> str | None:
     ignoring case or keeping it); None if there is none."""
     caseless, cased = skeleton(name), skeleton(name, ignore_case=False)
     for other in existing:
-        if other != name and (skeleton(other) == caseless
-                              or skeleton(other, ignore_case=False) == cased):
+        if other != name and (
+            skeleton(other) == caseless or skeleton(other, ignore_case=False) == cased
+        ):
             return other
     return None
 

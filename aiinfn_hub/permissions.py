@@ -9,8 +9,8 @@ RBAC objects we ship (helm-values/, plus the z2jh chart's hub Role) grant every 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 CLUSTER = "cluster"
 NAMESPACE = "namespace"
@@ -32,7 +32,7 @@ class Permission:
     optional: bool = False
 
     def describe(self, namespace: str) -> str:
-        """"get pods/log in namespace jhub", "watch nodes (cluster-wide)"."""
+        """ "get pods/log in namespace jhub", "watch nodes (cluster-wide)"."""
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
         if self.subresource:
             resource += f"/{self.subresource}"
@@ -53,14 +53,24 @@ def hub_permissions(identity_configmap: str) -> tuple[Permission, ...]:
         *_rules("list watch", "events", "spawner: the spawn page's progress messages"),
         *_rules("get", "pods", "spawner: a crashed server's last log lines", subresource="log"),
         *_rules("create", "configmaps", "identity record: its ConfigMap made on first use"),
-        *_rules("get update", "configmaps", "identity record: uid/gid handed out",
-                name=identity_configmap),
+        *_rules(
+            "get update",
+            "configmaps",
+            "identity record: uid/gid handed out",
+            name=identity_configmap,
+        ),
         *_rules("create update delete", "secrets", "access-token Secrets of the users' servers"),
-        *_rules("list watch", "nodes", "inventory watch: accelerators each node offers",
-                cluster=True),
+        *_rules(
+            "list watch", "nodes", "inventory watch: accelerators each node offers", cluster=True
+        ),
         *_rules("list watch", "pods", "inventory watch: accelerators in use", cluster=True),
-        *_rules("get", "priorityclasses", "start check: the notebook and job PriorityClasses",
-                group="scheduling.k8s.io", cluster=True),
+        *_rules(
+            "get",
+            "priorityclasses",
+            "start check: the notebook and job PriorityClasses",
+            group="scheduling.k8s.io",
+            cluster=True,
+        ),
         *_rules("list", "persistentvolumeclaims", "start check: the storage claims"),
     )
 
@@ -71,12 +81,20 @@ def jobs_permissions() -> tuple[Permission, ...]:
     kueue = "kueue.x-k8s.io"
     capacity = "job service capacity check: what the cluster could ever run"
     return (
-        *_rules("create get list delete", "jobs", "job service: jobs (submit, list, cancel)",
-                group="batch"),
-        *_rules("create get list update patch delete", "configmaps",
-                "job service: each job's sandbox files"),
-        *_rules("list", "workloads", "job service: each job's admission and queue place",
-                group=kueue),
+        *_rules(
+            "create get list delete",
+            "jobs",
+            "job service: jobs (submit, list, cancel)",
+            group="batch",
+        ),
+        *_rules(
+            "create get list update patch delete",
+            "configmaps",
+            "job service: each job's sandbox files",
+        ),
+        *_rules(
+            "list", "workloads", "job service: each job's admission and queue place", group=kueue
+        ),
         *_rules("list", "pods", "job service: job pods; clones read the notebook pod"),
         *_rules("get", "pods", "job service: job logs", subresource="log"),
         *_rules("list", "localqueues", capacity, group=kueue, optional=True),
@@ -102,15 +120,20 @@ def rule_grants(rule: Mapping[str, Sequence[str]], permission: Permission) -> bo
     group, resource or verb, and `*/subresource`; resourceNames limit a rule to those names,
     so it never grants a create or a list)."""
     names = rule.get("resourceNames") or ()
-    return (_matches(rule.get("apiGroups") or (), permission.group)
-            and _resource_matches(rule.get("resources") or (), permission)
-            and _matches(rule.get("verbs") or (), permission.verb)
-            and (not names or (bool(permission.name) and permission.name in names)))
+    return (
+        _matches(rule.get("apiGroups") or (), permission.group)
+        and _resource_matches(rule.get("resources") or (), permission)
+        and _matches(rule.get("verbs") or (), permission.verb)
+        and (not names or (bool(permission.name) and permission.name in names))
+    )
 
 
-def granted(grants: Iterable[tuple[str, Mapping[str, Sequence[str]]]],
-            permission: Permission) -> bool:
+def granted(
+    grants: Iterable[tuple[str, Mapping[str, Sequence[str]]]], permission: Permission
+) -> bool:
     """True if any (scope, rule) grants it; a cluster-wide permission needs a CLUSTER scope
     (a ClusterRoleBinding), a namespaced one either."""
-    return any(rule_grants(rule, permission) and (scope == CLUSTER or not permission.cluster)
-               for scope, rule in grants)
+    return any(
+        rule_grants(rule, permission) and (scope == CLUSTER or not permission.cluster)
+        for scope, rule in grants
+    )

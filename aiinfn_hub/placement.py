@@ -8,13 +8,13 @@ notebook PriorityClass so the scheduler preempts batch pods, never notebooks.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any
 
 from . import labels
 from .catalog import quantity
 from .profiles import SpawnPlan
-
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,15 @@ class PlacementSettings:
 
 
 def node_selector_terms(plan: SpawnPlan, settings: PlacementSettings) -> list[dict[str, Any]]:
-    expressions = [{"key": labels.VIRTUAL_NODE, "operator": "NotIn",
-                    "values": [labels.VIRTUAL_NODE_VALUE]}]
+    expressions = [
+        {"key": labels.VIRTUAL_NODE, "operator": "NotIn", "values": [labels.VIRTUAL_NODE_VALUE]}
+    ]
     for key, value in sorted(plan.accelerator.node_labels.items()):
         expressions.append({"key": key, "operator": "In", "values": [value]})
     if plan.accelerator.kind == "cpu" and not settings.cpu_on_accelerator_nodes:
-        expressions += [{"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels]
+        expressions += [
+            {"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels
+        ]
     return [{"matchExpressions": expressions}]
 
 
@@ -45,9 +48,15 @@ def tolerations(groups: Collection[str], reservation_taint_key: str) -> list[dic
     ]
 
 
-def spawner_traits(plan: SpawnPlan, groups: Collection[str], settings: PlacementSettings) -> dict[str, Any]:
+def spawner_traits(
+    plan: SpawnPlan, groups: Collection[str], settings: PlacementSettings
+) -> dict[str, Any]:
     """KubeSpawner trait values for this plan (applied with setattr by the spawner)."""
-    resources = {plan.accelerator.resource: str(plan.count)} if plan.accelerator.resource and plan.count else {}
+    resources = (
+        {plan.accelerator.resource: str(plan.count)}
+        if plan.accelerator.resource and plan.count
+        else {}
+    )
     return {
         "image": plan.image,
         "cpu_guarantee": quantity(plan.size.cpu),

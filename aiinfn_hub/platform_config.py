@@ -30,7 +30,7 @@ class AiInfnPlatform(Configurable):
         str(catalog.default_path()),
         config=True,
         help="Path of the platform catalog YAML (accelerators, environments, sizes). "
-             "Checked at hub start.",
+        "Checked at hub start.",
     )
     default_policy = Dict(
         {"accelerators": "*", "environments": "*", "max_accelerators": 1},
@@ -53,14 +53,14 @@ class AiInfnPlatform(Configurable):
         "reserved",
         config=True,
         help="Taint key that reserves a node for a group (value: the group name). "
-             "Members tolerate it.",
+        "Members tolerate it.",
     )
     accelerator_node_labels = List(
         Unicode(),
         ["nvidia.com/gpu.present", "xilinx.com/fpga.board"],
         config=True,
         help="Labels marking accelerator nodes; CPU-only servers (and CPU jobs) avoid nodes "
-             "carrying any of them.",
+        "carrying any of them.",
     )
     cpu_on_accelerator_nodes = Bool(
         False, config=True, help="Allow CPU-only servers and CPU jobs on accelerator nodes."
@@ -77,8 +77,9 @@ class AiInfnPlatform(Configurable):
         new = config.get(type(self).__name__, {})
         log = getattr(self.parent, "log", None) or get_logger()
         for name in sorted(set(old) & set(self.trait_names(config=True)) - set(new)):
-            log.warning("c.%s.%s is deprecated: set c.AiInfnPlatform.%s",
-                             DEPRECATED_SECTION, name, name)
+            log.warning(
+                "c.%s.%s is deprecated: set c.AiInfnPlatform.%s", DEPRECATED_SECTION, name, name
+            )
             value = old[name]
             if isinstance(value, LazyConfigValue):
                 value = value.get_value(getattr(self, name))

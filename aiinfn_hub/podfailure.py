@@ -8,8 +8,9 @@ the pods/log API; these functions only decide and format, so they are tested on 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 REDACTED = "[redacted]"
 # Longest line kept; the rest of a longer line is cut with an ellipsis.
@@ -23,7 +24,8 @@ _JWT = re.compile(r"\beyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
 _KEYED = re.compile(
     r"(?i)((?:token|secret|password|passwd|api[_-]?key|authorization|cookie)[\w-]*"
     r"[\"']?\s*[:=]\s*[\"']?"
-    r"(?:(?:bearer|token|basic)\s+)?)[^\s\"',;&]+")
+    r"(?:(?:bearer|token|basic)\s+)?)[^\s\"',;&]+"
+)
 _OPAQUE = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{32,}(?![\w-])")
 
 
@@ -59,9 +61,14 @@ def crashed(pod: Mapping[str, Any], max_restarts: int) -> Crash | None:
                 continue
             restarts = int(container.get("restartCount") or 0)
             if final or restarts >= max_restarts:
-                return Crash(container=str(container.get("name", "")), init=init,
-                             exit_code=ended.get("exitCode"), reason=str(ended.get("reason") or ""),
-                             message=str(ended.get("message") or ""), restarts=restarts)
+                return Crash(
+                    container=str(container.get("name", "")),
+                    init=init,
+                    exit_code=ended.get("exitCode"),
+                    reason=str(ended.get("reason") or ""),
+                    message=str(ended.get("message") or ""),
+                    restarts=restarts,
+                )
     return None
 
 
@@ -106,8 +113,10 @@ def log_excerpt(log: str, secrets: Iterable[str], max_lines: int, max_bytes: int
     lines = [line.rstrip() for line in text.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
-    lines = [line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 1] + "…"
-             for line in (lines[-max_lines:] if max_lines > 0 else [])]
+    lines = [
+        line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
+        for line in (lines[-max_lines:] if max_lines > 0 else [])
+    ]
     while lines and len("\n".join(lines).encode()) > max_bytes:
         lines.pop(0)
     return "\n".join(lines)
@@ -115,11 +124,12 @@ def log_excerpt(log: str, secrets: Iterable[str], max_lines: int, max_bytes: int
 
 def _safe_line(text: str, secrets: Iterable[str]) -> str:
     line = " ".join(_CONTROL.sub(" ", _ANSI.sub("", redact(text, secrets))).split())
-    return line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS - 1] + "…"
+    return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
 
 
-def user_message(crash: Crash, excerpt: str | None, secrets: Iterable[str],
-                 show_log: bool = True) -> str:
+def user_message(
+    crash: Crash, excerpt: str | None, secrets: Iterable[str], show_log: bool = True
+) -> str:
     """What the user reads: which container failed, how (the runtime's message masked like the
     log), and, with show_log, its last log lines (from log_excerpt; None: it could not be read)."""
     what = f"{'set-up container' if crash.init else 'container'} {crash.container!r}"

@@ -9,13 +9,23 @@ reserved nodes of each of their groups. Every denial carries a reason the user c
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Collection, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 
-from .catalog import (Catalog, Quantity, StrictModel, location, must_be, problems,
-                      quantity, schema_text, whole_number)
+from .catalog import (
+    Catalog,
+    Quantity,
+    StrictModel,
+    location,
+    must_be,
+    problems,
+    quantity,
+    schema_text,
+    whole_number,
+)
 
 ANY = "*"
 
@@ -26,9 +36,18 @@ class PolicyError(ValueError):
 
 Units = whole_number(0, 64)
 # The schema said outright: pydantic 2.7 and later versions write a one-value Literal apart.
-Keys = Annotated[Union[Literal["*"], tuple[str, ...]], must_be("'*' or a list of catalog keys"),
-                 WithJsonSchema({"anyOf": [{"const": ANY, "type": "string"},
-                                           {"type": "array", "items": {"type": "string"}}]})]
+Keys = Annotated[
+    Literal["*"] | tuple[str, ...],
+    must_be("'*' or a list of catalog keys"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"const": ANY, "type": "string"},
+                {"type": "array", "items": {"type": "string"}},
+            ]
+        }
+    ),
+]
 
 
 class PolicyEntry(StrictModel):
@@ -38,13 +57,17 @@ class PolicyEntry(StrictModel):
     accelerators: Keys = Field((), description="Catalog accelerator keys it may use, or '*'.")
     environments: Keys = Field((), description="Catalog environment keys it may use, or '*'.")
     custom_images: Annotated[bool, Field(strict=True), must_be("true or false")] = Field(
-        False, description="Whether its members may type in an image (catalog: custom_images).")
+        False, description="Whether its members may type in an image (catalog: custom_images)."
+    )
     max_accelerators: Units = Field(
-        0, description="Accelerator units held at once over all of a user's servers.")
-    max_cpu: Optional[Quantity] = Field(
-        None, description="Largest CPU of one server (absent: no cap).")
-    max_memory: Optional[Quantity] = Field(
-        None, description="Largest memory of one server (absent: no cap).")
+        0, description="Accelerator units held at once over all of a user's servers."
+    )
+    max_cpu: Quantity | None = Field(
+        None, description="Largest CPU of one server (absent: no cap)."
+    )
+    max_memory: Quantity | None = Field(
+        None, description="Largest memory of one server (absent: no cap)."
+    )
 
     @field_validator("accelerators", "environments")
     @classmethod
@@ -55,8 +78,9 @@ class PolicyEntry(StrictModel):
         known = getattr(catalog, str(info.field_name))
         unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"not in the catalog: {', '.join(unknown)} "
-                          f"(allowed: '*' or {', '.join(known)})")
+            raise ValueError(
+                f"not in the catalog: {', '.join(unknown)} (allowed: '*' or {', '.join(known)})"
+            )
         return value
 
 
@@ -97,8 +121,9 @@ def parse_rules(entry: Mapping[str, Any], catalog: Catalog, where: str) -> Rules
     try:
         checked = PolicyEntry.model_validate(entry, context={"catalog": catalog})
     except ValidationError as error:
-        raise PolicyError("\n".join(f"{location(loc, where)}: {message}"
-                                     for loc, message in problems(error))) from None
+        raise PolicyError(
+            "\n".join(f"{location(loc, where)}: {message}" for loc, message in problems(error))
+        ) from None
     return Rules(
         accelerators=None if checked.accelerators == ANY else frozenset(checked.accelerators),
         environments=None if checked.environments == ANY else frozenset(checked.environments),
@@ -137,7 +162,9 @@ def union(first: Rules, second: Rules) -> Rules:
     )
 
 
-def for_user(default: Rules, group_rules: Mapping[str, Rules], groups: Collection[str]) -> UserPolicy:
+def for_user(
+    default: Rules, group_rules: Mapping[str, Rules], groups: Collection[str]
+) -> UserPolicy:
     """The default rules united with the rules of every group the user is in."""
     rules = default
     for group in sorted(groups):
@@ -154,8 +181,10 @@ def accelerator_denial(policy: UserPolicy, key: str, count: int, held: int) -> s
         return "not available to your groups"
     if count and held + count > policy.rules.max_accelerators:
         limit = policy.rules.max_accelerators
-        return (f"over your limit of {limit} accelerator{'s' if limit != 1 else ''}: "
-                f"you hold {held} and asked for {count}")
+        return (
+            f"over your limit of {limit} accelerator{'s' if limit != 1 else ''}: "
+            f"you hold {held} and asked for {count}"
+        )
     return None
 
 

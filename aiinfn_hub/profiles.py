@@ -10,8 +10,9 @@ user_options: {"accelerator": key, "count": int, "environment": key | "image": c
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .catalog import Accelerator, Catalog, Environment, Size, quantity
 from .errors import UserError
@@ -56,13 +57,19 @@ class SpawnPlan:
 def _sizes_within_caps(catalog: Catalog, kind: str, policy: UserPolicy) -> dict[str, Size]:
     rules = policy.rules
     return {
-        key: size for key, size in catalog.sizes_for(kind).items()
+        key: size
+        for key, size in catalog.sizes_for(kind).items()
         if quantity(size.cpu) <= rules.max_cpu and quantity(size.memory) <= rules.max_memory
     }
 
 
-def _disabled_reason(accelerator: Accelerator, policy: UserPolicy, held: int,
-                     availability: Availability | None, sizes: Mapping[str, Size]) -> str | None:
+def _disabled_reason(
+    accelerator: Accelerator,
+    policy: UserPolicy,
+    held: int,
+    availability: Availability | None,
+    sizes: Mapping[str, Size],
+) -> str | None:
     count = min(accelerator.counts)
     denial = accelerator_denial(policy, accelerator.key, count, held)
     if denial:
@@ -74,8 +81,9 @@ def _disabled_reason(accelerator: Accelerator, policy: UserPolicy, held: int,
     return None
 
 
-def _environment_option(environments: Sequence[Environment], custom: bool,
-                        selected: Mapping[str, Any]) -> dict[str, Any]:
+def _environment_option(
+    environments: Sequence[Environment], custom: bool, selected: Mapping[str, Any]
+) -> dict[str, Any]:
     """A card's environment choice: the user's last environment (`selected`, this card's last
     options), else the card's default, the first listed for its kind; or their custom image."""
     custom_selected = custom and bool(selected.get("image"))
@@ -86,8 +94,10 @@ def _environment_option(environments: Sequence[Environment], custom: bool,
         env_default = last if last in env_keys else next(iter(env_keys), None)
     return {
         "display_name": "Environment",
-        "choices": {e.key: {"display_name": e.display_name, "default": e.key == env_default}
-                    for e in environments},
+        "choices": {
+            e.key: {"display_name": e.display_name, "default": e.key == env_default}
+            for e in environments
+        },
         "unlisted_choice": {
             "enabled": custom,
             "display_name": "Custom image",
@@ -97,8 +107,13 @@ def _environment_option(environments: Sequence[Environment], custom: bool,
     }
 
 
-def build(catalog: Catalog, availability: Mapping[str, Availability], policy: UserPolicy, held: int,
-          selected: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def build(
+    catalog: Catalog,
+    availability: Mapping[str, Availability],
+    policy: UserPolicy,
+    held: int,
+    selected: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """KubeSpawner-shaped profiles, one per accelerator, with our availability and disabled reason.
 
     `selected` (the user's last valid options) picks the default profile and choices."""
@@ -106,44 +121,64 @@ def build(catalog: Catalog, availability: Mapping[str, Availability], policy: Us
     profiles = []
     for accelerator in catalog.accelerators.values():
         sizes = _sizes_within_caps(catalog, accelerator.kind, policy)
-        environments = [e for e in catalog.environments_for(accelerator.kind) if policy.rules.allows_environment(e.key)]
+        environments = [
+            e
+            for e in catalog.environments_for(accelerator.kind)
+            if policy.rules.allows_environment(e.key)
+        ]
         custom = policy.rules.custom_images and accelerator.kind in catalog.custom_images.kinds
-        reason = _disabled_reason(accelerator, policy, held, availability.get(accelerator.key), sizes)
+        reason = _disabled_reason(
+            accelerator, policy, held, availability.get(accelerator.key), sizes
+        )
         if not environments and not custom and reason is None:
             reason = "no environment available to your groups"
         mine = selected.get("accelerator") == accelerator.key
-        default_size = selected.get("size") if mine and selected.get("size") in sizes else catalog.default_sizes[accelerator.kind]
+        default_size = (
+            selected.get("size")
+            if mine and selected.get("size") in sizes
+            else catalog.default_sizes[accelerator.kind]
+        )
         options: dict[str, Any] = {
             "environment": _environment_option(environments, custom, selected if mine else {}),
             "size": {
                 "display_name": "Size",
-                "choices": {k: {"display_name": s.display_name, "default": k == default_size} for k, s in sizes.items()},
+                "choices": {
+                    k: {"display_name": s.display_name, "default": k == default_size}
+                    for k, s in sizes.items()
+                },
             },
         }
         if accelerator.kind != "cpu":
             options["count"] = {
                 "display_name": "How many",
-                "choices": {str(c): {"display_name": str(c), "default": mine and selected.get("count") == c}
-                            for c in accelerator.counts},
+                "choices": {
+                    str(c): {"display_name": str(c), "default": mine and selected.get("count") == c}
+                    for c in accelerator.counts
+                },
             }
         avail = availability.get(accelerator.key)
-        profiles.append({
-            "slug": accelerator.key,
-            "display_name": accelerator.display_name,
-            "description": accelerator.description,
-            "default": False,
-            "profile_options": options,
-            "aiinfn": {
-                "kind": accelerator.kind,
-                "memory": accelerator.memory,
-                "free": avail.free if avail else None,
-                "total": avail.total if avail else None,
-                "batch": avail.batch if avail else 0,
-                "disabled_reason": reason,
-            },
-        })
+        profiles.append(
+            {
+                "slug": accelerator.key,
+                "display_name": accelerator.display_name,
+                "description": accelerator.description,
+                "default": False,
+                "profile_options": options,
+                "aiinfn": {
+                    "kind": accelerator.kind,
+                    "memory": accelerator.memory,
+                    "free": avail.free if avail else None,
+                    "total": avail.total if avail else None,
+                    "batch": avail.batch if avail else 0,
+                    "disabled_reason": reason,
+                },
+            }
+        )
     enabled = [p for p in profiles if p["aiinfn"]["disabled_reason"] is None]
-    chosen = next((p for p in enabled if p["slug"] == selected.get("accelerator")), enabled[0] if enabled else None)
+    chosen = next(
+        (p for p in enabled if p["slug"] == selected.get("accelerator")),
+        enabled[0] if enabled else None,
+    )
     if chosen is not None:
         chosen["default"] = True
     return profiles
@@ -154,7 +189,9 @@ def _text(options: Mapping[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
-        raise UserError(f"{key} must be a non-empty string of at most {MAX_TEXT} characters", reason="invalid")
+        raise UserError(
+            f"{key} must be a non-empty string of at most {MAX_TEXT} characters", reason="invalid"
+        )
     return value
 
 
@@ -162,7 +199,9 @@ def default_accelerator(catalog: Catalog, policy: UserPolicy) -> str:
     """CPU only if allowed (it never waits for hardware), else the first allowed accelerator."""
     allowed = [k for k in catalog.accelerators if policy.rules.allows_accelerator(k)]
     if not allowed:
-        raise UserError("your groups are not allowed any accelerator on this platform", reason="policy")
+        raise UserError(
+            "your groups are not allowed any accelerator on this platform", reason="policy"
+        )
     cpu = [k for k in allowed if catalog.accelerators[k].kind == "cpu"]
     return (cpu or allowed)[0]
 
@@ -175,17 +214,25 @@ def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> Sp
         raise UserError("user_options must be an object", reason="invalid")
     unknown = sorted(str(k)[:40] for k in options if k not in OPTION_KEYS)
     if unknown:
-        raise UserError(f"unknown option(s): {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}", reason="invalid")
+        raise UserError(
+            f"unknown option(s): {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}",
+            reason="invalid",
+        )
 
     key = _text(options, "accelerator") or default_accelerator(catalog, policy)
     accelerator = catalog.accelerators.get(key)
     if accelerator is None:
-        raise UserError(f"unknown accelerator {key!r}; choose one of {', '.join(catalog.accelerators)}", reason="invalid")
+        raise UserError(
+            f"unknown accelerator {key!r}; choose one of {', '.join(catalog.accelerators)}",
+            reason="invalid",
+        )
 
     count = options.get("count", min(accelerator.counts))
     if not isinstance(count, int) or isinstance(count, bool) or count not in accelerator.counts:
         allowed = ", ".join(map(str, accelerator.counts))
-        raise UserError(f"count for {accelerator.display_name} must be one of {allowed}", reason="invalid")
+        raise UserError(
+            f"count for {accelerator.display_name} must be one of {allowed}", reason="invalid"
+        )
     denial = accelerator_denial(policy, key, count, held)
     if denial:
         raise UserError(f"{accelerator.display_name}: {denial}", reason="policy", status=403)
@@ -195,34 +242,64 @@ def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> Sp
         raise UserError("give either an environment or a custom image, not both", reason="invalid")
     if image:
         if not policy.rules.custom_images:
-            raise UserError("custom images are not available to your groups", reason="policy", status=403)
-        if accelerator.kind not in catalog.custom_images.kinds or not catalog.custom_images.allows(image):
-            raise UserError("this custom image is not allowed: it must fully match one of the platform's "
-                            "image patterns", reason="invalid")
+            raise UserError(
+                "custom images are not available to your groups", reason="policy", status=403
+            )
+        if accelerator.kind not in catalog.custom_images.kinds or not catalog.custom_images.allows(
+            image
+        ):
+            raise UserError(
+                "this custom image is not allowed: it must fully match one of the platform's "
+                "image patterns",
+                reason="invalid",
+            )
     else:
-        allowed_envs = [e for e in catalog.environments_for(accelerator.kind) if policy.rules.allows_environment(e.key)]
+        allowed_envs = [
+            e
+            for e in catalog.environments_for(accelerator.kind)
+            if policy.rules.allows_environment(e.key)
+        ]
         if environment is None:
             if not allowed_envs:
-                raise UserError(f"no environment for {accelerator.display_name} is available to your groups",
-                                reason="policy", status=403)
+                raise UserError(
+                    f"no environment for {accelerator.display_name} is available to your groups",
+                    reason="policy",
+                    status=403,
+                )
             environment = allowed_envs[0].key
         chosen = catalog.environments.get(environment)
         if chosen is None:
             raise UserError(f"unknown environment {environment!r}", reason="invalid")
         if accelerator.kind not in chosen.kinds:
-            raise UserError(f"{chosen.display_name} does not support {accelerator.display_name}", reason="invalid")
+            raise UserError(
+                f"{chosen.display_name} does not support {accelerator.display_name}",
+                reason="invalid",
+            )
         if not policy.rules.allows_environment(environment):
-            raise UserError(f"{chosen.display_name} is not available to your groups", reason="policy", status=403)
+            raise UserError(
+                f"{chosen.display_name} is not available to your groups",
+                reason="policy",
+                status=403,
+            )
         image = chosen.image
 
     size_key = _text(options, "size") or catalog.default_sizes[accelerator.kind]
     size = catalog.sizes_for(accelerator.kind).get(size_key)
     if size is None:
-        raise UserError(f"unknown size {size_key!r} for {accelerator.display_name}; choose one of "
-                        f"{', '.join(catalog.sizes_for(accelerator.kind))}", reason="invalid")
+        raise UserError(
+            f"unknown size {size_key!r} for {accelerator.display_name}; choose one of "
+            f"{', '.join(catalog.sizes_for(accelerator.kind))}",
+            reason="invalid",
+        )
     if size_key not in _sizes_within_caps(catalog, accelerator.kind, policy):
-        raise UserError(f"size {size.display_name} is over your CPU or memory limit", reason="policy", status=403)
-    return SpawnPlan(accelerator=accelerator, count=count, image=image, environment=environment, size=size)
+        raise UserError(
+            f"size {size.display_name} is over your CPU or memory limit",
+            reason="policy",
+            status=403,
+        )
+    return SpawnPlan(
+        accelerator=accelerator, count=count, image=image, environment=environment, size=size
+    )
 
 
 def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, Any]:
@@ -235,7 +312,9 @@ def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, Any]:
         if name != "accelerator" and not name.startswith(allowed_prefixes):
             raise UserError(f"unknown form field {name[:40]!r}", reason="invalid")
         if not isinstance(values, list) or len(values) != 1:
-            raise UserError(f"form field {name[:40]!r} must be given exactly once", reason="invalid")
+            raise UserError(
+                f"form field {name[:40]!r} must be given exactly once", reason="invalid"
+            )
     chosen = (formdata.get("accelerator") or [""])[0]
     if not chosen:
         raise UserError("choose an accelerator", reason="invalid")
@@ -268,8 +347,9 @@ def options_from_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
         name = name.removeprefix("opt-")
         if name not in OPTION_KEYS:
             allowed = ", ".join(OPTION_KEYS)
-            raise UserError(f"unknown option {name[:40]!r} in the link; allowed: {allowed}",
-                            reason="invalid")
+            raise UserError(
+                f"unknown option {name[:40]!r} in the link; allowed: {allowed}", reason="invalid"
+            )
         if len(values) != 1 or name in options:
             raise UserError(f"option {name!r} may be given at most once", reason="invalid")
         value = values[0].strip()

@@ -22,9 +22,10 @@ gives each a part of its CPUs and memory in proportion to the units it publishes
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import labels, names
 from .catalog import QUANTITY_PATTERN, Catalog, Project
@@ -73,16 +74,21 @@ Quota = dict[str, tuple[Any, int | None]]  # resource -> (nominal quota, borrowi
 
 # -- the flavors' sizes ---------------------------------------------------------------------------
 
+
 def _selects(flavor: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     """Kueue's flavor-to-node rule: every flavor label on the node, every scheduling taint of
     the node listed by the flavor (its taints or tolerations)."""
     spec = flavor.get("spec") or {}
     node_labels = node["metadata"].get("labels") or {}
     allowed = [*(spec.get("nodeTaints") or ()), *(spec.get("tolerations") or ())]
-    taints = [t for t in (node.get("spec") or {}).get("taints") or ()
-              if t.get("effect") in SCHEDULING_EFFECTS]
-    return (spec.get("nodeLabels") or {}).items() <= node_labels.items() \
-        and all(any(_same_taint(t, a) for a in allowed) for t in taints)
+    taints = [
+        t
+        for t in (node.get("spec") or {}).get("taints") or ()
+        if t.get("effect") in SCHEDULING_EFFECTS
+    ]
+    return (spec.get("nodeLabels") or {}).items() <= node_labels.items() and all(
+        any(_same_taint(t, a) for a in allowed) for t in taints
+    )
 
 
 def _same_taint(taint: Mapping[str, Any], allowed: Mapping[str, Any]) -> bool:
@@ -94,8 +100,9 @@ def _allocatable(node: Mapping[str, Any], resource: str) -> Fraction:
     return Fraction(quantity(amount))
 
 
-def flavor_sizes(catalog: Catalog, flavors: Sequence[Mapping[str, Any]],
-                 nodes: Sequence[Mapping[str, Any]]) -> list[FlavorSize]:
+def flavor_sizes(
+    catalog: Catalog, flavors: Sequence[Mapping[str, Any]], nodes: Sequence[Mapping[str, Any]]
+) -> list[FlavorSize]:
     """Each flavor's size, in the flavors' order; every catalog accelerator needs its flavor."""
     flavor_names = [f["metadata"]["name"] for f in flavors]
     missing = [key for key in catalog.accelerators if key not in flavor_names]
@@ -110,12 +117,17 @@ def flavor_sizes(catalog: Catalog, flavors: Sequence[Mapping[str, Any]],
             weight = _allocatable(node, accelerator.resource) if accelerator.resource else 1
             if weight and _selects(flavor, node):
                 users.setdefault(node["metadata"]["name"], []).append(
-                    (flavor["metadata"]["name"], Fraction(weight)))
+                    (flavor["metadata"]["name"], Fraction(weight))
+                )
     return [_size(catalog, flavor, nodes, users) for flavor in flavors]
 
 
-def _size(catalog: Catalog, flavor: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]],
-          users: Mapping[str, list[tuple[str, Fraction]]]) -> FlavorSize:
+def _size(
+    catalog: Catalog,
+    flavor: Mapping[str, Any],
+    nodes: Sequence[Mapping[str, Any]],
+    users: Mapping[str, list[tuple[str, Fraction]]],
+) -> FlavorSize:
     name = flavor["metadata"]["name"]
     accelerator = catalog.accelerators.get(name)
     cpu, memory, units = Fraction(0), Fraction(0), {}
@@ -133,10 +145,19 @@ def _size(catalog: Catalog, flavor: Mapping[str, Any], nodes: Sequence[Mapping[s
         for resource in _extended(catalog):
             units[resource] = units.get(resource, 0) + int(_allocatable(node, resource))
     if accelerator is not None:
-        units = {accelerator.resource: units.get(accelerator.resource, 0)} \
-            if accelerator.resource else {}
-    return FlavorSize(name, accelerator.resource if accelerator else None, int(cpu),
-                      int(memory / GI), units, rationed=accelerator is not None)
+        units = (
+            {accelerator.resource: units.get(accelerator.resource, 0)}
+            if accelerator.resource
+            else {}
+        )
+    return FlavorSize(
+        name,
+        accelerator.resource if accelerator else None,
+        int(cpu),
+        int(memory / GI),
+        units,
+        rationed=accelerator is not None,
+    )
 
 
 def _extended(catalog: Catalog) -> list[str]:
@@ -145,6 +166,7 @@ def _extended(catalog: Catalog) -> list[str]:
 
 
 # -- sharing out --------------------------------------------------------------------------------
+
 
 def split(total: int, weights: Sequence[int], extras: Sequence[int] | None = None) -> list[int]:
     """`total` whole units in proportion to `weights`, adding up to `total` (nothing if every
@@ -157,13 +179,14 @@ def split(total: int, weights: Sequence[int], extras: Sequence[int] | None = Non
     parts = [int(e) for e in exact]
     extras = extras or [0] * len(weights)
     order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), extras[i], i))
-    for i in order[:total - sum(parts)]:
+    for i in order[: total - sum(parts)]:
         parts[i] += 1
     return parts
 
 
-def quotas(projects: Sequence[Project], sizes: Sequence[FlavorSize],
-           resources: Sequence[str]) -> list[dict[str, Quota]]:
+def quotas(
+    projects: Sequence[Project], sizes: Sequence[FlavorSize], resources: Sequence[str]
+) -> list[dict[str, Quota]]:
     """Per project (in order), per flavor, its quota of every covered resource."""
     weights = [p.batch_share for p in projects]
     if projects and not any(weights):
@@ -179,7 +202,7 @@ def quotas(projects: Sequence[Project], sizes: Sequence[FlavorSize],
         owned = split(size.units[size.resource], weights, extras) if size.resource else None
         if owned is not None:
             exact = [Fraction(size.units[size.resource] * w, sum(weights)) for w in weights]
-            extras = [e + (o > x) for e, o, x in zip(extras, owned, exact)]
+            extras = [e + (o > x) for e, o, x in zip(extras, owned, exact, strict=True)]
         shares = owned if owned is not None else weights
         cpus, memory = split(size.cpu, shares), split(size.memory_gi, shares)
         for i, quota in enumerate(result):
@@ -199,6 +222,7 @@ def _memory(gi: int) -> int | str:
 
 # -- the objects ----------------------------------------------------------------------------------
 
+
 def _labels(project: Project, component: str | None = None) -> dict[str, str]:
     result = {labels.PART_OF: labels.PART_OF_VALUE}
     if component:
@@ -207,22 +231,33 @@ def _labels(project: Project, component: str | None = None) -> dict[str, str]:
     return result
 
 
-def make_cluster_queue(project: Project, resources: Sequence[str],
-                       quota: Mapping[str, Quota]) -> dict[str, Any]:
+def make_cluster_queue(
+    project: Project, resources: Sequence[str], quota: Mapping[str, Quota]
+) -> dict[str, Any]:
     """The project's ClusterQueue: its quota per flavor (in the order Kueue tries them), in the
     shared cohort; priority decides within the project, owners reclaim what they lent."""
-    flavors = [{"name": flavor, "resources": [_resource_quota(r, nominal, limit)
-                                              for r, (nominal, limit) in entry.items()]}
-               for flavor, entry in quota.items()]
+    flavors = [
+        {
+            "name": flavor,
+            "resources": [
+                _resource_quota(r, nominal, limit) for r, (nominal, limit) in entry.items()
+            ],
+        }
+        for flavor, entry in quota.items()
+    ]
     return {
-        "apiVersion": KUEUE_API, "kind": "ClusterQueue",
+        "apiVersion": KUEUE_API,
+        "kind": "ClusterQueue",
         "metadata": {"name": queue_name(project.key), "labels": _labels(project)},
         "spec": {
             "cohortName": COHORT,
             "namespaceSelector": {},
             "queueingStrategy": "BestEffortFIFO",
-            "preemption": {"withinClusterQueue": "LowerPriority", "reclaimWithinCohort": "Any",
-                           "borrowWithinCohort": {"policy": "Never"}},
+            "preemption": {
+                "withinClusterQueue": "LowerPriority",
+                "reclaimWithinCohort": "Any",
+                "borrowWithinCohort": {"policy": "Never"},
+            },
             "resourceGroups": [{"coveredResources": list(resources), "flavors": flavors}],
         },
     }
@@ -237,9 +272,12 @@ def _resource_quota(resource: str, nominal: Any, limit: int | None) -> dict[str,
 
 def make_local_queue(project: Project, namespace: str) -> dict[str, Any]:
     name = queue_name(project.key)
-    return {"apiVersion": KUEUE_API, "kind": "LocalQueue",
-            "metadata": {"name": name, "namespace": namespace, "labels": _labels(project)},
-            "spec": {"clusterQueue": name}}
+    return {
+        "apiVersion": KUEUE_API,
+        "kind": "LocalQueue",
+        "metadata": {"name": name, "namespace": namespace, "labels": _labels(project)},
+        "spec": {"clusterQueue": name},
+    }
 
 
 def make_volume(project: Project, namespace: str, storage: ProjectStorage) -> dict[str, Any]:
@@ -247,9 +285,13 @@ def make_volume(project: Project, namespace: str, storage: ProjectStorage) -> di
     sub-directory named by the project's slug (made by the first member's spawn)."""
     claim = project_claim(StorageSettings(project_claim_prefix=storage.claim_prefix), project.key)
     return {
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": claim, "labels": _labels(project, "storage"),
-                     "annotations": {labels.ROOT_MODE: storage.root_mode}},
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": claim,
+            "labels": _labels(project, "storage"),
+            "annotations": {labels.ROOT_MODE: storage.root_mode},
+        },
         "spec": {
             "capacity": {"storage": storage.size},
             "accessModes": ["ReadWriteMany"],
@@ -265,10 +307,15 @@ def make_volume(project: Project, namespace: str, storage: ProjectStorage) -> di
 def make_claim(project: Project, namespace: str, storage: ProjectStorage) -> dict[str, Any]:
     claim = project_claim(StorageSettings(project_claim_prefix=storage.claim_prefix), project.key)
     return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
         "metadata": {"name": claim, "namespace": namespace, "labels": _labels(project, "storage")},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": claim,
-                 "resources": {"requests": {"storage": storage.size}}},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": claim,
+            "resources": {"requests": {"storage": storage.size}},
+        },
     }
 
 
@@ -284,15 +331,25 @@ def check_settings(namespace: str, storage: ProjectStorage) -> None:
         raise RenderError("the NFS server is empty or its path is not absolute")
 
 
-def project_objects(catalog: Catalog, flavors: Sequence[Mapping[str, Any]],
-                    nodes: Iterable[Mapping[str, Any]], namespace: str,
-                    storage: ProjectStorage = ProjectStorage()) -> list[list[dict[str, Any]]]:
+def project_objects(
+    catalog: Catalog,
+    flavors: Sequence[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+    namespace: str,
+    storage: ProjectStorage = ProjectStorage(),
+) -> list[list[dict[str, Any]]]:
     """Per catalog project (in catalog order): its PersistentVolume, claim, ClusterQueue and
     LocalQueue."""
     check_settings(namespace, storage)
     projects = list(catalog.projects.values())
     resources = ["cpu", "memory", *_extended(catalog)]
     per_project = quotas(projects, flavor_sizes(catalog, flavors, list(nodes)), resources)
-    return [[make_volume(p, namespace, storage), make_claim(p, namespace, storage),
-             make_cluster_queue(p, resources, quota), make_local_queue(p, namespace)]
-            for p, quota in zip(projects, per_project)]
+    return [
+        [
+            make_volume(p, namespace, storage),
+            make_claim(p, namespace, storage),
+            make_cluster_queue(p, resources, quota),
+            make_local_queue(p, namespace),
+        ]
+        for p, quota in zip(projects, per_project, strict=True)
+    ]

@@ -35,34 +35,68 @@ HEADER = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes", required=True, metavar="FILE",
-                        help="the cluster's Node objects, as `kubectl get nodes -o yaml` prints "
-                             "them ('-': standard input)")
-    parser.add_argument("--flavors", default="helm-values/kueue-queues.yaml", metavar="FILE",
-                        help="the Kueue ResourceFlavors, in the order queues try them "
-                             "(default: %(default)s)")
-    parser.add_argument("--catalog", default=str(catalog_module.default_path()), metavar="FILE",
-                        help="the platform catalog (default: the one shipped with aiinfn-hub)")
-    parser.add_argument("--namespace", default="jhub",
-                        help="the hub's namespace: claims and LocalQueues (default: %(default)s)")
-    parser.add_argument("--nfs-server", default=DEFAULTS.nfs_server,
-                        help="NFS server of the project folders (default: %(default)s)")
-    parser.add_argument("--nfs-path", default=DEFAULTS.nfs_path,
-                        help="its export holding one folder per project (default: %(default)s)")
-    parser.add_argument("--project-size", default=DEFAULTS.size,
-                        help="size of each project's volume (default: %(default)s)")
-    parser.add_argument("--claim-prefix", default=DEFAULTS.claim_prefix,
-                        help="the projects' claims are <prefix>-<slug>, as "
-                             "c.AiInfnStorage.project_claim_prefix (default: %(default)s)")
+    parser.add_argument(
+        "--nodes",
+        required=True,
+        metavar="FILE",
+        help="the cluster's Node objects, as `kubectl get nodes -o yaml` prints "
+        "them ('-': standard input)",
+    )
+    parser.add_argument(
+        "--flavors",
+        default="helm-values/kueue-queues.yaml",
+        metavar="FILE",
+        help="the Kueue ResourceFlavors, in the order queues try them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--catalog",
+        default=str(catalog_module.default_path()),
+        metavar="FILE",
+        help="the platform catalog (default: the one shipped with aiinfn-hub)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default="jhub",
+        help="the hub's namespace: claims and LocalQueues (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--nfs-server",
+        default=DEFAULTS.nfs_server,
+        help="NFS server of the project folders (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--nfs-path",
+        default=DEFAULTS.nfs_path,
+        help="its export holding one folder per project (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--project-size",
+        default=DEFAULTS.size,
+        help="size of each project's volume (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--claim-prefix",
+        default=DEFAULTS.claim_prefix,
+        help="the projects' claims are <prefix>-<slug>, as "
+        "c.AiInfnStorage.project_claim_prefix (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the objects; a bad input is a message on standard error and exit status 1."""
     try:
-        text = render(catalog_module.load(args.catalog), _documents(args.flavors),
-                      _documents(args.nodes), args.namespace,
-                      ProjectStorage(nfs_server=args.nfs_server, nfs_path=args.nfs_path,
-                                     size=args.project_size, claim_prefix=args.claim_prefix))
+        text = render(
+            catalog_module.load(args.catalog),
+            _documents(args.flavors),
+            _documents(args.nodes),
+            args.namespace,
+            ProjectStorage(
+                nfs_server=args.nfs_server,
+                nfs_path=args.nfs_path,
+                size=args.project_size,
+                claim_prefix=args.claim_prefix,
+            ),
+        )
     except (catalog_module.CatalogError, RenderError) as error:
         print(f"aiinfn-hub render: {error}", file=sys.stderr)
         return 1
@@ -70,20 +104,32 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def render(catalog: catalog_module.Catalog, flavor_documents: list[dict],
-           node_documents: list[dict], namespace: str, storage: ProjectStorage) -> str:
+def render(
+    catalog: catalog_module.Catalog,
+    flavor_documents: list[dict],
+    node_documents: list[dict],
+    namespace: str,
+    storage: ProjectStorage,
+) -> str:
     """The whole output: the header, then each project's objects under a comment naming it."""
     flavors = [d for d in flavor_documents if d.get("kind") == "ResourceFlavor"]
     if not flavors:
         raise RenderError("no ResourceFlavor among the flavors given")
     nodes = _nodes(node_documents)
-    parts = [HEADER.format(namespace=namespace, server=storage.nfs_server,
-                           path=storage.nfs_path, size=storage.size)]
-    for project, objects in zip(catalog.projects.values(),
-                                project_objects(catalog, flavors, nodes, namespace, storage)):
+    parts = [
+        HEADER.format(
+            namespace=namespace, server=storage.nfs_server, path=storage.nfs_path, size=storage.size
+        )
+    ]
+    for project, objects in zip(
+        catalog.projects.values(),
+        project_objects(catalog, flavors, nodes, namespace, storage),
+        strict=True,
+    ):
         parts.append(f"---\n# {project.key}: {project.display_name}\n")
-        parts.append(yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=100,
-                                   explicit_start=False))
+        parts.append(
+            yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=100, explicit_start=False)
+        )
     return "".join(parts)
 
 
@@ -103,8 +149,9 @@ def _nodes(documents: list[dict]) -> list[dict]:
     for document in documents:
         items = document.get("items") if document.get("kind", "").endswith("List") else [document]
         nodes += [n for n in items or () if isinstance(n, dict) and n.get("kind", "Node") == "Node"]
-    if not nodes or not all(isinstance(n.get("metadata"), dict) and "name" in n["metadata"]
-                            for n in nodes):
+    if not nodes or not all(
+        isinstance(n.get("metadata"), dict) and "name" in n["metadata"] for n in nodes
+    ):
         raise RenderError("the nodes given hold no Node objects with names")
     return nodes
 
@@ -119,8 +166,10 @@ class _Dumper(yaml.SafeDumper):
 
 def _one_line(values: list) -> bool:
     """Plain values short enough together for one line."""
-    return all(not isinstance(v, (dict, list)) for v in values) \
+    return (
+        all(not isinstance(v, (dict, list)) for v in values)
         and sum(len(str(v)) + 2 for v in values) <= FLOW_WIDTH
+    )
 
 
 def _represent_mapping(dumper: yaml.SafeDumper, data: dict) -> yaml.Node:

@@ -8,8 +8,8 @@ free. The promise is dropped when the spawn ends (the bound pod is then in the i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .catalog import Catalog
 from .errors import UserError
@@ -32,16 +32,25 @@ class Reservations:
         self.promised.pop(server, None)
 
 
-def available(availability: Mapping[str, Availability], reservations: Reservations) -> dict[str, Availability]:
+def available(
+    availability: Mapping[str, Availability], reservations: Reservations
+) -> dict[str, Availability]:
     """Availability with the promised units taken off."""
     return {
-        key: Availability(free=max(0, a.free - reservations.pending(key)), total=a.total, batch=a.batch)
+        key: Availability(
+            free=max(0, a.free - reservations.pending(key)), total=a.total, batch=a.batch
+        )
         for key, a in availability.items()
     }
 
 
-def check(plan: SpawnPlan, catalog: Catalog, availability: Mapping[str, Availability],
-          largest_block: int, allowed: set[str]) -> None:
+def check(
+    plan: SpawnPlan,
+    catalog: Catalog,
+    availability: Mapping[str, Availability],
+    largest_block: int,
+    allowed: set[str],
+) -> None:
     """Raise UserError (503) unless `plan.count` units fit now, on one node.
 
     `availability` already has promises taken off; `largest_block` is the most free units of the
@@ -54,15 +63,20 @@ def check(plan: SpawnPlan, catalog: Catalog, availability: Mapping[str, Availabi
     if mine.free >= plan.count and largest_block >= plan.count:
         return
     if mine.free >= plan.count:
-        problem = (f"{mine.free} {accelerator.display_name} free in total, but no single node has "
-                   f"{plan.count} free")
+        problem = (
+            f"{mine.free} {accelerator.display_name} free in total, but no single node has "
+            f"{plan.count} free"
+        )
     else:
         problem = f"no {accelerator.display_name} free now ({mine.free}/{mine.total})"
     alternatives = [
         f"{catalog.accelerators[key].display_name} has {a.free} free"
         for key, a in availability.items()
-        if key != accelerator.key and key in allowed and a.free > 0
-        and catalog.accelerators[key].kind in ("gpu", "mig") and accelerator.kind in ("gpu", "mig")
+        if key != accelerator.key
+        and key in allowed
+        and a.free > 0
+        and catalog.accelerators[key].kind in ("gpu", "mig")
+        and accelerator.kind in ("gpu", "mig")
     ]
     suffix = f"; {', '.join(alternatives[:3])}" if alternatives else ""
     raise UserError(problem + suffix, reason="capacity", status=503)

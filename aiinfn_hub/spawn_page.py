@@ -30,11 +30,17 @@ class AiInfnSpawnHandler(SpawnHandler):
     async def prepare(self) -> None:
         await super().prepare()  # who calls, and the _xsrf check of a POST, come first
         if not all(_is_utf8(v) for values in self.request.arguments.values() for v in values):
-            raise to_http_error(UserError("the form or the link holds text that is not valid UTF-8",
-                                          reason="invalid"))
+            raise to_http_error(
+                UserError(
+                    "the form or the link holds text that is not valid UTF-8", reason="invalid"
+                )
+            )
 
 
 def handlers() -> list[tuple[str, type]]:
     """The spawn page's routes (JupyterHub's own patterns), for Authenticator.get_handlers."""
-    return [(r"/spawn", AiInfnSpawnHandler), (r"/spawn/([^/]+)", AiInfnSpawnHandler),
-            (r"/spawn/([^/]+)/([^/]+)", AiInfnSpawnHandler)]
+    return [
+        (r"/spawn", AiInfnSpawnHandler),
+        (r"/spawn/([^/]+)", AiInfnSpawnHandler),
+        (r"/spawn/([^/]+)/([^/]+)", AiInfnSpawnHandler),
+    ]

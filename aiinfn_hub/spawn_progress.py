@@ -30,8 +30,11 @@ def options_checked(plan: SpawnPlan) -> Event:
 
 def reserved(plan: SpawnPlan) -> Event:
     units = "unit" if plan.count == 1 else "units"
-    return event(RESERVED, f"Reserved {plan.count} {units} of {plan.accelerator.display_name} "
-                           "until the scheduler places the server")
+    return event(
+        RESERVED,
+        f"Reserved {plan.count} {units} of {plan.accelerator.display_name} "
+        "until the scheduler places the server",
+    )
 
 
 def identity_assigned(uid: int, gid: int) -> Event:
@@ -50,8 +53,11 @@ def waiting(reason: str) -> Event:
 def preempting(node: str, batch_units: int) -> Event:
     """The scheduler has nominated a node and stops lower-priority (batch) pods there for us."""
     held = f" holding {batch_units} accelerator unit(s)" if batch_units else ""
-    return event(SCHEDULING, f"Stopping batch jobs{held} on {node} to make room for this server; "
-                             "each has its grace period to stop (30 s unless it set another)")
+    return event(
+        SCHEDULING,
+        f"Stopping batch jobs{held} on {node} to make room for this server; "
+        "each has its grace period to stop (30 s unless it set another)",
+    )
 
 
 def starting(node: str) -> Event:

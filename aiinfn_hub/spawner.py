@@ -17,8 +17,19 @@ from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 from traitlets import Float, Instance, Integer, default
 
-from . import form, hubstate, labels, names, placement, profiles, reservations, tokens, volumes
-from . import podfailure, spawn_progress
+from . import (
+    form,
+    hubstate,
+    labels,
+    names,
+    placement,
+    podfailure,
+    profiles,
+    reservations,
+    spawn_progress,
+    tokens,
+    volumes,
+)
 from .errors import HIDE_PREFILLED_TRACEBACK, OnlyPrefilled, UserError, to_http_error
 from .identity import IdentityStore
 from .inventory_watch import InventoryWatcher
@@ -129,18 +140,22 @@ class AiInfnSpawner(KubeSpawner):
         """Start the process-wide watcher once; True when its first lists are in."""
         platform = self._platform()
         if platform.watcher is None:
-            platform.watcher = InventoryWatcher(shared_client("CoreV1Api").api_client, platform.inventory)
+            platform.watcher = InventoryWatcher(
+                shared_client("CoreV1Api").api_client, platform.inventory
+            )
             platform.watcher_start = asyncio.ensure_future(platform.watcher.start(wait=False))
         if not platform.watcher.synced.is_set():
             try:
                 await asyncio.wait_for(asyncio.shield(platform.watcher.synced.wait()), wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 
     def _policy(self) -> UserPolicy:
         platform = self._platform()
-        return for_user(platform.default_rules, platform.group_rules, [g.name for g in self.user.groups])
+        return for_user(
+            platform.default_rules, platform.group_rules, [g.name for g in self.user.groups]
+        )
 
     def _held_elsewhere(self) -> int:
         """Accelerator units the user's other active servers hold."""
@@ -153,7 +168,10 @@ class AiInfnSpawner(KubeSpawner):
     def _availability(self, policy: UserPolicy) -> dict[str, Availability]:
         platform = self._platform()
         snapshot = platform.inventory.snapshot(policy.groups)
-        raw = {key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch) for key, c in snapshot.items()}
+        raw = {
+            key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
+            for key, c in snapshot.items()
+        }
         return reservations.available(raw, platform.reservations)
 
     # -- the form ----------------------------------------------------------------------------
@@ -162,19 +180,24 @@ class AiInfnSpawner(KubeSpawner):
     def _default_profile_list(self):
         return self._build_profiles
 
-    async def _build_profiles(self, spawner: "AiInfnSpawner",
-                              prefill: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    async def _build_profiles(
+        self, spawner: AiInfnSpawner, prefill: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         platform = self._platform()
         policy = self._policy()
         synced = await self._synced_inventory(wait=1.0)
         availability = self._availability(policy) if synced else {}
         selected = prefill or self._saved_plan_options(policy)
-        return profiles.build(platform.catalog, availability, policy, self._held_elsewhere(), selected)
+        return profiles.build(
+            platform.catalog, availability, policy, self._held_elsewhere(), selected
+        )
 
     def _saved_plan_options(self, policy: UserPolicy) -> dict[str, Any]:
         """The last options if they are still allowed, else nothing (the defaults apply)."""
         try:
-            plan = profiles.resolve(self._platform().catalog, policy, self.user_options or {}, self._held_elsewhere())
+            plan = profiles.resolve(
+                self._platform().catalog, policy, self.user_options or {}, self._held_elsewhere()
+            )
         except UserError:
             return {}
         return plan.as_options()
@@ -183,7 +206,7 @@ class AiInfnSpawner(KubeSpawner):
     def _default_options_form(self):
         return self._render_form
 
-    async def _render_form(self, spawner: "AiInfnSpawner") -> str:
+    async def _render_form(self, spawner: AiInfnSpawner) -> str:
         prefill, self._link_options = self._link_options, None
         notice = form.LINK_NOTICE if prefill is not None else ""
         return form.render(await self._build_profiles(spawner, prefill), notice)
@@ -204,11 +227,13 @@ class AiInfnSpawner(KubeSpawner):
         next render); starting takes the form's POST with its _xsrf. Invalid ones are refused."""
         try:
             options = profiles.options_from_query(query_data)
-            plan = profiles.resolve(self._platform().catalog, self._policy(), options,
-                                    self._held_elsewhere())
+            plan = profiles.resolve(
+                self._platform().catalog, self._policy(), options, self._held_elsewhere()
+            )
         except UserError as error:
-            self.log.info("Refusing the spawn link options of %s: %s", self._log_name,
-                          error.log_detail)
+            self.log.info(
+                "Refusing the spawn link options of %s: %s", self._log_name, error.log_detail
+            )
             raise to_http_error(error) from None
         self._link_options = plan.as_options() if options else None
         self.log.addFilter(HIDE_PREFILLED_TRACEBACK)  # once: a Logger keeps each filter once
@@ -242,8 +267,12 @@ class AiInfnSpawner(KubeSpawner):
         named_server_limit_per_user until the user deleted it. "Never run": no state saved,
         which JupyterHub does when a server stops (a refused or failed start included)."""
         spawn = self._spawn_future
-        if not self.name or self.orm_spawner is None or self.orm_spawner.state is not None \
-                or spawn is None:
+        if (
+            not self.name
+            or self.orm_spawner is None
+            or self.orm_spawner.state is not None
+            or spawn is None
+        ):
             return
 
         def remove(future: asyncio.Future) -> None:
@@ -275,8 +304,11 @@ class AiInfnSpawner(KubeSpawner):
             except UserError as error:
                 if self._options_were_given():
                     raise
-                self.log.info("Saved options of %s are no longer allowed (%s); using defaults",
-                              self._log_name, error.log_detail)
+                self.log.info(
+                    "Saved options of %s are no longer allowed (%s); using defaults",
+                    self._log_name,
+                    error.log_detail,
+                )
                 plan = profiles.resolve(platform.catalog, policy, {}, held)
             self._progress.append(spawn_progress.options_checked(plan))
             await self._reserve(plan, policy)
@@ -326,16 +358,28 @@ class AiInfnSpawner(KubeSpawner):
         store = AiInfnSpawner._identity_stores.get(self.namespace)
         if store is None:
             store = AiInfnSpawner._identity_stores[self.namespace] = IdentityStore(
-                self._api_client(), self.namespace, settings)
+                self._api_client(), self.namespace, settings
+            )
         identity = await store.identity(username, projects + curator)
         token = tokens.access_token(await self.user.get_auth_state())
         user = volumes.StorageUser(username, identity, projects, token=token is not None)
-        storage = volumes.build(settings, user, plan.size.scratch or settings.default_scratch_size,
-                                plan.size.shm or settings.default_shm_size, self.image)
+        storage = volumes.build(
+            settings,
+            user,
+            plan.size.scratch or settings.default_scratch_size,
+            plan.size.shm or settings.default_shm_size,
+            self.image,
+        )
         self.volumes = [*self._configured_value("volumes"), *storage.volumes]
         self.volume_mounts = [*self._configured_value("volume_mounts"), *storage.mounts]
-        self.init_containers = [*self._configured_value("init_containers"), *storage.init_containers]
-        self.pod_security_context = {**self._configured_value("pod_security_context"), **storage.security_context}
+        self.init_containers = [
+            *self._configured_value("init_containers"),
+            *storage.init_containers,
+        ]
+        self.pod_security_context = {
+            **self._configured_value("pod_security_context"),
+            **storage.security_context,
+        }
         self.environment = {**self._configured_value("environment"), **storage.environment}
         self.uid, self.gid, self.fs_gid = identity.uid, identity.gid, identity.gid
         self.supplemental_gids = identity.supplemental_gids
@@ -349,8 +393,12 @@ class AiInfnSpawner(KubeSpawner):
         try:
             await tokens.sync(self._api_client(), self.namespace, username, token)
         except tokens.TokenSyncError as error:
-            raise UserError("your access token could not be stored for the server; try again",
-                            reason="token", log_detail=str(error), status=503) from None
+            raise UserError(
+                "your access token could not be stored for the server; try again",
+                reason="token",
+                log_detail=str(error),
+                status=503,
+            ) from None
         self._token_fingerprint = tokens.fingerprint(token)
 
     async def _renew_token(self) -> None:
@@ -362,10 +410,16 @@ class AiInfnSpawner(KubeSpawner):
             await self._write_token(names.username(self.user.name), token)
             self.log.info("Access-token Secret of %s renewed", self._log_name)
         except UserError as error:
-            self.log.warning("Could not renew the access-token Secret of %s: %s", self._log_name, error.log_detail)
+            self.log.warning(
+                "Could not renew the access-token Secret of %s: %s",
+                self._log_name,
+                error.log_detail,
+            )
         except Exception:
             # The server keeps running with the previous token; the next poll tries again.
-            self.log.exception("Unexpected error renewing the access-token Secret of %s", self._log_name)
+            self.log.exception(
+                "Unexpected error renewing the access-token Secret of %s", self._log_name
+            )
 
     async def _forget_token(self) -> None:
         """Delete the Secret once none of the user's servers is running or starting."""
@@ -380,7 +434,9 @@ class AiInfnSpawner(KubeSpawner):
             if await tokens.delete(self._api_client(), self.namespace, username):
                 self.log.info("Access-token Secret of %s deleted", self.user.name)
         except tokens.TokenSyncError as error:
-            self.log.warning("Could not delete the access-token Secret of %s: %s", self.user.name, error)
+            self.log.warning(
+                "Could not delete the access-token Secret of %s: %s", self.user.name, error
+            )
 
     async def poll(self):
         status = await super().poll()
@@ -401,12 +457,19 @@ class AiInfnSpawner(KubeSpawner):
             return
         platform = self._platform()
         if not await self._synced_inventory(wait=INVENTORY_SYNC_WAIT):
-            raise UserError("accelerator availability is not known yet; try again in a moment",
-                            reason="capacity", status=503)
+            raise UserError(
+                "accelerator availability is not known yet; try again in a moment",
+                reason="capacity",
+                status=503,
+            )
         async with platform.lock:
             availability = self._availability(policy)
-            largest = platform.inventory.largest_free_block(plan.accelerator.key, policy.groups, preempt=True)
-            allowed = {k for k in platform.catalog.accelerators if policy.rules.allows_accelerator(k)}
+            largest = platform.inventory.largest_free_block(
+                plan.accelerator.key, policy.groups, preempt=True
+            )
+            allowed = {
+                k for k in platform.catalog.accelerators if policy.rules.allows_accelerator(k)
+            }
             reservations.check(plan, platform.catalog, availability, largest, allowed)
             platform.reservations.promise(self._server_id, plan.accelerator.key, plan.count)
         self._progress.append(spawn_progress.reserved(plan))
@@ -462,8 +525,11 @@ class AiInfnSpawner(KubeSpawner):
                 continue
             first_seen = first_seen or time.monotonic()
             if time.monotonic() - first_seen >= self.fail_fast_seconds:
-                error = UserError(f"no node can host this server now: {latest.get('message', '')}",
-                                  reason="capacity", status=503)
+                error = UserError(
+                    f"no node can host this server now: {latest.get('message', '')}",
+                    reason="capacity",
+                    status=503,
+                )
                 self.log.warning("Giving up spawn of %s: %s", self._log_name, error.log_detail)
                 raise to_http_error(error)
 
@@ -544,20 +610,30 @@ class AiInfnSpawner(KubeSpawner):
         if self.crash_log_lines:
             log = await self._container_log(crash.container)
             if log is not None:
-                excerpt = podfailure.log_excerpt(log, secrets, self.crash_log_lines,
-                                                 CRASH_LOG_BYTES)
-        message = podfailure.user_message(crash, excerpt, secrets,
-                                          show_log=self.crash_log_lines > 0)
-        detail = (f"container {crash.container!r} ended with exit code {crash.exit_code} "
-                  f"({crash.reason or 'no reason'}) after {crash.restarts} restart(s)")
+                excerpt = podfailure.log_excerpt(
+                    log, secrets, self.crash_log_lines, CRASH_LOG_BYTES
+                )
+        message = podfailure.user_message(
+            crash, excerpt, secrets, show_log=self.crash_log_lines > 0
+        )
+        detail = (
+            f"container {crash.container!r} ended with exit code {crash.exit_code} "
+            f"({crash.reason or 'no reason'}) after {crash.restarts} restart(s)"
+        )
         return UserError(message, reason="crash", log_detail=detail, status=500)
 
     async def _container_log(self, container: str) -> str | None:
         """The end of the container's latest log (pods/log), or None if it cannot be read."""
+
         async def read() -> str:
             response = await self.api.read_namespaced_pod_log(
-                self.pod_name, self.namespace, container=container, tail_lines=self.crash_log_lines,
-                limit_bytes=CRASH_LOG_READ_BYTES, _preload_content=False)
+                self.pod_name,
+                self.namespace,
+                container=container,
+                tail_lines=self.crash_log_lines,
+                limit_bytes=CRASH_LOG_READ_BYTES,
+                _preload_content=False,
+            )
             try:
                 return (await response.read()).decode(errors="replace")
             finally:
@@ -566,11 +642,17 @@ class AiInfnSpawner(KubeSpawner):
         try:
             return await asyncio.wait_for(read(), self.k8s_api_request_timeout)
         except ApiException as error:
-            self.log.warning("Could not read the log of %s (%s): %s %s", self._log_name, container,
-                             error.status, error.reason)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            self.log.warning("Could not read the log of %s (%s): %r", self._log_name, container,
-                             error)
+            self.log.warning(
+                "Could not read the log of %s (%s): %s %s",
+                self._log_name,
+                container,
+                error.status,
+                error.reason,
+            )
+        except (TimeoutError, aiohttp.ClientError) as error:
+            self.log.warning(
+                "Could not read the log of %s (%s): %r", self._log_name, container, error
+            )
         return None
 
     def get_state(self) -> dict:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
@@ -86,8 +87,7 @@ async def sync(api_client: client.ApiClient, namespace: str, username: str, toke
     name = body["metadata"]["name"]
     for _ in range(3):
         try:
-            await api.replace_namespaced_secret(name, namespace, body,
-                                                 field_validation=k8s.STRICT)
+            await api.replace_namespaced_secret(name, namespace, body, field_validation=k8s.STRICT)
             return
         except ApiException as error:
             if error.status != 404:
@@ -98,13 +98,17 @@ async def sync(api_client: client.ApiClient, namespace: str, username: str, toke
         except ApiException as error:
             if error.status != 409:
                 raise _failure("creating", error) from None
-    raise TokenSyncError("the access-token Secret kept appearing and disappearing; giving up for now")
+    raise TokenSyncError(
+        "the access-token Secret kept appearing and disappearing; giving up for now"
+    )
 
 
 async def delete(api_client: client.ApiClient, namespace: str, username: str) -> bool:
     """Delete the user's Secret; False if there was none."""
     try:
-        await client.CoreV1Api(api_client).delete_namespaced_secret(secret_name(username), namespace)
+        await client.CoreV1Api(api_client).delete_namespaced_secret(
+            secret_name(username), namespace
+        )
     except ApiException as error:
         if error.status == 404:
             return False

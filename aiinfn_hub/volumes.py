@@ -13,8 +13,8 @@ notebook's claims): `home`, `shared` (public area), `project-<slug>`, `envs`, `s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from . import labels, names, tokens
 from .errors import UserError
@@ -145,7 +145,9 @@ def _claim(name: str, claim: str, read_only: bool | None = None) -> dict:
     return {"name": name, "persistentVolumeClaim": source}
 
 
-def _mount(name: str, path: str, sub_path: str | None = None, read_only: bool | None = None) -> dict:
+def _mount(
+    name: str, path: str, sub_path: str | None = None, read_only: bool | None = None
+) -> dict:
     mount: dict = {"name": name, "mountPath": path}
     if sub_path is not None:
         mount["subPath"] = sub_path
@@ -155,8 +157,10 @@ def _mount(name: str, path: str, sub_path: str | None = None, read_only: bool | 
 
 
 def _home(settings: StorageSettings, username: str) -> tuple[dict, dict]:
-    return (_claim("home", settings.home_claim),
-            _mount("home", settings.home_mount_path, names.slug(username)))
+    return (
+        _claim("home", settings.home_claim),
+        _mount("home", settings.home_mount_path, names.slug(username)),
+    )
 
 
 def _projects(settings: StorageSettings, projects: Sequence[str]) -> tuple[list[dict], list[dict]]:
@@ -170,39 +174,62 @@ def _projects(settings: StorageSettings, projects: Sequence[str]) -> tuple[list[
 
 def _scratch(settings: StorageSettings, size: str) -> tuple[dict, dict]:
     if settings.scratch_storage_class:
-        volume = {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {
-            "metadata": {"labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.COMPONENT: "scratch"}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": settings.scratch_storage_class,
-                     "resources": {"requests": {"storage": size}}},
-        }}}
+        volume = {
+            "name": "scratch",
+            "ephemeral": {
+                "volumeClaimTemplate": {
+                    "metadata": {
+                        "labels": {
+                            labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+                            labels.COMPONENT: "scratch",
+                        }
+                    },
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": settings.scratch_storage_class,
+                        "resources": {"requests": {"storage": size}},
+                    },
+                }
+            },
+        }
     else:
         volume = {"name": "scratch", "emptyDir": {"sizeLimit": size}}
     return volume, _mount("scratch", settings.scratch_mount_path)
 
 
 def _juicefs(settings: StorageSettings, username: str) -> tuple[dict, dict]:
-    return (_claim("juicefs", settings.juicefs_claim),
-            _mount("juicefs", settings.juicefs_mount_path, names.slug(username)))
+    return (
+        _claim("juicefs", settings.juicefs_claim),
+        _mount("juicefs", settings.juicefs_mount_path, names.slug(username)),
+    )
 
 
 def _bucket(settings: StorageSettings, username: str) -> tuple[dict, dict]:
     slug = names.slug(username)
-    attributes = {key: value.replace("{username}", username).replace("{user_slug}", slug)
-                  for key, value in settings.bucket_volume_attributes.items()}
-    volume = {"name": "bucket", "csi": {
-        "driver": settings.bucket_csi_driver,
-        "volumeAttributes": attributes,
-        "nodePublishSecretRef": {"name": tokens.secret_name(username)},
-    }}
+    attributes = {
+        key: value.replace("{username}", username).replace("{user_slug}", slug)
+        for key, value in settings.bucket_volume_attributes.items()
+    }
+    volume = {
+        "name": "bucket",
+        "csi": {
+            "driver": settings.bucket_csi_driver,
+            "volumeAttributes": attributes,
+            "nodePublishSecretRef": {"name": tokens.secret_name(username)},
+        },
+    }
     return volume, _mount("bucket", settings.bucket_mount_path)
 
 
 def _token(username: str) -> tuple[dict, dict]:
-    volume = {"name": tokens.VOLUME_NAME, "secret": {
-        "secretName": tokens.secret_name(username),
-        "items": [{"key": tokens.KEY, "path": tokens.KEY}],
-        "defaultMode": 0o440,
-    }}
+    volume = {
+        "name": tokens.VOLUME_NAME,
+        "secret": {
+            "secretName": tokens.secret_name(username),
+            "items": [{"key": tokens.KEY, "path": tokens.KEY}],
+            "defaultMode": 0o440,
+        },
+    }
     return volume, _mount(tokens.VOLUME_NAME, tokens.MOUNT_DIR, read_only=True)
 
 
@@ -234,8 +261,12 @@ def container_security_context(identity: Identity) -> dict:
     }
 
 
-def init_container(settings: StorageSettings, user: StorageUser, image: str,
-                   kinds: Iterable[str] = NOTEBOOK_INIT_KINDS) -> dict | None:
+def init_container(
+    settings: StorageSettings,
+    user: StorageUser,
+    image: str,
+    kinds: Iterable[str] = NOTEBOOK_INIT_KINDS,
+) -> dict | None:
     """The unprivileged container that creates (or checks) the user's folders of these kinds
     (home, projects, juicefs) before any other container mounts them; None if there are none."""
     username = names.username(user.username)
@@ -245,8 +276,15 @@ def init_container(settings: StorageSettings, user: StorageUser, image: str,
     if "home" in kinds:
         folders.append(("home", settings.home_claim, slug, None))
     if "projects" in kinds:
-        folders += [(project_volume_name(p), project_claim(settings, p), names.slug(p),
-                     user.identity.group_gids[p]) for p in user.projects]
+        folders += [
+            (
+                project_volume_name(p),
+                project_claim(settings, p),
+                names.slug(p),
+                user.identity.group_gids[p],
+            )
+            for p in user.projects
+        ]
     if "juicefs" in kinds and settings.juicefs_claim:
         folders.append(("juicefs", settings.juicefs_claim, slug, None))
     if not folders:
@@ -259,15 +297,19 @@ def init_container(settings: StorageSettings, user: StorageUser, image: str,
         "image": settings.init_image or image,
         "command": ["sh", "-c", INIT_SCRIPT, INIT_CONTAINER, *args],
         "securityContext": container_security_context(user.identity),
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}},
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "500m", "memory": "64Mi"},
+        },
         # A refusal's reason (the script's stderr) becomes the container status's message.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [_mount(volume, f"{INIT_ROOT}/{volume}") for volume, _, _, _ in folders],
     }
 
 
-def init_containers(settings: StorageSettings, user: StorageUser, kinds: Iterable[str],
-                        image: str) -> list[dict]:
+def init_containers(
+    settings: StorageSettings, user: StorageUser, kinds: Iterable[str], image: str
+) -> list[dict]:
     """The init container (if any) for the folder kinds a pod mounts: whichever pod comes first,
     notebook, job or clone, creates the folders with their owner and mode (never the kubelet, as
     root), and none uses a folder that is not the user's."""
@@ -277,24 +319,40 @@ def init_containers(settings: StorageSettings, user: StorageUser, kinds: Iterabl
     return [container] if container else []
 
 
-def build(settings: StorageSettings, user: StorageUser, scratch_size: str, shm_size: str, image: str) -> PodStorage:
+def build(
+    settings: StorageSettings, user: StorageUser, scratch_size: str, shm_size: str, image: str
+) -> PodStorage:
     """Every volume of a notebook pod. The username is validated before any path is derived;
     projects are the user's current ones, each with its gid in user.identity."""
     username = names.username(user.username)
     missing = [p for p in user.projects if p not in user.identity.group_gids]
     if missing:
         raise ValueError(f"no gid for project(s) {', '.join(missing)}")
-    curator = bool(settings.envs_curator_group) and settings.envs_curator_group in user.identity.group_gids
+    curator = (
+        bool(settings.envs_curator_group)
+        and settings.envs_curator_group in user.identity.group_gids
+    )
     pairs = [_home(settings, username)]
     if settings.public_claim:
-        pairs.append((_claim("shared", settings.public_claim), _mount("shared", settings.public_mount_path)))
+        pairs.append(
+            (_claim("shared", settings.public_claim), _mount("shared", settings.public_mount_path))
+        )
     project_volumes, project_mounts = _projects(settings, user.projects)
-    pairs += list(zip(project_volumes, project_mounts))
+    pairs += list(zip(project_volumes, project_mounts, strict=True))
     if settings.envs_claim:
-        pairs.append((_claim("envs", settings.envs_claim, read_only=not curator),
-                      _mount("envs", settings.envs_mount_path, read_only=not curator)))
+        pairs.append(
+            (
+                _claim("envs", settings.envs_claim, read_only=not curator),
+                _mount("envs", settings.envs_mount_path, read_only=not curator),
+            )
+        )
     pairs.append(_scratch(settings, scratch_size))
-    pairs.append(({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}}, _mount("shm", SHM_PATH)))
+    pairs.append(
+        (
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
+            _mount("shm", SHM_PATH),
+        )
+    )
     if settings.cvmfs_claim:
         cvmfs_mount = _mount("cvmfs", settings.cvmfs_mount_path, read_only=True)
         # CVMFS repositories are automounted on the node on first access; let them propagate in.
@@ -318,23 +376,31 @@ def build(settings: StorageSettings, user: StorageUser, scratch_size: str, shm_s
     )
 
 
-def for_job(settings: StorageSettings, user: str, projects: Sequence[str], kinds: Iterable[str],
-            scratch_size: str | None = None) -> tuple[list[dict], list[dict]]:
+def for_job(
+    settings: StorageSettings,
+    user: str,
+    projects: Sequence[str],
+    kinds: Iterable[str],
+    scratch_size: str | None = None,
+) -> tuple[list[dict], list[dict]]:
     """A job's volumes and mounts for the kinds it asks for (home, projects, scratch, juicefs), at
     the notebook's paths. Unknown or unavailable kinds are a 400."""
     username = names.username(user)
     wanted = set(kinds)
     unknown = wanted - JOB_KINDS
     if unknown:
-        raise UserError(f"unknown volume kind(s) {', '.join(sorted(map(str, unknown)))[:120]}; "
-                        f"choose from {', '.join(sorted(JOB_KINDS))}", reason="invalid")
+        raise UserError(
+            f"unknown volume kind(s) {', '.join(sorted(map(str, unknown)))[:120]}; "
+            f"choose from {', '.join(sorted(JOB_KINDS))}",
+            reason="invalid",
+        )
     if "juicefs" in wanted and not settings.juicefs_claim:
         raise UserError("JuiceFS is not available on this platform", reason="invalid")
     pairs = []
     if "home" in wanted:
         pairs.append(_home(settings, username))
     if "projects" in wanted:
-        pairs += list(zip(*_projects(settings, projects)))
+        pairs += list(zip(*_projects(settings, projects), strict=True))
     if "scratch" in wanted:
         pairs.append(_scratch(settings, scratch_size or settings.default_scratch_size))
     if "juicefs" in wanted:

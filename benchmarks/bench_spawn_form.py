@@ -40,10 +40,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiinfn_hub import catalog as catalog_module  # noqa: E402
 from spawn_form.measure import measure_scale  # noqa: E402
 from spawn_form.report import markdown  # noqa: E402
 from spawn_form.settings import FULL, QUICK, say  # noqa: E402
+
+from aiinfn_hub import catalog as catalog_module  # noqa: E402
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -53,8 +54,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer renders and 5,000 pods at the large scale")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer renders and 5,000 pods at the large scale"
+    )
     parser.add_argument("--scale", choices=("small", "large", "both"), default="both")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
@@ -62,8 +64,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     catalog = catalog_module.load(catalog_module.default_path())
     scales = [s for s in (QUICK if args.quick else FULL) if args.scale in ("both", s.key)]
-    say(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
-        f"Python {platform_module.python_version()}")
+    say(
+        f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
+        f"Python {platform_module.python_version()}"
+    )
     started = time.monotonic()
     results = [asyncio.run(measure_scale(scale, catalog)) for scale in scales]
     peak_rss = rusage.getrusage(rusage.RUSAGE_SELF).ru_maxrss / 2**10

@@ -57,8 +57,11 @@ def write(path: Path, lines: list[str]) -> Path:
 
 def without(path: Path, names: set[str], tmp: Path) -> Path:
     """A copy of a constraints file less the lines that pin one of names."""
-    lines = [line for line in path.read_text().splitlines()
-             if not ((m := PIN.match(line.strip())) and canonical(m[1]) in names)]
+    lines = [
+        line
+        for line in path.read_text().splitlines()
+        if not ((m := PIN.match(line.strip())) and canonical(m[1]) in names)
+    ]
     return write(tmp / f"{len(list(tmp.iterdir()))}-{path.name}", lines)
 
 
@@ -66,9 +69,22 @@ def resolve(python: str, requirements: list[str], constraints: list[Path]) -> di
     """What pip would install with python for requirements under constraints, from scratch."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.run([python, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-                        "--quiet", "--report", str(report), *requirements,
-                        *(f"--constraint={c}" for c in constraints)], check=True)
+        subprocess.run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                *requirements,
+                *(f"--constraint={c}" for c in constraints),
+            ],
+            check=True,
+        )
         installs = json.loads(report.read_text())["install"]
     return {canonical(i["metadata"]["name"]): i["metadata"]["version"] for i in installs}
 
@@ -109,9 +125,11 @@ def main() -> None:
     lines = freeze(args.folder, args.constraint, args.also_python)
     version = python_version(sys.executable)
     platform = f"Python {version}, Linux x86_64"
-    header = [f"# Frozen by images/freeze.py from requirements.in ({platform}):",
-              "# what this image installs over its base, each pinned. Edit requirements.in, then",
-              "# run it again."]
+    header = [
+        f"# Frozen by images/freeze.py from requirements.in ({platform}):",
+        "# what this image installs over its base, each pinned. Edit requirements.in, then",
+        "# run it again.",
+    ]
     write(IMAGES / args.folder / "requirements.txt", header + lines)
     print(f"images/{args.folder}/requirements.txt: {len(lines)} pins")
 

@@ -24,9 +24,12 @@ _jobs_service = {
         # A managed service inherits almost nothing from the hub: it gets the way to the API
         # server, and what z2jh's configuration file (which the service reads) needs: the
         # namespace and the Services' ports. Never the hub's secrets (OAUTH_CLIENT_SECRET...).
-        **{name: value for name, value in os.environ.items()
-           if name in ("KUBECONFIG", "POD_NAMESPACE")
-           or name.endswith(("_SERVICE_HOST", "_SERVICE_PORT"))},
+        **{
+            name: value
+            for name, value in os.environ.items()
+            if name in ("KUBECONFIG", "POD_NAMESPACE")
+            or name.endswith(("_SERVICE_HOST", "_SERVICE_PORT"))
+        },
     },
     # An admin-run service: its page logs users in without a confirmation page, and its OAuth
     # tokens may only identify the user and reach this service.
@@ -34,17 +37,24 @@ _jobs_service = {
     "oauth_client_allowed_scopes": [],
 }
 _services = c.JupyterHub.services  # noqa: F821
-_registered = [s for s in _services if s.get("name") == "jobs"] \
-    if isinstance(_services, list) else []
+_registered = (
+    [s for s in _services if s.get("name") == "jobs"] if isinstance(_services, list) else []
+)
 if _registered:
     _registered[0].update({**_jobs_service, **_registered[0]})
 else:
     c.JupyterHub.services.append(_jobs_service)  # noqa: F821
 # Users may reach the service (the page, and the REST API with their own tokens)...
-c.JupyterHub.load_roles.append({  # noqa: F821
-    "name": "user",
-    "description": "Standard user privileges, and the job service",
-    "scopes": ["self", "access:services!service=jobs"],
-})
+c.JupyterHub.load_roles.append(
+    {  # noqa: F821
+        "name": "user",
+        "description": "Standard user privileges, and the job service",
+        "scopes": ["self", "access:services!service=jobs"],
+    }
+)
 # ...and so may the token of their notebook servers, which `aiinfn jobs` uses from a terminal.
-c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "access:services!service=jobs"]  # noqa: F821
+c.Spawner.server_token_scopes = [
+    "users:activity!user",
+    "access:servers!server",
+    "access:services!service=jobs",
+]  # noqa: F821

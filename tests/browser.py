@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
@@ -32,19 +33,32 @@ def chrome(profile_dir: Path) -> webdriver.Chrome:
     """A fresh headless Chromium with its own profile (its own cookies: one per user)."""
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not binary or not driver:
-        raise RuntimeError("Debian's chromium and chromedriver are needed: apt-get install chromium chromium-driver "
-                           "(./dev test installs them when it runs as root)")
+        raise RuntimeError(
+            "Debian's chromium and chromedriver are needed: apt-get install chromium chromium-driver "
+            "(./dev test installs them when it runs as root)"
+        )
     os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000", f"--user-data-dir={profile_dir}", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile_dir}",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.5) -> T:
+def wait_for(
+    condition: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.5
+) -> T:
     """Poll until condition returns something truthy; WebDriver hiccups count as 'not yet'."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -56,4 +70,6 @@ def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 60.0
         except WebDriverException as error:
             last_error = error
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last_error.msg})" if last_error else ""))
+    raise AssertionError(
+        f"timed out waiting for {what}" + (f" (last error: {last_error.msg})" if last_error else "")
+    )

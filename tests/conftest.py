@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client
-
 from aiinfn_dev import devstorage, kueue_config
-from aiinfn_hub import k8s, labels
 from aiinfn_dev.devcluster import topology
 from aiinfn_dev.devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
+from kubernetes_asyncio import client
+
+from aiinfn_hub import k8s, labels
 from tests.helpers import has_default_service_account, wait_until
 from tests.hub_marker import hub_items
 from tests.oidc_provider import keycloak  # noqa: F401 (the real OpenID provider fixture)
@@ -41,8 +41,10 @@ def devcluster():
     if external:
         yield Path(external), None
         return
-    cluster = DevCluster(name=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
-                         port=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)))
+    cluster = DevCluster(
+        name=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
+        port=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)),
+    )
     started = cluster.up()
     try:
         yield cluster.layout.admin_kubeconfig, cluster
@@ -84,12 +86,21 @@ async def _print_events(core: client.CoreV1Api, namespace: str) -> None:
 async def namespace(request, core):
     """A fresh namespace enforcing Pod Security "restricted"; its events are printed if the test fails."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
-        labels.POD_SECURITY_ENFORCE: "restricted",
-        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
-        labels.MANAGED_BY: "aiinfn-hub-tests",
-    })))
-    await wait_until(lambda: has_default_service_account(core, name), what="default service account")
+    await core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                labels={
+                    labels.POD_SECURITY_ENFORCE: "restricted",
+                    labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+                    labels.MANAGED_BY: "aiinfn-hub-tests",
+                },
+            )
+        )
+    )
+    await wait_until(
+        lambda: has_default_service_account(core, name), what="default service account"
+    )
     try:
         yield name
     finally:
@@ -104,8 +115,10 @@ async def storage(api_client, namespace, tmp_path):
     """helm-values/storage.yaml in the test namespace: its claims bound to local folders."""
     documents = await devstorage.setup(api_client, namespace, tmp_path / "storage")
     try:
-        await wait_until(lambda: devstorage.claims_bound(api_client, namespace, documents),
-                         "the storage claims to be bound")
+        await wait_until(
+            lambda: devstorage.claims_bound(api_client, namespace, documents),
+            "the storage claims to be bound",
+        )
         yield documents
     finally:
         await devstorage.delete_volumes(api_client, documents)
@@ -117,17 +130,22 @@ async def kueue(devcluster, api_client) -> list[dict]:
     applied and its ClusterQueues active; the file's documents (for `local_queues`)."""
     _, cluster = devcluster
     if cluster is not None and "kueue" not in {p.name for p in cluster.status().processes}:
-        pytest.fail(f"dev cluster {cluster.name!r} was started without Kueue (by an older version): "
-                    f"restart it with `aiinfn-devcluster down --name {cluster.name}`")
+        pytest.fail(
+            f"dev cluster {cluster.name!r} was started without Kueue (by an older version): "
+            f"restart it with `aiinfn-devcluster down --name {cluster.name}`"
+        )
     crds = await client.ApiextensionsV1Api(api_client).list_custom_resource_definition(
-        field_selector="metadata.name=clusterqueues.kueue.x-k8s.io")
+        field_selector="metadata.name=clusterqueues.kueue.x-k8s.io"
+    )
     if not crds.items:
         pytest.skip("Kueue is not installed in the AIINFN_KUBECONFIG cluster")
     documents = kueue_config.load()
     cluster_objects = kueue_config.cluster_objects(documents)
     await kueue_config.apply(api_client, cluster_objects)
-    await wait_until(lambda: kueue_config.queues_active(api_client, cluster_objects),
-                     "Kueue to activate the ClusterQueues")
+    await wait_until(
+        lambda: kueue_config.queues_active(api_client, cluster_objects),
+        "Kueue to activate the ClusterQueues",
+    )
     return documents
 
 
@@ -136,7 +154,9 @@ async def local_queues(kueue, api_client, namespace) -> list[dict]:
     """The projects' LocalQueues in the test namespace, active (they go with the namespace)."""
     queues = kueue_config.local_queues(kueue, namespace)
     await kueue_config.apply(api_client, queues)
-    await wait_until(lambda: kueue_config.queues_active(api_client, queues), "Kueue to activate the LocalQueues")
+    await wait_until(
+        lambda: kueue_config.queues_active(api_client, queues), "Kueue to activate the LocalQueues"
+    )
     return queues
 
 

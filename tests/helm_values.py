@@ -58,8 +58,10 @@ def helm_merge(defaults: Any, overrides: Any) -> Any:
 def env_list(extra_env: dict[str, Any]) -> list[dict]:
     """`extraEnv` as the chart writes it into a container (jupyterhub.extraEnv): a map value is
     an EnvVar named by its key unless it names itself, a string a plain value."""
-    return [({"name": name, **value} if isinstance(value, dict) else {"name": name, "value": value})
-            for name, value in extra_env.items()]
+    return [
+        ({"name": name, **value} if isinstance(value, dict) else {"name": name, "value": value})
+        for name, value in extra_env.items()
+    ]
 
 
 def component_labels(component: str) -> dict[str, str]:
@@ -69,34 +71,66 @@ def component_labels(component: str) -> dict[str, str]:
 
 def network_policy(name: str, component: str, policy: dict) -> dict:
     """A NetworkPolicy with a chart section's extra rules (networkPolicy.ingress, .egress)."""
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name},
-            "spec": {"podSelector": {"matchLabels": component_labels(component)},
-                     "policyTypes": ["Ingress", "Egress"],
-                     "ingress": policy.get("ingress", []), "egress": policy.get("egress", [])}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "podSelector": {"matchLabels": component_labels(component)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": policy.get("ingress", []),
+            "egress": policy.get("egress", []),
+        },
+    }
 
 
 def rendered_pieces(chart_values: dict) -> list[dict]:
     """The Kubernetes objects the values' native pieces end up in: the hub Service's ports, the
     hub's, proxy's and notebooks' extra network rules, the hub's and notebooks' environment."""
     hub, proxy, singleuser = chart_values["hub"], chart_values["proxy"], chart_values["singleuser"]
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hub"},
-               "spec": {"selector": component_labels("hub"), "ports": [
-                   {"name": "hub", "port": 8081, "targetPort": "http"},
-                   *hub["service"]["extraPorts"]]}}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hub-env"}, "spec": {
-        "automountServiceAccountToken": False,
-        "containers": [_container("hub", env_list(hub["extraEnv"])),
-                       _container("notebook", env_list(singleuser["extraEnv"]))]}}
-    return [service, pod,
-            network_policy("hub", "hub", hub["networkPolicy"]),
-            network_policy("proxy", "proxy", proxy["chp"]["networkPolicy"]),
-            network_policy("singleuser", "singleuser-server", singleuser["networkPolicy"])]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "hub"},
+        "spec": {
+            "selector": component_labels("hub"),
+            "ports": [
+                {"name": "hub", "port": 8081, "targetPort": "http"},
+                *hub["service"]["extraPorts"],
+            ],
+        },
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hub-env"},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [
+                _container("hub", env_list(hub["extraEnv"])),
+                _container("notebook", env_list(singleuser["extraEnv"])),
+            ],
+        },
+    }
+    return [
+        service,
+        pod,
+        network_policy("hub", "hub", hub["networkPolicy"]),
+        network_policy("proxy", "proxy", proxy["chp"]["networkPolicy"]),
+        network_policy("singleuser", "singleuser-server", singleuser["networkPolicy"]),
+    ]
 
 
 def _container(name: str, env: list[dict]) -> dict:
-    return {"name": name, "image": "registry.invalid/aiinfn/test:1", "env": env,
-            "securityContext": {"allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                                "runAsNonRoot": True, "runAsUser": 1000,
-                                "seccompProfile": {"type": "RuntimeDefault"}}}
+    return {
+        "name": name,
+        "image": "registry.invalid/aiinfn/test:1",
+        "env": env,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }

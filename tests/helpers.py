@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 # A limit for waiting on the cluster, not an assertion about speed: tests never time anything.
 WAIT_LIMIT = 60.0
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], what: str, limit: float = WAIT_LIMIT,
-                     interval: float = 0.2) -> Any:
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], what: str, limit: float = WAIT_LIMIT, interval: float = 0.2
+) -> Any:
     """Poll check() until it returns something truthy; fail naming `what` after `limit` seconds."""
     deadline = time.monotonic() + limit
     while True:
@@ -29,8 +31,12 @@ async def has_default_service_account(core, namespace: str) -> bool:
     return any(a.metadata.name == "default" for a in accounts.items)
 
 
-def restricted_container(name: str = "main", image: str = "registry.invalid/aiinfn/test:1",
-                         limits: dict[str, str] | None = None, command: list[str] | None = None) -> dict:
+def restricted_container(
+    name: str = "main",
+    image: str = "registry.invalid/aiinfn/test:1",
+    limits: dict[str, str] | None = None,
+    command: list[str] | None = None,
+) -> dict:
     """A container that satisfies Pod Security "restricted"."""
     container: dict[str, Any] = {
         "name": name,

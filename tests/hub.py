@@ -16,8 +16,8 @@ from __future__ import annotations
 import http.cookiejar
 import http.server
 import json
-import re
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,15 +28,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import yaml
-
 from aiinfn_dev import hubaccount
 from aiinfn_dev.demo_auth import DEMO_MODE_ENV
 from aiinfn_dev.devcluster.processes import free_port
+
 from aiinfn_hub.platform_config import AiInfnPlatform
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,14 +69,22 @@ class Hub:
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         page = opener.open(f"{self.url}/hub/login").read().decode()
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
-        form = urllib.parse.urlencode({"_xsrf": xsrf, "username": user, "password": self.password}).encode()
+        form = urllib.parse.urlencode(
+            {"_xsrf": xsrf, "username": user, "password": self.password}
+        ).encode()
         opener.open(f"{self.url}/hub/login", data=form).read()
         self.browsers[user] = opener
 
-    def request(self, method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict | str]:
+    def request(
+        self, method: str, path: str, body=None, token: str | None = None
+    ) -> tuple[int, dict | str]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.url}/hub/api{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {token or self.token}"})
+        req = urllib.request.Request(
+            f"{self.url}/hub/api{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {token or self.token}"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as response:
                 text = response.read().decode()
@@ -90,11 +98,16 @@ class Hub:
 
     def events(self, path: str, token: str | None = None) -> list[dict]:
         """The data of a REST API event stream (a spawn's progress) until the hub ends it."""
-        req = urllib.request.Request(f"{self.url}/hub/api{path}", headers={
-            "Authorization": f"token {token or self.token}", "Accept": "text/event-stream"})
+        req = urllib.request.Request(
+            f"{self.url}/hub/api{path}",
+            headers={
+                "Authorization": f"token {token or self.token}",
+                "Accept": "text/event-stream",
+            },
+        )
         with urllib.request.urlopen(req, timeout=180) as response:
             lines = response.read().decode().splitlines()
-        return [json.loads(line[len("data:"):]) for line in lines if line.startswith("data:")]
+        return [json.loads(line[len("data:") :]) for line in lines if line.startswith("data:")]
 
     def page(self, path: str, user: str) -> tuple[int, str]:
         """A hub page as the logged-in user's browser sees it."""
@@ -114,18 +127,30 @@ def require_hub_account(kubeconfig: Path, namespace: str) -> None:
     subject = hubaccount.token_subject(yaml.safe_load(kubeconfig.read_text()))
     wanted = hubaccount.account_name(namespace)
     if subject != wanted:
-        raise ValueError(f"a test hub runs as {wanted} (aiinfn_dev.hubaccount.hub_kubeconfig), "
-                         f"not as {subject or 'a user without a service-account token'}")
+        raise ValueError(
+            f"a test hub runs as {wanted} (aiinfn_dev.hubaccount.hub_kubeconfig), "
+            f"not as {subject or 'a user without a service-account token'}"
+        )
 
 
 def section(setting: str) -> str:
     """The config section of a spawner-side setting: the platform's shared ones, else the spawner's."""
-    return "AiInfnPlatform" if setting in AiInfnPlatform.class_own_traits(config=True) else "AiInfnSpawner"
+    return (
+        "AiInfnPlatform"
+        if setting in AiInfnPlatform.class_own_traits(config=True)
+        else "AiInfnSpawner"
+    )
 
 
-def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict],
-              spawner_config: dict[str, object], extra_config: Sequence[str] = (),
-              env_extra: dict[str, str] | None = None) -> tuple[Hub, http.server.HTTPServer]:
+def start_hub(
+    tmp: Path,
+    kubeconfig: Path,
+    namespace: str,
+    users: dict[str, dict],
+    spawner_config: dict[str, object],
+    extra_config: Sequence[str] = (),
+    env_extra: dict[str, str] | None = None,
+) -> tuple[Hub, http.server.HTTPServer]:
     """Start JupyterHub and a notebook stand-in; stop them with stop_hub.
 
     `extra_config` lines come last in the generated config, so they override the rest (another
@@ -159,16 +184,28 @@ def start_hub(tmp: Path, kubeconfig: Path, namespace: str, users: dict[str, dict
     ]
     config = tmp / "jupyterhub_config.py"
     config.write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), DEMO_MODE_ENV: "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env_extra or {})}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        DEMO_MODE_ENV: "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        **(env_extra or {}),
+    }
     if not shutil.which("configurable-http-proxy", path=env["PATH"]):
         raise RuntimeError("configurable-http-proxy is not on PATH: run the tests through ./dev")
     log_path = tmp / "hub.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config)], cwd=tmp, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    hub = Hub(f"http://127.0.0.1:{port}", token, namespace, kubeconfig, process, log_path, password,
-              {})
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=tmp,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    hub = Hub(
+        f"http://127.0.0.1:{port}", token, namespace, kubeconfig, process, log_path, password, {}
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

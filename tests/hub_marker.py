@@ -18,9 +18,9 @@ import importlib.util
 import inspect
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 
@@ -71,8 +71,9 @@ class _Module:
             elif isinstance(stmt, (ast.If, ast.Try, ast.With)):
                 for field in ("body", "orelse", "handlers", "finalbody"):
                     for child in getattr(stmt, field, []):
-                        yield from self._units(child.body if isinstance(child, ast.ExceptHandler)
-                                               else [child])
+                        yield from self._units(
+                            child.body if isinstance(child, ast.ExceptHandler) else [child]
+                        )
             else:
                 yield _bound_names(stmt), stmt
 
@@ -112,7 +113,7 @@ class _Module:
         if not stmt.level:
             return stmt.module or ""
         parts = self.package.split(".")
-        base = ".".join(parts[:len(parts) - stmt.level + 1])
+        base = ".".join(parts[: len(parts) - stmt.level + 1])
         return f"{base}.{stmt.module}" if stmt.module else base
 
 
@@ -148,7 +149,7 @@ class _References(ast.NodeVisitor):
 
     def visit_List(self, node: ast.List | ast.Tuple) -> None:
         values = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
-        for flag, program in zip(values, values[1:]):
+        for flag, program in zip(values, values[1:], strict=False):
             if flag == "-m" and isinstance(program, str):
                 self.refs.add(("main", program))
         self.generic_visit(node)
@@ -156,16 +157,23 @@ class _References(ast.NodeVisitor):
     visit_Tuple = visit_List
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if (isinstance(node.value, str) and _DOTTED.fullmatch(node.value)
-                and self.module.name.partition(".")[0] in self.module.index.imports_by_name):
+        if (
+            isinstance(node.value, str)
+            and _DOTTED.fullmatch(node.value)
+            and self.module.name.partition(".")[0] in self.module.index.imports_by_name
+        ):
             top, *chain = node.value.split(".")
             if top in self.module.index.roots:
                 self.refs.add(self.module.index.resolve(top, chain))
 
 
 def _is_main_guard(stmt: ast.stmt) -> bool:
-    return (isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare)
-            and isinstance(stmt.test.left, ast.Name) and stmt.test.left.id == "__name__")
+    return (
+        isinstance(stmt, ast.If)
+        and isinstance(stmt.test, ast.Compare)
+        and isinstance(stmt.test.left, ast.Name)
+        and stmt.test.left.id == "__name__"
+    )
 
 
 def _bound_names(stmt: ast.stmt) -> list[str]:
@@ -173,16 +181,20 @@ def _bound_names(stmt: ast.stmt) -> list[str]:
         return [stmt.name]
     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
         return [a.asname or a.name.partition(".")[0] for a in stmt.names]
-    targets = {ast.Assign: lambda s: s.targets, ast.AnnAssign: lambda s: [s.target],
-               ast.AugAssign: lambda s: [s.target]}.get(type(stmt), lambda s: [])(stmt)
+    targets = {
+        ast.Assign: lambda s: s.targets,
+        ast.AnnAssign: lambda s: [s.target],
+        ast.AugAssign: lambda s: [s.target],
+    }.get(type(stmt), lambda s: [])(stmt)
     return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
 class HubIndex:
     """The static graph of first-party names; `hub(nodes)` says which of them reach a seed."""
 
-    def __init__(self, roots: dict[str, Path] | None = None,
-                 imports_by_name: Iterable[str] = IMPORTS_BY_NAME) -> None:
+    def __init__(
+        self, roots: dict[str, Path] | None = None, imports_by_name: Iterable[str] = IMPORTS_BY_NAME
+    ) -> None:
         self.roots = first_party_roots() if roots is None else roots
         self.imports_by_name = frozenset(imports_by_name)
         self.module = cache(self._parse)
@@ -263,7 +275,7 @@ def item_nodes(item: pytest.Item) -> set[Node]:
     """The test's function (its class, for a method) and the fixtures it uses, as nodes."""
     functions = [getattr(item, "function", None)]
     fixtures = getattr(item, "_fixtureinfo", None)
-    for definitions in (fixtures.name2fixturedefs.values() if fixtures else ()):
+    for definitions in fixtures.name2fixturedefs.values() if fixtures else ():
         functions += [definition.func for definition in definitions]
     return {node for node in map(_node_of, filter(None, functions)) if node}
 

@@ -22,8 +22,13 @@ PREFIX = "/services/jobs/"
 def hub_lines(port: int, token: str, **settings: object) -> list[str]:
     """Hub config lines: the job service as an external service, the roles 40-jobs.py gives,
     and these c.AiInfnJobs settings."""
-    service = {"name": "jobs", "url": f"http://127.0.0.1:{port}", "api_token": token, "oauth_no_confirm": True,
-               "oauth_client_allowed_scopes": []}
+    service = {
+        "name": "jobs",
+        "url": f"http://127.0.0.1:{port}",
+        "api_token": token,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [],
+    }
     return [
         "c.JupyterHub.public_url = c.JupyterHub.bind_url",
         f"c.JupyterHub.services.append({service!r})",
@@ -51,23 +56,39 @@ class Service:
     def environment(self, kubeconfig: Path | None = None) -> dict[str, str]:
         """What a hub gives a managed service, pointing at this hub and this port."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-        env.update({
-            "JUPYTERHUB_API_TOKEN": self.token, "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
-            "JUPYTERHUB_CLIENT_ID": "service-jobs", "JUPYTERHUB_SERVICE_NAME": "jobs",
-            "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}", "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback", "JUPYTERHUB_BASE_URL": "/",
-            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(["access:services", "access:services!service=jobs"]),
-            "KUBECONFIG": str(kubeconfig or self.kubeconfig),
-        })
+        env.update(
+            {
+                "JUPYTERHUB_API_TOKEN": self.token,
+                "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
+                "JUPYTERHUB_CLIENT_ID": "service-jobs",
+                "JUPYTERHUB_SERVICE_NAME": "jobs",
+                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}",
+                "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
+                "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback",
+                "JUPYTERHUB_BASE_URL": "/",
+                "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
+                    ["access:services", "access:services!service=jobs"]
+                ),
+                "KUBECONFIG": str(kubeconfig or self.kubeconfig),
+            }
+        )
         return env
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "aiinfn_hub.services.jobs", "--hub-config",
-                str(self.tmp / "jupyterhub_config.py"), *args]
+        return [
+            sys.executable,
+            "-m",
+            "aiinfn_hub.services.jobs",
+            "--hub-config",
+            str(self.tmp / "jupyterhub_config.py"),
+            *args,
+        ]
 
     def answers(self) -> bool:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2).read()
+            urllib.request.urlopen(
+                f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2
+            ).read()
             return True
         except OSError:
             return False
@@ -76,8 +97,14 @@ class Service:
         """Start the process and wait until it answers; `args` are extra command-line settings."""
         self.starts += 1
         with open(self.tmp / f"jobs-{self.starts}.log", "wb") as log:
-            self.process = subprocess.Popen(self.argv(*args), cwd=self.tmp, env=self.environment(kubeconfig),
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv(*args),
+                cwd=self.tmp,
+                env=self.environment(kubeconfig),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         for _ in range(300):
             if self.process.poll() is not None:
                 raise RuntimeError(f"the job service exited: {self.log()[-3000:]}")

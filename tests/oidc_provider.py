@@ -32,14 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from aiinfn_dev.devcluster.processes import free_port
 
 KEYCLOAK_VERSION = "26.7.3"
-KEYCLOAK_SHA512 = ("15c764765576eef267cf15cc5225a5826b5394a25a83d9bfa5b8544e4bbba690"
-                   "cb743c9d384200b93bb71ee4c4a328e1dd8c0a00f822fd3e6e154f14b1e47216")
-MAVEN_URL = ("https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/{v}/"
-             "keycloak-quarkus-dist-{v}.zip")
+KEYCLOAK_SHA512 = (
+    "15c764765576eef267cf15cc5225a5826b5394a25a83d9bfa5b8544e4bbba690"
+    "cb743c9d384200b93bb71ee4c4a328e1dd8c0a00f822fd3e6e154f14b1e47216"
+)
+MAVEN_URL = (
+    "https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist/{v}/"
+    "keycloak-quarkus-dist-{v}.zip"
+)
 # Build-time options, baked into the cached distribution by `kc.sh build`.
 BUILD_OPTIONS = ["--db=dev-file"]
 REALM_TEMPLATE = Path(__file__).with_name("oidc_realm.json")
@@ -50,7 +53,9 @@ def cache_dir() -> Path:
     """AIINFN_KEYCLOAK_CACHE, else $XDG_CACHE_HOME/aiinfn-hub/keycloak (~/.cache by default)."""
     if os.environ.get("AIINFN_KEYCLOAK_CACHE"):
         return Path(os.environ["AIINFN_KEYCLOAK_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aiinfn-hub" / "keycloak"
+    return (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aiinfn-hub" / "keycloak"
+    )
 
 
 def _stamp() -> str:
@@ -92,10 +97,16 @@ def install(cache: Path | None = None, log=print) -> Path:
         archive.unlink()
         built = staging / f"keycloak-{KEYCLOAK_VERSION}"
         log("oidc provider: pre-building Keycloak (kc.sh build, once)")
-        result = subprocess.run([str(built / "bin" / "kc.sh"), "build", *BUILD_OPTIONS], capture_output=True,
-                                text=True, timeout=900)
+        result = subprocess.run(
+            [str(built / "bin" / "kc.sh"), "build", *BUILD_OPTIONS],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"kc.sh build failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"kc.sh build failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
         (built / ".aiinfn-built").write_text(_stamp())
         if home.exists():
             shutil.rmtree(home)
@@ -105,8 +116,15 @@ def install(cache: Path | None = None, log=print) -> Path:
     return home
 
 
-def _request(method: str, url: str, *, token: str | None = None, body: Any = None, form: dict | None = None,
-             timeout: float = 30) -> tuple[int, Any]:
+def _request(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    form: dict | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
     headers = {}
     data = None
     if token:
@@ -155,13 +173,31 @@ class Keycloak:
         # kc.sh finds its home from its own (resolved) path: a copy here puts data/ in the workdir.
         shutil.copy2(self.distribution / "bin" / "kc.sh", home / "bin" / "kc.sh")
         self.port = free_port()
-        env = {**os.environ, "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
-               "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password}
-        argv = [str(home / "bin" / "kc.sh"), "start", "--optimized", "--cache=local", "--http-enabled=true",
-                "--http-host=127.0.0.1", f"--http-port={self.port}", "--hostname-strict=false"]
+        env = {
+            **os.environ,
+            "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
+        }
+        argv = [
+            str(home / "bin" / "kc.sh"),
+            "start",
+            "--optimized",
+            "--cache=local",
+            "--http-enabled=true",
+            "--http-host=127.0.0.1",
+            f"--http-port={self.port}",
+            "--hostname-strict=false",
+        ]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(argv, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                argv,
+                cwd=home,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + START_LIMIT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -191,11 +227,20 @@ class Keycloak:
 
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """The admin REST API (/admin/realms...), with a fresh token from the bootstrap admin."""
-        status, answer = _request("POST", f"{self.url}/realms/master/protocol/openid-connect/token", form={
-            "grant_type": "password", "client_id": "admin-cli", "username": "admin",
-            "password": self.admin_password})
+        status, answer = _request(
+            "POST",
+            f"{self.url}/realms/master/protocol/openid-connect/token",
+            form={
+                "grant_type": "password",
+                "client_id": "admin-cli",
+                "username": "admin",
+                "password": self.admin_password,
+            },
+        )
         assert status == 200, answer
-        return _request(method, f"{self.url}/admin/realms{path}", token=answer["access_token"], body=body)
+        return _request(
+            method, f"{self.url}/admin/realms{path}", token=answer["access_token"], body=body
+        )
 
 
 @dataclass
@@ -216,7 +261,9 @@ class Realm:
         return self.keycloak.admin(method, f"/{self.name}{path}", body)
 
     def user_id(self, username: str) -> str:
-        status, found = self.admin("GET", f"/users?exact=true&username={urllib.parse.quote(username)}")
+        status, found = self.admin(
+            "GET", f"/users?exact=true&username={urllib.parse.quote(username)}"
+        )
         assert status == 200 and len(found) == 1, (status, found)
         return found[0]["id"]
 
@@ -230,30 +277,45 @@ class Realm:
     def set_group(self, username: str, group_path: str, member: bool) -> None:
         status, group = self.admin("GET", f"/group-by-path/{group_path.lstrip('/')}")
         assert status == 200, group
-        status, answer = self.admin("PUT" if member else "DELETE",
-                                    f"/users/{self.user_id(username)}/groups/{group['id']}")
+        status, answer = self.admin(
+            "PUT" if member else "DELETE", f"/users/{self.user_id(username)}/groups/{group['id']}"
+        )
         assert status == 204, answer
 
     def revoke(self, refresh_token: str) -> None:
         """Revoke a refresh token at the provider (RFC 7009), as a user or an IAM admin would."""
-        status, answer = _request("POST", f"{self.issuer}/protocol/openid-connect/revoke", form={
-            "token": refresh_token, "token_type_hint": "refresh_token",
-            "client_id": self.client_id, "client_secret": self.client_secret})
+        status, answer = _request(
+            "POST",
+            f"{self.issuer}/protocol/openid-connect/revoke",
+            form={
+                "token": refresh_token,
+                "token_type_hint": "refresh_token",
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+            },
+        )
         assert status == 200, answer
 
     def userinfo_status(self, access_token: str) -> int:
-        return _request("GET", f"{self.issuer}/protocol/openid-connect/userinfo", token=access_token)[0]
+        return _request(
+            "GET", f"{self.issuer}/protocol/openid-connect/userinfo", token=access_token
+        )[0]
 
 
-def make_realm(keycloak: Keycloak, name: str, users: list[dict], access_token_lifespan: int = 300) -> Realm:
+def make_realm(
+    keycloak: Keycloak, name: str, users: list[dict], access_token_lifespan: int = 300
+) -> Realm:
     """Create the realm of tests/oidc_realm.json with these users.
 
     A user is {"username", "groups": ["/cms-ml", ...], "email", "email_verified", "attributes"};
     each gets a random password (Realm.passwords)."""
     template = json.loads(REALM_TEMPLATE.read_text())
     realm = Realm(keycloak, name, template["client"]["clientId"], secrets.token_urlsafe(24))
-    status, answer = keycloak.admin("POST", "", {**template["realm"], "realm": name,
-                                                 "accessTokenLifespan": access_token_lifespan})
+    status, answer = keycloak.admin(
+        "POST",
+        "",
+        {**template["realm"], "realm": name, "accessTokenLifespan": access_token_lifespan},
+    )
     assert status == 201, answer
     # Let the provider send what IAM could: any attribute, usernames it would not itself allow.
     status, profile = realm.admin("GET", "/users/profile")
@@ -265,21 +327,31 @@ def make_realm(keycloak: Keycloak, name: str, users: list[dict], access_token_li
     assert status == 200, answer
     status, answer = realm.admin("POST", "/client-scopes", template["groups_scope"])
     assert status == 201, answer
-    client = {**template["client"], "secret": realm.client_secret, "redirectUris": ["http://127.0.0.1:*"]}
+    client = {
+        **template["client"],
+        "secret": realm.client_secret,
+        "redirectUris": ["http://127.0.0.1:*"],
+    }
     status, answer = realm.admin("POST", "/clients", client)
     assert status == 201, answer
     client_uuid = answer.rsplit("/", 1)[1]
     status, scopes = realm.admin("GET", "/client-scopes")
     scope_ids = {scope["name"]: scope["id"] for scope in scopes}
     for scope in template["client_default_scopes"]:
-        status, answer = realm.admin("PUT", f"/clients/{client_uuid}/default-client-scopes/{scope_ids[scope]}")
+        status, answer = realm.admin(
+            "PUT", f"/clients/{client_uuid}/default-client-scopes/{scope_ids[scope]}"
+        )
         assert status == 204, answer
     for user in users:
         password = secrets.token_urlsafe(12)
         body = {
-            "username": user["username"], "enabled": True, "firstName": "Test", "lastName": "User",
+            "username": user["username"],
+            "enabled": True,
+            "firstName": "Test",
+            "lastName": "User",
             "email": user.get("email", f"user{len(realm.passwords)}@example.org"),
-            "emailVerified": user.get("email_verified", True), "groups": user.get("groups", []),
+            "emailVerified": user.get("email_verified", True),
+            "groups": user.get("groups", []),
             "attributes": user.get("attributes", {}),
             "credentials": [{"type": "password", "value": password, "temporary": False}],
         }
@@ -330,24 +402,35 @@ class Login:
     codes: list[str]
 
 
-def browser_login(hub_url: str, username: str, password: str, next_path: str = "/hub/home") -> Login:
+def browser_login(
+    hub_url: str, username: str, password: str, next_path: str = "/hub/home"
+) -> Login:
     """Log in as a browser does: the hub's /hub/oauth_login, the provider's login form, the hub's
     callback. Returns where it ended (the hub page, or the hub's refusal with its status)."""
     recorder = _Recorder()
     # Browsers send Secure cookies to http://127.0.0.1 (a "potentially trustworthy" origin); so does this one.
-    jar = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(secure_protocols=("https", "http")))
+    jar = http.cookiejar.CookieJar(
+        http.cookiejar.DefaultCookiePolicy(secure_protocols=("https", "http"))
+    )
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), recorder)
-    with browser.open(f"{hub_url}/hub/oauth_login?next={urllib.parse.quote(next_path)}", timeout=30) as page:
+    with browser.open(
+        f"{hub_url}/hub/oauth_login?next={urllib.parse.quote(next_path)}", timeout=30
+    ) as page:
         finder = _FormFinder()
         finder.feed(page.read().decode())
     assert finder.action, "the provider did not show its login form"
     form = {**finder.fields, "username": username, "password": password}
     try:
-        with browser.open(finder.action, data=urllib.parse.urlencode(form).encode(), timeout=60) as response:
+        with browser.open(
+            finder.action, data=urllib.parse.urlencode(form).encode(), timeout=60
+        ) as response:
             status, url, body = response.status, response.url, response.read().decode()
     except urllib.error.HTTPError as error:
         status, url, body = error.code, error.url, error.read().decode(errors="replace")
-    codes = [urllib.parse.parse_qs(urllib.parse.urlparse(u).query).get("code", [""])[0] for u in recorder.visited]
+    codes = [
+        urllib.parse.parse_qs(urllib.parse.urlparse(u).query).get("code", [""])[0]
+        for u in recorder.visited
+    ]
     return Login(status, url, body, browser, [c for c in codes if c])
 
 

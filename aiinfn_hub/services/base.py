@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import (
+    HubOAuth,
+    HubOAuthCallbackHandler,
+    HubOAuthenticated,
+    UserNotAllowed,
+)
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -49,17 +54,21 @@ def hub_config_file() -> str:
 
 
 class Unauthenticated(UserError):
-    """"Who are you?": 401 with a Bearer challenge (RFC 9110 11.6.1, RFC 6750 3), which tells a
+    """ "Who are you?": 401 with a Bearer challenge (RFC 9110 11.6.1, RFC 6750 3), which tells a
     client to send a token; 403 stays for callers who are known but may not do something."""
 
     def __init__(self, realm: str, sent_credentials: bool) -> None:
         if sent_credentials:
-            message = ("the token sent is not valid (unknown, expired or revoked); "
-                       "send a current JupyterHub API token")
+            message = (
+                "the token sent is not valid (unknown, expired or revoked); "
+                "send a current JupyterHub API token"
+            )
             challenge = f'Bearer realm="{realm}", error="invalid_token"'
         else:
-            message = ("authentication required: send a JupyterHub API token "
-                       "(Authorization: token ...) or log in")
+            message = (
+                "authentication required: send a JupyterHub API token "
+                "(Authorization: token ...) or log in"
+            )
             challenge = f'Bearer realm="{realm}"'
         super().__init__(message, reason="unauthenticated", status=401)
         self.headers = {"WWW-Authenticate": challenge}
@@ -92,8 +101,11 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             except UserNotAllowed:
                 self.not_allowed, model = True, None
         self.current_user = model
-        if model is None and self.request.method not in ("GET", "HEAD", "OPTIONS") \
-                and self.get_cookie(self.hub_auth.cookie_name):
+        if (
+            model is None
+            and self.request.method not in ("GET", "HEAD", "OPTIONS")
+            and self.get_cookie(self.hub_auth.cookie_name)
+        ):
             # The hub ignores a login cookie on a form post that fails its XSRF check: the caller
             # is known, the request is not theirs to make.
             try:
@@ -101,21 +113,31 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             except web.HTTPError:
                 self.forged = True
         if model and model.get("kind", "user") == "user":
-            self.hub_user = HubUser(model["name"], frozenset(model.get("groups") or ()), bool(model.get("admin")))
+            self.hub_user = HubUser(
+                model["name"], frozenset(model.get("groups") or ()), bool(model.get("admin"))
+            )
 
     def caller(self) -> HubUser:
         """The calling user. 401 when the hub does not know who calls (no credentials, or a token
         it does not accept); 403 for services and for tokens without access to this service."""
         if self.hub_user is None:
             if self.forged:
-                raise UserError("this form is out of date or was not sent from this site (XSRF "
-                                "check failed); reload the page", reason="forbidden", status=403)
+                raise UserError(
+                    "this form is out of date or was not sent from this site (XSRF "
+                    "check failed); reload the page",
+                    reason="forbidden",
+                    status=403,
+                )
             if self.not_allowed:
-                raise UserError("this token may not use this service", reason="forbidden", status=403)
+                raise UserError(
+                    "this token may not use this service", reason="forbidden", status=403
+                )
             if self.current_user:
                 raise UserError("only users can use this service", reason="forbidden", status=403)
-            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"),
-                                  bool(self.request.headers.get("Authorization")))
+            raise Unauthenticated(
+                self.settings.get("auth_realm", "jupyterhub"),
+                bool(self.request.headers.get("Authorization")),
+            )
         return self.hub_user
 
     def write_json(self, document: Any, status: int = 200) -> None:
@@ -135,16 +157,25 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             for name, value in getattr(error, "headers", {}).items():
                 self.set_header(name, value)
         else:
-            message = self._reason if status_code < 500 else "internal error; the service log has the details"
+            message = (
+                self._reason
+                if status_code < 500
+                else "internal error; the service log has the details"
+            )
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"status": status_code, "message": message}))
 
     def log_exception(self, typ, value, tb) -> None:  # noqa: ANN001 (tornado's signature)
         error = self.as_user_error(value)
         if error is not None:
-            logging.getLogger(__name__).log(logging.WARNING if error.status >= 500 else logging.INFO,
-                                            "%s %s refused (%d): %s", self.request.method, self.request.path,
-                                            error.status, error.log_detail)
+            logging.getLogger(__name__).log(
+                logging.WARNING if error.status >= 500 else logging.INFO,
+                "%s %s refused (%d): %s",
+                self.request.method,
+                self.request.path,
+                error.status,
+                error.log_detail,
+            )
             return
         super().log_exception(typ, value, tb)
 
@@ -177,7 +208,8 @@ class ServiceApp(Application):
         help="Where to listen (scheme://host:port). Default: $JUPYTERHUB_SERVICE_URL, set by the hub.",
     )
     service_prefix = Unicode(
-        config=True, help="URL prefix the proxy routes to this service. Default: $JUPYTERHUB_SERVICE_PREFIX.",
+        config=True,
+        help="URL prefix the proxy routes to this service. Default: $JUPYTERHUB_SERVICE_PREFIX.",
     )
     bind_url = Unicode(
         config=True,
@@ -208,11 +240,18 @@ class ServiceApp(Application):
         """Command line first (it may name the config file), then the hub's configuration."""
         self.parse_command_line(argv)
         if not os.path.isfile(self.hub_config):
-            raise SystemExit(f"{self.name}: the hub configuration {self.hub_config!r} does not exist "
-                             f"(set ${HUB_CONFIG_ENV} or --hub-config)")
+            raise SystemExit(
+                f"{self.name}: the hub configuration {self.hub_config!r} does not exist "
+                f"(set ${HUB_CONFIG_ENV} or --hub-config)"
+            )
         # The file is the hub's; what the command line says still wins.
-        self.load_config_file(os.path.basename(self.hub_config), path=os.path.dirname(os.path.abspath(self.hub_config)))
-        logging.basicConfig(level=self.log_level, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+        self.load_config_file(
+            os.path.basename(self.hub_config),
+            path=os.path.dirname(os.path.abspath(self.hub_config)),
+        )
+        logging.basicConfig(
+            level=self.log_level, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s"
+        )
 
     def handlers(self) -> list[tuple]:
         """The service's routes, relative to service_prefix."""
@@ -231,11 +270,18 @@ class ServiceApp(Application):
     def make_app(self) -> web.Application:
         hub_auth = HubOAuth(parent=self, cache_max_age=60)
         prefix = self.service_prefix.rstrip("/") + "/"
-        routes = [(prefix + "oauth_callback", OAuthCallbackHandler),
-                  *((prefix + path, *rest) for path, *rest in self.handlers())]
-        return web.Application(routes, hub_auth=hub_auth, cookie_secret=secrets.token_bytes(32),
-                               auth_realm=self.name, default_handler_class=NotFoundHandler,
-                               **self.tornado_settings())
+        routes = [
+            (prefix + "oauth_callback", OAuthCallbackHandler),
+            *((prefix + path, *rest) for path, *rest in self.handlers()),
+        ]
+        return web.Application(
+            routes,
+            hub_auth=hub_auth,
+            cookie_secret=secrets.token_bytes(32),
+            auth_realm=self.name,
+            default_handler_class=NotFoundHandler,
+            **self.tornado_settings(),
+        )
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT, then stop accepting, let requests finish, clean up."""
@@ -247,7 +293,9 @@ class ServiceApp(Application):
         gc.collect()
         gc.freeze()
         server.listen(url.port or 80, address=url.hostname or "127.0.0.1")
-        self.log.info("%s listening on %s, serving %s", self.name, self.bind_url, self.service_prefix)
+        self.log.info(
+            "%s listening on %s, serving %s", self.name, self.bind_url, self.service_prefix
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -255,7 +303,9 @@ class ServiceApp(Application):
         # A hub that dies without stopping its managed services leaves them to init: stop too,
         # rather than hold the port and answer for a hub that is gone.
         parent = os.getppid()
-        watch = PeriodicCallback(lambda: stop.set() if os.getppid() != parent else None, PARENT_CHECK_MS)
+        watch = PeriodicCallback(
+            lambda: stop.set() if os.getppid() != parent else None, PARENT_CHECK_MS
+        )
         watch.start()
         try:
             await stop.wait()
@@ -264,9 +314,12 @@ class ServiceApp(Application):
             server.stop()
             try:
                 await asyncio.wait_for(server.close_all_connections(), STOP_GRACE_SECONDS)
-            except asyncio.TimeoutError:
-                self.log.warning("%s: requests still running after %.0fs; stopping anyway", self.name,
-                                 STOP_GRACE_SECONDS)
+            except TimeoutError:
+                self.log.warning(
+                    "%s: requests still running after %.0fs; stopping anyway",
+                    self.name,
+                    STOP_GRACE_SECONDS,
+                )
         finally:
             await self.cleanup()
 

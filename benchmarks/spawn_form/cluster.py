@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
+from aiinfn_dev.devcluster import processes
+from aiinfn_dev.devcluster.cluster import DevCluster
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from aiinfn_dev.devcluster import processes
-from aiinfn_dev.devcluster.cluster import DevCluster
-
 from .settings import (
-    BATCH_NAMESPACES, BENCH_LABEL, CLUSTER_NAME, CONCURRENCY, NOTEBOOK_NAMESPACES, PAGE_SIZE,
+    BATCH_NAMESPACES,
+    BENCH_LABEL,
+    CLUSTER_NAME,
+    CONCURRENCY,
+    NOTEBOOK_NAMESPACES,
+    PAGE_SIZE,
     say,
 )
 
@@ -27,8 +32,13 @@ def fresh_cluster(topology_name: str) -> tuple[DevCluster, int]:
     is a catalog environment (load average above 50, 5 pods created per second instead of 360).
     This benchmark measures the spawn form; kwok playing the pods is all it needs."""
     port = processes.free_port()
-    cluster = DevCluster(name=CLUSTER_NAME, port=port, topology_name=topology_name,
-                         log=lambda line: say(f"  devcluster: {line}"), pod_runner=False)
+    cluster = DevCluster(
+        name=CLUSTER_NAME,
+        port=port,
+        topology_name=topology_name,
+        log=lambda line: say(f"  devcluster: {line}"),
+        pod_runner=False,
+    )
     if cluster.status().state != "stopped":
         say(f"cluster {CLUSTER_NAME!r} left from an earlier run: stopping it")
         cluster.down()
@@ -38,8 +48,17 @@ def fresh_cluster(topology_name: str) -> tuple[DevCluster, int]:
 async def make_namespaces(core: client.CoreV1Api) -> None:
     for namespace in NOTEBOOK_NAMESPACES + BATCH_NAMESPACES:
         try:
-            await core.create_namespace({"metadata": {"name": namespace, "labels": {
-                BENCH_LABEL: "true", "pod-security.kubernetes.io/enforce": "restricted"}}})
+            await core.create_namespace(
+                {
+                    "metadata": {
+                        "name": namespace,
+                        "labels": {
+                            BENCH_LABEL: "true",
+                            "pod-security.kubernetes.io/enforce": "restricted",
+                        },
+                    }
+                }
+            )
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -59,9 +78,10 @@ async def create_pod(core: client.CoreV1Api, pod: dict[str, Any]) -> None:
     name = pod["metadata"]["name"]
     for attempt in range(8):
         try:
-            response = await core.create_namespaced_pod(pod["metadata"]["namespace"], pod,
-                                                        _preload_content=False)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            response = await core.create_namespaced_pod(
+                pod["metadata"]["namespace"], pod, _preload_content=False
+            )
+        except (TimeoutError, aiohttp.ClientError) as error:
             status, body = None, str(error)
         else:
             try:
@@ -72,7 +92,7 @@ async def create_pod(core: client.CoreV1Api, pod: dict[str, Any]) -> None:
                 return
             if status not in (429, 500, 503, 504):
                 raise SystemExit(f"creating pod {name} failed ({status}): {body!r}")
-        await asyncio.sleep(min(5.0, 0.2 * 2 ** attempt))
+        await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
     raise SystemExit(f"creating pod {name} kept failing: {status} {body!r}")
 
 
@@ -100,8 +120,11 @@ async def wait_running(core: client.CoreV1Api, limit: float) -> tuple[float, boo
     started = time.monotonic()
     while True:
         response = await core.list_pod_for_all_namespaces(
-            label_selector=BENCH_LABEL, field_selector="status.phase!=Running", limit=1,
-            _preload_content=False)
+            label_selector=BENCH_LABEL,
+            field_selector="status.phase!=Running",
+            limit=1,
+            _preload_content=False,
+        )
         try:
             body = json.loads(await response.read())
         finally:
@@ -117,8 +140,9 @@ async def raw_pages(lister: Callable[..., Any], field_selector: str | None) -> l
     """The list responses as the watcher reads them (pages of PAGE_SIZE, raw JSON bytes)."""
     pages, token = [], None
     while True:
-        response = await lister(limit=PAGE_SIZE, _continue=token, field_selector=field_selector,
-                                _preload_content=False)
+        response = await lister(
+            limit=PAGE_SIZE, _continue=token, field_selector=field_selector, _preload_content=False
+        )
         try:
             data = await response.read()
         finally:

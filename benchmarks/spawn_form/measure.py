@@ -11,9 +11,9 @@ import statistics
 import time
 from typing import Any
 
+from aiinfn_dev.devcluster.cluster import DevCluster
 from kubernetes_asyncio import client
 
-from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_hub import k8s
 from aiinfn_hub.catalog import Catalog
 from aiinfn_hub.inventory import Inventory
@@ -26,27 +26,38 @@ from .renders import IN_RENDER, CallCounter, FormPath, render_baseline, render_o
 from .settings import USER_GROUPS, Scale, percentile, say
 
 
-async def populate(core: client.CoreV1Api, scale: Scale, catalog: Catalog,
-                   result: dict[str, Any]) -> None:
+async def populate(
+    core: client.CoreV1Api, scale: Scale, catalog: Catalog, result: dict[str, Any]
+) -> None:
     """Create the scale's pods and wait until kwok marks them Running."""
     pods = plan_pods(scale.topology, catalog, scale.pods)
     result["mix"] = pod_mix(pods, catalog)
-    result["accelerator_pods"] = sum(n for k, n in result["mix"].items()
-                                     if not k.startswith("cpu "))
+    result["accelerator_pods"] = sum(
+        n for k, n in result["mix"].items() if not k.startswith("cpu ")
+    )
     await make_namespaces(core)
     result["create_s"] = await create_pods(core, pods)
-    say(f"{scale.title}: created {len(pods)} pods in {result['create_s']:.1f} s "
+    say(
+        f"{scale.title}: created {len(pods)} pods in {result['create_s']:.1f} s "
         f"({len(pods) / result['create_s']:.0f}/s), "
-        f"{result['accelerator_pods']} with accelerators")
+        f"{result['accelerator_pods']} with accelerators"
+    )
     del pods
     running_s, all_running = await wait_running(core, limit=300)
     result["running_wait_s"], result["all_running"] = running_s, all_running
-    say(f"{scale.title}: {'all' if all_running else 'NOT all'} pods Running after "
-        f"{running_s:.0f} s more")
+    say(
+        f"{scale.title}: {'all' if all_running else 'NOT all'} pods Running after "
+        f"{running_s:.0f} s more"
+    )
 
 
-async def sync_watcher(api: client.ApiClient, inventory: Inventory, counter: CallCounter,
-                       scale: Scale, result: dict[str, Any]) -> InventoryWatcher:
+async def sync_watcher(
+    api: client.ApiClient,
+    inventory: Inventory,
+    counter: CallCounter,
+    scale: Scale,
+    result: dict[str, Any],
+) -> InventoryWatcher:
     """Start the watcher and wait until the inventory holds every accelerator pod."""
     watcher = InventoryWatcher(api, inventory)
     before = counter.state()
@@ -54,19 +65,23 @@ async def sync_watcher(api: client.ApiClient, inventory: Inventory, counter: Cal
     await watcher.start()
     while inventory.pod_count != result["accelerator_pods"]:
         if time.monotonic() - sync_started > 120:
-            raise SystemExit(f"inventory holds {inventory.pod_count} pods, expected "
-                             f"{result['accelerator_pods']}")
+            raise SystemExit(
+                f"inventory holds {inventory.pod_count} pods, expected {result['accelerator_pods']}"
+            )
         await asyncio.sleep(0.1)
     result["watch_sync_s"] = time.monotonic() - sync_started
     result["watch_sync_requests"] = counter.state()[1] - before[1]
-    say(f"{scale.title}: watcher synced in {result['watch_sync_s']:.1f} s "
+    say(
+        f"{scale.title}: watcher synced in {result['watch_sync_s']:.1f} s "
         f"({result['watch_sync_requests']} requests); {inventory.node_count} nodes, "
-        f"{inventory.pod_count} accelerator pods held")
+        f"{inventory.pod_count} accelerator pods held"
+    )
     return watcher
 
 
-async def time_ours(path: FormPath, inventory: Inventory, counter: CallCounter, scale: Scale,
-                    result: dict[str, Any]) -> None:
+async def time_ours(
+    path: FormPath, inventory: Inventory, counter: CallCounter, scale: Scale, result: dict[str, Any]
+) -> None:
     """Renders of ours with the watcher live; wall and thread CPU time, API calls made."""
     for _ in range(20):
         render_ours(path, inventory)  # warm-up
@@ -88,13 +103,21 @@ async def time_ours(path: FormPath, inventory: Inventory, counter: CallCounter, 
     result["ours_render_calls"] = after[2] - before[2]
     result["ours_render_requests"] = after[3] - before[3]
     result["ours_all_requests_during_loop"] = after[1] - before[1]
-    say(f"{scale.title}: ours {scale.renders} renders, p50 {percentile(samples, 50):.3f} ms, "
+    say(
+        f"{scale.title}: ours {scale.renders} renders, p50 {percentile(samples, 50):.3f} ms, "
         f"p95 {percentile(samples, 95):.3f} ms; render-path API calls: "
-        f"{result['ours_render_calls']}")
+        f"{result['ours_render_calls']}"
+    )
 
 
-async def time_baseline(path: FormPath, inventory: Inventory, core: client.CoreV1Api,
-                        counter: CallCounter, scale: Scale, result: dict[str, Any]) -> None:
+async def time_baseline(
+    path: FormPath,
+    inventory: Inventory,
+    core: client.CoreV1Api,
+    counter: CallCounter,
+    scale: Scale,
+    result: dict[str, Any],
+) -> None:
     """Renders of the baseline; the first is compared with ours (same numbers, same page)."""
     gc.collect()
     before = counter.state()
@@ -109,13 +132,17 @@ async def time_baseline(path: FormPath, inventory: Inventory, core: client.CoreV
             result["same_html"] = html_ours == html_base
             result["form_bytes"] = len(html_ours)
             if not result["same_numbers"]:
-                say(f"  WARNING: counts differ: ours {availability_ours} "
-                    f"baseline {availability_base}")
+                say(
+                    f"  WARNING: counts differ: ours {availability_ours} "
+                    f"baseline {availability_base}"
+                )
     after = counter.state()
     result["baseline_ms"] = samples
     result["baseline_calls_per_render"] = (after[2] - before[2]) / scale.baseline_renders
-    say(f"{scale.title}: baseline {scale.baseline_renders} renders, p50 "
-        f"{percentile(samples, 50):.1f} ms, p95 {percentile(samples, 95):.1f} ms")
+    say(
+        f"{scale.title}: baseline {scale.baseline_renders} renders, p50 "
+        f"{percentile(samples, 50):.1f} ms, p95 {percentile(samples, 95):.1f} ms"
+    )
 
 
 async def raw_lists_ms(core: client.CoreV1Api) -> float:
@@ -133,8 +160,9 @@ async def raw_lists_ms(core: client.CoreV1Api) -> float:
     return statistics.median(raw)
 
 
-async def measure_live(cluster: DevCluster, scale: Scale, catalog: Catalog,
-                       result: dict[str, Any]) -> tuple[list[bytes], list[bytes]]:
+async def measure_live(
+    cluster: DevCluster, scale: Scale, catalog: Catalog, result: dict[str, Any]
+) -> tuple[list[bytes], list[bytes]]:
     """Everything measured while the cluster runs; returns its node and pod list pages."""
     api = await k8s.api_client(str(cluster.layout.admin_kubeconfig))
     async with api:
@@ -148,8 +176,7 @@ async def measure_live(cluster: DevCluster, scale: Scale, catalog: Catalog,
             token = IN_RENDER.set(True)
             try:
                 await time_ours(path, inventory, counter, scale, result)
-                result["ours_stages_ms"] = stage_breakdown(path, inventory,
-                                                           min(500, scale.renders))
+                result["ours_stages_ms"] = stage_breakdown(path, inventory, min(500, scale.renders))
                 await time_baseline(path, inventory, core, counter, scale, result)
             finally:
                 IN_RENDER.reset(token)
@@ -157,16 +184,21 @@ async def measure_live(cluster: DevCluster, scale: Scale, catalog: Catalog,
             result["watcher_stats"] = dict(watcher.stats)
         finally:
             await watcher.stop()
-        result["snapshot_matches_recount"] = (inventory.snapshot(USER_GROUPS)
-                                              == inventory.recount(USER_GROUPS))
+        result["snapshot_matches_recount"] = inventory.snapshot(USER_GROUPS) == inventory.recount(
+            USER_GROUPS
+        )
         node_pages = await raw_pages(core.list_node, None)
         pod_pages = await raw_pages(core.list_pod_for_all_namespaces, POD_FIELD_SELECTOR)
     return node_pages, pod_pages
 
 
 async def measure_scale(scale: Scale, catalog: Catalog) -> dict[str, Any]:
-    result: dict[str, Any] = {"scale": scale.key, "title": scale.title,
-                              "topology": scale.topology, "pods": scale.pods}
+    result: dict[str, Any] = {
+        "scale": scale.key,
+        "title": scale.title,
+        "topology": scale.topology,
+        "pods": scale.pods,
+    }
     cluster, port = fresh_cluster(scale.topology)
     started = time.monotonic()
     try:
@@ -180,7 +212,9 @@ async def measure_scale(scale: Scale, catalog: Catalog) -> dict[str, Any]:
     # Pure CPU work, on a quiet machine (the cluster's processes are gone).
     result["load_after_down"] = os.getloadavg()[0]
     result.update(offline_measurements(catalog, node_pages, pod_pages, scale.renders))
-    say(f"{scale.title}: inventory {result['memory_mb']:.2f} MB for {result['events']} pods "
+    say(
+        f"{scale.title}: inventory {result['memory_mb']:.2f} MB for {result['events']} pods "
         f"({result['inventory_pods']} held); event {result['event_us_unchanged']:.1f} us apply, "
-        f"{result['event_us_end_to_end']:.1f} us parse+apply")
+        f"{result['event_us_end_to_end']:.1f} us parse+apply"
+    )
     return result

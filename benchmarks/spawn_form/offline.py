@@ -8,7 +8,8 @@ import json
 import statistics
 import time
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiinfn_hub.catalog import Catalog
 from aiinfn_hub.inventory import Inventory
@@ -31,8 +32,9 @@ def time_events(fn: Callable[[], int], repeats: int = 5, at_least: int = 20000) 
     return statistics.median(per_event)
 
 
-def inventory_memory(catalog: Catalog, node_pages: list[bytes], pod_pages: list[bytes]
-                     ) -> tuple[Inventory, dict[str, Any]]:
+def inventory_memory(
+    catalog: Catalog, node_pages: list[bytes], pod_pages: list[bytes]
+) -> tuple[Inventory, dict[str, Any]]:
     """An inventory fed page by page as the watcher's relist does, and its memory (tracemalloc)."""
     gc.collect()
     tracemalloc.start()
@@ -50,10 +52,12 @@ def inventory_memory(catalog: Catalog, node_pages: list[bytes], pod_pages: list[
     gc.collect()
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return inventory, {"memory_mb": (current - before) / 2**20,
-                       "memory_peak_mb": (peak - before) / 2**20,
-                       "inventory_nodes": inventory.node_count,
-                       "inventory_pods": inventory.pod_count}
+    return inventory, {
+        "memory_mb": (current - before) / 2**20,
+        "memory_peak_mb": (peak - before) / 2**20,
+        "inventory_nodes": inventory.node_count,
+        "inventory_pods": inventory.pod_count,
+    }
 
 
 def quiet_renders(catalog: Catalog, inventory: Inventory, renders: int) -> list[float]:
@@ -74,8 +78,10 @@ def event_costs(inventory: Inventory, pod_pages: list[bytes]) -> dict[str, Any]:
     """Microseconds per watch event over the real pod objects: applied only (unchanged, churn),
     and parsed from JSON then applied, as the watcher does per line."""
     objects = [obj for page in pod_pages for obj in json.loads(page)["items"]]
-    lines = [json.dumps({"type": "MODIFIED", "object": obj}, separators=(",", ":")).encode()
-             for obj in objects]
+    lines = [
+        json.dumps({"type": "MODIFIED", "object": obj}, separators=(",", ":")).encode()
+        for obj in objects
+    ]
 
     def unchanged() -> int:  # the common case: a status update that moves no unit
         for obj in objects:
@@ -94,20 +100,24 @@ def event_costs(inventory: Inventory, pod_pages: list[bytes]) -> dict[str, Any]:
             inventory.apply_pod(event_type, obj)
         return len(lines)
 
-    return {"events": len(objects),
-            "event_bytes": statistics.mean(len(line) for line in lines),
-            "event_us_unchanged": time_events(unchanged) * 1e6,
-            "event_us_churn": time_events(churn) * 1e6,
-            "event_us_end_to_end": time_events(end_to_end) * 1e6}
+    return {
+        "events": len(objects),
+        "event_bytes": statistics.mean(len(line) for line in lines),
+        "event_us_unchanged": time_events(unchanged) * 1e6,
+        "event_us_churn": time_events(churn) * 1e6,
+        "event_us_end_to_end": time_events(end_to_end) * 1e6,
+    }
 
 
-def offline_measurements(catalog: Catalog, node_pages: list[bytes], pod_pages: list[bytes],
-                         renders: int) -> dict[str, Any]:
+def offline_measurements(
+    catalog: Catalog, node_pages: list[bytes], pod_pages: list[bytes], renders: int
+) -> dict[str, Any]:
     """Inventory memory, renders of ours with no cluster running, and the cost of one watch
     event, over the real pod objects the API server returned."""
     inventory, result = inventory_memory(catalog, node_pages, pod_pages)
     result["quiet_ours_ms"] = quiet_renders(catalog, inventory, renders)
     result.update(event_costs(inventory, pod_pages))
-    result["counts_match_recount"] = (inventory.snapshot(USER_GROUPS)
-                                      == inventory.recount(USER_GROUPS))
+    result["counts_match_recount"] = inventory.snapshot(USER_GROUPS) == inventory.recount(
+        USER_GROUPS
+    )
     return result

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 from aiinfn_dev.devcluster import topology
+
 from aiinfn_hub.catalog import Catalog
 from aiinfn_hub.labels import KUEUE_QUEUE, VIRTUAL_NODE, VIRTUAL_NODE_VALUE
 
@@ -15,16 +16,22 @@ from .settings import BATCH_NAMESPACES, BENCH_LABEL, IMAGES, NOTEBOOK_NAMESPACES
 Spec = tuple[str, "str | None", int, bool, str]
 
 
-def restricted_pod(name: str, namespace: str, node: str, kind: str, resource: str | None,
-                   count: int, batch: bool) -> dict[str, Any]:
+def restricted_pod(
+    name: str, namespace: str, node: str, kind: str, resource: str | None, count: int, batch: bool
+) -> dict[str, Any]:
     """A bound pod that passes Pod Security "restricted"."""
-    resources: dict[str, Any] = {"requests": {"cpu": "100m", "memory": "256Mi"},
-                                 "limits": {"cpu": "1", "memory": "1Gi"}}
+    resources: dict[str, Any] = {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
     if resource:
         resources["requests"][resource] = str(count)
         resources["limits"][resource] = str(count)
-    labels = {"app.kubernetes.io/name": "bench-batch" if batch else "bench-notebook",
-              "app.kubernetes.io/part-of": "aiinfn-hub-bench", BENCH_LABEL: "true"}
+    labels = {
+        "app.kubernetes.io/name": "bench-batch" if batch else "bench-notebook",
+        "app.kubernetes.io/part-of": "aiinfn-hub-bench",
+        BENCH_LABEL: "true",
+    }
     if batch:
         labels[KUEUE_QUEUE] = "x"
     return {
@@ -35,29 +42,37 @@ def restricted_pod(name: str, namespace: str, node: str, kind: str, resource: st
             "nodeName": node,
             "automountServiceAccountToken": False,
             "restartPolicy": "Never" if batch else "Always",
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "main",
-                "image": IMAGES[kind],
-                "securityContext": {"allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                    "runAsNonRoot": True, "runAsUser": 1000,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "resources": resources,
-            }],
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": IMAGES[kind],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "resources": resources,
+                }
+            ],
         },
     }
 
 
-def schedulable_nodes(topology_name: str, kinds: dict[str, str]
-                      ) -> list[tuple[str, dict[str, int], int]]:
+def schedulable_nodes(
+    topology_name: str, kinds: dict[str, str]
+) -> list[tuple[str, dict[str, int], int]]:
     """(name, accelerator units by resource, pod slots) of each node a bound pod may go to."""
     nodes = []
     for manifest in topology.node_manifests(topology_name):
         labels = manifest["metadata"]["labels"]
-        if (manifest["spec"]["taints"]
-                or labels.get(VIRTUAL_NODE) == VIRTUAL_NODE_VALUE):
+        if manifest["spec"]["taints"] or labels.get(VIRTUAL_NODE) == VIRTUAL_NODE_VALUE:
             continue  # the interLink virtual node and anything tainted
         allocatable = manifest["status"]["allocatable"]
         offers = {r: int(v) for r, v in allocatable.items() if r in kinds}
@@ -65,8 +80,13 @@ def schedulable_nodes(topology_name: str, kinds: dict[str, str]
     return nodes
 
 
-def accelerator_specs(nodes: list[tuple[str, dict[str, int], int]], kinds: dict[str, str],
-                      slots: dict[str, int], budget: int, rng: random.Random) -> list[Spec]:
+def accelerator_specs(
+    nodes: list[tuple[str, dict[str, int], int]],
+    kinds: dict[str, str],
+    slots: dict[str, int],
+    budget: int,
+    rng: random.Random,
+) -> list[Spec]:
     """Accelerator pods filling each node's units to 0-100%, at most `budget` of them; takes
     their places from `slots`."""
     specs: list[Spec] = []
@@ -82,8 +102,9 @@ def accelerator_specs(nodes: list[tuple[str, dict[str, int], int]], kinds: dict[
     return specs
 
 
-def plan_pods(topology_name: str, catalog: Catalog, total: int,
-              seed: int = 7) -> list[dict[str, Any]]:
+def plan_pods(
+    topology_name: str, catalog: Catalog, total: int, seed: int = 7
+) -> list[dict[str, Any]]:
     """`total` bound pods over the topology's schedulable nodes, within every node's capacity:
     accelerator pods fill each node's units to 0-100% (so some nodes are full, some free), at
     most 40% of all pods; the rest ask for CPU only. About a third are batch (Kueue label)."""
@@ -106,8 +127,17 @@ def plan_pods(topology_name: str, catalog: Catalog, total: int,
     pods = []
     for i, (kind, resource, count, batch, node) in enumerate(specs):
         namespaces = BATCH_NAMESPACES if batch else NOTEBOOK_NAMESPACES
-        pods.append(restricted_pod(f"{'job' if batch else 'nb'}-{i:05d}", namespaces[i % 2],
-                                   node, kind, resource, count, batch))
+        pods.append(
+            restricted_pod(
+                f"{'job' if batch else 'nb'}-{i:05d}",
+                namespaces[i % 2],
+                node,
+                kind,
+                resource,
+                count,
+                batch,
+            )
+        )
     return pods
 
 

@@ -6,17 +6,26 @@ from __future__ import annotations
 import contextvars
 import statistics
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kubernetes_asyncio import client
 
 from aiinfn_hub import form, profiles, reservations
-from aiinfn_hub.labels import (
-    INTERLINK_TAINT_PREFIX, KUEUE_QUEUE, VIRTUAL_KUBELET_TAINT, VIRTUAL_NODE, VIRTUAL_NODE_VALUE,
-)
 from aiinfn_hub.catalog import Catalog
 from aiinfn_hub.inventory import (
-    RESERVATION_TAINT, TERMINAL_PHASES, Counts, Inventory, units,
+    RESERVATION_TAINT,
+    TERMINAL_PHASES,
+    Counts,
+    Inventory,
+    units,
+)
+from aiinfn_hub.labels import (
+    INTERLINK_TAINT_PREFIX,
+    KUEUE_QUEUE,
+    VIRTUAL_KUBELET_TAINT,
+    VIRTUAL_NODE,
+    VIRTUAL_NODE_VALUE,
 )
 from aiinfn_hub.policy import UserPolicy, for_user, parse_rules
 from aiinfn_hub.profiles import Availability
@@ -64,10 +73,13 @@ class FormPath:
     def policy(self) -> UserPolicy:
         return for_user(self.default_rules, {}, USER_GROUPS)
 
-    def render(self, policy: UserPolicy, counts: dict[str, Counts]
-               ) -> tuple[str, dict[str, Availability]]:
-        raw = {key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
-               for key, c in counts.items()}
+    def render(
+        self, policy: UserPolicy, counts: dict[str, Counts]
+    ) -> tuple[str, dict[str, Availability]]:
+        raw = {
+            key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
+            for key, c in counts.items()
+        }
         availability = reservations.available(raw, self.promises)
         try:
             selected = profiles.resolve(self.catalog, policy, {}, 0).as_options()
@@ -84,15 +96,21 @@ def render_ours(path: FormPath, inventory: Inventory) -> tuple[str, dict[str, Av
 
 def stage_breakdown(path: FormPath, inventory: Inventory, iterations: int) -> dict[str, float]:
     """Median ms of each step of one render of ours, timed separately."""
-    steps: dict[str, list[float]] = {"snapshot+availability": [], "resolve saved options": [],
-                                     "profiles.build": [], "form.render": []}
+    steps: dict[str, list[float]] = {
+        "snapshot+availability": [],
+        "resolve saved options": [],
+        "profiles.build": [],
+        "form.render": [],
+    }
     clock = time.perf_counter_ns
     for _ in range(iterations):
         t0 = clock()
         policy = path.policy()
         counts = inventory.snapshot(policy.groups)
-        raw = {key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
-               for key, c in counts.items()}
+        raw = {
+            key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
+            for key, c in counts.items()
+        }
         availability = reservations.available(raw, path.promises)
         t1 = clock()
         selected = profiles.resolve(path.catalog, policy, {}, 0).as_options()
@@ -101,12 +119,13 @@ def stage_breakdown(path: FormPath, inventory: Inventory, iterations: int) -> di
         t3 = clock()
         form.render(built)
         t4 = clock()
-        for name, start, end in zip(steps, (t0, t1, t2, t3), (t1, t2, t3, t4)):
+        for name, start, end in zip(steps, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
             steps[name].append((end - start) / 1e6)
     return {name: statistics.median(samples) for name, samples in steps.items()}
 
 
 # ---- the baseline: count from deserialised lists, per render ---------------------------------
+
 
 def accelerators_by_resource(catalog: Catalog) -> dict[str, list]:
     """The catalog's accelerators per extended resource, most specific node labels first."""
@@ -119,8 +138,9 @@ def accelerators_by_resource(catalog: Catalog) -> dict[str, list]:
     return by_resource
 
 
-def node_offers(node_list: Any, by_resource: dict[str, list], groups: Iterable[str]
-                ) -> dict[str, dict[str, tuple[str, int]]]:
+def node_offers(
+    node_list: Any, by_resource: dict[str, list], groups: Iterable[str]
+) -> dict[str, dict[str, tuple[str, int]]]:
     """Per usable node, {resource: (accelerator key, units)}: Ready, uncordoned, non-virtual
     nodes, reserved for nobody or for one of the groups."""
     visible = {None, *groups}
@@ -129,7 +149,9 @@ def node_offers(node_list: Any, by_resource: dict[str, list], groups: Iterable[s
         labels = node.metadata.labels or {}
         taints = (node.spec.taints if node.spec else None) or []
         virtual = labels.get(VIRTUAL_NODE) == VIRTUAL_NODE_VALUE or any(
-            t.key == VIRTUAL_KUBELET_TAINT or t.key.startswith(INTERLINK_TAINT_PREFIX) for t in taints)
+            t.key == VIRTUAL_KUBELET_TAINT or t.key.startswith(INTERLINK_TAINT_PREFIX)
+            for t in taints
+        )
         reserved = next(((t.value or "") for t in taints if t.key == RESERVATION_TAINT), None)
         conditions = node.status.conditions or []
         ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
@@ -148,8 +170,9 @@ def node_offers(node_list: Any, by_resource: dict[str, list], groups: Iterable[s
     return offers
 
 
-def pod_usage(pod_list: Any, offers: dict[str, dict[str, tuple[str, int]]]
-              ) -> dict[tuple[str, str], list[int]]:
+def pod_usage(
+    pod_list: Any, offers: dict[str, dict[str, tuple[str, int]]]
+) -> dict[tuple[str, str], list[int]]:
     """Units in use per (node, accelerator key), [notebooks, batch]: bound, unfinished pods;
     limits else requests; batch = Kueue label or owned by a Job."""
     used: dict[tuple[str, str], list[int]] = {}
@@ -170,15 +193,19 @@ def pod_usage(pod_list: Any, offers: dict[str, dict[str, tuple[str, int]]]
     return used
 
 
-def reference_counts(catalog: Catalog, node_list: Any, pod_list: Any,
-                     groups: Iterable[str]) -> dict[str, Counts]:
+def reference_counts(
+    catalog: Catalog, node_list: Any, pod_list: Any, groups: Iterable[str]
+) -> dict[str, Counts]:
     """Accelerator usage counted from deserialised V1NodeList / V1PodList, same rules as the
     inventory."""
     by_resource = accelerators_by_resource(catalog)
     offers = node_offers(node_list, by_resource, groups)
     used = pod_usage(pod_list, offers)
-    sums = {key: [0, 0, 0, 0, 0] for candidates in by_resource.values()
-            for key in (a.key for a in candidates)}
+    sums = {
+        key: [0, 0, 0, 0, 0]
+        for candidates in by_resource.values()
+        for key in (a.key for a in candidates)
+    }
     for name, mine in offers.items():
         for key, capacity in mine.values():
             notebooks, batch = used.get((name, key), (0, 0))
@@ -190,8 +217,9 @@ def reference_counts(catalog: Catalog, node_list: Any, pod_list: Any,
     return {key: Counts(*row) for key, row in sums.items()}
 
 
-async def render_baseline(path: FormPath, core: client.CoreV1Api
-                          ) -> tuple[str, dict[str, Availability]]:
+async def render_baseline(
+    path: FormPath, core: client.CoreV1Api
+) -> tuple[str, dict[str, Availability]]:
     policy = path.policy()
     node_list = await core.list_node()
     pod_list = await core.list_pod_for_all_namespaces()

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from .settings import (
-    TARGET_EVENT_US, TARGET_MEMORY_MB, TARGET_RENDER_P95_MS, TARGET_SPEEDUP, percentile,
+    TARGET_EVENT_US,
+    TARGET_MEMORY_MB,
+    TARGET_RENDER_P95_MS,
+    TARGET_SPEEDUP,
+    percentile,
 )
 
 
@@ -33,31 +37,65 @@ def rows(result: dict[str, Any], judged: bool) -> list[tuple[str, str, str, str]
         return (text, verdict(ok)) if judged else (text + " (judged at large)", "")
 
     return [
-        ("pods in cluster / holding accelerators",
-         f"{result['pods']:,} / {result['accelerator_pods']:,}", "", ""),
-        ("Kubernetes calls per render, ours", f"{calls} in {len(ours):,} renders", "0",
-         verdict(calls == 0)),
-        ("Kubernetes calls per render, baseline", f"{result['baseline_calls_per_render']:g}", "",
-         ""),
-        ("render p50 / p95 / p99, ours", spread(ours),
-         *target("p95 <= 5 ms", o95 <= TARGET_RENDER_P95_MS)),
-        ("render p50 / p95 / p99, ours, CPU time of the thread", spread(result["ours_cpu_ms"]),
-         "", ""),
-        ("render p50 / p95 / p99, ours, cluster stopped", spread(result["quiet_ours_ms"]), "",
-         ""),
+        (
+            "pods in cluster / holding accelerators",
+            f"{result['pods']:,} / {result['accelerator_pods']:,}",
+            "",
+            "",
+        ),
+        (
+            "Kubernetes calls per render, ours",
+            f"{calls} in {len(ours):,} renders",
+            "0",
+            verdict(calls == 0),
+        ),
+        (
+            "Kubernetes calls per render, baseline",
+            f"{result['baseline_calls_per_render']:g}",
+            "",
+            "",
+        ),
+        (
+            "render p50 / p95 / p99, ours",
+            spread(ours),
+            *target("p95 <= 5 ms", o95 <= TARGET_RENDER_P95_MS),
+        ),
+        (
+            "render p50 / p95 / p99, ours, CPU time of the thread",
+            spread(result["ours_cpu_ms"]),
+            "",
+            "",
+        ),
+        ("render p50 / p95 / p99, ours, cluster stopped", spread(result["quiet_ours_ms"]), "", ""),
         ("render p50 / p95, baseline", f"{b50:.1f} / {b95:.1f} ms ({len(base)} renders)", "", ""),
-        ("speed-up baseline / ours, p50 (p95)", f"{r50:,.0f}x ({r95:,.0f}x)",
-         *target(">= 100x", r50 >= TARGET_SPEEDUP and r95 >= TARGET_SPEEDUP)),
-        ("inventory memory (peak while relisting)",
-         f"{result['memory_mb']:.2f} MB ({result['memory_peak_mb']:.1f} MB)",
-         *target("<= 50 MB", result["memory_mb"] <= TARGET_MEMORY_MB)),
-        ("watch event, apply only (unchanged / churn)", f"{unchanged:.1f} / {churn:.1f} us",
-         "<= 50 us", verdict(max(unchanged, churn) <= TARGET_EVENT_US)),
-        ("watch event, JSON parse + apply",
-         f"{end_to_end:.1f} us ({result['event_bytes']:,.0f} B/event)", "<= 50 us",
-         verdict(end_to_end <= TARGET_EVENT_US)),
-        ("same numbers and same HTML as baseline", f"{same[0]} / {same[1]}", "True",
-         verdict(same[0] and same[1])),
+        (
+            "speed-up baseline / ours, p50 (p95)",
+            f"{r50:,.0f}x ({r95:,.0f}x)",
+            *target(">= 100x", r50 >= TARGET_SPEEDUP and r95 >= TARGET_SPEEDUP),
+        ),
+        (
+            "inventory memory (peak while relisting)",
+            f"{result['memory_mb']:.2f} MB ({result['memory_peak_mb']:.1f} MB)",
+            *target("<= 50 MB", result["memory_mb"] <= TARGET_MEMORY_MB),
+        ),
+        (
+            "watch event, apply only (unchanged / churn)",
+            f"{unchanged:.1f} / {churn:.1f} us",
+            "<= 50 us",
+            verdict(max(unchanged, churn) <= TARGET_EVENT_US),
+        ),
+        (
+            "watch event, JSON parse + apply",
+            f"{end_to_end:.1f} us ({result['event_bytes']:,.0f} B/event)",
+            "<= 50 us",
+            verdict(end_to_end <= TARGET_EVENT_US),
+        ),
+        (
+            "same numbers and same HTML as baseline",
+            f"{same[0]} / {same[1]}",
+            "True",
+            verdict(same[0] and same[1]),
+        ),
     ]
 
 
@@ -83,7 +121,11 @@ def notes(result: dict[str, Any]) -> list[str]:
 
 
 def markdown(result: dict[str, Any], judged: bool) -> str:
-    lines = [f"### {result['title']}: topology `{result['topology']}`, {result['pods']:,} pods", "",
-             "| measure | value | target | |", "|---|---|---|---|"]
+    lines = [
+        f"### {result['title']}: topology `{result['topology']}`, {result['pods']:,} pods",
+        "",
+        "| measure | value | target | |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(result, judged)]
     return "\n".join(lines + [""] + notes(result))

@@ -19,8 +19,12 @@ IMAGES = {
     "cpu": "harbor.cloud.infn.it/ai-infn/cpu:2025.10",
 }
 # Everything allowed, so no profile is disabled by policy and every card shows live counts.
-ALLOW_ALL = {"accelerators": "*", "environments": "*", "custom_images": True,
-             "max_accelerators": 16}
+ALLOW_ALL = {
+    "accelerators": "*",
+    "environments": "*",
+    "custom_images": True,
+    "max_accelerators": 16,
+}
 USER_GROUPS = ("ai-infn-users",)
 
 # Targets from the issue.

@@ -42,14 +42,24 @@ DEMO_USERS = {
 }
 DEMO_DEFAULT_POLICY = {"accelerators": ["cpu"], "environments": "*"}
 DEMO_GROUP_POLICIES = {
-    "cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 2, "custom_images": True},
-    "lhcb-flashsim": {"accelerators": ["cpu", "t4", "a100-mig-1g-10gb", "a100-mig-2g-20gb", "a100-mig-3g-40gb"],
-                      "environments": "*", "max_accelerators": 1},
+    "cms-ml": {
+        "accelerators": "*",
+        "environments": "*",
+        "max_accelerators": 2,
+        "custom_images": True,
+    },
+    "lhcb-flashsim": {
+        "accelerators": ["cpu", "t4", "a100-mig-1g-10gb", "a100-mig-2g-20gb", "a100-mig-3g-40gb"],
+        "environments": "*",
+        "max_accelerators": 1,
+    },
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def hub_config(config_root: Path, state: Path, port: int, password: str, internal_ports: tuple[int, int, int]) -> str:
+def hub_config(
+    config_root: Path, state: Path, port: int, password: str, internal_ports: tuple[int, int, int]
+) -> str:
     """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides.
 
     The hub's own port, the proxy's API port and the job service's port are free ports picked
@@ -88,36 +98,56 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, state: 
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
         await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
-        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
-            labels.POD_SECURITY_ENFORCE: "restricted",
-            labels.POD_SECURITY_ENFORCE_VERSION: "latest",
-            labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
-        }))
+        body = client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                labels={
+                    labels.POD_SECURITY_ENFORCE: "restricted",
+                    labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+                    labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+                },
+            )
+        )
         try:
             await client.CoreV1Api(api_client).create_namespace(body)
         except ApiException as error:
             if error.status != 409:
                 raise
         helm_values = config_root / "helm-values"
-        await devstorage.setup(api_client, name, state / "storage", helm_values / "storage.yaml",
-                               projects=helm_values / "projects.yaml")
+        await devstorage.setup(
+            api_client,
+            name,
+            state / "storage",
+            helm_values / "storage.yaml",
+            projects=helm_values / "projects.yaml",
+        )
         queues = kueue_config.load(helm_values / "kueue-queues.yaml", helm_values / "projects.yaml")
         try:
-            await kueue_config.apply(api_client, [*kueue_config.cluster_objects(queues),
-                                                  *kueue_config.local_queues(queues, name)])
+            await kueue_config.apply(
+                api_client,
+                [*kueue_config.cluster_objects(queues), *kueue_config.local_queues(queues, name)],
+            )
         except ResourceNotFoundError:
-            raise DevClusterError("Kueue is not installed in this cluster (no kueue.x-k8s.io/v1beta2 API): "
-                                  "install it, or run the demo on the dev cluster") from None
-        return await hubaccount.hub_kubeconfig(api_client, name, Path(kubeconfig),
-                                               state / "hub.kubeconfig",
-                                               helm_values=config_root / "helm-values")
+            raise DevClusterError(
+                "Kueue is not installed in this cluster (no kueue.x-k8s.io/v1beta2 API): "
+                "install it, or run the demo on the dev cluster"
+            ) from None
+        return await hubaccount.hub_kubeconfig(
+            api_client,
+            name,
+            Path(kubeconfig),
+            state / "hub.kubeconfig",
+            helm_values=config_root / "helm-values",
+        )
 
 
 def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if hub.poll() is not None:
-            raise DevClusterError(f"JupyterHub exited during start-up (exit {hub.returncode}); see its output above")
+            raise DevClusterError(
+                f"JupyterHub exited during start-up (exit {hub.returncode}); see its output above"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -142,13 +172,18 @@ def _stop(hub: subprocess.Popen, proxy_pid_file: Path, proxy_api_port: int) -> N
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return
-    if b"configurable-http-proxy" in command and f"--api-port\0{proxy_api_port}\0".encode() in command:
+    if (
+        b"configurable-http-proxy" in command
+        and f"--api-port\0{proxy_api_port}\0".encode() in command
+    ):
         os.kill(pid, signal.SIGTERM)
 
 
 def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path) -> int:
     if not (config_root / "jupyterhub_config.py").is_file():
-        raise DevClusterError(f"no jupyterhub_config.py in {config_root}: run from the repository or pass --config-root")
+        raise DevClusterError(
+            f"no jupyterhub_config.py in {config_root}: run from the repository or pass --config-root"
+        )
     require_free(port, "JupyterHub", "--port")
     log = lambda message: print(f"aiinfn-dev demo: {message}", file=sys.stderr, flush=True)  # noqa: E731
     cluster = DevCluster(name=cluster_name, port=cluster_port, log=log)
@@ -160,23 +195,37 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)
         hub_kubeconfig = asyncio.run(
-            prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state))
+            prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state)
+        )
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
         proxy_api_port = free_port()
-        config_path.write_text(hub_config(config_root, state, port, password, (free_port(), proxy_api_port, free_port())))
+        config_path.write_text(
+            hub_config(
+                config_root, state, port, password, (free_port(), proxy_api_port, free_port())
+            )
+        )
         config_path.chmod(0o600)
-        env = {**os.environ, "KUBECONFIG": str(hub_kubeconfig), DEMO_MODE_ENV: "1",
-               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-        hub = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(config_path)], cwd=state, env=env)
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(hub_kubeconfig),
+            DEMO_MODE_ENV: "1",
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        }
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config_path)], cwd=state, env=env
+        )
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{url}/hub/health", hub, timeout=60)
         users = ", ".join(
             f"{name} ({'admin, ' if user['admin'] else ''}groups {' '.join(user['groups'])})"
             for name, user in DEMO_USERS.items()
         )
-        print(f"\n  aiinfn-dev demo is running at {url}\n  users: {users}\n  password: {password}\n"
-              f"  Ctrl-C stops everything this command started.\n", flush=True)
+        print(
+            f"\n  aiinfn-dev demo is running at {url}\n  users: {users}\n  password: {password}\n"
+            f"  Ctrl-C stops everything this command started.\n",
+            flush=True,
+        )
         return hub.wait()
     except KeyboardInterrupt:
         log("stopping")
@@ -190,16 +239,33 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aiinfn-dev", description="aiinfn-hub dev platform commands")
+    parser = argparse.ArgumentParser(
+        prog="aiinfn-dev", description="aiinfn-hub dev platform commands"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the platform locally on the dev cluster with demo users")
-    demo.add_argument("--port", type=int, default=8000, help="JupyterHub port on 127.0.0.1 (default %(default)s)")
-    demo.add_argument("--cluster-name", default=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
-                      help="dev cluster to use or start (default %(default)s)")
-    demo.add_argument("--cluster-port", type=int, default=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)),
-                      help="its kube-apiserver port on 127.0.0.1 (default %(default)s)")
-    demo.add_argument("--config-root", type=Path, default=REPO_ROOT,
-                      help="folder with jupyterhub_config.py and jupyterhub_config.d/ (default: this checkout)")
+    demo = sub.add_parser(
+        "demo", help="run the platform locally on the dev cluster with demo users"
+    )
+    demo.add_argument(
+        "--port", type=int, default=8000, help="JupyterHub port on 127.0.0.1 (default %(default)s)"
+    )
+    demo.add_argument(
+        "--cluster-name",
+        default=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
+        help="dev cluster to use or start (default %(default)s)",
+    )
+    demo.add_argument(
+        "--cluster-port",
+        type=int,
+        default=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)),
+        help="its kube-apiserver port on 127.0.0.1 (default %(default)s)",
+    )
+    demo.add_argument(
+        "--config-root",
+        type=Path,
+        default=REPO_ROOT,
+        help="folder with jupyterhub_config.py and jupyterhub_config.d/ (default: this checkout)",
+    )
     args = parser.parse_args(argv)
     try:
         return run_demo(args.port, args.cluster_name, args.cluster_port, args.config_root)

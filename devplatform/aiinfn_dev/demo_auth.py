@@ -85,6 +85,12 @@ class DemoAuthenticator(Authenticator):
     async def authenticate(self, handler, data):
         username = data.get("username", "")
         user = self.demo_users.get(username)
-        if user is None or not hmac.compare_digest(data.get("password", "").encode(), self.password.encode()):
+        if user is None or not hmac.compare_digest(
+            data.get("password", "").encode(), self.password.encode()
+        ):
             return None
-        return {"name": username, "admin": bool(user.get("admin")), "groups": list(user.get("groups", []))}
+        return {
+            "name": username,
+            "admin": bool(user.get("admin")),
+            "groups": list(user.get("groups", [])),
+        }

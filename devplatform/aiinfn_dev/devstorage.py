@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 from kubernetes_asyncio import client
@@ -33,12 +33,16 @@ PROJECT_KINDS = ("PersistentVolume", "PersistentVolumeClaim")
 ROOT_MODE = labels.ROOT_MODE
 
 
-def load(path: str | os.PathLike = DEFAULT_PATH,
-         projects: str | os.PathLike = PROJECTS_PATH) -> list[dict]:
+def load(
+    path: str | os.PathLike = DEFAULT_PATH, projects: str | os.PathLike = PROJECTS_PATH
+) -> list[dict]:
     """The shared storage objects, then each project's volume and claim."""
     shared = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    return shared + [d for d in yaml.safe_load_all(Path(projects).read_text())
-                     if d and d["kind"] in PROJECT_KINDS]
+    return shared + [
+        d
+        for d in yaml.safe_load_all(Path(projects).read_text())
+        if d and d["kind"] in PROJECT_KINDS
+    ]
 
 
 def _local_folder(spec: dict) -> str:
@@ -108,7 +112,9 @@ async def delete_volumes(api_client: client.ApiClient, documents: Iterable[dict]
                     raise
 
 
-async def claims_bound(api_client: client.ApiClient, namespace: str, documents: Iterable[dict]) -> bool:
+async def claims_bound(
+    api_client: client.ApiClient, namespace: str, documents: Iterable[dict]
+) -> bool:
     """True once every claim among the documents is Bound (the PV controller pairs them)."""
     wanted = {d["metadata"]["name"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
     claims = await client.CoreV1Api(api_client).list_namespaced_persistent_volume_claim(namespace)
@@ -117,8 +123,11 @@ async def claims_bound(api_client: client.ApiClient, namespace: str, documents: 
 
 def claim_folders(documents: Iterable[dict]) -> dict[str, Path]:
     """Claim name -> the local folder of its (rewritten) PV."""
-    return {d["spec"]["claimRef"]["name"]: Path(d["spec"]["hostPath"]["path"])
-            for d in documents if d["kind"] == "PersistentVolume"}
+    return {
+        d["spec"]["claimRef"]["name"]: Path(d["spec"]["hostPath"]["path"])
+        for d in documents
+        if d["kind"] == "PersistentVolume"
+    }
 
 
 def identities_on_storage(documents: Iterable[dict], settings: StorageSettings) -> identity.Tables:
@@ -127,13 +136,17 @@ def identities_on_storage(documents: Iterable[dict], settings: StorageSettings) 
     users = {folders[c] for c in (settings.home_claim, settings.juicefs_claim) if c in folders}
     prefix = f"{settings.project_claim_prefix}-"
     projects = {folder for claim, folder in folders.items() if claim.startswith(prefix)}
-    return identity.from_folders(identity.scan(sorted(users), "st_uid"),
-                                 identity.scan(sorted(projects), "st_gid"), settings)
+    return identity.from_folders(
+        identity.scan(sorted(users), "st_uid"), identity.scan(sorted(projects), "st_gid"), settings
+    )
 
 
-async def restore_identities(api_client: client.ApiClient, namespace: str,
-                             documents: Iterable[dict],
-                             settings: StorageSettings | None = None) -> identity.Tables | None:
+async def restore_identities(
+    api_client: client.ApiClient,
+    namespace: str,
+    documents: Iterable[dict],
+    settings: StorageSettings | None = None,
+) -> identity.Tables | None:
     """Give a namespace without an identity record the one its kept folders show; returns what
     was written (None: a record exists, or the folders show nothing)."""
     settings = settings or StorageSettings()
@@ -150,10 +163,14 @@ async def restore_identities(api_client: client.ApiClient, namespace: str,
     return tables
 
 
-async def setup(api_client: client.ApiClient, namespace: str, root: Path,
-                path: str | os.PathLike = DEFAULT_PATH,
-                settings: StorageSettings | None = None,
-                projects: str | os.PathLike = PROJECTS_PATH) -> list[dict]:
+async def setup(
+    api_client: client.ApiClient,
+    namespace: str,
+    root: Path,
+    path: str | os.PathLike = DEFAULT_PATH,
+    settings: StorageSettings | None = None,
+    projects: str | os.PathLike = PROJECTS_PATH,
+) -> list[dict]:
     """Folders, objects and the identity record kept on the folders, for one namespace; returns
     what was applied (for delete_volumes)."""
     documents = for_namespace(load(path, projects), namespace, root)

@@ -21,9 +21,9 @@ import copy
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 from kubernetes_asyncio import client
@@ -44,19 +44,31 @@ PLACEHOLDER = "jhub"
 # rbac.yaml, with the default names and rbac.create), transcribed as data.
 CHART_VERSION = "4.4.0"
 CHART_HUB_ACCOUNT: tuple[dict, ...] = (
-    {"apiVersion": "v1", "kind": "ServiceAccount",
-     "metadata": {"name": ACCOUNT, "namespace": PLACEHOLDER}},
-    {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "Role",
-     "metadata": {"name": "hub", "namespace": PLACEHOLDER},
-     "rules": [
-         {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
-          "verbs": ["get", "watch", "list", "create", "delete"]},
-         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
-     ]},
-    {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "RoleBinding",
-     "metadata": {"name": "hub", "namespace": PLACEHOLDER},
-     "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": PLACEHOLDER}],
-     "roleRef": {"kind": "Role", "name": "hub", "apiGroup": RBAC_GROUP}},
+    {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": ACCOUNT, "namespace": PLACEHOLDER},
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "Role",
+        "metadata": {"name": "hub", "namespace": PLACEHOLDER},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+                "verbs": ["get", "watch", "list", "create", "delete"],
+            },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
+        ],
+    },
+    {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "hub", "namespace": PLACEHOLDER},
+        "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": PLACEHOLDER}],
+        "roleRef": {"kind": "Role", "name": "hub", "apiGroup": RBAC_GROUP},
+    },
 )
 
 
@@ -73,13 +85,19 @@ class Omit:
 
 def load_helm_values(folder: Path = HELM_VALUES) -> list[dict]:
     """Every document of helm-values/*.yaml, in file-name order."""
-    return [d for path in sorted(folder.glob("*.yaml"))
-            for d in yaml.safe_load_all(path.read_text()) if d]
+    return [
+        d
+        for path in sorted(folder.glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d
+    ]
 
 
 def _names_account(binding: dict) -> bool:
-    return any(s.get("kind") == "ServiceAccount" and s.get("name") == ACCOUNT
-               for s in binding.get("subjects") or ())
+    return any(
+        s.get("kind") == "ServiceAccount" and s.get("name") == ACCOUNT
+        for s in binding.get("subjects") or ()
+    )
 
 
 def bound_to_hub(documents: Iterable[dict]) -> list[dict]:
@@ -87,14 +105,24 @@ def bound_to_hub(documents: Iterable[dict]) -> list[dict]:
     (a Role in the binding's namespace, or a ClusterRole), in document order."""
     documents = list(documents)
     bindings = [d for d in documents if d.get("kind") in BINDING_KINDS and _names_account(d)]
-    wanted = {(b["roleRef"]["kind"], b["roleRef"]["name"],
-               b["metadata"].get("namespace") if b["roleRef"]["kind"] == "Role" else None)
-              for b in bindings}
+    wanted = {
+        (
+            b["roleRef"]["kind"],
+            b["roleRef"]["name"],
+            b["metadata"].get("namespace") if b["roleRef"]["kind"] == "Role" else None,
+        )
+        for b in bindings
+    }
     chosen = {id(b) for b in bindings}
-    return [d for d in documents
-            if id(d) in chosen
-            or (d.get("kind") in ("Role", "ClusterRole")
-                and (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) in wanted)]
+    return [
+        d
+        for d in documents
+        if id(d) in chosen
+        or (
+            d.get("kind") in ("Role", "ClusterRole")
+            and (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) in wanted
+        )
+    ]
 
 
 def for_namespace(documents: Iterable[dict], namespace: str) -> list[dict]:
@@ -132,8 +160,9 @@ def _rule_without(rule: dict, omit: Omit) -> list[dict]:
     if other_resources:
         parts.append({**rule, "apiGroups": [omit.group], "resources": other_resources})
     if verbs:
-        parts.append({**rule, "apiGroups": [omit.group], "resources": [omit.resource],
-                      "verbs": verbs})
+        parts.append(
+            {**rule, "apiGroups": [omit.group], "resources": [omit.resource], "verbs": verbs}
+        )
     return parts
 
 
@@ -148,8 +177,11 @@ def leave_out(documents: Iterable[dict], omits: Iterable[Omit], namespace: str) 
         name = document["metadata"]["name"]
         if document["kind"] in ("Role", "ClusterRole"):
             for omit in (o for o in omits if o.role == name):
-                document["rules"] = [part for rule in document.get("rules") or ()
-                                     for part in _rule_without(rule, omit)]
+                document["rules"] = [
+                    part
+                    for rule in document.get("rules") or ()
+                    for part in _rule_without(rule, omit)
+                ]
             if document["kind"] == "ClusterRole" and document != original:
                 _mark(document["metadata"], namespace)
                 renamed[name] = document["metadata"]["name"]
@@ -161,8 +193,9 @@ def leave_out(documents: Iterable[dict], omits: Iterable[Omit], namespace: str) 
     return result
 
 
-def hub_account_objects(helm_values: Iterable[dict], namespace: str,
-                        omits: Iterable[Omit] = ()) -> list[dict]:
+def hub_account_objects(
+    helm_values: Iterable[dict], namespace: str, omits: Iterable[Omit] = ()
+) -> list[dict]:
     """Everything the hub's account is in `namespace`: the chart's ServiceAccount, Role and
     binding, then every helm-values RBAC object bound to `hub`."""
     documents = [*CHART_HUB_ACCOUNT, *bound_to_hub(helm_values)]
@@ -172,8 +205,11 @@ def hub_account_objects(helm_values: Iterable[dict], namespace: str,
 def access_probes(documents: Iterable[dict], namespace: str) -> list[dict]:
     """One resourceAttributes per binding: the first grant of the role it refers to, asked of
     the API server until RBAC's cache has the new binding."""
-    roles = {(d["kind"], d["metadata"]["name"]): d for d in documents
-             if d["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in documents
+        if d["kind"] in ("Role", "ClusterRole")
+    }
     probes = []
     for binding in (d for d in documents if d["kind"] in BINDING_KINDS):
         ref = binding["roleRef"]
@@ -203,11 +239,16 @@ def kubeconfig_with_token(admin: dict, token: str, namespace: str, base: Path) -
         cluster["cluster"]["certificate-authority"] = str(base / authority)
     user = f"{ACCOUNT}@{namespace}"
     return {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [cluster],
         "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user,
-                                                "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": user,
+                "context": {"cluster": cluster["name"], "user": user, "namespace": namespace},
+            }
+        ],
         "current-context": user,
     }
 
@@ -216,8 +257,9 @@ def token_subject(kubeconfig: dict) -> str | None:
     """Who the current user's bearer token says it is (its JWT `sub`, unverified: a test guard,
     not authentication); None for a user without a token (a client certificate: the admin) or
     with one that is not a JWT."""
-    current = next(c["context"] for c in kubeconfig["contexts"]
-                   if c["name"] == kubeconfig["current-context"])
+    current = next(
+        c["context"] for c in kubeconfig["contexts"] if c["name"] == kubeconfig["current-context"]
+    )
     user = next(u["user"] for u in kubeconfig["users"] if u["name"] == current["user"])
     if set(user) != {"token"}:
         return None
@@ -233,8 +275,9 @@ def account_name(namespace: str) -> str:
     return f"system:serviceaccount:{namespace}:{ACCOUNT}"
 
 
-async def _wait_granted(api_client: client.ApiClient, namespace: str, probes: list[dict],
-                        limit: float = 60.0) -> None:
+async def _wait_granted(
+    api_client: client.ApiClient, namespace: str, probes: list[dict], limit: float = 60.0
+) -> None:
     """Ask, as the admin, whether the account may do each probe until RBAC says yes (a new
     binding reaches the authorizer's cache a moment after it is stored)."""
     authorization = client.AuthorizationV1Api(api_client)
@@ -247,9 +290,15 @@ async def _wait_granted(api_client: client.ApiClient, namespace: str, probes: li
             await asyncio.sleep(0.2)
 
 
-async def hub_kubeconfig(api_client: client.ApiClient, namespace: str, admin_kubeconfig: Path,
-                         path: Path, *, without: Iterable[Omit] = (),
-                         helm_values: Path = HELM_VALUES) -> Path:
+async def hub_kubeconfig(
+    api_client: client.ApiClient,
+    namespace: str,
+    admin_kubeconfig: Path,
+    path: Path,
+    *,
+    without: Iterable[Omit] = (),
+    helm_values: Path = HELM_VALUES,
+) -> Path:
     """Give `namespace` the hub's account (applied with the admin's `api_client`), wait until
     RBAC grants it, and write to `path` (mode 0600) a kubeconfig with a 24-hour token of it."""
     documents = hub_account_objects(load_helm_values(helm_values), namespace, without)
@@ -257,10 +306,12 @@ async def hub_kubeconfig(api_client: client.ApiClient, namespace: str, admin_kub
         await create_from_dict(api_client, document, apply=True)
     await _wait_granted(api_client, namespace, access_probes(documents, namespace))
     answer = await client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        ACCOUNT, namespace, {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS}})
+        ACCOUNT, namespace, {"spec": {"audiences": [], "expirationSeconds": TOKEN_SECONDS}}
+    )
     admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    config = kubeconfig_with_token(admin, answer.status.token, namespace,
-                                   Path(admin_kubeconfig).resolve().parent)
+    config = kubeconfig_with_token(
+        admin, answer.status.token, namespace, Path(admin_kubeconfig).resolve().parent
+    )
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # a file already there keeps its mode through os.open
     with os.fdopen(descriptor, "w") as file:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.utils import create_from_dict
-
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "helm-values" / "kueue-queues.yaml"
 PROJECTS_PATH = DEFAULT_PATH.with_name("projects.yaml")
@@ -28,12 +27,16 @@ API_GROUP = "kueue.x-k8s.io"
 API_VERSION = "v1beta2"
 
 
-def load(path: str | os.PathLike = DEFAULT_PATH,
-         projects: str | os.PathLike = PROJECTS_PATH) -> list[dict]:
+def load(
+    path: str | os.PathLike = DEFAULT_PATH, projects: str | os.PathLike = PROJECTS_PATH
+) -> list[dict]:
     """The shared objects, then the projects' queues (flavors before the queues naming them)."""
     shared = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    return shared + [d for d in yaml.safe_load_all(Path(projects).read_text())
-                     if d and d["kind"] in PROJECT_KINDS]
+    return shared + [
+        d
+        for d in yaml.safe_load_all(Path(projects).read_text())
+        if d and d["kind"] in PROJECT_KINDS
+    ]
 
 
 def cluster_objects(documents: Iterable[dict]) -> list[dict]:
@@ -65,10 +68,13 @@ async def queues_active(api_client: client.ApiClient, documents: Iterable[dict])
     for document in documents:
         name = document["metadata"]["name"]
         if document["kind"] == "ClusterQueue":
-            queue = await api.get_cluster_custom_object(API_GROUP, API_VERSION, "clusterqueues", name)
+            queue = await api.get_cluster_custom_object(
+                API_GROUP, API_VERSION, "clusterqueues", name
+            )
         elif document["kind"] == "LocalQueue":
-            queue = await api.get_namespaced_custom_object(API_GROUP, API_VERSION, document["metadata"]["namespace"],
-                                                           "localqueues", name)
+            queue = await api.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, document["metadata"]["namespace"], "localqueues", name
+            )
         else:
             continue
         conditions = queue.get("status", {}).get("conditions", [])

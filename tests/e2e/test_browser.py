@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiinfn_dev.devcluster import processes
+from aiinfn_dev.devcluster.cluster import DevCluster
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from aiinfn_dev.devcluster import processes
-from aiinfn_dev.devcluster.cluster import DevCluster
 from tests.browser import artifacts_dir, chrome, wait_for
 
 pytestmark = pytest.mark.integration
@@ -49,12 +49,31 @@ def demo(devcluster, tmp_path_factory):
     output = tmp_path / "demo.log"
     with open(output, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "aiinfn_dev.demo", "demo", "--port", str(port),
-             "--cluster-name", name, "--cluster-port", str(api_port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "aiinfn_dev.demo",
+                "demo",
+                "--port",
+                str(port),
+                "--cluster-name",
+                name,
+                "--cluster-port",
+                str(api_port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     cluster = DevCluster(name=name, port=api_port, cache=session_cluster.cache)
     try:
-        wait_for(lambda: "password:" in output.read_text() or process.poll() is not None, "the demo to start", 300)
+        wait_for(
+            lambda: "password:" in output.read_text() or process.poll() is not None,
+            "the demo to start",
+            300,
+        )
         text = output.read_text()
         assert "aiinfn-dev demo is running at" in text, text[-3000:]
         yield f"http://127.0.0.1:{port}", re.search(r"password: (\S+)", text).group(1)
@@ -68,7 +87,9 @@ def demo(devcluster, tmp_path_factory):
                 process.wait()
         (artifacts_dir() / "demo.log").write_bytes(output.read_bytes())
         if cluster.layout.logs.is_dir():  # the cluster's component logs (pod runner among them)
-            shutil.copytree(cluster.layout.logs, artifacts_dir() / "cluster-logs", dirs_exist_ok=True)
+            shutil.copytree(
+                cluster.layout.logs, artifacts_dir() / "cluster-logs", dirs_exist_ok=True
+            )
         cluster.down()
 
 
@@ -82,11 +103,15 @@ class Browser:
 
     def shot(self, step: str) -> None:
         self.shots += 1
-        self.driver.save_screenshot(str(artifacts_dir() / f"{self.user}-{self.shots:02d}-{step}.png"))
+        self.driver.save_screenshot(
+            str(artifacts_dir() / f"{self.user}-{self.shots:02d}-{step}.png")
+        )
 
     def click(self, element) -> None:
         """Scroll the element to the middle of the window first (at once: Bootstrap scrolls smoothly)."""
-        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", element)
+        self.driver.execute_script(
+            "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", element
+        )
         element.click()
 
     def open(self, path: str) -> None:
@@ -97,13 +122,19 @@ class Browser:
         self.driver.find_element(By.ID, "username_input").send_keys(self.user)
         self.driver.find_element(By.ID, "password_input").send_keys(password)
         self.driver.find_element(By.ID, "login_submit").click()
-        wait_for(lambda: "/hub/login" not in self.driver.current_url, f"{self.user} to be logged in")
+        wait_for(
+            lambda: "/hub/login" not in self.driver.current_url, f"{self.user} to be logged in"
+        )
 
     def free_slices(self) -> tuple[int, int]:
         """(free, total) of the MIG slice on a freshly loaded spawn page."""
         self.open("/hub/spawn")
-        badge = wait_for(lambda: self.driver.find_element(
-            By.CSS_SELECTOR, f'[data-accelerator="{MIG}"] .aiinfn-availability'), "the MIG availability")
+        badge = wait_for(
+            lambda: self.driver.find_element(
+                By.CSS_SELECTOR, f'[data-accelerator="{MIG}"] .aiinfn-availability'
+            ),
+            "the MIG availability",
+        )
         return int(badge.get_attribute("data-free")), int(badge.get_attribute("data-total"))
 
     def wait_free_slices(self, expected: int, what: str) -> None:
@@ -115,12 +146,20 @@ class Browser:
 
 def _open_terminal_and_type(alice: Browser, command: str) -> None:
     driver = alice.driver
-    card = wait_for(lambda: driver.find_element(
-        By.XPATH, "//div[contains(@class, 'jp-LauncherCard')][.//p[normalize-space()='Terminal']]"),
-        "the Terminal card of JupyterLab's launcher", timeout=120)
+    card = wait_for(
+        lambda: driver.find_element(
+            By.XPATH,
+            "//div[contains(@class, 'jp-LauncherCard')][.//p[normalize-space()='Terminal']]",
+        ),
+        "the Terminal card of JupyterLab's launcher",
+        timeout=120,
+    )
     card.click()
-    prompt = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, ".jp-Terminal textarea.xterm-helper-textarea"),
-                      "a JupyterLab terminal", timeout=60)
+    prompt = wait_for(
+        lambda: driver.find_element(By.CSS_SELECTOR, ".jp-Terminal textarea.xterm-helper-textarea"),
+        "a JupyterLab terminal",
+        timeout=60,
+    )
     # Keys typed before the shell is ready wait in JupyterLab's queue and the terminal's input:
     # the jobs page, not a pause, is what shows that the command ran.
     prompt.send_keys(command + "\n")
@@ -144,8 +183,15 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
         Select(driver.find_element(By.ID, f"environment--{MIG}")).select_by_value("ml-gpu")
         alice.shot("choices")
         alice.click(driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]"))
-        wait_for(lambda: "/user/alice/lab" in driver.current_url and driver.find_elements(By.CSS_SELECTOR, ".jp-LabShell"),
-                 "JupyterLab to load", timeout=180, interval=1)
+        wait_for(
+            lambda: (
+                "/user/alice/lab" in driver.current_url
+                and driver.find_elements(By.CSS_SELECTOR, ".jp-LabShell")
+            ),
+            "JupyterLab to load",
+            timeout=180,
+            interval=1,
+        )
         alice.shot("jupyterlab")
 
         assert bob.free_slices()[0] == free - 1, "bob sees alice's slice taken"
@@ -161,9 +207,15 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
 
         driver.switch_to.new_window("tab")
         alice.open("/services/jobs/")
-        row = wait_for(lambda: (alice.open("/services/jobs/")
-                                or driver.find_elements(By.CSS_SELECTOR, 'tr[data-job][data-state="succeeded"]')),
-                       "the Bunshin job to complete on the jobs page", timeout=180, interval=3)
+        row = wait_for(
+            lambda: (
+                alice.open("/services/jobs/")
+                or driver.find_elements(By.CSS_SELECTOR, 'tr[data-job][data-state="succeeded"]')
+            ),
+            "the Bunshin job to complete on the jobs page",
+            timeout=180,
+            interval=3,
+        )
         assert len(row) == 1 and "bunshin" in row[0].text, row[0].text
         alice.shot("jobs-page")
         driver.close()
@@ -182,11 +234,11 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
         bob.quit()
 
 
-
 def _refusal(user: Browser) -> str:
     """The error line of the user's spawn form."""
-    return wait_for(lambda: user.driver.find_element(By.CLASS_NAME, "spawn-error-msg"),
-                    "a refusal").text
+    return wait_for(
+        lambda: user.driver.find_element(By.CLASS_NAME, "spawn-error-msg"), "a refusal"
+    ).text
 
 
 def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(demo, tmp_path):
@@ -238,13 +290,15 @@ def test_the_spawn_form_reads_right(demo, tmp_path):
         cpu_environment.select_by_value("custom-image")
         image = driver.find_element(By.ID, "image--cpu")
         alice.click(image)
-        room, needed = driver.execute_script("""
+        room, needed = driver.execute_script(
+            """
             const input = arguments[0], style = getComputedStyle(input);
             const context = document.createElement('canvas').getContext('2d');
             context.font = style.font;
             const padding = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
             return [input.clientWidth - padding, context.measureText(input.placeholder).width];""",
-            image)
+            image,
+        )
         assert needed <= room, f"the placeholder needs {needed:.0f}px, the field has {room:.0f}px"
         alice.shot("cpu-card-custom-image")
         # A refusal shows its message, nothing else: from a link, and from a forged form.

@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
 
@@ -28,7 +27,9 @@ def _login(base: str, username: str, password: str) -> tuple[int, urllib.request
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     page = opener.open(f"{base}/hub/login").read().decode()
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"_xsrf": xsrf, "username": username, "password": password}).encode()
+    form = urllib.parse.urlencode(
+        {"_xsrf": xsrf, "username": username, "password": password}
+    ).encode()
     try:
         opener.open(f"{base}/hub/login", data=form)
     except urllib.error.HTTPError as error:
@@ -48,21 +49,43 @@ def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
     output = tmp_path / "demo.log"
     with open(output, "wb") as log:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "aiinfn_dev.demo", "demo", "--port", str(hub_port),
-             "--cluster-name", name, "--cluster-port", str(api_port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "aiinfn_dev.demo",
+                "demo",
+                "--port",
+                str(hub_port),
+                "--cluster-name",
+                name,
+                "--cluster-port",
+                str(api_port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     cluster = DevCluster(name=name, port=api_port, cache=session_cluster.cache)
     try:
         deadline = time.monotonic() + 180
-        while "password:" not in output.read_text() and demo.poll() is None and time.monotonic() < deadline:
+        while (
+            "password:" not in output.read_text()
+            and demo.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
         text = output.read_text()
         assert "aiinfn-dev demo is running at" in text, text[-3000:]
         password = re.search(r"password: (\S+)", text).group(1)
-        assert password not in text.replace(f"password: {password}", "")  # printed once, never logged
+        assert password not in text.replace(
+            f"password: {password}", ""
+        )  # printed once, never logged
         cluster_pids = cluster.status().processes
         assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} <= {
-            p.name for p in cluster_pids}
+            p.name for p in cluster_pids
+        }
 
         base = f"http://127.0.0.1:{hub_port}"
         status, alice = _login(base, "alice", password)

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiinfn_dev import hubaccount
+from aiinfn_dev.devcluster import podrunner
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 from kubernetes_asyncio.utils import create_from_dict
 
-from aiinfn_dev import hubaccount
-from aiinfn_dev.devcluster import podrunner
 from aiinfn_hub import labels
 from tests.helpers import wait_until
 from tests.oidc_provider import Login, Realm, browser_login, make_realm
@@ -63,12 +63,16 @@ def proxy(devcluster) -> str:
         pytest.skip(f"dev cluster {cluster.name!r} runs without the pod runner (see `up`)")
     settings = podrunner.Settings.from_json(cluster.layout.config("pod-runner.json").read_text())
     if HUB_IMAGE not in settings.images:
-        pytest.skip(f"dev cluster {cluster.name!r} was started without a hub environment, so its "
-                    f"pod runner does not play {HUB_IMAGE}: make .venv-hub (./dev does; or set "
-                    f"{podrunner.HUB_ENV}), then `aiinfn-devcluster down --name {cluster.name}`")
+        pytest.skip(
+            f"dev cluster {cluster.name!r} was started without a hub environment, so its "
+            f"pod runner does not play {HUB_IMAGE}: make .venv-hub (./dev does; or set "
+            f"{podrunner.HUB_ENV}), then `aiinfn-devcluster down --name {cluster.name}`"
+        )
     found = shutil.which("configurable-http-proxy")
-    seen = found and all(any(path.is_relative_to(p) for p in settings.host_paths)
-                         for path in (Path(found), Path(found).resolve()))
+    seen = found and all(
+        any(path.is_relative_to(p) for p in settings.host_paths)
+        for path in (Path(found), Path(found).resolve())
+    )
     if not seen:
         pytest.skip(f"no configurable-http-proxy in a folder pods see ({found}): run through ./dev")
     return found
@@ -122,23 +126,31 @@ def secret_env(name: str, secret: str, key: str) -> dict:
 
 def hub_container() -> dict:
     """The hub container as z2jh's deployment template makes it from the values."""
-    config = {"name": "config", "mountPath": f"{CONFIG_DIR}/jupyterhub_config.py",
-              "subPath": "jupyterhub_config.py"}
+    config = {
+        "name": "config",
+        "mountPath": f"{CONFIG_DIR}/jupyterhub_config.py",
+        "subPath": "jupyterhub_config.py",
+    }
     return {
         "name": "hub",
         "image": HUB_IMAGE,
         "args": ["jupyterhub", "--config", f"{CONFIG_DIR}/jupyterhub_config.py"],
         "volumeMounts": [config, {"name": "hub-db", "mountPath": "/srv/jupyterhub"}],
-        "securityContext": {"runAsUser": 1000, "runAsGroup": 1000,
-                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
         "env": [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             field_env("POD_NAMESPACE", "metadata.namespace"),
             # What a kubelet would set for the `hub` Service: here the pod's own address.
             field_env("HUB_SERVICE_HOST", "status.podIP"),
             {"name": "HUB_SERVICE_PORT", "value": str(HUB_PORT)},
-            secret_env("CONFIGPROXY_AUTH_TOKEN", "hub",
-                       "hub.config.ConfigurableHTTPProxy.auth_token"),
+            secret_env(
+                "CONFIGPROXY_AUTH_TOKEN", "hub", "hub.config.ConfigurableHTTPProxy.auth_token"
+            ),
             # z2jh sets CryptKeeper.keys from this key of its Secret; here through the env.
             secret_env("JUPYTERHUB_CRYPT_KEY", "hub", "hub.config.CryptKeeper.keys"),
             # hub.extraEnv
@@ -146,8 +158,12 @@ def hub_container() -> dict:
             secret_env("OAUTH_CLIENT_SECRET", "aiinfn-hub-oauth", "client-secret"),
         ],
         "ports": [{"name": "http", "containerPort": HUB_PORT}],
-        "readinessProbe": {"httpGet": {"path": "/hub/health", "port": "http"}, "periodSeconds": 2,
-                           "timeoutSeconds": 1, "failureThreshold": 1000},
+        "readinessProbe": {
+            "httpGet": {"path": "/hub/health", "port": "http"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 1,
+            "failureThreshold": 1000,
+        },
         "resources": {"requests": {"cpu": "200m", "memory": "512Mi"}},
     }
 
@@ -158,28 +174,46 @@ def hub_deployment() -> dict:
         "serviceAccountName": "hub",
         "automountServiceAccountToken": True,
         "nodeSelector": {"node-role.kubernetes.io/services": ""},  # the site's hub.nodeSelector
-        "securityContext": {"runAsNonRoot": True, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [{"name": "config", "configMap": {"name": "hub"}},
-                    {"name": "hub-db", "emptyDir": {}}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [
+            {"name": "config", "configMap": {"name": "hub"}},
+            {"name": "hub-db", "emptyDir": {}},
+        ],
         "containers": [hub_container()],
     }
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "hub", "labels": HUB_LABELS},
-            "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
-                     "selector": {"matchLabels": HUB_LABELS},
-                     "template": {"metadata": {"labels": HUB_LABELS}, "spec": pod}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "hub", "labels": HUB_LABELS},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": HUB_LABELS},
+            "template": {"metadata": {"labels": HUB_LABELS}, "spec": pod},
+        },
+    }
 
 
 def secret(name: str, values: dict[str, str]) -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    }
 
 
 def hub_secrets(realm: Realm) -> list[dict]:
     """The chart's Secret `hub` (what the hub needs of it) and the site's OAuth client."""
-    chart = {"hub.config.ConfigurableHTTPProxy.auth_token": secrets.token_hex(32),
-             "hub.config.CryptKeeper.keys": secrets.token_hex(32)}
+    chart = {
+        "hub.config.ConfigurableHTTPProxy.auth_token": secrets.token_hex(32),
+        "hub.config.CryptKeeper.keys": secrets.token_hex(32),
+    }
     oauth = {"client-id": realm.client_id, "client-secret": realm.client_secret}
     return [secret("hub", chart), secret("aiinfn-hub-oauth", oauth)]
 
@@ -194,7 +228,7 @@ async def apply_hub_account(api_client, namespace: str) -> None:
     for probe in hubaccount.access_probes(documents, namespace):
         body = {"spec": {"user": hubaccount.account_name(namespace), "resourceAttributes": probe}}
 
-        async def granted():
+        async def granted(body=body):
             return (await authorization.create_subject_access_review(body)).status.allowed
 
         await wait_until(granted, f"RBAC to grant the hub account {probe}")
@@ -251,13 +285,20 @@ async def start_hub(api_client, core, namespace: str, realm: Realm, proxy: str) 
     """The Secrets, the ConfigMap and the Deployment; the hub pod once it is ready."""
     for body in hub_secrets(realm):
         await core.create_namespaced_secret(namespace, body)
-    await core.create_namespaced_config_map(namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hub"},
-        "data": {"jupyterhub_config.py": site_config(realm.issuer, proxy)}})
+    await core.create_namespaced_config_map(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "hub"},
+            "data": {"jupyterhub_config.py": site_config(realm.issuer, proxy)},
+        },
+    )
     await client.AppsV1Api(api_client).create_namespaced_deployment(namespace, hub_deployment())
     try:
-        return await wait_until(lambda: ready_hub_pod(core, namespace), "the hub pod to be ready",
-                                START_LIMIT)
+        return await wait_until(
+            lambda: ready_hub_pod(core, namespace), "the hub pod to be ready", START_LIMIT
+        )
     except AssertionError:
         pod = await hub_pod(core, namespace)
         print(await pod_log(core, namespace, pod.metadata.name) if pod else "(no hub pod)")
@@ -268,7 +309,8 @@ async def stop_hub(api_client, core, namespace: str) -> None:
     """Delete the Deployment and wait for its pod, and so the hub's processes, to be gone."""
     try:
         await client.AppsV1Api(api_client).delete_namespaced_deployment(
-            "hub", namespace, propagation_policy="Foreground")
+            "hub", namespace, propagation_policy="Foreground"
+        )
     except ApiException as error:
         if error.status != 404:
             raise
@@ -280,16 +322,18 @@ async def stop_hub(api_client, core, namespace: str) -> None:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def incluster_hub(request, proxy, api_client, core, namespace, storage, local_queues,
-                        keycloak):
+async def incluster_hub(
+    request, proxy, api_client, core, namespace, storage, local_queues, keycloak
+):
     realm = await asyncio.to_thread(make_realm, keycloak, f"inhub-{namespace}", USERS)
     await apply_hub_account(api_client, namespace)
     try:
         pod = await start_hub(api_client, core, namespace, realm, proxy)
         url = f"http://{pod.status.pod_ip}:{PROXY_PORT}"
         # Ready is the hub's own port answering; the proxy gets the hub's route a moment later.
-        await wait_until(lambda: asyncio.to_thread(answers, f"{url}/hub/health"),
-                         "the proxy to route to the hub")
+        await wait_until(
+            lambda: asyncio.to_thread(answers, f"{url}/hub/health"), "the proxy to route to the hub"
+        )
         await asyncio.to_thread(allow_redirects, realm, url)
         yield InClusterHub(url, namespace, pod, realm)
         report = getattr(request.node, "report_call", None)
@@ -302,8 +346,10 @@ async def incluster_hub(request, proxy, api_client, core, namespace, storage, lo
 
 # -- the user's side: a browser and their token ---------------------------------------------------
 
-def open_page(login: Login, url: str, data: bytes | None = None,
-              headers: dict | None = None) -> tuple[int, str]:
+
+def open_page(
+    login: Login, url: str, data: bytes | None = None, headers: dict | None = None
+) -> tuple[int, str]:
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with login.browser.open(request, timeout=60) as response:
@@ -325,8 +371,9 @@ def free_on_form(page: str, key: str) -> tuple[int, int] | None:
 def api(url: str, token: str, method: str = "GET", body: dict | None = None) -> tuple[int, dict]:
     """A REST call with the user's own token, through the hub's proxy."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"token {token}"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Authorization": f"token {token}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read() or b"{}")
@@ -341,14 +388,19 @@ def api(url: str, token: str, method: str = "GET", body: dict | None = None) -> 
 def new_token(hub: InClusterHub, login: Login, xsrf: str) -> str:
     """A token the user makes for themself (as the hub's token page does)."""
     body = json.dumps({"note": "in-cluster test", "expires_in": 3600}).encode()
-    status, text = open_page(login, f"{hub.url}/hub/api/users/alice/tokens", body,
-                             {"X-XSRFToken": xsrf, "Content-Type": "application/json"})
+    status, text = open_page(
+        login,
+        f"{hub.url}/hub/api/users/alice/tokens",
+        body,
+        {"X-XSRFToken": xsrf, "Content-Type": "application/json"},
+    )
     assert status == 201, text
     return json.loads(text)["token"]
 
 
-async def form_shows(hub: InClusterHub, login: Login, key: str, expected: tuple[int, int],
-                     path: str = "/hub/spawn") -> str | None:
+async def form_shows(
+    hub: InClusterHub, login: Login, key: str, expected: tuple[int, int], path: str = "/hub/spawn"
+) -> str | None:
     status, page = await asyncio.to_thread(open_page, login, f"{hub.url}{path}")
     assert status == 200, page[:500]
     return page if free_on_form(page, key) == expected else None
@@ -359,16 +411,19 @@ async def spawn_from_form(hub: InClusterHub, login: Login, page: str, key: str) 
     action = re.search(r'id="spawn_form"\s+action="([^"]+)"', page)[1]
     environment = re.search(r'<option value="([^"]+)" selected>', accelerator_block(page, key))[1]
     form = urllib.parse.urlencode({"accelerator": key, f"environment--{key}": environment})
-    status, text = await asyncio.to_thread(open_page, login, urllib.parse.urljoin(hub.url, action),
-                                           form.encode())
+    status, text = await asyncio.to_thread(
+        open_page, login, urllib.parse.urljoin(hub.url, action), form.encode()
+    )
     assert status == 200, text[:1000]
     return urllib.parse.parse_qs(urllib.parse.urlsplit(action).query)["_xsrf"][0]
 
 
 # -- the test -------------------------------------------------------------------------------------
 
+
 async def test_the_hub_runs_in_cluster_and_a_user_logs_in_spawns_a_gpu_server_and_submits_a_job(
-        incluster_hub, core):
+    incluster_hub, core
+):
     hub = incluster_hub
     spec = hub.pod.spec
     assert spec.service_account_name == "hub"
@@ -378,8 +433,9 @@ async def test_the_hub_runs_in_cluster_and_a_user_logs_in_spawns_a_gpu_server_an
     assert (login.status, urllib.parse.urlsplit(login.url).path) == (200, "/hub/home"), login.url
 
     # Live counts: the farm's eight T4s free (the hub's own watch of the cluster, its RBAC's).
-    page = await wait_until(lambda: form_shows(hub, login, "t4", (8, 8)),
-                            "the form to show 8 of 8 T4s free")
+    page = await wait_until(
+        lambda: form_shows(hub, login, "t4", (8, 8)), "the form to show 8 of 8 T4s free"
+    )
     xsrf = await spawn_from_form(hub, login, page, "t4")
     token = await asyncio.to_thread(new_token, hub, login, xsrf)
     try:
@@ -397,8 +453,9 @@ async def _server_runs_on_a_t4(hub: InClusterHub, core, login: Login, token: str
         return server if server.get("ready") else None
 
     await wait_until(ready, "alice's GPU server to be ready", START_LIMIT)
-    pods = await core.list_namespaced_pod(hub.namespace,
-                                          label_selector=f"{labels.PREFIX}/accelerator=t4")
+    pods = await core.list_namespaced_pod(
+        hub.namespace, label_selector=f"{labels.PREFIX}/accelerator=t4"
+    )
     assert len(pods.items) == 1
     pod = pods.items[0]
     assert pod.spec.node_name == "server1-t4"
@@ -407,14 +464,21 @@ async def _server_runs_on_a_t4(hub: InClusterHub, core, login: Login, token: str
     status, answer = await asyncio.to_thread(api, f"{hub.url}/user/alice/api/status", token)
     assert status == 200, answer
     # The form for a second server shows alice's T4 taken.
-    await wait_until(lambda: form_shows(hub, login, "t4", (7, 8), "/hub/spawn/alice/second"),
-                     "the form to show one T4 fewer")
+    await wait_until(
+        lambda: form_shows(hub, login, "t4", (7, 8), "/hub/spawn/alice/second"),
+        "the form to show one T4 fewer",
+    )
 
 
 async def _job_runs(hub: InClusterHub, token: str) -> None:
     jobs = f"{hub.url}/services/jobs/api/jobs"
-    status, job = await asyncio.to_thread(api, jobs, token, "POST", {
-        "name": "hello", "command": ["python", "-c", "print('hello from a job')"]})
+    status, job = await asyncio.to_thread(
+        api,
+        jobs,
+        token,
+        "POST",
+        {"name": "hello", "command": ["python", "-c", "print('hello from a job')"]},
+    )
     assert status == 201, job
 
     async def succeeded():

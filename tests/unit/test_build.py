@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from aiinfn_dev.devcluster import build, versions
 from aiinfn_dev.devcluster.errors import DevClusterError
 

@@ -14,8 +14,15 @@ from traitlets.config import Config
 
 from aiinfn_hub import catalog, checks
 from aiinfn_hub.checks import ERROR, OK, WARNING, Finding
-from aiinfn_hub.permissions import (CLUSTER, NAMESPACE, Permission, granted, hub_permissions,
-                                    jobs_permissions, rule_grants)
+from aiinfn_hub.permissions import (
+    CLUSTER,
+    NAMESPACE,
+    Permission,
+    granted,
+    hub_permissions,
+    jobs_permissions,
+    rule_grants,
+)
 from aiinfn_hub.storage_config import StorageSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,16 +32,21 @@ HUB_ACCOUNT = ("jhub", "hub")
 # The z2jh chart's hub Role (jupyterhub/templates/hub/rbac.yaml, chart 4.4.0), bound to the
 # hub's service account in its namespace: what KubeSpawner needs.
 Z2JH_HUB_ROLE = {
-    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "Role",
     "metadata": {"name": "hub", "namespace": "jhub"},
     "rules": [
-        {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
-         "verbs": ["get", "watch", "list", "create", "delete"]},
+        {
+            "apiGroups": [""],
+            "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
+            "verbs": ["get", "watch", "list", "create", "delete"],
+        },
         {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
     ],
 }
 Z2JH_HUB_ROLE_BINDING = {
-    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "RoleBinding",
     "metadata": {"name": "hub", "namespace": "jhub"},
     "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": "jhub"}],
     "roleRef": {"kind": "Role", "name": "hub", "apiGroup": "rbac.authorization.k8s.io"},
@@ -43,8 +55,12 @@ Z2JH_HUB_ROLE_BINDING = {
 
 def shipped(kind: str) -> list[dict]:
     """The objects of one kind among helm-values/*.yaml."""
-    return [d for path in sorted((REPO / "helm-values").glob("*.yaml"))
-            for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == kind]
+    return [
+        d
+        for path in sorted((REPO / "helm-values").glob("*.yaml"))
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d.get("kind") == kind
+    ]
 
 
 def shipped_rbac() -> list[dict]:
@@ -56,14 +72,19 @@ def shipped_rbac() -> list[dict]:
 def grants_to(documents: list[dict], account: tuple[str, str]) -> list[tuple[str, dict]]:
     """(scope, rule) for every rule bound to the service account (namespace, name): a
     ClusterRoleBinding grants cluster-wide, a RoleBinding in the account's namespace only."""
-    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
-             for d in documents if d["kind"] in ("Role", "ClusterRole")}
+    roles = {
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+        for d in documents
+        if d["kind"] in ("Role", "ClusterRole")
+    }
     grants = []
     for binding in documents:
         if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
             continue
-        if not any(s.get("kind") == "ServiceAccount" and (s.get("namespace"), s["name"]) == account
-                   for s in binding.get("subjects") or ()):
+        if not any(
+            s.get("kind") == "ServiceAccount" and (s.get("namespace"), s["name"]) == account
+            for s in binding.get("subjects") or ()
+        ):
             continue
         ref = binding["roleRef"]
         namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
@@ -89,14 +110,21 @@ def test_every_permission_says_which_code_path_needs_it():
         assert permission.verb in {"get", "list", "watch", "create", "update", "patch", "delete"}
 
 
-@pytest.mark.parametrize("permission, text", [
-    (Permission("get", "pods", "x", subresource="log"), "get pods/log in namespace jhub"),
-    (Permission("watch", "nodes", "x", cluster=True), "watch nodes (cluster-wide)"),
-    (Permission("get", "configmaps", "x", name="aiinfn-identities"),
-     "get configmaps aiinfn-identities in namespace jhub"),
-    (Permission("list", "workloads", "x", group="kueue.x-k8s.io"),
-     "list workloads.kueue.x-k8s.io in namespace jhub"),
-])
+@pytest.mark.parametrize(
+    "permission, text",
+    [
+        (Permission("get", "pods", "x", subresource="log"), "get pods/log in namespace jhub"),
+        (Permission("watch", "nodes", "x", cluster=True), "watch nodes (cluster-wide)"),
+        (
+            Permission("get", "configmaps", "x", name="aiinfn-identities"),
+            "get configmaps aiinfn-identities in namespace jhub",
+        ),
+        (
+            Permission("list", "workloads", "x", group="kueue.x-k8s.io"),
+            "list workloads.kueue.x-k8s.io in namespace jhub",
+        ),
+    ],
+)
 def test_a_permission_is_described_the_way_an_admin_writes_a_rule(permission, text):
     assert permission.describe("jhub") == text
 
@@ -108,28 +136,62 @@ CREATE = Permission("create", "configmaps", "identity record")
 FLAVORS = Permission("list", "resourceflavors", "capacity", group="kueue.x-k8s.io", cluster=True)
 
 
-@pytest.mark.parametrize("rule, permission, expected", [
-    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}, PODS, True),
-    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, PODS, False),
-    ({"apiGroups": ["apps"], "resources": ["pods"], "verbs": ["list"]}, PODS, False),
-    ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, PODS, True),
-    # A subresource is its own resource: pods does not grant pods/log; "*" and "*/log" do.
-    ({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, LOG, False),
-    ({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}, LOG, True),
-    ({"apiGroups": [""], "resources": ["*/log"], "verbs": ["get"]}, LOG, True),
-    ({"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}, LOG, True),
-    ({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}, LOG, False),
-    # resourceNames grant those names only, so never a create.
-    ({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["aiinfn-identities"],
-      "verbs": ["get"]}, NAMED, True),
-    ({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["other"],
-      "verbs": ["get"]}, NAMED, False),
-    ({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["aiinfn-identities"],
-      "verbs": ["create"]}, CREATE, False),
-    ({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}, NAMED, True),
-    ({"apiGroups": ["kueue.x-k8s.io"], "resources": ["resourceflavors"], "verbs": ["get", "list"]},
-     FLAVORS, True),
-])
+@pytest.mark.parametrize(
+    "rule, permission, expected",
+    [
+        ({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}, PODS, True),
+        ({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, PODS, False),
+        ({"apiGroups": ["apps"], "resources": ["pods"], "verbs": ["list"]}, PODS, False),
+        ({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, PODS, True),
+        # A subresource is its own resource: pods does not grant pods/log; "*" and "*/log" do.
+        ({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}, LOG, False),
+        ({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}, LOG, True),
+        ({"apiGroups": [""], "resources": ["*/log"], "verbs": ["get"]}, LOG, True),
+        ({"apiGroups": [""], "resources": ["*"], "verbs": ["get"]}, LOG, True),
+        ({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}, LOG, False),
+        # resourceNames grant those names only, so never a create.
+        (
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["aiinfn-identities"],
+                "verbs": ["get"],
+            },
+            NAMED,
+            True,
+        ),
+        (
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["other"],
+                "verbs": ["get"],
+            },
+            NAMED,
+            False,
+        ),
+        (
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["aiinfn-identities"],
+                "verbs": ["create"],
+            },
+            CREATE,
+            False,
+        ),
+        ({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}, NAMED, True),
+        (
+            {
+                "apiGroups": ["kueue.x-k8s.io"],
+                "resources": ["resourceflavors"],
+                "verbs": ["get", "list"],
+            },
+            FLAVORS,
+            True,
+        ),
+    ],
+)
 def test_rbac_rules_match_as_kubernetes_matches_them(rule, permission, expected):
     assert rule_grants(rule, permission) is expected
 
@@ -143,34 +205,56 @@ def test_a_cluster_wide_permission_needs_a_cluster_role_binding():
 
 
 def test_only_bindings_of_the_hub_account_count():
-    documents = [Z2JH_HUB_ROLE, {**Z2JH_HUB_ROLE_BINDING, "subjects": [
-        {"kind": "ServiceAccount", "name": "hub", "namespace": "elsewhere"}]}]
+    documents = [
+        Z2JH_HUB_ROLE,
+        {
+            **Z2JH_HUB_ROLE_BINDING,
+            "subjects": [{"kind": "ServiceAccount", "name": "hub", "namespace": "elsewhere"}],
+        },
+    ]
     assert grants_to(documents, HUB_ACCOUNT) == []
     assert len(grants_to([Z2JH_HUB_ROLE, Z2JH_HUB_ROLE_BINDING], HUB_ACCOUNT)) == 2
 
 
 # -- findings ------------------------------------------------------------------------------------
 
+
 def test_findings_are_one_line_each_and_errors_set_the_exit_status():
     findings = [Finding(OK, "config", "valid"), Finding(WARNING, "nodes", "no node offers 'h100'")]
-    assert [f.line() for f in findings] == ["ok config: valid",
-                                            "WARNING nodes: no node offers 'h100'"]
+    assert [f.line() for f in findings] == [
+        "ok config: valid",
+        "WARNING nodes: no node offers 'h100'",
+    ]
     assert checks.exit_status(findings) == 0
     assert checks.exit_status([*findings, Finding(ERROR, "permission", "the hub may not ...")]) == 1
 
 
 def test_at_start_only_configuration_credentials_permissions_and_priority_classes_stop_the_hub():
-    findings = [Finding(ERROR, area, "x") for area in
-                ("config", "cluster", "permission", "priority", "kueue", "nodes", "storage")]
+    findings = [
+        Finding(ERROR, area, "x")
+        for area in ("config", "cluster", "permission", "priority", "kueue", "nodes", "storage")
+    ]
     levels = {f.area: f.level for f in checks.at_start(findings)}
-    assert levels == {"config": ERROR, "cluster": ERROR, "permission": ERROR, "priority": ERROR,
-                      "kueue": WARNING, "nodes": WARNING, "storage": WARNING}
+    assert levels == {
+        "config": ERROR,
+        "cluster": ERROR,
+        "permission": ERROR,
+        "priority": ERROR,
+        "kueue": WARNING,
+        "nodes": WARNING,
+        "storage": WARNING,
+    }
     assert checks.at_start([Finding(OK, "kueue", "x")]) == [Finding(OK, "kueue", "x")]
 
 
 def settings(jobs: bool = True, namespace: str = "jhub") -> checks.HubSettings:
-    return checks.HubSettings(CATALOG, namespace, StorageSettings(), "aiinfn-notebook",
-                              checks.JobsSettings(namespace, "aiinfn-batch") if jobs else None)
+    return checks.HubSettings(
+        CATALOG,
+        namespace,
+        StorageSettings(),
+        "aiinfn-notebook",
+        checks.JobsSettings(namespace, "aiinfn-batch") if jobs else None,
+    )
 
 
 def test_the_permission_table_asks_each_permission_once_with_every_reason():
@@ -186,12 +270,20 @@ def test_the_permission_table_asks_each_permission_once_with_every_reason():
 
 
 def test_each_missing_permission_is_named_with_its_code_path():
-    needed = Permission("get", "pods", "spawner: a crashed server's last log lines",
-                        subresource="log")
-    optional = Permission("list", "clusterqueues", "job service capacity check",
-                          group="kueue.x-k8s.io", cluster=True, optional=True)
-    findings = checks.permission_findings([(needed, "jhub", False), (optional, "jhub", False),
-                                           (PODS, "jhub", True)])
+    needed = Permission(
+        "get", "pods", "spawner: a crashed server's last log lines", subresource="log"
+    )
+    optional = Permission(
+        "list",
+        "clusterqueues",
+        "job service capacity check",
+        group="kueue.x-k8s.io",
+        cluster=True,
+        optional=True,
+    )
+    findings = checks.permission_findings(
+        [(needed, "jhub", False), (optional, "jhub", False), (PODS, "jhub", True)]
+    )
     assert [f.line() for f in findings] == [
         "ERROR permission: the hub may not get pods/log in namespace jhub "
         "(needed by spawner: a crashed server's last log lines)",
@@ -199,20 +291,23 @@ def test_each_missing_permission_is_named_with_its_code_path():
         "(needed by job service capacity check)",
     ]
     assert checks.permission_findings([(PODS, "jhub", True)]) == [
-        Finding(OK, "permission", "the hub has all 1 permissions it needs")]
+        Finding(OK, "permission", "the hub has all 1 permissions it needs")
+    ]
 
 
 def test_the_shipped_flavors_and_queues_match_the_catalog():
-    flavors = {f["metadata"]["name"]: f["spec"].get("nodeLabels", {})
-               for f in shipped("ResourceFlavor")}
+    flavors = {
+        f["metadata"]["name"]: f["spec"].get("nodeLabels", {}) for f in shipped("ResourceFlavor")
+    }
     assert checks.flavor_findings(CATALOG, flavors) == []
     queues = [q["metadata"]["name"] for q in shipped("LocalQueue")]
     assert checks.queue_findings(CATALOG, queues, "jhub") == []
 
 
 def test_a_missing_or_mismatched_flavor_and_a_missing_queue_are_errors():
-    flavors = {f["metadata"]["name"]: f["spec"].get("nodeLabels", {})
-               for f in shipped("ResourceFlavor")}
+    flavors = {
+        f["metadata"]["name"]: f["spec"].get("nodeLabels", {}) for f in shipped("ResourceFlavor")
+    }
     del flavors["u50"]
     flavors["t4"] = {"nvidia.com/gpu.product": "Tesla-V100"}
     lines = [f.line() for f in checks.flavor_findings(CATALOG, flavors)]
@@ -223,8 +318,10 @@ def test_a_missing_or_mismatched_flavor_and_a_missing_queue_are_errors():
         "admit its jobs (see helm-values/)",
     ]
     [finding] = checks.queue_findings(CATALOG, ["project-cms-2dml", "project-qml"], "jhub")
-    assert finding.line() == ("ERROR kueue: project 'lhcb-flashsim' has no LocalQueue "
-                              "'project-lhcb-2dflashsim' in namespace jhub: its jobs are refused")
+    assert finding.line() == (
+        "ERROR kueue: project 'lhcb-flashsim' has no LocalQueue "
+        "'project-lhcb-2dflashsim' in namespace jhub: its jobs are refused"
+    )
 
 
 def node(labels: dict, allocatable: dict) -> tuple[dict, dict]:
@@ -232,16 +329,20 @@ def node(labels: dict, allocatable: dict) -> tuple[dict, dict]:
 
 
 def test_an_accelerator_no_node_offers_is_a_warning_naming_it():
-    nodes = [node({"nvidia.com/gpu.product": "Tesla-T4"}, {"nvidia.com/gpu": "8"}),
-             # carries the labels but publishes none of the resource: offers nothing
-             node({"nvidia.com/gpu.product": "NVIDIA-A30"}, {"nvidia.com/gpu": "0"}),
-             node({"nvidia.com/mig.strategy": "mixed"}, {"nvidia.com/mig-1g.10gb": "2"})]
+    nodes = [
+        node({"nvidia.com/gpu.product": "Tesla-T4"}, {"nvidia.com/gpu": "8"}),
+        # carries the labels but publishes none of the resource: offers nothing
+        node({"nvidia.com/gpu.product": "NVIDIA-A30"}, {"nvidia.com/gpu": "0"}),
+        node({"nvidia.com/mig.strategy": "mixed"}, {"nvidia.com/mig-1g.10gb": "2"}),
+    ]
     warned = {f.message.split("'")[1] for f in checks.node_findings(CATALOG, nodes)}
     assert warned == set(CATALOG.accelerators) - {"cpu", "t4", "a100-mig-1g-10gb"}
     [a30] = [f for f in checks.node_findings(CATALOG, nodes) if "'a30'" in f.message]
-    assert a30.line() == ("WARNING nodes: no node offers the catalog accelerator 'a30' "
-                          "(nvidia.com/gpu.product=NVIDIA-A30, nvidia.com/gpu): users see it but "
-                          "can never get one")
+    assert a30.line() == (
+        "WARNING nodes: no node offers the catalog accelerator 'a30' "
+        "(nvidia.com/gpu.product=NVIDIA-A30, nvidia.com/gpu): users see it but "
+        "can never get one"
+    )
 
 
 def test_the_claims_checked_are_those_helm_values_ships():
@@ -265,6 +366,7 @@ def test_a_missing_claim_is_an_error_and_an_unbound_one_a_warning():
 
 # -- the configuration ---------------------------------------------------------------------------
 
+
 def write_config(tmp_path: Path, *lines: str) -> Path:
     path = tmp_path / "jupyterhub_config.py"
     path.write_text("\n".join([f"load_subconfig({str(REPO / 'jupyterhub_config.py')!r})", *lines]))
@@ -281,8 +383,13 @@ def test_the_repository_config_runs_the_job_service_with_the_hub_account(tmp_pat
 
 
 def test_a_config_without_the_job_service_checks_no_job_permissions(tmp_path):
-    config = checks.load_hub_config(str(write_config(
-        tmp_path, "c.JupyterHub.services = []", "c.AiInfnJobs.pod_priority_class = 'x'")))
+    config = checks.load_hub_config(
+        str(
+            write_config(
+                tmp_path, "c.JupyterHub.services = []", "c.AiInfnJobs.pod_priority_class = 'x'"
+            )
+        )
+    )
     assert checks.config_findings(config)[1].jobs is None
 
 
@@ -344,9 +451,11 @@ def test_outside_a_starting_hub_the_config_file_sets_up_no_start_check():
 def test_the_priority_classes_checked_are_those_the_pods_name():
     assert checks.priority_classes(settings()) == {
         "aiinfn-notebook": "AiInfnPlatform.notebook_priority_class",
-        "aiinfn-batch": "AiInfnJobs.pod_priority_class"}
+        "aiinfn-batch": "AiInfnJobs.pod_priority_class",
+    }
     assert checks.priority_classes(settings(jobs=False)) == {
-        "aiinfn-notebook": "AiInfnPlatform.notebook_priority_class"}
+        "aiinfn-notebook": "AiInfnPlatform.notebook_priority_class"
+    }
     classes = {d["metadata"]["name"] for d in shipped("PriorityClass")}
     assert set(checks.priority_classes(settings())) <= classes
 
@@ -366,7 +475,9 @@ def test_a_start_check_error_stops_the_hub_with_the_commands_lines(tmp_path):
     with pytest.raises(SystemExit) as stopped:
         checks._start_checks(StartingHub(config))
     assert str(stopped.value).splitlines() == [
-        "aiinfn-hub: refusing to start; `aiinfn-hub check` finds:", line]
+        "aiinfn-hub: refusing to start; `aiinfn-hub check` finds:",
+        line,
+    ]
 
 
 def logged(caplog) -> list[tuple[str, str]]:

@@ -7,7 +7,8 @@ import time
 
 import jwt
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aiinfn_hub import claims
 from aiinfn_hub.claims import LoginRefused
@@ -22,6 +23,7 @@ def userinfo(**extra):
 
 # -- usernames -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["alice", "Alice", "a_b", "ab", "a.b", "alice@infn.it", "x" * 64])
 def test_valid_usernames_are_kept_exactly(name):
     assert claims.username_of({"preferred_username": name}, "preferred_username") == name
@@ -32,23 +34,26 @@ def test_distinct_people_stay_distinct():
     assert len({claims.username_of({"u": n}, "u") for n in names}) == len(names)
 
 
-@pytest.mark.parametrize("raw, says", [
-    ("\u0430lice", "U+0430 CYRILLIC SMALL LETTER A"),
-    ("\uff41lice", "U+FF41 FULLWIDTH LATIN SMALL LETTER A"),
-    ("ali\u0301ce", "U+0301 COMBINING ACUTE ACCENT"),  # refused as sent, not composed first
-    ("\u212aate", "U+212A KELVIN SIGN, which looks like 'K'"),  # NFC would make it 'Kate'
-    ("\u017fam", "U+017F LATIN SMALL LETTER LONG S, which looks like 's'"),
-    ("\ufb01le", "U+FB01 LATIN SMALL LIGATURE FI, which looks like 'fi'"),
-    ("a/b", "not allowed: '/'"),
-    ("a..b", "'..'"),
-    ("..", "'..'"),
-    ("al\x00ice", "control character"),
-    ("-rf", "must not start with '-'"),
-    ("x" * 65, "longer than 64 characters"),
-    ("a b", "not allowed: ' '"),
-    (42, "must be a string"),
-    (["alice"], "must be a string"),
-])
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        ("\u0430lice", "U+0430 CYRILLIC SMALL LETTER A"),
+        ("\uff41lice", "U+FF41 FULLWIDTH LATIN SMALL LETTER A"),
+        ("ali\u0301ce", "U+0301 COMBINING ACUTE ACCENT"),  # refused as sent, not composed first
+        ("\u212aate", "U+212A KELVIN SIGN, which looks like 'K'"),  # NFC would make it 'Kate'
+        ("\u017fam", "U+017F LATIN SMALL LETTER LONG S, which looks like 's'"),
+        ("\ufb01le", "U+FB01 LATIN SMALL LIGATURE FI, which looks like 'fi'"),
+        ("a/b", "not allowed: '/'"),
+        ("a..b", "'..'"),
+        ("..", "'..'"),
+        ("al\x00ice", "control character"),
+        ("-rf", "must not start with '-'"),
+        ("x" * 65, "longer than 64 characters"),
+        ("a b", "not allowed: ' '"),
+        (42, "must be a string"),
+        (["alice"], "must be a string"),
+    ],
+)
 def test_bad_usernames_are_refused_with_the_rule(raw, says):
     with pytest.raises(LoginRefused) as refused:
         claims.username_of({"preferred_username": raw}, "preferred_username")
@@ -100,6 +105,7 @@ def test_usernames_are_taken_exactly_or_refused(raw):
 
 # -- groups ----------------------------------------------------------------------------------
 
+
 def test_wlcg_groups_lose_the_leading_slash_and_keep_subgroups_distinct():
     info = {"wlcg.groups": ["/cms-ml", "/cms-ml/gpu", "/aiinfn-admins"]}
     assert claims.groups_of(info, CLAIMS).groups == ("aiinfn-admins", "cms-ml", "cms-ml/gpu")
@@ -123,30 +129,36 @@ def test_a_missing_groups_claim_refuses_the_login():
         claims.groups_of({"preferred_username": "alice"}, CLAIMS)
 
 
-@pytest.mark.parametrize("value, says", [
-    ({"cms-ml": True}, "neither a group nor a list"),
-    (7, "neither a group nor a list"),
-    (None, "neither a group nor a list"),
-    (["g"] * (claims.MAX_GROUPS + 1), "more than 1024"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ({"cms-ml": True}, "neither a group nor a list"),
+        (7, "neither a group nor a list"),
+        (None, "neither a group nor a list"),
+        (["g"] * (claims.MAX_GROUPS + 1), "more than 1024"),
+    ],
+)
 def test_a_malformed_groups_claim_refuses_the_login(value, says):
     with pytest.raises(LoginRefused) as refused:
         claims.groups_of({"groups": value}, CLAIMS)
     assert says in refused.value.message
 
 
-@pytest.mark.parametrize("entry, says", [
-    (3, "must be a string"),
-    (None, "must be a string"),
-    (["qml"], "must be a string"),
-    ("cms ml", "may only contain"),
-    ("cms-ml,qml", "may only contain"),
-    ("/cms-ml/../qml", "'..'"),
-    ("", "empty"),
-    ("g" * 129, "longer than 128"),
-    ("/\u0441ms-ml", "U+0441 CYRILLIC SMALL LETTER ES"),
-    ("/\u212aqml", "U+212A KELVIN SIGN"),
-])
+@pytest.mark.parametrize(
+    "entry, says",
+    [
+        (3, "must be a string"),
+        (None, "must be a string"),
+        (["qml"], "must be a string"),
+        ("cms ml", "may only contain"),
+        ("cms-ml,qml", "may only contain"),
+        ("/cms-ml/../qml", "'..'"),
+        ("", "empty"),
+        ("g" * 129, "longer than 128"),
+        ("/\u0441ms-ml", "U+0441 CYRILLIC SMALL LETTER ES"),
+        ("/\u212aqml", "U+212A KELVIN SIGN"),
+    ],
+)
 def test_an_unusable_group_among_good_ones_is_dropped_and_reported(entry, says):
     """One bad entry does not refuse the login: it is dropped (a group only ever gives access),
     and what was dropped is returned for the log."""
@@ -166,30 +178,48 @@ def test_unusable_string_claims_and_lists_of_only_bad_groups_give_no_groups():
 
 # -- identity, access ------------------------------------------------------------------------
 
+
 def test_identity_collects_everything_the_hub_takes():
     info = userinfo(email="alice@infn.it", email_verified=True, groups="qml")
-    assert claims.identity(info, issuer=ISSUER, username_claim="preferred_username", group_claims=CLAIMS) == \
-        claims.Identity(ISSUER, "sub-1", "alice", ("cms-ml", "qml"), "alice@infn.it")
+    assert claims.identity(
+        info, issuer=ISSUER, username_claim="preferred_username", group_claims=CLAIMS
+    ) == claims.Identity(ISSUER, "sub-1", "alice", ("cms-ml", "qml"), "alice@infn.it")
 
 
 @pytest.mark.parametrize("sub", [None, "", 7, "x" * 256, "a\nb"])
 def test_a_missing_or_odd_subject_refuses_the_login(sub):
     with pytest.raises(LoginRefused, match="subject"):
-        claims.identity(userinfo(sub=sub), issuer=ISSUER, username_claim="preferred_username", group_claims=CLAIMS)
+        claims.identity(
+            userinfo(sub=sub),
+            issuer=ISSUER,
+            username_claim="preferred_username",
+            group_claims=CLAIMS,
+        )
 
 
-SETTINGS = dict(projects={"cms-ml", "lhcb-flashsim", "qml"}, system_groups={"env-curators", "cms-ml/gpu"},
-                allowed_groups={"cms-ml", "lhcb-flashsim", "qml"}, admin_groups={"aiinfn-admins"})
+SETTINGS = dict(
+    projects={"cms-ml", "lhcb-flashsim", "qml"},
+    system_groups={"env-curators", "cms-ml/gpu"},
+    allowed_groups={"cms-ml", "lhcb-flashsim", "qml"},
+    admin_groups={"aiinfn-admins"},
+)
 
 
 def test_access_keeps_known_groups_and_drops_the_rest():
-    assert claims.access(["cms-ml", "cms-ml/gpu", "env-curators", "other-experiment", "qml/sub"], **SETTINGS) == \
-        claims.Access(groups=("cms-ml", "cms-ml/gpu", "env-curators"), projects=("cms-ml",), admin=False, allowed=True)
+    assert claims.access(
+        ["cms-ml", "cms-ml/gpu", "env-curators", "other-experiment", "qml/sub"], **SETTINGS
+    ) == claims.Access(
+        groups=("cms-ml", "cms-ml/gpu", "env-curators"),
+        projects=("cms-ml",),
+        admin=False,
+        allowed=True,
+    )
 
 
 def test_admins_come_from_admin_groups_and_may_enter():
-    assert claims.access(["aiinfn-admins"], **SETTINGS) == \
-        claims.Access(groups=("aiinfn-admins",), projects=(), admin=True, allowed=True)
+    assert claims.access(["aiinfn-admins"], **SETTINGS) == claims.Access(
+        groups=("aiinfn-admins",), projects=(), admin=True, allowed=True
+    )
 
 
 def test_admin_is_left_alone_without_admin_groups():
@@ -197,8 +227,9 @@ def test_admin_is_left_alone_without_admin_groups():
 
 
 def test_a_subgroup_is_not_its_project():
-    assert claims.access(["cms-ml/gpu"], **SETTINGS) == \
-        claims.Access(groups=("cms-ml/gpu",), projects=(), admin=False, allowed=False)
+    assert claims.access(["cms-ml/gpu"], **SETTINGS) == claims.Access(
+        groups=("cms-ml/gpu",), projects=(), admin=False, allowed=False
+    )
 
 
 def test_no_allowed_group_means_no_entry():
@@ -238,7 +269,9 @@ def test_a_new_account_may_not_look_like_an_existing_one():
 
 
 def id_token(**fields):
-    return jwt.encode({"iss": ISSUER, "aud": "hub", "sub": "sub-1", **fields}, "k" * 32, algorithm="HS256")
+    return jwt.encode(
+        {"iss": ISSUER, "aud": "hub", "sub": "sub-1", **fields}, "k" * 32, algorithm="HS256"
+    )
 
 
 @pytest.mark.parametrize("token", [None, "", id_token(), id_token(aud=["other", "hub"])])
@@ -246,8 +279,10 @@ def test_a_matching_or_absent_id_token_passes(token):
     claims.check_id_token(token, issuer=ISSUER, client_id="hub", subject="sub-1")
 
 
-@pytest.mark.parametrize("token", [id_token(sub="sub-2"), id_token(aud="other"), id_token(iss="https://evil/"),
-                                   "not-a-jwt"])
+@pytest.mark.parametrize(
+    "token",
+    [id_token(sub="sub-2"), id_token(aud="other"), id_token(iss="https://evil/"), "not-a-jwt"],
+)
 def test_an_id_token_about_someone_else_refuses(token):
     with pytest.raises(LoginRefused):
         claims.check_id_token(token, issuer=ISSUER, client_id="hub", subject="sub-1")
@@ -255,31 +290,54 @@ def test_an_id_token_about_someone_else_refuses(token):
 
 # -- discovery -------------------------------------------------------------------------------
 
-DOCUMENT = {"issuer": ISSUER, "authorization_endpoint": "https://iam.example.org/authorize",
-            "token_endpoint": "https://iam.example.org/token", "userinfo_endpoint": "https://iam.example.org/userinfo"}
+DOCUMENT = {
+    "issuer": ISSUER,
+    "authorization_endpoint": "https://iam.example.org/authorize",
+    "token_endpoint": "https://iam.example.org/token",
+    "userinfo_endpoint": "https://iam.example.org/userinfo",
+}
 
 
 def test_endpoints_come_from_the_discovery_document():
-    assert claims.discovery_url(ISSUER) == "https://iam.example.org/.well-known/openid-configuration"
+    assert (
+        claims.discovery_url(ISSUER) == "https://iam.example.org/.well-known/openid-configuration"
+    )
     assert claims.endpoints(DOCUMENT, ISSUER) == claims.Endpoints(
-        "https://iam.example.org/authorize", "https://iam.example.org/token", "https://iam.example.org/userinfo")
+        "https://iam.example.org/authorize",
+        "https://iam.example.org/token",
+        "https://iam.example.org/userinfo",
+    )
 
 
-@pytest.mark.parametrize("document, says", [
-    ({**DOCUMENT, "issuer": "https://iam.example.org"}, "names issuer"),
-    ({**DOCUMENT, "token_endpoint": "http://iam.example.org/token"}, "must use https"),
-    ({k: v for k, v in DOCUMENT.items() if k != "userinfo_endpoint"}, "userinfo_endpoint is missing"),
-    ({**DOCUMENT, "authorization_endpoint": "/authorize"}, "not an absolute URL"),
-    (["not", "an", "object"], "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "document, says",
+    [
+        ({**DOCUMENT, "issuer": "https://iam.example.org"}, "names issuer"),
+        ({**DOCUMENT, "token_endpoint": "http://iam.example.org/token"}, "must use https"),
+        (
+            {k: v for k, v in DOCUMENT.items() if k != "userinfo_endpoint"},
+            "userinfo_endpoint is missing",
+        ),
+        ({**DOCUMENT, "authorization_endpoint": "/authorize"}, "not an absolute URL"),
+        (["not", "an", "object"], "not a JSON object"),
+    ],
+)
 def test_a_bad_discovery_document_is_refused(document, says):
     with pytest.raises(claims.DiscoveryError, match=says):
         claims.endpoints(document, ISSUER)
 
 
-@pytest.mark.parametrize("url, ok", [("https://iam.cloud.infn.it/", True), ("http://127.0.0.1:8080/realms/x", True),
-                                     ("http://localhost/x", True), ("http://iam.cloud.infn.it/", False),
-                                     ("ftp://iam/", False), ("", False)])
+@pytest.mark.parametrize(
+    "url, ok",
+    [
+        ("https://iam.cloud.infn.it/", True),
+        ("http://127.0.0.1:8080/realms/x", True),
+        ("http://localhost/x", True),
+        ("http://iam.cloud.infn.it/", False),
+        ("ftp://iam/", False),
+        ("", False),
+    ],
+)
 def test_issuer_urls_need_https_off_loopback(url, ok):
     if ok:
         assert claims.check_url(url, "issuer") == url
@@ -289,6 +347,7 @@ def test_issuer_urls_need_https_off_loopback(url, ok):
 
 
 # -- token expiry ----------------------------------------------------------------------------
+
 
 def test_expiry_is_computed_once_and_kept():
     assert claims.expires_at({"expires_in": 3600}, 1000.0) == 4600.0

@@ -3,11 +3,12 @@
 from pathlib import Path
 
 import yaml
-
 from aiinfn_dev.devcluster import components
 
 LAYOUT = components.Layout(Path("/c"))
-PORTS = components.Ports(apiserver=16443, etcd_client=1, etcd_peer=2, controller_manager=3, scheduler=4, kwok=5)
+PORTS = components.Ports(
+    apiserver=16443, etcd_client=1, etcd_peer=2, controller_manager=3, scheduler=4, kwok=5
+)
 
 
 def test_apiserver_binds_loopback_with_tls_rbac_and_pod_security():
@@ -35,9 +36,16 @@ def test_apiserver_binds_loopback_with_tls_rbac_and_pod_security():
 
 
 def test_every_listener_is_on_loopback():
-    argvs = [build(Path("/bin/x"), LAYOUT, PORTS) for build in (
-        components.etcd_argv, components.apiserver_argv, components.controller_manager_argv,
-        components.scheduler_argv, components.kwok_argv)]
+    argvs = [
+        build(Path("/bin/x"), LAYOUT, PORTS)
+        for build in (
+            components.etcd_argv,
+            components.apiserver_argv,
+            components.controller_manager_argv,
+            components.scheduler_argv,
+            components.kwok_argv,
+        )
+    ]
     for argv in argvs:
         for arg in argv:
             if "address" in arg or "urls" in arg or "initial-cluster=" in arg:
@@ -75,13 +83,25 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
         },
     }
     stages = {d["metadata"]["name"]: d for d in documents[1:]}
-    assert list(stages) == ["node-initialize", "node-heartbeat-with-lease", "pod-ready", "pod-complete", "pod-delete"]
+    assert list(stages) == [
+        "node-initialize",
+        "node-heartbeat-with-lease",
+        "pod-ready",
+        "pod-complete",
+        "pod-delete",
+    ]
     assert stages["pod-complete"]["spec"]["delay"] == {"durationMilliseconds": 1000}
     assert stages["pod-ready"]["spec"]["delay"]["jitterDurationMilliseconds"] == 5000
 
 
 def test_kubeconfig_names_one_client_certificate_user():
-    config = components.kubeconfig("https://127.0.0.1:16443", Path("/c/ca.crt"), Path("/c/a.crt"),
-                                   Path("/c/a.key"), "someone")
-    assert config["users"] == [{"name": "someone", "user": {"client-certificate": "/c/a.crt", "client-key": "/c/a.key"}}]
-    assert config["clusters"][0]["cluster"] == {"server": "https://127.0.0.1:16443", "certificate-authority": "/c/ca.crt"}
+    config = components.kubeconfig(
+        "https://127.0.0.1:16443", Path("/c/ca.crt"), Path("/c/a.crt"), Path("/c/a.key"), "someone"
+    )
+    assert config["users"] == [
+        {"name": "someone", "user": {"client-certificate": "/c/a.crt", "client-key": "/c/a.key"}}
+    ]
+    assert config["clusters"][0]["cluster"] == {
+        "server": "https://127.0.0.1:16443",
+        "certificate-authority": "/c/ca.crt",
+    }

@@ -26,16 +26,21 @@ def product_configurables() -> set[type]:
         if module_info.name.endswith(".__main__"):  # running it starts the service
             continue
         module = importlib.import_module(module_info.name)
-        found |= {cls for _, cls in inspect.getmembers(module, inspect.isclass)
-                  if cls.__module__ == module.__name__ and issubclass(cls, Configurable)
-                  and cls.class_own_traits(config=True)}
+        found |= {
+            cls
+            for _, cls in inspect.getmembers(module, inspect.isclass)
+            if cls.__module__ == module.__name__
+            and issubclass(cls, Configurable)
+            and cls.class_own_traits(config=True)
+        }
     return found
 
 
 def test_docs_config_md_is_current():
     text = (ROOT / "docs" / "config.md").read_text()
-    assert text == config_reference.render(), \
+    assert text == config_reference.render(), (
         "docs/config.md is out of date: run `aiinfn-hub config-reference > docs/config.md`"
+    )
 
 
 def test_every_configurable_class_of_the_product_is_documented():
@@ -45,8 +50,9 @@ def test_every_configurable_class_of_the_product_is_documented():
 @pytest.mark.parametrize("cls", DOCUMENTED, ids=lambda cls: cls.__name__)
 def test_every_setting_and_class_says_what_it_is(cls):
     assert config_reference.summary(cls)
-    missing = [name for name, trait in cls.class_own_traits(config=True).items()
-               if not trait.help.strip()]
+    missing = [
+        name for name, trait in cls.class_own_traits(config=True).items() if not trait.help.strip()
+    ]
     assert missing == [], f"{cls.__name__}: settings without help"
 
 
@@ -58,15 +64,22 @@ def test_the_reference_names_no_machine_path_and_no_address():
 
 
 def test_defaults_computed_at_start_are_not_shown_as_their_placeholder():
-    section = config_reference.trait_section(AiInfnJobs, "namespace",
-                                             AiInfnJobs.class_traits()["namespace"])
-    assert section[:4] == ["### `c.AiInfnJobs.namespace`", "", "- Type: `Unicode`",
-                           "- Default: computed at start (see the description)"]
+    section = config_reference.trait_section(
+        AiInfnJobs, "namespace", AiInfnJobs.class_traits()["namespace"]
+    )
+    assert section[:4] == [
+        "### `c.AiInfnJobs.namespace`",
+        "",
+        "- Type: `Unicode`",
+        "- Default: computed at start (see the description)",
+    ]
 
 
 def test_help_is_escaped_outside_code_spans_only():
-    assert config_reference.escape("at <root>/x, `<prefix>-*` or \"*\"") == \
-        "at \\<root>/x, `<prefix>-*` or \"\\*\""
+    assert (
+        config_reference.escape('at <root>/x, `<prefix>-*` or "*"')
+        == 'at \\<root>/x, `<prefix>-*` or "\\*"'
+    )
 
 
 def test_code_spans_hold_backticks():

@@ -15,8 +15,14 @@ from kubernetes_asyncio import client
 PRODUCT = Path(__file__).resolve().parents[2] / "aiinfn_hub"
 
 # Raw or dynamic-client writes: they take ``query_params`` with ("fieldValidation", "Strict").
-RAW_WRITES = {"call_api", "server_side_apply", "create_from_yaml_single_item", "patch", "create",
-              "replace"}
+RAW_WRITES = {
+    "call_api",
+    "server_side_apply",
+    "create_from_yaml_single_item",
+    "patch",
+    "create",
+    "replace",
+}
 # These share one kwargs dict (and its query_params list) between objects: use k8s.apply_objects.
 FORBIDDEN = {"create_from_yaml", "create_from_dict"}
 
@@ -50,23 +56,31 @@ def _violations() -> list[str]:
                 problems.append(f"{where} (use k8s.apply_objects)")
             elif name in typed and "field_validation" not in _keywords(node):
                 problems.append(f"{where} lacks field_validation=k8s.STRICT")
-            elif name in RAW_WRITES and _is_api_call(node) \
-                    and "query_params" not in _keywords(node):
+            elif (
+                name in RAW_WRITES and _is_api_call(node) and "query_params" not in _keywords(node)
+            ):
                 problems.append(f"{where} lacks query_params with fieldValidation")
     return problems
 
 
 def _is_api_call(node: ast.Call) -> bool:
     """Dynamic-client style calls take ``body=``; str.replace, dict methods and the like do not."""
-    return node.func.attr in {"call_api", "server_side_apply", "create_from_yaml_single_item"} \
-        or "body" in _keywords(node)
+    return node.func.attr in {
+        "call_api",
+        "server_side_apply",
+        "create_from_yaml_single_item",
+    } or "body" in _keywords(node)
 
 
 def test_typed_write_methods_are_found():
     """The introspection sees the methods the product uses (else the guard would pass vacuously)."""
     typed = _typed_writes()
-    assert {"create_namespaced_secret", "replace_namespaced_config_map", "create_namespaced_job",
-            "patch_namespaced_config_map"} <= typed
+    assert {
+        "create_namespaced_secret",
+        "replace_namespaced_config_map",
+        "create_namespaced_job",
+        "patch_namespaced_config_map",
+    } <= typed
     assert "read_namespaced_secret" not in typed
 
 

@@ -22,8 +22,7 @@ def long_functions(path: Path, root: Path = REPO, limit: int = MAX_LINES) -> lis
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             if length > limit:
-                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} "
-                             f"({length} lines)")
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
     return found
 
 
@@ -31,13 +30,21 @@ def test_length_counts_from_def_to_last_line_without_decorators(tmp_path):
     def body(indent: str, lines: int) -> str:
         return "".join(f"{indent}x{i} = {i}\n" for i in range(lines))
 
-    source = ("@staticmethod\ndef fits():\n" + body("    ", 59)
-              + "class C:\n    async def too_long(self):\n" + body("        ", 60))
+    source = (
+        "@staticmethod\ndef fits():\n"
+        + body("    ", 59)
+        + "class C:\n    async def too_long(self):\n"
+        + body("        ", 60)
+    )
     (tmp_path / "m.py").write_text(source)
     assert long_functions(tmp_path / "m.py", root=tmp_path) == ["m.py:63 too_long (61 lines)"]
 
 
 def test_no_function_longer_than_60_lines():
-    offenders = [line for package in PACKAGES for path in sorted(package.rglob("*.py"))
-                 for line in long_functions(path)]
+    offenders = [
+        line
+        for package in PACKAGES
+        for path in sorted(package.rglob("*.py"))
+        for line in long_functions(path)
+    ]
     assert not offenders, "functions longer than 60 lines:\n" + "\n".join(offenders)

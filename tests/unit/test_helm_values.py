@@ -20,8 +20,16 @@ import yaml
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from tests.helm_values import (JOBS_PORT, NAMESPACE, REPO, component_labels, helm_merge,
-                               object_files, objects, values)
+from tests.helm_values import (
+    JOBS_PORT,
+    NAMESPACE,
+    REPO,
+    component_labels,
+    helm_merge,
+    object_files,
+    objects,
+    values,
+)
 
 CHART_VERSION, CHART_APP_VERSION = "4.4.0", "5.5.0"
 CHART_ENV = "AIINFN_Z2JH_CHART"
@@ -31,19 +39,26 @@ CONFIG_D = REPO / "jupyterhub_config.d"
 def chart() -> Path:
     path = os.environ.get(CHART_ENV)
     if not path:
-        pytest.skip(f"${CHART_ENV} names no unpacked z2jh chart {CHART_VERSION} "
-                    "(see this module's docstring)")
+        pytest.skip(
+            f"${CHART_ENV} names no unpacked z2jh chart {CHART_VERSION} "
+            "(see this module's docstring)"
+        )
     return Path(path)
 
 
 def schema_errors(chart_dir: Path, overrides: dict) -> list[str]:
     """What the chart's schema says of these values merged over the chart's own, as helm does."""
-    schema_file = next(p for p in (chart_dir / "values.schema.json",
-                                   chart_dir / "values.schema.yaml") if p.is_file())
+    schema_file = next(
+        p
+        for p in (chart_dir / "values.schema.json", chart_dir / "values.schema.yaml")
+        if p.is_file()
+    )
     schema = yaml.safe_load(schema_file.read_text())
     merged = helm_merge(yaml.safe_load((chart_dir / "values.yaml").read_text()), overrides)
-    return sorted(f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-                  for e in jsonschema.Draft7Validator(schema).iter_errors(merged))
+    return sorted(
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in jsonschema.Draft7Validator(schema).iter_errors(merged)
+    )
 
 
 def test_values_are_valid_for_the_pinned_chart():
@@ -58,7 +73,8 @@ def test_values_are_valid_for_the_pinned_chart():
 def test_the_schema_check_refuses_a_misspelt_key():
     misspelt = helm_merge(values(), {"singleuser": {"storage": {"tpye": "none"}}})
     assert schema_errors(chart(), misspelt) == [
-        "singleuser.storage: Additional properties are not allowed ('tpye' was unexpected)"]
+        "singleuser.storage: Additional properties are not allowed ('tpye' was unexpected)"
+    ]
 
 
 def test_the_job_service_port_agrees_everywhere():
@@ -68,12 +84,15 @@ def test_the_job_service_port_agrees_everywhere():
     bind = urlsplit(hub["config"]["AiInfnJobs"]["bind_url"])
     assert (bind.hostname, bind.port) == ("0.0.0.0", JOBS_PORT)
     assert hub["service"]["extraPorts"] == [
-        {"name": "jobs", "port": JOBS_PORT, "targetPort": JOBS_PORT, "protocol": "TCP"}]
+        {"name": "jobs", "port": JOBS_PORT, "targetPort": JOBS_PORT, "protocol": "TCP"}
+    ]
     only_port = [{"port": JOBS_PORT, "protocol": "TCP"}]
     assert hub["networkPolicy"]["ingress"] == [
-        {"from": [{"podSelector": {"matchLabels": component_labels("proxy")}}], "ports": only_port}]
+        {"from": [{"podSelector": {"matchLabels": component_labels("proxy")}}], "ports": only_port}
+    ]
     assert proxy["chp"]["networkPolicy"]["egress"] == [
-        {"to": [{"podSelector": {"matchLabels": component_labels("hub")}}], "ports": only_port}]
+        {"to": [{"podSelector": {"matchLabels": component_labels("hub")}}], "ports": only_port}
+    ]
 
 
 def config_d(services: list[dict] | None = None) -> Config:
@@ -92,8 +111,9 @@ def config_d(services: list[dict] | None = None) -> Config:
 
 def test_values_state_what_jupyterhub_config_d_sets_alike():
     hub, config = values()["hub"], config_d()
-    assert hub["config"]["JupyterHub"]["authenticator_class"] \
-        == config.JupyterHub.authenticator_class
+    assert (
+        hub["config"]["JupyterHub"]["authenticator_class"] == config.JupyterHub.authenticator_class
+    )
     assert hub["allowNamedServers"] == config.JupyterHub.allow_named_servers
     assert hub["namedServerLimitPerUser"] == config.JupyterHub.named_server_limit_per_user
 
@@ -144,5 +164,8 @@ def test_one_namespace_placeholder_and_one_hub_account_in_every_file():
             claim = document.get("spec", {}).get("claimRef")
             assert claim is None or claim["namespace"] == NAMESPACE, where
             for subject in document.get("subjects", []):
-                assert subject == {"kind": "ServiceAccount", "name": "hub",
-                                   "namespace": NAMESPACE}, where
+                assert subject == {
+                    "kind": "ServiceAccount",
+                    "name": "hub",
+                    "namespace": NAMESPACE,
+                }, where

@@ -8,7 +8,9 @@ import os
 import re
 
 import pytest
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from aiinfn_hub import identity
 from aiinfn_hub.identity import Identity, IdentityError, Tables
@@ -25,9 +27,13 @@ def test_first_numbers_are_the_bottom_of_each_range():
 
 def test_recorded_numbers_are_kept_and_new_ones_take_the_lowest_free():
     recorded = Tables({"alice": 100000, "bob": 100002}, {"qml": 200001})
-    tables = identity.assign(recorded, ["carol", "alice", "dave"], ["cms-ml", "qml", "lhcb-flashsim"], SETTINGS)
-    assert tables == Tables({"alice": 100000, "bob": 100002, "carol": 100001, "dave": 100003},
-                            {"qml": 200001, "cms-ml": 200000, "lhcb-flashsim": 200002})
+    tables = identity.assign(
+        recorded, ["carol", "alice", "dave"], ["cms-ml", "qml", "lhcb-flashsim"], SETTINGS
+    )
+    assert tables == Tables(
+        {"alice": 100000, "bob": 100002, "carol": 100001, "dave": 100003},
+        {"qml": 200001, "cms-ml": 200000, "lhcb-flashsim": 200002},
+    )
     assert identity.assign(tables, ["carol"], ["qml"], SETTINGS) == tables
 
 
@@ -55,11 +61,17 @@ def test_a_full_range_is_an_error_for_the_admins():
 
 
 names_strategy = st.text(alphabet="abcAB._-0", min_size=1, max_size=6).filter(
-    lambda n: n[0].isalnum() and ".." not in n)
+    lambda n: n[0].isalnum() and ".." not in n
+)
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.lists(names_strategy, max_size=4), st.lists(names_strategy, max_size=4)), max_size=8))
+@given(
+    st.lists(
+        st.tuples(st.lists(names_strategy, max_size=4), st.lists(names_strategy, max_size=4)),
+        max_size=8,
+    )
+)
 def test_any_history_gives_injective_stable_numbers_in_their_ranges(history):
     tables = Tables()
     seen_users: dict[str, int] = {}
@@ -79,17 +91,23 @@ def test_any_history_gives_injective_stable_numbers_in_their_ranges(history):
     assert identity.parse(identity.render(tables)) == tables
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"users": "{not json"}, "users is not JSON"),
-    ({"users": "[1, 2]"}, "users is not a JSON object"),
-    ({"users": json.dumps({"alice": 0})}, r"users\['alice'\] must be a number from 1000"),
-    ({"users": json.dumps({"alice": True})}, "must be a number"),
-    ({"users": json.dumps({"alice": "100000"})}, "must be a number"),
-    ({"users": json.dumps({"a/b": 100000})}, "users has an invalid name"),
-    ({"groups": json.dumps({"../x": 200000})}, "groups has an invalid name"),
-    ({"users": json.dumps({"alice": 100000}), "groups": json.dumps({"qml": 100000})}, "recorded for two names"),
-    ({"users": json.dumps({"alice": 100000, "Alice": 100000})}, "recorded for two names"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"users": "{not json"}, "users is not JSON"),
+        ({"users": "[1, 2]"}, "users is not a JSON object"),
+        ({"users": json.dumps({"alice": 0})}, r"users\['alice'\] must be a number from 1000"),
+        ({"users": json.dumps({"alice": True})}, "must be a number"),
+        ({"users": json.dumps({"alice": "100000"})}, "must be a number"),
+        ({"users": json.dumps({"a/b": 100000})}, "users has an invalid name"),
+        ({"groups": json.dumps({"../x": 200000})}, "groups has an invalid name"),
+        (
+            {"users": json.dumps({"alice": 100000}), "groups": json.dumps({"qml": 100000})},
+            "recorded for two names",
+        ),
+        ({"users": json.dumps({"alice": 100000, "Alice": 100000})}, "recorded for two names"),
+    ],
+)
 def test_a_damaged_record_is_refused_rather_than_shared(data, message):
     with pytest.raises(IdentityError) as refused:
         identity.parse(data)
@@ -104,9 +122,14 @@ def test_record_as_a_configmap():
         "kind": "ConfigMap",
         "metadata": {
             "name": "aiinfn-identities",
-            "labels": {"app.kubernetes.io/managed-by": "aiinfn-hub", "app.kubernetes.io/part-of": "aiinfn-hub",
-                       "app.kubernetes.io/component": "identity"},
-            "annotations": {"aiinfn.infn.it/note": "uids and gids handed out by aiinfn-hub; never edit or reuse a number"},
+            "labels": {
+                "app.kubernetes.io/managed-by": "aiinfn-hub",
+                "app.kubernetes.io/part-of": "aiinfn-hub",
+                "app.kubernetes.io/component": "identity",
+            },
+            "annotations": {
+                "aiinfn.infn.it/note": "uids and gids handed out by aiinfn-hub; never edit or reuse a number"
+            },
             "resourceVersion": "42",
         },
         "data": {"users": '{"alice":100000,"bob":100001}', "groups": '{"qml":200000}'},
@@ -121,18 +144,32 @@ def test_identity_gives_the_private_group_and_sorted_supplemental_gids():
 
 
 def test_the_record_is_rebuilt_from_who_owns_the_folders():
-    users = {"-41lice": {100003}, "bob": {100001}, "a-2elice": {100000, 0}, "lost+found": {0}, "dave": {0}}
+    users = {
+        "-41lice": {100003},
+        "bob": {100001},
+        "a-2elice": {100000, 0},
+        "lost+found": {0},
+        "dave": {0},
+    }
     projects = {"cms-2dml": {200001}, "lhcb-2fflashsim": {200000}, "Qml": {200002}}
     assert identity.from_folders(users, projects, SETTINGS) == Tables(
         {"Alice": 100003, "bob": 100001, "a.lice": 100000},  # root-owned folders name no one
-        {"cms-ml": 200001, "lhcb/flashsim": 200000})  # `Qml` is no slug of ours
+        {"cms-ml": 200001, "lhcb/flashsim": 200000},
+    )  # `Qml` is no slug of ours
 
 
-@pytest.mark.parametrize("users, projects, message", [
-    ({"alice": {100000}, "bob": {100000}}, {}, "uid 100000 owns the folders of alice, bob"),
-    ({"alice": {100000, 100001}}, {}, r"user 'alice' belong to several numbers \[100000, 100001\]"),
-    ({}, {"qml": {200000}, "cms-2dml": {200000}}, "gid 200000 owns the folders of cms-ml, qml"),
-])
+@pytest.mark.parametrize(
+    "users, projects, message",
+    [
+        ({"alice": {100000}, "bob": {100000}}, {}, "uid 100000 owns the folders of alice, bob"),
+        (
+            {"alice": {100000, 100001}},
+            {},
+            r"user 'alice' belong to several numbers \[100000, 100001\]",
+        ),
+        ({}, {"qml": {200000}, "cms-2dml": {200000}}, "gid 200000 owns the folders of cms-ml, qml"),
+    ],
+)
 def test_storage_that_shows_no_single_owner_is_left_to_the_admins(users, projects, message):
     with pytest.raises(IdentityError) as refused:
         identity.from_folders(users, projects, SETTINGS)

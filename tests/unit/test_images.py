@@ -22,8 +22,11 @@ FOLDERS = sorted(p.parent.name for p in IMAGES.glob("*/Dockerfile"))
 # The chart version this product supports and what its hub image has (z2jh 4.4.0,
 # images/hub/requirements.txt at the tag), for the packages the product is built against.
 CHART_HUB_IMAGE = "quay.io/jupyterhub/k8s-hub:4.4.0"
-CHART_HUB_IMAGE_PINS = {"jupyterhub": "5.5.0", "jupyterhub-kubespawner": "7.0.0",
-                        "oauthenticator": "17.4.0"}
+CHART_HUB_IMAGE_PINS = {
+    "jupyterhub": "5.5.0",
+    "jupyterhub-kubespawner": "7.0.0",
+    "oauthenticator": "17.4.0",
+}
 # Where the hub image is newer than the chart's, and why.
 NEWER_THAN_CHART = {"jupyterhub-kubespawner": "7.1.0"}  # the product needs KubeSpawner >= 7.1
 # Images that are bases of the catalog's, not environments of their own.
@@ -31,12 +34,16 @@ BASES = {"hub", "notebook"}
 VERSION_LABEL = re.compile(r'org\.opencontainers\.image\.version="([^"]+)"')
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)$")
 # A pin only one Python needs (the dev cluster's notebook environment may run another one).
-PIN_FOR_PYTHON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+"
-                            r' ; python_version == "3\.[0-9]+"$')
+PIN_FOR_PYTHON = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+"
+    r' ; python_version == "3\.[0-9]+"$'
+)
 OWN_BASE = re.compile(r"^\$\{REGISTRY\}/([a-z0-9-]+):(\S+)$")
 # An image reference pinned by tag, a digest optional: registry/name:tag[@sha256:...].
-PINNED_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+/[a-z0-9._/-]+)?"
-                              r":(?!latest$)[A-Za-z0-9._-]+(@sha256:[a-f0-9]{64})?$")
+PINNED_REFERENCE = re.compile(
+    r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+/[a-z0-9._/-]+)?"
+    r":(?!latest$)[A-Za-z0-9._-]+(@sha256:[a-f0-9]{64})?$"
+)
 
 
 def instructions(folder: str) -> list[tuple[str, str]]:
@@ -44,8 +51,11 @@ def instructions(folder: str) -> list[tuple[str, str]]:
     text = (IMAGES / folder / "Dockerfile").read_text()
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
     joined = re.sub(r"\\\n", " ", "\n".join(lines))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
-            for line in joined.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in joined.splitlines()
+        if line.strip()
+    ]
 
 
 def args_of(folder: str, instruction: str) -> list[str]:
@@ -85,8 +95,11 @@ def chain(folder: str) -> list[str]:
 
 
 def requirement_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def canonical(name: str) -> str:
@@ -167,8 +180,13 @@ def test_each_image_installs_its_pins_alone_and_checks_them(folder):
 
 def copy_sources(folder: str) -> list[str]:
     """What a Dockerfile copies from its build context (not from another stage)."""
-    return [word for arguments in args_of(folder, "COPY") if "--from=" not in arguments
-            for word in arguments.split()[:-1] if not word.startswith("--")]
+    return [
+        word
+        for arguments in args_of(folder, "COPY")
+        if "--from=" not in arguments
+        for word in arguments.split()[:-1]
+        if not word.startswith("--")
+    ]
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
@@ -176,8 +194,11 @@ def test_what_a_dockerfile_copies_is_in_its_build_context(folder):
     ignore = IMAGES / folder / "Dockerfile.dockerignore"
     # With Dockerfile.dockerignore the build context is the repository root, else the folder.
     context = REPO if ignore.exists() else IMAGES / folder
-    allowed = {line[1:].rstrip("/") for line in ignore.read_text().splitlines()
-               if line.startswith("!")} if ignore.exists() else None
+    allowed = (
+        {line[1:].rstrip("/") for line in ignore.read_text().splitlines() if line.startswith("!")}
+        if ignore.exists()
+        else None
+    )
     for source in copy_sources(folder):
         assert (context / source).exists(), f"images/{folder}: COPY {source}: not in the context"
         if allowed is not None:

@@ -16,32 +16,57 @@ from aiinfn_hub.inventory_watch import ResourceExpired, WatchError, backoff_dela
 ACCELERATORS = catalog.load(catalog.default_path()).accelerators
 T4, A100, A30, RTX = "Tesla-T4", "NVIDIA-A100-80GB-PCIe", "NVIDIA-A30", "Quadro-RTX-5000"
 GPU = "nvidia.com/gpu"
-MIG_1G, MIG_2G, MIG_3G = "nvidia.com/mig-1g.10gb", "nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb"
+MIG_1G, MIG_2G, MIG_3G = (
+    "nvidia.com/mig-1g.10gb",
+    "nvidia.com/mig-2g.20gb",
+    "nvidia.com/mig-3g.40gb",
+)
 ZERO = Counts(0, 0, 0, 0, 0)
 
 
-def node(name: str, product: str | None = None, resources: dict[str, str] | None = None, *,
-         ready: str | None = "True", unschedulable: bool = False, taints: list[dict] | None = None,
-         labels: dict[str, str] | None = None) -> dict:
+def node(
+    name: str,
+    product: str | None = None,
+    resources: dict[str, str] | None = None,
+    *,
+    ready: str | None = "True",
+    unschedulable: bool = False,
+    taints: list[dict] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict:
     all_labels = {"kubernetes.io/hostname": name, **(labels or {})}
     if product:
         all_labels["nvidia.com/gpu.product"] = product
     obj: dict[str, Any] = {
         "metadata": {"name": name, "labels": all_labels, "resourceVersion": "1"},
         "spec": {"taints": taints or []},
-        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", **(resources or {})}, "conditions": []},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", **(resources or {})},
+            "conditions": [],
+        },
     }
     if unschedulable:
         obj["spec"]["unschedulable"] = True
     if ready is not None:
-        obj["status"]["conditions"] = [{"type": "MemoryPressure", "status": "False"},
-                                       {"type": "Ready", "status": ready}]
+        obj["status"]["conditions"] = [
+            {"type": "MemoryPressure", "status": "False"},
+            {"type": "Ready", "status": ready},
+        ]
     return obj
 
 
-def pod(name: str, node_name: str | None, limits: dict[str, str] | None = None, *,
-        requests: dict[str, str] | None = None, phase: str | None = "Running", namespace: str = "users",
-        queue: str | None = None, job: bool = False, init: list[dict] | None = None) -> dict:
+def pod(
+    name: str,
+    node_name: str | None,
+    limits: dict[str, str] | None = None,
+    *,
+    requests: dict[str, str] | None = None,
+    phase: str | None = "Running",
+    namespace: str = "users",
+    queue: str | None = None,
+    job: bool = False,
+    init: list[dict] | None = None,
+) -> dict:
     resources: dict[str, Any] = {"requests": {"cpu": "1", **(requests or {})}}
     if limits:
         resources["limits"] = dict(limits)
@@ -49,9 +74,14 @@ def pod(name: str, node_name: str | None, limits: dict[str, str] | None = None, 
     if queue:
         meta["labels"]["kueue.x-k8s.io/queue-name"] = queue
     if job:
-        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]
-    obj: dict[str, Any] = {"metadata": meta, "spec": {"containers": [{"name": "main", "resources": resources}]},
-                           "status": {}}
+        meta["ownerReferences"] = [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}
+        ]
+    obj: dict[str, Any] = {
+        "metadata": meta,
+        "spec": {"containers": [{"name": "main", "resources": resources}]},
+        "status": {},
+    }
     if node_name:
         obj["spec"]["nodeName"] = node_name
     if phase:
@@ -62,18 +92,28 @@ def pod(name: str, node_name: str | None, limits: dict[str, str] | None = None, 
 
 
 RESERVED_CMS = {"key": "reserved", "value": "cms-ml", "effect": "NoSchedule"}
-VIRTUAL_TAINT = {"key": "virtual-node.interlink/no-schedule", "value": "true", "effect": "NoSchedule"}
+VIRTUAL_TAINT = {
+    "key": "virtual-node.interlink/no-schedule",
+    "value": "true",
+    "effect": "NoSchedule",
+}
 
 
 def farm() -> tuple[list[dict], list[dict]]:
     nodes = [
         node("t4-node", T4, {GPU: "8"}),
         node("a100-node", A100, {GPU: "2"}),
-        node("mig-node", A100, {MIG_1G: "2", MIG_2G: "1", MIG_3G: "1"},
-             labels={"nvidia.com/mig.strategy": "mixed"}),
+        node(
+            "mig-node",
+            A100,
+            {MIG_1G: "2", MIG_2G: "1", MIG_3G: "1"},
+            labels={"nvidia.com/mig.strategy": "mixed"},
+        ),
         node("a30-cordoned", A30, {GPU: "1"}, unschedulable=True),
         node("rtx-notready", RTX, {GPU: "5"}, ready="False"),
-        node("virtual", T4, {GPU: "16"}, labels={"type": "virtual-kubelet"}, taints=[VIRTUAL_TAINT]),
+        node(
+            "virtual", T4, {GPU: "16"}, labels={"type": "virtual-kubelet"}, taints=[VIRTUAL_TAINT]
+        ),
         node("t4-cms", T4, {GPU: "4"}, taints=[RESERVED_CMS]),
         node("t4-nobody", T4, {GPU: "2"}, taints=[{"key": "reserved", "effect": "NoSchedule"}]),
     ]
@@ -82,7 +122,12 @@ def farm() -> tuple[list[dict], list[dict]]:
         pod("job-a100", "a100-node", {GPU: "1"}, namespace="batch", job=True),
         pod("mig-user", "mig-node", requests={MIG_1G: "1"}),
         pod("queued-t4", "t4-node", {GPU: "2"}, phase="Pending", namespace="batch", queue="local"),
-        pod("init-t4", "t4-node", {GPU: "1"}, init=[{"name": "warmup", "resources": {"limits": {GPU: "3"}}}]),
+        pod(
+            "init-t4",
+            "t4-node",
+            {GPU: "1"},
+            init=[{"name": "warmup", "resources": {"limits": {GPU: "3"}}}],
+        ),
         pod("done-t4", "t4-node", {GPU: "2"}, phase="Succeeded"),
         pod("failed-t4", "t4-node", {GPU: "2"}, phase="Failed"),
         pod("widget-t4", "t4-node", {"example.com/widget": "1"}),
@@ -128,8 +173,12 @@ def test_snapshot_of_a_small_farm_is_literal():
 def test_a_reserved_node_counts_only_for_its_group():
     inventory = built()
     assert inventory.snapshot(["atlas"])["t4"] == EXPECTED["t4"]
-    assert inventory.snapshot(["cms-ml"])["t4"] == Counts(total=12, notebooks=4, batch=2, free=6, free_if_preempted=8)
-    assert inventory.snapshot(["cms-ml", "cms-ml"]) == inventory.snapshot(["cms-ml"])  # a group counts once
+    assert inventory.snapshot(["cms-ml"])["t4"] == Counts(
+        total=12, notebooks=4, batch=2, free=6, free_if_preempted=8
+    )
+    assert inventory.snapshot(["cms-ml", "cms-ml"]) == inventory.snapshot(
+        ["cms-ml"]
+    )  # a group counts once
     assert inventory.snapshot("cms-ml") == inventory.snapshot(["cms-ml"])
     assert inventory.snapshot(["cms-ml"]) == inventory.recount(["cms-ml"])
     # A reservation without a value is for no group at all.
@@ -190,15 +239,19 @@ def test_nodes_flipping_ready_cordoned_and_reserved():
     assert not inventory.apply_node("MODIFIED", node("t4-node", T4, {GPU: "8"}))
     # The device plugin publishes fewer GPUs: capacity shrinks, usage stays, free clamps at 0.
     assert inventory.apply_node("MODIFIED", node("t4-node", T4, {GPU: "4"}))
-    assert inventory.snapshot()["t4"] == Counts(total=4, notebooks=3, batch=2, free=0, free_if_preempted=1)
+    assert inventory.snapshot()["t4"] == Counts(
+        total=4, notebooks=3, batch=2, free=0, free_if_preempted=1
+    )
     assert inventory.snapshot() == inventory.recount()
 
 
 def test_pod_lifecycle_and_unchanged_events():
     inventory = built()
     assert not inventory.apply_pod("MODIFIED", pod("notebook-a100", "a100-node", {GPU: "1"}))
-    assert inventory.apply_pod("MODIFIED", pod("job-a100", "a100-node", {GPU: "1"}, phase="Succeeded",
-                                               namespace="batch", job=True))
+    assert inventory.apply_pod(
+        "MODIFIED",
+        pod("job-a100", "a100-node", {GPU: "1"}, phase="Succeeded", namespace="batch", job=True),
+    )
     assert inventory.snapshot()["a100"] == Counts(2, 1, 0, 1, 1)
     assert inventory.apply_pod("DELETED", pod("notebook-a100", "a100-node", {GPU: "1"}))
     assert inventory.snapshot()["a100"] == Counts(2, 0, 0, 2, 2)
@@ -235,7 +288,9 @@ def test_sidecars_add_up_and_init_containers_peak():
     inventory.apply_pod("MODIFIED", pod("p", "big", {GPU: "2"}, init=[init, sidecar]))
     assert inventory.snapshot()["t4"].notebooks == 4
     two = pod("q", "big", {GPU: "1"})
-    two["spec"]["containers"].append({"name": "second", "resources": {"limits": {GPU: "2"}, "requests": {GPU: "9"}}})
+    two["spec"]["containers"].append(
+        {"name": "second", "resources": {"limits": {GPU: "2"}, "requests": {GPU: "9"}}}
+    )
     inventory.apply_pod("ADDED", two)
     assert inventory.snapshot()["t4"].notebooks == 7  # limits win over requests
 
@@ -251,15 +306,35 @@ def test_an_accelerator_without_labels_does_not_shadow_a_product():
     assert "cpu" not in snapshot
 
 
-@pytest.mark.parametrize("obj", [
-    None, {}, [], "node", {"metadata": None}, {"metadata": {"name": 7}}, {"metadata": {"name": ""}},
-    {"metadata": {"name": "x"}, "spec": "junk", "status": []},
-    {"metadata": {"name": "x", "labels": ["a"]}, "status": {"allocatable": {GPU: "1"}}},
-    {"metadata": {"name": "x"}, "spec": {"taints": [None, {"key": 3}, {"key": "reserved"}]},
-     "status": {"conditions": [None, "Ready", {"type": "Ready"}], "allocatable": {GPU: None}}},
-    {"metadata": {"name": "x", "labels": {"nvidia.com/gpu.product": T4}},
-     "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {GPU: "lots"}}},
-])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        None,
+        {},
+        [],
+        "node",
+        {"metadata": None},
+        {"metadata": {"name": 7}},
+        {"metadata": {"name": ""}},
+        {"metadata": {"name": "x"}, "spec": "junk", "status": []},
+        {"metadata": {"name": "x", "labels": ["a"]}, "status": {"allocatable": {GPU: "1"}}},
+        {
+            "metadata": {"name": "x"},
+            "spec": {"taints": [None, {"key": 3}, {"key": "reserved"}]},
+            "status": {
+                "conditions": [None, "Ready", {"type": "Ready"}],
+                "allocatable": {GPU: None},
+            },
+        },
+        {
+            "metadata": {"name": "x", "labels": {"nvidia.com/gpu.product": T4}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "allocatable": {GPU: "lots"},
+            },
+        },
+    ],
+)
 def test_malformed_nodes_do_not_crash(obj):
     inventory = built()
     for event_type in ("ADDED", "MODIFIED", "DELETED", "ERROR", None):
@@ -268,17 +343,45 @@ def test_malformed_nodes_do_not_crash(obj):
     inventory.reset(nodes=[obj], pods=[])
 
 
-@pytest.mark.parametrize("obj", [
-    None, {}, [], "pod", {"metadata": None}, {"metadata": {"name": None}}, {"metadata": {"name": "x", "namespace": 3}},
-    {"metadata": {"name": "x"}, "spec": "junk"},
-    {"metadata": {"name": "x"}, "spec": {"nodeName": ["t4-node"]}},
-    {"metadata": {"name": "x"}, "spec": {"nodeName": "t4-node", "containers": None}, "status": None},
-    {"metadata": {"name": "x"}, "spec": {"nodeName": "t4-node", "containers": [None, {"resources": []}]}},
-    {"metadata": {"name": "x"},
-     "spec": {"nodeName": "t4-node", "containers": [{"resources": {"limits": {GPU: "lots"}}}]}},
-    {"metadata": {"name": "x", "ownerReferences": [None, 5]}, "status": {"phase": ["Running"]},
-     "spec": {"nodeName": "t4-node", "containers": [{"resources": {"limits": {GPU: 1.5}}}], "initContainers": [7]}},
-])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        None,
+        {},
+        [],
+        "pod",
+        {"metadata": None},
+        {"metadata": {"name": None}},
+        {"metadata": {"name": "x", "namespace": 3}},
+        {"metadata": {"name": "x"}, "spec": "junk"},
+        {"metadata": {"name": "x"}, "spec": {"nodeName": ["t4-node"]}},
+        {
+            "metadata": {"name": "x"},
+            "spec": {"nodeName": "t4-node", "containers": None},
+            "status": None,
+        },
+        {
+            "metadata": {"name": "x"},
+            "spec": {"nodeName": "t4-node", "containers": [None, {"resources": []}]},
+        },
+        {
+            "metadata": {"name": "x"},
+            "spec": {
+                "nodeName": "t4-node",
+                "containers": [{"resources": {"limits": {GPU: "lots"}}}],
+            },
+        },
+        {
+            "metadata": {"name": "x", "ownerReferences": [None, 5]},
+            "status": {"phase": ["Running"]},
+            "spec": {
+                "nodeName": "t4-node",
+                "containers": [{"resources": {"limits": {GPU: 1.5}}}],
+                "initContainers": [7],
+            },
+        },
+    ],
+)
 def test_malformed_pods_do_not_crash(obj):
     inventory = built()
     for event_type in ("ADDED", "MODIFIED", "DELETED", "ERROR", None):
@@ -287,22 +390,48 @@ def test_malformed_pods_do_not_crash(obj):
     inventory.reset(nodes=[], pods=[obj])
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("2", 2), (2, 2), ("0", 0), ("-1", 0), (-3, 0), ("2k", 2000), ("1Ki", 1024), ("1500m", 1), ("500m", 0),
-    ("1e3", 1000), ("abc", 0), ("", 0), (None, 0), (True, 0), (1.5, 0), ("Infinity", 0), ("NaN", 0),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("2", 2),
+        (2, 2),
+        ("0", 0),
+        ("-1", 0),
+        (-3, 0),
+        ("2k", 2000),
+        ("1Ki", 1024),
+        ("1500m", 1),
+        ("500m", 0),
+        ("1e3", 1000),
+        ("abc", 0),
+        ("", 0),
+        (None, 0),
+        (True, 0),
+        (1.5, 0),
+        ("Infinity", 0),
+        ("NaN", 0),
+    ],
+)
 def test_units(value, expected):
     assert units(value) == expected
 
 
 # ---- the watcher's pure parts ---------------------------------------------------------------
 
+
 def test_parse_event():
     assert parse_event(b'{"type": "ADDED", "object": {"metadata": {"name": "p"}}}\n') == (
-        "ADDED", {"metadata": {"name": "p"}})
-    assert parse_event('{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"12"}}}')[0] == "BOOKMARK"
-    gone = (b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired",'
-            b'"message":"too old resource version: 1 (5)"}}')
+        "ADDED",
+        {"metadata": {"name": "p"}},
+    )
+    assert (
+        parse_event('{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"12"}}}')[0]
+        == "BOOKMARK"
+    )
+    gone = (
+        b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired",'
+        b'"message":"too old resource version: 1 (5)"}}'
+    )
     with pytest.raises(ResourceExpired, match="too old"):
         parse_event(gone)
     with pytest.raises(WatchError, match="500"):
@@ -326,10 +455,14 @@ NODE_NAMES = ["n0", "n1", "n2"]
 POD_KEYS = [(ns, f"p{i}") for ns in ("a", "b") for i in range(3)]
 GROUP_SETS = [(), ("cms-ml",), ("cms-ml", "atlas")]
 RESOURCES = [GPU, GPU, MIG_1G, MIG_2G, "example.com/other"]  # GPUs twice: collisions matter
-TAINTS = [RESERVED_CMS, {"key": "reserved", "value": "atlas", "effect": "NoSchedule"},
-          {"key": "reserved", "effect": "NoSchedule"}, VIRTUAL_TAINT,
-          {"key": "virtual-kubelet.io/provider", "value": "x", "effect": "NoSchedule"},
-          {"key": "nvidia.com/gpu", "effect": "NoSchedule"}]
+TAINTS = [
+    RESERVED_CMS,
+    {"key": "reserved", "value": "atlas", "effect": "NoSchedule"},
+    {"key": "reserved", "effect": "NoSchedule"},
+    VIRTUAL_TAINT,
+    {"key": "virtual-kubelet.io/provider", "value": "x", "effect": "NoSchedule"},
+    {"key": "nvidia.com/gpu", "effect": "NoSchedule"},
+]
 small = st.sampled_from(["0", "1", "1", "2", "3"])
 NODE_FIELDS = {
     "product": st.sampled_from([T4, T4, A100, RTX, "Other", None]),
@@ -343,10 +476,21 @@ POD_FIELDS = {
     "node_name": st.sampled_from([*NODE_NAMES, *NODE_NAMES, None]),
     "limits": st.dictionaries(st.sampled_from(RESOURCES), small, max_size=2),
     "requests": st.dictionaries(st.sampled_from(RESOURCES), small, max_size=2),
-    "init": st.lists(st.builds(
-        lambda r, always: {"name": "i", "resources": {"limits": r}, **({"restartPolicy": "Always"} if always else {})},
-        st.dictionaries(st.sampled_from(RESOURCES), small, max_size=1), st.booleans()), max_size=2),
-    "phase": st.sampled_from(["Pending", "Running", "Running", "Running", "Succeeded", "Failed", "Unknown", None]),
+    "init": st.lists(
+        st.builds(
+            lambda r, always: {
+                "name": "i",
+                "resources": {"limits": r},
+                **({"restartPolicy": "Always"} if always else {}),
+            },
+            st.dictionaries(st.sampled_from(RESOURCES), small, max_size=1),
+            st.booleans(),
+        ),
+        max_size=2,
+    ),
+    "phase": st.sampled_from(
+        ["Pending", "Running", "Running", "Running", "Succeeded", "Failed", "Unknown", None]
+    ),
     "queue": st.sampled_from([None, None, "local"]),
     "job": st.booleans(),
 }
@@ -367,20 +511,59 @@ def variants(draw, fields: dict) -> list[dict]:
 
 @st.composite
 def scenarios(draw) -> list[tuple[str, str, dict]]:
-    nodes = {name: [node(name, p["product"], p["resources"], ready=p["ready"], unschedulable=p["unschedulable"],
-                         taints=p["taints"], labels=p["labels"]) for p in draw(variants(NODE_FIELDS))]
-             for name in NODE_NAMES}
-    pods = {key: [pod(key[1], p["node_name"], p["limits"], requests=p["requests"], phase=p["phase"],
-                      namespace=key[0], queue=p["queue"], job=p["job"], init=p["init"] or None)
-                  for p in draw(variants(POD_FIELDS))]
-            for key in POD_KEYS}
-    steps = draw(st.lists(st.one_of(
-        st.tuples(st.just("node"), EVENT_TYPES, st.sampled_from(NODE_NAMES), st.integers(0, 2)),
-        st.tuples(st.just("pod"), EVENT_TYPES, st.sampled_from(POD_KEYS), st.integers(0, 2)),
-        st.tuples(st.just("pod"), EVENT_TYPES, st.sampled_from(POD_KEYS), st.integers(0, 2)),
-    ), min_size=20, max_size=60))
-    return [(kind, event_type, (nodes if kind == "node" else pods)[name][version])
-            for kind, event_type, name, version in steps]
+    nodes = {
+        name: [
+            node(
+                name,
+                p["product"],
+                p["resources"],
+                ready=p["ready"],
+                unschedulable=p["unschedulable"],
+                taints=p["taints"],
+                labels=p["labels"],
+            )
+            for p in draw(variants(NODE_FIELDS))
+        ]
+        for name in NODE_NAMES
+    }
+    pods = {
+        key: [
+            pod(
+                key[1],
+                p["node_name"],
+                p["limits"],
+                requests=p["requests"],
+                phase=p["phase"],
+                namespace=key[0],
+                queue=p["queue"],
+                job=p["job"],
+                init=p["init"] or None,
+            )
+            for p in draw(variants(POD_FIELDS))
+        ]
+        for key in POD_KEYS
+    }
+    steps = draw(
+        st.lists(
+            st.one_of(
+                st.tuples(
+                    st.just("node"), EVENT_TYPES, st.sampled_from(NODE_NAMES), st.integers(0, 2)
+                ),
+                st.tuples(
+                    st.just("pod"), EVENT_TYPES, st.sampled_from(POD_KEYS), st.integers(0, 2)
+                ),
+                st.tuples(
+                    st.just("pod"), EVENT_TYPES, st.sampled_from(POD_KEYS), st.integers(0, 2)
+                ),
+            ),
+            min_size=20,
+            max_size=60,
+        )
+    )
+    return [
+        (kind, event_type, (nodes if kind == "node" else pods)[name][version])
+        for kind, event_type, name, version in steps
+    ]
 
 
 def assert_consistent(inventory: Inventory) -> None:
@@ -390,9 +573,12 @@ def assert_consistent(inventory: Inventory) -> None:
         assert inventory.per_node(groups) == per_node
         for key in inventory.accelerator_keys:
             frees = [c for (accelerator, _), c in per_node.items() if accelerator == key]
-            assert inventory.largest_free_block(key, groups) == max((c.free for c in frees), default=0)
+            assert inventory.largest_free_block(key, groups) == max(
+                (c.free for c in frees), default=0
+            )
             assert inventory.largest_free_block(key, groups, preempt=True) == max(
-                (c.free_if_preempted for c in frees), default=0)
+                (c.free_if_preempted for c in frees), default=0
+            )
 
 
 POD_MOVES_BEFORE_ITS_NODE_APPEARS = [
@@ -422,8 +608,10 @@ def test_incremental_counts_equal_a_recount_after_every_event(sequence):
             current[key] = obj
         assert_consistent(inventory)
     fresh = Inventory(ACCELERATORS)
-    fresh.reset(nodes=[o for (k, _), o in current.items() if k == "node"],
-                pods=[o for (k, _), o in current.items() if k == "pod"])
+    fresh.reset(
+        nodes=[o for (k, _), o in current.items() if k == "node"],
+        pods=[o for (k, _), o in current.items() if k == "pod"],
+    )
     for groups in GROUP_SETS:
         assert fresh.snapshot(groups) == inventory.snapshot(groups)
         assert fresh.per_node(groups) == inventory.per_node(groups)

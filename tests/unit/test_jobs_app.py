@@ -15,39 +15,58 @@ def app(**sections) -> AiInfnJobs:
 
 
 async def test_defaults_come_from_the_platform_settings():
-    jobs = app(KubeSpawner={"namespace": "jhub"},
-               AiInfnPlatform={"accelerator_node_labels": ["x.io/gpu"]})
+    jobs = app(
+        KubeSpawner={"namespace": "jhub"}, AiInfnPlatform={"accelerator_node_labels": ["x.io/gpu"]}
+    )
     assert jobs.namespace == "jhub"
     async with client.ApiClient() as api_client:
         service = jobs.service(api_client)
         juicefs = app(AiInfnStorage={"juicefs_claim": "aiinfn-juicefs"}).service(api_client)
     assert service.build.accelerator_node_labels == ("x.io/gpu",)
     assert service.rules.storage_kinds == ("home", "projects", "scratch")
-    assert service.rules.priorities == {"low": "aiinfn-low", "normal": "aiinfn-normal", "high": "aiinfn-high"}
+    assert service.rules.priorities == {
+        "low": "aiinfn-low",
+        "normal": "aiinfn-normal",
+        "high": "aiinfn-high",
+    }
     assert set(service.platform.catalog.projects) == {"cms-ml", "lhcb-flashsim", "qml"}
     assert "juicefs" in juicefs.rules.storage_kinds
 
 
-@pytest.mark.parametrize("sections, message", [
-    ({"AiInfnJobs": {"priorities": {"low": "Not A Class"}}}, "AiInfnJobs.priorities"),
-    ({"AiInfnJobs": {"priorities": {}}}, "offer at least one priority"),
-    ({"AiInfnJobs": {"namespace": "Bad_Namespace"}}, "AiInfnJobs.namespace"),
-    ({"AiInfnJobs": {"sandbox_path": "relative/path"}}, "AiInfnJobs.sandbox_path"),
-    ({"AiInfnJobs": {"offload_accelerator_kinds": ["tpu"]}}, r"unknown kind\(s\) tpu"),
-    ({"AiInfnJobs": {"backoff_limit": 1000}}, "backoff_limit"),
-    ({"AiInfnJobs": {"rate_limit": 0.0}}, "rate_limit"),
-])
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"AiInfnJobs": {"priorities": {"low": "Not A Class"}}}, "AiInfnJobs.priorities"),
+        ({"AiInfnJobs": {"priorities": {}}}, "offer at least one priority"),
+        ({"AiInfnJobs": {"namespace": "Bad_Namespace"}}, "AiInfnJobs.namespace"),
+        ({"AiInfnJobs": {"sandbox_path": "relative/path"}}, "AiInfnJobs.sandbox_path"),
+        ({"AiInfnJobs": {"offload_accelerator_kinds": ["tpu"]}}, r"unknown kind\(s\) tpu"),
+        ({"AiInfnJobs": {"backoff_limit": 1000}}, "backoff_limit"),
+        ({"AiInfnJobs": {"rate_limit": 0.0}}, "rate_limit"),
+    ],
+)
 def test_bad_settings_name_their_key(sections, message):
     with pytest.raises(TraitError, match=message):
         app(**sections)
 
 
-@pytest.mark.parametrize("sections, message", [
-    ({"AiInfnJobs": {"default_priority": "urgent"}}, "AiInfnJobs.default_priority: 'urgent' is not in priorities"),
-    ({"AiInfnPlatform": {"group_policies": {"g": {"accelerators": ["h100"]}}}},
-     "not in the catalog: h100"),
-    ({"AiInfnPlatform": {"catalog_file": "/nonexistent.yaml"}}, "cannot read /nonexistent.yaml"),
-])
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        (
+            {"AiInfnJobs": {"default_priority": "urgent"}},
+            "AiInfnJobs.default_priority: 'urgent' is not in priorities",
+        ),
+        (
+            {"AiInfnPlatform": {"group_policies": {"g": {"accelerators": ["h100"]}}}},
+            "not in the catalog: h100",
+        ),
+        (
+            {"AiInfnPlatform": {"catalog_file": "/nonexistent.yaml"}},
+            "cannot read /nonexistent.yaml",
+        ),
+    ],
+)
 async def test_platform_mistakes_stop_the_service(sections, message):
     async with client.ApiClient() as api_client:
         with pytest.raises(TraitError, match=message):
@@ -67,8 +86,16 @@ def test_a_missing_hub_configuration_is_a_clear_exit(tmp_path):
 
 def test_the_openapi_document_describes_every_route():
     document = openapi.document()
-    assert set(document["paths"]) == {"/api/jobs", "/api/clones", "/api/jobs/{job_id}", "/api/jobs/{job_id}/logs",
-                                      "/api/jobs/{job_id}/resubmit"}
+    assert set(document["paths"]) == {
+        "/api/jobs",
+        "/api/clones",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/logs",
+        "/api/jobs/{job_id}/resubmit",
+    }
     schemas = document["components"]["schemas"]
     assert schemas["JobRequest"]["additionalProperties"] is False
-    assert "server" in schemas["CloneRequest"]["properties"] and "environment" not in schemas["CloneRequest"]["properties"]
+    assert (
+        "server" in schemas["CloneRequest"]["properties"]
+        and "environment" not in schemas["CloneRequest"]["properties"]
+    )

@@ -7,14 +7,30 @@ import pytest
 from aiinfn_hub import cli
 
 
-@pytest.mark.parametrize("env, url", [
-    ({"AIINFN_JOBS_URL": "https://hub.example/services/jobs"}, "https://hub.example/services/jobs/"),
-    ({"JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example/hub/", "JUPYTERHUB_BASE_URL": "/"},
-     "https://hub.example/services/jobs/"),
-    ({"JUPYTERHUB_PUBLIC_HUB_URL": "https://example.org/ai/hub/", "JUPYTERHUB_BASE_URL": "/ai/"},
-     "https://example.org/ai/services/jobs/"),
-    ({"JUPYTERHUB_PUBLIC_URL": "http://127.0.0.1:8000/user/alice/"}, "http://127.0.0.1:8000/services/jobs/"),
-])
+@pytest.mark.parametrize(
+    "env, url",
+    [
+        (
+            {"AIINFN_JOBS_URL": "https://hub.example/services/jobs"},
+            "https://hub.example/services/jobs/",
+        ),
+        (
+            {"JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example/hub/", "JUPYTERHUB_BASE_URL": "/"},
+            "https://hub.example/services/jobs/",
+        ),
+        (
+            {
+                "JUPYTERHUB_PUBLIC_HUB_URL": "https://example.org/ai/hub/",
+                "JUPYTERHUB_BASE_URL": "/ai/",
+            },
+            "https://example.org/ai/services/jobs/",
+        ),
+        (
+            {"JUPYTERHUB_PUBLIC_URL": "http://127.0.0.1:8000/user/alice/"},
+            "http://127.0.0.1:8000/services/jobs/",
+        ),
+    ],
+)
 def test_the_service_url_comes_from_the_notebook_environment(env, url):
     assert cli.service_url(env) == url
 
@@ -24,13 +40,16 @@ def test_without_a_url_the_user_is_told_what_to_set():
         cli.service_url({"JUPYTERHUB_API_URL": "http://hub:8081/hub/api"})
 
 
-@pytest.mark.parametrize("command, name", [
-    (["python", "train.py", "--lr", "3"], "train"),
-    (["./Run_Sweep.sh"], "run-sweep"),
-    (["julia", "fit.jl"], "fit"),
-    (["nvidia-smi"], "nvidia-smi"),
-    (["___"], "job"),
-])
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        (["python", "train.py", "--lr", "3"], "train"),
+        (["./Run_Sweep.sh"], "run-sweep"),
+        (["julia", "fit.jl"], "fit"),
+        (["nvidia-smi"], "nvidia-smi"),
+        (["___"], "job"),
+    ],
+)
 def test_default_names(command, name):
     assert cli.default_name(command) == name
 
@@ -42,29 +61,64 @@ def parse(*argv):
 def test_a_clone_command_line_becomes_a_request(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config.yaml").write_text("lr: 3\n")
-    args = parse("clone", "--accelerator", "t4", "--count", "1", "--priority", "low", "--volume", "home",
-                 "--setenv", "EPOCHS=3", "--file", "config.yaml", "--key", "k1", "--", "python", "train.py", "--lr=3")
+    args = parse(
+        "clone",
+        "--accelerator",
+        "t4",
+        "--count",
+        "1",
+        "--priority",
+        "low",
+        "--volume",
+        "home",
+        "--setenv",
+        "EPOCHS=3",
+        "--file",
+        "config.yaml",
+        "--key",
+        "k1",
+        "--",
+        "python",
+        "train.py",
+        "--lr=3",
+    )
     assert cli.request_body(args, clone=True) == {
-        "name": "train", "idempotency_key": "k1", "command": ["python", "train.py", "--lr=3"],
-        "accelerator": "t4", "count": 1, "priority": "low", "volumes": ["home"], "env": {"EPOCHS": "3"},
-        "files": {"config.yaml": "lr: 3\n"}, "server": "", "working_dir": str(tmp_path),
+        "name": "train",
+        "idempotency_key": "k1",
+        "command": ["python", "train.py", "--lr=3"],
+        "accelerator": "t4",
+        "count": 1,
+        "priority": "low",
+        "volumes": ["home"],
+        "env": {"EPOCHS": "3"},
+        "files": {"config.yaml": "lr: 3\n"},
+        "server": "",
+        "working_dir": str(tmp_path),
     }
 
 
 def test_a_script_submission_and_mistakes(tmp_path):
     script = tmp_path / "run.sh"
     script.write_text("#!/bin/sh\necho hi\n")
-    body = cli.request_body(parse("submit", "--script", str(script), "--environment", "cpu", "--offloadable"),
-                            clone=False)
+    body = cli.request_body(
+        parse("submit", "--script", str(script), "--environment", "cpu", "--offloadable"),
+        clone=False,
+    )
     assert (body["name"], body["script"], body["environment"], body["offloadable"]) == (
-        "run", "#!/bin/sh\necho hi\n", "cpu", True)
+        "run",
+        "#!/bin/sh\necho hi\n",
+        "cpu",
+        True,
+    )
     assert "command" not in body and len(body["idempotency_key"]) == 32
     with pytest.raises(cli.CliError, match="give the command to run after --"):
         cli.request_body(parse("submit"), clone=False)
     with pytest.raises(cli.CliError, match="--setenv takes NAME=VALUE"):
         cli.request_body(parse("submit", "--setenv", "OOPS", "--", "x"), clone=False)
     with pytest.raises(cli.CliError, match="cannot read"):
-        cli.request_body(parse("submit", "--file", str(tmp_path / "missing"), "--", "x"), clone=False)
+        cli.request_body(
+            parse("submit", "--file", str(tmp_path / "missing"), "--", "x"), clone=False
+        )
     with pytest.raises(cli.CliError, match="either --script or a command"):
         cli.request_body(parse("submit", "--script", str(script), "--", "x"), clone=False)
 
@@ -75,11 +129,32 @@ def test_no_token_no_call():
 
 
 def test_listings_are_one_line_per_job(capsys):
-    job = {"id": "job-1", "name": "train", "kind": "batch", "project": "cms-ml", "state": "queued", "succeeded": 0,
-           "completions": 2, "position": 3, "admission": None}
-    cli._show({"jobs": [job, {**job, "id": "job-2", "state": "running", "position": None,
-                             "admission": {"flavors": {"cpu": "t4", "nvidia.com/gpu": "t4"}}}]},
-              parse("list"))
+    job = {
+        "id": "job-1",
+        "name": "train",
+        "kind": "batch",
+        "project": "cms-ml",
+        "state": "queued",
+        "succeeded": 0,
+        "completions": 2,
+        "position": 3,
+        "admission": None,
+    }
+    cli._show(
+        {
+            "jobs": [
+                job,
+                {
+                    **job,
+                    "id": "job-2",
+                    "state": "running",
+                    "position": None,
+                    "admission": {"flavors": {"cpu": "t4", "nvidia.com/gpu": "t4"}},
+                },
+            ]
+        },
+        parse("list"),
+    )
     assert capsys.readouterr().out.splitlines() == [
         "job-1  train                batch    cms-ml           queued     0/2 #3 in queue",
         "job-2  train                batch    cms-ml           running    0/2 on t4",

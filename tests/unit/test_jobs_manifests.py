@@ -15,14 +15,25 @@ from aiinfn_hub.storage_config import StorageSettings
 
 CATALOG = catalog.load(catalog.default_path())
 RULES = JobRules(
-    priorities={"low": "aiinfn-low", "normal": "aiinfn-normal"}, default_priority="normal",
-    default_ttl_seconds=3600, sandbox_path="/aiinfn/sandbox", storage_kinds=("home", "projects", "scratch"),
-    remote_volume_kinds=volumes.REMOTE_MOUNTABLE, offload_accelerator_kinds=frozenset({"cpu", "gpu"}),
+    priorities={"low": "aiinfn-low", "normal": "aiinfn-normal"},
+    default_priority="normal",
+    default_ttl_seconds=3600,
+    sandbox_path="/aiinfn/sandbox",
+    storage_kinds=("home", "projects", "scratch"),
+    remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
+    offload_accelerator_kinds=frozenset({"cpu", "gpu"}),
 )
-POLICY = policy.for_user(policy.parse_rules({"accelerators": "*", "environments": "*", "max_accelerators": 2},
-                                            CATALOG, "default"), {}, ["cms-ml"])
+POLICY = policy.for_user(
+    policy.parse_rules(
+        {"accelerators": "*", "environments": "*", "max_accelerators": 2}, CATALOG, "default"
+    ),
+    {},
+    ["cms-ml"],
+)
 ALICE = HubUser("alice", frozenset({"cms-ml"}), False)
-SETTINGS = BuildSettings(accelerator_node_labels=("nvidia.com/gpu.present", "xilinx.com/fpga.board"))
+SETTINGS = BuildSettings(
+    accelerator_node_labels=("nvidia.com/gpu.present", "xilinx.com/fpga.board")
+)
 META = JobMeta("job-0123456789abcdef0123", "key-1", "d" * 64, '{"name":"train"}')
 IDENTITY = Identity(100001, {"cms-ml": 200001})
 OWNER_LABELS = {
@@ -32,15 +43,37 @@ OWNER_LABELS = {
     "aiinfn.infn.it/owner": "alice",
 }
 POD_SECURITY = {
-    "runAsUser": 100001, "runAsGroup": 100001, "fsGroup": 100001, "fsGroupChangePolicy": "OnRootMismatch",
-    "supplementalGroups": [200001], "supplementalGroupsPolicy": "Strict", "runAsNonRoot": True,
+    "runAsUser": 100001,
+    "runAsGroup": 100001,
+    "fsGroup": 100001,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "supplementalGroups": [200001],
+    "supplementalGroupsPolicy": "Strict",
+    "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True,
-                      "seccompProfile": {"type": "RuntimeDefault"}}
-LOCAL_ONLY = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-    {"matchExpressions": [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]}]}}}
-IGNORE_DISRUPTIONS = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+LOCAL_ONLY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}
+                    ]
+                }
+            ]
+        }
+    }
+}
+IGNORE_DISRUPTIONS = {
+    "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+}
 
 
 def batch_plan(**fields):
@@ -49,37 +82,59 @@ def batch_plan(**fields):
 
 
 ALICE_STORAGE = volumes.StorageUser("alice", IDENTITY, ("cms-ml",))
-INIT_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}
+INIT_RESOURCES = {
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"cpu": "500m", "memory": "64Mi"},
+}
 INIT_SECURITY = {"runAsUser": 100001, "runAsGroup": 100001, **CONTAINER_SECURITY}
 
 
 def init_container(image, args, mounts):
     """The storage-init container as volumes.init_container writes it."""
-    return {"name": "storage-init", "image": image,
-            "command": ["sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args],
-            "securityContext": INIT_SECURITY, "resources": INIT_RESOURCES,
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [{"name": m, "mountPath": f"/aiinfn-init/{m}"} for m in mounts]}
+    return {
+        "name": "storage-init",
+        "image": image,
+        "command": ["sh", "-c", volumes.INIT_SCRIPT, "storage-init", *args],
+        "securityContext": INIT_SECURITY,
+        "resources": INIT_RESOURCES,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": m, "mountPath": f"/aiinfn-init/{m}"} for m in mounts],
+    }
 
 
 def batch_parts(plan):
     job_volumes, mounts = volumes.for_job(StorageSettings(), "alice", ["cms-ml"], plan.volume_kinds)
     init = volumes.init_containers(StorageSettings(), ALICE_STORAGE, plan.volume_kinds, plan.image)
-    return PodParts(image=plan.image, volumes=tuple(job_volumes), mounts=tuple(mounts),
-                    security=volumes.pod_security_context(IDENTITY), init_containers=tuple(init))
+    return PodParts(
+        image=plan.image,
+        volumes=tuple(job_volumes),
+        mounts=tuple(mounts),
+        security=volumes.pod_security_context(IDENTITY),
+        init_containers=tuple(init),
+    )
 
 
 def test_a_gpu_batch_job_with_sandbox_files():
-    plan = batch_plan(accelerator="t4", files={"train.py": "print(1)"}, env={"EPOCHS": "3"}, completions=4,
-                      parallelism=2, deadline_seconds=7200)
+    plan = batch_plan(
+        accelerator="t4",
+        files={"train.py": "print(1)"},
+        env={"EPOCHS": "3"},
+        completions=4,
+        parallelism=2,
+        deadline_seconds=7200,
+    )
     assert manifests.make_job(META, plan, batch_parts(plan), SETTINGS) == {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": "job-0123456789abcdef0123",
-            "labels": {**OWNER_LABELS, "aiinfn.infn.it/job-kind": "batch", "aiinfn.infn.it/project": "cms-ml",
-                       "kueue.x-k8s.io/queue-name": "project-cms-2dml",
-                       "kueue.x-k8s.io/priority-class": "aiinfn-normal"},
+            "labels": {
+                **OWNER_LABELS,
+                "aiinfn.infn.it/job-kind": "batch",
+                "aiinfn.infn.it/project": "cms-ml",
+                "kueue.x-k8s.io/queue-name": "project-cms-2dml",
+                "kueue.x-k8s.io/priority-class": "aiinfn-normal",
+            },
             "annotations": {
                 "aiinfn.infn.it/owner-name": "alice",
                 "aiinfn.infn.it/project": "cms-ml",
@@ -99,9 +154,14 @@ def test_a_gpu_batch_job_with_sandbox_files():
             "ttlSecondsAfterFinished": 3600,
             "activeDeadlineSeconds": 7200,
             "template": {
-                "metadata": {"labels": {**OWNER_LABELS, "aiinfn.infn.it/job-kind": "batch",
-                                        "aiinfn.infn.it/accelerator": "t4"},
-                             "annotations": {"aiinfn.infn.it/owner-name": "alice"}},
+                "metadata": {
+                    "labels": {
+                        **OWNER_LABELS,
+                        "aiinfn.infn.it/job-kind": "batch",
+                        "aiinfn.infn.it/accelerator": "t4",
+                    },
+                    "annotations": {"aiinfn.infn.it/owner-name": "alice"},
+                },
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
@@ -111,32 +171,63 @@ def test_a_gpu_batch_job_with_sandbox_files():
                     "affinity": LOCAL_ONLY,
                     "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
                     # Whichever pod comes first makes the user's folders, as the user, never root.
-                    "initContainers": [init_container(
-                        "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
-                        ["aiinfn-home", "/aiinfn-init/home", "alice", "-",
-                         "aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"],
-                        ["home", "project-cms-2dml"])],
-                    "containers": [{
-                        "name": "job",
-                        "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
-                        "command": ["python", "train.py"],
-                        "env": [{"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
+                    "initContainers": [
+                        init_container(
+                            "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+                            [
+                                "aiinfn-home",
+                                "/aiinfn-init/home",
+                                "alice",
+                                "-",
+                                "aiinfn-project-cms-2dml",
+                                "/aiinfn-init/project-cms-2dml",
+                                "cms-2dml",
+                                "200001",
+                            ],
+                            ["home", "project-cms-2dml"],
+                        )
+                    ],
+                    "containers": [
+                        {
+                            "name": "job",
+                            "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+                            "command": ["python", "train.py"],
+                            "env": [
+                                {"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
                                 {"name": "AIINFN_PROJECT", "value": "cms-ml"},
-                                {"name": "EPOCHS", "value": "3"}],
-                        "resources": {"requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
-                                      "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"}},
-                        "securityContext": CONTAINER_SECURITY,
-                        "volumeMounts": [
-                            {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
-                            {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
-                            {"name": "aiinfn-sandbox", "mountPath": "/aiinfn/sandbox", "readOnly": True},
-                        ],
-                        "workingDir": "/aiinfn/sandbox",
-                    }],
+                                {"name": "EPOCHS", "value": "3"},
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+                                "limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "1"},
+                            },
+                            "securityContext": CONTAINER_SECURITY,
+                            "volumeMounts": [
+                                {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
+                                {
+                                    "name": "project-cms-2dml",
+                                    "mountPath": "/home/shared/cms-ml",
+                                    "subPath": "cms-2dml",
+                                },
+                                {
+                                    "name": "aiinfn-sandbox",
+                                    "mountPath": "/aiinfn/sandbox",
+                                    "readOnly": True,
+                                },
+                            ],
+                            "workingDir": "/aiinfn/sandbox",
+                        }
+                    ],
                     "volumes": [
                         {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
-                        {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
-                        {"name": "aiinfn-sandbox", "configMap": {"name": "job-0123456789abcdef0123", "defaultMode": 0o555}},
+                        {
+                            "name": "project-cms-2dml",
+                            "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"},
+                        },
+                        {
+                            "name": "aiinfn-sandbox",
+                            "configMap": {"name": "job-0123456789abcdef0123", "defaultMode": 0o555},
+                        },
                     ],
                 },
             },
@@ -144,18 +235,26 @@ def test_a_gpu_batch_job_with_sandbox_files():
     }
 
 
-@pytest.mark.parametrize("kinds, folders", [
-    (["projects"], [["aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"]]),
-    (["home", "scratch"], [["aiinfn-home", "/aiinfn-init/home", "alice", "-"]]),
-    (["scratch"], []),
-])
+@pytest.mark.parametrize(
+    "kinds, folders",
+    [
+        (
+            ["projects"],
+            [["aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"]],
+        ),
+        (["home", "scratch"], [["aiinfn-home", "/aiinfn-init/home", "alice", "-"]]),
+        (["scratch"], []),
+    ],
+)
 def test_a_job_makes_exactly_the_folders_it_mounts(kinds, folders):
     plan = batch_plan(volumes=kinds)
     spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
-    assert [arg for c in spec.get("initContainers", ()) for arg in c["command"][4:]] == \
-        [arg for folder in folders for arg in folder]
-    assert [m["mountPath"] for c in spec.get("initContainers", ()) for m in c["volumeMounts"]] == \
-        [folder[1] for folder in folders]
+    assert [arg for c in spec.get("initContainers", ()) for arg in c["command"][4:]] == [
+        arg for folder in folders for arg in folder
+    ]
+    assert [m["mountPath"] for c in spec.get("initContainers", ()) for m in c["volumeMounts"]] == [
+        folder[1] for folder in folders
+    ]
 
 
 def test_a_job_without_init_directories_has_no_init_container():
@@ -172,38 +271,79 @@ def test_the_sandbox_configmap_and_its_adoption():
         "metadata": {
             "name": "job-0123456789abcdef0123",
             "labels": {**OWNER_LABELS, "app.kubernetes.io/component": "batch-job-sandbox"},
-            "annotations": {"aiinfn.infn.it/owner-name": "alice", "aiinfn.infn.it/idempotency-key": "key-1",
-                            "aiinfn.infn.it/request-digest": "d" * 64},
+            "annotations": {
+                "aiinfn.infn.it/owner-name": "alice",
+                "aiinfn.infn.it/idempotency-key": "key-1",
+                "aiinfn.infn.it/request-digest": "d" * 64,
+            },
         },
         "data": {"a.cfg": "x=1", "train.py": "print(1)"},
     }
-    assert manifests.sandbox_owner("job-x", "uid-1") == {"metadata": {"ownerReferences": [{
-        "apiVersion": "batch/v1", "kind": "Job", "name": "job-x", "uid": "uid-1", "controller": False,
-        "blockOwnerDeletion": False}]}}
+    assert manifests.sandbox_owner("job-x", "uid-1") == {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": "job-x",
+                    "uid": "uid-1",
+                    "controller": False,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        }
+    }
 
 
 def test_cpu_jobs_stay_off_accelerator_nodes_and_request_resources():
     plan = batch_plan(volumes=[])
     spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
     assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]},
-            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
-            {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
-        ]}]}
+        "nodeSelectorTerms": [
+            {
+                "matchExpressions": [
+                    {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]},
+                    {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+                    {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
+                ]
+            }
+        ]
+    }
     assert "nodeSelector" not in spec and "volumes" not in spec
-    assert spec["containers"][0]["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"},
-                                                  "limits": {"cpu": "2", "memory": "8Gi"}}
+    assert spec["containers"][0]["resources"] == {
+        "requests": {"cpu": "2", "memory": "8Gi"},
+        "limits": {"cpu": "2", "memory": "8Gi"},
+    }
 
 
 def test_offloadable_jobs_go_to_the_virtual_node_without_model_labels():
     plan = batch_plan(accelerator="a100", offloadable=True)
     spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
-    assert spec["affinity"] == {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "virtual-node.interlink/type", "operator": "In", "values": ["virtual-kubelet"]}]}]}}}
-    assert spec["tolerations"] == [{"key": "virtual-node.interlink/no-schedule", "operator": "Equal",
-                                    "value": "true", "effect": "NoSchedule"}]
+    assert spec["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": "virtual-node.interlink/type",
+                                "operator": "In",
+                                "values": ["virtual-kubelet"],
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    assert spec["tolerations"] == [
+        {
+            "key": "virtual-node.interlink/no-schedule",
+            "operator": "Equal",
+            "value": "true",
+            "effect": "NoSchedule",
+        }
+    ]
     assert "nodeSelector" not in spec and "volumes" not in spec
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
@@ -213,10 +353,18 @@ NOTEBOOK_POD = {
     "kind": "Pod",
     "metadata": {
         "name": "jupyter-alice",
-        "labels": {"app": "jupyterhub", "component": "singleuser-server", "hub.jupyter.org/username": "alice",
-                   "hub.jupyter.org/servername": "", "aiinfn.infn.it/accelerator": "t4",
-                   "app.kubernetes.io/managed-by": "kubespawner"},
-        "annotations": {"hub.jupyter.org/username": "alice", "hub.jupyter.org/kubespawner-version": "7.1.0"},
+        "labels": {
+            "app": "jupyterhub",
+            "component": "singleuser-server",
+            "hub.jupyter.org/username": "alice",
+            "hub.jupyter.org/servername": "",
+            "aiinfn.infn.it/accelerator": "t4",
+            "app.kubernetes.io/managed-by": "kubespawner",
+        },
+        "annotations": {
+            "hub.jupyter.org/username": "alice",
+            "hub.jupyter.org/kubespawner-version": "7.1.0",
+        },
     },
     "spec": {
         "automountServiceAccountToken": False,
@@ -225,13 +373,26 @@ NOTEBOOK_POD = {
         "priorityClassName": "aiinfn-notebook",
         "securityContext": {**POD_SECURITY},
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
-        "tolerations": [{"key": "reserved", "operator": "Equal", "value": "cms-ml", "effect": "NoSchedule"}],
+        "tolerations": [
+            {"key": "reserved", "operator": "Equal", "value": "cms-ml", "effect": "NoSchedule"}
+        ],
         "imagePullSecrets": [{"name": "harbor-pull"}],
-        "initContainers": [init_container(
-            "busybox:1",
-            ["aiinfn-home", "/aiinfn-init/home", "alice", "-",
-             "aiinfn-project-cms-2dml", "/aiinfn-init/project-cms-2dml", "cms-2dml", "200001"],
-            ["home", "project-cms-2dml"])],
+        "initContainers": [
+            init_container(
+                "busybox:1",
+                [
+                    "aiinfn-home",
+                    "/aiinfn-init/home",
+                    "alice",
+                    "-",
+                    "aiinfn-project-cms-2dml",
+                    "/aiinfn-init/project-cms-2dml",
+                    "cms-2dml",
+                    "200001",
+                ],
+                ["home", "project-cms-2dml"],
+            )
+        ],
         "containers": [
             {
                 "name": "notebook",
@@ -246,26 +407,42 @@ NOTEBOOK_POD = {
                     {"name": "JPY_API_TOKEN", "value": "hub-token"},
                     {"name": "JUPYTERHUB_OAUTH_SCOPES", "value": "[]"},
                     {"name": "JUPYTERHUB_USER", "value": "alice"},
-                    {"name": "AIINFN_ACCESS_TOKEN_FILE", "value": "/var/run/secrets/aiinfn/access_token"},
+                    {
+                        "name": "AIINFN_ACCESS_TOKEN_FILE",
+                        "value": "/var/run/secrets/aiinfn/access_token",
+                    },
                     {"name": "MY_PASSWORD", "value": "hunter2"},
                     {"name": "S3_CREDS", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}},
                     {"name": "MEM_LIMIT", "value": "17179869184"},
                     {"name": "CONDA_DIR", "value": "/opt/conda"},
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                 ],
-                "envFrom": [{"secretRef": {"name": "juicefs"}}, {"configMapRef": {"name": "site-env"}}],
-                "resources": {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
-                              "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+                "envFrom": [
+                    {"secretRef": {"name": "juicefs"}},
+                    {"configMapRef": {"name": "site-env"}},
+                ],
+                "resources": {
+                    "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                    "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                },
                 "securityContext": {"privileged": False, "runAsUser": 100001},
                 "volumeMounts": [
                     {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
                     {"name": "shared", "mountPath": "/home/public"},
-                    {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
+                    {
+                        "name": "project-cms-2dml",
+                        "mountPath": "/home/shared/cms-ml",
+                        "subPath": "cms-2dml",
+                    },
                     {"name": "envs", "mountPath": "/envs", "readOnly": True},
                     {"name": "scratch", "mountPath": "/scratch"},
                     {"name": "shm", "mountPath": "/dev/shm"},
                     {"name": "bucket", "mountPath": "/bucket"},
-                    {"name": "access-token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True},
+                    {
+                        "name": "access-token",
+                        "mountPath": "/var/run/secrets/aiinfn",
+                        "readOnly": True,
+                    },
                 ],
             },
             {"name": "sidecar", "image": "proxy:1"},
@@ -273,11 +450,20 @@ NOTEBOOK_POD = {
         "volumes": [
             {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
             {"name": "shared", "persistentVolumeClaim": {"claimName": "aiinfn-shared"}},
-            {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
-            {"name": "envs", "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True}},
+            {
+                "name": "project-cms-2dml",
+                "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"},
+            },
+            {
+                "name": "envs",
+                "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True},
+            },
             {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-            {"name": "bucket", "csi": {"driver": "s3.csi", "nodePublishSecretRef": {"name": "aiinfn-token-alice"}}},
+            {
+                "name": "bucket",
+                "csi": {"driver": "s3.csi", "nodePublishSecretRef": {"name": "aiinfn-token-alice"}},
+            },
             {"name": "access-token", "secret": {"secretName": "aiinfn-token-alice"}},
         ],
     },
@@ -286,7 +472,9 @@ NOTEBOOK_POD = {
 
 
 def clone_plan(**fields):
-    request = CloneRequest(**{"name": "sweep", "command": ["python", "train.py", "--lr", "0.1"], **fields})
+    request = CloneRequest(
+        **{"name": "sweep", "command": ["python", "train.py", "--lr", "0.1"], **fields}
+    )
     facts = manifests.notebook_facts(NOTEBOOK_POD, CATALOG.accelerators)
     return resolve(request, ALICE, CATALOG, POLICY, RULES, facts)
 
@@ -303,8 +491,13 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
     assert job["metadata"]["labels"]["aiinfn.infn.it/job-kind"] == "bunshin"
     template = job["spec"]["template"]
     assert template["metadata"] == {
-        "labels": {**OWNER_LABELS, "aiinfn.infn.it/job-kind": "bunshin", "aiinfn.infn.it/accelerator": "t4"},
-        "annotations": {"aiinfn.infn.it/owner-name": "alice"}}
+        "labels": {
+            **OWNER_LABELS,
+            "aiinfn.infn.it/job-kind": "bunshin",
+            "aiinfn.infn.it/accelerator": "t4",
+        },
+        "annotations": {"aiinfn.infn.it/owner-name": "alice"},
+    }
     assert template["spec"] == {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -315,36 +508,50 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
         "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
         "imagePullSecrets": [{"name": "harbor-pull"}],
         "initContainers": NOTEBOOK_POD["spec"]["initContainers"],
-        "containers": [{
-            "name": "job",
-            "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "train.py", "--lr", "0.1"],
-            "env": [
-                {"name": "CONDA_DIR", "value": "/opt/conda"},
-                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
-                {"name": "AIINFN_PROJECT", "value": "cms-ml"},
-            ],
-            "envFrom": [{"configMapRef": {"name": "site-env"}}],
-            "resources": {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
-                          "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
-            "securityContext": CONTAINER_SECURITY,
-            "volumeMounts": [
-                {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
-                {"name": "shared", "mountPath": "/home/public"},
-                {"name": "project-cms-2dml", "mountPath": "/home/shared/cms-ml", "subPath": "cms-2dml"},
-                {"name": "envs", "mountPath": "/envs", "readOnly": True},
-                {"name": "scratch", "mountPath": "/scratch"},
-                {"name": "shm", "mountPath": "/dev/shm"},
-            ],
-            "workingDir": "/home/jovyan/project",
-        }],
+        "containers": [
+            {
+                "name": "job",
+                "image": "harbor.cloud.infn.it/ai-infn/ml-gpu:2025.10",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "train.py", "--lr", "0.1"],
+                "env": [
+                    {"name": "CONDA_DIR", "value": "/opt/conda"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
+                    {"name": "AIINFN_PROJECT", "value": "cms-ml"},
+                ],
+                "envFrom": [{"configMapRef": {"name": "site-env"}}],
+                "resources": {
+                    "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                    "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                },
+                "securityContext": CONTAINER_SECURITY,
+                "volumeMounts": [
+                    {"name": "home", "mountPath": "/home/jovyan", "subPath": "alice"},
+                    {"name": "shared", "mountPath": "/home/public"},
+                    {
+                        "name": "project-cms-2dml",
+                        "mountPath": "/home/shared/cms-ml",
+                        "subPath": "cms-2dml",
+                    },
+                    {"name": "envs", "mountPath": "/envs", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "shm", "mountPath": "/dev/shm"},
+                ],
+                "workingDir": "/home/jovyan/project",
+            }
+        ],
         "volumes": [
             {"name": "home", "persistentVolumeClaim": {"claimName": "aiinfn-home"}},
             {"name": "shared", "persistentVolumeClaim": {"claimName": "aiinfn-shared"}},
-            {"name": "project-cms-2dml", "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"}},
-            {"name": "envs", "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True}},
+            {
+                "name": "project-cms-2dml",
+                "persistentVolumeClaim": {"claimName": "aiinfn-project-cms-2dml"},
+            },
+            {
+                "name": "envs",
+                "persistentVolumeClaim": {"claimName": "aiinfn-envs", "readOnly": True},
+            },
             {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
         ],
@@ -357,34 +564,52 @@ def test_a_clone_mounts_only_the_volume_kinds_asked_for():
     names = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
     assert names == ["home", "envs", "shm"]
     # The notebook's folder set-up, for the home folder only.
-    assert job["spec"]["template"]["spec"]["initContainers"] == [init_container(
-        "busybox:1", ["aiinfn-home", "/aiinfn-init/home", "alice", "-"], ["home"])]
+    assert job["spec"]["template"]["spec"]["initContainers"] == [
+        init_container("busybox:1", ["aiinfn-home", "/aiinfn-init/home", "alice", "-"], ["home"])
+    ]
     job = manifests.make_bunshin_job(META, clone_plan(volumes=["scratch"]), NOTEBOOK_POD, SETTINGS)
     assert "initContainers" not in job["spec"]["template"]["spec"]
 
 
 def test_a_clone_of_a_notebook_made_by_another_script_version_gets_no_init_container():
     pod = copy.deepcopy(NOTEBOOK_POD)
-    pod["spec"]["initContainers"][0]["command"] = ["sh", "-c", "mkdir -p \"$1\"", "storage-init", "x"]
+    pod["spec"]["initContainers"][0]["command"] = ["sh", "-c", 'mkdir -p "$1"', "storage-init", "x"]
     job = manifests.make_bunshin_job(META, clone_plan(), pod, SETTINGS)
     assert "initContainers" not in job["spec"]["template"]["spec"]
 
 
 def test_an_offloadable_clone_keeps_only_what_a_remote_site_can_mount():
     pod = copy.deepcopy(NOTEBOOK_POD)
-    pod["spec"]["volumes"].append({"name": "juicefs", "persistentVolumeClaim": {"claimName": "aiinfn-juicefs"}})
-    pod["spec"]["containers"][0]["volumeMounts"].append({"name": "juicefs", "mountPath": "/juicefs", "subPath": "alice"})
+    pod["spec"]["volumes"].append(
+        {"name": "juicefs", "persistentVolumeClaim": {"claimName": "aiinfn-juicefs"}}
+    )
+    pod["spec"]["containers"][0]["volumeMounts"].append(
+        {"name": "juicefs", "mountPath": "/juicefs", "subPath": "alice"}
+    )
     facts = manifests.notebook_facts(pod, CATALOG.accelerators)
     request = CloneRequest(name="remote", command=["python", "train.py"], offloadable=True)
     plan = resolve(request, ALICE, CATALOG, POLICY, RULES, facts)
     spec = manifests.make_bunshin_job(META, plan, pod, SETTINGS)["spec"]["template"]["spec"]
     assert [v["name"] for v in spec["volumes"]] == ["shm", "juicefs"]
-    assert "nodeSelector" not in spec and spec["tolerations"][0]["key"] == "virtual-node.interlink/no-schedule"
+    assert (
+        "nodeSelector" not in spec
+        and spec["tolerations"][0]["key"] == "virtual-node.interlink/no-schedule"
+    )
 
 
-@pytest.mark.parametrize("name, kind", [
-    ("home", "home"), ("shared", "projects"), ("project-cms-2dml", "projects"), ("scratch", "scratch"),
-    ("juicefs", "juicefs"), ("envs", None), ("shm", None), ("cvmfs", None), ("access-token", None),
-])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("home", "home"),
+        ("shared", "projects"),
+        ("project-cms-2dml", "projects"),
+        ("scratch", "scratch"),
+        ("juicefs", "juicefs"),
+        ("envs", None),
+        ("shm", None),
+        ("cvmfs", None),
+        ("access-token", None),
+    ],
+)
 def test_volume_kinds_of_notebook_volumes(name, kind):
     assert manifests.volume_kind(name) == kind

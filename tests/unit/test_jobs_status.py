@@ -13,65 +13,158 @@ PRIORITIES = {"low": "aiinfn-low", "normal": "aiinfn-normal"}
 def job(suspend=True, conditions=(), active=0, **status_fields):
     return {
         "metadata": {
-            "name": "job-1", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:00Z",
-            "labels": {"aiinfn.infn.it/job-kind": "batch", "kueue.x-k8s.io/queue-name": "project-cms-2dml",
-                       "kueue.x-k8s.io/priority-class": "aiinfn-low"},
-            "annotations": {"aiinfn.infn.it/owner-name": "alice", "aiinfn.infn.it/display-name": "train",
-                            "aiinfn.infn.it/project": "cms-ml",
-                            "aiinfn.infn.it/request": json.dumps({"offloadable": True})},
+            "name": "job-1",
+            "uid": "u1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {
+                "aiinfn.infn.it/job-kind": "batch",
+                "kueue.x-k8s.io/queue-name": "project-cms-2dml",
+                "kueue.x-k8s.io/priority-class": "aiinfn-low",
+            },
+            "annotations": {
+                "aiinfn.infn.it/owner-name": "alice",
+                "aiinfn.infn.it/display-name": "train",
+                "aiinfn.infn.it/project": "cms-ml",
+                "aiinfn.infn.it/request": json.dumps({"offloadable": True}),
+            },
         },
-        "spec": {"suspend": suspend, "completions": 2,
-                 "template": {"metadata": {"labels": {"aiinfn.infn.it/accelerator": "t4"}}}},
-        "status": {"conditions": [{"type": t, "status": "True", "lastTransitionTime": "2026-01-01T01:00:00Z"}
-                                  for t in conditions], "active": active, **status_fields},
+        "spec": {
+            "suspend": suspend,
+            "completions": 2,
+            "template": {"metadata": {"labels": {"aiinfn.infn.it/accelerator": "t4"}}},
+        },
+        "status": {
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T01:00:00Z"}
+                for t in conditions
+            ],
+            "active": active,
+            **status_fields,
+        },
     }
 
 
-def workload(name, uid, queue="project-cms-2dml", priority=100, created="2026-01-01T00:00:00Z", conditions=(),
-             admission=None, owner="u1", message=None):
+def workload(
+    name,
+    uid,
+    queue="project-cms-2dml",
+    priority=100,
+    created="2026-01-01T00:00:00Z",
+    conditions=(),
+    admission=None,
+    owner="u1",
+    message=None,
+):
     return {
-        "metadata": {"name": name, "uid": uid, "creationTimestamp": created,
-                     "ownerReferences": [{"kind": "Job", "uid": owner}]},
+        "metadata": {
+            "name": name,
+            "uid": uid,
+            "creationTimestamp": created,
+            "ownerReferences": [{"kind": "Job", "uid": owner}],
+        },
         "spec": {"queueName": queue, "priority": priority},
-        "status": {"conditions": [{"type": c[0], "status": c[1], "reason": c[2] if len(c) > 2 else "",
-                                   "message": message or ""} for c in conditions],
-                   **({"admission": admission} if admission else {})},
+        "status": {
+            "conditions": [
+                {
+                    "type": c[0],
+                    "status": c[1],
+                    "reason": c[2] if len(c) > 2 else "",
+                    "message": message or "",
+                }
+                for c in conditions
+            ],
+            **({"admission": admission} if admission else {}),
+        },
     }
 
 
 def RUNNING_ONCE(pods_ready):  # noqa: N802 (reads as a constant in the table)
     """The Workload of an admitted job, with Kueue's PodsReady condition."""
-    return workload("w", "w1", conditions=[("QuotaReserved", "True", "QuotaReserved"),
-                                           ("Admitted", "True", "Admitted"), pods_ready])
+    return workload(
+        "w",
+        "w1",
+        conditions=[
+            ("QuotaReserved", "True", "QuotaReserved"),
+            ("Admitted", "True", "Admitted"),
+            pods_ready,
+        ],
+    )
 
 
-ADMISSION = {"clusterQueue": "project-cms-2dml", "podSetAssignments": [
-    {"name": "main", "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"}}]}
+ADMISSION = {
+    "clusterQueue": "project-cms-2dml",
+    "podSetAssignments": [
+        {"name": "main", "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"}}
+    ],
+}
 
 
-@pytest.mark.parametrize("the_job, the_workload, expected", [
-    (job(), None, "queued"),
-    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False")]), "queued"),
-    (job(), workload("w", "w1", conditions=[("QuotaReserved", "True")]), "admitted"),
-    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False"), ("Evicted", "True")]), "requeued"),
-    (job(suspend=False), None, "starting"),
-    (job(suspend=False, active=2), None, "running"),
-    # An active pod is not a running one: `ready` counts those that run.
-    (job(suspend=False, active=1, ready=0), RUNNING_ONCE(("PodsReady", "False", "WaitForStart")), "starting"),
-    (job(suspend=False, active=1, ready=1), RUNNING_ONCE(("PodsReady", "True", "Started")), "running"),
-    # Preempted by Kueue: suspended, its quota released, waiting in the queue again.
-    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"), ("Evicted", "True", "Preempted"),
-                                            ("Preempted", "True", "InClusterQueue")]), "preempted"),
-    (job(), workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"),
-                                            ("Evicted", "True", "PodsReadyTimeout")]), "requeued"),
-    # Preempted by the scheduler (a notebook took the node): still admitted, the replacement pod
-    # Pending; the pod failure policy did not count it as a failure, a crash would have.
-    (job(suspend=False, active=1, ready=0), RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery")), "preempted"),
-    (job(suspend=False, active=1, ready=0, failed=1), RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery")),
-     "starting"),
-    (job(suspend=False, conditions=["Complete"]), None, "succeeded"),
-    (job(suspend=False, conditions=["Failed"]), None, "failed"),
-])
+@pytest.mark.parametrize(
+    "the_job, the_workload, expected",
+    [
+        (job(), None, "queued"),
+        (job(), workload("w", "w1", conditions=[("QuotaReserved", "False")]), "queued"),
+        (job(), workload("w", "w1", conditions=[("QuotaReserved", "True")]), "admitted"),
+        (
+            job(),
+            workload("w", "w1", conditions=[("QuotaReserved", "False"), ("Evicted", "True")]),
+            "requeued",
+        ),
+        (job(suspend=False), None, "starting"),
+        (job(suspend=False, active=2), None, "running"),
+        # An active pod is not a running one: `ready` counts those that run.
+        (
+            job(suspend=False, active=1, ready=0),
+            RUNNING_ONCE(("PodsReady", "False", "WaitForStart")),
+            "starting",
+        ),
+        (
+            job(suspend=False, active=1, ready=1),
+            RUNNING_ONCE(("PodsReady", "True", "Started")),
+            "running",
+        ),
+        # Preempted by Kueue: suspended, its quota released, waiting in the queue again.
+        (
+            job(),
+            workload(
+                "w",
+                "w1",
+                conditions=[
+                    ("QuotaReserved", "False", "Pending"),
+                    ("Evicted", "True", "Preempted"),
+                    ("Preempted", "True", "InClusterQueue"),
+                ],
+            ),
+            "preempted",
+        ),
+        (
+            job(),
+            workload(
+                "w",
+                "w1",
+                conditions=[
+                    ("QuotaReserved", "False", "Pending"),
+                    ("Evicted", "True", "PodsReadyTimeout"),
+                ],
+            ),
+            "requeued",
+        ),
+        # Preempted by the scheduler (a notebook took the node): still admitted, the replacement pod
+        # Pending; the pod failure policy did not count it as a failure, a crash would have.
+        (
+            job(suspend=False, active=1, ready=0),
+            RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery")),
+            "preempted",
+        ),
+        (
+            job(suspend=False, active=1, ready=0, failed=1),
+            RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery")),
+            "starting",
+        ),
+        (job(suspend=False, conditions=["Complete"]), None, "succeeded"),
+        (job(suspend=False, conditions=["Failed"]), None, "failed"),
+    ],
+)
 def test_states(the_job, the_workload, expected):
     assert status.state(the_job, the_workload) == expected
 
@@ -90,33 +183,64 @@ def test_positions_follow_priority_then_age_per_queue():
 
 
 def test_a_queued_job_shows_its_place_and_kueues_reason():
-    pending = workload("w", "w1", conditions=[("QuotaReserved", "False")],
-                       message="couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu")
+    pending = workload(
+        "w",
+        "w1",
+        conditions=[("QuotaReserved", "False")],
+        message="couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
+    )
     summary = status.summarize(job(), pending, PRIORITIES, position=3)
     assert summary == {
-        "id": "job-1", "name": "train", "owner": "alice", "kind": "batch", "project": "cms-ml",
-        "queue": "project-cms-2dml", "priority": "low", "offloadable": True, "accelerator": "t4",
-        "state": "queued", "created": "2026-01-01T00:00:00Z", "started": None, "finished": None,
-        "completions": 2, "succeeded": 0, "failed": 0, "active": 0, "admission": None, "position": 3,
+        "id": "job-1",
+        "name": "train",
+        "owner": "alice",
+        "kind": "batch",
+        "project": "cms-ml",
+        "queue": "project-cms-2dml",
+        "priority": "low",
+        "offloadable": True,
+        "accelerator": "t4",
+        "state": "queued",
+        "created": "2026-01-01T00:00:00Z",
+        "started": None,
+        "finished": None,
+        "completions": 2,
+        "succeeded": 0,
+        "failed": 0,
+        "active": 0,
+        "admission": None,
+        "position": 3,
         "message": "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
     }
 
 
 def test_a_job_preempted_by_kueue_says_so_in_our_words():
-    evicted = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"), ("Evicted", "True", "Preempted"),
-                                              ("Preempted", "True", "InClusterQueue")],
-                       message="Preempted to accommodate a workload (UID: 1f0c, JobUID: 9a2e) due to prioritization "
-                               "in the ClusterQueue")
+    evicted = workload(
+        "w",
+        "w1",
+        conditions=[
+            ("QuotaReserved", "False", "Pending"),
+            ("Evicted", "True", "Preempted"),
+            ("Preempted", "True", "InClusterQueue"),
+        ],
+        message="Preempted to accommodate a workload (UID: 1f0c, JobUID: 9a2e) due to prioritization "
+        "in the ClusterQueue",
+    )
     summary = status.summarize(job(), evicted, PRIORITIES, position=2)
     assert (summary["state"], summary["position"], summary["admission"]) == ("preempted", 2, None)
-    assert summary["message"] == ("preempted by a higher-priority job of the same project; "
-                                  "waiting in the queue to be admitted again")
+    assert summary["message"] == (
+        "preempted by a higher-priority job of the same project; "
+        "waiting in the queue to be admitted again"
+    )
 
 
 def test_a_job_evicted_for_another_reason_shows_kueues_reason():
-    evicted = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending"),
-                                              ("Evicted", "True", "PodsReadyTimeout")],
-                       message="Exceeded the PodsReady timeout default/job-1")
+    evicted = workload(
+        "w",
+        "w1",
+        conditions=[("QuotaReserved", "False", "Pending"), ("Evicted", "True", "PodsReadyTimeout")],
+        message="Exceeded the PodsReady timeout default/job-1",
+    )
     evicted["status"]["conditions"][0]["message"] = "couldn't assign flavors"
     summary = status.summarize(job(), evicted, PRIORITIES, position=2)
     assert (summary["state"], summary["position"]) == ("requeued", 2)
@@ -128,39 +252,86 @@ def test_a_job_whose_pod_the_scheduler_preempted_is_not_running_while_its_replac
     Pending; the Job still counts it active."""
     the_job = job(suspend=False, active=1, ready=0, failed=0, startTime="2026-01-01T00:01:00Z")
     the_job["spec"]["template"]["metadata"]["labels"]["aiinfn.infn.it/accelerator"] = "a30"
-    replacement = {"metadata": {"name": "job-1-0-z", "annotations": {}}, "spec": {}, "status": {
-        "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                            "message": "0/14 nodes are available: 1 Insufficient nvidia.com/gpu."}]}}
+    replacement = {
+        "metadata": {"name": "job-1-0-z", "annotations": {}},
+        "spec": {},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/14 nodes are available: 1 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        },
+    }
     waiting = RUNNING_ONCE(("PodsReady", "False", "WaitForRecovery"))
     waiting["status"]["admission"] = ADMISSION
     summary = status.summarize(the_job, waiting, PRIORITIES, pods=[replacement])
     assert (summary["state"], summary["active"], summary["position"]) == ("preempted", 1, None)
-    assert summary["message"] == ("preempted by a higher-priority workload; its replacement pod is waiting for a "
-                                  "free a30 (0/14 nodes are available: 1 Insufficient nvidia.com/gpu.)")
+    assert summary["message"] == (
+        "preempted by a higher-priority workload; its replacement pod is waiting for a "
+        "free a30 (0/14 nodes are available: 1 Insufficient nvidia.com/gpu.)"
+    )
     listed = status.summarize(the_job, waiting, PRIORITIES)
-    assert (listed["state"], listed["message"]) == ("preempted", "preempted by a higher-priority workload; "
-                                                                 "its replacement pod is waiting for a free a30")
+    assert (listed["state"], listed["message"]) == (
+        "preempted",
+        "preempted by a higher-priority workload; its replacement pod is waiting for a free a30",
+    )
 
 
 def test_an_admitted_job_shows_the_flavors_and_its_pods():
-    admitted = workload("w", "w1", conditions=[("QuotaReserved", "True"), ("Admitted", "True")], admission=ADMISSION)
-    pods = [{"metadata": {"name": "job-1-1-x", "annotations": {"batch.kubernetes.io/job-completion-index": "1"}},
-             "spec": {"nodeName": "server1-t4"}, "status": {"phase": "Running"}},
-            {"metadata": {"name": "job-1-0-y", "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
-             "spec": {}, "status": {"phase": "Pending"}}]
-    summary = status.summarize(job(suspend=False, active=1, startTime="2026-01-01T00:01:00Z"), admitted, PRIORITIES,
-                               position=None, pods=pods)
+    admitted = workload(
+        "w", "w1", conditions=[("QuotaReserved", "True"), ("Admitted", "True")], admission=ADMISSION
+    )
+    pods = [
+        {
+            "metadata": {
+                "name": "job-1-1-x",
+                "annotations": {"batch.kubernetes.io/job-completion-index": "1"},
+            },
+            "spec": {"nodeName": "server1-t4"},
+            "status": {"phase": "Running"},
+        },
+        {
+            "metadata": {
+                "name": "job-1-0-y",
+                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+            },
+            "spec": {},
+            "status": {"phase": "Pending"},
+        },
+    ]
+    summary = status.summarize(
+        job(suspend=False, active=1, startTime="2026-01-01T00:01:00Z"),
+        admitted,
+        PRIORITIES,
+        position=None,
+        pods=pods,
+    )
     assert summary["state"] == "running" and summary["started"] == "2026-01-01T00:01:00Z"
-    assert summary["admission"] == {"cluster_queue": "project-cms-2dml",
-                                    "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"}}
+    assert summary["admission"] == {
+        "cluster_queue": "project-cms-2dml",
+        "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"},
+    }
     assert summary["message"] is None and summary["position"] is None
-    assert summary["pods"] == [{"name": "job-1-0-y", "index": 0, "phase": "Pending", "node": None},
-                               {"name": "job-1-1-x", "index": 1, "phase": "Running", "node": "server1-t4"}]
+    assert summary["pods"] == [
+        {"name": "job-1-0-y", "index": 0, "phase": "Pending", "node": None},
+        {"name": "job-1-1-x", "index": 1, "phase": "Running", "node": "server1-t4"},
+    ]
 
 
 def test_a_failed_job_is_finished_when_it_failed():
-    summary = status.summarize(job(suspend=False, conditions=["Failed"], failed=4), None, PRIORITIES)
-    assert (summary["state"], summary["finished"], summary["failed"]) == ("failed", "2026-01-01T01:00:00Z", 4)
+    summary = status.summarize(
+        job(suspend=False, conditions=["Failed"], failed=4), None, PRIORITIES
+    )
+    assert (summary["state"], summary["finished"], summary["failed"]) == (
+        "failed",
+        "2026-01-01T01:00:00Z",
+        4,
+    )
 
 
 def test_workloads_belong_to_their_job():

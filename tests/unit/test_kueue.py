@@ -4,13 +4,19 @@ import base64
 from pathlib import Path
 
 import pytest
-
 from aiinfn_dev.devcluster import kueue
 from aiinfn_dev.devcluster.errors import DevClusterError
 
 PORTS = kueue.KueuePorts(webhook=1, health=2, metrics=3)
-NOT_SYSTEM = {"matchExpressions": [
-    {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kueue-system", "kube-system"]}]}
+NOT_SYSTEM = {
+    "matchExpressions": [
+        {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": ["kueue-system", "kube-system"],
+        }
+    ]
+}
 
 
 def test_configuration_binds_loopback_and_needs_no_secret_service_or_visibility_server():
@@ -32,31 +38,58 @@ def test_configuration_binds_loopback_and_needs_no_secret_service_or_visibility_
 
 def test_argv():
     assert kueue.argv(Path("/b/kueue"), Path("/c/kueue.yaml"), Path("/c/kueue.kubeconfig")) == [
-        "/b/kueue", "--config=/c/kueue.yaml", "--kubeconfig=/c/kueue.kubeconfig", "--zap-log-level=info"]
+        "/b/kueue",
+        "--config=/c/kueue.yaml",
+        "--kubeconfig=/c/kueue.kubeconfig",
+        "--zap-log-level=info",
+    ]
 
 
 def _webhook(name: str, group: str, resource: str, path: str) -> dict:
     return {
         "admissionReviewVersions": ["v1"],
-        "clientConfig": {"service": {"name": "webhook-service", "namespace": "system", "path": path}},
+        "clientConfig": {
+            "service": {"name": "webhook-service", "namespace": "system", "path": path}
+        },
         "failurePolicy": "Fail",
         "name": name,
-        "rules": [{"apiGroups": [group], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": [resource]}],
+        "rules": [
+            {
+                "apiGroups": [group],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": [resource],
+            }
+        ],
         "sideEffects": "None",
     }
 
 
 UPSTREAM = [
-    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-     "metadata": {"name": "mutating-webhook-configuration"},
-     "webhooks": [_webhook("mjob.kb.io", "batch", "jobs", "/mutate-batch-v1-job"),
-                  _webhook("mpod.kb.io", "", "pods", "/mutate--v1-pod"),
-                  _webhook("mdeployment.kb.io", "apps", "deployments", "/mutate-apps-v1-deployment")]},
-    {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-     "metadata": {"name": "validating-webhook-configuration"},
-     "webhooks": [_webhook("vclusterqueue.kb.io", "kueue.x-k8s.io", "clusterqueues",
-                           "/validate-kueue-x-k8s-io-v1beta2-clusterqueue"),
-                  _webhook("vjobset.kb.io", "jobset.x-k8s.io", "jobsets", "/validate-jobset")]},
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "mutating-webhook-configuration"},
+        "webhooks": [
+            _webhook("mjob.kb.io", "batch", "jobs", "/mutate-batch-v1-job"),
+            _webhook("mpod.kb.io", "", "pods", "/mutate--v1-pod"),
+            _webhook("mdeployment.kb.io", "apps", "deployments", "/mutate-apps-v1-deployment"),
+        ],
+    },
+    {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "validating-webhook-configuration"},
+        "webhooks": [
+            _webhook(
+                "vclusterqueue.kb.io",
+                "kueue.x-k8s.io",
+                "clusterqueues",
+                "/validate-kueue-x-k8s-io-v1beta2-clusterqueue",
+            ),
+            _webhook("vjobset.kb.io", "jobset.x-k8s.io", "jobsets", "/validate-jobset"),
+        ],
+    },
 ]
 
 
@@ -66,34 +99,63 @@ def test_webhooks_are_registered_by_url_for_kueue_objects_and_queued_jobs_only()
     assert mutating == {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "kueue-mutating-webhook-configuration", "labels": {"app.kubernetes.io/part-of": "kueue"}},
-        "webhooks": [{
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": {"url": "https://127.0.0.1:9443/mutate-batch-v1-job", "caBundle": ca},
-            "failurePolicy": "Fail",
-            "name": "mjob.kb.io",
-            "rules": [{"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["jobs"]}],
-            "sideEffects": "None",
-            "namespaceSelector": NOT_SYSTEM,
-            "objectSelector": {"matchExpressions": [{"key": "kueue.x-k8s.io/queue-name", "operator": "Exists"}]},
-        }],
+        "metadata": {
+            "name": "kueue-mutating-webhook-configuration",
+            "labels": {"app.kubernetes.io/part-of": "kueue"},
+        },
+        "webhooks": [
+            {
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {
+                    "url": "https://127.0.0.1:9443/mutate-batch-v1-job",
+                    "caBundle": ca,
+                },
+                "failurePolicy": "Fail",
+                "name": "mjob.kb.io",
+                "rules": [
+                    {
+                        "apiGroups": ["batch"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["jobs"],
+                    }
+                ],
+                "sideEffects": "None",
+                "namespaceSelector": NOT_SYSTEM,
+                "objectSelector": {
+                    "matchExpressions": [{"key": "kueue.x-k8s.io/queue-name", "operator": "Exists"}]
+                },
+            }
+        ],
     }
     assert validating == {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "kueue-validating-webhook-configuration",
-                     "labels": {"app.kubernetes.io/part-of": "kueue"}},
-        "webhooks": [{
-            "admissionReviewVersions": ["v1"],
-            "clientConfig": {"url": "https://127.0.0.1:9443/validate-kueue-x-k8s-io-v1beta2-clusterqueue",
-                             "caBundle": ca},
-            "failurePolicy": "Fail",
-            "name": "vclusterqueue.kb.io",
-            "rules": [{"apiGroups": ["kueue.x-k8s.io"], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["clusterqueues"]}],
-            "sideEffects": "None",
-            "namespaceSelector": NOT_SYSTEM,
-        }],
+        "metadata": {
+            "name": "kueue-validating-webhook-configuration",
+            "labels": {"app.kubernetes.io/part-of": "kueue"},
+        },
+        "webhooks": [
+            {
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {
+                    "url": "https://127.0.0.1:9443/validate-kueue-x-k8s-io-v1beta2-clusterqueue",
+                    "caBundle": ca,
+                },
+                "failurePolicy": "Fail",
+                "name": "vclusterqueue.kb.io",
+                "rules": [
+                    {
+                        "apiGroups": ["kueue.x-k8s.io"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["clusterqueues"],
+                    }
+                ],
+                "sideEffects": "None",
+                "namespaceSelector": NOT_SYSTEM,
+            }
+        ],
     }
     # The upstream documents are left as they were.
     assert UPSTREAM[0]["webhooks"][0]["clientConfig"]["service"]["name"] == "webhook-service"
@@ -124,5 +186,7 @@ def test_metrics_certificate_path_not_writable_names_the_fix(tmp_path, monkeypat
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(kueue.tempfile, "mkdtemp", refuse)
-    with pytest.raises(DevClusterError, match=r"sudo install -d -o \$USER .*/kueue .*/kueue/metrics"):
+    with pytest.raises(
+        DevClusterError, match=r"sudo install -d -o \$USER .*/kueue .*/kueue/metrics"
+    ):
         kueue.ensure_metrics_certificate(tmp_path / "kueue" / "metrics" / "certs")

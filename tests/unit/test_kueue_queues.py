@@ -1,10 +1,10 @@
 """helm-values/kueue-queues.yaml and projects.yaml agree with the catalog and the farm; kueue_config moves only LocalQueues."""
 
 import pytest
-
 from aiinfn_dev import kueue_config
-from aiinfn_hub import catalog, names
 from aiinfn_dev.devcluster import topology
+
+from aiinfn_hub import catalog, names
 
 DOCUMENTS = kueue_config.load()
 CATALOG = catalog.load(catalog.default_path())
@@ -24,8 +24,12 @@ def selected_nodes(flavor: dict) -> list[dict]:
     """The topology's nodes a flavor's labels select and whose taints it allows."""
     labels = flavor["spec"].get("nodeLabels", {}).items()
     allowed = flavor["spec"].get("nodeTaints", [])
-    return [n for n in NODES if labels <= n["metadata"]["labels"].items()
-            and all(t in allowed for t in n["spec"]["taints"])]
+    return [
+        n
+        for n in NODES
+        if labels <= n["metadata"]["labels"].items()
+        and all(t in allowed for t in n["spec"]["taints"])
+    ]
 
 
 def nominal(flavor: str, resource: str) -> dict[str, int | str]:
@@ -41,13 +45,22 @@ def nominal(flavor: str, resource: str) -> dict[str, int | str]:
 def test_local_queues_move_to_the_namespace_and_the_rest_stays_as_written():
     documents = [
         {"kind": "ResourceFlavor", "metadata": {"name": "t4"}},
-        {"kind": "LocalQueue", "metadata": {"name": "project-qml", "namespace": "jupyterhub"},
-         "spec": {"clusterQueue": "project-qml"}},
+        {
+            "kind": "LocalQueue",
+            "metadata": {"name": "project-qml", "namespace": "jupyterhub"},
+            "spec": {"clusterQueue": "project-qml"},
+        },
     ]
     assert kueue_config.local_queues(documents, "t-1") == [
-        {"kind": "LocalQueue", "metadata": {"name": "project-qml", "namespace": "t-1"},
-         "spec": {"clusterQueue": "project-qml"}}]
-    assert kueue_config.cluster_objects(documents) == [{"kind": "ResourceFlavor", "metadata": {"name": "t4"}}]
+        {
+            "kind": "LocalQueue",
+            "metadata": {"name": "project-qml", "namespace": "t-1"},
+            "spec": {"clusterQueue": "project-qml"},
+        }
+    ]
+    assert kueue_config.cluster_objects(documents) == [
+        {"kind": "ResourceFlavor", "metadata": {"name": "t4"}}
+    ]
     assert documents[1]["metadata"]["namespace"] == "jupyterhub"
 
 
@@ -67,14 +80,20 @@ def test_project_queues_share_one_cohort_preempt_by_priority_and_reclaim_lent_qu
             "cohortName": "aiinfn",
             "namespaceSelector": {},
             "queueingStrategy": "BestEffortFIFO",
-            "preemption": {"withinClusterQueue": "LowerPriority", "reclaimWithinCohort": "Any",
-                           "borrowWithinCohort": {"policy": "Never"}},
+            "preemption": {
+                "withinClusterQueue": "LowerPriority",
+                "reclaimWithinCohort": "Any",
+                "borrowWithinCohort": {"policy": "Never"},
+            },
         }
 
 
 def test_workload_priority_classes():
     assert {name: wpc["value"] for name, wpc in objects("WorkloadPriorityClass").items()} == {
-        "aiinfn-low": 10, "aiinfn-normal": 100, "aiinfn-high": 500}
+        "aiinfn-low": 10,
+        "aiinfn-normal": 100,
+        "aiinfn-high": 500,
+    }
 
 
 def test_flavors_are_the_catalog_accelerators_and_the_virtual_node_tried_virtual_first():
@@ -99,8 +118,10 @@ def test_each_accelerator_flavor_selects_the_nodes_the_catalog_means(key):
         assert any(int(n["status"]["allocatable"].get(accelerator.resource, 0)) for n in nodes)
     else:  # CPU-only work: the service nodes, never an accelerator node
         assert nodes
-        assert all(not {"nvidia.com/gpu.present", "xilinx.com/fpga.board"} & n["metadata"]["labels"].keys()
-                   for n in nodes)
+        assert all(
+            not {"nvidia.com/gpu.present", "xilinx.com/fpga.board"} & n["metadata"]["labels"].keys()
+            for n in nodes
+        )
 
 
 def test_virtual_node_flavor_is_only_for_jobs_that_tolerate_its_taint():
@@ -115,7 +136,9 @@ def test_virtual_node_flavor_is_only_for_jobs_that_tolerate_its_taint():
 def test_project_shares_of_an_accelerator_add_up_to_the_farm(key):
     resource = CATALOG.accelerators[key].resource
     nodes = selected_nodes(FLAVORS[key])
-    assert sum(nominal(key, resource).values()) == sum(int(n["status"]["allocatable"].get(resource, 0)) for n in nodes)
+    assert sum(nominal(key, resource).values()) == sum(
+        int(n["status"]["allocatable"].get(resource, 0)) for n in nodes
+    )
 
 
 @pytest.mark.parametrize("key", sorted(CATALOG.accelerators))
@@ -123,4 +146,6 @@ def test_project_shares_of_cpu_and_memory_fit_the_flavors_nodes(key):
     nodes = selected_nodes(FLAVORS[key])
     for resource in ("cpu", "memory"):
         shares = sum(catalog.quantity(str(q)) for q in nominal(key, resource).values())
-        assert 0 < shares <= sum(catalog.quantity(n["status"]["allocatable"][resource]) for n in nodes)
+        assert (
+            0 < shares <= sum(catalog.quantity(n["status"]["allocatable"][resource]) for n in nodes)
+        )

@@ -17,15 +17,20 @@ API_VERSION = re.compile(r".*/v[0-9]+((alpha|beta)[0-9]+)?")
 # Extended resource names are resources, not labels.
 RESOURCES = {"nvidia.com/gpu", "xilinx.com/fpga", "amd.com/gpu"}
 # Operator-configurable defaults (node labels that device plugins set): data, like the catalog.
-CONFIG_DEFAULTS = {("platform_config.py", "nvidia.com/gpu.present"),
-                   ("platform_config.py", "xilinx.com/fpga.board")}
+CONFIG_DEFAULTS = {
+    ("platform_config.py", "nvidia.com/gpu.present"),
+    ("platform_config.py", "xilinx.com/fpga.board"),
+}
 
 
 def _prefix_key(node: ast.JoinedStr) -> str | None:
     """``f"{labels.PREFIX}/x"`` as "labels.PREFIX/x"; None for any other f-string."""
     first = node.values[0] if node.values else None
-    if isinstance(first, ast.FormattedValue) and isinstance(first.value, ast.Attribute) \
-            and first.value.attr == "PREFIX":
+    if (
+        isinstance(first, ast.FormattedValue)
+        and isinstance(first.value, ast.Attribute)
+        and first.value.attr == "PREFIX"
+    ):
         rest = "".join(v.value for v in node.values[1:] if isinstance(v, ast.Constant))
         return f"labels.PREFIX{rest}"
     return None
@@ -38,9 +43,13 @@ def _keys(tree: ast.AST) -> list[tuple[int, str]]:
             key = _prefix_key(node)
             if key is not None:
                 found.append((node.lineno, key))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and QUALIFIED.fullmatch(node.value) and not API_VERSION.fullmatch(node.value) \
-                and node.value not in RESOURCES:
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and QUALIFIED.fullmatch(node.value)
+            and not API_VERSION.fullmatch(node.value)
+            and node.value not in RESOURCES
+        ):
             found.append((node.lineno, node.value))
     return found
 
@@ -57,8 +66,10 @@ def _violations() -> list[str]:
 
 
 def test_the_scan_sees_literal_and_prefixed_keys():
-    tree = ast.parse('A = "kueue.x-k8s.io/queue-name"\nB = f"{labels.PREFIX}/owner"\n'
-                     'C = "kueue.x-k8s.io/v1beta2"\nD = "nvidia.com/gpu"\nE = "a/b"\n')
+    tree = ast.parse(
+        'A = "kueue.x-k8s.io/queue-name"\nB = f"{labels.PREFIX}/owner"\n'
+        'C = "kueue.x-k8s.io/v1beta2"\nD = "nvidia.com/gpu"\nE = "a/b"\n'
+    )
     assert _keys(tree) == [(1, "kueue.x-k8s.io/queue-name"), (2, "labels.PREFIX/owner")]
 
 

@@ -10,46 +10,59 @@ from aiinfn_hub import names
 
 USERNAME_CHARS = st.sampled_from("abcXYZ019._@+-")
 USERNAMES = st.text(USERNAME_CHARS, min_size=1, max_size=names.MAX_USERNAME_LENGTH).filter(
-    lambda s: s[0].isalnum() and ".." not in s)
+    lambda s: s[0].isalnum() and ".." not in s
+)
 # Characters that are, or normalise (NFC or NFKC) to, or combine into, something ASCII-looking.
-LOOKALIKES = st.sampled_from([
-    "\u212a",  # KELVIN SIGN: NFC makes it 'K'
-    "\u212b",  # ANGSTROM SIGN: NFC makes it U+00C5
-    "\u037e",  # GREEK QUESTION MARK: NFC makes it ';'
-    "\u1fef",  # GREEK VARIA: NFC makes it '`'
-    "\uff21", "\uff41",  # FULLWIDTH A, a
-    "\u017f",  # LONG S: NFKC makes it 's'
-    "\ufb01",  # LIGATURE FI
-    "\u0301", "\u0338", "\u0307",  # combining acute, long solidus overlay, dot above
-    "\u0430", "\u0131",  # CYRILLIC a, DOTLESS i
-])
+LOOKALIKES = st.sampled_from(
+    [
+        "\u212a",  # KELVIN SIGN: NFC makes it 'K'
+        "\u212b",  # ANGSTROM SIGN: NFC makes it U+00C5
+        "\u037e",  # GREEK QUESTION MARK: NFC makes it ';'
+        "\u1fef",  # GREEK VARIA: NFC makes it '`'
+        "\uff21",
+        "\uff41",  # FULLWIDTH A, a
+        "\u017f",  # LONG S: NFKC makes it 's'
+        "\ufb01",  # LIGATURE FI
+        "\u0301",
+        "\u0338",
+        "\u0307",  # combining acute, long solidus overlay, dot above
+        "\u0430",
+        "\u0131",  # CYRILLIC a, DOTLESS i
+    ]
+)
 MIXED = st.lists(st.one_of(USERNAME_CHARS, st.just("/"), LOOKALIKES), min_size=1, max_size=12).map(
-    "".join)
+    "".join
+)
 
 
-@pytest.mark.parametrize("raw", ["alice", "Alice", "a_lice", "a.lice", "mario.rossi@infn.it", "x+tag", "0day"])
+@pytest.mark.parametrize(
+    "raw", ["alice", "Alice", "a_lice", "a.lice", "mario.rossi@infn.it", "x+tag", "0day"]
+)
 def test_valid_usernames_are_kept_unchanged(raw):
     assert names.username(raw) == raw
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    ("", "empty"),
-    ("a/b", "not allowed: '/'"),
-    ("a..b", "'..'"),
-    ("..", "'..'"),
-    ("-rf", "start with '-'"),
-    ("al\x00ice", "control character"),
-    ("a" * 300, "longer than 64"),
-    ("\u0430lice", "CYRILLIC SMALL LETTER A"),
-    ("\uff41lice", "FULLWIDTH LATIN SMALL LETTER A"),
-    ("\u212aate", "U+212A KELVIN SIGN"),
-    ("\u017fam", "U+017F LATIN SMALL LETTER LONG S"),
-    ("\ufb01le", "U+FB01 LATIN SMALL LIGATURE FI"),
-    ("jose\u0301", "U+0301 COMBINING ACUTE ACCENT"),
-    ("al ice", "not allowed: ' '"),
-    (42, "must be a string"),
-    (["alice"], "must be a string"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ("", "empty"),
+        ("a/b", "not allowed: '/'"),
+        ("a..b", "'..'"),
+        ("..", "'..'"),
+        ("-rf", "start with '-'"),
+        ("al\x00ice", "control character"),
+        ("a" * 300, "longer than 64"),
+        ("\u0430lice", "CYRILLIC SMALL LETTER A"),
+        ("\uff41lice", "FULLWIDTH LATIN SMALL LETTER A"),
+        ("\u212aate", "U+212A KELVIN SIGN"),
+        ("\u017fam", "U+017F LATIN SMALL LETTER LONG S"),
+        ("\ufb01le", "U+FB01 LATIN SMALL LIGATURE FI"),
+        ("jose\u0301", "U+0301 COMBINING ACUTE ACCENT"),
+        ("al ice", "not allowed: ' '"),
+        (42, "must be a string"),
+        (["alice"], "must be a string"),
+    ],
+)
 def test_bad_usernames_are_refused_with_the_rule(raw, fragment):
     with pytest.raises(names.InvalidName) as error:
         names.username(raw)
@@ -72,18 +85,39 @@ def test_composed_and_decomposed_accents_are_one_text_and_both_refused():
         names.username("jose\u0301")
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("/cms-ml", "cms-ml"), ("lhcb/flashsim", "lhcb/flashsim"), ("/lhcb/flashsim", "lhcb/flashsim"),
-    ("Admins", "Admins"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("/cms-ml", "cms-ml"),
+        ("lhcb/flashsim", "lhcb/flashsim"),
+        ("/lhcb/flashsim", "lhcb/flashsim"),
+        ("Admins", "Admins"),
+    ],
+)
 def test_groups_strip_the_leading_slash_and_keep_subgroups(raw, expected):
     assert names.group(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    "", "/", "a//b", "a/../b", "a/./b", "a/", "-x", "a b", "g\u0435", None, 7,
-    "\u212aqml", "/cms-ml/\u212a", "\uff51ml", "q\ufb01",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "/",
+        "a//b",
+        "a/../b",
+        "a/./b",
+        "a/",
+        "-x",
+        "a b",
+        "g\u0435",
+        None,
+        7,
+        "\u212aqml",
+        "/cms-ml/\u212a",
+        "\uff51ml",
+        "q\ufb01",
+    ],
+)
 def test_bad_groups_are_refused(raw):
     with pytest.raises(names.InvalidName):
         names.group(raw)
@@ -107,11 +141,22 @@ def test_names_are_taken_exactly_as_sent_or_refused(raw):
         assert accepted == raw or (validate is names.group and accepted == raw[1:])
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Kate", "kate"), ("tom", "torn"), ("tom", "TORN"), ("carol", "caro1"), ("carol", "CAROL"),
-    ("will", "vvill"), ("dave", "clave"), ("bOb0", "bob0"), ("bob0", "bobO"), ("rnarn", "mam"),
-    ("m.rossi@infn.it", "rn.rossi@infn.it"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Kate", "kate"),
+        ("tom", "torn"),
+        ("tom", "TORN"),
+        ("carol", "caro1"),
+        ("carol", "CAROL"),
+        ("will", "vvill"),
+        ("dave", "clave"),
+        ("bOb0", "bob0"),
+        ("bob0", "bobO"),
+        ("rnarn", "mam"),
+        ("m.rossi@infn.it", "rn.rossi@infn.it"),
+    ],
+)
 def test_look_alike_names_share_a_skeleton(a, b):
     assert names.skeleton(a) == names.skeleton(b)
 
@@ -122,8 +167,17 @@ def test_upper_case_look_alikes_share_the_skeleton_that_keeps_case(a, b):
     assert names.lookalike(a, [b]) == b
 
 
-@pytest.mark.parametrize("a, b", [("a_b", "ab"), ("a.b", "a_b"), ("alice", "bob"), ("ii", "u"),
-                                  ("irossi", "lrossi"), ("eli", "ell")])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("a_b", "ab"),
+        ("a.b", "a_b"),
+        ("alice", "bob"),
+        ("ii", "u"),
+        ("irossi", "lrossi"),
+        ("eli", "ell"),
+    ],
+)
 def test_different_looking_names_are_not_look_alikes(a, b):
     assert names.skeleton(a) != names.skeleton(b)
     assert names.lookalike(a, [b]) is None
@@ -139,8 +193,14 @@ def test_lookalike_finds_an_existing_different_account():
     assert names.lookalike("bob", existing) is None
 
 
-SWAPS = {"m": ["rn", "RN", "M"], "w": ["vv", "W", "VV"], "d": ["cl", "D", "CL"], "o": ["0", "O"],
-         "l": ["1", "L"], "a": ["A"]}
+SWAPS = {
+    "m": ["rn", "RN", "M"],
+    "w": ["vv", "W", "VV"],
+    "d": ["cl", "D", "CL"],
+    "o": ["0", "O"],
+    "l": ["1", "L"],
+    "a": ["A"],
+}
 SWAPS_CASED = {"m": ["rn"], "w": ["vv"], "W": ["VV"], "d": ["cl"], "O": ["0"], "l": ["1", "I"]}
 
 

@@ -16,8 +16,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # Distribution names whose import name differs from the distribution's own.
-IMPORT_NAMES = {"pyyaml": "yaml", "pyjwt": "jwt", "jupyterhub-kubespawner": "kubespawner",
-                "kubernetes-asyncio": "kubernetes_asyncio"}
+IMPORT_NAMES = {
+    "pyyaml": "yaml",
+    "pyjwt": "jwt",
+    "jupyterhub-kubespawner": "kubespawner",
+    "kubernetes-asyncio": "kubernetes_asyncio",
+}
 
 
 def top_level_imports(package: Path) -> set[str]:
@@ -35,7 +39,9 @@ def top_level_imports(package: Path) -> set[str]:
 def declared(pyproject: Path) -> set[str]:
     """Import names of a pyproject's runtime dependencies."""
     requirements = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
-    names = {re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    names = {
+        re.split(r"[<>=!~ \[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements
+    }
     return {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in names}
 
 
@@ -48,10 +54,13 @@ def test_the_product_never_imports_the_dev_platform():
     assert not (REPO / "aiinfn_hub" / "devcluster").exists()
 
 
-@pytest.mark.parametrize("package,pyproject,own", [
-    ("aiinfn_hub", "pyproject.toml", {"aiinfn_hub"}),
-    ("devplatform/aiinfn_dev", "devplatform/pyproject.toml", {"aiinfn_dev", "aiinfn_hub"}),
-])
+@pytest.mark.parametrize(
+    "package,pyproject,own",
+    [
+        ("aiinfn_hub", "pyproject.toml", {"aiinfn_hub"}),
+        ("devplatform/aiinfn_dev", "devplatform/pyproject.toml", {"aiinfn_dev", "aiinfn_hub"}),
+    ],
+)
 def test_every_import_is_a_declared_dependency(package, pyproject, own):
     missing = third_party(top_level_imports(REPO / package), own) - declared(REPO / pyproject)
     assert not missing, f"{package} imports {sorted(missing)} without declaring them in {pyproject}"
@@ -60,9 +69,14 @@ def test_every_import_is_a_declared_dependency(package, pyproject, own):
 def test_dev_only_dependencies_are_declared_by_the_dev_platform_only():
     product = declared(REPO / "pyproject.toml")
     assert not product & {"cryptography", "pytest", "selenium", "hypothesis"}
-    assert "optional-dependencies" not in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert (
+        "optional-dependencies"
+        not in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    )
 
 
 def test_the_dev_platform_depends_on_the_product():
-    requirements = tomllib.loads((REPO / "devplatform/pyproject.toml").read_text())["project"]["dependencies"]
+    requirements = tomllib.loads((REPO / "devplatform/pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
     assert any(r.startswith("aiinfn-hub") for r in requirements)

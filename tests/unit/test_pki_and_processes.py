@@ -8,19 +8,23 @@ import sys
 import time
 
 import pytest
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from aiinfn_dev.devcluster import pki, processes
 from aiinfn_dev.devcluster.errors import DevClusterError
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 
 def test_pki_identities_and_serving_names(tmp_path):
     pki.create_pki(tmp_path)
     admin = x509.load_pem_x509_certificate((tmp_path / "admin.crt").read_bytes())
-    assert admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    assert (
+        admin.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:masters"
+    )
     scheduler = x509.load_pem_x509_certificate((tmp_path / "kube-scheduler.crt").read_bytes())
-    assert scheduler.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:kube-scheduler"
+    assert (
+        scheduler.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        == "system:kube-scheduler"
+    )
     serving = x509.load_pem_x509_certificate((tmp_path / "serving.crt").read_bytes())
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert ipaddress.ip_address("127.0.0.1") in sans.get_values_for_type(x509.IPAddress)

@@ -44,7 +44,10 @@ def test_a_lazy_old_value_is_resolved_against_the_default():
     config = Config()
     config.AiInfnSpawner.accelerator_node_labels.append("a.io/gpu")
     assert AiInfnPlatform(config=config).accelerator_node_labels == [
-        "nvidia.com/gpu.present", "xilinx.com/fpga.board", "a.io/gpu"]
+        "nvidia.com/gpu.present",
+        "xilinx.com/fpga.board",
+        "a.io/gpu",
+    ]
 
 
 def test_a_missing_catalog_fails_with_its_path(tmp_path):
@@ -57,8 +60,12 @@ def test_a_missing_catalog_fails_with_its_path(tmp_path):
 def test_the_notebook_namespace_is_kubespawner_s(monkeypatch, tmp_path):
     namespace = platform_config.notebook_namespace
     assert namespace(Config({"KubeSpawner": {"namespace": "jhub"}})) == "jhub"
-    assert namespace(Config({"KubeSpawner": {"namespace": "jhub"},
-                             "AiInfnSpawner": {"namespace": "ai"}})) == "ai"
+    assert (
+        namespace(
+            Config({"KubeSpawner": {"namespace": "jhub"}, "AiInfnSpawner": {"namespace": "ai"}})
+        )
+        == "ai"
+    )
     pod_file = tmp_path / "namespace"
     pod_file.write_text("hub-ns\n")
     monkeypatch.setattr(platform_config, "SERVICE_ACCOUNT_NAMESPACE", str(pod_file))

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from aiinfn_hub import catalog
 from aiinfn_dev.devcluster import components, podrunner
 from aiinfn_dev.devcluster.podplan import LocalImage, Mount
 from aiinfn_dev.devcluster.podworker import image_root, write_volume_files
+
+from aiinfn_hub import catalog
 
 
 def _library(tmp_path):
@@ -19,15 +19,25 @@ def _library(tmp_path):
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         kind = "Node" if relative.startswith("node/") else "Pod"
-        spec = {"resourceRef": {"apiGroup": "v1", "kind": kind},
-                "selector": {"matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]},
-                "delay": {"durationMilliseconds": 1000}}
-        path.write_text(yaml.safe_dump({"kind": "Stage", "metadata": {"name": Path(relative).stem}, "spec": spec}))
+        spec = {
+            "resourceRef": {"apiGroup": "v1", "kind": kind},
+            "selector": {
+                "matchExpressions": [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]
+            },
+            "delay": {"durationMilliseconds": 1000},
+        }
+        path.write_text(
+            yaml.safe_dump(
+                {"kind": "Stage", "metadata": {"name": Path(relative).stem}, "spec": spec}
+            )
+        )
     return tmp_path
 
 
 def test_kwok_pod_stages_leave_runner_images_alone(tmp_path):
-    stages = {d["metadata"]["name"]: d for d in components.kwok_config(_library(tmp_path), ["b", "a"])[1:]}
+    stages = {
+        d["metadata"]["name"]: d for d in components.kwok_config(_library(tmp_path), ["b", "a"])[1:]
+    }
     skip = {"key": ".spec.containers.[0].image", "operator": "NotIn", "values": ["a", "b"]}
     for name in ("pod-ready", "pod-complete", "pod-delete"):
         assert stages[name]["spec"]["selector"]["matchExpressions"][-1] == skip
@@ -41,8 +51,9 @@ def test_without_the_runner_kwok_plays_every_pod(tmp_path):
 
 
 def test_kwok_serves_logs_from_logs_objects():
-    argv = components.kwok_argv(Path("/bin/kwok"), components.Layout(Path("/c")),
-                                components.Ports(16443, 1, 2, 3, 4, 5))
+    argv = components.kwok_argv(
+        Path("/bin/kwok"), components.Layout(Path("/c")), components.Ports(16443, 1, 2, 3, 4, 5)
+    )
     assert "--enable-crds=Logs" in argv
     crd = components.kwok_logs_crd()
     assert crd["metadata"]["name"] == "logs.kwok.x-k8s.io"
@@ -54,8 +65,9 @@ def test_settings_map_every_catalog_environment_to_the_notebook_env(tmp_path):
     env = tmp_path / "nbenv"
     env.mkdir()
     (env / "pyvenv.cfg").write_text("home = /opt/python/bin\n")
-    settings = podrunner.settings_for(Path("/k"), Path("/state"), env, catalog.default_path(), Path("/src"),
-                                      Path("/claims"))
+    settings = podrunner.settings_for(
+        Path("/k"), Path("/state"), env, catalog.default_path(), Path("/src"), Path("/claims")
+    )
     images = {e.image for e in catalog.load(catalog.default_path()).environments.values()}
     assert set(settings.images) == images
     config = "/src/images/notebook/jupyter"  # the images' Jupyter configuration, from the checkout
@@ -75,14 +87,18 @@ def test_notebook_env_needs_jupyterhub_singleuser(tmp_path):
 
 def test_secret_volume_is_written_like_the_kubelets_atomic_writer(tmp_path):
     volume = tmp_path / "tok"
-    assert write_volume_files(volume, {"access_token": (b"one", 0o440), "dir/key": (b"k", 0o600)}, None)
+    assert write_volume_files(
+        volume, {"access_token": (b"one", 0o440), "dir/key": (b"k", 0o600)}, None
+    )
     assert sorted(os.listdir(volume))[-3:] == ["..data", "access_token", "dir"]
     assert os.readlink(volume / "access_token") == "..data/access_token"
     assert (volume / "access_token").read_bytes() == b"one"
     assert (volume / "access_token").stat().st_mode & 0o777 == 0o440
     first = os.readlink(volume / "..data")
 
-    assert not write_volume_files(volume, {"access_token": (b"one", 0o440), "dir/key": (b"k", 0o600)}, None)
+    assert not write_volume_files(
+        volume, {"access_token": (b"one", 0o440), "dir/key": (b"k", 0o600)}, None
+    )
     assert write_volume_files(volume, {"access_token": (b"two", 0o440)}, None)
     assert (volume / "access_token").read_bytes() == b"two"
     assert os.readlink(volume / "..data") != first and not (volume / first).exists()
@@ -94,12 +110,18 @@ def test_pod_ips_are_claimed_once_across_runners(tmp_path):
     claims = podrunner.IpClaims(tmp_path)
     assert not (tmp_path / "127.64.0.9").exists()
     # A claim naming a live process that started at another time: its pid was reused, taken over.
-    (tmp_path / "127.64.0.10").write_text(json.dumps({"pid": os.getpid(), "started": 1, "pod": "old"}))
+    (tmp_path / "127.64.0.10").write_text(
+        json.dumps({"pid": os.getpid(), "started": 1, "pod": "old"})
+    )
     assert claims.claim("127.64.0.10", "pod-c")
     # Another runner, alive, holds .254.
     runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        holder = {"pid": runner.pid, "started": podrunner.process_start(runner.pid), "pod": "elsewhere"}
+        holder = {
+            "pid": runner.pid,
+            "started": podrunner.process_start(runner.pid),
+            "pod": "elsewhere",
+        }
         (tmp_path / "127.64.0.254").write_text(json.dumps(holder))
         assert not claims.claim("127.64.0.254", "pod-a")
     finally:
@@ -107,7 +129,10 @@ def test_pod_ips_are_claimed_once_across_runners(tmp_path):
         runner.wait()
     assert claims.claim("127.64.0.254", "pod-a")  # its runner is gone: taken over
     assert json.loads((tmp_path / "127.64.0.254").read_text()) == {
-        "pid": os.getpid(), "started": podrunner.process_start(os.getpid()), "pod": "pod-a"}
+        "pid": os.getpid(),
+        "started": podrunner.process_start(os.getpid()),
+        "pod": "pod-a",
+    }
     assert claims.claim("127.64.0.253", "pod-b")
     claims.release("127.64.0.254")
     assert not (tmp_path / "127.64.0.254").exists()
@@ -119,11 +144,16 @@ def test_pod_ips_are_claimed_once_across_runners(tmp_path):
 
 def test_the_runner_stays_off_when_switched_off_or_without_a_notebook_env(tmp_path, monkeypatch):
     monkeypatch.setenv("AIINFN_POD_RUNNER", "off")
-    assert podrunner.for_cluster(tmp_path / "clusters" / "c", tmp_path / "k") == (None, "AIINFN_POD_RUNNER=off")
+    assert podrunner.for_cluster(tmp_path / "clusters" / "c", tmp_path / "k") == (
+        None,
+        "AIINFN_POD_RUNNER=off",
+    )
     monkeypatch.delenv("AIINFN_POD_RUNNER")
     monkeypatch.setenv("AIINFN_NOTEBOOK_ENV", str(tmp_path / "missing"))
     settings, problem = podrunner.for_cluster(tmp_path / "clusters" / "c", tmp_path / "k")
-    assert settings is None and problem.startswith(f"no notebook environment at {tmp_path / 'missing'}")
+    assert settings is None and problem.startswith(
+        f"no notebook environment at {tmp_path / 'missing'}"
+    )
 
 
 def test_the_hub_image_is_played_by_the_hub_environment_as_z2jh_runs_it(tmp_path):
@@ -133,17 +163,32 @@ def test_the_hub_image_is_played_by_the_hub_environment_as_z2jh_runs_it(tmp_path
         (env / "pyvenv.cfg").write_text(f"home = {home}\n")
     source = tmp_path / "src"
     (source / "helm-values").mkdir(parents=True)
-    (source / "helm-values" / "values.yaml").write_text(yaml.safe_dump({"hub": {"image": {
-        "name": "registry.example/hub", "tag": "1.2"}}}))
-    settings = podrunner.settings_for(Path("/k"), Path("/state"), nbenv, catalog.default_path(),
-                                      source, Path("/claims"), hubenv, "127.0.0.1:16443")
+    (source / "helm-values" / "values.yaml").write_text(
+        yaml.safe_dump({"hub": {"image": {"name": "registry.example/hub", "tag": "1.2"}}})
+    )
+    settings = podrunner.settings_for(
+        Path("/k"),
+        Path("/state"),
+        nbenv,
+        catalog.default_path(),
+        source,
+        Path("/claims"),
+        hubenv,
+        "127.0.0.1:16443",
+    )
     hub = settings.images["registry.example/hub:1.2"]
     assert hub == LocalImage(
         prefix=str(hubenv),
         cmd=("jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"),
-        user="jovyan", uid=1000, gid=1000, group="jovyan", home="/home/jovyan", base="python",
+        user="jovyan",
+        uid=1000,
+        gid=1000,
+        group="jovyan",
+        home="/home/jovyan",
+        base="python",
         workdir="/srv/jupyterhub",
-        files=(("/usr/local/etc/jupyterhub/jupyterhub_config.d", f"{source}/jupyterhub_config.d"),))
+        files=(("/usr/local/etc/jupyterhub/jupyterhub_config.d", f"{source}/jupyterhub_config.d"),),
+    )
     assert {str(hubenv), "/srv/python3.12"} <= set(settings.host_paths)
     assert settings.api_server == "127.0.0.1:16443"
     assert podrunner.Settings.from_json(settings.to_json()) == settings
@@ -183,6 +228,8 @@ def test_what_an_image_adds_is_bound_where_the_host_has_folders(tmp_path):
     image = LocalImage(prefix="/env", files=((target, str(config)),))
     shown, mounts = image_root(["/etc", str(usr)], image)
     assert shown == sorted(["/etc", f"{usr}/bin", f"{usr}/local/man"])
-    assert mounts == [Mount(f"{usr}/local/etc/npmrc", f"{usr}/local/etc/npmrc", True, True),
-                      Mount(str(config), target, True, False)]
+    assert mounts == [
+        Mount(f"{usr}/local/etc/npmrc", f"{usr}/local/etc/npmrc", True, True),
+        Mount(str(config), target, True, False),
+    ]
     assert image_root(["/usr"], LocalImage(prefix="/env")) == (["/usr"], [])

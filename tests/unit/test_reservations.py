@@ -7,8 +7,13 @@ from aiinfn_hub.errors import UserError
 from aiinfn_hub.profiles import Availability
 
 CATALOG = catalog.load(catalog.default_path())
-USER = policy.for_user(policy.parse_rules({"accelerators": "*", "environments": "*", "max_accelerators": 2},
-                                          CATALOG, "d"), {}, [])
+USER = policy.for_user(
+    policy.parse_rules(
+        {"accelerators": "*", "environments": "*", "max_accelerators": 2}, CATALOG, "d"
+    ),
+    {},
+    [],
+)
 ALL = set(CATALOG.accelerators)
 
 
@@ -31,14 +36,23 @@ def test_promises_take_units_off_until_released():
 
 
 def test_refusal_names_alternatives():
-    availability = {"a100": Availability(0, 5), "a100-mig-3g-40gb": Availability(2, 2), "t4": Availability(0, 8),
-                    "u50": Availability(2, 2)}
-    with pytest.raises(UserError, match=r"^no NVIDIA A100 80GB free now \(0/5\); A100 MIG slice 3g\.40gb has 2 free$"):
+    availability = {
+        "a100": Availability(0, 5),
+        "a100-mig-3g-40gb": Availability(2, 2),
+        "t4": Availability(0, 8),
+        "u50": Availability(2, 2),
+    }
+    with pytest.raises(
+        UserError,
+        match=r"^no NVIDIA A100 80GB free now \(0/5\); A100 MIG slice 3g\.40gb has 2 free$",
+    ):
         reservations.check(plan("a100"), CATALOG, availability, 0, ALL)
 
 
 def test_fragmentation_is_named():
-    with pytest.raises(UserError, match="2 NVIDIA A100 80GB free in total, but no single node has 2 free"):
+    with pytest.raises(
+        UserError, match="2 NVIDIA A100 80GB free in total, but no single node has 2 free"
+    ):
         reservations.check(plan("a100", 2), CATALOG, {"a100": Availability(2, 5)}, 1, ALL)
 
 

@@ -21,11 +21,23 @@ def test_only_the_access_token_is_taken():
     assert tokens.access_token(AUTH_STATE) == AUTH_STATE["access_token"]
 
 
-@pytest.mark.parametrize("auth_state", [
-    None, {}, "token", ["access_token"], {"refresh_token": "r"}, {"access_token": None},
-    {"access_token": ""}, {"access_token": 42}, {"access_token": "a b"}, {"access_token": "a\nb"},
-    {"access_token": "x" * (tokens.MAX_TOKEN_LENGTH + 1)}, {"access_token": "tökén"},
-])
+@pytest.mark.parametrize(
+    "auth_state",
+    [
+        None,
+        {},
+        "token",
+        ["access_token"],
+        {"refresh_token": "r"},
+        {"access_token": None},
+        {"access_token": ""},
+        {"access_token": 42},
+        {"access_token": "a b"},
+        {"access_token": "a\nb"},
+        {"access_token": "x" * (tokens.MAX_TOKEN_LENGTH + 1)},
+        {"access_token": "tökén"},
+    ],
+)
 def test_no_usable_access_token_means_none(auth_state):
     assert tokens.access_token(auth_state) is None
 

@@ -1,7 +1,6 @@
 """Topologies are data: the loader's output is a literal Node manifest."""
 
 import pytest
-
 from aiinfn_dev.devcluster import topology
 
 
@@ -36,12 +35,20 @@ def test_ai_infn_farm_node_manifest_is_literal():
         "spec": {"podCIDR": "127.64.3.0/24", "podCIDRs": ["127.64.3.0/24"], "taints": []},
         "status": {
             "allocatable": {
-                "cpu": "32", "memory": "256Gi", "pods": "110",
-                "nvidia.com/mig-1g.10gb": "2", "nvidia.com/mig-2g.20gb": "1", "nvidia.com/mig-3g.40gb": "1",
+                "cpu": "32",
+                "memory": "256Gi",
+                "pods": "110",
+                "nvidia.com/mig-1g.10gb": "2",
+                "nvidia.com/mig-2g.20gb": "1",
+                "nvidia.com/mig-3g.40gb": "1",
             },
             "capacity": {
-                "cpu": "32", "memory": "256Gi", "pods": "110",
-                "nvidia.com/mig-1g.10gb": "2", "nvidia.com/mig-2g.20gb": "1", "nvidia.com/mig-3g.40gb": "1",
+                "cpu": "32",
+                "memory": "256Gi",
+                "pods": "110",
+                "nvidia.com/mig-1g.10gb": "2",
+                "nvidia.com/mig-2g.20gb": "1",
+                "nvidia.com/mig-3g.40gb": "1",
             },
         },
     }
@@ -51,13 +58,19 @@ def test_ai_infn_farm_matches_the_paper():
     nodes = topology.node_manifests("ai-infn")
 
     def total(resource, server=None):
-        return sum(int(n["status"]["allocatable"].get(resource, 0)) for n in nodes
-                   if server is None or n["metadata"]["labels"].get(topology.SERVER_LABEL) == server)
+        return sum(
+            int(n["status"]["allocatable"].get(resource, 0))
+            for n in nodes
+            if server is None or n["metadata"]["labels"].get(topology.SERVER_LABEL) == server
+        )
 
     def count(product):
-        return sum(int(n["status"]["allocatable"].get("nvidia.com/gpu", 0)) for n in nodes
-                   if n["metadata"]["labels"].get("nvidia.com/gpu.product") == product
-                   and n["metadata"]["labels"].get(topology.SERVER_LABEL) != "remote")
+        return sum(
+            int(n["status"]["allocatable"].get("nvidia.com/gpu", 0))
+            for n in nodes
+            if n["metadata"]["labels"].get("nvidia.com/gpu.product") == product
+            and n["metadata"]["labels"].get(topology.SERVER_LABEL) != "remote"
+        )
 
     assert count("Tesla-T4") == 8
     assert count("Quadro-RTX-5000") == 6
@@ -69,11 +82,23 @@ def test_ai_infn_farm_matches_the_paper():
     assert total("xilinx.com/fpga-xilinx_u250_gen3x16_xdma_shell_4_1") == 6
     assert total("amd.com/versal-v70") == 2
     for server in ("server1",):
-        assert sum(int(n["status"]["allocatable"]["cpu"]) for n in nodes
-                   if n["metadata"]["labels"].get(topology.SERVER_LABEL) == server) == 64
+        assert (
+            sum(
+                int(n["status"]["allocatable"]["cpu"])
+                for n in nodes
+                if n["metadata"]["labels"].get(topology.SERVER_LABEL) == server
+            )
+            == 64
+        )
     for server in ("server2", "server3", "server4"):
-        assert sum(int(n["status"]["allocatable"]["cpu"]) for n in nodes
-                   if n["metadata"]["labels"].get(topology.SERVER_LABEL) == server) == 128
+        assert (
+            sum(
+                int(n["status"]["allocatable"]["cpu"])
+                for n in nodes
+                if n["metadata"]["labels"].get(topology.SERVER_LABEL) == server
+            )
+            == 128
+        )
 
 
 def test_every_pod_range_is_loopback_and_distinct():

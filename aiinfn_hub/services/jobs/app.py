@@ -37,7 +37,9 @@ class AiInfnJobs(ServiceApp):
     """Batch jobs and Bunshin clones for hub users, queued by Kueue."""
 
     name = "aiinfn-jobs"
-    description = "The aiinfn-hub job service: submit, list, watch and cancel Kueue-managed batch jobs."
+    description = (
+        "The aiinfn-hub job service: submit, list, watch and cancel Kueue-managed batch jobs."
+    )
 
     namespace = Unicode(
         config=True,
@@ -46,38 +48,67 @@ class AiInfnJobs(ServiceApp):
     )
     priorities = Dict(
         default_value={"low": "aiinfn-low", "normal": "aiinfn-normal", "high": "aiinfn-high"},
-        key_trait=Unicode(), value_trait=Unicode(), config=True,
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
         help="""Priorities users may pick, by name, each a Kueue WorkloadPriorityClass (set on the Job as
         kueue.x-k8s.io/priority-class). Within a project's quota Kueue preempts lower ones first.""",
     )
-    default_priority = Unicode("normal", config=True, help="Priority of jobs that name none (a key of priorities).")
+    default_priority = Unicode(
+        "normal", config=True, help="Priority of jobs that name none (a key of priorities)."
+    )
     pod_priority_class = Unicode(
-        "aiinfn-batch", config=True,
+        "aiinfn-batch",
+        config=True,
         help="PriorityClass of job pods; must rank below notebooks' so the scheduler preempts jobs, never notebooks.",
     )
-    default_ttl_seconds = Int(86400, min=0, max=MAX_TTL_SECONDS, config=True,
-                              help="Finished jobs are deleted after this long unless they ask otherwise.")
-    backoff_limit = Int(3, min=0, max=100, config=True,
-                        help="Failed pods (not counting preemptions) before a job fails.")
-    sandbox_path = Unicode("/aiinfn/sandbox", config=True, help="Where a job's sandbox files are mounted (read-only).")
+    default_ttl_seconds = Int(
+        86400,
+        min=0,
+        max=MAX_TTL_SECONDS,
+        config=True,
+        help="Finished jobs are deleted after this long unless they ask otherwise.",
+    )
+    backoff_limit = Int(
+        3,
+        min=0,
+        max=100,
+        config=True,
+        help="Failed pods (not counting preemptions) before a job fails.",
+    )
+    sandbox_path = Unicode(
+        "/aiinfn/sandbox", config=True, help="Where a job's sandbox files are mounted (read-only)."
+    )
     offload_accelerator_kinds = List(
-        Unicode(), ["cpu", "gpu"], config=True,
+        Unicode(),
+        ["cpu", "gpu"],
+        config=True,
         help="Accelerator kinds remote sites offer: offloadable jobs may only ask for these.",
     )
-    rate_limit = Float(5.0, min=0.001, config=True, help="Requests per second each user may make on average.")
-    rate_limit_burst = Int(20, min=1, config=True, help="Requests a user may make at once before the rate applies.")
+    rate_limit = Float(
+        5.0, min=0.001, config=True, help="Requests per second each user may make on average."
+    )
+    rate_limit_burst = Int(
+        20, min=1, config=True, help="Requests a user may make at once before the rate applies."
+    )
     max_unfinished_jobs = Int(
-        100, min=1, config=True,
+        100,
+        min=1,
+        config=True,
         help="""Jobs one user may have that have not finished (queued, admitted or running); a
         submission beyond is refused (429) until some finish or are cancelled.""",
     )
     capacity_refresh_seconds = Float(
-        60.0, min=1.0, config=True,
+        60.0,
+        min=1.0,
+        config=True,
         help="""How long what the service read of Kueue's queues, flavors and the nodes is reused to
         refuse jobs that could never run (a changed quota or a new node counts after this long).""",
     )
     orphan_grace_seconds = Float(
-        600.0, min=1.0, config=True,
+        600.0,
+        min=1.0,
+        config=True,
         help="Sandbox files of a submission interrupted before its Job existed are removed after this long.",
     )
 
@@ -88,15 +119,21 @@ class AiInfnJobs(ServiceApp):
     @validate("namespace", "pod_priority_class")
     def _validate_object_name(self, proposal: Any) -> str:
         if not OBJECT_NAME.fullmatch(proposal["value"]):
-            raise TraitError(f"AiInfnJobs.{proposal['trait'].name}: {proposal['value']!r} is not an object name")
+            raise TraitError(
+                f"AiInfnJobs.{proposal['trait'].name}: {proposal['value']!r} is not an object name"
+            )
         return proposal["value"]
 
     @validate("priorities")
     def _validate_priorities(self, proposal: Any) -> dict:
         value = proposal["value"]
         for name, cls in value.items():
-            if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", name) or not OBJECT_NAME.fullmatch(cls):
-                raise TraitError(f"AiInfnJobs.priorities: {name!r}: {cls!r} must map a short key to a class name")
+            if not re.fullmatch(
+                r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", name
+            ) or not OBJECT_NAME.fullmatch(cls):
+                raise TraitError(
+                    f"AiInfnJobs.priorities: {name!r}: {cls!r} must map a short key to a class name"
+                )
         if not value:
             raise TraitError("AiInfnJobs.priorities: offer at least one priority")
         return value
@@ -105,7 +142,9 @@ class AiInfnJobs(ServiceApp):
     def _validate_offload_accelerator_kinds(self, proposal: Any) -> list:
         unknown = set(proposal["value"]) - set(ACCELERATOR_KINDS)
         if unknown:
-            raise TraitError(f"AiInfnJobs.offload_accelerator_kinds: unknown kind(s) {', '.join(sorted(unknown))}")
+            raise TraitError(
+                f"AiInfnJobs.offload_accelerator_kinds: unknown kind(s) {', '.join(sorted(unknown))}"
+            )
         return proposal["value"]
 
     @validate("sandbox_path")
@@ -118,7 +157,9 @@ class AiInfnJobs(ServiceApp):
     def service(self, api_client: Any) -> JobService:
         """The operations, configured from the hub's settings (checked here: a bad key stops the start)."""
         if self.default_priority not in self.priorities:
-            raise TraitError(f"AiInfnJobs.default_priority: {self.default_priority!r} is not in priorities")
+            raise TraitError(
+                f"AiInfnJobs.default_priority: {self.default_priority!r} is not in priorities"
+            )
         settings = AiInfnPlatform(parent=self)
         try:
             state = hubstate.load(settings)
@@ -144,9 +185,14 @@ class AiInfnJobs(ServiceApp):
             sandbox_path=self.sandbox_path,
             backoff_limit=self.backoff_limit,
         )
-        return JobService(JobStore(api_client, self.namespace),
-                          Platform(state.catalog, state.default_rules, state.group_rules),
-                          rules, build, storage, IdentityStore(api_client, self.namespace, storage))
+        return JobService(
+            JobStore(api_client, self.namespace),
+            Platform(state.catalog, state.default_rules, state.group_rules),
+            rules,
+            build,
+            storage,
+            IdentityStore(api_client, self.namespace, storage),
+        )
 
     async def setup(self) -> None:
         self.api_client = await k8s.api_client()
@@ -158,8 +204,12 @@ class AiInfnJobs(ServiceApp):
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
         self.collector = PeriodicCallback(self._collect, self.orphan_grace_seconds * 1000 / 2)
         self.collector.start()
-        self.log.info("%s: jobs in namespace %s, priorities %s", self.name, self.namespace,
-                      ", ".join(self.priorities))
+        self.log.info(
+            "%s: jobs in namespace %s, priorities %s",
+            self.name,
+            self.namespace,
+            ", ".join(self.priorities),
+        )
 
     async def _collect(self) -> None:
         try:
@@ -175,7 +225,11 @@ class AiInfnJobs(ServiceApp):
         return handlers.routes()
 
     def tornado_settings(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "limiter": self.limiter, "service_prefix": self.service_prefix.rstrip("/") + "/"}
+        return {
+            "jobs": self.jobs,
+            "limiter": self.limiter,
+            "service_prefix": self.service_prefix.rstrip("/") + "/",
+        }
 
 
 def main(argv: list[str] | None = None) -> None:

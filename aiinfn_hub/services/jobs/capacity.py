@@ -17,9 +17,10 @@ own quotas are not counted, so with hierarchical cohorts the limit read here may
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ... import quantities
 from ...errors import UserError
@@ -83,8 +84,11 @@ def _most(quota: Mapping[str, Any]) -> Quota:
     nominal = quantity(quota.get("nominalQuota", 0))
     borrowing = quota.get("borrowingLimit")
     lending = quota.get("lendingLimit")
-    return (nominal, None if borrowing is None else quantity(borrowing),
-            nominal if lending is None else min(nominal, quantity(lending)))
+    return (
+        nominal,
+        None if borrowing is None else quantity(borrowing),
+        nominal if lending is None else min(nominal, quantity(lending)),
+    )
 
 
 def _quotas(queue: Mapping[str, Any]) -> dict[tuple[str, str], Quota]:
@@ -96,8 +100,9 @@ def _quotas(queue: Mapping[str, Any]) -> dict[tuple[str, str], Quota]:
     return quotas
 
 
-def most_usable(cluster_queues: Iterable[Mapping[str, Any]]
-                ) -> dict[str, dict[tuple[str, str], Decimal]]:
+def most_usable(
+    cluster_queues: Iterable[Mapping[str, Any]],
+) -> dict[str, dict[tuple[str, str], Decimal]]:
     """Per ClusterQueue, the most of each (flavor, resource) it may ever use at once, as Kueue
     computes it for a flat cohort: its nominal quota plus what it may borrow, which is at most
     its borrowing limit and at most what the other queues of its cohort lend."""
@@ -107,8 +112,11 @@ def most_usable(cluster_queues: Iterable[Mapping[str, Any]]
     nothing: Quota = (Decimal(0), None, Decimal(0))
     result: dict[str, dict[tuple[str, str], Decimal]] = {}
     for name, own in quotas.items():
-        peers = [other for other in quotas
-                 if other != name and cohort_of[name] and cohort_of[other] == cohort_of[name]]
+        peers = [
+            other
+            for other in quotas
+            if other != name and cohort_of[name] and cohort_of[other] == cohort_of[name]
+        ]
         most = {}
         for key, (nominal, borrowing, _) in own.items():
             lent = sum((quotas[peer].get(key, nothing)[2] for peer in peers), Decimal(0))
@@ -117,52 +125,71 @@ def most_usable(cluster_queues: Iterable[Mapping[str, Any]]
     return result
 
 
-def _groups(queue: Mapping[str, Any],
-            most: Mapping[tuple[str, str], Decimal]) -> tuple[ResourceGroup, ...]:
+def _groups(
+    queue: Mapping[str, Any], most: Mapping[tuple[str, str], Decimal]
+) -> tuple[ResourceGroup, ...]:
     groups = []
     for group in (queue.get("spec") or {}).get("resourceGroups") or ():
         covered = group.get("coveredResources") or ()
         flavors = tuple(
             (f["name"], {r: most[(f["name"], r)] for r in covered if (f["name"], r) in most})
-            for f in group.get("flavors") or ())
+            for f in group.get("flavors") or ()
+        )
         groups.append(ResourceGroup(frozenset(covered), flavors))
     return tuple(groups)
 
 
 def _flavor(obj: Mapping[str, Any]) -> Flavor:
     spec = obj.get("spec") or {}
-    return Flavor(obj["metadata"]["name"], dict(spec.get("nodeLabels") or {}),
-                  tuple(spec.get("nodeTaints") or ()), tuple(spec.get("tolerations") or ()))
+    return Flavor(
+        obj["metadata"]["name"],
+        dict(spec.get("nodeLabels") or {}),
+        tuple(spec.get("nodeTaints") or ()),
+        tuple(spec.get("tolerations") or ()),
+    )
 
 
 def _node(obj: Mapping[str, Any]) -> Node:
     allocatable = (obj.get("status") or {}).get("allocatable") or {}
-    return Node(obj["metadata"]["name"], dict(obj["metadata"].get("labels") or {}),
-                tuple((obj.get("spec") or {}).get("taints") or ()),
-                {k: quantity(v) for k, v in allocatable.items()})
+    return Node(
+        obj["metadata"]["name"],
+        dict(obj["metadata"].get("labels") or {}),
+        tuple((obj.get("spec") or {}).get("taints") or ()),
+        {k: quantity(v) for k, v in allocatable.items()},
+    )
 
 
-def capacity(local_queues: Iterable[Mapping[str, Any]], cluster_queues: Iterable[Mapping[str, Any]],
-             flavors: Iterable[Mapping[str, Any]], nodes: Iterable[Mapping[str, Any]]) -> Capacity:
+def capacity(
+    local_queues: Iterable[Mapping[str, Any]],
+    cluster_queues: Iterable[Mapping[str, Any]],
+    flavors: Iterable[Mapping[str, Any]],
+    nodes: Iterable[Mapping[str, Any]],
+) -> Capacity:
     """The Capacity from the objects as the API server lists them."""
     cluster_queues = list(cluster_queues)
     most = most_usable(cluster_queues)
-    groups = {q["metadata"]["name"]: _groups(q, most[q["metadata"]["name"]])
-              for q in cluster_queues}
+    groups = {
+        q["metadata"]["name"]: _groups(q, most[q["metadata"]["name"]]) for q in cluster_queues
+    }
     queues = {}
     for local in local_queues:
         target = (local.get("spec") or {}).get("clusterQueue")
         if target in groups:
             queues[local["metadata"]["name"]] = (target, groups[target])
-    return Capacity(queues=queues, flavors={f["metadata"]["name"]: _flavor(f) for f in flavors},
-                    nodes=tuple(_node(n) for n in nodes))
+    return Capacity(
+        queues=queues,
+        flavors={f["metadata"]["name"]: _flavor(f) for f in flavors},
+        nodes=tuple(_node(n) for n in nodes),
+    )
 
 
 # -- a pod against labels, taints and resources ---------------------------------------------------
 
+
 def pod_requests(pod_spec: Mapping[str, Any]) -> dict[str, Decimal]:
     """What the scheduler and Kueue count for one pod: its containers (and sidecars) together,
     or its largest init container, whichever is more, per resource."""
+
     def requests(container: Mapping[str, Any]) -> dict[str, Decimal]:
         resources = container.get("resources") or {}
         asked = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
@@ -204,15 +231,20 @@ def _expression(expression: Mapping[str, Any], labels: Mapping[str, str]) -> boo
         return key in labels
     if operator == "DoesNotExist":
         return key not in labels
-    if operator in ("Gt", "Lt") and labels.get(key, "").isdigit() and values[:1] \
-            and values[0].isdigit():
+    if (
+        operator in ("Gt", "Lt")
+        and labels.get(key, "").isdigit()
+        and values[:1]
+        and values[0].isdigit()
+    ):
         have, bound = int(labels[key]), int(values[0])
         return have > bound if operator == "Gt" else have < bound
     return False
 
 
-def _selects(pod_spec: Mapping[str, Any], labels: Mapping[str, str],
-             keys: Iterable[str] | None = None) -> bool:
+def _selects(
+    pod_spec: Mapping[str, Any], labels: Mapping[str, str], keys: Iterable[str] | None = None
+) -> bool:
     """Whether the pod's node selector and required node affinity accept these labels; with
     `keys`, only terms on those keys count (Kueue's rule for a flavor's labels)."""
     counted = None if keys is None else set(keys)
@@ -223,28 +255,35 @@ def _selects(pod_spec: Mapping[str, Any], labels: Mapping[str, str],
     selector = pod_spec.get("nodeSelector") or {}
     if any(counts(k) and labels.get(k) != v for k, v in selector.items()):
         return False
-    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms") or ()
     return not terms or any(
         all(_expression(e, labels) for e in term.get("matchExpressions") or () if counts(e["key"]))
-        for term in terms)
+        for term in terms
+    )
 
 
 def flavor_fits(pod_spec: Mapping[str, Any], flavor: Flavor) -> bool:
     tolerations = [*(pod_spec.get("tolerations") or ()), *flavor.tolerations]
-    return all(_tolerated(t, tolerations) for t in flavor.taints) \
-        and _selects(pod_spec, flavor.node_labels, flavor.node_labels)
+    return all(_tolerated(t, tolerations) for t in flavor.taints) and _selects(
+        pod_spec, flavor.node_labels, flavor.node_labels
+    )
 
 
 def node_fits(pod_spec: Mapping[str, Any], flavor: Flavor, node: Node) -> bool:
     """The node accepts the pod as Kueue sends it (with the flavor's labels and tolerations)."""
     tolerations = [*(pod_spec.get("tolerations") or ()), *flavor.tolerations]
-    return flavor.node_labels.items() <= node.labels.items() and _selects(pod_spec, node.labels) \
+    return (
+        flavor.node_labels.items() <= node.labels.items()
+        and _selects(pod_spec, node.labels)
         and all(_tolerated(t, tolerations) for t in node.taints)
+    )
 
 
 # -- the check ---------------------------------------------------------------------------------
+
 
 def _amount(resource: str, amount: Decimal, names: Mapping[str, str]) -> str:
     if resource == "cpu":
@@ -269,8 +308,14 @@ def _largest(rows: Iterable[Quantities], resources: Iterable[str]) -> dict[str, 
     return {r: max((row.get(r, Decimal(0)) for row in rows), default=Decimal(0)) for r in resources}
 
 
-def _group_refusal(capacity: Capacity, group: ResourceGroup, pod_spec: Mapping[str, Any],
-                   one: Quantities, pods_at_once: int, names: Mapping[str, str]) -> str | None:
+def _group_refusal(
+    capacity: Capacity,
+    group: ResourceGroup,
+    pod_spec: Mapping[str, Any],
+    one: Quantities,
+    pods_at_once: int,
+    names: Mapping[str, str],
+) -> str | None:
     """None if a flavor of this resource group holds the job; else why not, with the most it
     could have."""
     wanted = {r: a for r, a in one.items() if r in group.resources}
@@ -280,7 +325,11 @@ def _group_refusal(capacity: Capacity, group: ResourceGroup, pod_spec: Mapping[s
     over_quota: list[Quantities] = []
     for name, most in group.flavors:
         flavor = capacity.flavors.get(name)
-        if flavor is None or not all(most.get(r) for r in wanted) or not flavor_fits(pod_spec, flavor):
+        if (
+            flavor is None
+            or not all(most.get(r) for r in wanted)
+            or not flavor_fits(pod_spec, flavor)
+        ):
             continue
         nodes = [n.allocatable for n in capacity.nodes if node_fits(pod_spec, flavor, n)]
         if not any(all(node.get(r, Decimal(0)) >= a for r, a in one.items()) for node in nodes):
@@ -293,34 +342,52 @@ def _group_refusal(capacity: Capacity, group: ResourceGroup, pod_spec: Mapping[s
     if over_quota:
         largest = _largest(over_quota, [r for r in shown if r in group.resources])
         asked = {r: a * pods_at_once for r, a in wanted.items()}
-        return (f"its {pods_at_once} pods at once need {_listing(asked, names)}, and its "
-                f"project's queue can hold at most {_listing(largest, names)} of this kind at once "
-                "(borrowing included); ask for less, or fewer pods at once (parallelism)")
+        return (
+            f"its {pods_at_once} pods at once need {_listing(asked, names)}, and its "
+            f"project's queue can hold at most {_listing(largest, names)} of this kind at once "
+            "(borrowing included); ask for less, or fewer pods at once (parallelism)"
+        )
     if over_nodes:
         largest = _largest(over_nodes, shown)
-        return (f"one pod asks for {_listing(one, names)}, and the nodes that can run it have at "
-                f"most {_listing(largest, names)} (not necessarily on one node)")
+        return (
+            f"one pod asks for {_listing(one, names)}, and the nodes that can run it have at "
+            f"most {_listing(largest, names)} (not necessarily on one node)"
+        )
     return "no hardware of its project's queue matches it"
 
 
-def check(capacity: Capacity, queue: str, pod_spec: Mapping[str, Any], pods_at_once: int,
-          names: Mapping[str, str]) -> None:
+def check(
+    capacity: Capacity,
+    queue: str,
+    pod_spec: Mapping[str, Any],
+    pods_at_once: int,
+    names: Mapping[str, str],
+) -> None:
     """Nothing if some flavor of the job's queue can hold all its pods at once and some node of
     that flavor one pod; else a UserError (400) that says the largest request that could run.
     `names` gives resources their display names (nvidia.com/gpu -> NVIDIA A30)."""
     if queue not in capacity.queues:
-        raise UserError(f"the job's queue {queue} does not exist in the cluster; ask your admins",
-                        reason="no-queue", status=409,
-                        log_detail=f"LocalQueue {queue} or its ClusterQueue is missing")
+        raise UserError(
+            f"the job's queue {queue} does not exist in the cluster; ask your admins",
+            reason="no-queue",
+            status=409,
+            log_detail=f"LocalQueue {queue} or its ClusterQueue is missing",
+        )
     cluster_queue, groups = capacity.queues[queue]
     one = pod_requests(pod_spec)
     uncovered = sorted(set(one).difference(*(g.resources for g in groups)))
     if uncovered:
-        raise UserError("this job can never run: its queue offers no "
-                        + ", ".join(names.get(r, r) for r in uncovered), reason="capacity",
-                        log_detail=f"{cluster_queue} covers none of {uncovered}")
+        raise UserError(
+            "this job can never run: its queue offers no "
+            + ", ".join(names.get(r, r) for r in uncovered),
+            reason="capacity",
+            log_detail=f"{cluster_queue} covers none of {uncovered}",
+        )
     for group in groups:
         why = _group_refusal(capacity, group, pod_spec, one, pods_at_once, names)
         if why is not None:
-            raise UserError(f"this job can never run: {why}", reason="capacity",
-                            log_detail=f"{cluster_queue} cannot hold {pods_at_once} x {one}: {why}")
+            raise UserError(
+                f"this job can never run: {why}",
+                reason="capacity",
+                log_detail=f"{cluster_queue} cannot hold {pods_at_once} x {one}: {why}",
+            )

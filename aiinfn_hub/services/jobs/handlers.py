@@ -22,15 +22,20 @@ from .ratelimit import retry_after
 from .request import CloneRequest, JobRequest, ResubmitRequest, parse
 from .status import FINAL_STATES
 
-_pages = Environment(loader=PackageLoader("aiinfn_hub", "templates"),
-                     autoescape=select_autoescape(default=True, default_for_string=True))
+_pages = Environment(
+    loader=PackageLoader("aiinfn_hub", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
 MAX_LOG_INDEX = 10_000
 
 
 class RateLimited(UserError):
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"too many requests; try again in {retry_after(seconds)} s", reason="rate-limited",
-                         status=429)
+        super().__init__(
+            f"too many requests; try again in {retry_after(seconds)} s",
+            reason="rate-limited",
+            status=429,
+        )
         self.headers = {"Retry-After": retry_after(seconds)}
 
 
@@ -50,16 +55,25 @@ class _Jobs(ServiceHandler):
 
     def as_user_error(self, error: BaseException | None) -> UserError | None:
         if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
-                isinstance(error, ApiException) and (error.status or 0) >= 500):
-            detail = f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
-            return UserError("the cluster cannot be reached right now; try again", reason="unavailable",
-                             log_detail=f"Kubernetes API: {type(error).__name__}: {detail}", status=503)
+            isinstance(error, ApiException) and (error.status or 0) >= 500
+        ):
+            detail = (
+                f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
+            )
+            return UserError(
+                "the cluster cannot be reached right now; try again",
+                reason="unavailable",
+                log_detail=f"Kubernetes API: {type(error).__name__}: {detail}",
+                status=503,
+            )
         return super().as_user_error(error)
 
     def created(self, summary: dict, created: bool) -> None:
         """201 with a Location for a new job, 200 for the one an idempotency key already made."""
         if created:
-            self.set_header("Location", f"{self.settings['service_prefix']}api/jobs/{summary['id']}")
+            self.set_header(
+                "Location", f"{self.settings['service_prefix']}api/jobs/{summary['id']}"
+            )
         self.write_json(summary, 201 if created else 200)
 
     def int_argument(self, name: str, low: int, high: int) -> int | None:
@@ -73,8 +87,13 @@ class _Jobs(ServiceHandler):
 
 class ApiRootHandler(_Jobs):
     async def get(self) -> None:
-        self.write_json({"service": "aiinfn-jobs", "user": self.user().name,
-                         "openapi": self.settings["service_prefix"] + "api/openapi.json"})
+        self.write_json(
+            {
+                "service": "aiinfn-jobs",
+                "user": self.user().name,
+                "openapi": self.settings["service_prefix"] + "api/openapi.json",
+            }
+        )
 
 
 class OpenApiHandler(ServiceHandler):
@@ -135,18 +154,34 @@ class PageHandler(_Jobs):
         error = self.as_user_error(kwargs.get("exc_info", (None, None, None))[1])
         if error is not None:
             self.set_status(error.status)
-        message = error.message if error is not None else "something went wrong; the service log has the details"
-        self.finish(_pages.get_template("jobs.html").render(error=message, jobs=[], user=None, xsrf=""))
+        message = (
+            error.message
+            if error is not None
+            else "something went wrong; the service log has the details"
+        )
+        self.finish(
+            _pages.get_template("jobs.html").render(error=message, jobs=[], user=None, xsrf="")
+        )
 
     @web.authenticated
     async def get(self) -> None:
         caller = self.user()
         jobs = await self.jobs.list(caller)
-        self.set_header("Content-Security-Policy",
-                        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'")
-        self.finish(_pages.get_template("jobs.html").render(
-            user=caller.name, jobs=jobs, final=FINAL_STATES, xsrf=self.xsrf_token.decode(), error=None,
-            prefix=self.settings["service_prefix"], api=self.settings["service_prefix"] + "api/"))
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'",
+        )
+        self.finish(
+            _pages.get_template("jobs.html").render(
+                user=caller.name,
+                jobs=jobs,
+                final=FINAL_STATES,
+                xsrf=self.xsrf_token.decode(),
+                error=None,
+                prefix=self.settings["service_prefix"],
+                api=self.settings["service_prefix"] + "api/",
+            )
+        )
 
 
 class CancelFormHandler(_Jobs):

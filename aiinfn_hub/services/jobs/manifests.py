@@ -9,8 +9,9 @@ pass Pod Security "restricted", mount no service-account token and always reques
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ... import labels, names, volumes
 from .plan import JobPlan, NotebookFacts
@@ -23,14 +24,29 @@ NOTEBOOK_CONTAINER = "notebook"
 TOKEN_VOLUMES = frozenset({"access-token"})
 # Volume sources a clone may keep; anything else (secrets, projected tokens, host paths) is
 # dropped, and so is a CSI volume handed a Secret (the object-store mount uses the user's token).
-CLONABLE_SOURCES = ("persistentVolumeClaim", "configMap", "emptyDir", "ephemeral", "csi", "downwardAPI")
+CLONABLE_SOURCES = (
+    "persistentVolumeClaim",
+    "configMap",
+    "emptyDir",
+    "ephemeral",
+    "csi",
+    "downwardAPI",
+)
 # Environment a clone must not inherit: the hub's wiring of the notebook server (its tokens
 # included), anything that looks like a credential, and sizes that the job sets anew.
 _HUB_ENV = re.compile(r"^(JUPYTERHUB_|JPY_)")
-_SECRET_LIKE = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE|AUTH|COOKIE", re.IGNORECASE)
+_SECRET_LIKE = re.compile(
+    r"TOKEN|SECRET|PASSW|CREDENTIAL|API_?KEY|PRIVATE|AUTH|COOKIE", re.IGNORECASE
+)
 _SIZE_ENV = frozenset({"MEM_LIMIT", "MEM_GUARANTEE", "CPU_LIMIT", "CPU_GUARANTEE"})
-_POD_IDENTITY = ("runAsUser", "runAsGroup", "fsGroup", "fsGroupChangePolicy", "supplementalGroups",
-                 "supplementalGroupsPolicy")
+_POD_IDENTITY = (
+    "runAsUser",
+    "runAsGroup",
+    "fsGroup",
+    "fsGroupChangePolicy",
+    "supplementalGroups",
+    "supplementalGroupsPolicy",
+)
 
 
 @dataclass(frozen=True)
@@ -83,18 +99,48 @@ def owner_labels(owner: str, component: str) -> dict[str, str]:
 def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
     if plan.offloadable:
         return {
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": labels.INTERLINK_NODE, "operator": "In",
-                                       "values": [labels.VIRTUAL_NODE_VALUE]}]},
-            ]}}},
-            "tolerations": [{"key": labels.INTERLINK_TAINT, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": labels.INTERLINK_NODE,
+                                        "operator": "In",
+                                        "values": [labels.VIRTUAL_NODE_VALUE],
+                                    }
+                                ]
+                            },
+                        ]
+                    }
+                }
+            },
+            "tolerations": [
+                {
+                    "key": labels.INTERLINK_TAINT,
+                    "operator": "Equal",
+                    "value": "true",
+                    "effect": "NoSchedule",
+                }
+            ],
         }
-    expressions = [{"key": labels.VIRTUAL_NODE, "operator": "NotIn",
-                    "values": [labels.VIRTUAL_NODE_VALUE]}]
+    expressions = [
+        {"key": labels.VIRTUAL_NODE, "operator": "NotIn", "values": [labels.VIRTUAL_NODE_VALUE]}
+    ]
     if plan.accelerator.kind == "cpu" and not settings.cpu_on_accelerator_nodes:
-        expressions += [{"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels]
-    placement: dict[str, Any] = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}}}
+        expressions += [
+            {"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels
+        ]
+    placement: dict[str, Any] = {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
+                }
+            }
+        }
+    }
     if plan.accelerator.node_labels:
         placement["nodeSelector"] = dict(sorted(plan.accelerator.node_labels.items()))
     return placement
@@ -114,8 +160,9 @@ def _security(parts: PodParts) -> dict[str, Any]:
     return {**identity, "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _main_container(meta: JobMeta, plan: JobPlan, parts: PodParts,
-                    mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def _main_container(
+    meta: JobMeta, plan: JobPlan, parts: PodParts, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The job's one container: its command in the environment's image, restricted."""
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -142,8 +189,13 @@ def _main_container(meta: JobMeta, plan: JobPlan, parts: PodParts,
     return container
 
 
-def _pod_spec(plan: JobPlan, parts: PodParts, settings: BuildSettings, container: dict[str, Any],
-              pod_volumes: list[dict[str, Any]]) -> dict[str, Any]:
+def _pod_spec(
+    plan: JobPlan,
+    parts: PodParts,
+    settings: BuildSettings,
+    container: dict[str, Any],
+    pod_volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
     """The pod template's spec: no token, never restarted in place, placed for the plan."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -163,7 +215,9 @@ def _pod_spec(plan: JobPlan, parts: PodParts, settings: BuildSettings, container
     return pod_spec
 
 
-def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSettings) -> dict[str, Any]:
+def make_job(
+    meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSettings
+) -> dict[str, Any]:
     """The suspended, Kueue-managed batch/v1 Job for this plan."""
     job_labels = {
         **owner_labels(plan.owner, COMPONENT),
@@ -172,13 +226,20 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
         labels.KUEUE_QUEUE: plan.queue,
         labels.KUEUE_PRIORITY: plan.priority_class,
     }
-    pod_labels = {**owner_labels(plan.owner, COMPONENT), labels.JOB_KIND: plan.kind,
-                  labels.ACCELERATOR: plan.accelerator.key}
+    pod_labels = {
+        **owner_labels(plan.owner, COMPONENT),
+        labels.JOB_KIND: plan.kind,
+        labels.ACCELERATOR: plan.accelerator.key,
+    }
     mounts = [dict(m) for m in parts.mounts]
     pod_volumes = [dict(v) for v in parts.volumes]
     if plan.sandbox:
-        pod_volumes.append({"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}})
-        mounts.append({"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True})
+        pod_volumes.append(
+            {"name": SANDBOX_VOLUME, "configMap": {"name": meta.name, "defaultMode": 0o555}}
+        )
+        mounts.append(
+            {"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True}
+        )
     container = _main_container(meta, plan, parts, mounts)
     pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
     spec: dict[str, Any] = {
@@ -188,7 +249,9 @@ def make_job(meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSetti
         "completionMode": "Indexed",
         "backoffLimit": settings.backoff_limit,
         # A pod preempted for a notebook (or evicted by Kueue) is not the job's fault.
-        "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
+        "podFailurePolicy": {
+            "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+        },
         "ttlSecondsAfterFinished": plan.ttl_seconds,
         "template": {
             "metadata": {"labels": pod_labels, "annotations": {labels.OWNER_NAME: plan.owner}},
@@ -224,8 +287,11 @@ def make_sandbox(meta: JobMeta, plan: JobPlan) -> dict[str, Any]:
         "metadata": {
             "name": meta.name,
             "labels": owner_labels(plan.owner, SANDBOX_COMPONENT),
-            "annotations": {labels.OWNER_NAME: plan.owner, labels.IDEMPOTENCY_KEY: meta.idempotency_key,
-                            labels.REQUEST_DIGEST: meta.digest},
+            "annotations": {
+                labels.OWNER_NAME: plan.owner,
+                labels.IDEMPOTENCY_KEY: meta.idempotency_key,
+                labels.REQUEST_DIGEST: meta.digest,
+            },
         },
         "data": dict(sorted(plan.sandbox.items())),
     }
@@ -233,13 +299,24 @@ def make_sandbox(meta: JobMeta, plan: JobPlan) -> dict[str, Any]:
 
 def sandbox_owner(job_name: str, job_uid: str) -> dict[str, Any]:
     """Patch making the Job own its sandbox, so deleting the Job deletes the files."""
-    return {"metadata": {"ownerReferences": [{
-        "apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid,
-        "controller": False, "blockOwnerDeletion": False,
-    }]}}
+    return {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": job_name,
+                    "uid": job_uid,
+                    "controller": False,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        }
+    }
 
 
 # -- Bunshin: clones of a notebook pod ---------------------------------------------------------
+
 
 def volume_kind(volume_name: str) -> str | None:
     """Which selectable job volume kind a notebook volume is (None: part of the environment)."""
@@ -286,7 +363,9 @@ def _clonable(volume: Mapping[str, Any], plan: JobPlan) -> bool:
 def _clonable_env(variable: Mapping[str, Any]) -> bool:
     name = variable.get("name", "")
     secret_ref = "secretKeyRef" in (variable.get("valueFrom") or {})
-    return not (secret_ref or _HUB_ENV.match(name) or _SECRET_LIKE.search(name) or name in _SIZE_ENV)
+    return not (
+        secret_ref or _HUB_ENV.match(name) or _SECRET_LIKE.search(name) or name in _SIZE_ENV
+    )
 
 
 def _clone_init(pod: Mapping[str, Any], kept: set[str]) -> tuple[dict[str, Any], ...]:
@@ -295,16 +374,24 @@ def _clone_init(pod: Mapping[str, Any], kept: set[str]) -> tuple[dict[str, Any],
     for container in pod["spec"].get("initContainers") or ():
         command = list(container.get("command") or ())
         head, args = command[:4], command[4:]
-        if container.get("name") != volumes.INIT_CONTAINER or len(args) % 4 \
-                or head != ["sh", "-c", volumes.INIT_SCRIPT, volumes.INIT_CONTAINER]:
+        if (
+            container.get("name") != volumes.INIT_CONTAINER
+            or len(args) % 4
+            or head != ["sh", "-c", volumes.INIT_SCRIPT, volumes.INIT_CONTAINER]
+        ):
             continue
         mounts = [m for m in container.get("volumeMounts") or () if m["name"] in kept]
         roots = {m["mountPath"] for m in mounts}
-        folders = [args[i:i + 4] for i in range(0, len(args), 4) if args[i + 1] in roots]
+        folders = [args[i : i + 4] for i in range(0, len(args), 4) if args[i + 1] in roots]
         if not folders:
             return ()
-        return ({**container, "command": [*head, *(a for folder in folders for a in folder)],
-                 "volumeMounts": mounts},)
+        return (
+            {
+                **container,
+                "command": [*head, *(a for folder in folders for a in folder)],
+                "volumeMounts": mounts,
+            },
+        )
     return ()
 
 
@@ -327,6 +414,8 @@ def clone_parts(pod: Mapping[str, Any], plan: JobPlan) -> PodParts:
     )
 
 
-def make_bunshin_job(meta: JobMeta, plan: JobPlan, pod: Mapping[str, Any], settings: BuildSettings) -> dict[str, Any]:
+def make_bunshin_job(
+    meta: JobMeta, plan: JobPlan, pod: Mapping[str, Any], settings: BuildSettings
+) -> dict[str, Any]:
     """A Job running `plan.command` in a copy of the caller's notebook pod."""
     return make_job(meta, plan, clone_parts(pod, plan), settings)

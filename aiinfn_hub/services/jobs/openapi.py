@@ -7,15 +7,25 @@ from typing import Any
 
 from .request import CloneRequest, JobRequest, ResubmitRequest
 
-_ERROR = {"description": "Refused, with the reason", "content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/Error"}}}}
+_ERROR = {
+    "description": "Refused, with the reason",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
 _JOB = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
-_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^job-[0-9a-f]{20}$"}}
+_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^job-[0-9a-f]{20}$"},
+}
 _ERRORS = {str(code): _ERROR for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
 
 
 def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+    }
 
 
 def _schema(model) -> dict[str, Any]:
@@ -34,8 +44,19 @@ _JOB_SCHEMA = {
         "priority": {"type": ["string", "null"]},
         "offloadable": {"type": "boolean"},
         "accelerator": {"type": ["string", "null"]},
-        "state": {"enum": ["queued", "requeued", "preempted", "admitted", "starting", "running",
-                           "succeeded", "failed", "cancelled"]},
+        "state": {
+            "enum": [
+                "queued",
+                "requeued",
+                "preempted",
+                "admitted",
+                "starting",
+                "running",
+                "succeeded",
+                "failed",
+                "cancelled",
+            ]
+        },
         "created": {"type": ["string", "null"], "format": "date-time"},
         "started": {"type": ["string", "null"], "format": "date-time"},
         "finished": {"type": ["string", "null"], "format": "date-time"},
@@ -43,21 +64,42 @@ _JOB_SCHEMA = {
         "succeeded": {"type": "integer"},
         "failed": {"type": "integer"},
         "active": {"type": "integer"},
-        "admission": {"type": ["object", "null"], "description": "Kueue's admission: cluster_queue and the "
-                      "flavor chosen for each resource."},
-        "position": {"type": ["integer", "null"], "description": "Place in the project's queue while waiting."},
-        "message": {"type": ["string", "null"], "description": "Kueue's reason while the job waits."},
+        "admission": {
+            "type": ["object", "null"],
+            "description": "Kueue's admission: cluster_queue and the "
+            "flavor chosen for each resource.",
+        },
+        "position": {
+            "type": ["integer", "null"],
+            "description": "Place in the project's queue while waiting.",
+        },
+        "message": {
+            "type": ["string", "null"],
+            "description": "Kueue's reason while the job waits.",
+        },
         "pods": {"type": "array", "items": {"type": "object"}, "description": "Status calls only."},
     },
 }
 
 
-_CREATED = {"201": {"description": "Created", **_JOB},
-            "200": {"description": "Already submitted with this idempotency key", **_JOB},
-            **_ERRORS}
-_JOB_LIST = {"description": "Jobs", "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"jobs": {"type": "array", "items": {
-        "$ref": "#/components/schemas/Job"}}}}}}}
+_CREATED = {
+    "201": {"description": "Created", **_JOB},
+    "200": {"description": "Already submitted with this idempotency key", **_JOB},
+    **_ERRORS,
+}
+_JOB_LIST = {
+    "description": "Jobs",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}
+                },
+            }
+        }
+    },
+}
 _LOG_PARAMETERS = [
     {"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}},
     {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 5000}},
@@ -66,44 +108,63 @@ _LOG_PARAMETERS = [
 # The routes (handlers.py); request bodies refer to the schemas document() builds from the models.
 _PATHS = {
     "/api/jobs": {
-        "get": {"summary": "Your jobs, newest first (admins: ?all=1 for everyone's)",
-                "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
-                "responses": {"200": _JOB_LIST, **_ERRORS}},
-        "post": {"summary": "Submit a batch job", "requestBody": _body("JobRequest"),
-                 "responses": _CREATED},
+        "get": {
+            "summary": "Your jobs, newest first (admins: ?all=1 for everyone's)",
+            "parameters": [{"name": "all", "in": "query", "schema": {"enum": ["0", "1"]}}],
+            "responses": {"200": _JOB_LIST, **_ERRORS},
+        },
+        "post": {
+            "summary": "Submit a batch job",
+            "requestBody": _body("JobRequest"),
+            "responses": _CREATED,
+        },
     },
     "/api/clones": {
-        "post": {"summary": "Clone your running notebook server with another command (Bunshin)",
-                 "requestBody": _body("CloneRequest"), "responses": _CREATED},
+        "post": {
+            "summary": "Clone your running notebook server with another command (Bunshin)",
+            "requestBody": _body("CloneRequest"),
+            "responses": _CREATED,
+        },
     },
     "/api/jobs/{job_id}": {
         "parameters": [_ID],
-        "get": {"summary": "Status: state, Kueue admission or queue position, pods",
-                "responses": {"200": {"description": "The job", **_JOB}, **_ERRORS}},
-        "delete": {"summary": "Cancel: delete the job and its pods",
-                   "responses": {"200": {"description": "Cancelled", **_JOB}, **_ERRORS}},
+        "get": {
+            "summary": "Status: state, Kueue admission or queue position, pods",
+            "responses": {"200": {"description": "The job", **_JOB}, **_ERRORS},
+        },
+        "delete": {
+            "summary": "Cancel: delete the job and its pods",
+            "responses": {"200": {"description": "Cancelled", **_JOB}, **_ERRORS},
+        },
     },
     "/api/jobs/{job_id}/logs": {
         "parameters": [_ID],
-        "get": {"summary": "The last lines of each pod's log", "parameters": _LOG_PARAMETERS,
-                "responses": {"200": {"description": "Logs per pod"}, **_ERRORS}},
+        "get": {
+            "summary": "The last lines of each pod's log",
+            "parameters": _LOG_PARAMETERS,
+            "responses": {"200": {"description": "Logs per pod"}, **_ERRORS},
+        },
     },
     "/api/jobs/{job_id}/resubmit": {
         "parameters": [_ID],
-        "post": {"summary": "Submit one of your jobs again, as it was asked for",
-                 "requestBody": {**_body("ResubmitRequest"), "required": False},
-                 "responses": {"201": {"description": "Created", **_JOB}, **_ERRORS}},
+        "post": {
+            "summary": "Submit one of your jobs again, as it was asked for",
+            "requestBody": {**_body("ResubmitRequest"), "required": False},
+            "responses": {"201": {"description": "Created", **_JOB}, **_ERRORS},
+        },
     },
 }
 _INFO = {
     "title": "aiinfn-hub job service",
     "version": "1",
     "description": "Batch jobs and Bunshin clones of your notebook, queued by Kueue in your "
-                   "project's queue. Authenticate with a JupyterHub token that may access this "
-                   "service (Authorization: token ...). Unknown fields are refused.",
+    "project's queue. Authenticate with a JupyterHub token that may access this "
+    "service (Authorization: token ...). Unknown fields are refused.",
 }
-_ERROR_SCHEMA = {"type": "object",
-                 "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+}
 
 
 @lru_cache(maxsize=1)
@@ -121,8 +182,9 @@ def document() -> dict[str, Any]:
         "info": _INFO,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"token": {"type": "apiKey", "in": "header",
-                                          "name": "Authorization"}},
+            "securitySchemes": {
+                "token": {"type": "apiKey", "in": "header", "name": "Authorization"}
+            },
         },
         "security": [{"token": []}],
         "paths": _PATHS,

@@ -17,9 +17,10 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -32,8 +33,16 @@ from ...storage_config import StorageSettings
 from ..base import HubUser
 from . import capacity
 from . import request as requests
-from .manifests import SANDBOX_VOLUME, BuildSettings, JobMeta, PodParts, make_bunshin_job, make_job, make_sandbox
-from .manifests import notebook_facts
+from .manifests import (
+    SANDBOX_VOLUME,
+    BuildSettings,
+    JobMeta,
+    PodParts,
+    make_bunshin_job,
+    make_job,
+    make_sandbox,
+    notebook_facts,
+)
 from .plan import JobPlan, JobRules, resolve
 from .status import FINAL_STATES, owner_uid, positions, state, summarize
 from .store import JobStore, api_message
@@ -79,7 +88,9 @@ def job_name(owner: str, key: str) -> str:
 
 def stored_request(request: requests.AnyRequest) -> str:
     """The request as recorded on its Job for resubmission: the sandbox lives in its ConfigMap."""
-    document = request.model_dump(mode="json", exclude={"files", "script", "idempotency_key"}, exclude_defaults=True)
+    document = request.model_dump(
+        mode="json", exclude={"files", "script", "idempotency_key"}, exclude_defaults=True
+    )
     return json.dumps({**document, "kind": request.kind}, separators=(",", ":"))
 
 
@@ -91,8 +102,15 @@ def _age_seconds(obj: Mapping[str, Any], now: datetime) -> float:
 class JobService:
     """The operations, for one caller at a time; identity always comes from the hub."""
 
-    def __init__(self, store: JobStore, platform: Platform, rules: JobRules, build: BuildSettings,
-                 storage: StorageSettings, identities: IdentityStore) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        platform: Platform,
+        rules: JobRules,
+        build: BuildSettings,
+        storage: StorageSettings,
+        identities: IdentityStore,
+    ) -> None:
         self.store = store
         self.platform = platform
         self.rules = rules
@@ -113,15 +131,22 @@ class JobService:
             pod = await self.store.notebook_pod(caller.name, request.server)
             if pod is None:
                 which = f"server {request.server!r}" if request.server else "default server"
-                raise UserError(f"your {which} is not running; start it to clone it", reason="no-notebook",
-                                status=409)
+                raise UserError(
+                    f"your {which} is not running; start it to clone it",
+                    reason="no-notebook",
+                    status=409,
+                )
             facts = notebook_facts(pod, self.platform.catalog.accelerators)
             plan = resolve(request, caller, self.platform.catalog, policy, self.rules, facts)
         else:
             plan = resolve(request, caller, self.platform.catalog, policy, self.rules)
         key = request.idempotency_key or secrets.token_hex(16)
-        meta = JobMeta(name=job_name(caller.name, key), idempotency_key=key, digest=request.digest(),
-                       request=stored_request(request))
+        meta = JobMeta(
+            name=job_name(caller.name, key),
+            idempotency_key=key,
+            digest=request.digest(),
+            request=stored_request(request),
+        )
         if pod is not None:
             manifest = make_bunshin_job(meta, plan, pod, self.build)
         else:
@@ -137,34 +162,52 @@ class JobService:
             if plan.sandbox:
                 await self.store.delete_sandbox(meta.name)
             if error.status in (400, 403, 422):
-                raise UserError(f"the cluster refused the job: {api_message(error)[:500]}", reason="refused",
-                                log_detail=f"creating job {meta.name} for {caller.name}: {api_message(error)}",
-                                status=422) from None
+                raise UserError(
+                    f"the cluster refused the job: {api_message(error)[:500]}",
+                    reason="refused",
+                    log_detail=f"creating job {meta.name} for {caller.name}: {api_message(error)}",
+                    status=422,
+                ) from None
             raise
         if plan.sandbox:
             await self.store.adopt_sandbox(job)
         self._count(caller.name, +1)
-        log.info("Created %s job %s for %s in project %s", plan.kind, meta.name, caller.name, plan.project)
+        log.info(
+            "Created %s job %s for %s in project %s",
+            plan.kind,
+            meta.name,
+            caller.name,
+            plan.project,
+        )
         return summarize(job, None, self.rules.priorities), True
 
-    async def _check_room(self, caller: HubUser, meta: JobMeta, plan: JobPlan,
-                          manifest: Mapping[str, Any]) -> None:
+    async def _check_room(
+        self, caller: HubUser, meta: JobMeta, plan: JobPlan, manifest: Mapping[str, Any]
+    ) -> None:
         """Refuse a job beyond the caller's number of unfinished jobs, or one the cluster could
         never run. A repeated submission of a job that exists is let through to get it back."""
         try:
             unfinished, room = await asyncio.gather(self._unfinished(caller.name), self._capacity())
             most = self.rules.max_unfinished_jobs
             if unfinished >= most:
-                raise UserError(f"you have {unfinished} jobs that have not finished, the most one "
-                                f"user may have ({most}); wait for some to finish or cancel some",
-                                reason="too-many-jobs", status=429)
+                raise UserError(
+                    f"you have {unfinished} jobs that have not finished, the most one "
+                    f"user may have ({most}); wait for some to finish or cancel some",
+                    reason="too-many-jobs",
+                    status=429,
+                )
             if room is not None and plan.queue not in room.queues:
                 room = await self._capacity(queue_missing=True)  # made since it was read?
             if room is not None:
                 kind = plan.accelerator
                 names = {kind.resource: kind.display_name} if kind.resource else {}
-                capacity.check(room, plan.queue, manifest["spec"]["template"]["spec"],
-                               manifest["spec"]["parallelism"], names)
+                capacity.check(
+                    room,
+                    plan.queue,
+                    manifest["spec"]["template"]["spec"],
+                    manifest["spec"]["parallelism"],
+                    names,
+                )
         except UserError:
             if await self.store.get_job(meta.name) is None:
                 raise
@@ -180,8 +223,9 @@ class JobService:
         if counted is None or now - counted[0] >= UNFINISHED_RECOUNT_SECONDS:
             jobs = await self.store.list_jobs(owner)
             if len(self._counts) >= MAX_COUNTED_OWNERS:
-                self._counts = {o: c for o, c in self._counts.items()
-                                if now - c[0] < UNFINISHED_RECOUNT_SECONDS}
+                self._counts = {
+                    o: c for o, c in self._counts.items() if now - c[0] < UNFINISHED_RECOUNT_SECONDS
+                }
             unfinished = sum(1 for j in jobs if state(j, None) not in FINAL_STATES)
             counted = self._counts[owner] = (now, unfinished)
         return counted[1]
@@ -195,10 +239,13 @@ class JobService:
         """Kueue's quotas and the nodes, read again after capacity_refresh_seconds (or after
         MISSING_QUEUE_RECHECK_SECONDS when a job's queue was not there); None (and no check)
         where the service may not read them or Kueue is not installed."""
+
         def fresh() -> bool:
             age = time.monotonic() - self._room[0] if self._room is not None else None
             most = self.rules.capacity_refresh_seconds
-            return age is not None and age < (MISSING_QUEUE_RECHECK_SECONDS if queue_missing else most)
+            return age is not None and age < (
+                MISSING_QUEUE_RECHECK_SECONDS if queue_missing else most
+            )
 
         if fresh():
             return self._room[1]
@@ -207,15 +254,22 @@ class JobService:
                 return self._room[1]
             try:
                 objects = await asyncio.gather(
-                    self.store.local_queues(), self.store.cluster_objects("clusterqueues"),
-                    self.store.cluster_objects("resourceflavors"), self.store.nodes())
+                    self.store.local_queues(),
+                    self.store.cluster_objects("clusterqueues"),
+                    self.store.cluster_objects("resourceflavors"),
+                    self.store.nodes(),
+                )
                 room = capacity.capacity(*objects)
             except ApiException as error:
                 if error.status not in (403, 404):
                     raise
-                log.warning("Cannot read Kueue's queues and flavors or the nodes (%s %s): jobs are "
-                            "not checked against what the cluster can hold (see "
-                            "helm-values/jobs-service-rbac.yaml)", error.status, error.reason)
+                log.warning(
+                    "Cannot read Kueue's queues and flavors or the nodes (%s %s): jobs are "
+                    "not checked against what the cluster can hold (see "
+                    "helm-values/jobs-service-rbac.yaml)",
+                    error.status,
+                    error.reason,
+                )
                 room = None
             self._room = (time.monotonic(), room)
         return room
@@ -224,17 +278,26 @@ class JobService:
         """Image, volumes and numeric identity of a batch job: the user's own, as in notebooks."""
         projects = self.platform.projects(caller)
         identity = await self.identities.identity(caller.name, projects)
-        job_volumes, mounts = volumes.for_job(self.storage, caller.name, projects, plan.volume_kinds)
+        job_volumes, mounts = volumes.for_job(
+            self.storage, caller.name, projects, plan.volume_kinds
+        )
         user = volumes.StorageUser(caller.name, identity, tuple(projects))
         init = volumes.init_containers(self.storage, user, plan.volume_kinds, plan.image)
-        return PodParts(image=plan.image, volumes=tuple(job_volumes), mounts=tuple(mounts),
-                        security=volumes.pod_security_context(identity), init_containers=tuple(init))
+        return PodParts(
+            image=plan.image,
+            volumes=tuple(job_volumes),
+            mounts=tuple(mounts),
+            security=volumes.pod_security_context(identity),
+            init_containers=tuple(init),
+        )
 
     @staticmethod
     def _same_key(obj: Mapping[str, Any], caller: HubUser, meta: JobMeta) -> bool:
         annotations = obj["metadata"].get("annotations") or {}
-        return (annotations.get(labels.OWNER_NAME) == caller.name
-                and annotations.get(labels.IDEMPOTENCY_KEY) == meta.idempotency_key)
+        return (
+            annotations.get(labels.OWNER_NAME) == caller.name
+            and annotations.get(labels.IDEMPOTENCY_KEY) == meta.idempotency_key
+        )
 
     async def _write_sandbox(self, configmap: dict, caller: HubUser, meta: JobMeta) -> None:
         """Create the sandbox; reuse, or refresh, one that an interrupted submission of this key left."""
@@ -246,24 +309,44 @@ class JobService:
                 raise
         existing = await self.store.get_sandbox(meta.name)
         if existing is None or not self._same_key(existing, caller, meta):
-            raise UserError("this idempotency key cannot be used now; try another", reason="conflict", status=409,
-                            log_detail=f"sandbox {meta.name} belongs to another submission")
+            raise UserError(
+                "this idempotency key cannot be used now; try another",
+                reason="conflict",
+                status=409,
+                log_detail=f"sandbox {meta.name} belongs to another submission",
+            )
         metadata = existing["metadata"]
-        if (metadata.get("annotations") or {}).get(labels.REQUEST_DIGEST) != meta.digest \
-                and not metadata.get("ownerReferences"):
+        if (metadata.get("annotations") or {}).get(
+            labels.REQUEST_DIGEST
+        ) != meta.digest and not metadata.get("ownerReferences"):
             # Left by an interrupted submission of a different request under this key: no Job
             # uses it, so it takes this request's files (a Job of the old one would own it).
-            await self.store.replace_sandbox({**configmap, "metadata": {
-                **configmap["metadata"], "resourceVersion": metadata["resourceVersion"]}})
+            await self.store.replace_sandbox(
+                {
+                    **configmap,
+                    "metadata": {
+                        **configmap["metadata"],
+                        "resourceVersion": metadata["resourceVersion"],
+                    },
+                }
+            )
 
     async def _existing(self, caller: HubUser, meta: JobMeta, plan: JobPlan) -> dict:
         job = await self.store.get_job(meta.name)
         if job is None or not self._same_key(job, caller, meta):
-            raise UserError("this idempotency key cannot be used now; try another", reason="conflict", status=409,
-                            log_detail=f"job {meta.name} exists but is not {caller.name}'s submission")
+            raise UserError(
+                "this idempotency key cannot be used now; try another",
+                reason="conflict",
+                status=409,
+                log_detail=f"job {meta.name} exists but is not {caller.name}'s submission",
+            )
         if (job["metadata"].get("annotations") or {}).get(labels.REQUEST_DIGEST) != meta.digest:
-            raise UserError(f"idempotency key {meta.idempotency_key!r} was already used for a different job "
-                            f"({meta.name})", reason="conflict", status=409)
+            raise UserError(
+                f"idempotency key {meta.idempotency_key!r} was already used for a different job "
+                f"({meta.name})",
+                reason="conflict",
+                status=409,
+            )
         if plan.sandbox:
             sandbox = await self.store.get_sandbox(meta.name)
             if sandbox is not None and not sandbox["metadata"].get("ownerReferences"):
@@ -278,16 +361,25 @@ class JobService:
         if not JOB_ID.fullmatch(job_id):
             raise NotFound(job_id)
         job = await self.store.get_job(job_id)
-        if job is None or (job["metadata"].get("labels") or {}).get(labels.MANAGED_BY) != labels.MANAGED_BY_VALUE:
+        if (
+            job is None
+            or (job["metadata"].get("labels") or {}).get(labels.MANAGED_BY)
+            != labels.MANAGED_BY_VALUE
+        ):
             raise NotFound(job_id)
-        if not caller.admin and (job["metadata"].get("annotations") or {}).get(labels.OWNER_NAME) != caller.name:
+        if (
+            not caller.admin
+            and (job["metadata"].get("annotations") or {}).get(labels.OWNER_NAME) != caller.name
+        ):
             raise NotFound(job_id)
         return job
 
     async def list(self, caller: HubUser, everyone: bool = False) -> list[dict]:
         """The caller's jobs, newest first; admins may ask for everyone's."""
         jobs, workloads = await asyncio.gather(
-            self.store.list_jobs(None if everyone and caller.admin else caller.name), self.store.workloads())
+            self.store.list_jobs(None if everyone and caller.admin else caller.name),
+            self.store.workloads(),
+        )
         by_job = {owner_uid(w): w for w in workloads}
         places = positions(workloads)
         summaries = []
@@ -308,7 +400,9 @@ class JobService:
     async def logs(self, caller: HubUser, job_id: str, index: int | None, tail_lines: int) -> dict:
         """The last lines of each pod's log (of one completion index if given)."""
         job = await self._visible(caller, job_id)
-        summary = summarize(job, None, self.rules.priorities, pods=await self.store.pods(job["metadata"]["uid"]))
+        summary = summarize(
+            job, None, self.rules.priorities, pods=await self.store.pods(job["metadata"]["uid"])
+        )
         pods = [p for p in summary["pods"] if index is None or p["index"] == index][-MAX_LOG_PODS:]
         tail_lines = max(1, min(tail_lines, MAX_LOG_LINES))
 
@@ -348,7 +442,9 @@ class JobService:
         if any(v["name"] == SANDBOX_VOLUME for v in volumes_of):
             sandbox = await self.store.get_sandbox(job_id)
             if sandbox is None:
-                raise UserError("this job's sandbox files are gone; submit it anew", reason="gone", status=409)
+                raise UserError(
+                    "this job's sandbox files are gone; submit it anew", reason="gone", status=409
+                )
             files = dict(sandbox.get("data") or {})
             script = files.pop(requests.SCRIPT_KEY, None)
             document.update({"files": files, **({"script": script} if script is not None else {})})
@@ -358,7 +454,7 @@ class JobService:
 
     async def collect_orphans(self, grace_seconds: float) -> int:
         """Delete sandboxes whose Job was never created (older than the grace period)."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         removed = 0
         for configmap in await self.store.orphan_sandboxes():
             if _age_seconds(configmap, now) > grace_seconds:

@@ -7,8 +7,8 @@ may only ask for volumes a remote site can mount (400, naming the volume and why
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
 
 from ... import names
 from ...catalog import Accelerator, Catalog, quantity
@@ -92,38 +92,60 @@ def _project(request: AnyRequest, caller: HubUser, catalog: Catalog) -> str:
     mine = [p.key for p in catalog.projects_of(caller.groups)]
     if request.project is not None:
         if request.project not in mine:
-            raise UserError(f"you are not a member of a project called {request.project!r}"
-                            f"{'; yours: ' + ', '.join(mine) if mine else ''}", reason="project", status=403)
+            raise UserError(
+                f"you are not a member of a project called {request.project!r}"
+                f"{'; yours: ' + ', '.join(mine) if mine else ''}",
+                reason="project",
+                status=403,
+            )
         return request.project
     if len(mine) == 1:
         return mine[0]
     if not mine:
-        raise UserError("batch jobs run in a project's queue, and you are in no project", reason="project",
-                        status=403)
+        raise UserError(
+            "batch jobs run in a project's queue, and you are in no project",
+            reason="project",
+            status=403,
+        )
     raise UserError(f"choose a project for this job: {', '.join(mine)}", reason="project")
 
 
-def _accelerator(request: AnyRequest, catalog: Catalog, policy: UserPolicy, default: str,
-                 default_count: int) -> tuple[Accelerator, int]:
+def _accelerator(
+    request: AnyRequest, catalog: Catalog, policy: UserPolicy, default: str, default_count: int
+) -> tuple[Accelerator, int]:
     key = request.accelerator or default
     accelerator = catalog.accelerators.get(key)
     if accelerator is None:
-        raise UserError(f"unknown accelerator {key!r}; choose one of {', '.join(catalog.accelerators)}")
+        raise UserError(
+            f"unknown accelerator {key!r}; choose one of {', '.join(catalog.accelerators)}"
+        )
     if not policy.rules.allows_accelerator(key):
-        raise UserError(f"{accelerator.display_name} is not available to your groups", reason="policy", status=403)
+        raise UserError(
+            f"{accelerator.display_name} is not available to your groups",
+            reason="policy",
+            status=403,
+        )
     if accelerator.kind == "cpu":
         if request.count:
             raise UserError("count must be 0 or absent for CPU-only jobs")
         return accelerator, 0
-    count = request.count if request.count is not None else (
-        default_count if request.accelerator is None else min(accelerator.counts))
+    count = (
+        request.count
+        if request.count is not None
+        else (default_count if request.accelerator is None else min(accelerator.counts))
+    )
     if count not in accelerator.counts:
-        raise UserError(f"count for {accelerator.display_name} must be one of "
-                        f"{', '.join(map(str, accelerator.counts))}")
+        raise UserError(
+            f"count for {accelerator.display_name} must be one of "
+            f"{', '.join(map(str, accelerator.counts))}"
+        )
     if count > policy.rules.max_accelerators:
         limit = policy.rules.max_accelerators
-        raise UserError(f"over your limit of {limit} accelerator{'s' if limit != 1 else ''} per job pod",
-                        reason="policy", status=403)
+        raise UserError(
+            f"over your limit of {limit} accelerator{'s' if limit != 1 else ''} per job pod",
+            reason="policy",
+            status=403,
+        )
     return accelerator, count
 
 
@@ -134,50 +156,86 @@ def _size(request: AnyRequest, policy: UserPolicy, cpu: str, memory: str) -> tup
     if quantity(memory) < MIN_MEMORY_BYTES:
         raise UserError("memory must be at least 1Mi")
     if quantity(cpu) > policy.rules.max_cpu or quantity(memory) > policy.rules.max_memory:
-        raise UserError(f"over your CPU or memory limit ({cpu} CPU, {memory} asked)", reason="policy", status=403)
+        raise UserError(
+            f"over your CPU or memory limit ({cpu} CPU, {memory} asked)",
+            reason="policy",
+            status=403,
+        )
     return cpu, memory
 
 
-def _environment(request: JobRequest, catalog: Catalog, policy: UserPolicy, accelerator: Accelerator) -> str:
+def _environment(
+    request: JobRequest, catalog: Catalog, policy: UserPolicy, accelerator: Accelerator
+) -> str:
     if request.environment is None:
-        fitting = [e for e in catalog.environments_for(accelerator.kind) if policy.rules.allows_environment(e.key)]
+        fitting = [
+            e
+            for e in catalog.environments_for(accelerator.kind)
+            if policy.rules.allows_environment(e.key)
+        ]
         if not fitting:
-            raise UserError(f"no environment available to your groups supports {accelerator.display_name}",
-                            reason="policy", status=403)
+            raise UserError(
+                f"no environment available to your groups supports {accelerator.display_name}",
+                reason="policy",
+                status=403,
+            )
         return fitting[0].key
     environment = catalog.environments.get(request.environment)
     if environment is None:
-        raise UserError(f"unknown environment {request.environment!r}; choose one of "
-                        f"{', '.join(catalog.environments)}")
+        raise UserError(
+            f"unknown environment {request.environment!r}; choose one of "
+            f"{', '.join(catalog.environments)}"
+        )
     if not policy.rules.allows_environment(environment.key):
-        raise UserError(f"environment {environment.key!r} is not available to your groups", reason="policy",
-                        status=403)
+        raise UserError(
+            f"environment {environment.key!r} is not available to your groups",
+            reason="policy",
+            status=403,
+        )
     if accelerator.kind not in environment.kinds:
-        raise UserError(f"environment {environment.key!r} does not support {accelerator.display_name}")
+        raise UserError(
+            f"environment {environment.key!r} does not support {accelerator.display_name}"
+        )
     return environment.key
 
 
-def _volume_kinds(request: AnyRequest, rules: JobRules, available: Collection[str],
-                  defaults: Collection[str]) -> tuple[str, ...]:
+def _volume_kinds(
+    request: AnyRequest, rules: JobRules, available: Collection[str], defaults: Collection[str]
+) -> tuple[str, ...]:
     """The volume kinds to mount: asked for (each available), or the defaults that fit."""
     if request.volumes is None:
-        chosen = [k for k in defaults if k in available and (k in rules.remote_volume_kinds or not request.offloadable)]
+        chosen = [
+            k
+            for k in defaults
+            if k in available and (k in rules.remote_volume_kinds or not request.offloadable)
+        ]
         return tuple(k for k in VOLUME_KINDS if k in chosen)
     missing = [k for k in request.volumes if k not in available]
     if missing:
-        raise UserError(f"volume(s) not available to this job: {', '.join(missing)}", reason="volumes")
+        raise UserError(
+            f"volume(s) not available to this job: {', '.join(missing)}", reason="volumes"
+        )
     if request.offloadable:
         local = [k for k in request.volumes if k not in rules.remote_volume_kinds]
         if local:
             remote = ", ".join(sorted(rules.remote_volume_kinds)) or "none"
-            raise UserError(f"an offloadable job runs at a remote site, which cannot mount {', '.join(local)} "
-                            f"(local storage such as NFS); remote sites mount: {remote} and the job's sandbox "
-                            "files", reason="offload")
+            raise UserError(
+                f"an offloadable job runs at a remote site, which cannot mount {', '.join(local)} "
+                f"(local storage such as NFS); remote sites mount: {remote} and the job's sandbox "
+                "files",
+                reason="offload",
+            )
     return tuple(k for k in VOLUME_KINDS if k in request.volumes)
 
 
-def resolve(request: AnyRequest, caller: HubUser, catalog: Catalog, policy: UserPolicy, rules: JobRules,
-            notebook: NotebookFacts | None = None) -> JobPlan:
+def resolve(
+    request: AnyRequest,
+    caller: HubUser,
+    catalog: Catalog,
+    policy: UserPolicy,
+    rules: JobRules,
+    notebook: NotebookFacts | None = None,
+) -> JobPlan:
     """The JobPlan for this request, or a UserError saying what is not allowed and why.
 
     `notebook` is required for clones: their defaults (accelerator, size, volumes) are the
@@ -187,9 +245,13 @@ def resolve(request: AnyRequest, caller: HubUser, catalog: Catalog, policy: User
     project = _project(request, caller, catalog)
     priority = request.priority or rules.default_priority
     if priority not in rules.priorities:
-        raise UserError(f"unknown priority {priority!r}; choose one of {', '.join(rules.priorities)}")
+        raise UserError(
+            f"unknown priority {priority!r}; choose one of {', '.join(rules.priorities)}"
+        )
     if notebook is not None:
-        accelerator, count = _accelerator(request, catalog, policy, notebook.accelerator, notebook.count)
+        accelerator, count = _accelerator(
+            request, catalog, policy, notebook.accelerator, notebook.count
+        )
         cpu, memory = _size(request, policy, notebook.cpu, notebook.memory)
         available = defaults = notebook.volume_kinds
         image = None
@@ -200,10 +262,17 @@ def resolve(request: AnyRequest, caller: HubUser, catalog: Catalog, policy: User
         available, defaults = rules.storage_kinds, BATCH_DEFAULT_VOLUMES
         image = catalog.environments[_environment(request, catalog, policy, accelerator)].image
     if request.offloadable and accelerator.kind not in rules.offload_accelerator_kinds:
-        raise UserError(f"remote sites offer no {accelerator.display_name}; offloadable jobs may use: "
-                        f"{', '.join(sorted(rules.offload_accelerator_kinds))}", reason="offload")
+        raise UserError(
+            f"remote sites offer no {accelerator.display_name}; offloadable jobs may use: "
+            f"{', '.join(sorted(rules.offload_accelerator_kinds))}",
+            reason="offload",
+        )
     sandbox = request.sandbox()
-    command = (f"{rules.sandbox_path}/{SCRIPT_KEY}",) if request.script is not None else tuple(request.command)
+    command = (
+        (f"{rules.sandbox_path}/{SCRIPT_KEY}",)
+        if request.script is not None
+        else tuple(request.command)
+    )
     return JobPlan(
         kind=request.kind,
         display_name=request.name,
@@ -223,7 +292,9 @@ def resolve(request: AnyRequest, caller: HubUser, catalog: Catalog, policy: User
         completions=request.completions,
         parallelism=request.parallelism or min(request.completions, 100),
         deadline_seconds=request.deadline_seconds,
-        ttl_seconds=request.ttl_seconds if request.ttl_seconds is not None else rules.default_ttl_seconds,
+        ttl_seconds=request.ttl_seconds
+        if request.ttl_seconds is not None
+        else rules.default_ttl_seconds,
         offloadable=request.offloadable,
         volume_kinds=_volume_kinds(request, rules, available, defaults),
         sandbox=sandbox,

@@ -54,42 +54,71 @@ class _Strict(BaseModel):
 class _JobFields(_Strict):
     """Fields common to batch jobs and notebook clones."""
 
-    name: Key = Field(description="Short name shown in listings: lower-case letters, digits and '-'.")
+    name: Key = Field(
+        description="Short name shown in listings: lower-case letters, digits and '-'."
+    )
     command: Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGS)] | None = Field(
-        None, description="The program and its arguments, run as given (no shell).")
+        None, description="The program and its arguments, run as given (no shell)."
+    )
     script: Annotated[str, Field(min_length=3, max_length=MAX_SCRIPT_BYTES)] | None = Field(
-        None, description="A script starting with a #! line, run instead of a command.")
-    accelerator: Key | None = Field(None, description="Catalog accelerator key (default: CPU only, or the notebook's).")
-    count: Annotated[int, Field(ge=0, le=16)] | None = Field(None, description="Accelerator units per pod.")
-    cpu: Quantity | None = Field(None, description="CPU per pod, e.g. \"4\" or \"500m\".")
-    memory: Quantity | None = Field(None, description="Memory per pod, e.g. \"16Gi\".")
+        None, description="A script starting with a #! line, run instead of a command."
+    )
+    accelerator: Key | None = Field(
+        None, description="Catalog accelerator key (default: CPU only, or the notebook's)."
+    )
+    count: Annotated[int, Field(ge=0, le=16)] | None = Field(
+        None, description="Accelerator units per pod."
+    )
+    cpu: Quantity | None = Field(None, description='CPU per pod, e.g. "4" or "500m".')
+    memory: Quantity | None = Field(None, description='Memory per pod, e.g. "16Gi".')
     completions: Annotated[int, Field(ge=1, le=MAX_COMPLETIONS)] = Field(
-        1, description="Pods that must succeed; each gets JOB_COMPLETION_INDEX (an indexed job).")
+        1, description="Pods that must succeed; each gets JOB_COMPLETION_INDEX (an indexed job)."
+    )
     parallelism: Annotated[int, Field(ge=1, le=MAX_PARALLELISM)] | None = Field(
-        None, description="Pods at once (default: min(completions, 100)).")
+        None, description="Pods at once (default: min(completions, 100))."
+    )
     project: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
-        None, description="One of your project groups; picks the queue (default: your only project).")
+        None,
+        description="One of your project groups; picks the queue (default: your only project).",
+    )
     priority: Key | None = Field(None, description="One of the priorities the service offers.")
-    offloadable: bool = Field(False, description="May run at a remote site through the virtual node.")
-    volumes: Annotated[list[Literal["home", "projects", "scratch", "juicefs"]], Field(max_length=4)] | None = Field(
-        None, description="Your volumes to mount (default: home and projects; none when offloadable).")
+    offloadable: bool = Field(
+        False, description="May run at a remote site through the virtual node."
+    )
+    volumes: (
+        Annotated[list[Literal["home", "projects", "scratch", "juicefs"]], Field(max_length=4)]
+        | None
+    ) = Field(
+        None,
+        description="Your volumes to mount (default: home and projects; none when offloadable).",
+    )
     env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV)] = Field(
-        default_factory=dict, description="Extra environment variables (plain values).")
-    working_dir: WorkingDir | None = Field(None, description="Absolute working directory in the container.")
+        default_factory=dict, description="Extra environment variables (plain values)."
+    )
+    working_dir: WorkingDir | None = Field(
+        None, description="Absolute working directory in the container."
+    )
     deadline_seconds: Annotated[int, Field(ge=60, le=MAX_DEADLINE_SECONDS)] | None = Field(
-        None, description="Stop the job after this long (activeDeadlineSeconds).")
+        None, description="Stop the job after this long (activeDeadlineSeconds)."
+    )
     ttl_seconds: Annotated[int, Field(ge=0, le=MAX_TTL_SECONDS)] | None = Field(
-        None, description="Delete the finished job after this long.")
+        None, description="Delete the finished job after this long."
+    )
     files: Annotated[dict[FileName, str], Field(max_length=MAX_FILES)] = Field(
-        default_factory=dict, description="Small files put in the job's sandbox folder.")
+        default_factory=dict, description="Small files put in the job's sandbox folder."
+    )
     idempotency_key: IdempotencyKey | None = Field(
-        None, description="Submitting again with the same key returns the first job.")
+        None, description="Submitting again with the same key returns the first job."
+    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "_JobFields":
+    def _consistent(self) -> _JobFields:
         if (self.command is None) == (self.script is None):
             raise ValueError("give either a command (a list of arguments) or a script")
-        if self.command is not None and sum(len(a.encode()) for a in self.command) > MAX_COMMAND_BYTES:
+        if (
+            self.command is not None
+            and sum(len(a.encode()) for a in self.command) > MAX_COMMAND_BYTES
+        ):
             raise ValueError(f"the command is longer than {MAX_COMMAND_BYTES} bytes")
         if self.script is not None and not self.script.startswith("#!"):
             raise ValueError("a script must start with a #! line naming its interpreter")
@@ -102,7 +131,9 @@ class _JobFields(_Strict):
             raise ValueError("volumes are listed more than once")
         reserved = sorted(k for k in self.env if RESERVED_ENV.match(k))
         if reserved:
-            raise ValueError(f"environment variable(s) reserved by the platform: {', '.join(reserved)}")
+            raise ValueError(
+                f"environment variable(s) reserved by the platform: {', '.join(reserved)}"
+            )
         if self.parallelism is not None and self.parallelism > self.completions:
             raise ValueError("parallelism must not exceed completions")
         if self.working_dir is not None and ".." in self.working_dir.split("/"):
@@ -120,21 +151,27 @@ class _JobFields(_Strict):
         """A fingerprint of the request (without its idempotency key), to tell a retry from a
         different job that reuses a key."""
         body = self.model_dump(mode="json", exclude={"idempotency_key"})
-        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()
 
 
 class JobRequest(_JobFields):
     """A batch job: an environment from the catalog runs your command."""
 
     kind: Literal["batch"] = "batch"
-    environment: Key | None = Field(None, description="Catalog environment key (default: the first that fits).")
+    environment: Key | None = Field(
+        None, description="Catalog environment key (default: the first that fits)."
+    )
 
 
 class CloneRequest(_JobFields):
     """A Bunshin job: a copy of your running notebook server with another command."""
 
     kind: Literal["bunshin"] = "bunshin"
-    server: ServerName = Field("", description="Which of your servers to clone ('' is the default server).")
+    server: ServerName = Field(
+        "", description="Which of your servers to clone ('' is the default server)."
+    )
 
 
 class ResubmitRequest(_Strict):
@@ -170,9 +207,14 @@ def parse(model: type[_Strict], body: bytes) -> Any:
         return model.model_validate_json(body or b"{}")
     except pydantic.ValidationError as error:
         problems = [_describe(e) for e in error.errors(include_input=False, include_url=False)]
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise UserError(f"invalid request: {shown}", reason="invalid-request",
-                        log_detail=f"invalid request ({len(problems)} problems): {shown}") from None
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise UserError(
+            f"invalid request: {shown}",
+            reason="invalid-request",
+            log_detail=f"invalid request ({len(problems)} problems): {shown}",
+        ) from None
 
 
 def stored_document(text: str) -> dict[str, Any]:
@@ -189,6 +231,9 @@ def from_document(document: dict[str, Any]) -> AnyRequest:
     try:
         return model.model_validate(document)
     except pydantic.ValidationError as error:
-        problems = "; ".join(_describe(e) for e in error.errors(include_input=False, include_url=False)[:5])
-        raise UserError(f"this job can no longer be submitted as it was: {problems}", reason="invalid-request") \
-            from None
+        problems = "; ".join(
+            _describe(e) for e in error.errors(include_input=False, include_url=False)[:5]
+        )
+        raise UserError(
+            f"this job can no longer be submitted as it was: {problems}", reason="invalid-request"
+        ) from None

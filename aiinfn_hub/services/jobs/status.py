@@ -8,7 +8,8 @@ place in the project's queue and Kueue's reason, and the pods.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ... import labels
 
@@ -50,8 +51,13 @@ def positions(workloads: Iterable[Mapping[str, Any]]) -> dict[str, int]:
             queues.setdefault(workload["spec"].get("queueName", ""), []).append(workload)
     places = {}
     for members in queues.values():
-        members.sort(key=lambda w: (-(w["spec"].get("priority") or 0), w["metadata"].get("creationTimestamp", ""),
-                                    w["metadata"]["uid"]))
+        members.sort(
+            key=lambda w: (
+                -(w["spec"].get("priority") or 0),
+                w["metadata"].get("creationTimestamp", ""),
+                w["metadata"]["uid"],
+            )
+        )
         places.update({w["metadata"]["uid"]: i for i, w in enumerate(members, start=1)})
     return places
 
@@ -106,21 +112,30 @@ def _admission(workload: Mapping[str, Any] | None) -> dict[str, Any] | None:
     flavors: dict[str, str] = {}
     for assignment in admission.get("podSetAssignments") or ():
         flavors.update(assignment.get("flavors") or {})
-    return {"cluster_queue": admission.get("clusterQueue"), "flavors": dict(sorted(flavors.items()))}
+    return {
+        "cluster_queue": admission.get("clusterQueue"),
+        "flavors": dict(sorted(flavors.items())),
+    }
 
 
 def _unschedulable(pods: Iterable[Mapping[str, Any]]) -> str | None:
     """The scheduler's reason a pending pod has no node ("0/14 nodes are available: ...")."""
     for pod in pods:
         for condition in (pod.get("status") or {}).get("conditions") or ():
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
-                    and condition.get("message"):
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("message")
+            ):
                 return str(condition["message"])[:300]
     return None
 
 
-def _preemption_message(job: Mapping[str, Any], workload: Mapping[str, Any] | None,
-                        pods: Iterable[Mapping[str, Any]] | None) -> str:
+def _preemption_message(
+    job: Mapping[str, Any],
+    workload: Mapping[str, Any] | None,
+    pods: Iterable[Mapping[str, Any]] | None,
+) -> str:
     """What happened to a preempted job, in our words (Kueue's own message names the preemptor's
     uids, which may be another user's), and what it waits for now."""
     if job["spec"].get("suspend"):
@@ -139,8 +154,18 @@ def _message(workload: Mapping[str, Any] | None) -> str | None:
     if workload is None or not _pending(workload):
         return None
     for kind in (EVICTED, QUOTA_RESERVED):
-        condition = _condition(workload, kind) if kind == EVICTED else next(
-            (c for c in (workload.get("status") or {}).get("conditions") or () if c.get("type") == kind), None)
+        condition = (
+            _condition(workload, kind)
+            if kind == EVICTED
+            else next(
+                (
+                    c
+                    for c in (workload.get("status") or {}).get("conditions") or ()
+                    if c.get("type") == kind
+                ),
+                None,
+            )
+        )
         if condition and condition.get("message"):
             return str(condition["message"])[:500]
     return None
@@ -157,8 +182,13 @@ def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def summarize(job: Mapping[str, Any], workload: Mapping[str, Any] | None, priorities: Mapping[str, str],
-              position: int | None = None, pods: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(
+    job: Mapping[str, Any],
+    workload: Mapping[str, Any] | None,
+    priorities: Mapping[str, str],
+    position: int | None = None,
+    pods: Iterable[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The JSON a user gets for one job. `priorities` maps priority names to Kueue classes."""
     metadata = job["metadata"]
     annotations = metadata.get("annotations") or {}
@@ -176,21 +206,29 @@ def summarize(job: Mapping[str, Any], workload: Mapping[str, Any] | None, priori
         "queue": job_labels.get(labels.KUEUE_QUEUE),
         "priority": names_of.get(job_labels.get(labels.KUEUE_PRIORITY, "")),
         "offloadable": bool(request.get("offloadable")),
-        "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(labels.ACCELERATOR),
+        "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(
+            labels.ACCELERATOR
+        ),
         "state": job_state,
         "created": metadata.get("creationTimestamp"),
         "started": status.get("startTime"),
-        "finished": status.get("completionTime") or (_condition(job, "Failed") or {}).get("lastTransitionTime"),
+        "finished": status.get("completionTime")
+        or (_condition(job, "Failed") or {}).get("lastTransitionTime"),
         "completions": job["spec"].get("completions"),
         "succeeded": status.get("succeeded", 0),
         "failed": status.get("failed", 0),
         "active": status.get("active", 0),
         "admission": _admission(workload),
         "position": position if job_state in ("queued", "requeued", "preempted") else None,
-        "message": (_preemption_message(job, workload, pods) if job_state == "preempted"
-                    else _message(workload)),
+        "message": (
+            _preemption_message(job, workload, pods)
+            if job_state == "preempted"
+            else _message(workload)
+        ),
     }
     if pods is not None:
-        summary["pods"] = sorted((pod_summary(p) for p in pods),
-                                 key=lambda p: (p["index"] if p["index"] is not None else -1, p["name"]))
+        summary["pods"] = sorted(
+            (pod_summary(p) for p in pods),
+            key=lambda p: (p["index"] if p["index"] is not None else -1, p["name"]),
+        )
     return summary

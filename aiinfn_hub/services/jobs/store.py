@@ -56,12 +56,17 @@ class JobStore:
     # -- jobs ------------------------------------------------------------------------------
 
     async def create_job(self, job: dict) -> dict:
-        return await _json(self.batch.create_namespaced_job(
-            self.namespace, job, field_validation=k8s.STRICT, _preload_content=False))
+        return await _json(
+            self.batch.create_namespaced_job(
+                self.namespace, job, field_validation=k8s.STRICT, _preload_content=False
+            )
+        )
 
     async def get_job(self, name: str) -> dict | None:
         try:
-            return await _json(self.batch.read_namespaced_job(name, self.namespace, _preload_content=False))
+            return await _json(
+                self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -72,17 +77,29 @@ class JobStore:
         selector = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={COMPONENT}"
         if owner is not None:
             selector += f",{labels.OWNER}={names.label_value(owner)}"
-        items = (await _json(self.batch.list_namespaced_job(self.namespace, label_selector=selector,
-                                                             _preload_content=False)))["items"]
+        items = (
+            await _json(
+                self.batch.list_namespaced_job(
+                    self.namespace, label_selector=selector, _preload_content=False
+                )
+            )
+        )["items"]
         if owner is not None:
-            items = [j for j in items if (j["metadata"].get("annotations") or {}).get(labels.OWNER_NAME) == owner]
+            items = [
+                j
+                for j in items
+                if (j["metadata"].get("annotations") or {}).get(labels.OWNER_NAME) == owner
+            ]
         return items
 
     async def delete_job(self, name: str) -> bool:
         """Delete a Job with its pods, Workload and sandbox (owned objects go with it); False if gone."""
         try:
-            await _json(self.batch.delete_namespaced_job(name, self.namespace, propagation_policy="Background",
-                                                         _preload_content=False))
+            await _json(
+                self.batch.delete_namespaced_job(
+                    name, self.namespace, propagation_policy="Background", _preload_content=False
+                )
+            )
         except ApiException as error:
             if error.status == 404:
                 return False
@@ -92,12 +109,17 @@ class JobStore:
     # -- sandboxes -------------------------------------------------------------------------
 
     async def create_sandbox(self, configmap: dict) -> dict:
-        return await _json(self.core.create_namespaced_config_map(
-            self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False))
+        return await _json(
+            self.core.create_namespaced_config_map(
+                self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False
+            )
+        )
 
     async def get_sandbox(self, name: str) -> dict | None:
         try:
-            return await _json(self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False))
+            return await _json(
+                self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
+            )
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -105,28 +127,46 @@ class JobStore:
 
     async def replace_sandbox(self, configmap: dict) -> dict:
         name = configmap["metadata"]["name"]
-        return await _json(self.core.replace_namespaced_config_map(
-            name, self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False))
+        return await _json(
+            self.core.replace_namespaced_config_map(
+                name, self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False
+            )
+        )
 
     async def adopt_sandbox(self, job: dict) -> None:
         """Make the Job own its sandbox ConfigMap."""
         body = sandbox_owner(job["metadata"]["name"], job["metadata"]["uid"])
-        await _json(self.core.patch_namespaced_config_map(
-            job["metadata"]["name"], self.namespace, body, field_validation=k8s.STRICT,
-            _preload_content=False))
+        await _json(
+            self.core.patch_namespaced_config_map(
+                job["metadata"]["name"],
+                self.namespace,
+                body,
+                field_validation=k8s.STRICT,
+                _preload_content=False,
+            )
+        )
 
     async def delete_sandbox(self, name: str) -> None:
         try:
-            await _json(self.core.delete_namespaced_config_map(name, self.namespace, _preload_content=False))
+            await _json(
+                self.core.delete_namespaced_config_map(name, self.namespace, _preload_content=False)
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
 
     async def orphan_sandboxes(self) -> list[dict]:
         """Sandbox ConfigMaps no Job owns (left by a submission interrupted before its Job existed)."""
-        selector = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={SANDBOX_COMPONENT}"
-        items = (await _json(self.core.list_namespaced_config_map(self.namespace, label_selector=selector,
-                                                                  _preload_content=False)))["items"]
+        selector = (
+            f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={SANDBOX_COMPONENT}"
+        )
+        items = (
+            await _json(
+                self.core.list_namespaced_config_map(
+                    self.namespace, label_selector=selector, _preload_content=False
+                )
+            )
+        )["items"]
         return [c for c in items if not c["metadata"].get("ownerReferences")]
 
     # -- Kueue, pods, notebooks --------------------------------------------------------------
@@ -135,9 +175,16 @@ class JobStore:
         """Kueue Workloads in the namespace (of one Job if given); none if Kueue is not installed."""
         selector = f"{labels.KUEUE_JOB_UID}={job_uid}" if job_uid else None
         try:
-            result = await _json(self.custom.list_namespaced_custom_object(
-                KUEUE_GROUP, KUEUE_VERSION, self.namespace, "workloads", label_selector=selector,
-                _preload_content=False))
+            result = await _json(
+                self.custom.list_namespaced_custom_object(
+                    KUEUE_GROUP,
+                    KUEUE_VERSION,
+                    self.namespace,
+                    "workloads",
+                    label_selector=selector,
+                    _preload_content=False,
+                )
+            )
         except ApiException as error:
             if error.status == 404:
                 return []
@@ -145,26 +192,49 @@ class JobStore:
         return result["items"]
 
     async def local_queues(self) -> list[dict]:
-        return (await _json(self.custom.list_namespaced_custom_object(
-            KUEUE_GROUP, KUEUE_VERSION, self.namespace, "localqueues",
-            _preload_content=False)))["items"]
+        return (
+            await _json(
+                self.custom.list_namespaced_custom_object(
+                    KUEUE_GROUP,
+                    KUEUE_VERSION,
+                    self.namespace,
+                    "localqueues",
+                    _preload_content=False,
+                )
+            )
+        )["items"]
 
     async def cluster_objects(self, plural: str) -> list[dict]:
         """Kueue's cluster-wide objects of one kind (clusterqueues, resourceflavors)."""
-        return (await _json(self.custom.list_cluster_custom_object(
-            KUEUE_GROUP, KUEUE_VERSION, plural, _preload_content=False)))["items"]
+        return (
+            await _json(
+                self.custom.list_cluster_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, plural, _preload_content=False
+                )
+            )
+        )["items"]
 
     async def nodes(self) -> list[dict]:
         return (await _json(self.core.list_node(_preload_content=False)))["items"]
 
     async def pods(self, job_uid: str) -> list[dict]:
-        result = await _json(self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"{labels.JOB_CONTROLLER_UID}={job_uid}", _preload_content=False))
+        result = await _json(
+            self.core.list_namespaced_pod(
+                self.namespace,
+                label_selector=f"{labels.JOB_CONTROLLER_UID}={job_uid}",
+                _preload_content=False,
+            )
+        )
         return result["items"]
 
     async def log(self, pod: str, tail_lines: int, limit_bytes: int) -> str:
-        response = await self.core.read_namespaced_pod_log(pod, self.namespace, tail_lines=tail_lines,
-                                                           limit_bytes=limit_bytes, _preload_content=False)
+        response = await self.core.read_namespaced_pod_log(
+            pod,
+            self.namespace,
+            tail_lines=tail_lines,
+            limit_bytes=limit_bytes,
+            _preload_content=False,
+        )
         try:
             body = await response.read()
         finally:
@@ -177,12 +247,18 @@ class JobStore:
         """The user's running notebook pod for this server name, matched on the exact names the
         spawner records in annotations (its label values depend on KubeSpawner's slug scheme)."""
         selector = f"component={NOTEBOOK_COMPONENT}"
-        result = await _json(self.core.list_namespaced_pod(self.namespace, label_selector=selector,
-                                                           _preload_content=False))
+        result = await _json(
+            self.core.list_namespaced_pod(
+                self.namespace, label_selector=selector, _preload_content=False
+            )
+        )
         for pod in result["items"]:
             annotations = pod["metadata"].get("annotations") or {}
-            if (annotations.get(labels.HUB_USERNAME) == username and annotations.get(labels.HUB_SERVERNAME, "") == server
-                    and not pod["metadata"].get("deletionTimestamp")
-                    and (pod.get("status") or {}).get("phase") == "Running"):
+            if (
+                annotations.get(labels.HUB_USERNAME) == username
+                and annotations.get(labels.HUB_SERVERNAME, "") == server
+                and not pod["metadata"].get("deletionTimestamp")
+                and (pod.get("status") or {}).get("phase") == "Running"
+            ):
                 return pod
         return None

@@ -27,15 +27,16 @@ def check_go() -> str:
     go = shutil.which("go")
     if not go:
         raise DevClusterError(
-            "the Go toolchain is missing: install Go >= %d.%d once to build the dev cluster "
-            "(or set AIINFN_KUBECONFIG to an existing cluster)" % versions.MIN_GO
+            "the Go toolchain is missing: install Go >= {}.{} once to build the dev cluster "
+            "(or set AIINFN_KUBECONFIG to an existing cluster)".format(*versions.MIN_GO)
         )
     out = subprocess.run([go, "version"], capture_output=True, text=True, check=False).stdout
     match = re.search(r"go(\d+)\.(\d+)", out)
     if not match or (int(match[1]), int(match[2])) < versions.MIN_GO:
         raise DevClusterError(
-            "Go %s is too old: the dev cluster build needs Go >= %d.%d (found by `go version`: %s)"
-            % (match.group(0) if match else "?", *versions.MIN_GO, out.strip() or "no output")
+            "Go {} is too old: the dev cluster build needs Go >= {}.{} (found by `go version`: {})".format(
+                match.group(0) if match else "?", *versions.MIN_GO, out.strip() or "no output"
+            )
         )
     return go
 
@@ -47,7 +48,15 @@ def build(cache: Path, log=print) -> None:
     check_go()
     script = resources.files(__package__) / "build.sh"
     log(f"building the dev cluster into {cache} (first time only; about 30 minutes on 2 cores)")
-    argv = ["bash", str(script), str(cache), versions.KUBERNETES, versions.ETCD, versions.KWOK, versions.KUEUE]
+    argv = [
+        "bash",
+        str(script),
+        str(cache),
+        versions.KUBERNETES,
+        versions.ETCD,
+        versions.KWOK,
+        versions.KUEUE,
+    ]
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
         raise DevClusterError(

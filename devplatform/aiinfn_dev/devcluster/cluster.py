@@ -15,9 +15,10 @@ import shutil
 import ssl
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from . import build, components, kueue, pki, processes, topology, versions
 from .errors import DevClusterError
@@ -105,8 +106,12 @@ class DevCluster:
         alive = [p.alive() for p in procs]
         if procs and all(alive) and state.get("ready"):
             return Status(
-                "running", self.name, self.layout.admin_kubeconfig, state["server"],
-                state.get("topology"), procs,
+                "running",
+                self.name,
+                self.layout.admin_kubeconfig,
+                state["server"],
+                state.get("topology"),
+                procs,
             )
         return Status("partial" if any(alive) else "stale", self.name, processes=procs)
 
@@ -133,7 +138,9 @@ class DevCluster:
             if current.state == "partial":
                 raise DevClusterError(current.describe())
             if current.state == "stale":
-                self.log(f"clearing {self.layout.root}: left by a cluster that did not stop cleanly")
+                self.log(
+                    f"clearing {self.layout.root}: left by a cluster that did not stop cleanly"
+                )
                 shutil.rmtree(self.layout.root)
             build.build(self.cache, log=self.log)
             try:
@@ -165,26 +172,53 @@ class DevCluster:
         layout.root.mkdir(parents=True)
         ports = components.Ports(
             apiserver=self.port,
-            **{f: processes.free_port() for f in ("etcd_client", "etcd_peer", "controller_manager", "scheduler", "kwok")},
+            **{
+                f: processes.free_port()
+                for f in ("etcd_client", "etcd_peer", "controller_manager", "scheduler", "kwok")
+            },
         )
         server = f"https://127.0.0.1:{ports.apiserver}"
         pki.create_pki(layout.pki)
         for identity in pki.CLIENT_IDENTITIES:
-            path = layout.admin_kubeconfig if identity.file_stem == "admin" else layout.kubeconfig(identity.file_stem)
-            components.write_yaml(path, components.kubeconfig(
-                server, layout.pki / "ca.crt", layout.pki / f"{identity.file_stem}.crt",
-                layout.pki / f"{identity.file_stem}.key", identity.common_name,
-            ))
+            path = (
+                layout.admin_kubeconfig
+                if identity.file_stem == "admin"
+                else layout.kubeconfig(identity.file_stem)
+            )
+            components.write_yaml(
+                path,
+                components.kubeconfig(
+                    server,
+                    layout.pki / "ca.crt",
+                    layout.pki / f"{identity.file_stem}.crt",
+                    layout.pki / f"{identity.file_stem}.key",
+                    identity.common_name,
+                ),
+            )
             path.chmod(0o600)
         components.write_yaml(layout.config("admission.yaml"), components.pod_security_admission())
         runner = self._pod_runner_settings()
-        components.write_yaml(layout.config("kwok.yaml"), components.kwok_config(
-            versions.kwok_stages(self.cache), runner.images if runner else ()))
+        components.write_yaml(
+            layout.config("kwok.yaml"),
+            components.kwok_config(
+                versions.kwok_stages(self.cache), runner.images if runner else ()
+            ),
+        )
 
-        state = {"name": self.name, "server": server, "ports": ports.as_dict(), "topology": self.topology_name,
-                 "versions": {"kubernetes": versions.KUBERNETES, "etcd": versions.ETCD, "kwok": versions.KWOK,
-                              "kueue": versions.KUEUE},
-                 "processes": [], "ready": False}
+        state = {
+            "name": self.name,
+            "server": server,
+            "ports": ports.as_dict(),
+            "topology": self.topology_name,
+            "versions": {
+                "kubernetes": versions.KUBERNETES,
+                "etcd": versions.ETCD,
+                "kwok": versions.KWOK,
+                "kueue": versions.KUEUE,
+            },
+            "processes": [],
+            "ready": False,
+        }
         deadline = time.monotonic() + timeout
         probe = _Probe(layout, ports)
         for name in START_ORDER:
@@ -192,7 +226,7 @@ class DevCluster:
             proc = processes.start(name, argv, layout.logs / f"{name}.log")
             state["processes"].append(proc.__dict__)
             self._write_state(state)
-            self._wait(name, proc, deadline, lambda: probe.ready(name))
+            self._wait(name, proc, deadline, lambda name=name: probe.ready(name))
             if name == "kube-apiserver":
                 self.log(f"kube-apiserver ready at {server}")
                 self._wait("kwok Logs CRD", None, deadline, lambda: _logs_crd_established(probe))
@@ -204,14 +238,18 @@ class DevCluster:
             self._start_pod_runner(runner, state, deadline)
         state["ready"] = True
         self._write_state(state)
-        self.log(f"cluster {self.name!r} up: {len(nodes)} nodes ({self.topology_name}); KUBECONFIG={layout.admin_kubeconfig}")
+        self.log(
+            f"cluster {self.name!r} up: {len(nodes)} nodes ({self.topology_name}); KUBECONFIG={layout.admin_kubeconfig}"
+        )
 
     def _start_kueue(self, state: dict, probe: _Probe, deadline: float) -> None:
         """Kueue after the control plane: its CRDs first (its caches need them), its webhooks only
         once it answers, so no registration ever points at a server that is not up yet."""
         layout = self.layout
         manifests = versions.kueue_manifests(self.cache)
-        ports = kueue.KueuePorts(**{f: processes.free_port() for f in ("webhook", "health", "metrics")})
+        ports = kueue.KueuePorts(
+            **{f: processes.free_port() for f in ("webhook", "health", "metrics")}
+        )
         state["ports"].update(ports.as_dict())
         kueue.ensure_metrics_certificate()
         cert_dir = layout.root / "kueue-certs"
@@ -220,33 +258,43 @@ class DevCluster:
         shutil.copy(layout.pki / "serving.key", cert_dir / "tls.key")
         components.write_yaml(layout.config("kueue.yaml"), kueue.configuration(ports, cert_dir))
         crds = kueue.crds(manifests / "crd")
-        self._wait("Kueue CRDs", None, deadline, lambda: probe.create_all([kueue.namespace(), *crds]))
+        self._wait(
+            "Kueue CRDs", None, deadline, lambda: probe.create_all([kueue.namespace(), *crds])
+        )
         self._wait("Kueue CRDs", None, deadline, lambda: probe.crds_established(crds))
-        argv = kueue.argv(versions.binaries(self.cache)["kueue"], layout.config("kueue.yaml"), layout.kubeconfig("kueue"))
+        argv = kueue.argv(
+            versions.binaries(self.cache)["kueue"],
+            layout.config("kueue.yaml"),
+            layout.kubeconfig("kueue"),
+        )
         proc = processes.start("kueue", argv, layout.logs / "kueue.log")
         state["processes"].append(proc.__dict__)
         self._write_state(state)
         self._wait("kueue", proc, deadline, lambda: probe.healthy(ports.health, "/readyz"))
-        webhooks = kueue.webhook_configurations(kueue.load_documents(manifests / "webhook.yaml"), ports.webhook,
-                                                (layout.pki / "ca.crt").read_bytes())
+        webhooks = kueue.webhook_configurations(
+            kueue.load_documents(manifests / "webhook.yaml"),
+            ports.webhook,
+            (layout.pki / "ca.crt").read_bytes(),
+        )
         self._wait("Kueue webhooks", None, deadline, lambda: probe.create_all(webhooks))
         self.log(f"Kueue {versions.KUEUE} ready (webhooks on 127.0.0.1:{ports.webhook})")
 
     # -- pod runner ----------------------------------------------------------------------------
 
-    def _pod_runner_settings(self) -> "podrunner.Settings | None":
+    def _pod_runner_settings(self) -> podrunner.Settings | None:
         """The pod runner's settings, or None (saying why) when every pod stays simulated."""
         if not self.pod_runner:
             return None
         from . import podrunner  # only clusters that run it import the asyncio client
 
-        settings, problem = podrunner.for_cluster(self.layout.root, self.layout.kubeconfig("kwok"),
-                                                  self.log)
+        settings, problem = podrunner.for_cluster(
+            self.layout.root, self.layout.kubeconfig("kwok"), self.log
+        )
         if problem:
             self.log(f"pod runner off, kwok simulates every pod: {problem}")
         return settings
 
-    def _start_pod_runner(self, settings: "podrunner.Settings", state: dict, deadline: float) -> None:
+    def _start_pod_runner(self, settings: podrunner.Settings, state: dict, deadline: float) -> None:
         """The runner plays the kubelet for its pods, with kwok's identity; ready once it listed."""
         path = self.layout.config("pod-runner.json")
         path.write_text(settings.to_json())
@@ -256,9 +304,13 @@ class DevCluster:
         self._write_state(state)
         marker = Path(settings.state) / "ready"
         self._wait("pod-runner", proc, deadline, marker.exists)
-        self.log(f"pod runner ready: {len(settings.images)} environment images run as local processes")
+        self.log(
+            f"pod runner ready: {len(settings.images)} environment images run as local processes"
+        )
 
-    def _wait(self, what: str, proc: processes.Running | None, deadline: float, check: Callable[[], bool]) -> None:
+    def _wait(
+        self, what: str, proc: processes.Running | None, deadline: float, check: Callable[[], bool]
+    ) -> None:
         while time.monotonic() < deadline:
             if proc is not None and not proc.alive():
                 raise DevClusterError(
@@ -272,7 +324,9 @@ class DevCluster:
                 pass
             time.sleep(0.2)
         log_hint = f" (log: {self.layout.logs / f'{what}.log'})" if proc else ""
-        raise DevClusterError(f"{what} was not ready in time{log_hint}; `aiinfn-devcluster down` cleans up")
+        raise DevClusterError(
+            f"{what} was not ready in time{log_hint}; `aiinfn-devcluster down` cleans up"
+        )
 
 
 # Collection names of the kinds the harness creates itself (no discovery at start).
@@ -284,7 +338,7 @@ _COLLECTIONS = {
 }
 
 
-def _logs_crd_established(probe: "_Probe") -> bool:
+def _logs_crd_established(probe: _Probe) -> bool:
     """Create kwok's Logs CRD (kwok watches it from start) and tell whether it is served."""
     crd = components.kwok_logs_crd()
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -309,13 +363,25 @@ class _Probe:
         self.insecure.check_hostname = False
         self.insecure.verify_mode = ssl.CERT_NONE
 
-    def _request(self, port: int, method: str, path: str, body: dict | None = None,
-                 tls: ssl.SSLContext | None = None, https: bool = True) -> tuple[int, bytes]:
-        conn = (http.client.HTTPSConnection("127.0.0.1", port, context=tls or self.ctx, timeout=5)
-                if https else http.client.HTTPConnection("127.0.0.1", port, timeout=5))
+    def _request(
+        self,
+        port: int,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        tls: ssl.SSLContext | None = None,
+        https: bool = True,
+    ) -> tuple[int, bytes]:
+        conn = (
+            http.client.HTTPSConnection("127.0.0.1", port, context=tls or self.ctx, timeout=5)
+            if https
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        )
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
-            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            conn.request(
+                method, path, body=json.dumps(body) if body is not None else None, headers=headers
+            )
             response = conn.getresponse()
             return response.status, response.read()
         finally:
@@ -331,7 +397,10 @@ class _Probe:
         if name == "kube-apiserver":
             return self.api("GET", "/readyz")[0] == 200
         if name == "kube-controller-manager":
-            return self._request(ports.controller_manager, "GET", "/healthz", tls=self.insecure)[0] == 200
+            return (
+                self._request(ports.controller_manager, "GET", "/healthz", tls=self.insecure)[0]
+                == 200
+            )
         if name == "kube-scheduler":
             return self._request(ports.scheduler, "GET", "/healthz", tls=self.insecure)[0] == 200
         if name == "kwok":
@@ -351,12 +420,17 @@ class _Probe:
             prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
             code, body = self.api("POST", f"{prefix}/{_COLLECTIONS[obj['kind']]}", obj)
             if code not in (201, 409):
-                raise DevClusterError(f"creating {obj['kind']} {obj['metadata']['name']} failed ({code}): {body[:200]!r}")
+                raise DevClusterError(
+                    f"creating {obj['kind']} {obj['metadata']['name']} failed ({code}): {body[:200]!r}"
+                )
         return True
 
     def crds_established(self, crds: list[dict]) -> bool:
         for crd in crds:
-            code, body = self.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}")
+            code, body = self.api(
+                "GET",
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}",
+            )
             if code != 200:
                 return False
             conditions = json.loads(body).get("status", {}).get("conditions") or []
@@ -369,7 +443,9 @@ class _Probe:
         for node in nodes:
             code, body = self.api("POST", "/api/v1/nodes", node)
             if code not in (201, 409):
-                raise DevClusterError(f"creating node {node['metadata']['name']} failed ({code}): {body[:200]!r}")
+                raise DevClusterError(
+                    f"creating node {node['metadata']['name']} failed ({code}): {body[:200]!r}"
+                )
         return True
 
     def nodes_ready(self, expected: int) -> bool:

@@ -7,9 +7,10 @@ choices that differ from a kubeadm cluster are commented where they are made.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -77,8 +78,12 @@ def kubeconfig(server: str, ca: Path, cert: Path, key: Path, user: str) -> dict[
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "aiinfn-dev", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "clusters": [
+            {"name": "aiinfn-dev", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
         "contexts": [{"name": "aiinfn-dev", "context": {"cluster": "aiinfn-dev", "user": user}}],
         "current-context": "aiinfn-dev",
     }
@@ -104,7 +109,11 @@ def pod_security_admission() -> dict[str, Any]:
                         "warn": "restricted",
                         "warn-version": "latest",
                     },
-                    "exemptions": {"usernames": [], "runtimeClasses": [], "namespaces": ["kube-system"]},
+                    "exemptions": {
+                        "usernames": [],
+                        "runtimeClasses": [],
+                        "namespaces": ["kube-system"],
+                    },
                 },
             }
         ],
@@ -174,7 +183,9 @@ def _control_loop_flags(kubeconfig_path: Path, port: int) -> list[str]:
 def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     return [
         str(binary),
-        *_control_loop_flags(layout.kubeconfig("kube-controller-manager"), ports.controller_manager),
+        *_control_loop_flags(
+            layout.kubeconfig("kube-controller-manager"), ports.controller_manager
+        ),
         f"--root-ca-file={layout.pki / 'ca.crt'}",
         f"--service-account-private-key-file={layout.pki / 'sa.key'}",
         f"--cluster-signing-cert-file={layout.pki / 'ca.crt'}",
@@ -189,7 +200,11 @@ def controller_manager_argv(binary: Path, layout: Layout, ports: Ports) -> list[
 
 
 def scheduler_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    return [str(binary), *_control_loop_flags(layout.kubeconfig("kube-scheduler"), ports.scheduler), "--v=1"]
+    return [
+        str(binary),
+        *_control_loop_flags(layout.kubeconfig("kube-scheduler"), ports.scheduler),
+        "--v=1",
+    ]
 
 
 def kwok_argv(binary: Path, layout: Layout, ports: Ports) -> list[str]:
@@ -255,7 +270,8 @@ def kwok_config(stage_library: Path, runner_images: Iterable[str] = ()) -> list[
                 delay.pop("jitterDurationMilliseconds", None)
             if runner_images and stage["spec"]["resourceRef"]["kind"] == "Pod":
                 stage["spec"]["selector"].setdefault("matchExpressions", []).append(
-                    {"key": RUNNER_IMAGE_KEY, "operator": "NotIn", "values": sorted(runner_images)})
+                    {"key": RUNNER_IMAGE_KEY, "operator": "NotIn", "values": sorted(runner_images)}
+                )
             documents.append(stage)
     return documents
 
@@ -272,14 +288,20 @@ def kwok_logs_crd() -> dict[str, Any]:
             "group": "kwok.x-k8s.io",
             "names": {"kind": "Logs", "listKind": "LogsList", "plural": "logs", "singular": "logs"},
             "scope": "Namespaced",
-            "versions": [{
-                "name": "v1alpha1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": open_object, "status": open_object}}},
-                "subresources": {"status": {}},
-            }],
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": open_object, "status": open_object},
+                        }
+                    },
+                    "subresources": {"status": {}},
+                }
+            ],
         },
     }
 

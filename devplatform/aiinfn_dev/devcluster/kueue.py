@@ -70,9 +70,15 @@ def configuration(ports: KueuePorts, cert_dir: Path) -> dict[str, Any]:
         "leaderElection": {"leaderElect": False},
         "internalCertManagement": {"enable": False},
         "manageJobsWithoutQueueName": False,
-        "managedJobsNamespaceSelector": {"matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(UNMANAGED_NAMESPACES)},
-        ]},
+        "managedJobsNamespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": list(UNMANAGED_NAMESPACES),
+                },
+            ]
+        },
         "integrations": {"frameworks": list(FRAMEWORKS)},
         # The on-demand visibility API server reads its certificate from /visibility and would
         # need an APIService; nothing here uses it.
@@ -93,7 +99,9 @@ def _keep(webhook: dict[str, Any]) -> bool:
     return all(set(rule["apiGroups"]) <= WEBHOOK_API_GROUPS for rule in webhook["rules"])
 
 
-def webhook_configurations(upstream: list[dict[str, Any]], port: int, ca_pem: bytes) -> list[dict[str, Any]]:
+def webhook_configurations(
+    upstream: list[dict[str, Any]], port: int, ca_pem: bytes
+) -> list[dict[str, Any]]:
     """Upstream's webhook configurations, registered by URL on 127.0.0.1 with the cluster CA.
 
     Kept: Kueue's own APIs and batch/v1 Job (pods, Deployments and the other integrations are
@@ -103,22 +111,34 @@ def webhook_configurations(upstream: list[dict[str, Any]], port: int, ca_pem: by
     result = []
     for document in upstream:
         configuration = copy.deepcopy(document)
-        configuration["metadata"] = {"name": WEBHOOK_CONFIGURATION_NAMES[document["kind"]],
-                                     "labels": {"app.kubernetes.io/part-of": "kueue"}}
+        configuration["metadata"] = {
+            "name": WEBHOOK_CONFIGURATION_NAMES[document["kind"]],
+            "labels": {"app.kubernetes.io/part-of": "kueue"},
+        }
         webhooks = []
         for webhook in configuration["webhooks"]:
             if not _keep(webhook):
                 continue
             path = webhook["clientConfig"]["service"]["path"]
-            webhook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}",
-                                       "caBundle": base64.b64encode(ca_pem).decode()}
-            webhook["namespaceSelector"] = {"matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": list(UNMANAGED_NAMESPACES)},
-            ]}
+            webhook["clientConfig"] = {
+                "url": f"https://127.0.0.1:{port}{path}",
+                "caBundle": base64.b64encode(ca_pem).decode(),
+            }
+            webhook["namespaceSelector"] = {
+                "matchExpressions": [
+                    {
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "NotIn",
+                        "values": list(UNMANAGED_NAMESPACES),
+                    },
+                ]
+            }
             if any("batch" in rule["apiGroups"] for rule in webhook["rules"]):
-                webhook["objectSelector"] = {"matchExpressions": [
-                    {"key": KUEUE_QUEUE, "operator": "Exists"},
-                ]}
+                webhook["objectSelector"] = {
+                    "matchExpressions": [
+                        {"key": KUEUE_QUEUE, "operator": "Exists"},
+                    ]
+                }
             webhooks.append(webhook)
         configuration["webhooks"] = webhooks
         result.append(configuration)
@@ -158,7 +178,9 @@ def ensure_metrics_certificate(directory: Path = METRICS_CERT_DIR) -> None:
             f"user may not create it: run once `sudo install -d -o $USER {directory.parent.parent} "
             f"{directory.parent}`"
         ) from None
-    pki.write_self_signed(staging / "tls.crt", staging / "tls.key", "aiinfn-devcluster-kueue-metrics")
+    pki.write_self_signed(
+        staging / "tls.crt", staging / "tls.key", "aiinfn-devcluster-kueue-metrics"
+    )
     staging.chmod(0o755)
     try:
         staging.rename(directory)

@@ -62,7 +62,7 @@ def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -102,9 +102,15 @@ def create_pki(directory: Path, serving_dns: tuple[str, ...] = ()) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -118,14 +124,19 @@ def create_pki(directory: Path, serving_dns: tuple[str, ...] = ()) -> None:
         x509.DNSName("localhost"),
         *(x509.DNSName(d) for d in serving_dns),
     ]
-    key, cert = _leaf(ca_key, ca_cert, _name("aiinfn-devcluster-serving"),
-                      ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    key, cert = _leaf(
+        ca_key, ca_cert, _name("aiinfn-devcluster-serving"), ExtendedKeyUsageOID.SERVER_AUTH, sans
+    )
     _write_key(key, directory / "serving.key")
     _write_cert(cert, directory / "serving.crt")
 
     for identity in CLIENT_IDENTITIES:
-        key, cert = _leaf(ca_key, ca_cert, _name(identity.common_name, identity.organizations),
-                          ExtendedKeyUsageOID.CLIENT_AUTH)
+        key, cert = _leaf(
+            ca_key,
+            ca_cert,
+            _name(identity.common_name, identity.organizations),
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        )
         _write_key(key, directory / f"{identity.file_stem}.key")
         _write_cert(cert, directory / f"{identity.file_stem}.crt")
 
@@ -144,8 +155,10 @@ def write_self_signed(cert_path: Path, key_path: Path, common_name: str) -> None
     name = _name(common_name)
     cert = (
         _builder(name, name, key.public_key())
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     _write_key(key, key_path)

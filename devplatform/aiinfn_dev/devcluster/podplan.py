@@ -15,9 +15,10 @@ import math
 import posixpath
 import re
 import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from aiinfn_hub import quantities
 
@@ -65,16 +66,27 @@ class LocalImage:
             "HOME": self.home,
         }
         if self.base == "docker-stacks":
-            env.update({"SHELL": "/bin/bash", "NB_USER": self.user, "NB_UID": str(self.uid),
-                        "NB_GID": str(self.gid)})
+            env.update(
+                {
+                    "SHELL": "/bin/bash",
+                    "NB_USER": self.user,
+                    "NB_UID": str(self.uid),
+                    "NB_GID": str(self.gid),
+                }
+            )
         if self.jupyter_config:
             env["JUPYTER_CONFIG_PATH"] = self.jupyter_config
         return env
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LocalImage":
-        return cls(**{**data, "cmd": tuple(data.get("cmd", cls.cmd)),
-                      "files": tuple(tuple(pair) for pair in data.get("files", ()))})
+    def from_dict(cls, data: Mapping[str, Any]) -> LocalImage:
+        return cls(
+            **{
+                **data,
+                "cmd": tuple(data.get("cmd", cls.cmd)),
+                "files": tuple(tuple(pair) for pair in data.get("files", ())),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,7 @@ def runner_image(pod: Mapping[str, Any]) -> str | None:
 
 # -- $(VAR) references -------------------------------------------------------------------------
 
+
 def expand(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes $(VAR) expansion: defined names are replaced, $$ escapes, the rest stays."""
     out: list[str] = []
@@ -156,8 +169,8 @@ def expand(text: str, env: Mapping[str, str]) -> str:
             if following == "(":
                 end = text.find(")", i + 2)
                 if end != -1:
-                    name = text[i + 2:end]
-                    out.append(env[name] if name in env else text[i:end + 1])
+                    name = text[i + 2 : end]
+                    out.append(env[name] if name in env else text[i : end + 1])
                     i = end + 1
                     continue
         out.append(text[i])
@@ -168,7 +181,6 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 # -- quantities and downward API ---------------------------------------------------------------
 
 
-
 def quantity(text: str) -> Decimal:
     """A Kubernetes quantity ("250m", "8Gi", "1e3") as an exact number."""
     try:
@@ -177,8 +189,9 @@ def quantity(text: str) -> Decimal:
         raise ConfigError(f"invalid quantity {text!r}") from None
 
 
-def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any],
-                   node_allocatable: Mapping[str, str]) -> str:
+def resource_value(
+    container: Mapping[str, Any], ref: Mapping[str, Any], node_allocatable: Mapping[str, str]
+) -> str:
     """resourceFieldRef as the kubelet renders it: limits fall back to the node's allocatable,
     the value is divided by the divisor and rounded up to an integer."""
     which, _, resource = ref["resource"].partition(".")
@@ -224,8 +237,13 @@ def field_value(pod: Mapping[str, Any], path: str, pod_ip: str, host_ip: str) ->
 
 # -- environment and command -------------------------------------------------------------------
 
-def _key_of(source: Mapping[str, Mapping[str, bytes] | None], kind: str, namespace: str,
-            ref: Mapping[str, Any]) -> str | None:
+
+def _key_of(
+    source: Mapping[str, Mapping[str, bytes] | None],
+    kind: str,
+    namespace: str,
+    ref: Mapping[str, Any],
+) -> str | None:
     data = source.get(ref["name"])
     optional = bool(ref.get("optional"))
     if data is None:
@@ -246,24 +264,41 @@ def kubernetes_service_env(server: str) -> dict[str, str]:
     host, _, port = server.rpartition(":")
     tcp = f"KUBERNETES_PORT_{port}_TCP"
     return {
-        "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
-        "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://{host}:{port}",
-        tcp: f"tcp://{host}:{port}", f"{tcp}_PROTO": "tcp", f"{tcp}_PORT": port, f"{tcp}_ADDR": host,
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+        "KUBERNETES_SERVICE_PORT_HTTPS": port,
+        "KUBERNETES_PORT": f"tcp://{host}:{port}",
+        tcp: f"tcp://{host}:{port}",
+        f"{tcp}_PROTO": "tcp",
+        f"{tcp}_PORT": port,
+        f"{tcp}_ADDR": host,
     }
 
 
-def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], image: LocalImage, objects: Objects,
-                  pod_ip: str, host_ip: str, node_allocatable: Mapping[str, str],
-                  services: Mapping[str, str] | None = None) -> dict[str, str]:
+def container_env(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    image: LocalImage,
+    objects: Objects,
+    pod_ip: str,
+    host_ip: str,
+    node_allocatable: Mapping[str, str],
+    services: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The process environment: image ENV, HOSTNAME, the Services' variables, then envFrom and
     env in order, values expanded against what came before."""
     namespace = pod["metadata"].get("namespace", "")
     env = {**image.env(), "HOSTNAME": hostname(pod), **(services or {})}
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
-        kind, ref = (("Secret", source["secretRef"]) if "secretRef" in source
-                     else ("ConfigMap", source.get("configMapRef") or {}))
-        data = (objects.secrets if kind == "Secret" else objects.config_maps).get(ref.get("name", ""))
+        kind, ref = (
+            ("Secret", source["secretRef"])
+            if "secretRef" in source
+            else ("ConfigMap", source.get("configMapRef") or {})
+        )
+        data = (objects.secrets if kind == "Secret" else objects.config_maps).get(
+            ref.get("name", "")
+        )
         if data is None:
             if ref.get("optional"):
                 continue
@@ -280,15 +315,22 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], image: L
         elif "resourceFieldRef" in source:
             env[name] = resource_value(container, source["resourceFieldRef"], node_allocatable)
         else:
-            kind, ref = (("Secret", source["secretKeyRef"]) if "secretKeyRef" in source
-                         else ("ConfigMap", source["configMapKeyRef"]))
-            value = _key_of(objects.secrets if kind == "Secret" else objects.config_maps, kind, namespace, ref)
+            kind, ref = (
+                ("Secret", source["secretKeyRef"])
+                if "secretKeyRef" in source
+                else ("ConfigMap", source["configMapKeyRef"])
+            )
+            value = _key_of(
+                objects.secrets if kind == "Secret" else objects.config_maps, kind, namespace, ref
+            )
             if value is not None:
                 env[name] = value
     return env
 
 
-def container_argv(container: Mapping[str, Any], image: LocalImage, env: Mapping[str, str]) -> list[str]:
+def container_argv(
+    container: Mapping[str, Any], image: LocalImage, env: Mapping[str, str]
+) -> list[str]:
     """command/args against the image's CMD (these images have no ENTRYPOINT), $(VAR) expanded."""
     command, args = container.get("command") or [], container.get("args") or []
     argv = list(command) + list(args) if command else list(args or image.cmd)
@@ -313,8 +355,9 @@ def hostname(pod: Mapping[str, Any]) -> str:
     return (pod.get("spec", {}).get("hostname") or pod["metadata"]["name"])[:63]
 
 
-def container_user(pod: Mapping[str, Any], container: Mapping[str, Any],
-                   image: LocalImage) -> tuple[int, int, list[int]]:
+def container_user(
+    pod: Mapping[str, Any], container: Mapping[str, Any], image: LocalImage
+) -> tuple[int, int, list[int]]:
     """(uid, gid, supplementary groups) of the process: container securityContext, then the
     pod's, then the image's user; fsGroup and supplementalGroups join the groups. Root is refused:
     the sandbox's user namespace would leave it capabilities over the host folders it shows."""
@@ -323,8 +366,10 @@ def container_user(pod: Mapping[str, Any], container: Mapping[str, Any],
     uid = ctx.get("runAsUser", pod_ctx.get("runAsUser", image.uid))
     gid = ctx.get("runAsGroup", pod_ctx.get("runAsGroup", image.gid))
     if uid == 0 and ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")):
-        raise ConfigError(f"container has runAsNonRoot and image will run as root "
-                          f"(pod: {pod['metadata']['name']}, container: {container['name']})")
+        raise ConfigError(
+            f"container has runAsNonRoot and image will run as root "
+            f"(pod: {pod['metadata']['name']}, container: {container['name']})"
+        )
     if uid == 0:
         raise ConfigError("the dev cluster's pod runner does not run containers as root")
     extra = [pod_ctx["fsGroup"]] if "fsGroup" in pod_ctx else []
@@ -333,6 +378,7 @@ def container_user(pod: Mapping[str, Any], container: Mapping[str, Any],
 
 
 # -- volumes ------------------------------------------------------------------------------------
+
 
 def references(pod: Mapping[str, Any]) -> tuple[set[str], set[str], set[str]]:
     """(secrets, configMaps, claims) the pod's containers and volumes name: what to fetch."""
@@ -343,7 +389,8 @@ def references(pod: Mapping[str, Any]) -> tuple[set[str], set[str], set[str]]:
     for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         for source in container.get("envFrom") or []:
             (secrets if "secretRef" in source else config_maps).add(
-                (source.get("secretRef") or source.get("configMapRef") or {}).get("name", ""))
+                (source.get("secretRef") or source.get("configMapRef") or {}).get("name", "")
+            )
         for var in container.get("env") or []:
             value_from = var.get("valueFrom") or {}
             if "secretKeyRef" in value_from:
@@ -378,7 +425,9 @@ def token_audiences(pod: Mapping[str, Any]) -> dict[str, int]:
     return wanted
 
 
-def claim_path(claim: Mapping[str, Any] | None, volume: Mapping[str, Any] | None) -> tuple[str, bool]:
+def claim_path(
+    claim: Mapping[str, Any] | None, volume: Mapping[str, Any] | None
+) -> tuple[str, bool]:
     """(host directory, read-only) behind a PVC: its bound PV's hostPath or local path."""
     if claim is None:
         raise MountError("persistentvolumeclaim not found")
@@ -387,14 +436,21 @@ def claim_path(claim: Mapping[str, Any] | None, volume: Mapping[str, Any] | None
     spec = volume.get("spec", {})
     path = (spec.get("hostPath") or spec.get("local") or {}).get("path")
     if not path:
-        raise MountError(f'persistentvolume "{volume["metadata"]["name"]}": only hostPath and local '
-                         "volumes exist on this machine")
+        raise MountError(
+            f'persistentvolume "{volume["metadata"]["name"]}": only hostPath and local '
+            "volumes exist on this machine"
+        )
     modes = spec.get("accessModes") or []
     return path, modes == ["ReadOnlyMany"]
 
 
-def _keyed_files(data: Mapping[str, bytes], items: list[Mapping[str, Any]] | None, mode: int,
-                 what: str, optional: bool) -> dict[str, tuple[bytes, int]]:
+def _keyed_files(
+    data: Mapping[str, bytes],
+    items: list[Mapping[str, Any]] | None,
+    mode: int,
+    what: str,
+    optional: bool,
+) -> dict[str, tuple[bytes, int]]:
     if not items:
         return {key: (value, mode) for key, value in data.items()}
     files = {}
@@ -407,8 +463,9 @@ def _keyed_files(data: Mapping[str, bytes], items: list[Mapping[str, Any]] | Non
     return files
 
 
-def _object_files(kind: str, data: Mapping[str, bytes] | None, ref: Mapping[str, Any], name: str,
-                  mode: int) -> dict[str, tuple[bytes, int]]:
+def _object_files(
+    kind: str, data: Mapping[str, bytes] | None, ref: Mapping[str, Any], name: str, mode: int
+) -> dict[str, tuple[bytes, int]]:
     if data is None:
         if ref.get("optional"):
             return {}
@@ -416,8 +473,14 @@ def _object_files(kind: str, data: Mapping[str, bytes] | None, ref: Mapping[str,
     return _keyed_files(data, ref.get("items"), mode, name, bool(ref.get("optional")))
 
 
-def _downward_files(pod: Mapping[str, Any], items: Iterable[Mapping[str, Any]], mode: int, pod_ip: str,
-                    host_ip: str, node_allocatable: Mapping[str, str]) -> dict[str, tuple[bytes, int]]:
+def _downward_files(
+    pod: Mapping[str, Any],
+    items: Iterable[Mapping[str, Any]],
+    mode: int,
+    pod_ip: str,
+    host_ip: str,
+    node_allocatable: Mapping[str, str],
+) -> dict[str, tuple[bytes, int]]:
     files = {}
     containers = {c["name"]: c for c in pod["spec"].get("containers") or []}
     for item in items:
@@ -425,13 +488,21 @@ def _downward_files(pod: Mapping[str, Any], items: Iterable[Mapping[str, Any]], 
             value = field_value(pod, item["fieldRef"]["fieldPath"], pod_ip, host_ip)
         else:
             ref = item["resourceFieldRef"]
-            value = resource_value(containers.get(ref.get("containerName", ""), {}), ref, node_allocatable)
+            value = resource_value(
+                containers.get(ref.get("containerName", ""), {}), ref, node_allocatable
+            )
         files[item["path"]] = (value.encode(), item.get("mode", mode))
     return files
 
 
-def pod_volumes(pod: Mapping[str, Any], objects: Objects, pod_dir: str, pod_ip: str, host_ip: str,
-                node_allocatable: Mapping[str, str]) -> dict[str, Volume]:
+def pod_volumes(
+    pod: Mapping[str, Any],
+    objects: Objects,
+    pod_dir: str,
+    pod_ip: str,
+    host_ip: str,
+    node_allocatable: Mapping[str, str],
+) -> dict[str, Volume]:
     """Each pod volume on this machine: claims at their PV's path, emptyDir (and ephemeral
     volumes without a bound claim) in the pod's folder, secret-like volumes as files there."""
     volumes = {}
@@ -441,8 +512,11 @@ def pod_volumes(pod: Mapping[str, Any], objects: Objects, pod_dir: str, pod_ip: 
         if "emptyDir" in volume:
             volumes[name] = Volume(local)
         elif "persistentVolumeClaim" in volume or "ephemeral" in volume:
-            claim_name = (volume["persistentVolumeClaim"]["claimName"] if "persistentVolumeClaim" in volume
-                          else f"{pod['metadata']['name']}-{name}")
+            claim_name = (
+                volume["persistentVolumeClaim"]["claimName"]
+                if "persistentVolumeClaim" in volume
+                else f"{pod['metadata']['name']}-{name}"
+            )
             found = objects.claims.get(claim_name, "persistentvolumeclaim not found")
             if isinstance(found, str):
                 if "ephemeral" in volume:
@@ -450,45 +524,81 @@ def pod_volumes(pod: Mapping[str, Any], objects: Objects, pod_dir: str, pod_ip: 
                     continue
                 raise MountError(f"volume {name!r}: {found}")
             path, read_only = found
-            read_only = read_only or bool((volume.get("persistentVolumeClaim") or {}).get("readOnly"))
+            read_only = read_only or bool(
+                (volume.get("persistentVolumeClaim") or {}).get("readOnly")
+            )
             volumes[name] = Volume(path, read_only)
         elif "secret" in volume or "configMap" in volume:
             kind = "secret" if "secret" in volume else "configmap"
             ref = volume.get("secret") or volume["configMap"]
             ref_name = ref.get("secretName") or ref.get("name", "")
             data = (objects.secrets if kind == "secret" else objects.config_maps).get(ref_name)
-            files = _object_files(kind, data, ref, ref_name, ref.get("defaultMode", DEFAULT_FILE_MODE))
+            files = _object_files(
+                kind, data, ref, ref_name, ref.get("defaultMode", DEFAULT_FILE_MODE)
+            )
             volumes[name] = Volume(local, True, files)
         elif "downwardAPI" in volume:
             spec = volume["downwardAPI"]
-            files = _downward_files(pod, spec.get("items") or [], spec.get("defaultMode", DEFAULT_FILE_MODE),
-                                    pod_ip, host_ip, node_allocatable)
+            files = _downward_files(
+                pod,
+                spec.get("items") or [],
+                spec.get("defaultMode", DEFAULT_FILE_MODE),
+                pod_ip,
+                host_ip,
+                node_allocatable,
+            )
             volumes[name] = Volume(local, True, files)
         elif "projected" in volume:
-            volumes[name] = Volume(local, True, _projected_files(pod, volume, objects, pod_ip, host_ip,
-                                                                 node_allocatable))
+            volumes[name] = Volume(
+                local,
+                True,
+                _projected_files(pod, volume, objects, pod_ip, host_ip, node_allocatable),
+            )
         else:
             kinds = ", ".join(sorted(set(volume) - {"name"}))
-            volumes[name] = Volume(local, stand_in=f"volume {name!r}: {kinds} volumes do not exist on this "
-                                   "machine; an empty folder stands in")
+            volumes[name] = Volume(
+                local,
+                stand_in=f"volume {name!r}: {kinds} volumes do not exist on this "
+                "machine; an empty folder stands in",
+            )
     return volumes
 
 
-def _projected_files(pod: Mapping[str, Any], volume: Mapping[str, Any], objects: Objects, pod_ip: str,
-                     host_ip: str, node_allocatable: Mapping[str, str]) -> dict[str, tuple[bytes, int]]:
+def _projected_files(
+    pod: Mapping[str, Any],
+    volume: Mapping[str, Any],
+    objects: Objects,
+    pod_ip: str,
+    host_ip: str,
+    node_allocatable: Mapping[str, str],
+) -> dict[str, tuple[bytes, int]]:
     spec = volume["projected"]
     mode = spec.get("defaultMode", DEFAULT_FILE_MODE)
     files: dict[str, tuple[bytes, int]] = {}
     for source in spec.get("sources") or []:
         if "secret" in source:
             ref = source["secret"]
-            files.update(_object_files("secret", objects.secrets.get(ref["name"]), ref, ref["name"], mode))
+            files.update(
+                _object_files("secret", objects.secrets.get(ref["name"]), ref, ref["name"], mode)
+            )
         elif "configMap" in source:
             ref = source["configMap"]
-            files.update(_object_files("configmap", objects.config_maps.get(ref["name"]), ref, ref["name"], mode))
+            files.update(
+                _object_files(
+                    "configmap", objects.config_maps.get(ref["name"]), ref, ref["name"], mode
+                )
+            )
         elif "downwardAPI" in source:
-            files.update(_downward_files(pod, source["downwardAPI"].get("items") or [], mode, pod_ip, host_ip,
-                                         node_allocatable))
+            files.update(
+                _downward_files(
+                    pod,
+                    source["downwardAPI"].get("items") or [],
+                    mode,
+                    pod_ip,
+                    host_ip,
+                    node_allocatable,
+                )
+            )
         elif "serviceAccountToken" in source:
             ref = source["serviceAccountToken"]
             token = objects.tokens.get(ref.get("audience", ""))
@@ -496,8 +606,10 @@ def _projected_files(pod: Mapping[str, Any], volume: Mapping[str, Any], objects:
                 raise MountError(f"volume {volume['name']!r}: no service account token issued yet")
             files[ref["path"]] = (token.encode(), mode)
         else:
-            raise MountError(f"volume {volume['name']!r}: projected {', '.join(sorted(source))} is not "
-                             "supported by the pod runner")
+            raise MountError(
+                f"volume {volume['name']!r}: projected {', '.join(sorted(source))} is not "
+                "supported by the pod runner"
+            )
     return files
 
 
@@ -507,8 +619,9 @@ def _safe_relative(path: str, what: str) -> str:
     return path
 
 
-def container_mounts(container: Mapping[str, Any], volumes: Mapping[str, Volume],
-                     env: Mapping[str, str]) -> list[Mount]:
+def container_mounts(
+    container: Mapping[str, Any], volumes: Mapping[str, Volume], env: Mapping[str, str]
+) -> list[Mount]:
     """volumeMounts as bind mounts: subPath (and subPathExpr against the env) within the volume,
     read-only when the mount or the volume says so."""
     mounts = []
@@ -516,24 +629,35 @@ def container_mounts(container: Mapping[str, Any], volumes: Mapping[str, Volume]
         volume = volumes.get(mount["name"])
         if volume is None:
             raise ConfigError(f"volume {mount['name']!r} is not in the pod's volumes")
-        sub = mount.get("subPath") or (expand(mount["subPathExpr"], env) if mount.get("subPathExpr") else "")
+        sub = mount.get("subPath") or (
+            expand(mount["subPathExpr"], env) if mount.get("subPathExpr") else ""
+        )
         source = volume.path
         is_file = False
         if sub:
             sub = _safe_relative(sub, "subPath")
             source = posixpath.join(volume.path, sub)
             is_file = volume.files is not None and sub in volume.files
-        mounts.append(Mount(source, posixpath.normpath(mount["mountPath"]),
-                            bool(mount.get("readOnly")) or volume.read_only, is_file))
+        mounts.append(
+            Mount(
+                source,
+                posixpath.normpath(mount["mountPath"]),
+                bool(mount.get("readOnly")) or volume.read_only,
+                is_file,
+            )
+        )
     return mounts
 
 
 # -- the sandbox's /etc --------------------------------------------------------------------------
 
+
 def etc_passwd(host: str, image: LocalImage) -> str:
     """The host's users with the image's user in place of any entry of the same name or uid."""
     keep = [line for line in host.splitlines() if line and not _names(line, image.user, image.uid)]
-    return "\n".join([*keep, f"{image.user}:x:{image.uid}:{image.gid}::{image.home}:/bin/bash"]) + "\n"
+    return (
+        "\n".join([*keep, f"{image.user}:x:{image.uid}:{image.gid}::{image.home}:/bin/bash"]) + "\n"
+    )
 
 
 def etc_group(host: str, image: LocalImage) -> str:
@@ -557,8 +681,10 @@ def etc_profile(host: str, path: str) -> str:
 
 def etc_hosts(pod_ip: str, name: str) -> str:
     """What the kubelet writes into every container's /etc/hosts."""
-    return (f"# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"{pod_ip}\t{name}\n")
+    return (
+        f"# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"{pod_ip}\t{name}\n"
+    )
 
 
 def base_python_dirs(pyvenv_cfg: str) -> list[str]:
@@ -574,7 +700,9 @@ def host_paths(extra: Iterable[str]) -> list[str]:
     """Host folders the sandbox shows read-only: the system's and the environments', without
     any folder already inside another."""
     paths = sorted({posixpath.normpath(p) for p in (*SYSTEM_PATHS, *extra)})
-    return [p for p in paths if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)]
+    return [
+        p for p in paths if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)
+    ]
 
 
 def folders_on_the_way(host_paths: Iterable[str], targets: Iterable[str]) -> list[str]:
@@ -584,13 +712,14 @@ def folders_on_the_way(host_paths: Iterable[str], targets: Iterable[str]) -> lis
     for target in targets:
         for top in host_paths:
             if target.startswith(top.rstrip("/") + "/"):
-                parts = target[len(top.rstrip("/")) + 1:].split("/")[:-1]
+                parts = target[len(top.rstrip("/")) + 1 :].split("/")[:-1]
                 folders += [posixpath.join(top, *parts[:i]) for i in range(len(parts) + 1)]
     return sorted(set(folders))
 
 
-def split_host_paths(host_paths: Iterable[str], targets: Iterable[str],
-                     listing: Mapping[str, Mapping[str, str]]) -> tuple[list[str], list[Mount]]:
+def split_host_paths(
+    host_paths: Iterable[str], targets: Iterable[str], listing: Mapping[str, Mapping[str, str]]
+) -> tuple[list[str], list[Mount]]:
     """(host folders to show, host files to bind read-only) so that no target lies inside a
     shown host folder, where no mount point can be made (it is read-only): a folder holding a
     target is shown entry by entry instead, down to the target's parent, which becomes the
@@ -602,7 +731,7 @@ def split_host_paths(host_paths: Iterable[str], targets: Iterable[str],
         holder = next((p for p in sorted(shown) if target.startswith(p.rstrip("/") + "/")), None)
         while holder is not None and holder in listing:
             shown.discard(holder)
-            step = target[len(holder.rstrip("/")) + 1:].split("/")[0]
+            step = target[len(holder.rstrip("/")) + 1 :].split("/")[0]
             for name, kind in sorted(listing[holder].items()):
                 path = posixpath.join(holder, name)
                 if name == step:

@@ -25,16 +25,24 @@ import signal
 import sys
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 import yaml
 from kubernetes_asyncio import client
 
 from aiinfn_hub import catalog, k8s
-from aiinfn_hub.inventory_watch import ResourceExpired, WatchError, backoff_delay, parse_event, resource_version
+from aiinfn_hub.inventory_watch import (
+    ResourceExpired,
+    WatchError,
+    backoff_delay,
+    parse_event,
+    resource_version,
+)
+
 from . import podplan, podstatus, sandbox
 from .components import POD_CIDR
 from .podplan import LocalImage
@@ -67,7 +75,7 @@ class Settings:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "Settings":
+    def from_json(cls, text: str) -> Settings:
         data = json.loads(text)
         data["images"] = {k: LocalImage.from_dict(v) for k, v in data["images"].items()}
         return cls(**data)
@@ -104,9 +112,16 @@ def hub_image(prefix: Path, source_root: Path) -> LocalImage:
     return LocalImage(
         prefix=str(prefix),
         cmd=("jupyterhub", "--config", f"{HUB_CONFIG_DIR}/jupyterhub_config.py"),
-        user="jovyan", uid=1000, gid=1000, group="jovyan", home="/home/jovyan", base="python",
+        user="jovyan",
+        uid=1000,
+        gid=1000,
+        group="jovyan",
+        home="/home/jovyan",
+        base="python",
         workdir="/srv/jupyterhub",
-        files=((f"{HUB_CONFIG_DIR}/jupyterhub_config.d", str(source_root / "jupyterhub_config.d")),),
+        files=(
+            (f"{HUB_CONFIG_DIR}/jupyterhub_config.d", str(source_root / "jupyterhub_config.d")),
+        ),
     )
 
 
@@ -116,22 +131,32 @@ def _env_paths(prefix: Path) -> list[str]:
     return [str(prefix), *podplan.base_python_dirs(cfg.read_text() if cfg.exists() else "")]
 
 
-def settings_for(kubeconfig: Path, state: Path, notebook_env: Path, catalog_path: Path,
-                 source_root: Path, ip_claims: Path, hub_env: Path | None = None,
-                 api_server: str = "") -> Settings:
+def settings_for(
+    kubeconfig: Path,
+    state: Path,
+    notebook_env: Path,
+    catalog_path: Path,
+    source_root: Path,
+    ip_claims: Path,
+    hub_env: Path | None = None,
+    api_server: str = "",
+) -> Settings:
     """Every environment image of the catalog played by the notebook environment with the
     images' Jupyter configuration, and the hub image of helm-values/values.yaml by the hub
     environment if given; the host folders they need (their Pythons, this checkout for the
     editable install and the images' configuration) shown read-only."""
     jupyter_config = str(source_root / "images" / "notebook" / "jupyter")
-    images = {env.image: LocalImage(prefix=str(notebook_env), jupyter_config=jupyter_config)
-              for env in catalog.load(catalog_path).environments.values()}
+    images = {
+        env.image: LocalImage(prefix=str(notebook_env), jupyter_config=jupyter_config)
+        for env in catalog.load(catalog_path).environments.values()
+    }
     extra = [str(source_root), *_env_paths(notebook_env)]
     if hub_env is not None:
         images[hub_image_name(source_root / HUB_VALUES)] = hub_image(hub_env, source_root)
         extra += _env_paths(hub_env)
-    return Settings(str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims),
-                    api_server)
+    return Settings(
+        str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims), api_server
+    )
 
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]
@@ -147,8 +172,9 @@ def api_server_address(kubeconfig: Path) -> str:
     return urllib.parse.urlsplit(server).netloc
 
 
-def for_cluster(root: Path, kubeconfig: Path, say: Callable[[str], None] = log.info
-                ) -> tuple[Settings | None, str | None]:
+def for_cluster(
+    root: Path, kubeconfig: Path, say: Callable[[str], None] = log.info
+) -> tuple[Settings | None, str | None]:
     """The runner's settings for a dev cluster in root, or None and why it stays off (no
     notebook environment, no user namespaces): then kwok simulates every pod. Without a hub
     environment the hub image stays simulated too (`say` tells why)."""
@@ -168,8 +194,16 @@ def for_cluster(root: Path, kubeconfig: Path, say: Callable[[str], None] = log.i
         hub_env = None
     # Every dev cluster of this cache (<cache>/clusters/<name>) shares one record of pod IPs.
     claims = root.parent.parent / "pod-ips"
-    return settings_for(kubeconfig, root / "pods", env, catalog.default_path(), SOURCE_ROOT, claims,
-                        hub_env, api_server_address(kubeconfig)), None
+    return settings_for(
+        kubeconfig,
+        root / "pods",
+        env,
+        catalog.default_path(),
+        SOURCE_ROOT,
+        claims,
+        hub_env,
+        api_server_address(kubeconfig),
+    ), None
 
 
 class IpClaims:
@@ -253,7 +287,9 @@ class PodRunner:
 
     # -- API calls (raw JSON: the runner works on dicts) ----------------------------------------
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> tuple[int, Any]:
+    async def _call(
+        self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> tuple[int, Any]:
         response = await method(*args, _preload_content=False, **kwargs)
         try:
             body = await response.read()
@@ -261,8 +297,14 @@ class PodRunner:
         finally:
             response.release()
 
-    async def _retrying(self, what: str, method: Callable[..., Awaitable[Any]], *args: Any,
-                        ok: tuple[int, ...] = (200, 201), **kwargs: Any) -> tuple[int, Any]:
+    async def _retrying(
+        self,
+        what: str,
+        method: Callable[..., Awaitable[Any]],
+        *args: Any,
+        ok: tuple[int, ...] = (200, 201),
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
         for attempt in range(1, 6):
             try:
                 status, body = await self._call(method, *args, **kwargs)
@@ -270,47 +312,82 @@ class PodRunner:
                     if status not in ok:
                         log.warning("%s: %s %s", what, status, (body or {}).get("message", ""))
                     return status, body
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 log.warning("%s failed (attempt %d): %s", what, attempt, error)
             await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0))
         return 0, None
 
     async def patch_status(self, pod: dict[str, Any], patch: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        await self._retrying(f"status of {meta['namespace']}/{meta['name']}", self.core.patch_namespaced_pod_status,
-                             meta["name"], meta["namespace"], patch, ok=(200, 404))
+        await self._retrying(
+            f"status of {meta['namespace']}/{meta['name']}",
+            self.core.patch_namespaced_pod_status,
+            meta["name"],
+            meta["namespace"],
+            patch,
+            ok=(200, 404),
+        )
 
     async def post_event(self, body: dict[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
-        await self._retrying("event", self.core.create_namespaced_event, namespace, body, ok=(201, 404))
+        await self._retrying(
+            "event", self.core.create_namespaced_event, namespace, body, ok=(201, 404)
+        )
 
     async def put_logs(self, pod: dict[str, Any], files: dict[str, tuple[str, str | None]]) -> None:
         """Point kwok's kubelet endpoint at the pod's log files."""
         body = podstatus.logs_object(pod, files)
         meta = body["metadata"]
-        status, _ = await self._retrying("logs object", self.custom.create_namespaced_custom_object, LOGS_GROUP,
-                                         LOGS_VERSION, meta["namespace"], LOGS_PLURAL, body, ok=(201, 409))
+        status, _ = await self._retrying(
+            "logs object",
+            self.custom.create_namespaced_custom_object,
+            LOGS_GROUP,
+            LOGS_VERSION,
+            meta["namespace"],
+            LOGS_PLURAL,
+            body,
+            ok=(201, 409),
+        )
         if status == 409:
-            await self._retrying("logs object", self.custom.patch_namespaced_custom_object, LOGS_GROUP, LOGS_VERSION,
-                                 meta["namespace"], LOGS_PLURAL, meta["name"], {"spec": body["spec"]},
-                                 _content_type="application/merge-patch+json")
+            await self._retrying(
+                "logs object",
+                self.custom.patch_namespaced_custom_object,
+                LOGS_GROUP,
+                LOGS_VERSION,
+                meta["namespace"],
+                LOGS_PLURAL,
+                meta["name"],
+                {"spec": body["spec"]},
+                _content_type="application/merge-patch+json",
+            )
 
     async def delete_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        await self._retrying(f"delete {meta['namespace']}/{meta['name']}", self.core.delete_namespaced_pod,
-                             meta["name"], meta["namespace"], grace_period_seconds=0,
-                             body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
-                             ok=(200, 202, 404, 409))
+        await self._retrying(
+            f"delete {meta['namespace']}/{meta['name']}",
+            self.core.delete_namespaced_pod,
+            meta["name"],
+            meta["namespace"],
+            grace_period_seconds=0,
+            body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            ok=(200, 202, 404, 409),
+        )
 
-    async def _get(self, method: Callable[..., Awaitable[Any]], *args: Any) -> dict[str, Any] | None:
+    async def _get(
+        self, method: Callable[..., Awaitable[Any]], *args: Any
+    ) -> dict[str, Any] | None:
         status, body = await self._call(method, *args)
         if status == 404:
             return None
         if status != 200:
-            raise podplan.MountError(f"reading {args[0]}: {status} {(body or {}).get('message', '')}")
+            raise podplan.MountError(
+                f"reading {args[0]}: {status} {(body or {}).get('message', '')}"
+            )
         return body
 
-    async def fetch_objects(self, pod: dict[str, Any], tokens: Mapping[str, str]) -> podplan.Objects:
+    async def fetch_objects(
+        self, pod: dict[str, Any], tokens: Mapping[str, str]
+    ) -> podplan.Objects:
         """The Secrets, ConfigMaps and claims (with their PV's host folder) the pod names, and
         the service account tokens it asks for (those in tokens are kept)."""
         namespace = pod["metadata"]["namespace"]
@@ -323,9 +400,15 @@ class PodRunner:
             obj = await self._get(self.core.read_namespaced_config_map, name, namespace)
             found_maps[name] = podplan.decode_data(obj, secret=False) if obj else None
         for name in claims:
-            claim = await self._get(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+            claim = await self._get(
+                self.core.read_namespaced_persistent_volume_claim, name, namespace
+            )
             volume_name = (claim or {}).get("spec", {}).get("volumeName")
-            volume = await self._get(self.core.read_persistent_volume, volume_name) if volume_name else None
+            volume = (
+                await self._get(self.core.read_persistent_volume, volume_name)
+                if volume_name
+                else None
+            )
             try:
                 found_claims[name] = podplan.claim_path(claim, volume)
             except podplan.MountError as error:
@@ -339,15 +422,29 @@ class PodRunner:
     async def _token(self, pod: dict[str, Any], audience: str, lifetime: int) -> str:
         """A TokenRequest bound to the pod, as the kubelet makes for projected tokens."""
         meta = pod["metadata"]
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
-            "audiences": [audience] if audience else [], "expirationSeconds": lifetime,
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}}
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else [],
+                "expirationSeconds": lifetime,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
         account = pod["spec"].get("serviceAccountName") or "default"
-        status, answer = await self._call(self.core.create_namespaced_service_account_token, account,
-                                          meta["namespace"], body)
+        status, answer = await self._call(
+            self.core.create_namespaced_service_account_token, account, meta["namespace"], body
+        )
         if status != 201:
-            raise podplan.MountError(f"token for service account {account!r}: {status} "
-                                     f"{(answer or {}).get('message', '')}")
+            raise podplan.MountError(
+                f"token for service account {account!r}: {status} "
+                f"{(answer or {}).get('message', '')}"
+            )
         return answer["status"]["token"]
 
     async def node(self, name: str) -> dict[str, Any] | None:
@@ -398,7 +495,10 @@ class PodRunner:
         if podplan.runner_image(pod) not in self.settings.images:
             return
         node = await self.node(node_name)
-        if node is None or (node["metadata"].get("annotations") or {}).get(KWOK_NODE_ANNOTATION) != "fake":
+        if (
+            node is None
+            or (node["metadata"].get("annotations") or {}).get(KWOK_NODE_ANNOTATION) != "fake"
+        ):
             return
         if meta.get("deletionTimestamp"):
             self._spawn(self.delete_pod(pod))
@@ -412,11 +512,23 @@ class PodRunner:
     async def _lost(self, pod: dict[str, Any]) -> None:
         """A pod started by an earlier runner whose processes are gone: report them lost, as a
         kubelet does for containers it cannot find."""
-        statuses = [podstatus.terminated(c, 137, now(), reason="ContainerStatusUnknown",
-                                         message=podstatus.LOST_MESSAGE) for c in pod["spec"]["containers"]]
+        statuses = [
+            podstatus.terminated(
+                c, 137, now(), reason="ContainerStatusUnknown", message=podstatus.LOST_MESSAGE
+            )
+            for c in pod["spec"]["containers"]
+        ]
         status = pod.get("status") or {}
-        patch = podstatus.status_patch(pod, "Failed", [], statuses, status.get("podIP", ""),
-                                       status.get("hostIP", ""), status.get("startTime") or now(), now())
+        patch = podstatus.status_patch(
+            pod,
+            "Failed",
+            [],
+            statuses,
+            status.get("podIP", ""),
+            status.get("hostIP", ""),
+            status.get("startTime") or now(),
+            now(),
+        )
         await self.patch_status(pod, patch)
 
     # -- list, then watch --------------------------------------------------------------------
@@ -437,23 +549,35 @@ class PodRunner:
                 self.attempt += 1
                 if self.attempt == 1:
                     continue
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, WatchError) as error:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, WatchError) as error:
                 self.attempt += 1
-                log.warning("pod watch failed (attempt %d): %s: %s", self.attempt, type(error).__name__, error)
+                log.warning(
+                    "pod watch failed (attempt %d): %s: %s",
+                    self.attempt,
+                    type(error).__name__,
+                    error,
+                )
             await asyncio.sleep(backoff_delay(self.attempt))
 
     async def _relist(self) -> None:
         pods: list[dict[str, Any]] = []
         token, version = None, None
         while True:
-            status, body = await self._call(self.core.list_pod_for_all_namespaces, field_selector=SCHEDULED,
-                                            limit=500, _continue=token)
+            status, body = await self._call(
+                self.core.list_pod_for_all_namespaces,
+                field_selector=SCHEDULED,
+                limit=500,
+                _continue=token,
+            )
             if status == 410:
                 raise ResourceExpired("list continue token expired")
             if status != 200:
                 raise WatchError(status, str((body or {}).get("message", "")))
             pods += body.get("items") or []
-            version, token = body["metadata"].get("resourceVersion"), body["metadata"].get("continue")
+            version, token = (
+                body["metadata"].get("resourceVersion"),
+                body["metadata"].get("continue"),
+            )
             if not token:
                 break
         seen = {p["metadata"]["uid"] for p in pods}
@@ -471,8 +595,14 @@ class PodRunner:
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=WATCH_SECONDS + 60)
         response = await self.core.list_pod_for_all_namespaces(
-            watch=True, resource_version=self.version, allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-            field_selector=SCHEDULED, _preload_content=False, _request_timeout=timeout)
+            watch=True,
+            resource_version=self.version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            field_selector=SCHEDULED,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
         delivered = False
         try:
             if response.status == 410:
@@ -499,7 +629,9 @@ class PodRunner:
         running = [dict(w.processes) for w in workers]
         for worker in workers:
             await worker.cancel_lifecycle()
-        await asyncio.gather(*(stop_processes(p, self.settings.shutdown_grace_seconds) for p in running))
+        await asyncio.gather(
+            *(stop_processes(p, self.settings.shutdown_grace_seconds) for p in running)
+        )
         for task in list(self.tasks):
             task.cancel()
         self.claims.release_all()
@@ -526,7 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_json(args.config.read_text())
     Path(settings.state).mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
     asyncio.run(_serve(settings))
     return 0
 

@@ -7,7 +7,8 @@ compare them as written.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 KUBELET = "kubelet"
 BACKOFF_START_SECONDS = 10.0
@@ -17,40 +18,78 @@ FALLBACK_LOG_BYTES = 2048
 LOST_MESSAGE = "The container could not be located when the pod was terminated"
 
 
-def _base(container: Mapping[str, Any], restart_count: int, last_state: Mapping[str, Any] | None,
-          ready: bool, started: bool) -> dict[str, Any]:
-    status: dict[str, Any] = {"name": container["name"], "image": container["image"], "ready": ready,
-                              "started": started, "restartCount": restart_count}
+def _base(
+    container: Mapping[str, Any],
+    restart_count: int,
+    last_state: Mapping[str, Any] | None,
+    ready: bool,
+    started: bool,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "name": container["name"],
+        "image": container["image"],
+        "ready": ready,
+        "started": started,
+        "restartCount": restart_count,
+    }
     if last_state:
         status["lastState"] = dict(last_state)
     return status
 
 
-def waiting(container: Mapping[str, Any], reason: str, message: str | None = None, restart_count: int = 0,
-            last_state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def waiting(
+    container: Mapping[str, Any],
+    reason: str,
+    message: str | None = None,
+    restart_count: int = 0,
+    last_state: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     state: dict[str, Any] = {"reason": reason}
     if message:
         state["message"] = message
-    return {**_base(container, restart_count, last_state, False, False), "state": {"waiting": state}}
+    return {
+        **_base(container, restart_count, last_state, False, False),
+        "state": {"waiting": state},
+    }
 
 
-def running(container: Mapping[str, Any], started_at: str, ready: bool, restart_count: int = 0,
-            last_state: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {**_base(container, restart_count, last_state, ready, True),
-            "state": {"running": {"startedAt": started_at}}}
+def running(
+    container: Mapping[str, Any],
+    started_at: str,
+    ready: bool,
+    restart_count: int = 0,
+    last_state: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        **_base(container, restart_count, last_state, ready, True),
+        "state": {"running": {"startedAt": started_at}},
+    }
 
 
-def terminated(container: Mapping[str, Any], exit_code: int, finished_at: str, started_at: str | None = None,
-               restart_count: int = 0, reason: str | None = None, message: str | None = None,
-               last_state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def terminated(
+    container: Mapping[str, Any],
+    exit_code: int,
+    finished_at: str,
+    started_at: str | None = None,
+    restart_count: int = 0,
+    reason: str | None = None,
+    message: str | None = None,
+    last_state: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A finished container; the reason is Completed or Error unless given (StartError, ...)."""
-    state: dict[str, Any] = {"exitCode": exit_code, "reason": reason or ("Completed" if exit_code == 0 else "Error")}
+    state: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+    }
     if started_at:
         state["startedAt"] = started_at
     state["finishedAt"] = finished_at
     if message:
         state["message"] = message
-    return {**_base(container, restart_count, last_state, False, False), "state": {"terminated": state}}
+    return {
+        **_base(container, restart_count, last_state, False, False),
+        "state": {"terminated": state},
+    }
 
 
 def log_content(cri_log: bytes) -> bytes:
@@ -93,8 +132,11 @@ def _exit_code(status: Mapping[str, Any]) -> int | None:
     return state["terminated"]["exitCode"] if "terminated" in state else None
 
 
-def phase(restart_policy: str, init_statuses: Iterable[Mapping[str, Any]],
-          statuses: Iterable[Mapping[str, Any]]) -> str:
+def phase(
+    restart_policy: str,
+    init_statuses: Iterable[Mapping[str, Any]],
+    statuses: Iterable[Mapping[str, Any]],
+) -> str:
     """The pod phase the kubelet derives from its containers.
 
     Init containers must all complete first; then a container that never started keeps the pod
@@ -128,8 +170,13 @@ def _unready(statuses: Iterable[Mapping[str, Any]]) -> list[str]:
     return [s["name"] for s in statuses if not s.get("ready")]
 
 
-def conditions(existing: Iterable[Mapping[str, Any]], now: str, pod_phase: str,
-               init_statuses: list[Mapping[str, Any]], statuses: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def conditions(
+    existing: Iterable[Mapping[str, Any]],
+    now: str,
+    pod_phase: str,
+    init_statuses: list[Mapping[str, Any]],
+    statuses: list[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     """PodReadyToStartContainers, Initialized, ContainersReady and Ready; a condition keeps its
     lastTransitionTime while its status does not change."""
     before = {c.get("type"): c for c in existing}
@@ -137,15 +184,24 @@ def conditions(existing: Iterable[Mapping[str, Any]], now: str, pod_phase: str,
     unready = _unready(statuses)
     wanted: list[tuple[str, bool, str | None, str | None]] = [
         ("PodReadyToStartContainers", True, None, None),
-        ("Initialized", not incomplete, "ContainersNotInitialized",
-         f"containers with incomplete status: [{' '.join(incomplete)}]"),
+        (
+            "Initialized",
+            not incomplete,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(incomplete)}]",
+        ),
     ]
     if pod_phase in ("Succeeded", "Failed"):
-        wanted += [("ContainersReady", False, "PodCompleted", None), ("Ready", False, "PodCompleted", None)]
+        wanted += [
+            ("ContainersReady", False, "PodCompleted", None),
+            ("Ready", False, "PodCompleted", None),
+        ]
     else:
         message = f"containers with unready status: [{' '.join(unready)}]"
-        wanted += [("ContainersReady", not unready, "ContainersNotReady", message),
-                   ("Ready", not unready, "ContainersNotReady", message)]
+        wanted += [
+            ("ContainersReady", not unready, "ContainersNotReady", message),
+            ("Ready", not unready, "ContainersNotReady", message),
+        ]
     out = []
     for kind, ok, reason, message in wanted:
         status = "True" if ok else "False"
@@ -154,8 +210,9 @@ def conditions(existing: Iterable[Mapping[str, Any]], now: str, pod_phase: str,
             "type": kind,
             "status": status,
             "lastProbeTime": None,
-            "lastTransitionTime": old["lastTransitionTime"] if old.get("status") == status and
-            old.get("lastTransitionTime") else now,
+            "lastTransitionTime": old["lastTransitionTime"]
+            if old.get("status") == status and old.get("lastTransitionTime")
+            else now,
         }
         if not ok and reason:
             condition["reason"] = reason
@@ -165,21 +222,39 @@ def conditions(existing: Iterable[Mapping[str, Any]], now: str, pod_phase: str,
     return out
 
 
-def regular_init(pod: Mapping[str, Any], init_statuses: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def regular_init(
+    pod: Mapping[str, Any], init_statuses: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
     """The statuses of init containers that must complete (native sidecars keep running)."""
-    sidecars = {c["name"] for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"}
+    sidecars = {
+        c["name"]
+        for c in pod["spec"].get("initContainers") or []
+        if c.get("restartPolicy") == "Always"
+    }
     return [s for s in init_statuses if s["name"] not in sidecars]
 
 
-def status_patch(pod: Mapping[str, Any], pod_phase: str, init_statuses: list[Mapping[str, Any]],
-                 statuses: list[Mapping[str, Any]], pod_ip: str, host_ip: str, start_time: str,
-                 now: str) -> dict[str, Any]:
+def status_patch(
+    pod: Mapping[str, Any],
+    pod_phase: str,
+    init_statuses: list[Mapping[str, Any]],
+    statuses: list[Mapping[str, Any]],
+    pod_ip: str,
+    host_ip: str,
+    start_time: str,
+    now: str,
+) -> dict[str, Any]:
     """The pods/status strategic merge patch: conditions merge by type (the scheduler's stay),
     container status lists are replaced whole."""
     status: dict[str, Any] = {
         "phase": pod_phase,
-        "conditions": conditions((pod.get("status") or {}).get("conditions") or [], now, pod_phase,
-                                 regular_init(pod, init_statuses), statuses),
+        "conditions": conditions(
+            (pod.get("status") or {}).get("conditions") or [],
+            now,
+            pod_phase,
+            regular_init(pod, init_statuses),
+            statuses,
+        ),
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "podIP": pod_ip,
@@ -192,13 +267,25 @@ def status_patch(pod: Mapping[str, Any], pod_phase: str, init_statuses: list[Map
     return {"status": status}
 
 
-def event(pod: Mapping[str, Any], reason: str, message: str, now: str, suffix: str,
-          container: str | None = None, warning: bool = False) -> dict[str, Any]:
+def event(
+    pod: Mapping[str, Any],
+    reason: str,
+    message: str,
+    now: str,
+    suffix: str,
+    container: str | None = None,
+    warning: bool = False,
+) -> dict[str, Any]:
     """A core/v1 Event about the pod (or one of its containers) from the node's kubelet."""
     meta = pod["metadata"]
     node = pod["spec"].get("nodeName", "")
-    involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "name": meta["name"],
-                                "namespace": meta["namespace"], "uid": meta["uid"]}
+    involved: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": meta["name"],
+        "namespace": meta["namespace"],
+        "uid": meta["uid"],
+    }
     if container:
         involved["fieldPath"] = f"spec.containers{{{container}}}"
     return {
@@ -218,7 +305,9 @@ def event(pod: Mapping[str, Any], reason: str, message: str, now: str, suffix: s
     }
 
 
-def logs_object(pod: Mapping[str, Any], files: Mapping[str, tuple[str, str | None]]) -> dict[str, Any]:
+def logs_object(
+    pod: Mapping[str, Any], files: Mapping[str, tuple[str, str | None]]
+) -> dict[str, Any]:
     """kwok's Logs object for the pod: where its kubelet endpoint finds each container's log
     (current and previous run); owned by the pod, so it goes when the pod goes."""
     meta = pod["metadata"]
@@ -234,7 +323,9 @@ def logs_object(pod: Mapping[str, Any], files: Mapping[str, tuple[str, str | Non
         "metadata": {
             "name": meta["name"],
             "namespace": meta["namespace"],
-            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}],
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
+            ],
         },
         "spec": {"logs": logs},
     }

@@ -18,8 +18,9 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -37,14 +38,16 @@ DEFAULT_GRACE_SECONDS = 30
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _suffix() -> str:
     return format(time.time_ns(), "x")
 
 
-def write_volume_files(path: Path, files: Mapping[str, tuple[bytes, int]], group: int | None) -> bool:
+def write_volume_files(
+    path: Path, files: Mapping[str, tuple[bytes, int]], group: int | None
+) -> bool:
     """Write a secret-like volume the way the kubelet's atomic writer does (a timestamped
     folder, the ..data link swapped in one rename, a link per top-level name); False if the
     content was already there."""
@@ -79,8 +82,9 @@ def write_volume_files(path: Path, files: Mapping[str, tuple[bytes, int]], group
 
 def _same_files(current: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
     try:
-        return all((current / relative).read_bytes() == content for relative, (content, _) in files.items()) and \
-            sum(1 for p in current.rglob("*") if p.is_file()) == len(files)
+        return all(
+            (current / relative).read_bytes() == content for relative, (content, _) in files.items()
+        ) and sum(1 for p in current.rglob("*") if p.is_file()) == len(files)
     except OSError:
         return False
 
@@ -88,7 +92,7 @@ def _same_files(current: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
 async def _tcp_answers(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True
@@ -101,14 +105,14 @@ async def _http_answers(host: str, port: int, path: str, timeout: float, scheme:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             async with session.get(url, allow_redirects=False, ssl=False) as response:
                 return 200 <= response.status < 400
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 
 class PodWorker:
     """One runner pod: its IP, volumes, processes and reported status."""
 
-    def __init__(self, runner: "PodRunner", pod: dict[str, Any], node: dict[str, Any]) -> None:
+    def __init__(self, runner: PodRunner, pod: dict[str, Any], node: dict[str, Any]) -> None:
         self.runner = runner
         self.pod = pod
         meta, spec = pod["metadata"], pod["spec"]
@@ -116,8 +120,14 @@ class PodWorker:
         self.dir = Path(runner.settings.state) / f"{meta['namespace']}_{meta['name']}_{self.uid}"
         self.image = runner.settings.images[podplan.runner_image(pod)]
         self.node = node
-        self.host_ip = next((a["address"] for a in node.get("status", {}).get("addresses") or []
-                             if a.get("type") == "InternalIP"), "127.0.0.1")
+        self.host_ip = next(
+            (
+                a["address"]
+                for a in node.get("status", {}).get("addresses") or []
+                if a.get("type") == "InternalIP"
+            ),
+            "127.0.0.1",
+        )
         self.ip = ""
         self.start_time = now()
         self.policy = spec.get("restartPolicy", "Always")
@@ -145,13 +155,28 @@ class PodWorker:
         """Patch pods/status with the current container statuses (the latest state wins)."""
         async with self.report_lock:
             phase = final_phase or podstatus.phase(
-                self.policy, podstatus.regular_init(self.pod, self._init_statuses()), self._main_statuses())
-            patch = podstatus.status_patch(self.pod, phase, self._init_statuses(), self._main_statuses(),
-                                           self.ip, self.host_ip, self.start_time, now())
+                self.policy,
+                podstatus.regular_init(self.pod, self._init_statuses()),
+                self._main_statuses(),
+            )
+            patch = podstatus.status_patch(
+                self.pod,
+                phase,
+                self._init_statuses(),
+                self._main_statuses(),
+                self.ip,
+                self.host_ip,
+                self.start_time,
+                now(),
+            )
             await self.runner.patch_status(self.pod, patch)
 
-    async def event(self, reason: str, message: str, container: str | None = None, warning: bool = False) -> None:
-        await self.runner.post_event(podstatus.event(self.pod, reason, message, now(), _suffix(), container, warning))
+    async def event(
+        self, reason: str, message: str, container: str | None = None, warning: bool = False
+    ) -> None:
+        await self.runner.post_event(
+            podstatus.event(self.pod, reason, message, now(), _suffix(), container, warning)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -183,7 +208,9 @@ class PodWorker:
                 await asyncio.gather(*(self._run(c, init=False) for c in self.main))
         finally:
             sync.cancel()
-        self.runner.release_ip(self.ip)  # every process has ended (a cancelled run gets here via terminate)
+        self.runner.release_ip(
+            self.ip
+        )  # every process has ended (a cancelled run gets here via terminate)
 
     async def _prepare_volumes(self) -> None:
         """Fetch what the pod references and lay its volumes out; a missing object is retried
@@ -191,14 +218,20 @@ class PodWorker:
         while True:
             try:
                 self.objects = await self.runner.fetch_objects(self.pod, self.objects.tokens)
-                self.volumes = podplan.pod_volumes(self.pod, self.objects, str(self.dir), self.ip, self.host_ip,
-                                                   self.node.get("status", {}).get("allocatable") or {})
+                self.volumes = podplan.pod_volumes(
+                    self.pod,
+                    self.objects,
+                    str(self.dir),
+                    self.ip,
+                    self.host_ip,
+                    self.node.get("status", {}).get("allocatable") or {},
+                )
                 self._lay_out_volumes()
                 for volume in self.volumes.values():
                     if volume.stand_in:
                         await self.event("StandInVolume", volume.stand_in, warning=True)
                 return
-            except (MountError, ConfigError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            except (TimeoutError, MountError, ConfigError, aiohttp.ClientError, OSError) as error:
                 message = f"MountVolume.SetUp failed: {error}"
                 if message not in self.warned:
                     self.warned.add(message)
@@ -224,9 +257,15 @@ class PodWorker:
             await asyncio.sleep(self.runner.settings.volume_sync_seconds)
             try:
                 self.objects = await self.runner.fetch_objects(self.pod, self.objects.tokens)
-                volumes = podplan.pod_volumes(self.pod, self.objects, str(self.dir), self.ip, self.host_ip,
-                                              self.node.get("status", {}).get("allocatable") or {})
-            except (MountError, ConfigError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+                volumes = podplan.pod_volumes(
+                    self.pod,
+                    self.objects,
+                    str(self.dir),
+                    self.ip,
+                    self.host_ip,
+                    self.node.get("status", {}).get("allocatable") or {},
+                )
+            except (TimeoutError, MountError, ConfigError, aiohttp.ClientError, OSError) as error:
                 log.info("volume sync of %s skipped: %s", self.dir.name, error)
                 continue
             group = self._fs_group() if os.geteuid() == 0 else None
@@ -239,8 +278,16 @@ class PodWorker:
         allocatable = self.node.get("status", {}).get("allocatable") or {}
         api_server = self.runner.settings.api_server
         services = podplan.kubernetes_service_env(api_server) if api_server else {}
-        env = podplan.container_env(self.pod, container, self.image, self.objects, self.ip, self.host_ip,
-                                    allocatable, services)
+        env = podplan.container_env(
+            self.pod,
+            container,
+            self.image,
+            self.objects,
+            self.ip,
+            self.host_ip,
+            allocatable,
+            services,
+        )
         argv = podplan.container_argv(container, self.image, env)
         env = podplan.listen_on_pod_ip(env, self.ip)
         mounts = podplan.container_mounts(container, self.volumes, env)
@@ -265,11 +312,21 @@ class PodWorker:
         host_paths, image_mounts = image_root(self.runner.settings.host_paths, self.image)
         cwd = container.get("workingDir") or self.image.workdir or self.image.home
         return podplan.Plan(
-            argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, groups=groups, hostname=name,
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            hostname=name,
             no_new_privs=ctx.get("allowPrivilegeEscalation") is False,
-            read_only_root=bool(ctx.get("readOnlyRootFilesystem")), host_paths=host_paths,
-            mounts=[podplan.Mount(str(tmp), "/tmp", False), *image_mounts, *mounts], etc=etc,
-            root=str(cdir / "rootfs"), log=str(cdir / f"{restarts}.log"))
+            read_only_root=bool(ctx.get("readOnlyRootFilesystem")),
+            host_paths=host_paths,
+            mounts=[podplan.Mount(str(tmp), "/tmp", False), *image_mounts, *mounts],
+            etc=etc,
+            root=str(cdir / "rootfs"),
+            log=str(cdir / f"{restarts}.log"),
+        )
 
     async def _run(self, container: dict[str, Any], init: bool) -> bool:
         """Run one container until the restart policy lets it rest; True if it ended well."""
@@ -290,13 +347,21 @@ class PodWorker:
             delay = podstatus.restart_delay(restarts + 1)
             # As the kubelet: restartCount counts restarts made, so it grows when the back-off ends.
             self.statuses[name] = podstatus.waiting(
-                container, "CrashLoopBackOff", f"back-off {int(delay)}s restarting failed container={name} "
+                container,
+                "CrashLoopBackOff",
+                f"back-off {int(delay)}s restarting failed container={name} "
                 f"pod={self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
-                restarts, last)
+                restarts,
+                last,
+            )
             await self.report()
-            await self.event("BackOff", f"Back-off restarting failed container {name} in pod "
-                             f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
-                             name, warning=True)
+            await self.event(
+                "BackOff",
+                f"Back-off restarting failed container {name} in pod "
+                f"{self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}({self.uid})",
+                name,
+                warning=True,
+            )
             await asyncio.sleep(delay)
             restarts += 1
 
@@ -304,13 +369,17 @@ class PodWorker:
         """A container whose image has no local environment, or a native sidecar: reported as
         kwok would, running and ready, or completed for an init container, without running."""
         at = now()
-        self.statuses[container["name"]] = (podstatus.terminated(container, 0, at, at) if init
-                                            else podstatus.running(container, at, True))
+        self.statuses[container["name"]] = (
+            podstatus.terminated(container, 0, at, at)
+            if init
+            else podstatus.running(container, at, True)
+        )
         await self.report()
         return True
 
-    async def _plan_when_possible(self, container: dict[str, Any], restarts: int,
-                                  last: dict[str, Any] | None) -> podplan.Plan:
+    async def _plan_when_possible(
+        self, container: dict[str, Any], restarts: int, last: dict[str, Any] | None
+    ) -> podplan.Plan:
         """The container's sandbox plan; a configuration error (a missing Secret, say) is reported
         as CreateContainerConfigError and retried, as the kubelet does."""
         while True:
@@ -318,50 +387,83 @@ class PodWorker:
                 return self._plan(container, restarts)
             except ConfigError as error:
                 self.statuses[container["name"]] = podstatus.waiting(
-                    container, "CreateContainerConfigError", str(error), restarts, last)
+                    container, "CreateContainerConfigError", str(error), restarts, last
+                )
                 await self.report()
                 await self.event("Failed", f"Error: {error}", container["name"], warning=True)
                 await asyncio.sleep(RETRY_SECONDS)
 
-    async def _start_once(self, container: dict[str, Any], restarts: int, last: dict[str, Any] | None,
-                          init: bool) -> tuple[int, dict[str, Any]]:
+    async def _start_once(
+        self, container: dict[str, Any], restarts: int, last: dict[str, Any] | None, init: bool
+    ) -> tuple[int, dict[str, Any]]:
         """Start the container's process and wait for it; (exit code, its terminated status)."""
         name = container["name"]
         plan = await self._plan_when_possible(container, restarts, last)
         plan_path = self.dir / "containers" / name / "plan.json"
         plan_path.write_text(plan.to_json())
         if restarts == 0:
-            await self.event("Pulled", f'Container image "{container["image"]}" already present on machine', name)
+            await self.event(
+                "Pulled", f'Container image "{container["image"]}" already present on machine', name
+            )
         await self.event("Created", f"Created container: {name}", name)
         with open(plan_path.with_name("sandbox.log"), "ab") as sandbox_log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", sandbox.MODULE, str(plan_path), str(os.getpid()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=sandbox_log,
-                start_new_session=True)
+                sys.executable,
+                "-m",
+                sandbox.MODULE,
+                str(plan_path),
+                str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=sandbox_log,
+                start_new_session=True,
+            )
         self.processes[name] = process
         try:
             line = await process.stdout.readline()
-            message = json.loads(line) if line.strip() else {"error": "the sandbox exited before starting"}
+            message = (
+                json.loads(line)
+                if line.strip()
+                else {"error": "the sandbox exited before starting"}
+            )
             if "error" in message:
                 code = exit_code(await process.wait())
                 error = f"failed to start container {name!r}: {message['error']}"
                 log.warning("%s: %s", self.dir.name, error)
                 await self.event("Failed", f"Error: {error}", name, warning=True)
-                return code, podstatus.terminated(container, code, now(), restart_count=restarts,
-                                                  reason="StartError", message=error, last_state=last)
+                return code, podstatus.terminated(
+                    container,
+                    code,
+                    now(),
+                    restart_count=restarts,
+                    reason="StartError",
+                    message=error,
+                    last_state=last,
+                )
             started = message["started"][:19] + "Z"
-            self.log_files[name] = (plan.log, str(self.dir / "containers" / name / f"{restarts - 1}.log")
-                                    if restarts else None)
+            self.log_files[name] = (
+                plan.log,
+                str(self.dir / "containers" / name / f"{restarts - 1}.log") if restarts else None,
+            )
             await self.runner.put_logs(self.pod, self.log_files)
             probe = container.get("readinessProbe")
-            ports = [p["containerPort"] for p in container.get("ports") or [] if p.get("protocol", "TCP") == "TCP"]
+            ports = [
+                p["containerPort"]
+                for p in container.get("ports") or []
+                if p.get("protocol", "TCP") == "TCP"
+            ]
             ready_now = not init and not probe and not ports
             self.statuses[name] = podstatus.running(container, started, ready_now, restarts, last)
             await self.report()
             await self.event("Started", f"Started container {name}", name)
             log.info("%s: container %s started (sandbox pid %d)", self.dir.name, name, process.pid)
-            readiness = None if init or ready_now else asyncio.create_task(
-                self._readiness(container, started, restarts, last, probe, ports))
+            readiness = (
+                None
+                if init or ready_now
+                else asyncio.create_task(
+                    self._readiness(container, started, restarts, last, probe, ports)
+                )
+            )
             try:
                 code = exit_code(await process.wait())
             finally:
@@ -371,13 +473,21 @@ class PodWorker:
             message = None
             if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
                 message = podstatus.fallback_message(_read_bytes(plan.log)) or None
-            return code, podstatus.terminated(container, code, now(), started, restarts,
-                                              message=message, last_state=last)
+            return code, podstatus.terminated(
+                container, code, now(), started, restarts, message=message, last_state=last
+            )
         finally:
             self.processes.pop(name, None)
 
-    async def _readiness(self, container: dict[str, Any], started: str, restarts: int,
-                         last: dict[str, Any] | None, probe: dict[str, Any] | None, ports: list[int]) -> None:
+    async def _readiness(
+        self,
+        container: dict[str, Any],
+        started: str,
+        restarts: int,
+        last: dict[str, Any] | None,
+        probe: dict[str, Any] | None,
+        ports: list[int],
+    ) -> None:
         """Ready once the readiness probe passes (kept up to date), or without a probe once the
         first declared port answers on the pod IP."""
         name = container["name"]
@@ -386,15 +496,18 @@ class PodWorker:
                 await asyncio.sleep(PORT_POLL_SECONDS)
             self.statuses[name] = podstatus.running(container, started, True, restarts, last)
             await self.report()
-            log.info("%s: container %s ready (%s:%d answers)", self.dir.name, name, self.ip, ports[0])
+            log.info(
+                "%s: container %s ready (%s:%d answers)", self.dir.name, name, self.ip, ports[0]
+            )
             return
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         ready, successes, failures = False, 0, 0
         while True:
             ok = await self._probe(container, probe)
             successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            now_ready = (ready and failures < probe.get("failureThreshold", 3)) or \
-                successes >= probe.get("successThreshold", 1)
+            now_ready = (
+                ready and failures < probe.get("failureThreshold", 3)
+            ) or successes >= probe.get("successThreshold", 1)
             if now_ready != ready:
                 ready = now_ready
                 self.statuses[name] = podstatus.running(container, started, ready, restarts, last)
@@ -407,11 +520,20 @@ class PodWorker:
         for kind in ("httpGet", "tcpSocket", "grpc"):
             if kind in probe:
                 action = probe[kind]
-                port = named.get(action["port"], action["port"]) if isinstance(action["port"], str) else action["port"]
+                port = (
+                    named.get(action["port"], action["port"])
+                    if isinstance(action["port"], str)
+                    else action["port"]
+                )
                 host = action.get("host") or self.ip
                 if kind == "httpGet":
-                    return await _http_answers(host, int(port), action.get("path", "/"), timeout,
-                                               action.get("scheme", "HTTP"))
+                    return await _http_answers(
+                        host,
+                        int(port),
+                        action.get("path", "/"),
+                        timeout,
+                        action.get("scheme", "HTTP"),
+                    )
                 return await _tcp_answers(host, int(port), timeout)
         return True  # exec probes are not run: counted as passing (docs/devcluster.md)
 
@@ -425,7 +547,9 @@ class PodWorker:
         self.stopping = True
         grace = self.pod["metadata"].get("deletionGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         running = dict(self.processes)
-        log.info("%s: deleted; stopping %d container(s) within %ss", self.dir.name, len(running), grace)
+        log.info(
+            "%s: deleted; stopping %d container(s) within %ss", self.dir.name, len(running), grace
+        )
         await self.cancel_lifecycle()
         for name in running:
             await self.event("Killing", f"Stopping container {name}", name)
@@ -435,8 +559,13 @@ class PodWorker:
             state = self.statuses.get(name, {}).get("state") or {}
             if name in codes and "running" in state:
                 self.statuses[name] = podstatus.terminated(
-                    container, codes[name], now(), state["running"]["startedAt"],
-                    self.statuses[name]["restartCount"], last_state=self.statuses[name].get("lastState"))
+                    container,
+                    codes[name],
+                    now(),
+                    state["running"]["startedAt"],
+                    self.statuses[name]["restartCount"],
+                    last_state=self.statuses[name].get("lastState"),
+                )
         if self.statuses:
             await self.report(final_phase=podstatus.terminal_phase(self._main_statuses()))
         await self.runner.delete_pod(self.pod)
@@ -464,16 +593,19 @@ class PodWorker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def image_root(host_paths: list[str],
-               image: podplan.LocalImage) -> tuple[list[str], list[podplan.Mount]]:
+def image_root(
+    host_paths: list[str], image: podplan.LocalImage
+) -> tuple[list[str], list[podplan.Mount]]:
     """The host folders shown and the files the image adds, bound read-only where the image has
     them (host folders on their way shown entry by entry, so the mount points can be made)."""
     targets = [target for target, _ in image.files]
     folders = podplan.folders_on_the_way(host_paths, targets)
     listing = {folder: _entries(folder) for folder in folders if os.path.isdir(folder)}
     shown, host_files = podplan.split_host_paths(host_paths, targets, listing)
-    added = [podplan.Mount(source, target, True, os.path.isfile(source))
-             for target, source in image.files]
+    added = [
+        podplan.Mount(source, target, True, os.path.isfile(source))
+        for target, source in image.files
+    ]
     return shown, [*host_files, *added]
 
 
@@ -497,7 +629,9 @@ def exit_code(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-async def stop_processes(processes: Mapping[str, asyncio.subprocess.Process], grace: float) -> dict[str, int]:
+async def stop_processes(
+    processes: Mapping[str, asyncio.subprocess.Process], grace: float
+) -> dict[str, int]:
     """SIGTERM each sandbox (it forwards to the container's PID 1), wait up to grace seconds,
     then SIGKILL the process groups; the exit codes by container name."""
     for process in processes.values():
@@ -509,7 +643,7 @@ async def stop_processes(processes: Mapping[str, asyncio.subprocess.Process], gr
     waits = {name: asyncio.create_task(p.wait()) for name, p in processes.items()}
     if waits:
         await asyncio.wait(waits.values(), timeout=grace)
-    for name, process in processes.items():
+    for process in processes.values():
         if process.returncode is None:
             try:
                 os.killpg(process.pid, signal.SIGKILL)

@@ -40,11 +40,22 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 # statvfs flag -> mount flag a read-only remount must keep (the kernel refuses to drop locked ones).
-_KEEP_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-               (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+_KEEP_FLAGS = (
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
 START_ERROR_EXIT = 128
 MODULE = "aiinfn_dev.devcluster.sandbox"
 LOG_CHUNK = 16384
@@ -62,9 +73,19 @@ def _call(result: int, what: str) -> None:
         raise SandboxError(f"{what}: {os.strerror(errno)}")
 
 
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _call(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                      ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+def _mount(
+    source: str, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    _call(
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
 
 
 def _read_only(target: str) -> None:
@@ -146,7 +167,13 @@ def _mask_unreadable(root: str, top: str) -> None:
                 continue
             if stat.S_ISDIR(info.st_mode):
                 dirnames.remove(name)
-                _mount("tmpfs", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=000")
+                _mount(
+                    "tmpfs",
+                    root + path,
+                    "tmpfs",
+                    MS_RDONLY | MS_NOSUID | MS_NODEV,
+                    "size=4k,mode=000",
+                )
             else:
                 _mount("/dev/null", root + path, None, MS_BIND)
 
@@ -180,7 +207,13 @@ def build_root(plan: dict[str, Any], workdir: str) -> None:
     for link, target in DEV_LINKS.items():
         os.symlink(target, f"{dev}/{link}")
     os.makedirs(dev + "/pts")
-    _mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    _mount(
+        "devpts",
+        dev + "/pts",
+        "devpts",
+        MS_NOSUID | MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
     os.makedirs(dev + "/shm")
     _mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=256m")
     os.makedirs(root + "/proc")
@@ -189,8 +222,10 @@ def build_root(plan: dict[str, Any], workdir: str) -> None:
         try:
             _bind(mount["source"], target, mount["read_only"])
         except OSError as error:
-            raise SandboxError(f"mount {mount['target']}: {error.strerror} (a mount point inside a "
-                               "read-only host folder cannot be made)") from None
+            raise SandboxError(
+                f"mount {mount['target']}: {error.strerror} (a mount point inside a "
+                "read-only host folder cannot be made)"
+            ) from None
     for path in under_mounts:
         _show_host_path(root, path)
 
@@ -227,7 +262,9 @@ def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:
         os.chdir(plan["cwd"])
         if plan["no_new_privs"]:
             _call(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
-        if os.geteuid() == 0:  # identity-mapped: become the pod's user; exec then drops every capability
+        if (
+            os.geteuid() == 0
+        ):  # identity-mapped: become the pod's user; exec then drops every capability
             os.setgroups(plan["groups"])
             os.setresgid(plan["gid"], plan["gid"], plan["gid"])
             os.setresuid(plan["uid"], plan["uid"], plan["uid"])
@@ -237,14 +274,17 @@ def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:
         _call(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
         os.execvpe(plan["argv"][0], plan["argv"], plan["env"])
     except (OSError, SandboxError) as error:
-        message = str(error) if isinstance(error, SandboxError) else (
-            f'exec: "{plan["argv"][0]}": {error.strerror}')
+        message = (
+            str(error)
+            if isinstance(error, SandboxError)
+            else (f'exec: "{plan["argv"][0]}": {error.strerror}')
+        )
         os.write(status_w, message.encode()[:4000])
     os._exit(127)
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _report(message: dict[str, Any]) -> None:
@@ -327,17 +367,37 @@ def probe(workdir: str) -> str | None:
     """Why containers cannot be sandboxed here (no user namespaces, say), or None: tried for
     real with `true`."""
     os.makedirs(workdir + "/rootfs", exist_ok=True)
-    plan = {"argv": ["true"], "env": {"PATH": "/usr/bin:/bin"}, "cwd": "/", "uid": 65534, "gid": 65534,
-            "groups": [], "hostname": "probe", "no_new_privs": True, "read_only_root": True,
-            "host_paths": ["/usr", "/bin", "/lib", "/lib64", "/etc"], "mounts": [], "etc": {},
-            "root": workdir + "/rootfs", "log": workdir + "/log"}
+    plan = {
+        "argv": ["true"],
+        "env": {"PATH": "/usr/bin:/bin"},
+        "cwd": "/",
+        "uid": 65534,
+        "gid": 65534,
+        "groups": [],
+        "hostname": "probe",
+        "no_new_privs": True,
+        "read_only_root": True,
+        "host_paths": ["/usr", "/bin", "/lib", "/lib64", "/etc"],
+        "mounts": [],
+        "etc": {},
+        "root": workdir + "/rootfs",
+        "log": workdir + "/log",
+    }
     with open(workdir + "/plan.json", "w") as f:
         json.dump(plan, f)
-    result = subprocess.run([sys.executable, "-m", MODULE, workdir + "/plan.json", str(os.getpid())],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", MODULE, workdir + "/plan.json", str(os.getpid())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if result.returncode == 0:
         return None
-    said = result.stdout.strip().splitlines()[-1:] or result.stderr.strip().splitlines()[-1:] or ["no output"]
+    said = (
+        result.stdout.strip().splitlines()[-1:]
+        or result.stderr.strip().splitlines()[-1:]
+        or ["no output"]
+    )
     return f"sandboxed processes cannot start here ({said[0][:300]})"
 
 

@@ -18,7 +18,17 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 TOPOLOGY_LABEL = "aiinfn.infn.it/devcluster-topology"
 SERVER_LABEL = "aiinfn.infn.it/server"
 POD_NETWORK = ipaddress.ip_network("127.64.0.0/14")
-NODE_FIELDS = {"name", "template", "server", "cpu", "memory", "pods", "labels", "resources", "taints"}
+NODE_FIELDS = {
+    "name",
+    "template",
+    "server",
+    "cpu",
+    "memory",
+    "pods",
+    "labels",
+    "resources",
+    "taints",
+}
 
 
 class TopologyError(ValueError):
@@ -28,7 +38,9 @@ class TopologyError(ValueError):
 def builtin_names() -> list[str]:
     """Names of the topologies shipped with the package (file stems)."""
     folder = resources.files(__package__) / "topologies"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def load(name_or_path: str) -> tuple[str, dict[str, Any]]:
@@ -61,13 +73,19 @@ def expand(topology: dict[str, Any]) -> list[dict[str, Any]]:
     for entry in topology.get("nodes") or []:
         template = templates.get(entry.get("template"), {}) if entry.get("template") else {}
         if entry.get("template") and entry["template"] not in templates:
-            raise TopologyError(f"node {entry.get('name')!r}: unknown template {entry['template']!r}")
+            raise TopologyError(
+                f"node {entry.get('name')!r}: unknown template {entry['template']!r}"
+            )
         specs.append(_merged(template, entry))
     for rule in topology.get("generate") or []:
         if rule.get("template") not in templates:
-            raise TopologyError(f"generate {rule.get('prefix')!r}: unknown template {rule.get('template')!r}")
+            raise TopologyError(
+                f"generate {rule.get('prefix')!r}: unknown template {rule.get('template')!r}"
+            )
         for index in range(int(rule["count"])):
-            specs.append(_merged(templates[rule["template"]], {"name": f"{rule['prefix']}-{index}"}))
+            specs.append(
+                _merged(templates[rule["template"]], {"name": f"{rule['prefix']}-{index}"})
+            )
     names = [s.get("name") for s in specs]
     for spec in specs:
         unknown = set(spec) - NODE_FIELDS
