@@ -26,7 +26,7 @@ from .errors import UserError
 from .platform_config import AiInfnPlatform
 from .storage_config import AiInfnStorage
 
-# Keys of our own in auth_state, beside OAuthenticator's (access_token, refresh_token, id_token, ...).
+# Keys of our own in auth_state, beside OAuthenticator's (access_token, refresh_token, ...).
 STATE_KEY = "aiinfn"
 
 
@@ -114,7 +114,8 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         config=True,
         help="""Claims holding the user's groups: IAM sends `groups` and, with the `wlcg.groups`
         scope, `wlcg.groups` ("/cms-ml/sub"). Every claim present is read, the leading '/' stripped,
-        subgroups kept as "cms-ml/sub". No claim present, or one of the wrong shape, refuses the login.""",
+        subgroups kept as "cms-ml/sub". No claim present, or one of the wrong shape, refuses the
+        login.""",
     )
     system_groups = Set(
         Unicode(),
@@ -132,11 +133,12 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     access_token_refresh_margin = Integer(
         900,
         config=True,
-        help="""Seconds: when the hub refreshes a user's auth (before a spawn, and on their requests or
-        their servers' activity reports at most every auth_refresh_age) and the access token has less
-        than this left, a new one is fetched with the refresh token. The spawner copies it to the
-        token Secret at its next poll. Keep it above auth_refresh_age plus the servers' activity
-        interval plus the poll and kubelet sync periods, so a running server's token never lapses.""",
+        help="""Seconds: when the hub refreshes a user's auth (before a spawn, and on their requests
+        or their servers' activity reports at most every auth_refresh_age) and the access token has
+        less than this left, a new one is fetched with the refresh token. The spawner copies it to
+        the token Secret at its next poll. Keep it above auth_refresh_age plus the servers' activity
+        interval plus the poll and kubelet sync periods, so a running server's token never
+        lapses.""",
     )
     _endpoints: claims.Endpoints | None = None
     _discovery_lock: asyncio.Lock | None = None
@@ -182,15 +184,16 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         super().__init__(**kwargs)
         if not self.enable_auth_state:
             raise SystemExit(
-                "aiinfn-hub: AiInfnOAuthenticator.enable_auth_state must stay True: the tokens live there"
+                "aiinfn-hub: AiInfnOAuthenticator.enable_auth_state must stay True: "
+                "the tokens live there"
             )
         try:
             CryptKeeper.instance().check_available()
         except EncryptionUnavailable as error:
             raise SystemExit(
-                "aiinfn-hub: AiInfnOAuthenticator keeps each user's tokens in encrypted auth_state, "
-                f"but encryption is not available ({error}). Set JUPYTERHUB_CRYPT_KEY in the hub's "
-                "environment to 32 random bytes in hex (openssl rand -hex 32)."
+                "aiinfn-hub: AiInfnOAuthenticator keeps each user's tokens in encrypted "
+                f"auth_state, but encryption is not available ({error}). Set JUPYTERHUB_CRYPT_KEY "
+                "in the hub's environment to 32 random bytes in hex (openssl rand -hex 32)."
             ) from None
         try:
             claims.check_url(self.issuer, "AiInfnOAuthenticator.issuer (the IAM issuer URL)")
@@ -208,8 +211,8 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     # -- endpoints -------------------------------------------------------------------------
 
     async def discover(self) -> claims.Endpoints:
-        """Read the issuer's OpenID configuration once; explicitly configured URLs win.
-        Raises a 503 UserError (details in the log) while the provider is unreachable or unusable."""
+        """Read the issuer's OpenID configuration once; explicitly configured URLs win. Raises a 503
+        UserError (details in the log) while the provider is unreachable or unusable."""
         if self._endpoints is None:
             self._discovery_lock = self._discovery_lock or asyncio.Lock()
             async with self._discovery_lock:
@@ -234,7 +237,7 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
     # -- usernames -------------------------------------------------------------------------
 
     def normalize_username(self, username: str) -> str:
-        """No lowercasing (`Alice` and `alice` are two people); validate_username refuses the rest."""
+        """No lowercasing (`Alice` and `alice` are two people); validate_username checks it."""
         return self.username_map.get(username, username)
 
     def validate_username(self, username: str) -> bool:
@@ -332,8 +335,8 @@ class AiInfnOAuthenticator(GenericOAuthenticator):
         if await super().check_allowed(username, auth_model):
             return True
         error = claims.LoginRefused(
-            "your groups at the identity provider give no access to this hub; ask to join one of its "
-            f"projects ({', '.join(sorted(self.projects)) or 'none configured'})",
+            "your groups at the identity provider give no access to this hub; ask to join one "
+            f"of its projects ({', '.join(sorted(self.projects)) or 'none configured'})",
             log_detail=f"{username!r} is in no allowed group",
         )
         self.log.warning("Login refused: %s", error.log_detail)

@@ -109,7 +109,7 @@ def discovery_url(issuer: str) -> str:
 
 
 def endpoints(document: object, issuer: str) -> Endpoints:
-    """The endpoints of an issuer's `.well-known/openid-configuration`, checked (OIDC Discovery 4.3)."""
+    """An issuer's `.well-known/openid-configuration` endpoints, checked (OIDC Discovery 4.3)."""
     if not isinstance(document, Mapping):
         raise DiscoveryError(f"the OpenID configuration of {issuer} is not a JSON object")
     if document.get("issuer") != issuer:
@@ -150,7 +150,7 @@ def verified_email(userinfo: Mapping[str, Any]) -> str | None:
 
 
 def username_of(userinfo: Mapping[str, Any], claim: str) -> str:
-    """The hub username from `claim`, validated by names.username (never changed, never lowercased)."""
+    """The hub username from `claim`, validated by names.username (never changed or lowercased)."""
     raw = userinfo.get(claim)
     if raw is None or raw == "":
         raise LoginRefused(
@@ -183,8 +183,8 @@ def groups_of(userinfo: Mapping[str, Any], claims: Sequence[str]) -> GroupClaims
     if not present:
         raise LoginRefused(
             "the identity provider sent no group membership for your account (no "
-            f"{' or '.join(repr(c) for c in claims)} claim); ask the hub admins to check that the hub "
-            "may request the groups scope, or ask to join a project"
+            f"{' or '.join(repr(c) for c in claims)} claim); ask the hub admins to check that "
+            "the hub may request the groups scope, or ask to join a project"
         )
     groups: set[str] = set()
     ignored: list[str] = []
@@ -266,8 +266,8 @@ def check_binding(existing: tuple[str, str] | None, who: Identity) -> bool:
         return False
     if existing != (who.issuer, who.subject):
         raise LoginRefused(
-            f"the hub account {who.username!r} belongs to another person (the identity provider gave "
-            "this username to a different account). Nothing was changed; ask the hub admins",
+            f"the hub account {who.username!r} belongs to another person (the identity provider "
+            "gave this username to a different account). Nothing was changed; ask the hub admins",
             log_detail=f"account {who.username!r} is bound to another subject"
             + ("" if existing[0] == who.issuer else f" of issuer {existing[0]!r}"),
         )
@@ -308,7 +308,8 @@ def check_id_token(token: str | None, *, issuer: str, client_id: str, subject: s
     )
     if claims.get("iss") != issuer or client_id not in audiences or claims.get("sub") != subject:
         raise LoginRefused(
-            "the identity provider's answers do not match each other; try again or ask the hub admins",
+            "the identity provider's answers do not match each other; "
+            "try again or ask the hub admins",
             log_detail="id_token issuer, audience or subject does not match",
         )
 

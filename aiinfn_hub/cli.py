@@ -108,7 +108,8 @@ def _read(path: str) -> str:
     try:
         if file.stat().st_size > MAX_FILE_BYTES:
             raise CliError(
-                f"{path} is larger than {MAX_FILE_BYTES // 1024} KiB; put it on a shared volume instead"
+                f"{path} is larger than {MAX_FILE_BYTES // 1024} KiB; "
+                "put it on a shared volume instead"
             )
         return file.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -181,7 +182,8 @@ def _line(job: Mapping[str, Any]) -> str:
     if job.get("admission") and job["admission"].get("flavors"):
         where = "on " + ",".join(sorted(set(job["admission"]["flavors"].values())))
     return (
-        f"{job['id']}  {job.get('name') or '':<20} {job.get('kind') or '':<8} {job.get('project') or '':<16} "
+        f"{job['id']}  {job.get('name') or '':<20} {job.get('kind') or '':<8} "
+        f"{job.get('project') or '':<16} "
         f"{job['state']:<10} {job.get('succeeded', 0)}/{job.get('completions') or 0} {where}"
     ).rstrip()
 

@@ -1,19 +1,19 @@
 """Stable numeric identity: a uid per user (also their private gid) and a gid per project.
 
-Numbers are handed out once and recorded in a ConfigMap in the user namespace, so a user keeps
-their uid across restarts, hub replicas and service processes, and files on the shared file
-systems keep their owners. Users and groups draw from disjoint ranges, so a user and a project
-of the same name never share a number; a recorded number is never reused or changed.
+Numbers are handed out once and recorded in a ConfigMap in the user namespace, so a user keeps their
+uid across restarts, hub replicas and service processes, and files on the shared file systems keep
+their owners. Users and groups draw from disjoint ranges, so a user and a project of the same name
+never share a number; a recorded number is never reused or changed.
 
-The allocation is pure (`assign`); `IdentityStore` only reads and writes the record with
-optimistic concurrency: it writes with the resourceVersion it read, and on a conflict reads again.
+The allocation is pure (`assign`); `IdentityStore` only reads and writes the record with optimistic
+concurrency: it writes with the resourceVersion it read, and on a conflict reads again.
 
 The files are the other copy of the record: each user's folders are owned by their uid, each
 project's by its gid (the storage-init container refuses a pod whose number owns someone else's
 folder). `from_folders` rebuilds a lost record from what the storage shows; run by an admin where
 the exports are mounted (`python -m aiinfn_hub.identity HOMES... --projects PROJECTS...`), and by
-the dev cluster's storage at each start (the dev platform's `aiinfn_dev.devstorage.restore_identities`).
-"""
+the dev cluster's storage at each start (the dev platform's
+`aiinfn_dev.devstorage.restore_identities`)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def _table(raw: str | None, what: str, validate) -> dict[str, int]:
 
 
 def parse(data: Mapping[str, str] | None) -> Tables:
-    """The record from the ConfigMap's data; refuses anything that could make two owners share a number."""
+    """The record from the ConfigMap's data; refuses anything letting two owners share a number."""
     data = data or {}
     tables = Tables(
         _table(data.get(USERS_KEY), USERS_KEY, names.username),
@@ -158,7 +158,7 @@ def assign(
 
 
 def make_configmap(name: str, tables: Tables, resource_version: str | None = None) -> dict:
-    """The record as a ConfigMap; with a resourceVersion, a write fails if anyone wrote in between."""
+    """The record as a ConfigMap; with a resourceVersion, a write fails if anyone wrote since."""
     metadata: dict = {
         "name": name,
         "labels": {

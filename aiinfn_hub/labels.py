@@ -49,5 +49,5 @@ PART_OF_VALUE = "aiinfn-hub"
 
 POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 POD_SECURITY_ENFORCE_VERSION = "pod-security.kubernetes.io/enforce-version"
-# On a storage PersistentVolume: the mode its root directory must have on the server (docs/storage.md).
+# On a storage PersistentVolume: the mode its root directory must have (docs/storage.md).
 ROOT_MODE = f"{PREFIX}/root-mode"

@@ -91,7 +91,7 @@ def username(raw: object) -> str:
 
 
 def group(raw: object) -> str:
-    """The validated group name: IAM's leading '/' stripped, subgroups `proj/sub` kept as they are."""
+    """The validated group name: IAM's leading '/' stripped, subgroups `proj/sub` kept as is."""
     text = _checked_text(raw, "group name", MAX_GROUP_LENGTH)
     text = text[1:] if text.startswith("/") else text
     segments = text.split("/")

@@ -119,7 +119,8 @@ class AiInfnSpawner(KubeSpawner):
 
     @default("delete_pvc")
     def _default_delete_pvc(self) -> bool:
-        return False  # storage lives in shared claims (volumes.py), never in a per-user claim to delete
+        # Storage lives in shared claims (volumes.py), never in a per-user claim to delete.
+        return False
 
     @default("extra_labels")
     def _default_extra_labels(self) -> dict:
@@ -288,8 +289,8 @@ class AiInfnSpawner(KubeSpawner):
         spawn.add_done_callback(remove)
 
     async def _load_user_options(self) -> None:
-        """Validate user_options (one path for the form and the REST API), reserve the units,
-        and set the pod's image, resources, placement and storage. Refusals are 4xx/503, never a pod."""
+        """Validate user_options (one path for the form and the REST API), reserve the units, and
+        set the pod's image, resources, placement and storage. Refusals are 4xx/503, never a pod."""
         try:
             names.username(self.user.name)
         except names.InvalidName as error:
@@ -350,7 +351,7 @@ class AiInfnSpawner(KubeSpawner):
         return shared_client("CoreV1Api").api_client
 
     async def _apply_storage(self, plan: profiles.SpawnPlan, groups: list[str]) -> None:
-        """Volumes for the user's current projects, their uid/gids, and their access-token Secret."""
+        """Volumes for the user's current projects, their uid/gids and their access-token Secret."""
         settings = AiInfnStorage(parent=self).settings()
         username = names.username(self.user.name)
         projects = tuple(p.key for p in self._platform().catalog.projects_of(groups))

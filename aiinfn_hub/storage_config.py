@@ -109,9 +109,9 @@ class AiInfnStorage(Configurable):
     project_claim_prefix = Unicode(
         _DEFAULTS.project_claim_prefix,
         config=True,
-        help="""Each research project has its own claim `<prefix>-<project slug>` (one PersistentVolume
-        each, so a project's volume can live anywhere); its folder is the sub-directory named by the
-        project slug, group-owned by the project gid.""",
+        help="""Each research project has its own claim `<prefix>-<project slug>` (one
+        PersistentVolume each, so a project's volume can live anywhere); its folder is the
+        sub-directory named by the project slug, group-owned by the project gid.""",
     )
     projects_mount_root = Unicode(
         _DEFAULTS.projects_mount_root,

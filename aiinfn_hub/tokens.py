@@ -31,7 +31,7 @@ MAX_TOKEN_LENGTH = 16384
 
 
 class TokenSyncError(RuntimeError):
-    """Writing the Secret failed; the message holds the Kubernetes status and reason, never the token."""
+    """Writing the Secret failed; the message has the Kubernetes status and reason, no token."""
 
 
 def secret_name(username: str) -> str:
@@ -57,7 +57,7 @@ def fingerprint(token: str) -> str:
 
 
 def make_secret(username: str, token: str) -> dict:
-    """The Secret: one key, labelled with its owner so it can be listed and cleaned up by selector."""
+    """The Secret: one key, labelled with its owner so it can be listed and cleaned up by label."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",

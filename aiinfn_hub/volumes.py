@@ -1,4 +1,4 @@
-"""Storage settings + user + projects -> the pod's volumes, mounts, init container and identity. Pure.
+"""Storage settings + user + projects -> pod volumes, mounts, init container, identity. Pure.
 
 Everything is a PersistentVolumeClaim, a generic ephemeral volume, an emptyDir, an inline CSI
 volume or a Secret, the volume types Pod Security "restricted" allows; NFS and local paths live
@@ -122,7 +122,7 @@ class PodStorage:
 
 
 def project_volume_name(project: str) -> str:
-    """`project-<slug>`; a slug too long for a volume name keeps its start plus a digest of the name."""
+    """`project-<slug>`; a slug too long for a volume name keeps its start plus a digest."""
     name = f"project-{names.slug(names.group(project))}"
     if len(name) <= MAX_VOLUME_NAME:
         return name

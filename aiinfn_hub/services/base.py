@@ -146,7 +146,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps(document))
 
     def as_user_error(self, error: BaseException | None) -> UserError | None:
-        """Override to answer some failures (say, a backend that is down) with a message and status."""
+        """Override to answer some failures (say, a backend that is down) with a message."""
         return error if isinstance(error, UserError) else None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -205,7 +205,8 @@ class ServiceApp(Application):
     )
     service_url = Unicode(
         config=True,
-        help="Where to listen (scheme://host:port). Default: $JUPYTERHUB_SERVICE_URL, set by the hub.",
+        help="Where to listen (scheme://host:port). Default: $JUPYTERHUB_SERVICE_URL, set by the "
+        "hub.",
     )
     service_prefix = Unicode(
         config=True,

@@ -1,4 +1,4 @@
-"""`python -m aiinfn_hub.services.jobs`: run the job service (JupyterHub starts it as a managed service)."""
+"""`python -m aiinfn_hub.services.jobs`: run the job service (the hub starts it as a service)."""
 
 from .app import main
 

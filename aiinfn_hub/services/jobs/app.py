@@ -51,8 +51,9 @@ class AiInfnJobs(ServiceApp):
         key_trait=Unicode(),
         value_trait=Unicode(),
         config=True,
-        help="""Priorities users may pick, by name, each a Kueue WorkloadPriorityClass (set on the Job as
-        kueue.x-k8s.io/priority-class). Within a project's quota Kueue preempts lower ones first.""",
+        help="""Priorities users may pick, by name, each a Kueue WorkloadPriorityClass (set on the
+        Job as kueue.x-k8s.io/priority-class). Within a project's quota Kueue preempts lower ones
+        first.""",
     )
     default_priority = Unicode(
         "normal", config=True, help="Priority of jobs that name none (a key of priorities)."
@@ -60,7 +61,8 @@ class AiInfnJobs(ServiceApp):
     pod_priority_class = Unicode(
         "aiinfn-batch",
         config=True,
-        help="PriorityClass of job pods; must rank below notebooks' so the scheduler preempts jobs, never notebooks.",
+        help="PriorityClass of job pods; must rank below notebooks' so the scheduler preempts "
+        "jobs, never notebooks.",
     )
     default_ttl_seconds = Int(
         86400,
@@ -109,7 +111,8 @@ class AiInfnJobs(ServiceApp):
         600.0,
         min=1.0,
         config=True,
-        help="Sandbox files of a submission interrupted before its Job existed are removed after this long.",
+        help="Sandbox files of a submission interrupted before its Job existed are removed after "
+        "this long.",
     )
 
     @default("namespace")
@@ -143,7 +146,8 @@ class AiInfnJobs(ServiceApp):
         unknown = set(proposal["value"]) - set(ACCELERATOR_KINDS)
         if unknown:
             raise TraitError(
-                f"AiInfnJobs.offload_accelerator_kinds: unknown kind(s) {', '.join(sorted(unknown))}"
+                "AiInfnJobs.offload_accelerator_kinds: unknown kind(s) "
+                f"{', '.join(sorted(unknown))}"
             )
         return proposal["value"]
 
@@ -155,7 +159,7 @@ class AiInfnJobs(ServiceApp):
         return value
 
     def service(self, api_client: Any) -> JobService:
-        """The operations, configured from the hub's settings (checked here: a bad key stops the start)."""
+        """The operations, configured from the settings (checked: a bad key stops the start)."""
         if self.default_priority not in self.priorities:
             raise TraitError(
                 f"AiInfnJobs.default_priority: {self.default_priority!r} is not in priorities"

@@ -1,19 +1,19 @@
 """Could this job ever run? Its built pod against Kueue's quotas and the cluster's nodes. Pure.
 
-Kueue admits a Job only when all the pods it runs at once (its parallelism) fit one
-ResourceFlavor's quota of its ClusterQueue, counting what that queue may borrow from its cohort;
-then the scheduler places each pod only on a node whose allocatable resources hold it. A job
-beyond either limit, for every flavor its pod may use, would wait in the queue forever (or be
-admitted and stay Pending): it is refused at submission, with the largest request that could run.
+Kueue admits a Job only when all the pods it runs at once (its parallelism) fit one ResourceFlavor's
+quota of its ClusterQueue, counting what that queue may borrow from its cohort; then the scheduler
+places each pod only on a node whose allocatable resources hold it. A job beyond either limit, for
+every flavor its pod may use, would wait in the queue forever (or be admitted and stay Pending): it
+is refused at submission, with the largest request that could run.
 
 Both limits are read from the cluster, as Kueue and the scheduler see them: the ClusterQueues
 (nominal quota, borrowing and lending limits, cohort) and ResourceFlavors (node labels, taints)
-applied from helm-values/kueue-queues.yaml and projects.yaml, and the nodes' labels, taints and allocatable
-resources. A flavor is one a pod may use by Kueue's rule: the pod's node selector and required
-node affinity agree with the flavor's labels on the keys the flavor has, and the pod tolerates
-the flavor's taints. Cohorts are flat (ClusterQueues sharing `spec.cohortName`); Cohort objects'
-own quotas are not counted, so with hierarchical cohorts the limit read here may be too low.
-"""
+applied from helm-values/kueue-queues.yaml and projects.yaml, and the nodes' labels, taints and
+allocatable resources. A flavor is one a pod may use by Kueue's rule: the pod's node selector and
+required node affinity agree with the flavor's labels on the keys the flavor has, and the pod
+tolerates the flavor's taints. Cohorts are flat (ClusterQueues sharing `spec.cohortName`); Cohort
+objects' own quotas are not counted, so with hierarchical cohorts the limit read here may be too
+low."""
 
 from __future__ import annotations
 

@@ -169,7 +169,8 @@ class PageHandler(_Jobs):
         jobs = await self.jobs.list(caller)
         self.set_header(
             "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+            "frame-ancestors 'self'",
         )
         self.finish(
             _pages.get_template("jobs.html").render(

@@ -1,4 +1,4 @@
-"""What the job service does: submit (batch and Bunshin clones), list, status, logs, cancel, resubmit.
+"""What the job service does: submit (batch, Bunshin clones), list, status, logs, cancel, resubmit.
 
 Idempotency and restart safety come from the cluster, not from memory: a Job's name is a digest
 of (owner, idempotency key), so a repeated or concurrent submission of one key meets the first
@@ -300,7 +300,7 @@ class JobService:
         )
 
     async def _write_sandbox(self, configmap: dict, caller: HubUser, meta: JobMeta) -> None:
-        """Create the sandbox; reuse, or refresh, one that an interrupted submission of this key left."""
+        """Create the sandbox; reuse, or refresh, one an interrupted submission of this key left."""
         try:
             await self.store.create_sandbox(configmap)
             return

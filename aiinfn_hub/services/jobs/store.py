@@ -1,10 +1,10 @@
 """The job service's Kubernetes side: Jobs, their sandbox ConfigMaps, Kueue Workloads, pods, logs,
 and what bounds every job (Kueue's queues and flavors, the nodes; read only).
 
-Every call uses the service's own credentials (its kubeconfig or in-cluster service account),
-in the one namespace it manages (the cluster-wide objects are only listed), and returns plain JSON (no model classes: a submission costs
-one create and no deserialisation). Errors are kubernetes_asyncio ApiExceptions with the status.
-"""
+Every call uses the service's own credentials (its kubeconfig or in-cluster service account), in the
+one namespace it manages (the cluster-wide objects are only listed), and returns plain JSON (no
+model classes: a submission costs one create and no deserialisation). Errors are kubernetes_asyncio
+ApiExceptions with the status."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class JobStore:
         return items
 
     async def delete_job(self, name: str) -> bool:
-        """Delete a Job with its pods, Workload and sandbox (owned objects go with it); False if gone."""
+        """Delete a Job, its pods, Workload and sandbox (owned objects go too); False if gone."""
         try:
             await _json(
                 self.batch.delete_namespaced_job(
@@ -156,7 +156,7 @@ class JobStore:
                 raise
 
     async def orphan_sandboxes(self) -> list[dict]:
-        """Sandbox ConfigMaps no Job owns (left by a submission interrupted before its Job existed)."""
+        """Sandbox ConfigMaps no Job owns (left by submissions interrupted before a Job existed)."""
         selector = (
             f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={SANDBOX_COMPONENT}"
         )
@@ -172,7 +172,7 @@ class JobStore:
     # -- Kueue, pods, notebooks --------------------------------------------------------------
 
     async def workloads(self, job_uid: str | None = None) -> list[dict]:
-        """Kueue Workloads in the namespace (of one Job if given); none if Kueue is not installed."""
+        """Kueue Workloads in the namespace (of one Job if given); none without Kueue installed."""
         selector = f"{labels.KUEUE_JOB_UID}={job_uid}" if job_uid else None
         try:
             result = await _json(
