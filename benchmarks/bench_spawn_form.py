@@ -17,7 +17,8 @@ restricted-compliant, concurrently; kwok marks them Running (the cluster's pod r
 this measures the form, not real JupyterLab processes). Also measured: the inventory's memory
 (tracemalloc) and the cost of one watch event (apply only, and JSON parse + apply).
 
-Run: .venv/bin/python benchmarks/bench_spawn_form.py [--quick] [--scale small|large|both] [--json FILE]
+Run: .venv/bin/python benchmarks/bench_spawn_form.py [--quick] [--scale small|large|both]
+     [--json FILE]
 Performance is reported as numbers and ratios against the baseline; nothing here is a test.
 The parts live in benchmarks/spawn_form/: settings (scales, targets), pods (the plan), cluster
 (the dev cluster and filling it), renders (ours and the baseline), measure (one scale), offline

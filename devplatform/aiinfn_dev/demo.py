@@ -72,7 +72,8 @@ def hub_config(
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
         f"c.JupyterHub.public_url = 'http://127.0.0.1:{port}'",
         # jupyterhub_config.d appends the services, so here they are still a lazy list.
-        f"c.JupyterHub.services = [dict(s, url='http://127.0.0.1:{jobs_port}') if s['name'] == 'jobs' else s"
+        "c.JupyterHub.services = ["
+        f"dict(s, url='http://127.0.0.1:{jobs_port}') if s['name'] == 'jobs' else s"
         " for s in c.JupyterHub.services.get_value([])]",
         f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'",
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
@@ -182,7 +183,8 @@ def _stop(hub: subprocess.Popen, proxy_pid_file: Path, proxy_api_port: int) -> N
 def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path) -> int:
     if not (config_root / "jupyterhub_config.py").is_file():
         raise DevClusterError(
-            f"no jupyterhub_config.py in {config_root}: run from the repository or pass --config-root"
+            f"no jupyterhub_config.py in {config_root}: "
+            "run from the repository or pass --config-root"
         )
     require_free(port, "JupyterHub", "--port")
     log = lambda message: print(f"aiinfn-dev demo: {message}", file=sys.stderr, flush=True)  # noqa: E731

@@ -48,7 +48,8 @@ class DemoAuthenticator(Authenticator):
     )
     password = Unicode(
         config=True,
-        help="The demo password (at least 12 characters); `aiinfn-dev demo` makes a random one per run.",
+        help="The demo password (at least 12 characters); "
+        "`aiinfn-dev demo` makes a random one per run.",
     )
 
     @default("manage_groups")
@@ -79,7 +80,8 @@ class DemoAuthenticator(Authenticator):
         host = urlparse(bind_url).hostname or ""
         if bind_url and not _is_loopback(host):
             raise DemoModeError(
-                f"DemoAuthenticator refuses to serve on {host!r}: the demo listens on 127.0.0.1 only"
+                f"DemoAuthenticator refuses to serve on {host!r}: "
+                "the demo listens on 127.0.0.1 only"
             )
 
     async def authenticate(self, handler, data):

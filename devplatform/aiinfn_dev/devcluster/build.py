@@ -34,7 +34,8 @@ def check_go() -> str:
     match = re.search(r"go(\d+)\.(\d+)", out)
     if not match or (int(match[1]), int(match[2])) < versions.MIN_GO:
         raise DevClusterError(
-            "Go {} is too old: the dev cluster build needs Go >= {}.{} (found by `go version`: {})".format(
+            "Go {} is too old: the dev cluster build needs Go >= {}.{} "
+            "(found by `go version`: {})".format(
                 match.group(0) if match else "?", *versions.MIN_GO, out.strip() or "no output"
             )
         )
@@ -60,6 +61,7 @@ def build(cache: Path, log=print) -> None:
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
         raise DevClusterError(
-            f"building the dev cluster failed (exit {result.returncode}); the output above says why. "
-            f"Re-run to resume: completed components in {cache} are kept"
+            f"building the dev cluster failed (exit {result.returncode}); "
+            "the output above says why. Re-run to resume: "
+            f"completed components in {cache} are kept"
         )

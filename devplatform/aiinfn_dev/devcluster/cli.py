@@ -14,8 +14,8 @@ from .errors import DevClusterError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aiinfn-devcluster",
-        description="A real local Kubernetes control plane (etcd, kube-apiserver, controller-manager, "
-        "scheduler) with kwok playing the AI_INFN farm's nodes.",
+        description="A real local Kubernetes control plane (etcd, kube-apiserver, "
+        "controller-manager, scheduler) with kwok playing the AI_INFN farm's nodes.",
     )
     parser.add_argument(
         "--name",

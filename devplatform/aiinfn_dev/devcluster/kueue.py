@@ -174,9 +174,9 @@ def ensure_metrics_certificate(directory: Path = METRICS_CERT_DIR) -> None:
         staging = Path(tempfile.mkdtemp(prefix=".certs-", dir=directory.parent))
     except PermissionError:
         raise DevClusterError(
-            f"Kueue reads its metrics certificate from {directory} (a path fixed in Kueue) and this "
-            f"user may not create it: run once `sudo install -d -o $USER {directory.parent.parent} "
-            f"{directory.parent}`"
+            f"Kueue reads its metrics certificate from {directory} "
+            "(a path fixed in Kueue) and this user may not create it: "
+            f"run once `sudo install -d -o $USER {directory.parent.parent} {directory.parent}`"
         ) from None
     pki.write_self_signed(
         staging / "tls.crt", staging / "tls.key", "aiinfn-devcluster-kueue-metrics"

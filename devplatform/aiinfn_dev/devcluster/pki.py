@@ -1,4 +1,5 @@
-"""Certificates for the dev cluster: one CA, serving certs and client certs (ECDSA P-256, fast to make)."""
+"""Certificates for the dev cluster: one CA, serving certs and client certs (ECDSA P-256, fast
+to make)."""
 
 from __future__ import annotations
 

@@ -84,7 +84,10 @@ class Settings:
 def notebook_env_problem(prefix: Path) -> str | None:
     """Why prefix cannot serve as the notebook environment, or None if it can."""
     if not (prefix / "bin" / "jupyterhub-singleuser").exists():
-        return f"no notebook environment at {prefix} (./dev makes it; AIINFN_NOTEBOOK_ENV points elsewhere)"
+        return (
+            f"no notebook environment at {prefix} "
+            "(./dev makes it; AIINFN_NOTEBOOK_ENV points elsewhere)"
+        )
     return None
 
 
@@ -256,7 +259,8 @@ class IpClaims:
 
 
 def process_start(pid: int) -> int | None:
-    """When a process started (clock ticks since boot, /proc/PID/stat field 22); None if it is gone."""
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22); None if it is
+    gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

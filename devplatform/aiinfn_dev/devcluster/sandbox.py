@@ -249,7 +249,8 @@ def _child(plan: dict[str, Any], out_w: int, err_w: int, status_w: int) -> None:
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         root = plan["root"]
-        # pivot_root acts on the whole mount namespace: take a copy, so the supervisor keeps the host's.
+        # pivot_root acts on the whole mount namespace: take a copy, so the supervisor keeps the
+        # host's.
         _call(_libc.unshare(CLONE_NEWNS), "unshare(mount)")
         _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         os.chdir(root)

@@ -51,7 +51,8 @@ def load(name_or_path: str) -> tuple[str, dict[str, Any]]:
     path = Path(name_or_path)
     if not path.is_file():
         raise TopologyError(
-            f"unknown topology {name_or_path!r}: use one of {', '.join(builtin_names())} or a YAML file path"
+            f"unknown topology {name_or_path!r}: "
+            f"use one of {', '.join(builtin_names())} or a YAML file path"
         )
     return path.stem, yaml.safe_load(path.read_text())
 

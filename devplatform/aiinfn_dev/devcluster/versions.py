@@ -40,5 +40,6 @@ def kwok_stages(cache: Path) -> Path:
 
 
 def kueue_manifests(cache: Path) -> Path:
-    """Kueue's CRDs (crd/) and webhook definitions (webhook.yaml), copied from its module at build time."""
+    """Kueue's CRDs (crd/) and webhook definitions (webhook.yaml), copied from its module at build
+    time."""
     return cache / f"kueue-{KUEUE}" / "config"
