@@ -34,7 +34,8 @@ def chrome(profile_dir: Path) -> webdriver.Chrome:
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not binary or not driver:
         raise RuntimeError(
-            "Debian's chromium and chromedriver are needed: apt-get install chromium chromium-driver "
+            "Debian's chromium and chromedriver are needed: "
+            "apt-get install chromium chromium-driver "
             "(./dev test installs them when it runs as root)"
         )
     os.environ["SE_OFFLINE"] = "true"

@@ -84,7 +84,8 @@ async def _print_events(core: client.CoreV1Api, namespace: str) -> None:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def namespace(request, core):
-    """A fresh namespace enforcing Pod Security "restricted"; its events are printed if the test fails."""
+    """A fresh namespace enforcing Pod Security "restricted"; its events are printed if the test
+    fails."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     await core.create_namespace(
         client.V1Namespace(

@@ -134,7 +134,8 @@ def require_hub_account(kubeconfig: Path, namespace: str) -> None:
 
 
 def section(setting: str) -> str:
-    """The config section of a spawner-side setting: the platform's shared ones, else the spawner's."""
+    """The config section of a spawner-side setting: the platform's shared ones, else the
+    spawner's."""
     return (
         "AiInfnPlatform"
         if setting in AiInfnPlatform.class_own_traits(config=True)

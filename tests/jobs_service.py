@@ -32,7 +32,8 @@ def hub_lines(port: int, token: str, **settings: object) -> list[str]:
     return [
         "c.JupyterHub.public_url = c.JupyterHub.bind_url",
         f"c.JupyterHub.services.append({service!r})",
-        "c.JupyterHub.load_roles.append({'name': 'user', 'scopes': ['self', 'access:services!service=jobs']})",
+        "c.JupyterHub.load_roles.append("
+        "{'name': 'user', 'scopes': ['self', 'access:services!service=jobs']})",
         *(f"c.AiInfnJobs.{name} = {value!r}" for name, value in settings.items()),
     ]
 

@@ -148,7 +148,8 @@ def _request(
 
 
 class Keycloak:
-    """One Keycloak process on 127.0.0.1; its data lives in `workdir`, the distribution is shared."""
+    """One Keycloak process on 127.0.0.1; its data lives in `workdir`, the distribution is
+    shared."""
 
     def __init__(self, distribution: Path, workdir: Path) -> None:
         self.distribution = distribution
@@ -408,7 +409,8 @@ def browser_login(
     """Log in as a browser does: the hub's /hub/oauth_login, the provider's login form, the hub's
     callback. Returns where it ended (the hub page, or the hub's refusal with its status)."""
     recorder = _Recorder()
-    # Browsers send Secure cookies to http://127.0.0.1 (a "potentially trustworthy" origin); so does this one.
+    # Browsers send Secure cookies to http://127.0.0.1 (a "potentially trustworthy" origin); so does
+    # this one.
     jar = http.cookiejar.CookieJar(
         http.cookiejar.DefaultCookiePolicy(secure_protocols=("https", "http"))
     )

@@ -108,7 +108,8 @@ class Browser:
         )
 
     def click(self, element) -> None:
-        """Scroll the element to the middle of the window first (at once: Bootstrap scrolls smoothly)."""
+        """Scroll the element to the middle of the window first (at once: Bootstrap scrolls
+        smoothly)."""
         self.driver.execute_script(
             "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", element
         )

@@ -107,5 +107,6 @@ def test_cli_reports_a_missing_cluster():
     )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "aiinfn-devcluster: error: cluster 'never-started' is not running: start it with `aiinfn-devcluster up`"
+        "aiinfn-devcluster: error: cluster 'never-started' is not running: "
+        "start it with `aiinfn-devcluster up`"
     )

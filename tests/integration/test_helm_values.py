@@ -101,7 +101,8 @@ def misspelt(file: str, kind: str, where: tuple[str, ...], field: str, typo: str
         misspelt(
             "storage.yaml", "PersistentVolumeClaim", ("spec",), "storageClassName", "storageClass"
         ),
-        # Cluster-wide objects the tests have applied already: refused all the same, not AlreadyExists.
+        # Cluster-wide objects the tests have applied already: refused all the same, not
+        # AlreadyExists.
         misspelt("priority-classes.yaml", "PriorityClass", (), "preemptionPolicy", "preemptPolicy"),
         misspelt("kueue-queues.yaml", "ResourceFlavor", ("spec",), "nodeLabels", "nodeLabel"),
     ],

@@ -66,7 +66,8 @@ JOB_LABELS = f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=
 SANDBOX_LABELS = (
     f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}=batch-job-sandbox"
 )
-# The farm's only A30 is qml's: while a job of quinn's holds it (the fixture a30_taken), others wait.
+# The farm's only A30 is qml's: while a job of quinn's holds it (the fixture a30_taken), others
+# wait.
 A30 = {"accelerator": "a30", "environment": "qml"}
 
 
@@ -754,7 +755,10 @@ async def test_idempotency_keys_and_restarts_lose_and_duplicate_nothing(env, cor
 
 
 # Starts the service, says its pid, and waits: a hub that can die without stopping its services.
-PARENT = "import subprocess, sys; child = subprocess.Popen(sys.argv[1:]); print(child.pid, flush=True); child.wait()"
+PARENT = (
+    "import subprocess, sys; child = subprocess.Popen(sys.argv[1:]); "
+    "print(child.pid, flush=True); child.wait()"
+)
 
 
 async def test_the_service_stops_when_the_hub_that_started_it_dies(env):

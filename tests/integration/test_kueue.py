@@ -402,7 +402,8 @@ async def test_offloadable_job_lands_on_the_virtual_node(cluster, kueue):
 
 @pytest.fixture
 def private_cluster(devcluster):
-    """A second cluster beside the session one, to stop its Kueue; removed whatever the test does."""
+    """A second cluster beside the session one, to stop its Kueue; removed whatever the test
+    does."""
     _, session_cluster = devcluster
     if session_cluster is None:
         pytest.skip("needs the built dev cluster, not AIINFN_KUBECONFIG")

@@ -233,7 +233,8 @@ async def test_usernames_are_taken_exactly_as_sent(site):
     assert logged_in(await site.login("a_b")) and logged_in(await site.login("ab"))
     first, second = await site.user("a_b"), await site.user("ab")
     assert first["auth_state"]["aiinfn"]["subject"] != second["auth_state"]["aiinfn"]["subject"]
-    # JupyterHub's default would lowercase: here "Alice" (made by an admin) and "alice" are two users.
+    # JupyterHub's default would lowercase: here "Alice" (made by an admin) and "alice" are two
+    # users.
     assert (await site.api("POST", "/users/Alice"))[0] == 201
     assert (await site.user("Alice"))["name"] == "Alice"
     for bad in ["\u0430lice", "-rf", "a..b", "x" * 65]:

@@ -114,7 +114,10 @@ async def events(core, namespace: str, name: str) -> list[str]:
 async def test_catalog_image_pod_runs_and_ends_with_its_exit_code(
     pod_runner, core, namespace, code, phase, reason
 ):
-    script = f"import os, socket; print('hello from', os.getuid(), socket.gethostname()); raise SystemExit({code})"
+    script = (
+        "import os, socket; print('hello from', os.getuid(), socket.gethostname()); "
+        f"raise SystemExit({code})"
+    )
     await core.create_namespaced_pod(
         namespace, runner_pod("once", ["python", "-c", script], restartPolicy="Never")
     )
@@ -201,7 +204,10 @@ async def test_server_pod_is_ready_once_its_port_answers_and_its_process_goes_wi
     pod_runner, core, namespace, claim
 ):
     # The server starts when the test says so, through a file on the claim: Running before Ready.
-    script = "while [ ! -e /data/go ]; do sleep 0.1; done; exec python -m http.server 8888 --bind $(POD_IP)"
+    script = (
+        "while [ ! -e /data/go ]; do sleep 0.1; done; "
+        "exec python -m http.server 8888 --bind $(POD_IP)"
+    )
     pod = runner_pod(
         "server",
         ["sh", "-c", script],
@@ -341,7 +347,8 @@ async def test_volumes_env_and_identity_as_a_kubelet_gives_them(pod_runner, core
         },
     )
     script = (
-        "id -u; id -G; echo $HOME $COLOUR $TOKEN_ENV; ls /scratch; touch /scratch/x && echo scratch-ok; "
+        "id -u; id -G; echo $HOME $COLOUR $TOKEN_ENV; ls /scratch; "
+        "touch /scratch/x && echo scratch-ok; "
         "while true; do cat /var/run/secrets/aiinfn/access_token; echo; sleep 0.2; done"
     )
     pod = runner_pod(
@@ -502,7 +509,8 @@ async def test_a_killed_runner_takes_its_containers_with_it(tmp_path):
             "-c",
             (
                 "import os, subprocess, sys, time\n"
-                "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_dev.devcluster.sandbox', sys.argv[1], str(os.getpid())],"
+                "p = subprocess.Popen([sys.executable, '-m', 'aiinfn_dev.devcluster.sandbox', "
+                "sys.argv[1], str(os.getpid())],"
                 " stdout=subprocess.PIPE)\n"
                 "p.stdout.readline()\nprint(p.pid, flush=True)\ntime.sleep(600)\n"
             ),

@@ -560,7 +560,7 @@ async def test_token_secret_is_written_rewritten_and_deleted(api_client, core, n
     assert [s.metadata.annotations["aiinfn.infn.it/owner-name"] for s in left.items] == ["alice"]
 
 
-# -- through a real hub -----------------------------------------------------------------------------
+# -- through a real hub ------------------------------------------------------------------------
 
 CRYPT_KEY = secrets.token_hex(32)
 HUB_USERS = {

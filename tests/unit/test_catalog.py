@@ -63,7 +63,8 @@ def _broken(change):
     [
         (
             lambda d: d["accelerators"]["t4"].update(colour="green"),
-            r"accelerators\.t4: unknown field\(s\) colour \(allowed: display_name, kind, resource, ",
+            r"accelerators\.t4: unknown field\(s\) colour "
+            r"\(allowed: display_name, kind, resource, ",
         ),
         (
             lambda d: d["accelerators"]["t4"].pop("kind"),
@@ -75,7 +76,8 @@ def _broken(change):
         ),
         (
             lambda d: d["accelerators"]["t4"].update(resource="gpu"),
-            r"accelerators\.t4\.resource: must be an extended resource name such as nvidia\.com/gpu",
+            r"accelerators\.t4\.resource: "
+            r"must be an extended resource name such as nvidia\.com/gpu",
         ),
         (lambda d: d["accelerators"]["t4"].pop("resource"), r"accelerators\.t4\.resource: must be"),
         (
@@ -112,7 +114,8 @@ def _broken(change):
         ),
         (
             lambda d: d["accelerators"].update({"Bad_Key": {"display_name": "x", "kind": "cpu"}}),
-            r"accelerators\.Bad_Key: must be a key of lower-case letters, digits and '-', at most 40",
+            r"accelerators\.Bad_Key: "
+            r"must be a key of lower-case letters, digits and '-', at most 40",
         ),
         (
             lambda d: d["accelerators"]["a100-mig-2g-20gb"].update(
@@ -127,19 +130,23 @@ def _broken(change):
         ),
         (
             lambda d: d["environments"]["ml-gpu"].update(kinds=["gpu", "quantum"]),
-            r"environments\.ml-gpu\.kinds\[1\]: must be an accelerator kind \(allowed: cpu, gpu, mig",
+            r"environments\.ml-gpu\.kinds\[1\]: "
+            r"must be an accelerator kind \(allowed: cpu, gpu, mig",
         ),
         (
             lambda d: d["environments"]["ml-gpu"].update(display_name=" "),
-            r"environments\.ml-gpu\.display_name: must be a non-empty string of at most 200 characters",
+            r"environments\.ml-gpu\.display_name: "
+            r"must be a non-empty string of at most 200 characters",
         ),
         (
             lambda d: d["sizes"]["gpu"].update(default="huge"),
-            r"sizes\.gpu\.default: 'huge' is not one of its choices \(allowed: small, medium, large\)",
+            r"sizes\.gpu\.default: 'huge' is not one of its choices "
+            r"\(allowed: small, medium, large\)",
         ),
         (
             lambda d: d["sizes"]["gpu"]["choices"]["small"].update(memory="lots"),
-            r"sizes\.gpu\.choices\.small\.memory: must be a Kubernetes quantity such as 4, 500m or 16Gi",
+            r"sizes\.gpu\.choices\.small\.memory: "
+            r"must be a Kubernetes quantity such as 4, 500m or 16Gi",
         ),
         (lambda d: d["sizes"].pop("fpga"), r"catalog: sizes: missing field\(s\) fpga$"),
         (
@@ -152,7 +159,8 @@ def _broken(change):
         ),
         (
             lambda d: d["environments"].pop("fpga"),
-            r"accelerators\.u50: no environment supports kind 'fpga' \(environments and custom_images "
+            r"accelerators\.u50: no environment supports kind 'fpga' "
+            r"\(environments and custom_images "
             r"support: cpu, gpu, mig\)",
         ),
         (

@@ -128,7 +128,9 @@ def test_record_as_a_configmap():
                 "app.kubernetes.io/component": "identity",
             },
             "annotations": {
-                "aiinfn.infn.it/note": "uids and gids handed out by aiinfn-hub; never edit or reuse a number"
+                "aiinfn.infn.it/note": (
+                    "uids and gids handed out by aiinfn-hub; never edit or reuse a number"
+                )
             },
             "resourceVersion": "42",
         },

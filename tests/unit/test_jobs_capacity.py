@@ -1,6 +1,6 @@
-"""Could a job ever run: its built pod against the real helm-values/kueue-queues.yaml and projects.yaml and the dev
-cluster's nodes (the same objects the service lists from the cluster), and against literal
-ClusterQueues for Kueue's borrowing and lending arithmetic."""
+"""Could a job ever run: its built pod against the real helm-values/kueue-queues.yaml and
+projects.yaml and the dev cluster's nodes (the same objects the service lists from the cluster),
+and against literal ClusterQueues for Kueue's borrowing and lending arithmetic."""
 
 from decimal import Decimal
 
@@ -133,26 +133,28 @@ def test_every_catalog_accelerator_at_its_default_size_and_largest_count_can_run
 
 def test_a_pod_bigger_than_any_node_that_could_run_it_is_refused_with_the_largest():
     assert refusal(cpu="999999") == (
-        "this job can never run: one pod asks for 999999 CPUs and 8Gi memory, and the nodes that can run it "
-        "have at most 16 CPUs and 64Gi memory (not necessarily on one node)"
+        "this job can never run: one pod asks for 999999 CPUs and 8Gi memory, "
+        "and the nodes that can run it have at most 16 CPUs and 64Gi memory "
+        "(not necessarily on one node)"
     )
     check(cpu="16", memory="64Gi")  # a whole service node
     assert refusal(accelerator="a30", cpu="20").endswith(
-        "the nodes that can run it have at most 16 CPUs, 128Gi memory and 1 × NVIDIA A30 (not necessarily on one node)"
+        "the nodes that can run it have at most 16 CPUs, 128Gi memory and 1 × NVIDIA A30 "
+        "(not necessarily on one node)"
     )
     assert "at most 2000 CPUs and 8Ti memory" in refusal(offloadable=True, volumes=[], cpu="2001")
 
 
 def test_more_pods_at_once_than_the_quota_holds_is_refused():
     assert refusal(cpu="10", completions=4, parallelism=4) == (
-        "this job can never run: its 4 pods at once need 40 CPUs and 32Gi memory, and its project's queue can "
-        "hold at most 32 CPUs and 128Gi memory of this kind at once (borrowing included); ask for less, or fewer "
-        "pods at once (parallelism)"
+        "this job can never run: its 4 pods at once need 40 CPUs and 32Gi memory, "
+        "and its project's queue can hold at most 32 CPUs and 128Gi memory of this kind "
+        "at once (borrowing included); ask for less, or fewer pods at once (parallelism)"
     )
     check(cpu="10", completions=4, parallelism=3)
     assert (
-        "at once need 24 CPUs, 96Gi memory and 6 × NVIDIA A100 80GB, and its project's queue can hold at most "
-        "96 CPUs, 768Gi memory and 4 × NVIDIA A100 80GB"
+        "at once need 24 CPUs, 96Gi memory and 6 × NVIDIA A100 80GB, "
+        "and its project's queue can hold at most 96 CPUs, 768Gi memory and 4 × NVIDIA A100 80GB"
         in refusal(accelerator="a100", count=2, completions=3)
     )
     check(accelerator="a100", count=2, completions=2)

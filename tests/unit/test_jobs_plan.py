@@ -175,7 +175,8 @@ def test_offloadable_jobs_mount_only_what_a_remote_site_can():
     with pytest.raises(UserError) as error:
         plan_for(ALICE, offloadable=True, volumes=["home", "juicefs"])
     assert error.value.message == (
-        "an offloadable job runs at a remote site, which cannot mount home (local storage such as NFS); "
+        "an offloadable job runs at a remote site, "
+        "which cannot mount home (local storage such as NFS); "
         "remote sites mount: juicefs and the job's sandbox files"
     )
     with pytest.raises(UserError, match="remote sites offer no A100 MIG slice 1g.10gb"):

@@ -187,7 +187,8 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "w",
         "w1",
         conditions=[("QuotaReserved", "False")],
-        message="couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
+        message="couldn't assign flavors to pod set main: "
+        "insufficient unused quota for nvidia.com/gpu",
     )
     summary = status.summarize(job(), pending, PRIORITIES, position=3)
     assert summary == {
@@ -210,7 +211,8 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "active": 0,
         "admission": None,
         "position": 3,
-        "message": "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu",
+        "message": "couldn't assign flavors to pod set main: "
+        "insufficient unused quota for nvidia.com/gpu",
     }
 
 
@@ -223,8 +225,8 @@ def test_a_job_preempted_by_kueue_says_so_in_our_words():
             ("Evicted", "True", "Preempted"),
             ("Preempted", "True", "InClusterQueue"),
         ],
-        message="Preempted to accommodate a workload (UID: 1f0c, JobUID: 9a2e) due to prioritization "
-        "in the ClusterQueue",
+        message="Preempted to accommodate a workload (UID: 1f0c, JobUID: 9a2e) "
+        "due to prioritization in the ClusterQueue",
     )
     summary = status.summarize(job(), evicted, PRIORITIES, position=2)
     assert (summary["state"], summary["position"], summary["admission"]) == ("preempted", 2, None)

@@ -1,4 +1,5 @@
-"""Kueue's configuration, command line and webhook registrations are pure builders, compared literally."""
+"""Kueue's configuration, command line and webhook registrations are pure builders, compared
+literally."""
 
 import base64
 from pathlib import Path

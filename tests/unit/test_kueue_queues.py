@@ -1,4 +1,5 @@
-"""helm-values/kueue-queues.yaml and projects.yaml agree with the catalog and the farm; kueue_config moves only LocalQueues."""
+"""helm-values/kueue-queues.yaml and projects.yaml agree with the catalog and the farm;
+kueue_config moves only LocalQueues."""
 
 import pytest
 from aiinfn_dev import kueue_config
@@ -114,7 +115,8 @@ def test_each_accelerator_flavor_selects_the_nodes_the_catalog_means(key):
     assert "tolerations" not in flavor["spec"] and "nodeTaints" not in flavor["spec"]
     nodes = selected_nodes(flavor)
     if accelerator.resource:
-        # (the whole-A100 flavor's labels also fit the MIG-split A100, which publishes no nvidia.com/gpu)
+        # (the whole-A100 flavor's labels also fit the MIG-split A100, which publishes no
+        # nvidia.com/gpu)
         assert any(int(n["status"]["allocatable"].get(accelerator.resource, 0)) for n in nodes)
     else:  # CPU-only work: the service nodes, never an accelerator node
         assert nodes

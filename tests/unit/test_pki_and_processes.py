@@ -53,7 +53,10 @@ def test_a_reused_pid_is_not_ours(tmp_path):
 
 
 def test_a_sigterm_resistant_process_is_killed(tmp_path):
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     proc = processes.start("stubborn", [sys.executable, "-c", script], tmp_path / "stubborn.log")
     while "ready" not in (tmp_path / "stubborn.log").read_text():
         time.sleep(0.05)

@@ -194,7 +194,8 @@ START = "your server could not start: "
             Crash("storage", True, 1, "Error", "", 1),
             "",
             True,
-            "set-up container 'storage' failed again after 1 restart (exit code 1); it wrote no log",
+            "set-up container 'storage' failed again after 1 restart (exit code 1); "
+            "it wrote no log",
         ),
         (
             Crash("notebook", False, 0, "Completed", "", 0),

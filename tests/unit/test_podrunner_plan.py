@@ -412,7 +412,9 @@ def test_etc_files_give_the_image_user_and_the_pod_hostname():
     assert podplan.etc_group("root:x:0:\nusers:x:100:\n", IMAGE) == "root:x:0:\nusers:x:100:\n"
     assert podplan.etc_hosts("127.64.0.254", "nb").endswith("127.64.0.254\tnb\n")
     assert podplan.etc_profile('PATH="/usr/bin"\nexport PATH\n', "/env/bin:/usr/bin") == (
-        'PATH="/usr/bin"\nexport PATH\n\n# The container\'s PATH (dev cluster pod runner).\nexport PATH=/env/bin:/usr/bin\n'
+        'PATH="/usr/bin"\nexport PATH\n\n'
+        "# The container's PATH (dev cluster pod runner).\n"
+        "export PATH=/env/bin:/usr/bin\n"
     )
 
 

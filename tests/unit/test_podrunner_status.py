@@ -1,4 +1,5 @@
-"""What the pod runner reports: container statuses, phase, conditions, patches and events, as literals."""
+"""What the pod runner reports: container statuses, phase, conditions, patches and events, as
+literals."""
 
 import pytest
 from aiinfn_dev.devcluster import podstatus

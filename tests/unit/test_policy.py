@@ -61,7 +61,8 @@ def test_denials_carry_reasons():
     [
         (
             {"accelerators": ["h100"]},
-            r"^group_policies\.g\.accelerators: not in the catalog: h100 \(allowed: '\*' or cpu, t4, ",
+            r"^group_policies\.g\.accelerators: not in the catalog: h100 "
+            r"\(allowed: '\*' or cpu, t4, ",
         ),
         (
             {"environments": ["ml-gpu", "matlab"]},
