@@ -118,62 +118,10 @@ def build(
 
     `selected` (the user's last valid options) picks the default profile and choices."""
     selected = selected or {}
-    profiles = []
-    for accelerator in catalog.accelerators.values():
-        sizes = _sizes_within_caps(catalog, accelerator.kind, policy)
-        environments = [
-            e
-            for e in catalog.environments_for(accelerator.kind)
-            if policy.rules.allows_environment(e.key)
-        ]
-        custom = policy.rules.custom_images and accelerator.kind in catalog.custom_images.kinds
-        reason = _disabled_reason(
-            accelerator, policy, held, availability.get(accelerator.key), sizes
-        )
-        if not environments and not custom and reason is None:
-            reason = "no environment available to your groups"
-        mine = selected.get("accelerator") == accelerator.key
-        default_size = (
-            selected.get("size")
-            if mine and selected.get("size") in sizes
-            else catalog.default_sizes[accelerator.kind]
-        )
-        options: dict[str, Any] = {
-            "environment": _environment_option(environments, custom, selected if mine else {}),
-            "size": {
-                "display_name": "Size",
-                "choices": {
-                    k: {"display_name": s.display_name, "default": k == default_size}
-                    for k, s in sizes.items()
-                },
-            },
-        }
-        if accelerator.kind != "cpu":
-            options["count"] = {
-                "display_name": "How many",
-                "choices": {
-                    str(c): {"display_name": str(c), "default": mine and selected.get("count") == c}
-                    for c in accelerator.counts
-                },
-            }
-        avail = availability.get(accelerator.key)
-        profiles.append(
-            {
-                "slug": accelerator.key,
-                "display_name": accelerator.display_name,
-                "description": accelerator.description,
-                "default": False,
-                "profile_options": options,
-                "aiinfn": {
-                    "kind": accelerator.kind,
-                    "memory": accelerator.memory,
-                    "free": avail.free if avail else None,
-                    "total": avail.total if avail else None,
-                    "batch": avail.batch if avail else 0,
-                    "disabled_reason": reason,
-                },
-            }
-        )
+    profiles = [
+        _profile(catalog, accelerator, availability.get(accelerator.key), policy, held, selected)
+        for accelerator in catalog.accelerators.values()
+    ]
     enabled = [p for p in profiles if p["aiinfn"]["disabled_reason"] is None]
     chosen = next(
         (p for p in enabled if p["slug"] == selected.get("accelerator")),
@@ -182,6 +130,82 @@ def build(
     if chosen is not None:
         chosen["default"] = True
     return profiles
+
+
+def _allowed_environments(catalog: Catalog, kind: str, policy: UserPolicy) -> list[Environment]:
+    """The kind's environments the user's groups may use, in catalog order (the first is the
+    default when the user names none)."""
+    return [e for e in catalog.environments_for(kind) if policy.rules.allows_environment(e.key)]
+
+
+def _profile(
+    catalog: Catalog,
+    accelerator: Accelerator,
+    avail: Availability | None,
+    policy: UserPolicy,
+    held: int,
+    selected: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One accelerator's card: only the choices the user's policy allows, the live availability,
+    and why the card is disabled (None: it can be picked)."""
+    sizes = _sizes_within_caps(catalog, accelerator.kind, policy)
+    environments = _allowed_environments(catalog, accelerator.kind, policy)
+    custom = policy.rules.custom_images and accelerator.kind in catalog.custom_images.kinds
+    reason = _disabled_reason(accelerator, policy, held, avail, sizes)
+    if not environments and not custom and reason is None:
+        reason = "no environment available to your groups"
+    mine = selected.get("accelerator") == accelerator.key
+    return {
+        "slug": accelerator.key,
+        "display_name": accelerator.display_name,
+        "description": accelerator.description,
+        "default": False,
+        "profile_options": _profile_options(
+            catalog, accelerator, sizes, environments, custom, selected if mine else {}
+        ),
+        "aiinfn": {
+            "kind": accelerator.kind,
+            "memory": accelerator.memory,
+            "free": avail.free if avail else None,
+            "total": avail.total if avail else None,
+            "batch": avail.batch if avail else 0,
+            "disabled_reason": reason,
+        },
+    }
+
+
+def _profile_options(
+    catalog: Catalog,
+    accelerator: Accelerator,
+    sizes: Mapping[str, Size],
+    environments: Sequence[Environment],
+    custom: bool,
+    last: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A card's choices, pre-selecting the user's last options on this card (`last`, empty for
+    the other cards) where they are still offered, else the catalog's defaults."""
+    default_size = (
+        last.get("size") if last.get("size") in sizes else catalog.default_sizes[accelerator.kind]
+    )
+    options: dict[str, Any] = {
+        "environment": _environment_option(environments, custom, last),
+        "size": {
+            "display_name": "Size",
+            "choices": {
+                k: {"display_name": s.display_name, "default": k == default_size}
+                for k, s in sizes.items()
+            },
+        },
+    }
+    if accelerator.kind != "cpu":
+        options["count"] = {
+            "display_name": "How many",
+            "choices": {
+                str(c): {"display_name": str(c), "default": last.get("count") == c}
+                for c in accelerator.counts
+            },
+        }
+    return options
 
 
 def _text(options: Mapping[str, Any], key: str) -> str | None:
@@ -208,6 +232,25 @@ def default_accelerator(catalog: Catalog, policy: UserPolicy) -> str:
 
 def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> SpawnPlan:
     """Validate user_options strictly; return the plan or raise UserError with a readable reason."""
+    options = _known_options(options)
+    accelerator, count = _accelerator_and_count(catalog, policy, options, held)
+    environment, image = _text(options, "environment"), _text(options, "image")
+    if environment and image:
+        raise UserError("give either an environment or a custom image, not both", reason="invalid")
+    if image:
+        _check_custom_image(catalog, policy, accelerator, image)
+    else:
+        chosen = _environment(catalog, policy, accelerator, environment)
+        environment, image = chosen.key, chosen.image
+    size = _size(catalog, policy, accelerator, _text(options, "size"))
+    return SpawnPlan(
+        accelerator=accelerator, count=count, image=image, environment=environment, size=size
+    )
+
+
+def _known_options(options: Any) -> Mapping[str, Any]:
+    """user_options as a mapping with only the fields we know (None: every default), so a typo
+    is an error rather than a silently ignored choice."""
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -218,7 +261,14 @@ def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> Sp
             f"unknown option(s): {', '.join(unknown)}; allowed: {', '.join(OPTION_KEYS)}",
             reason="invalid",
         )
+    return options
 
+
+def _accelerator_and_count(
+    catalog: Catalog, policy: UserPolicy, options: Mapping[str, Any], held: int
+) -> tuple[Accelerator, int]:
+    """The accelerator and how many units, both offered by the catalog and within the user's
+    policy given the units they already hold."""
     key = _text(options, "accelerator") or default_accelerator(catalog, policy)
     accelerator = catalog.accelerators.get(key)
     if accelerator is None:
@@ -226,7 +276,6 @@ def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> Sp
             f"unknown accelerator {key!r}; choose one of {', '.join(catalog.accelerators)}",
             reason="invalid",
         )
-
     count = options.get("count", min(accelerator.counts))
     if not isinstance(count, int) or isinstance(count, bool) or count not in accelerator.counts:
         allowed = ", ".join(map(str, accelerator.counts))
@@ -236,70 +285,77 @@ def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> Sp
     denial = accelerator_denial(policy, key, count, held)
     if denial:
         raise UserError(f"{accelerator.display_name}: {denial}", reason="policy", status=403)
+    return accelerator, count
 
-    environment, image = _text(options, "environment"), _text(options, "image")
-    if environment and image:
-        raise UserError("give either an environment or a custom image, not both", reason="invalid")
-    if image:
-        if not policy.rules.custom_images:
+
+def _check_custom_image(
+    catalog: Catalog, policy: UserPolicy, accelerator: Accelerator, image: str
+) -> None:
+    """A custom image needs the groups' permission and a full match of the platform's patterns
+    for this kind of accelerator."""
+    if not policy.rules.custom_images:
+        raise UserError(
+            "custom images are not available to your groups", reason="policy", status=403
+        )
+    if accelerator.kind not in catalog.custom_images.kinds or not catalog.custom_images.allows(
+        image
+    ):
+        raise UserError(
+            "this custom image is not allowed: it must fully match one of the platform's "
+            "image patterns",
+            reason="invalid",
+        )
+
+
+def _environment(
+    catalog: Catalog, policy: UserPolicy, accelerator: Accelerator, key: str | None
+) -> Environment:
+    """The named environment (None: the first the user's groups may use), checked against the
+    accelerator it must support and the groups' allowlist."""
+    if key is None:
+        allowed = _allowed_environments(catalog, accelerator.kind, policy)
+        if not allowed:
             raise UserError(
-                "custom images are not available to your groups", reason="policy", status=403
-            )
-        if accelerator.kind not in catalog.custom_images.kinds or not catalog.custom_images.allows(
-            image
-        ):
-            raise UserError(
-                "this custom image is not allowed: it must fully match one of the platform's "
-                "image patterns",
-                reason="invalid",
-            )
-    else:
-        allowed_envs = [
-            e
-            for e in catalog.environments_for(accelerator.kind)
-            if policy.rules.allows_environment(e.key)
-        ]
-        if environment is None:
-            if not allowed_envs:
-                raise UserError(
-                    f"no environment for {accelerator.display_name} is available to your groups",
-                    reason="policy",
-                    status=403,
-                )
-            environment = allowed_envs[0].key
-        chosen = catalog.environments.get(environment)
-        if chosen is None:
-            raise UserError(f"unknown environment {environment!r}", reason="invalid")
-        if accelerator.kind not in chosen.kinds:
-            raise UserError(
-                f"{chosen.display_name} does not support {accelerator.display_name}",
-                reason="invalid",
-            )
-        if not policy.rules.allows_environment(environment):
-            raise UserError(
-                f"{chosen.display_name} is not available to your groups",
+                f"no environment for {accelerator.display_name} is available to your groups",
                 reason="policy",
                 status=403,
             )
-        image = chosen.image
+        key = allowed[0].key
+    chosen = catalog.environments.get(key)
+    if chosen is None:
+        raise UserError(f"unknown environment {key!r}", reason="invalid")
+    if accelerator.kind not in chosen.kinds:
+        raise UserError(
+            f"{chosen.display_name} does not support {accelerator.display_name}",
+            reason="invalid",
+        )
+    if not policy.rules.allows_environment(key):
+        raise UserError(
+            f"{chosen.display_name} is not available to your groups",
+            reason="policy",
+            status=403,
+        )
+    return chosen
 
-    size_key = _text(options, "size") or catalog.default_sizes[accelerator.kind]
-    size = catalog.sizes_for(accelerator.kind).get(size_key)
+
+def _size(catalog: Catalog, policy: UserPolicy, accelerator: Accelerator, key: str | None) -> Size:
+    """The named size (None: the kind's default), which must be within the user's CPU and
+    memory caps."""
+    key = key or catalog.default_sizes[accelerator.kind]
+    size = catalog.sizes_for(accelerator.kind).get(key)
     if size is None:
         raise UserError(
-            f"unknown size {size_key!r} for {accelerator.display_name}; choose one of "
+            f"unknown size {key!r} for {accelerator.display_name}; choose one of "
             f"{', '.join(catalog.sizes_for(accelerator.kind))}",
             reason="invalid",
         )
-    if size_key not in _sizes_within_caps(catalog, accelerator.kind, policy):
+    if key not in _sizes_within_caps(catalog, accelerator.kind, policy):
         raise UserError(
             f"size {size.display_name} is over your CPU or memory limit",
             reason="policy",
             status=403,
         )
-    return SpawnPlan(
-        accelerator=accelerator, count=count, image=image, environment=environment, size=size
-    )
+    return size
 
 
 def options_from_form(formdata: Mapping[str, list[str]]) -> dict[str, Any]:

@@ -62,7 +62,8 @@ class BuildSettings:
 
 @dataclass(frozen=True)
 class JobMeta:
-    """How the Job is named and how it was asked for (kept on it for idempotency and resubmission)."""
+    """How the Job is named and how it was asked for (kept on it for idempotency and
+    resubmission)."""
 
     name: str
     idempotency_key: str
@@ -226,11 +227,33 @@ def make_job(
         labels.KUEUE_QUEUE: plan.queue,
         labels.KUEUE_PRIORITY: plan.priority_class,
     }
-    pod_labels = {
-        **owner_labels(plan.owner, COMPONENT),
-        labels.JOB_KIND: plan.kind,
-        labels.ACCELERATOR: plan.accelerator.key,
+    mounts, pod_volumes = _with_sandbox(meta, plan, parts, settings)
+    container = _main_container(meta, plan, parts, mounts)
+    pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": meta.name,
+            "labels": job_labels,
+            "annotations": {
+                labels.OWNER_NAME: plan.owner,
+                labels.PROJECT: plan.project,
+                labels.DISPLAY_NAME: plan.display_name,
+                labels.IDEMPOTENCY_KEY: meta.idempotency_key,
+                labels.REQUEST_DIGEST: meta.digest,
+                labels.REQUEST: meta.request,
+            },
+        },
+        "spec": _job_spec(plan, settings, pod_spec),
     }
+
+
+def _with_sandbox(
+    meta: JobMeta, plan: JobPlan, parts: PodParts, settings: BuildSettings
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's (mounts, volumes): the parts' own, plus the sandbox ConfigMap (named like the
+    Job), mounted read-only and executable, when the job has sandbox files."""
     mounts = [dict(m) for m in parts.mounts]
     pod_volumes = [dict(v) for v in parts.volumes]
     if plan.sandbox:
@@ -240,8 +263,17 @@ def make_job(
         mounts.append(
             {"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True}
         )
-    container = _main_container(meta, plan, parts, mounts)
-    pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
+    return mounts, pod_volumes
+
+
+def _job_spec(plan: JobPlan, settings: BuildSettings, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """The Job's spec: suspended until Kueue admits it, indexed, retried only for the job's own
+    failures, and deleted some time after it finishes."""
+    pod_labels = {
+        **owner_labels(plan.owner, COMPONENT),
+        labels.JOB_KIND: plan.kind,
+        labels.ACCELERATOR: plan.accelerator.key,
+    }
     spec: dict[str, Any] = {
         "suspend": True,
         "completions": plan.completions,
@@ -260,23 +292,7 @@ def make_job(
     }
     if plan.deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = plan.deadline_seconds
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": meta.name,
-            "labels": job_labels,
-            "annotations": {
-                labels.OWNER_NAME: plan.owner,
-                labels.PROJECT: plan.project,
-                labels.DISPLAY_NAME: plan.display_name,
-                labels.IDEMPOTENCY_KEY: meta.idempotency_key,
-                labels.REQUEST_DIGEST: meta.digest,
-                labels.REQUEST: meta.request,
-            },
-        },
-        "spec": spec,
-    }
+    return spec
 
 
 def make_sandbox(meta: JobMeta, plan: JobPlan) -> dict[str, Any]:
@@ -396,7 +412,8 @@ def _clone_init(pod: Mapping[str, Any], kept: set[str]) -> tuple[dict[str, Any],
 
 
 def clone_parts(pod: Mapping[str, Any], plan: JobPlan) -> PodParts:
-    """Image, environment and volumes of the notebook, without its tokens, secrets and hub wiring."""
+    """Image, environment and volumes of the notebook, without its tokens, secrets and hub
+    wiring."""
     container = notebook_container(pod)
     kept_volumes = [v for v in pod["spec"].get("volumes") or () if _clonable(v, plan)]
     kept = {v["name"] for v in kept_volumes}

@@ -1,4 +1,5 @@
-"""A validated request + who asks + the platform rules -> a JobPlan, or a refusal with the reason. Pure.
+"""A validated request + who asks + the platform rules -> a JobPlan, or a refusal with the
+reason. Pure.
 
 Catalog keys must exist (400), the caller's groups must allow them (403), the project must be
 one of the caller's own (403), sizes must stay within the policy's caps (403). Offloadable jobs
@@ -228,6 +229,33 @@ def _volume_kinds(
     return tuple(k for k in VOLUME_KINDS if k in request.volumes)
 
 
+def _priority(request: AnyRequest, rules: JobRules) -> str:
+    """The asked priority (or the service's default), one of the configured names."""
+    priority = request.priority or rules.default_priority
+    if priority not in rules.priorities:
+        raise UserError(
+            f"unknown priority {priority!r}; choose one of {', '.join(rules.priorities)}"
+        )
+    return priority
+
+
+def _check_offload(request: AnyRequest, accelerator: Accelerator, rules: JobRules) -> None:
+    """An offloadable job may only ask for an accelerator that remote sites offer."""
+    if request.offloadable and accelerator.kind not in rules.offload_accelerator_kinds:
+        raise UserError(
+            f"remote sites offer no {accelerator.display_name}; offloadable jobs may use: "
+            f"{', '.join(sorted(rules.offload_accelerator_kinds))}",
+            reason="offload",
+        )
+
+
+def _command(request: AnyRequest, rules: JobRules) -> tuple[str, ...]:
+    """The container's command: the request's, or its script, run from the mounted sandbox."""
+    if request.script is not None:
+        return (f"{rules.sandbox_path}/{SCRIPT_KEY}",)
+    return tuple(request.command)
+
+
 def resolve(
     request: AnyRequest,
     caller: HubUser,
@@ -243,11 +271,7 @@ def resolve(
     if isinstance(request, CloneRequest) != (notebook is not None):
         raise ValueError("a clone needs the notebook's facts, a batch job must not have them")
     project = _project(request, caller, catalog)
-    priority = request.priority or rules.default_priority
-    if priority not in rules.priorities:
-        raise UserError(
-            f"unknown priority {priority!r}; choose one of {', '.join(rules.priorities)}"
-        )
+    priority = _priority(request, rules)
     if notebook is not None:
         accelerator, count = _accelerator(
             request, catalog, policy, notebook.accelerator, notebook.count
@@ -261,18 +285,8 @@ def resolve(
         cpu, memory = _size(request, policy, size.cpu, size.memory)
         available, defaults = rules.storage_kinds, BATCH_DEFAULT_VOLUMES
         image = catalog.environments[_environment(request, catalog, policy, accelerator)].image
-    if request.offloadable and accelerator.kind not in rules.offload_accelerator_kinds:
-        raise UserError(
-            f"remote sites offer no {accelerator.display_name}; offloadable jobs may use: "
-            f"{', '.join(sorted(rules.offload_accelerator_kinds))}",
-            reason="offload",
-        )
+    _check_offload(request, accelerator, rules)
     sandbox = request.sandbox()
-    command = (
-        (f"{rules.sandbox_path}/{SCRIPT_KEY}",)
-        if request.script is not None
-        else tuple(request.command)
-    )
     return JobPlan(
         kind=request.kind,
         display_name=request.name,
@@ -286,7 +300,7 @@ def resolve(
         cpu=cpu,
         memory=memory,
         image=image,
-        command=command,
+        command=_command(request, rules),
         env=tuple(sorted(request.env.items())),
         working_dir=request.working_dir or (rules.sandbox_path if request.files else None),
         completions=request.completions,

@@ -59,8 +59,13 @@ class Status:
             )
         return {
             "stopped": f"cluster {self.name!r} is not running",
-            "stale": f"cluster {self.name!r} is stopped (its directory is left from an unclean stop)",
-            "partial": f"cluster {self.name!r} is partly running: run `aiinfn-devcluster down --name {self.name}`",
+            "stale": (
+                f"cluster {self.name!r} is stopped (its directory is left from an unclean stop)"
+            ),
+            "partial": (
+                f"cluster {self.name!r} is partly running: "
+                f"run `aiinfn-devcluster down --name {self.name}`"
+            ),
         }[self.state]
 
 
@@ -131,8 +136,9 @@ class DevCluster:
             if current.state == "running":
                 if current.topology != self.topology_name:
                     raise DevClusterError(
-                        f"cluster {self.name!r} already runs topology {current.topology!r}: stop it with "
-                        f"`aiinfn-devcluster down --name {self.name}` or pick another --name"
+                        f"cluster {self.name!r} already runs topology {current.topology!r}: "
+                        f"stop it with `aiinfn-devcluster down --name {self.name}` "
+                        "or pick another --name"
                     )
                 return False
             if current.state == "partial":
@@ -165,19 +171,48 @@ class DevCluster:
         shutil.rmtree(self.layout.root, ignore_errors=True)
 
     def _start(self, timeout: float) -> None:
+        """Bring every process up in order, recording each pid before waiting on it, so that a
+        failed start can always be stopped by `down`."""
         processes.require_free(self.port, "kube-apiserver", "--port (or AIINFN_DEVCLUSTER_PORT)")
         binaries = versions.binaries(self.cache)
         nodes = topology.node_manifests(self.topology_name)
         layout = self.layout
         layout.root.mkdir(parents=True)
-        ports = components.Ports(
+        ports = self._allocate_ports()
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        self._write_access(server)
+        runner = self._pod_runner_settings()
+        self._write_component_configs(runner)
+        state = self._initial_state(server, ports)
+        deadline = time.monotonic() + timeout
+        probe = _Probe(layout, ports)
+        self._start_control_plane(binaries, state, probe, deadline)
+        self._wait("topology", None, deadline, lambda: probe.create_nodes(nodes))
+        self._wait("nodes", None, deadline, lambda: probe.nodes_ready(len(nodes)))
+        self._wait("service accounts", None, deadline, probe.default_service_account)
+        self._start_kueue(state, probe, deadline)
+        if runner:
+            self._start_pod_runner(runner, state, deadline)
+        state["ready"] = True
+        self._write_state(state)
+        self.log(
+            f"cluster {self.name!r} up: {len(nodes)} nodes ({self.topology_name}); "
+            f"KUBECONFIG={layout.admin_kubeconfig}"
+        )
+
+    def _allocate_ports(self) -> components.Ports:
+        """The apiserver on the cluster's fixed port (clients find it there); the rest free ones."""
+        return components.Ports(
             apiserver=self.port,
             **{
                 f: processes.free_port()
                 for f in ("etcd_client", "etcd_peer", "controller_manager", "scheduler", "kwok")
             },
         )
-        server = f"https://127.0.0.1:{ports.apiserver}"
+
+    def _write_access(self, server: str) -> None:
+        """The PKI and one kubeconfig per client identity, readable by the owner only."""
+        layout = self.layout
         pki.create_pki(layout.pki)
         for identity in pki.CLIENT_IDENTITIES:
             path = (
@@ -196,8 +231,11 @@ class DevCluster:
                 ),
             )
             path.chmod(0o600)
+
+    def _write_component_configs(self, runner: podrunner.Settings | None) -> None:
+        """Admission and kwok configuration; kwok leaves the pod runner's images to the runner."""
+        layout = self.layout
         components.write_yaml(layout.config("admission.yaml"), components.pod_security_admission())
-        runner = self._pod_runner_settings()
         components.write_yaml(
             layout.config("kwok.yaml"),
             components.kwok_config(
@@ -205,7 +243,9 @@ class DevCluster:
             ),
         )
 
-        state = {
+    def _initial_state(self, server: str, ports: components.Ports) -> dict:
+        """cluster.json before any process starts: `status` and `down` read it from then on."""
+        return {
             "name": self.name,
             "server": server,
             "ports": ports.as_dict(),
@@ -219,28 +259,22 @@ class DevCluster:
             "processes": [],
             "ready": False,
         }
-        deadline = time.monotonic() + timeout
-        probe = _Probe(layout, ports)
+
+    def _start_control_plane(
+        self, binaries: dict[str, Path], state: dict, probe: _Probe, deadline: float
+    ) -> None:
+        """etcd to kwok in START_ORDER, each ready before the next; kwok's Logs CRD as soon as the
+        apiserver answers, since kwok watches it from its start."""
+        layout = self.layout
         for name in START_ORDER:
-            argv = ARGV_BUILDERS[name](binaries[name], layout, ports)
+            argv = ARGV_BUILDERS[name](binaries[name], layout, probe.ports)
             proc = processes.start(name, argv, layout.logs / f"{name}.log")
             state["processes"].append(proc.__dict__)
             self._write_state(state)
             self._wait(name, proc, deadline, lambda name=name: probe.ready(name))
             if name == "kube-apiserver":
-                self.log(f"kube-apiserver ready at {server}")
+                self.log(f"kube-apiserver ready at {state['server']}")
                 self._wait("kwok Logs CRD", None, deadline, lambda: _logs_crd_established(probe))
-        self._wait("topology", None, deadline, lambda: probe.create_nodes(nodes))
-        self._wait("nodes", None, deadline, lambda: probe.nodes_ready(len(nodes)))
-        self._wait("service accounts", None, deadline, probe.default_service_account)
-        self._start_kueue(state, probe, deadline)
-        if runner:
-            self._start_pod_runner(runner, state, deadline)
-        state["ready"] = True
-        self._write_state(state)
-        self.log(
-            f"cluster {self.name!r} up: {len(nodes)} nodes ({self.topology_name}); KUBECONFIG={layout.admin_kubeconfig}"
-        )
 
     def _start_kueue(self, state: dict, probe: _Probe, deadline: float) -> None:
         """Kueue after the control plane: its CRDs first (its caches need them), its webhooks only
@@ -313,9 +347,9 @@ class DevCluster:
     ) -> None:
         while time.monotonic() < deadline:
             if proc is not None and not proc.alive():
+                log = self.layout.logs / f"{what}.log"
                 raise DevClusterError(
-                    f"{what} exited during start-up: {processes.log_tail(self.layout.logs / f'{what}.log')} "
-                    f"(full log: {self.layout.logs / f'{what}.log'})"
+                    f"{what} exited during start-up: {processes.log_tail(log)} (full log: {log})"
                 )
             try:
                 if check():
@@ -353,7 +387,8 @@ def _logs_crd_established(probe: _Probe) -> bool:
 
 
 class _Probe:
-    """Readiness checks over plain HTTPS with the admin certificate; no client library needed at start."""
+    """Readiness checks over plain HTTPS with the admin certificate; no client library needed at
+    start."""
 
     def __init__(self, layout: components.Layout, ports: components.Ports) -> None:
         self.ports = ports
@@ -420,8 +455,9 @@ class _Probe:
             prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
             code, body = self.api("POST", f"{prefix}/{_COLLECTIONS[obj['kind']]}", obj)
             if code not in (201, 409):
+                name = obj["metadata"]["name"]
                 raise DevClusterError(
-                    f"creating {obj['kind']} {obj['metadata']['name']} failed ({code}): {body[:200]!r}"
+                    f"creating {obj['kind']} {name} failed ({code}): {body[:200]!r}"
                 )
         return True
 

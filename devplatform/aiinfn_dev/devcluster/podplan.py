@@ -61,7 +61,9 @@ class LocalImage:
     def env(self) -> dict[str, str]:
         """The image's ENV lines, and HOME, which the runtime sets from the image's user."""
         env = {
-            "PATH": f"{self.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": (
+                f"{self.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ),
             "LANG": "C.UTF-8",
             "HOME": self.home,
         }
@@ -495,6 +497,37 @@ def _downward_files(
     return files
 
 
+def _claim_volume(
+    pod: Mapping[str, Any], volume: Mapping[str, Any], objects: Objects, local: str
+) -> Volume:
+    """A claim's volume at its PV's path, read-only if the PV or the pod says so; an ephemeral
+    volume without a bound claim is an empty folder in the pod's folder instead."""
+    name = volume["name"]
+    claim_name = (
+        volume["persistentVolumeClaim"]["claimName"]
+        if "persistentVolumeClaim" in volume
+        else f"{pod['metadata']['name']}-{name}"
+    )
+    found = objects.claims.get(claim_name, "persistentvolumeclaim not found")
+    if isinstance(found, str):
+        if "ephemeral" in volume:
+            return Volume(local)
+        raise MountError(f"volume {name!r}: {found}")
+    path, read_only = found
+    read_only = read_only or bool((volume.get("persistentVolumeClaim") or {}).get("readOnly"))
+    return Volume(path, read_only)
+
+
+def _object_volume(volume: Mapping[str, Any], objects: Objects, local: str) -> Volume:
+    """A secret or configMap volume: its keys as read-only files in the pod's folder."""
+    kind = "secret" if "secret" in volume else "configmap"
+    ref = volume.get("secret") or volume["configMap"]
+    ref_name = ref.get("secretName") or ref.get("name", "")
+    data = (objects.secrets if kind == "secret" else objects.config_maps).get(ref_name)
+    files = _object_files(kind, data, ref, ref_name, ref.get("defaultMode", DEFAULT_FILE_MODE))
+    return Volume(local, True, files)
+
+
 def pod_volumes(
     pod: Mapping[str, Any],
     objects: Objects,
@@ -512,31 +545,9 @@ def pod_volumes(
         if "emptyDir" in volume:
             volumes[name] = Volume(local)
         elif "persistentVolumeClaim" in volume or "ephemeral" in volume:
-            claim_name = (
-                volume["persistentVolumeClaim"]["claimName"]
-                if "persistentVolumeClaim" in volume
-                else f"{pod['metadata']['name']}-{name}"
-            )
-            found = objects.claims.get(claim_name, "persistentvolumeclaim not found")
-            if isinstance(found, str):
-                if "ephemeral" in volume:
-                    volumes[name] = Volume(local)
-                    continue
-                raise MountError(f"volume {name!r}: {found}")
-            path, read_only = found
-            read_only = read_only or bool(
-                (volume.get("persistentVolumeClaim") or {}).get("readOnly")
-            )
-            volumes[name] = Volume(path, read_only)
+            volumes[name] = _claim_volume(pod, volume, objects, local)
         elif "secret" in volume or "configMap" in volume:
-            kind = "secret" if "secret" in volume else "configmap"
-            ref = volume.get("secret") or volume["configMap"]
-            ref_name = ref.get("secretName") or ref.get("name", "")
-            data = (objects.secrets if kind == "secret" else objects.config_maps).get(ref_name)
-            files = _object_files(
-                kind, data, ref, ref_name, ref.get("defaultMode", DEFAULT_FILE_MODE)
-            )
-            volumes[name] = Volume(local, True, files)
+            volumes[name] = _object_volume(volume, objects, local)
         elif "downwardAPI" in volume:
             spec = volume["downwardAPI"]
             files = _downward_files(
@@ -676,13 +687,17 @@ def _names(line: str, user: str, uid: int) -> bool:
 def etc_profile(host: str, path: str) -> str:
     """The host's /etc/profile, then the container's PATH again: a distribution's profile may
     reset PATH for login shells (Jupyter terminals are), which would hide the environment."""
-    return f"{host.rstrip()}\n\n# The container's PATH (dev cluster pod runner).\nexport PATH={shlex.quote(path)}\n"
+    return (
+        f"{host.rstrip()}\n\n# The container's PATH (dev cluster pod runner).\n"
+        f"export PATH={shlex.quote(path)}\n"
+    )
 
 
 def etc_hosts(pod_ip: str, name: str) -> str:
     """What the kubelet writes into every container's /etc/hosts."""
     return (
-        f"# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
         f"{pod_ip}\t{name}\n"
     )
 

@@ -399,6 +399,30 @@ class PodWorker:
         """Start the container's process and wait for it; (exit code, its terminated status)."""
         name = container["name"]
         plan = await self._plan_when_possible(container, restarts, last)
+        process = await self._spawn_sandbox(container, plan, restarts)
+        self.processes[name] = process
+        try:
+            line = await process.stdout.readline()
+            message = (
+                json.loads(line)
+                if line.strip()
+                else {"error": "the sandbox exited before starting"}
+            )
+            if "error" in message:
+                return await self._start_failed(
+                    container, process, message["error"], restarts, last
+                )
+            started = message["started"][:19] + "Z"
+            return await self._until_exit(container, plan, process, started, restarts, last, init)
+        finally:
+            self.processes.pop(name, None)
+
+    async def _spawn_sandbox(
+        self, container: dict[str, Any], plan: podplan.Plan, restarts: int
+    ) -> asyncio.subprocess.Process:
+        """The sandbox process for one start of the container (plan.json beside its sandbox.log);
+        its first stdout line says, in JSON, whether the container started."""
+        name = container["name"]
         plan_path = self.dir / "containers" / name / "plan.json"
         plan_path.write_text(plan.to_json())
         if restarts == 0:
@@ -407,7 +431,7 @@ class PodWorker:
             )
         await self.event("Created", f"Created container: {name}", name)
         with open(plan_path.with_name("sandbox.log"), "ab") as sandbox_log:
-            process = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 sandbox.MODULE,
@@ -418,66 +442,80 @@ class PodWorker:
                 stderr=sandbox_log,
                 start_new_session=True,
             )
-        self.processes[name] = process
+
+    async def _start_failed(
+        self,
+        container: dict[str, Any],
+        process: asyncio.subprocess.Process,
+        reason: str,
+        restarts: int,
+        last: dict[str, Any] | None,
+    ) -> tuple[int, dict[str, Any]]:
+        """The sandbox could not start the container: a StartError termination, as the kubelet
+        reports a runtime's failure to start, with a warning event saying why."""
+        name = container["name"]
+        code = exit_code(await process.wait())
+        error = f"failed to start container {name!r}: {reason}"
+        log.warning("%s: %s", self.dir.name, error)
+        await self.event("Failed", f"Error: {error}", name, warning=True)
+        return code, podstatus.terminated(
+            container,
+            code,
+            now(),
+            restart_count=restarts,
+            reason="StartError",
+            message=error,
+            last_state=last,
+        )
+
+    async def _until_exit(
+        self,
+        container: dict[str, Any],
+        plan: podplan.Plan,
+        process: asyncio.subprocess.Process,
+        started: str,
+        restarts: int,
+        last: dict[str, Any] | None,
+        init: bool,
+    ) -> tuple[int, dict[str, Any]]:
+        """A started container: reported running (ready at once when nothing is to be probed),
+        its readiness probed meanwhile, then its terminated status once the process exits."""
+        name = container["name"]
+        self.log_files[name] = (
+            plan.log,
+            str(self.dir / "containers" / name / f"{restarts - 1}.log") if restarts else None,
+        )
+        await self.runner.put_logs(self.pod, self.log_files)
+        probe = container.get("readinessProbe")
+        ports = [
+            p["containerPort"]
+            for p in container.get("ports") or []
+            if p.get("protocol", "TCP") == "TCP"
+        ]
+        ready_now = not init and not probe and not ports
+        self.statuses[name] = podstatus.running(container, started, ready_now, restarts, last)
+        await self.report()
+        await self.event("Started", f"Started container {name}", name)
+        log.info("%s: container %s started (sandbox pid %d)", self.dir.name, name, process.pid)
+        readiness = (
+            None
+            if init or ready_now
+            else asyncio.create_task(
+                self._readiness(container, started, restarts, last, probe, ports)
+            )
+        )
         try:
-            line = await process.stdout.readline()
-            message = (
-                json.loads(line)
-                if line.strip()
-                else {"error": "the sandbox exited before starting"}
-            )
-            if "error" in message:
-                code = exit_code(await process.wait())
-                error = f"failed to start container {name!r}: {message['error']}"
-                log.warning("%s: %s", self.dir.name, error)
-                await self.event("Failed", f"Error: {error}", name, warning=True)
-                return code, podstatus.terminated(
-                    container,
-                    code,
-                    now(),
-                    restart_count=restarts,
-                    reason="StartError",
-                    message=error,
-                    last_state=last,
-                )
-            started = message["started"][:19] + "Z"
-            self.log_files[name] = (
-                plan.log,
-                str(self.dir / "containers" / name / f"{restarts - 1}.log") if restarts else None,
-            )
-            await self.runner.put_logs(self.pod, self.log_files)
-            probe = container.get("readinessProbe")
-            ports = [
-                p["containerPort"]
-                for p in container.get("ports") or []
-                if p.get("protocol", "TCP") == "TCP"
-            ]
-            ready_now = not init and not probe and not ports
-            self.statuses[name] = podstatus.running(container, started, ready_now, restarts, last)
-            await self.report()
-            await self.event("Started", f"Started container {name}", name)
-            log.info("%s: container %s started (sandbox pid %d)", self.dir.name, name, process.pid)
-            readiness = (
-                None
-                if init or ready_now
-                else asyncio.create_task(
-                    self._readiness(container, started, restarts, last, probe, ports)
-                )
-            )
-            try:
-                code = exit_code(await process.wait())
-            finally:
-                if readiness:
-                    readiness.cancel()
-            log.info("%s: container %s exited with %d", self.dir.name, name, code)
-            message = None
-            if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-                message = podstatus.fallback_message(_read_bytes(plan.log)) or None
-            return code, podstatus.terminated(
-                container, code, now(), started, restarts, message=message, last_state=last
-            )
+            code = exit_code(await process.wait())
         finally:
-            self.processes.pop(name, None)
+            if readiness:
+                readiness.cancel()
+        log.info("%s: container %s exited with %d", self.dir.name, name, code)
+        message = None
+        if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            message = podstatus.fallback_message(_read_bytes(plan.log)) or None
+        return code, podstatus.terminated(
+            container, code, now(), started, restarts, message=message, last_state=last
+        )
 
     async def _readiness(
         self,
