@@ -181,23 +181,26 @@ def must_be(rule: str, allowed: str = "") -> WrapValidator:
     return WrapValidator(check)
 
 
-def whole_number(low: int, high: int) -> Any:
-    """The type of a whole number low..high: not a bool, a fraction or a string of digits."""
-    return Annotated[
-        int, Field(strict=True, ge=low, le=high), must_be(f"a whole number {low}..{high}")
-    ]
+# The rules below are metadata for Annotated, unpacked into it (`Annotated[int, *rules]`), so
+# that each alias is written out as a type that mypy reads.
+Rules = tuple[Any, ...]
+"""Metadata for an `Annotated` type: pydantic constraints and a validator."""
 
 
-def _text(limit: int) -> Any:
-    return Annotated[
-        str,
+def whole_number(low: int, high: int) -> Rules:
+    """The rules of a whole number low..high: not a bool, a fraction or a string of digits."""
+    return (Field(strict=True, ge=low, le=high), must_be(f"a whole number {low}..{high}"))
+
+
+def _text(limit: int) -> Rules:
+    return (
         Field(strict=True, min_length=1, max_length=limit, pattern=r"\S"),
         must_be(f"a non-empty string of at most {limit} characters"),
-    ]
+    )
 
 
-def _matching(pattern: re.Pattern[str], rule: str) -> Any:
-    return Annotated[str, Field(strict=True, pattern=pattern.pattern), must_be(rule)]
+def _matching(pattern: re.Pattern[str], rule: str) -> Rules:
+    return (Field(strict=True, pattern=pattern.pattern), must_be(rule))
 
 
 def _quantity_text(value: Any) -> str:
@@ -285,20 +288,27 @@ def schema_text(model: type[BaseModel], title: str) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
-Key = _matching(KEY_PATTERN, "a key of lower-case letters, digits and '-', at most 40 characters")
-ResourceName = _matching(RESOURCE_PATTERN, "an extended resource name such as nvidia.com/gpu")
-LabelKey = _matching(LABEL_KEY_PATTERN, "a label key such as nvidia.com/gpu.product")
-LabelValue = _matching(LABEL_VALUE_PATTERN, "a label value (quote numbers)")
-Image = _matching(IMAGE_PATTERN, "a full image reference with a tag or digest")
+Key = Annotated[
+    str,
+    *_matching(KEY_PATTERN, "a key of lower-case letters, digits and '-', at most 40 characters"),
+]
+ResourceName = Annotated[
+    str, *_matching(RESOURCE_PATTERN, "an extended resource name such as nvidia.com/gpu")
+]
+LabelKey = Annotated[
+    str, *_matching(LABEL_KEY_PATTERN, "a label key such as nvidia.com/gpu.product")
+]
+LabelValue = Annotated[str, *_matching(LABEL_VALUE_PATTERN, "a label value (quote numbers)")]
+Image = Annotated[str, *_matching(IMAGE_PATTERN, "a full image reference with a tag or digest")]
 KindName = Annotated[Kind, must_be("an accelerator kind", ", ".join(ACCELERATOR_KINDS))]
 Kinds = Annotated[tuple[KindName, ...], Field(min_length=1)]
 Count = Annotated[
     int, Field(strict=True, ge=0, le=16), must_be("a whole number 1..16 (CPU only: 0)")
 ]
-Name = _text(200)
-Memory = _text(40)
-Description = _text(500)
-Share = whole_number(0, MAX_BATCH_SHARE)
+Name = Annotated[str, *_text(200)]
+Memory = Annotated[str, *_text(40)]
+Description = Annotated[str, *_text(500)]
+Share = Annotated[int, *whole_number(0, MAX_BATCH_SHARE)]
 # Mappings keyed by catalog keys: the schema refuses other keys too.
 _KEYED = Field(json_schema_extra={"additionalProperties": False})
 
@@ -321,7 +331,7 @@ def _group_key(key: str) -> str:
     return key
 
 
-ImagePattern = Annotated[_text(300), AfterValidator(_regex)]
+ImagePattern = Annotated[str, *_text(300), AfterValidator(_regex)]
 ProjectKey = Annotated[str, Field(strict=True), AfterValidator(_group_key)]
 
 

@@ -23,8 +23,9 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import escapism
 from kubernetes_asyncio import client
@@ -80,7 +81,11 @@ class Tables:
     groups: Mapping[str, int] = field(default_factory=dict)
 
 
-def _table(raw: str | None, what: str, validate) -> dict[str, int]:
+Validator = Callable[[object], str]
+"""`names.username` or `names.group`: the name, or InvalidName."""
+
+
+def _table(raw: str | None, what: str, validate: Validator) -> dict[str, int]:
     if not raw:
         return {}
     try:
@@ -175,7 +180,7 @@ def make_configmap(name: str, tables: Tables, resource_version: str | None = Non
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": render(tables)}
 
 
-def _unslug(slug: str, validate) -> str | None:
+def _unslug(slug: str, validate: Validator) -> str | None:
     """The name whose `names.slug` this folder name is; None for a folder we did not name."""
     try:
         name = validate(escapism.unescape(slug, escape_char="-"))
@@ -185,7 +190,7 @@ def _unslug(slug: str, validate) -> str | None:
 
 
 def _owners(
-    found: Mapping[str, Iterable[int]], low: int, high: int, validate, what: str
+    found: Mapping[str, Iterable[int]], low: int, high: int, validate: Validator, what: str
 ) -> dict[str, int]:
     table: dict[str, int] = {}
     for slug, numbers in sorted(found.items()):
@@ -228,7 +233,7 @@ def from_folders(
     return parse(render(tables))
 
 
-def scan(roots: Iterable[str | os.PathLike], field: str) -> dict[str, set[int]]:
+def scan(roots: Iterable[str | os.PathLike[str]], field: str) -> dict[str, set[int]]:
     """Folder name -> the numbers (`st_uid` or `st_gid`) owning it, over these claim roots."""
     found: dict[str, set[int]] = {}
     for root in roots:
@@ -321,7 +326,8 @@ class IdentityStore:
 
     async def _write(self, tables: Tables, version: str | None) -> bool:
         """True if written; False if someone else wrote first (read again and retry)."""
-        body = make_configmap(self.settings.identity_configmap, tables, version)
+        # The client serialises a plain dict body as it is; its hints name only V1ConfigMap.
+        body: Any = make_configmap(self.settings.identity_configmap, tables, version)
         try:
             if version is None:
                 await self.api.create_namespaced_config_map(

@@ -139,13 +139,16 @@ class Inventory:
     ) -> None:
         self.reservation_taint = reservation_taint
         self.queue_label = queue_label
-        counted = [a for a in accelerators.values() if a.kind != "cpu" and a.resource]
-        self.accelerator_keys: tuple[str, ...] = tuple(a.key for a in counted)
-        # Per resource, the accelerators that may claim it on a node: most specific labels
-        # first (so a label-less fallback never shadows a product), then catalog order.
+        # Counted: accelerators with a resource. Per resource, the accelerators that may claim
+        # it on a node: most specific labels first (so a label-less fallback never shadows a
+        # product), then catalog order.
+        keys: list[str] = []
         by_resource: dict[str, list[Accelerator]] = {}
-        for accelerator in counted:
-            by_resource.setdefault(accelerator.resource, []).append(accelerator)
+        for accelerator in accelerators.values():
+            if accelerator.kind != "cpu" and accelerator.resource:
+                keys.append(accelerator.key)
+                by_resource.setdefault(accelerator.resource, []).append(accelerator)
+        self.accelerator_keys: tuple[str, ...] = tuple(keys)
         self._by_resource = {
             r: tuple(sorted(accs, key=lambda a: -len(a.node_labels)))
             for r, accs in by_resource.items()
@@ -159,6 +162,8 @@ class Inventory:
 
     def node_record(self, obj: Mapping[str, Any] | None) -> tuple[str, NodeRecord] | None:
         """(name, record) of a Node dict; None if it has no name. Unreadable parts offer nothing."""
+        if obj is None:
+            return None
         try:
             meta = obj.get("metadata") or _EMPTY
             name = meta.get("name")
@@ -206,6 +211,8 @@ class Inventory:
     @staticmethod
     def pod_key(obj: Mapping[str, Any] | None) -> str | None:
         """The "namespace/name" key of a Pod dict, or None if it has no name."""
+        if obj is None:
+            return None
         try:
             meta = obj["metadata"]
             name = meta["name"]
@@ -216,6 +223,8 @@ class Inventory:
 
     def pod_record(self, obj: Mapping[str, Any] | None) -> PodRecord | None:
         """The slim record of a Pod dict if it occupies accelerator units now, else None."""
+        if obj is None:
+            return None
         try:
             spec = obj.get("spec") or _EMPTY
             node = spec.get("nodeName")
@@ -319,9 +328,8 @@ class Inventory:
         parsed = self.node_record(obj)
         if parsed is None:
             return False
-        name, new = parsed
-        if event_type == DELETED:
-            new = None
+        name, record = parsed
+        new = None if event_type == DELETED else record
         old = self._nodes.get(name)
         if old == new:
             return False
@@ -480,7 +488,7 @@ class Inventory:
     ) -> int:
         """Most free units of `accelerator` on one eligible node visible to `groups` (a request
         for more cannot fit anywhere); with preempt=True, as if batch pods were evicted."""
-        buckets = self._buckets.get(accelerator, _EMPTY)
+        buckets: Mapping[str | None, _Bucket] = self._buckets.get(accelerator, {})
         largest = 0
         for reservation in _visible(groups):
             bucket = buckets.get(reservation)

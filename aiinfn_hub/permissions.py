@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CLUSTER = "cluster"
 NAMESPACE = "namespace"
@@ -42,7 +43,7 @@ class Permission:
         return f"{self.verb} {resource} {where}"
 
 
-def _rules(verbs: str, resource: str, why: str, **kwargs: object) -> tuple[Permission, ...]:
+def _rules(verbs: str, resource: str, why: str, **kwargs: Any) -> tuple[Permission, ...]:
     return tuple(Permission(verb, resource, why, **kwargs) for verb in verbs.split())
 
 

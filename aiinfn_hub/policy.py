@@ -34,7 +34,7 @@ class PolicyError(ValueError):
     """A policy entry is invalid; one line per problem: the group, the field, what is allowed."""
 
 
-Units = whole_number(0, 64)
+Units = Annotated[int, *whole_number(0, 64)]
 # The schema said outright: pydantic 2.7 and later versions write a one-value Literal apart.
 Keys = Annotated[
     Literal["*"] | tuple[str, ...],

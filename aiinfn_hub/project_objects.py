@@ -130,7 +130,8 @@ def _size(
 ) -> FlavorSize:
     name = flavor["metadata"]["name"]
     accelerator = catalog.accelerators.get(name)
-    cpu, memory, units = Fraction(0), Fraction(0), {}
+    cpu, memory = Fraction(0), Fraction(0)
+    units: dict[str, int] = {}
     for node in nodes:
         if accelerator is None:
             part = Fraction(1) if _selects(flavor, node) else Fraction(0)
@@ -199,8 +200,9 @@ def quotas(
             for quota in result:
                 quota[size.name] = {r: (whole.get(r, 0), None) for r in resources}
             continue
-        owned = split(size.units[size.resource], weights, extras) if size.resource else None
-        if owned is not None:
+        owned: list[int] | None = None
+        if size.resource:
+            owned = split(size.units[size.resource], weights, extras)
             exact = [Fraction(size.units[size.resource] * w, sum(weights)) for w in weights]
             extras = [e + (o > x) for e, o, x in zip(extras, owned, exact, strict=True)]
         shares = owned if owned is not None else weights
@@ -208,7 +210,7 @@ def quotas(
         for i, quota in enumerate(result):
             entry: Quota = {r: (0, None) for r in resources}
             entry.update(cpu=(cpus[i], None), memory=(_memory(memory[i]), None))
-            if size.resource:
+            if size.resource and owned is not None:  # owned: exactly when there is a resource
                 entry[size.resource] = (owned[i], max(owned[i], 1))
             quota[size.name] = entry
     return result

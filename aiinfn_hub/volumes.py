@@ -272,7 +272,7 @@ def init_container(
     username = names.username(user.username)
     slug = names.slug(username)
     kinds = set(kinds)
-    folders = []  # (volume, claim, folder name, project gid or None)
+    folders: list[tuple[str, str, str, int | None]] = []  # (volume, claim, name, project gid)
     if "home" in kinds:
         folders.append(("home", settings.home_claim, slug, None))
     if "projects" in kinds:

@@ -17,7 +17,7 @@ low."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -171,10 +171,10 @@ def capacity(
     groups = {
         q["metadata"]["name"]: _groups(q, most[q["metadata"]["name"]]) for q in cluster_queues
     }
-    queues = {}
+    queues: dict[str, tuple[str, tuple[ResourceGroup, ...]]] = {}
     for local in local_queues:
         target = (local.get("spec") or {}).get("clusterQueue")
-        if target in groups:
+        if isinstance(target, str) and target in groups:
             queues[local["metadata"]["name"]] = (target, groups[target])
     return Capacity(
         queues=queues,
@@ -222,7 +222,7 @@ def _tolerated(taint: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]
 
 def _expression(expression: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     key, operator = expression["key"], expression["operator"]
-    values = expression.get("values") or ()
+    values: Sequence[str] = expression.get("values") or ()
     if operator == "In":
         return labels.get(key) in values
     if operator == "NotIn":

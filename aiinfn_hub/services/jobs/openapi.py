@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
+
 from .request import CloneRequest, JobRequest, ResubmitRequest
 
 _ERROR = {
@@ -28,7 +30,7 @@ def _body(name: str) -> dict[str, Any]:
     }
 
 
-def _schema(model) -> dict[str, Any]:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
 

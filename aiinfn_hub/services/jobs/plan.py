@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from ... import names
 from ...catalog import Accelerator, Catalog, quantity
@@ -251,9 +252,9 @@ def _check_offload(request: AnyRequest, accelerator: Accelerator, rules: JobRule
 
 def _command(request: AnyRequest, rules: JobRules) -> tuple[str, ...]:
     """The container's command: the request's, or its script, run from the mounted sandbox."""
-    if request.script is not None:
-        return (f"{rules.sandbox_path}/{SCRIPT_KEY}",)
-    return tuple(request.command)
+    if request.command is not None:  # a valid request has a command or a script, not both
+        return tuple(request.command)
+    return (f"{rules.sandbox_path}/{SCRIPT_KEY}",)
 
 
 def resolve(
@@ -284,7 +285,8 @@ def resolve(
         size = catalog.sizes_for(accelerator.kind)[catalog.default_sizes[accelerator.kind]]
         cpu, memory = _size(request, policy, size.cpu, size.memory)
         available, defaults = rules.storage_kinds, BATCH_DEFAULT_VOLUMES
-        image = catalog.environments[_environment(request, catalog, policy, accelerator)].image
+        batch = cast(JobRequest, request)  # checked above: no notebook's facts, a batch job
+        image = catalog.environments[_environment(batch, catalog, policy, accelerator)].image
     _check_offload(request, accelerator, rules)
     sandbox = request.sandbox()
     return JobPlan(

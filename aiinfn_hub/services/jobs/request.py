@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -189,7 +190,7 @@ def _part(part: Any) -> str:
     return str(part) if isinstance(part, int) or _SHOWN_KEY.fullmatch(part) else "<key>"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     where = ".".join(_part(part) for part in error["loc"] if part != "[key]") or "body"
     if error["type"] == "extra_forbidden":
         return f"unknown field '{where}'"

@@ -139,7 +139,7 @@ def _preemption_message(
     """What happened to a preempted job, in our words (Kueue's own message names the preemptor's
     uids, which may be another user's), and what it waits for now."""
     if job["spec"].get("suspend"):
-        reason = (_condition(workload, PREEMPTED) or {}).get("reason")
+        reason = (_condition(workload, PREEMPTED) or {}).get("reason") or ""
         why = PREEMPTION_REASONS.get(reason, PREEMPTED_BY)
         return f"{why}; waiting in the queue to be admitted again"
     accelerator = (job["spec"]["template"]["metadata"].get("labels") or {}).get(labels.ACCELERATOR)
