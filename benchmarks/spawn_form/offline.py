@@ -13,7 +13,7 @@ from typing import Any
 
 from aiinfn_hub.catalog import Catalog
 from aiinfn_hub.inventory import Inventory
-from aiinfn_hub.inventory_watch import parse_event
+from aiinfn_hub.k8s_watch import parse_event
 
 from .renders import FormPath, render_ours
 from .settings import USER_GROUPS

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from aiinfn_hub import catalog
 from aiinfn_hub.inventory import Counts, Inventory, units
-from aiinfn_hub.inventory_watch import ResourceExpired, WatchError, backoff_delay, parse_event
 
 ACCELERATORS = catalog.load(catalog.default_path()).accelerators
 T4, A100, A30, RTX = "Tesla-T4", "NVIDIA-A100-80GB-PCIe", "NVIDIA-A30", "Quadro-RTX-5000"
@@ -414,39 +413,6 @@ def test_malformed_pods_do_not_crash(obj):
 )
 def test_units(value, expected):
     assert units(value) == expected
-
-
-# ---- the watcher's pure parts ---------------------------------------------------------------
-
-
-def test_parse_event():
-    assert parse_event(b'{"type": "ADDED", "object": {"metadata": {"name": "p"}}}\n') == (
-        "ADDED",
-        {"metadata": {"name": "p"}},
-    )
-    assert (
-        parse_event('{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"12"}}}')[0]
-        == "BOOKMARK"
-    )
-    gone = (
-        b'{"type":"ERROR","object":{"kind":"Status","code":410,"reason":"Expired",'
-        b'"message":"too old resource version: 1 (5)"}}'
-    )
-    with pytest.raises(ResourceExpired, match="too old"):
-        parse_event(gone)
-    with pytest.raises(WatchError, match="500"):
-        parse_event(b'{"type":"ERROR","object":{"code":500,"message":"boom"}}')
-    with pytest.raises(WatchError):
-        parse_event(b'{"kind":"Status","code":500}')
-    with pytest.raises(ValueError):
-        parse_event(b'{"type": "ADDED", "obj')
-
-
-def test_backoff_is_exponential_capped_and_jittered():
-    assert [backoff_delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
-    assert backoff_delay(1, rand=lambda: 0.0) == 0.25
-    assert backoff_delay(10_000, rand=lambda: 1.0) == 30.0
-    assert backoff_delay(10_000, rand=lambda: 0.0) == 15.0
 
 
 # ---- property: incremental counts == recount, after every event ----------------------------

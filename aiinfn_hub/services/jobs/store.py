@@ -3,13 +3,12 @@ and what bounds every job (Kueue's queues and flavors, the nodes; read only).
 
 Every call uses the service's own credentials (its kubeconfig or in-cluster service account), in the
 one namespace it manages (the cluster-wide objects are only listed), and returns plain JSON (no
-model classes: a submission costs one create and no deserialisation). Errors are kubernetes_asyncio
-ApiExceptions with the status."""
+model classes: a submission costs one create and no deserialisation). Errors are `k8s.ApiError`s,
+kubernetes_asyncio ApiExceptions with the status and the server's message."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
@@ -20,20 +19,6 @@ from .manifests import COMPONENT, SANDBOX_COMPONENT, sandbox_owner
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSION = "v1beta2"
 NOTEBOOK_COMPONENT = "singleuser-server"
-
-
-async def _json(pending) -> Any:
-    """The body of a raw (`_preload_content=False`) call as JSON; an ApiException for non-2xx."""
-    response = await pending
-    try:
-        body = await response.read()
-    finally:
-        response.release()
-    if not 200 <= response.status < 300:
-        error = ApiException(status=response.status, reason=response.reason)
-        error.body = body.decode(errors="replace")
-        raise error
-    return json.loads(body) if body else {}
 
 
 def api_message(error: ApiException) -> str:
@@ -56,7 +41,7 @@ class JobStore:
     # -- jobs ------------------------------------------------------------------------------
 
     async def create_job(self, job: dict) -> dict:
-        return await _json(
+        return await k8s.call_json(
             self.batch.create_namespaced_job(
                 self.namespace, job, field_validation=k8s.STRICT, _preload_content=False
             )
@@ -64,7 +49,7 @@ class JobStore:
 
     async def get_job(self, name: str) -> dict | None:
         try:
-            return await _json(
+            return await k8s.call_json(
                 self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
             )
         except ApiException as error:
@@ -78,7 +63,7 @@ class JobStore:
         if owner is not None:
             selector += f",{labels.OWNER}={names.label_value(owner)}"
         items = (
-            await _json(
+            await k8s.call_json(
                 self.batch.list_namespaced_job(
                     self.namespace, label_selector=selector, _preload_content=False
                 )
@@ -95,7 +80,7 @@ class JobStore:
     async def delete_job(self, name: str) -> bool:
         """Delete a Job, its pods, Workload and sandbox (owned objects go too); False if gone."""
         try:
-            await _json(
+            await k8s.call_json(
                 self.batch.delete_namespaced_job(
                     name, self.namespace, propagation_policy="Background", _preload_content=False
                 )
@@ -109,7 +94,7 @@ class JobStore:
     # -- sandboxes -------------------------------------------------------------------------
 
     async def create_sandbox(self, configmap: dict) -> dict:
-        return await _json(
+        return await k8s.call_json(
             self.core.create_namespaced_config_map(
                 self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False
             )
@@ -117,7 +102,7 @@ class JobStore:
 
     async def get_sandbox(self, name: str) -> dict | None:
         try:
-            return await _json(
+            return await k8s.call_json(
                 self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
             )
         except ApiException as error:
@@ -127,7 +112,7 @@ class JobStore:
 
     async def replace_sandbox(self, configmap: dict) -> dict:
         name = configmap["metadata"]["name"]
-        return await _json(
+        return await k8s.call_json(
             self.core.replace_namespaced_config_map(
                 name, self.namespace, configmap, field_validation=k8s.STRICT, _preload_content=False
             )
@@ -136,7 +121,7 @@ class JobStore:
     async def adopt_sandbox(self, job: dict) -> None:
         """Make the Job own its sandbox ConfigMap."""
         body = sandbox_owner(job["metadata"]["name"], job["metadata"]["uid"])
-        await _json(
+        await k8s.call_json(
             self.core.patch_namespaced_config_map(
                 job["metadata"]["name"],
                 self.namespace,
@@ -148,7 +133,7 @@ class JobStore:
 
     async def delete_sandbox(self, name: str) -> None:
         try:
-            await _json(
+            await k8s.call_json(
                 self.core.delete_namespaced_config_map(name, self.namespace, _preload_content=False)
             )
         except ApiException as error:
@@ -161,7 +146,7 @@ class JobStore:
             f"{labels.MANAGED_BY}={labels.MANAGED_BY_VALUE},{labels.COMPONENT}={SANDBOX_COMPONENT}"
         )
         items = (
-            await _json(
+            await k8s.call_json(
                 self.core.list_namespaced_config_map(
                     self.namespace, label_selector=selector, _preload_content=False
                 )
@@ -175,7 +160,7 @@ class JobStore:
         """Kueue Workloads in the namespace (of one Job if given); none without Kueue installed."""
         selector = f"{labels.KUEUE_JOB_UID}={job_uid}" if job_uid else None
         try:
-            result = await _json(
+            result = await k8s.call_json(
                 self.custom.list_namespaced_custom_object(
                     KUEUE_GROUP,
                     KUEUE_VERSION,
@@ -193,7 +178,7 @@ class JobStore:
 
     async def local_queues(self) -> list[dict]:
         return (
-            await _json(
+            await k8s.call_json(
                 self.custom.list_namespaced_custom_object(
                     KUEUE_GROUP,
                     KUEUE_VERSION,
@@ -207,7 +192,7 @@ class JobStore:
     async def cluster_objects(self, plural: str) -> list[dict]:
         """Kueue's cluster-wide objects of one kind (clusterqueues, resourceflavors)."""
         return (
-            await _json(
+            await k8s.call_json(
                 self.custom.list_cluster_custom_object(
                     KUEUE_GROUP, KUEUE_VERSION, plural, _preload_content=False
                 )
@@ -215,10 +200,10 @@ class JobStore:
         )["items"]
 
     async def nodes(self) -> list[dict]:
-        return (await _json(self.core.list_node(_preload_content=False)))["items"]
+        return (await k8s.call_json(self.core.list_node(_preload_content=False)))["items"]
 
     async def pods(self, job_uid: str) -> list[dict]:
-        result = await _json(
+        result = await k8s.call_json(
             self.core.list_namespaced_pod(
                 self.namespace,
                 label_selector=f"{labels.JOB_CONTROLLER_UID}={job_uid}",
@@ -228,26 +213,21 @@ class JobStore:
         return result["items"]
 
     async def log(self, pod: str, tail_lines: int, limit_bytes: int) -> str:
-        response = await self.core.read_namespaced_pod_log(
-            pod,
-            self.namespace,
-            tail_lines=tail_lines,
-            limit_bytes=limit_bytes,
-            _preload_content=False,
+        return await k8s.call_text(
+            self.core.read_namespaced_pod_log(
+                pod,
+                self.namespace,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
+                _preload_content=False,
+            )
         )
-        try:
-            body = await response.read()
-        finally:
-            response.release()
-        if not 200 <= response.status < 300:
-            raise ApiException(status=response.status, reason=response.reason)
-        return body.decode(errors="replace")
 
     async def notebook_pod(self, username: str, server: str) -> dict | None:
         """The user's running notebook pod for this server name, matched on the exact names the
         spawner records in annotations (its label values depend on KubeSpawner's slug scheme)."""
         selector = f"component={NOTEBOOK_COMPONENT}"
-        result = await _json(
+        result = await k8s.call_json(
             self.core.list_namespaced_pod(
                 self.namespace, label_selector=selector, _preload_content=False
             )

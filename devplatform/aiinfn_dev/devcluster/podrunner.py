@@ -2,9 +2,10 @@
 
 kwok plays every node, but its pod stages skip pods whose first container's image is in the
 runner's image map (`components.RUNNER_IMAGE_KEY`); this process plays the kubelet for those. It
-list-then-watches scheduled pods (resourceVersion, bookmarks, relist on 410, bounded back-off)
-and gives each of its pods on a kwok node a `PodWorker` (podworker.py), which runs the
-containers as sandboxed local processes (sandbox.py) and reports them as a kubelet would.
+list-then-watches scheduled pods (the product's `k8s_watch.ListWatch`: resourceVersion, bookmarks,
+relist on 410, bounded back-off) and gives each of its pods on a kwok node a `PodWorker`
+(podworker.py), which runs the containers as sandboxed local processes (sandbox.py) and reports
+them as a kubelet would.
 Container output goes to CRI log files that kwok's kubelet endpoint serves to `kubectl logs`
 through one kwok `Logs` object per pod.
 
@@ -23,25 +24,17 @@ import os
 import shutil
 import signal
 import sys
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 from kubernetes_asyncio import client
 
 from aiinfn_hub import catalog, k8s
-from aiinfn_hub.inventory_watch import (
-    ResourceExpired,
-    WatchError,
-    backoff_delay,
-    parse_event,
-    resource_version,
-)
+from aiinfn_hub.k8s_watch import ListWatch
 
 from . import podplan, podstatus, sandbox
 from .components import POD_CIDR
@@ -280,8 +273,15 @@ class PodRunner:
         self.pod_ips: dict[str, tuple[str, str]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.claims = IpClaims(Path(settings.ip_claims))
-        self.version: str | None = None
-        self.attempt = 0
+        self.watch = ListWatch(
+            "pod runner: scheduled pods",
+            self.core.list_pod_for_all_namespaces,
+            self._relisted,
+            self.handle,
+            field_selector=SCHEDULED,
+            watch_timeout=WATCH_SECONDS,
+            logger=log,
+        )
         self.tasks: set[asyncio.Task] = set()
 
     def _spawn(self, work: Awaitable[Any]) -> None:
@@ -291,35 +291,31 @@ class PodRunner:
 
     # -- API calls (raw JSON: the runner works on dicts) ----------------------------------------
 
-    async def _call(
-        self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
-    ) -> tuple[int, Any]:
-        response = await method(*args, _preload_content=False, **kwargs)
-        try:
-            body = await response.read()
-            return response.status, json.loads(body) if body else None
-        finally:
-            response.release()
-
     async def _retrying(
         self,
         what: str,
         method: Callable[..., Awaitable[Any]],
         *args: Any,
-        ok: tuple[int, ...] = (200, 201),
+        tolerate: tuple[int, ...] = (),
         **kwargs: Any,
-    ) -> tuple[int, Any]:
+    ) -> int:
+        """Call until the API server answers (retrying 5xx and network errors, a few times);
+        200 for any success, the status of an error (those in tolerate are not logged), 0 when
+        it never answered."""
         for attempt in range(1, 6):
             try:
-                status, body = await self._call(method, *args, **kwargs)
-                if status in ok or status < 500:
-                    if status not in ok:
-                        log.warning("%s: %s %s", what, status, (body or {}).get("message", ""))
-                    return status, body
-            except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                await k8s.call_json(method(*args, _preload_content=False, **kwargs))
+                return 200
+            except k8s.ApiError as error:
+                if error.status in tolerate:
+                    return error.status
+                log.warning("%s: %s %s", what, error.status, error.message)
+                if (error.status or 0) < 500:
+                    return error.status or 0
+            except k8s.TRANSIENT as error:
                 log.warning("%s failed (attempt %d): %s", what, attempt, error)
-            await asyncio.sleep(backoff_delay(attempt, 0.2, 5.0))
-        return 0, None
+            await asyncio.sleep(k8s.backoff_delay(attempt, 0.2, 5.0))
+        return 0
 
     async def patch_status(self, pod: dict[str, Any], patch: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -329,20 +325,20 @@ class PodRunner:
             meta["name"],
             meta["namespace"],
             patch,
-            ok=(200, 404),
+            tolerate=(404,),
         )
 
     async def post_event(self, body: dict[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]
         await self._retrying(
-            "event", self.core.create_namespaced_event, namespace, body, ok=(201, 404)
+            "event", self.core.create_namespaced_event, namespace, body, tolerate=(404,)
         )
 
     async def put_logs(self, pod: dict[str, Any], files: dict[str, tuple[str, str | None]]) -> None:
         """Point kwok's kubelet endpoint at the pod's log files."""
         body = podstatus.logs_object(pod, files)
         meta = body["metadata"]
-        status, _ = await self._retrying(
+        status = await self._retrying(
             "logs object",
             self.custom.create_namespaced_custom_object,
             LOGS_GROUP,
@@ -350,7 +346,7 @@ class PodRunner:
             meta["namespace"],
             LOGS_PLURAL,
             body,
-            ok=(201, 409),
+            tolerate=(409,),
         )
         if status == 409:
             await self._retrying(
@@ -374,20 +370,18 @@ class PodRunner:
             meta["namespace"],
             grace_period_seconds=0,
             body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
-            ok=(200, 202, 404, 409),
+            tolerate=(404, 409),
         )
 
     async def _get(
         self, method: Callable[..., Awaitable[Any]], *args: Any
     ) -> dict[str, Any] | None:
-        status, body = await self._call(method, *args)
-        if status == 404:
-            return None
-        if status != 200:
-            raise podplan.MountError(
-                f"reading {args[0]}: {status} {(body or {}).get('message', '')}"
-            )
-        return body
+        try:
+            return await k8s.call_json(method(*args, _preload_content=False))
+        except k8s.ApiError as error:
+            if error.status == 404:
+                return None
+            raise podplan.MountError(f"reading {args[0]}: {error}") from None
 
     async def fetch_objects(
         self, pod: dict[str, Any], tokens: Mapping[str, str]
@@ -441,14 +435,14 @@ class PodRunner:
             },
         }
         account = pod["spec"].get("serviceAccountName") or "default"
-        status, answer = await self._call(
-            self.core.create_namespaced_service_account_token, account, meta["namespace"], body
-        )
-        if status != 201:
-            raise podplan.MountError(
-                f"token for service account {account!r}: {status} "
-                f"{(answer or {}).get('message', '')}"
+        try:
+            answer = await k8s.call_json(
+                self.core.create_namespaced_service_account_token(
+                    account, meta["namespace"], body, _preload_content=False
+                )
             )
+        except k8s.ApiError as error:
+            raise podplan.MountError(f"token for service account {account!r}: {error}") from None
         return answer["status"]["token"]
 
     async def node(self, name: str) -> dict[str, Any] | None:
@@ -539,91 +533,19 @@ class PodRunner:
 
     async def run(self) -> None:
         """Follow scheduled pods until cancelled."""
-        while True:
-            try:
-                if self.version is None:
-                    await self._relist()
-                if await self._watch():
-                    self.attempt = 0
-                    continue
-                self.attempt += 1
-            except ResourceExpired:
-                log.info("pod watch expired at %s; relisting", self.version)
-                self.version = None
-                self.attempt += 1
-                if self.attempt == 1:
-                    continue
-            except (TimeoutError, aiohttp.ClientError, OSError, ValueError, WatchError) as error:
-                self.attempt += 1
-                log.warning(
-                    "pod watch failed (attempt %d): %s: %s",
-                    self.attempt,
-                    type(error).__name__,
-                    error,
-                )
-            await asyncio.sleep(backoff_delay(self.attempt))
+        await self.watch.run()
 
-    async def _relist(self) -> None:
-        pods: list[dict[str, Any]] = []
-        token, version = None, None
-        while True:
-            status, body = await self._call(
-                self.core.list_pod_for_all_namespaces,
-                field_selector=SCHEDULED,
-                limit=500,
-                _continue=token,
-            )
-            if status == 410:
-                raise ResourceExpired("list continue token expired")
-            if status != 200:
-                raise WatchError(status, str((body or {}).get("message", "")))
-            pods += body.get("items") or []
-            version, token = (
-                body["metadata"].get("resourceVersion"),
-                body["metadata"].get("continue"),
-            )
-            if not token:
-                break
+    async def _relisted(self, pods: list[dict[str, Any]], version: str) -> None:
+        """A full list: forget the pods that are gone, take up the others as if modified."""
         seen = {p["metadata"]["uid"] for p in pods}
         for uid in [u for u in self.workers if u not in seen]:
             await self.handle("DELETED", {"metadata": {"uid": uid}})
         for pod in pods:
             await self.handle("MODIFIED", pod)
-        self.version = version
         marker = Path(self.settings.state) / READY_MARKER
         if not marker.exists():
             marker.write_text(f"listed {len(pods)} scheduled pods\n")
             log.info("pod runner ready: %d images played locally", len(self.settings.images))
-
-    async def _watch(self) -> bool:
-        started = time.monotonic()
-        timeout = aiohttp.ClientTimeout(sock_connect=10, sock_read=WATCH_SECONDS + 60)
-        response = await self.core.list_pod_for_all_namespaces(
-            watch=True,
-            resource_version=self.version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            field_selector=SCHEDULED,
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
-        delivered = False
-        try:
-            if response.status == 410:
-                raise ResourceExpired("watch resourceVersion expired")
-            if response.status != 200:
-                raise WatchError(response.status, (await response.text())[:300])
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event_type, obj = parse_event(line)
-                if event_type != "BOOKMARK":
-                    await self.handle(event_type, obj)
-                self.version = resource_version(obj) or self.version
-                delivered = True
-        finally:
-            response.close()
-        return delivered or time.monotonic() - started >= WATCH_SECONDS / 2
 
     async def shutdown(self) -> None:
         """The cluster is going down: stop every process (no status reports)."""
