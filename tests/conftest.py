@@ -34,6 +34,19 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+def session_cluster_address() -> tuple[str, int]:
+    """The session cluster's name and API port: AIINFN_DEVCLUSTER_NAME/PORT, or the defaults. Each
+    pytest-xdist worker gets a cluster of its own (name `-gwN`, the port N+1 above), so tests
+    running at once never see each other's nodes, pods or queues."""
+    name = os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME)
+    port = int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        index = int(worker.removeprefix("gw"))
+        return f"{name}-{worker}", port + 1 + index
+    return name, port
+
+
 @pytest.fixture(scope="session")
 def devcluster():
     """(kubeconfig path, DevCluster or None): the running cluster the integration tests use."""
@@ -41,10 +54,8 @@ def devcluster():
     if external:
         yield Path(external), None
         return
-    cluster = DevCluster(
-        name=os.environ.get("AIINFN_DEVCLUSTER_NAME", DEFAULT_NAME),
-        port=int(os.environ.get("AIINFN_DEVCLUSTER_PORT", DEFAULT_PORT)),
-    )
+    name, port = session_cluster_address()
+    cluster = DevCluster(name=name, port=port)
     started = cluster.up()
     try:
         yield cluster.layout.admin_kubeconfig, cluster

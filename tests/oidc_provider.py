@@ -47,6 +47,8 @@ MAVEN_URL = (
 BUILD_OPTIONS = ["--db=dev-file"]
 REALM_TEMPLATE = Path(__file__).with_name("oidc_realm.json")
 START_LIMIT = 240.0
+# The state file of the Keycloak `serve` starts for a whole `./dev test` (in the folder given).
+SHARED_STATE = "provider.json"
 
 
 def cache_dir() -> Path:
@@ -178,6 +180,9 @@ class Keycloak:
             **os.environ,
             "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
             "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
+            # The quick JIT tier only: a start costs about 20 s of CPU instead of 36 s, and a test
+            # realm never runs long enough for the optimising tier to pay back.
+            "JAVA_OPTS_APPEND": "-XX:TieredStopAtLevel=1",
         }
         argv = [
             str(home / "bin" / "kc.sh"),
@@ -438,7 +443,13 @@ def browser_login(
 
 @pytest.fixture(scope="session")
 def keycloak(tmp_path_factory):
-    """A Keycloak for the whole session, started on first use and stopped at the end."""
+    """A Keycloak for the whole session, started on first use and stopped at the end; or the one
+    `./dev test` serves to all its pytest processes (AIINFN_TEST_OIDC_PROVIDER, its state file),
+    which it stops itself."""
+    state_file = os.environ.get("AIINFN_TEST_OIDC_PROVIDER")
+    if state_file:
+        yield shared(Path(state_file))
+        return
     provider = Keycloak(install(), tmp_path_factory.mktemp("keycloak"))
     provider.start()
     try:
@@ -447,12 +458,73 @@ def keycloak(tmp_path_factory):
         provider.stop()
 
 
+def _start_ticks(pid: int) -> str | None:
+    """When a process started (/proc/PID/stat field 22), to tell it from a later one of its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def serve(folder: Path) -> None:
+    """Start a Keycloak that outlives this command, for every pytest process of one `./dev test`
+    (both passes, all workers: each test module makes its own realm in it). Its address, admin
+    password and pid go to folder/provider.json (owner-only); `stop` ends it by that pid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    provider = Keycloak(install(), Path(tempfile.mkdtemp(prefix="keycloak-", dir=folder)))
+    provider.start()
+    assert provider.process is not None
+    state = {
+        "workdir": str(provider.workdir),
+        "port": provider.port,
+        "admin_password": provider.admin_password,
+        "pid": provider.process.pid,
+        "start_ticks": _start_ticks(provider.process.pid),
+    }
+    target = folder / SHARED_STATE
+    target.touch(mode=0o600)
+    target.write_text(json.dumps(state))
+
+
+def shared(state_file: Path) -> Keycloak:
+    """The Keycloak `serve` started, as a Keycloak whose `stop` leaves it running."""
+    state = json.loads(state_file.read_text())
+    provider = Keycloak(install(), Path(state["workdir"]))
+    provider.port, provider.admin_password = state["port"], state["admin_password"]
+    return provider
+
+
+def stop_served(folder: Path) -> None:
+    """Stop the Keycloak `serve` started (its process group), if that very process still runs."""
+    state_file = folder / SHARED_STATE
+    if not state_file.exists():
+        return
+    state = json.loads(state_file.read_text())
+    pid = state["pid"]
+    if _start_ticks(pid) is not None and _start_ticks(pid) == state["start_ticks"]:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _start_ticks(pid) == state["start_ticks"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _start_ticks(pid) == state["start_ticks"]:
+            os.killpg(pid, signal.SIGKILL)
+    shutil.rmtree(state["workdir"], ignore_errors=True)
+    state_file.unlink()
+
+
 def main(argv: list[str]) -> int:
-    if argv != ["fetch"]:
-        print("usage: python -m tests.oidc_provider fetch", file=sys.stderr)
+    commands = {"fetch": 1, "serve": 2, "stop": 2}
+    if not argv or commands.get(argv[0]) != len(argv):
+        print("usage: python -m tests.oidc_provider fetch | serve DIR | stop DIR", file=sys.stderr)
         return 2
-    home = install(log=lambda message: print(message, file=sys.stderr))
-    print(f"oidc provider: Keycloak {KEYCLOAK_VERSION} ready in {home}", file=sys.stderr)
+    if argv[0] == "serve":
+        serve(Path(argv[1]))
+        print(f"oidc provider: Keycloak serving, state in {argv[1]}", file=sys.stderr)
+    elif argv[0] == "stop":
+        stop_served(Path(argv[1]))
+    else:
+        home = install(log=lambda message: print(message, file=sys.stderr))
+        print(f"oidc provider: Keycloak {KEYCLOAK_VERSION} ready in {home}", file=sys.stderr)
     return 0
 
 
