@@ -80,24 +80,32 @@ def _failure(action: str, error: ApiException) -> TokenSyncError:
     return TokenSyncError(f"{action} the access-token Secret failed: {error.status} {error.reason}")
 
 
-async def sync(api_client: client.ApiClient, namespace: str, username: str, token: str) -> None:
-    """Create or overwrite the user's Secret with this token."""
+async def sync(
+    api_client: client.ApiClient, namespace: str, username: str, token: str, exists: bool = True
+) -> None:
+    """Create or overwrite the user's Secret with this token. `exists` says which write to try
+    first: a spawn after a stop finds no Secret, and creating first costs it one request, not two.
+    """
     api = client.CoreV1Api(api_client)
     body = make_secret(username, token)
     name = body["metadata"]["name"]
+
+    async def replace() -> None:
+        await api.replace_namespaced_secret(name, namespace, body, field_validation=k8s.STRICT)
+
+    async def create() -> None:
+        await api.create_namespaced_secret(namespace, body, field_validation=k8s.STRICT)
+
+    # Each write, the status that means "the other one is needed", and what a failure says.
+    writes = [(replace, 404, "replacing"), (create, 409, "creating")]
     for _ in range(3):
-        try:
-            await api.replace_namespaced_secret(name, namespace, body, field_validation=k8s.STRICT)
-            return
-        except ApiException as error:
-            if error.status != 404:
-                raise _failure("replacing", error) from None
-        try:
-            await api.create_namespaced_secret(namespace, body, field_validation=k8s.STRICT)
-            return
-        except ApiException as error:
-            if error.status != 409:
-                raise _failure("creating", error) from None
+        for write, other, action in writes if exists else writes[::-1]:
+            try:
+                await write()
+                return
+            except ApiException as error:
+                if error.status != other:
+                    raise _failure(action, error) from None
     raise TokenSyncError(
         "the access-token Secret kept appearing and disappearing; giving up for now"
     )
