@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,10 @@ USERS_KEY = "users"
 GROUPS_KEY = "groups"
 COMPONENT = "identity"
 ATTEMPTS = 10
-# After a lost race, wait a little (growing, jittered) so racing writers fall out of step.
+# After a lost race, wait a little (k8s.backoff_delay: growing, jittered, capped) so racing
+# writers fall out of step.
 BACKOFF = 0.05
+BACKOFF_CAP = 1.0
 
 
 class IdentityError(UserError):
@@ -301,7 +302,7 @@ class IdentityStore:
         async with self._lock:
             for attempt in range(ATTEMPTS):
                 if attempt:
-                    await asyncio.sleep(random.uniform(0, BACKOFF * attempt))
+                    await asyncio.sleep(k8s.backoff_delay(attempt, BACKOFF, BACKOFF_CAP))
                 existing, version = await self._read()
                 wanted = assign(existing, usernames, groups, self.settings)
                 if wanted == existing or await self._write(wanted, version):

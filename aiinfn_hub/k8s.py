@@ -53,7 +53,7 @@ class ApiError(ApiException):
     def __init__(self, status: int | None, message: str, reason: str | None = None) -> None:
         super().__init__(status=status, reason=reason)
         self.message = message[:300]
-        self.body = json.dumps({"message": self.message})
+        self.body = json.dumps({"message": self.message}).encode()
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}"

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from aiinfn_hub import k8s
+
 from . import podplan, podstatus, sandbox
 from .podplan import ConfigError, MountError
 
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aiinfn_dev.devcluster.podrunner")
 
-RETRY_SECONDS = 2.0
+RETRY_SECONDS = 2.0  # a container whose configuration is wrong is planned again this often
+MOUNT_RETRY_BASE = 0.5  # a missing object: the first retry after 0.25-0.5 s, then doubling
 PORT_POLL_SECONDS = 0.2
 DEFAULT_GRACE_SECONDS = 30
 
@@ -214,7 +217,8 @@ class PodWorker:
 
     async def _prepare_volumes(self) -> None:
         """Fetch what the pod references and lay its volumes out; a missing object is retried
-        with a FailedMount event, as the kubelet does."""
+        with a FailedMount event and the API access layer's backoff, as the kubelet does."""
+        attempt = 0
         while True:
             try:
                 self.objects = await self.runner.fetch_objects(self.pod, self.objects.tokens)
@@ -236,7 +240,8 @@ class PodWorker:
                 if message not in self.warned:
                     self.warned.add(message)
                     await self.event("FailedMount", message, warning=True)
-            await asyncio.sleep(RETRY_SECONDS)
+            attempt += 1
+            await asyncio.sleep(k8s.backoff_delay(attempt, MOUNT_RETRY_BASE, RETRY_SECONDS * 2))
 
     def _fs_group(self) -> int | None:
         return (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
