@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from kubernetes_asyncio.client import ApiClient
 from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 
@@ -19,7 +20,7 @@ from .storage_config import AiInfnStorage
 IDENTITY_STORES: dict[str, IdentityStore] = {}
 
 
-def api_client():
+def api_client() -> ApiClient:
     """The client KubeSpawner shares in this hub process."""
     return shared_client("CoreV1Api").api_client
 

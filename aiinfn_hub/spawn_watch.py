@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from kubespawner import KubeSpawner
@@ -134,7 +134,7 @@ class StartWatch:
 
     async def progress(
         self, upstream: AsyncGenerator[spawn_progress.Event, None]
-    ) -> AsyncIterator[spawn_progress.Event]:
+    ) -> AsyncGenerator[spawn_progress.Event, None]:
         """The spawner's messages (spawn_progress, in order) merged with KubeSpawner's pod
         events (`upstream`) as both come; the bar never moves back."""
         pending = asyncio.ensure_future(anext(upstream))
