@@ -9,7 +9,7 @@ import aiohttp
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 
-from . import podfailure
+from . import k8s, podfailure
 from .errors import UserError
 
 # A failed container's log: what is read (the tail of crash_log_lines lines) and what is shown.
@@ -36,9 +36,8 @@ async def crash_error(spawner: KubeSpawner, crash: podfailure.Crash) -> UserErro
 
 async def container_log(spawner: KubeSpawner, container: str) -> str | None:
     """The end of the container's latest log (pods/log), or None if it cannot be read."""
-
-    async def read() -> str:
-        response = await spawner.api.read_namespaced_pod_log(
+    read = k8s.call_text(
+        spawner.api.read_namespaced_pod_log(
             spawner.pod_name,
             spawner.namespace,
             container=container,
@@ -46,13 +45,9 @@ async def container_log(spawner: KubeSpawner, container: str) -> str | None:
             limit_bytes=CRASH_LOG_READ_BYTES,
             _preload_content=False,
         )
-        try:
-            return (await response.read()).decode(errors="replace")
-        finally:
-            response.release()
-
+    )
     try:
-        return await asyncio.wait_for(read(), spawner.k8s_api_request_timeout)
+        return await asyncio.wait_for(read, spawner.k8s_api_request_timeout)
     except ApiException as error:
         spawner.log.warning(
             "Could not read the log of %s (%s): %s %s",

@@ -94,7 +94,13 @@ class SpawnStorage:
 
     async def write_token(self, username: str, token: str) -> None:
         try:
-            await tokens.sync(api_client(), self.spawner.namespace, username, token)
+            await tokens.sync(
+                api_client(),
+                self.spawner.namespace,
+                username,
+                token,
+                exists=self._token_fingerprint is not None,
+            )
         except tokens.TokenSyncError as error:
             raise UserError(
                 "your access token could not be stored for the server; try again",
