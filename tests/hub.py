@@ -13,6 +13,8 @@ start_hub refuses any other kubeconfig, so a permission the product lacks fails 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.cookiejar
 import http.server
 import json
@@ -28,16 +30,20 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from aiinfn_dev import hubaccount
+from aiinfn_dev import devstorage, hubaccount, kueue_config
 from aiinfn_dev.demo_auth import DEMO_MODE_ENV
 from aiinfn_dev.devcluster.processes import free_port
+from kubernetes_asyncio import client
 
+from aiinfn_hub import labels
 from aiinfn_hub.platform_config import AiInfnPlatform
+from tests.helpers import has_default_service_account, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,6 +68,8 @@ class Hub:
     log_path: Path
     password: str
     browsers: dict
+    # claim name -> the local folder behind it (hub_in_namespace's storage)
+    storage_folders: dict[str, Path] = field(default_factory=dict)
 
     def login(self, user: str) -> None:
         """Log in through the real form; the user's groups come with the login."""
@@ -234,3 +242,57 @@ def stop_hub(hub: Hub, responder: http.server.HTTPServer) -> None:
             hub.process.wait()
     responder.shutdown()
     responder.server_close()
+
+
+@contextlib.asynccontextmanager
+async def hub_in_namespace(
+    api_client: client.ApiClient,
+    kubeconfig: Path,
+    folder: Path,
+    users: dict[str, dict],
+    spawner_config: dict[str, object],
+    extra_config: Sequence[str] = (),
+    env_extra: dict[str, str] | None = None,
+    kueue_documents: list[dict] | None = None,
+) -> AsyncIterator[Hub]:
+    """The integration modules' one hub: a fresh namespace enforcing Pod Security "restricted",
+    helm-values/storage.yaml bound to local folders there (`hub.storage_folders`), the hub
+    ServiceAccount with the shipped RBAC, and start_hub as that account; all of it removed on exit.
+    With `kueue_documents` (the `kueue` fixture's), the projects' LocalQueues too, active.
+    `kubeconfig` is the cluster admin's, used only to set all this up."""
+    core = client.CoreV1Api(api_client)
+    namespace = f"t-hub-{uuid.uuid4().hex[:8]}"
+    restricted = {
+        labels.POD_SECURITY_ENFORCE: "restricted",
+        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
+    }
+    metadata = client.V1ObjectMeta(name=namespace, labels=restricted)
+    await core.create_namespace(client.V1Namespace(metadata=metadata))
+    storage: list[dict] = []
+    try:
+        await wait_until(lambda: has_default_service_account(core, namespace), "service account")
+        storage = await devstorage.setup(api_client, namespace, folder / "storage")
+        await wait_until(
+            lambda: devstorage.claims_bound(api_client, namespace, storage), "the storage claims"
+        )
+        if kueue_documents is not None:
+            queues = kueue_config.local_queues(kueue_documents, namespace)
+            await kueue_config.apply(api_client, queues)
+            await wait_until(
+                lambda: kueue_config.queues_active(api_client, queues), "LocalQueues active"
+            )
+        account = await hubaccount.hub_kubeconfig(
+            api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
+        )
+        hub, responder = await asyncio.to_thread(
+            start_hub, folder, account, namespace, users, spawner_config, extra_config, env_extra
+        )
+        hub.storage_folders = devstorage.claim_folders(storage)
+        try:
+            yield hub
+        finally:
+            await asyncio.to_thread(stop_hub, hub, responder)
+    finally:
+        await core.delete_namespace(namespace)
+        await hubaccount.delete_cluster_objects(api_client, namespace)
+        await devstorage.delete_volumes(api_client, storage)

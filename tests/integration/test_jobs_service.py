@@ -38,7 +38,7 @@ from tornado.websocket import websocket_connect
 from aiinfn_hub import k8s, labels
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
-from tests.hub import REPO, Hub, start_hub, stop_hub
+from tests.hub import REPO, Hub, hub_in_namespace, start_hub, stop_hub
 from tests.jobs_service import PREFIX, Service, hub_lines
 
 pytestmark = pytest.mark.integration
@@ -149,32 +149,20 @@ async def user_token(hub: Hub, user: str) -> str:
 async def env(devcluster, api_client, kueue, tmp_path_factory):
     kubeconfig, _ = devcluster
     tmp = tmp_path_factory.mktemp("jobs")
-    name = f"t-jobs-{uuid.uuid4().hex[:8]}"
-    storage = await prepare(api_client, name, tmp / "storage", kueue)
     port, token = free_port(), secrets.token_hex(32)
-    account = await hubaccount.hub_kubeconfig(api_client, name, kubeconfig, tmp / "hub.kubeconfig")
-    hub, responder = await asyncio.to_thread(
-        start_hub,
-        tmp,
-        account,
-        name,
-        USERS,
-        SPAWNER,
-        hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400, orphan_grace_seconds=3.0),
-    )
-    service = Service(tmp, hub, port, token)
-    try:
-        await asyncio.to_thread(service.start)
-        environment = Env(hub, service, name)
-        for user in USERS:
-            environment.tokens[user] = await user_token(hub, user)
-        yield environment
-    finally:
-        service.stop()
-        await asyncio.to_thread(stop_hub, hub, responder)
-        await client.CoreV1Api(api_client).delete_namespace(name)
-        await hubaccount.delete_cluster_objects(api_client, name)
-        await devstorage.delete_volumes(api_client, storage)
+    lines = hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400, orphan_grace_seconds=3.0)
+    async with hub_in_namespace(
+        api_client, kubeconfig, tmp, USERS, SPAWNER, lines, kueue_documents=kueue
+    ) as hub:
+        service = Service(tmp, hub, port, token)
+        try:
+            await asyncio.to_thread(service.start)
+            environment = Env(hub, service, hub.namespace)
+            for user in USERS:
+                environment.tokens[user] = await user_token(hub, user)
+            yield environment
+        finally:
+            service.stop()
 
 
 @pytest.fixture

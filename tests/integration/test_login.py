@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 import jwt
 import pytest
 import pytest_asyncio
-from aiinfn_dev import devstorage, hubaccount
-from kubernetes_asyncio import client
 
-from aiinfn_hub import labels, tokens
-from tests.helpers import has_default_service_account, wait_until
-from tests.hub import Hub, start_hub, stop_hub
+from aiinfn_hub import tokens
+from tests.helpers import wait_until
+from tests.hub import Hub, hub_in_namespace, start_hub, stop_hub
 from tests.oidc_provider import Login, Realm, browser_login, make_realm
 
 pytestmark = pytest.mark.integration
@@ -126,42 +124,25 @@ def hub_env(iam: Realm, crypt_key: str) -> dict[str, str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def site(devcluster, api_client, keycloak, tmp_path_factory):
     kubeconfig, _ = devcluster
-    core = client.CoreV1Api(api_client)
-    namespace = f"t-login-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
-            )
-        )
-    )
-    await wait_until(
-        lambda: has_default_service_account(core, namespace), "default service account"
-    )
-    storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
     iam = await asyncio.to_thread(
         make_realm, keycloak, f"login-{uuid.uuid4().hex[:6]}", USERS, TOKEN_LIFESPAN
     )
     crypt_key = secrets.token_hex(32)
-    folder = tmp_path_factory.mktemp("hub")
-    account = await hubaccount.hub_kubeconfig(
-        api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
-    )
-    hub, responder = await asyncio.to_thread(
-        start_hub, folder, account, namespace, {}, SPAWNER, hub_config(iam), hub_env(iam, crypt_key)
-    )
-    try:
+    async with hub_in_namespace(
+        api_client,
+        kubeconfig,
+        tmp_path_factory.mktemp("hub"),
+        {},
+        SPAWNER,
+        hub_config(iam),
+        hub_env(iam, crypt_key),
+    ) as hub:
         site = Site(hub, iam, {iam.client_secret, crypt_key, keycloak.admin_password})
         # Logged in first, so their tokens have expired by the time the refresh tests run.
         site.early = dict(
             zip(EARLY, await asyncio.gather(*(site.login(name) for name in EARLY)), strict=True)
         )
         yield site
-    finally:
-        await asyncio.to_thread(stop_hub, hub, responder)
-        await core.delete_namespace(namespace)
-        await hubaccount.delete_cluster_objects(api_client, namespace)
-        await devstorage.delete_volumes(api_client, storage)
 
 
 def logged_in(result: Login) -> bool:

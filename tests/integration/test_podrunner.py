@@ -12,19 +12,16 @@ import signal
 import subprocess
 import sys
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from aiinfn_dev import devstorage, hubaccount
 from aiinfn_dev.devcluster import sandbox
-from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from aiinfn_hub import catalog, labels
-from tests.helpers import has_default_service_account, restricted_pod, wait_until
-from tests.hub import start_hub, stop_hub
+from aiinfn_hub import catalog
+from tests.helpers import restricted_pod, wait_until
+from tests.hub import hub_in_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -408,42 +405,15 @@ async def test_volumes_env_and_identity_as_a_kubelet_gives_them(pod_runner, core
 async def real_hub(pod_runner, devcluster, api_client, tmp_path_factory):
     """A hub whose notebook URL is the pod's own (no stand-in), with the storage claims."""
     kubeconfig, _ = devcluster
-    core = client.CoreV1Api(api_client)
-    namespace = f"t-runner-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
-            )
-        )
-    )
-    await wait_until(
-        lambda: has_default_service_account(core, namespace), "default service account"
-    )
-    storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
-    await wait_until(
-        lambda: devstorage.claims_bound(api_client, namespace, storage), "the storage claims"
-    )
-    tmp = tmp_path_factory.mktemp("hub")
-    hub_account = await hubaccount.hub_kubeconfig(
-        api_client, namespace, kubeconfig, tmp / "hub.kubeconfig"
-    )
-    hub, responder = await asyncio.to_thread(
-        start_hub,
-        tmp,
-        hub_account,
-        namespace,
+    async with hub_in_namespace(
+        api_client,
+        kubeconfig,
+        tmp_path_factory.mktemp("hub"),
         {"alice": {"groups": ["cms-ml"]}},
         {"default_policy": {"accelerators": ["cpu"], "environments": "*"}},
         ["c.KubeSpawner.get_pod_url = None"],
-    )
-    try:
+    ) as hub:
         yield hub
-    finally:
-        await asyncio.to_thread(stop_hub, hub, responder)
-        await devstorage.delete_volumes(api_client, storage)
-        await core.delete_namespace(namespace)
-        await hubaccount.delete_cluster_objects(api_client, namespace)
 
 
 async def test_hub_spawns_a_real_jupyterlab_reached_at_the_pod_ip(real_hub):

@@ -16,12 +16,10 @@ import uuid
 
 import pytest
 import pytest_asyncio
-from aiinfn_dev import devstorage, hubaccount
-from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, labels, volumes
-from tests.helpers import has_default_service_account, restricted_pod, wait_until
-from tests.hub import start_hub, stop_hub
+from aiinfn_hub import catalog, volumes
+from tests.helpers import restricted_pod, wait_until
+from tests.hub import hub_in_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -84,34 +82,15 @@ c.KubeSpawner.modify_pod_hook = _test_pod_hook
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hub(devcluster, api_client, tmp_path_factory):
     kubeconfig, _ = devcluster
-    core = client.CoreV1Api(api_client)
-    namespace = f"t-hub-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
-            )
-        )
-    )
-    await wait_until(
-        lambda: has_default_service_account(core, namespace), "default service account"
-    )
-    storage = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
-    folder = tmp_path_factory.mktemp("hub")
-    account = await hubaccount.hub_kubeconfig(
-        api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
-    )
-    hub, responder = await asyncio.to_thread(
-        start_hub, folder, account, namespace, USERS, SPAWNER, extra_config=[POD_HOOK]
-    )
-    hub.storage_folders = devstorage.claim_folders(storage)
-    try:
+    async with hub_in_namespace(
+        api_client,
+        kubeconfig,
+        tmp_path_factory.mktemp("hub"),
+        USERS,
+        SPAWNER,
+        extra_config=[POD_HOOK],
+    ) as hub:
         yield hub
-    finally:
-        await asyncio.to_thread(stop_hub, hub, responder)
-        await core.delete_namespace(namespace)
-        await hubaccount.delete_cluster_objects(api_client, namespace)
-        await devstorage.delete_volumes(api_client, storage)
 
 
 async def call(hub, method, path, body=None, token=None):

@@ -20,12 +20,11 @@ import socket
 import stat
 import urllib.error
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from aiinfn_dev import devstorage, hubaccount
+from aiinfn_dev import devstorage
 from aiinfn_dev.devcluster.cluster import DevCluster
 from kubernetes_asyncio import client
 
@@ -37,7 +36,7 @@ from aiinfn_hub.services.jobs.plan import JobRules, resolve
 from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests.helpers import has_default_service_account, restricted_container, wait_until
-from tests.hub import start_hub, stop_hub
+from tests.hub import hub_in_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -585,43 +584,16 @@ HUB_CONFIG = [
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def hub(devcluster, api_client, tmp_path_factory):
     kubeconfig, _ = devcluster
-    core = client.CoreV1Api(api_client)
-    namespace = f"t-hub-{uuid.uuid4().hex[:8]}"
-    await core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                name=namespace, labels={labels.POD_SECURITY_ENFORCE: "restricted"}
-            )
-        )
-    )
-    await wait_until(
-        lambda: has_default_service_account(core, namespace), "default service account"
-    )
-    documents = await devstorage.setup(api_client, namespace, tmp_path_factory.mktemp("storage"))
-    await wait_until(
-        lambda: devstorage.claims_bound(api_client, namespace, documents), "the storage claims"
-    )
-    folder = tmp_path_factory.mktemp("hub")
-    account = await hubaccount.hub_kubeconfig(
-        api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
-    )
-    hub, responder = await asyncio.to_thread(
-        start_hub,
-        folder,
-        account,
-        namespace,
+    async with hub_in_namespace(
+        api_client,
+        kubeconfig,
+        tmp_path_factory.mktemp("hub"),
         HUB_USERS,
         {},
         HUB_CONFIG,
         {"JUPYTERHUB_CRYPT_KEY": CRYPT_KEY},
-    )
-    try:
+    ) as hub:
         yield hub
-    finally:
-        await asyncio.to_thread(stop_hub, hub, responder)
-        await core.delete_namespace(namespace)
-        await hubaccount.delete_cluster_objects(api_client, namespace)
-        await devstorage.delete_volumes(api_client, documents)
 
 
 async def call(hub, method, path, body=None):
