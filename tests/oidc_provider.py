@@ -470,6 +470,7 @@ def serve(folder: Path) -> None:
     """Start a Keycloak that outlives this command, for every pytest process of one `./dev test`
     (both passes, all workers: each test module makes its own realm in it). Its address, admin
     password and pid go to folder/provider.json (owner-only); `stop` ends it by that pid."""
+    folder = folder.resolve()  # kc.sh runs from its own folder
     folder.mkdir(parents=True, exist_ok=True)
     provider = Keycloak(install(), Path(tempfile.mkdtemp(prefix="keycloak-", dir=folder)))
     provider.start()
