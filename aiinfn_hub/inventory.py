@@ -9,20 +9,24 @@ the tests prove the increments right.
 
 Rules, in short: a node is notebook capacity if it is Ready, not cordoned and not a virtual
 (offload) node; a pod occupies units while it is bound and not finished; a pod is batch
-(preemptible) if Kueue queued it or a Job owns it, otherwise it is a notebook.
+(preemptible) if Kueue queued it or a Job owns it, otherwise it is a notebook. A batch pod belongs
+to the Job its job-name label names, else it is a job of its own; the batch jobs of an
+accelerator are the distinct jobs with pods holding its units (those a notebook may stop).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from aiinfn_hub import quantities
 from aiinfn_hub.catalog import Accelerator
 from aiinfn_hub.labels import (
     INTERLINK_TAINT_PREFIX,
+    JOB_NAME,
     KUEUE_QUEUE,
+    LEGACY_JOB_NAME,
     VIRTUAL_KUBELET_TAINT,
     VIRTUAL_NODE,
     VIRTUAL_NODE_VALUE,
@@ -34,16 +38,19 @@ RESERVATION_TAINT = "reserved"
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 _EMPTY: Mapping[str, Any] = {}
+_Key = TypeVar("_Key")
 
 
 class Counts(NamedTuple):
-    """Units of one accelerator: on eligible nodes, used by notebooks, used by batch, free."""
+    """Units of one accelerator: on eligible nodes, used by notebooks, used by batch, free; and
+    the batch jobs holding `batch` (distinct jobs, not pods: what a notebook would stop)."""
 
     total: int = 0
     notebooks: int = 0
     batch: int = 0
     free: int = 0
     free_if_preempted: int = 0
+    batch_jobs: int = 0
 
 
 class NodeRecord(NamedTuple):
@@ -60,6 +67,7 @@ class PodRecord(NamedTuple):
     node: str
     demands: tuple[tuple[str, int], ...]  # (resource, units > 0), sorted
     batch: bool
+    job: str = ""  # a batch pod's job: "<namespace>/job/<name>" or "<namespace>/pod/<name>"
 
 
 def units(value: Any) -> int:
@@ -90,6 +98,26 @@ def _visible(groups: Collection[str]) -> tuple[str | None, ...]:
     return tuple(dict.fromkeys((None, *groups)))
 
 
+def job_key(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
+    """The job a batch pod belongs to: its Job (job-name label), else the pod itself. Interned,
+    so the pods of one Job share one string."""
+    namespace = meta.get("namespace") or ""
+    for label in (JOB_NAME, LEGACY_JOB_NAME):
+        name = labels.get(label)
+        if name and type(name) is str:
+            return sys.intern(f"{namespace}/job/{name}")
+    return sys.intern(f"{namespace}/pod/{meta.get('name')}")
+
+
+def _distinct(maps: list[dict[str, int]]) -> int:
+    """How many keys the maps hold together, each once."""
+    if not maps:
+        return 0
+    if len(maps) == 1:
+        return len(maps[0])
+    return len(set().union(*maps))
+
+
 def _clamped(capacity: int, notebooks: int, batch: int) -> tuple[int, int]:
     """(free, free_if_preempted) of one node: what is left, never below zero."""
     if_preempted = capacity - notebooks if capacity > notebooks else 0
@@ -108,15 +136,18 @@ class _Bucket:
         "free_if_preempted",
         "free_hist",
         "preempted_hist",
+        "jobs",
     )
 
     def __init__(self) -> None:
         self.total = self.notebooks = self.batch = self.free = self.free_if_preempted = 0
         self.free_hist: dict[int, int] = {}
         self.preempted_hist: dict[int, int] = {}
+        # Batch job -> how many of its pods hold units here (a job leaves at zero).
+        self.jobs: dict[str, int] = {}
 
 
-def _bump(histogram: dict[int, int], value: int, sign: int) -> None:
+def _bump(histogram: dict[_Key, int], value: _Key, sign: int) -> None:
     count = histogram.get(value, 0) + sign
     if count:
         histogram[value] = count
@@ -244,7 +275,8 @@ class Inventory:
                     if isinstance(owner, dict) and owner.get("kind") == "Job":
                         batch = True
                         break
-            return PodRecord(sys.intern(node), demands, batch)
+            job = job_key(meta, labels) if batch else ""
+            return PodRecord(sys.intern(node), demands, batch, job)
         except (AttributeError, TypeError):
             return None
 
@@ -421,6 +453,23 @@ class Inventory:
             for accelerator, capacity in node.offers.values():
                 notebooks, batch = usage[accelerator]
                 self._contribute(accelerator, node.reserved_for, capacity, notebooks, batch, sign)
+            for pod in self._pods_by_node.get(name, _EMPTY).values():
+                if pod.job:
+                    self._count_job(node, pod, sign)
+
+    def _count_job(self, node: NodeRecord, pod: PodRecord, sign: int) -> None:
+        """Add or remove a batch pod's job in the buckets of the accelerators it holds there."""
+        for resource, _ in pod.demands:
+            offer = node.offers.get(resource)
+            if offer is not None:
+                _bump(self._bucket(offer[0], node.reserved_for).jobs, pod.job, sign)
+
+    def _bucket(self, accelerator: str, reserved_for: str | None) -> _Bucket:
+        buckets = self._buckets[accelerator]
+        bucket = buckets.get(reserved_for)
+        if bucket is None:
+            bucket = buckets[reserved_for] = _Bucket()
+        return bucket
 
     def _occupy(self, pod: PodRecord, sign: int) -> None:
         """Add (sign=+1) or remove (-1) a pod's units on its node, if the node offers them."""
@@ -439,6 +488,8 @@ class Inventory:
             used[pod.batch] += sign * count
             if node.eligible:
                 self._contribute(accelerator, node.reserved_for, capacity, used[0], used[1], +1)
+        if pod.job and node.eligible:
+            self._count_job(node, pod, sign)
 
     def _contribute(
         self,
@@ -450,10 +501,7 @@ class Inventory:
         sign: int,
     ) -> None:
         """Add or remove one node's share of one accelerator in its bucket."""
-        buckets = self._buckets[accelerator]
-        bucket = buckets.get(reserved_for)
-        if bucket is None:
-            bucket = buckets[reserved_for] = _Bucket()
+        bucket = self._bucket(accelerator, reserved_for)
         free, if_preempted = _clamped(capacity, notebooks, batch)
         bucket.total += sign * capacity
         bucket.notebooks += sign * notebooks
@@ -472,6 +520,7 @@ class Inventory:
         result = {}
         for accelerator, buckets in self._buckets.items():
             total = notebooks = batch = free = if_preempted = 0
+            jobs = []
             for reservation in visible:
                 bucket = buckets.get(reservation)
                 if bucket is not None:
@@ -480,7 +529,11 @@ class Inventory:
                     batch += bucket.batch
                     free += bucket.free
                     if_preempted += bucket.free_if_preempted
-            result[accelerator] = Counts(total, notebooks, batch, free, if_preempted)
+                    if bucket.jobs:
+                        jobs.append(bucket.jobs)
+            result[accelerator] = Counts(
+                total, notebooks, batch, free, if_preempted, _distinct(jobs)
+            )
         return result
 
     def largest_free_block(
@@ -505,12 +558,37 @@ class Inventory:
         for name, node in self._nodes.items():
             if node.eligible and node.reserved_for in visible:
                 usage = self._usage[name]
+                jobs: dict[str, set[str]] = {}
+                for pod in self._pods_by_node.get(name, _EMPTY).values():
+                    if pod.job:
+                        for resource, _ in pod.demands:
+                            if resource in node.offers:
+                                jobs.setdefault(node.offers[resource][0], set()).add(pod.job)
                 for accelerator, capacity in node.offers.values():
                     notebooks, batch = usage[accelerator]
                     result[accelerator, name] = Counts(
-                        capacity, notebooks, batch, *_clamped(capacity, notebooks, batch)
+                        capacity,
+                        notebooks,
+                        batch,
+                        *_clamped(capacity, notebooks, batch),
+                        len(jobs.get(accelerator, ())),
                     )
         return result
+
+    def _recount_jobs(self, groups: Collection[str]) -> dict[tuple[str, str], set[str]]:
+        """Batch jobs per (accelerator, node) on eligible nodes visible to `groups`, from the
+        slim records alone."""
+        visible = set(_visible(groups))
+        jobs: dict[tuple[str, str], set[str]] = {}
+        for pod in self._pods.values():
+            node = self._nodes.get(pod.node)
+            if node is None or not pod.job or not node.eligible or node.reserved_for not in visible:
+                continue
+            for resource, _ in pod.demands:
+                offer = node.offers.get(resource)
+                if offer is not None:
+                    jobs.setdefault((offer[0], pod.node), set()).add(pod.job)
+        return jobs
 
     def recount_per_node(self, groups: Collection[str] = ()) -> dict[tuple[str, str], Counts]:
         """`per_node` recomputed from the slim records alone, ignoring every aggregate."""
@@ -524,6 +602,7 @@ class Inventory:
                 if offer is not None:
                     pair = used.setdefault((offer[0], pod.node), [0, 0])
                     pair[1 if pod.batch else 0] += count
+        jobs = self._recount_jobs(groups)
         visible = set(_visible(groups))
         result = {}
         for name, node in self._nodes.items():
@@ -531,7 +610,11 @@ class Inventory:
                 for accelerator, capacity in node.offers.values():
                     notebooks, batch = used.get((accelerator, name), (0, 0))
                     result[accelerator, name] = Counts(
-                        capacity, notebooks, batch, *_clamped(capacity, notebooks, batch)
+                        capacity,
+                        notebooks,
+                        batch,
+                        *_clamped(capacity, notebooks, batch),
+                        len(jobs.get((accelerator, name), ())),
                     )
         return result
 
@@ -540,9 +623,15 @@ class Inventory:
         sums = {accelerator: [0, 0, 0, 0, 0] for accelerator in self.accelerator_keys}
         for (accelerator, _), counts in self.recount_per_node(groups).items():
             row = sums[accelerator]
-            for i, value in enumerate(counts):
+            for i, value in enumerate(counts[:5]):
                 row[i] += value
-        return {accelerator: Counts(*row) for accelerator, row in sums.items()}
+        jobs: dict[str, set[str]] = {accelerator: set() for accelerator in self.accelerator_keys}
+        for (accelerator, _), names in self._recount_jobs(groups).items():
+            jobs[accelerator] |= names
+        return {
+            accelerator: Counts(*row)._replace(batch_jobs=len(jobs[accelerator]))
+            for accelerator, row in sums.items()
+        }
 
     @property
     def node_count(self) -> int:

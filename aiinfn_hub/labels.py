@@ -25,6 +25,9 @@ KUEUE_PRIORITY = "kueue.x-k8s.io/priority-class"
 KUEUE_JOB_UID = "kueue.x-k8s.io/job-uid"
 JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# The Job a pod belongs to, as the Job controller labels it (the plain key is the older one).
+JOB_NAME = "batch.kubernetes.io/job-name"
+LEGACY_JOB_NAME = "job-name"
 
 # KubeSpawner's annotations on notebook pods.
 HUB_USERNAME = "hub.jupyter.org/username"

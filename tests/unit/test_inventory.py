@@ -65,6 +65,8 @@ def pod(
     queue: str | None = None,
     job: bool = False,
     init: list[dict] | None = None,
+    job_name: str | None = None,
+    job_label: str = "batch.kubernetes.io/job-name",
 ) -> dict:
     resources: dict[str, Any] = {"requests": {"cpu": "1", **(requests or {})}}
     if limits:
@@ -74,8 +76,10 @@ def pod(
         meta["labels"]["kueue.x-k8s.io/queue-name"] = queue
     if job:
         meta["ownerReferences"] = [
-            {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}
+            {"apiVersion": "batch/v1", "kind": "Job", "name": job_name or "j", "uid": "u"}
         ]
+    if job_name:
+        meta["labels"][job_label] = job_name
     obj: dict[str, Any] = {
         "metadata": meta,
         "spec": {"containers": [{"name": "main", "resources": resources}]},
@@ -140,9 +144,9 @@ def farm() -> tuple[list[dict], list[dict]]:
 
 
 EXPECTED = {
-    "t4": Counts(total=8, notebooks=3, batch=2, free=3, free_if_preempted=5),
+    "t4": Counts(total=8, notebooks=3, batch=2, free=3, free_if_preempted=5, batch_jobs=1),
     "rtx5000": ZERO,
-    "a100": Counts(total=2, notebooks=1, batch=1, free=0, free_if_preempted=1),
+    "a100": Counts(total=2, notebooks=1, batch=1, free=0, free_if_preempted=1, batch_jobs=1),
     "a30": ZERO,
     "a100-mig-1g-10gb": Counts(total=2, notebooks=1, batch=0, free=1, free_if_preempted=1),
     "a100-mig-2g-20gb": Counts(total=1, notebooks=0, batch=0, free=1, free_if_preempted=1),
@@ -173,7 +177,7 @@ def test_a_reserved_node_counts_only_for_its_group():
     inventory = built()
     assert inventory.snapshot(["atlas"])["t4"] == EXPECTED["t4"]
     assert inventory.snapshot(["cms-ml"])["t4"] == Counts(
-        total=12, notebooks=4, batch=2, free=6, free_if_preempted=8
+        total=12, notebooks=4, batch=2, free=6, free_if_preempted=8, batch_jobs=1
     )
     assert inventory.snapshot(["cms-ml", "cms-ml"]) == inventory.snapshot(
         ["cms-ml"]
@@ -187,8 +191,8 @@ def test_a_reserved_node_counts_only_for_its_group():
 def test_per_node_and_largest_free_block():
     inventory = built()
     assert inventory.per_node() == {
-        ("t4", "t4-node"): Counts(8, 3, 2, 3, 5),
-        ("a100", "a100-node"): Counts(2, 1, 1, 0, 1),
+        ("t4", "t4-node"): Counts(8, 3, 2, 3, 5, 1),
+        ("a100", "a100-node"): Counts(2, 1, 1, 0, 1, 1),
         ("a100-mig-1g-10gb", "mig-node"): Counts(2, 1, 0, 1, 1),
         ("a100-mig-2g-20gb", "mig-node"): Counts(1, 0, 0, 1, 1),
         ("a100-mig-3g-40gb", "mig-node"): Counts(1, 0, 0, 1, 1),
@@ -231,7 +235,7 @@ def test_nodes_flipping_ready_cordoned_and_reserved():
     assert inventory.snapshot()["t4"] == ZERO
     assert inventory.apply_node("MODIFIED", node("t4-node", T4, {GPU: "8"}, taints=[RESERVED_CMS]))
     assert inventory.snapshot()["t4"] == ZERO
-    assert inventory.snapshot(["cms-ml"])["t4"] == Counts(12, 4, 2, 6, 8)
+    assert inventory.snapshot(["cms-ml"])["t4"] == Counts(12, 4, 2, 6, 8, 1)
     assert inventory.apply_node("MODIFIED", node("t4-node", T4, {GPU: "8"}))
     assert inventory.snapshot() == EXPECTED
     # A heartbeat that changes nothing the inventory keeps is a no-op.
@@ -239,7 +243,7 @@ def test_nodes_flipping_ready_cordoned_and_reserved():
     # The device plugin publishes fewer GPUs: capacity shrinks, usage stays, free clamps at 0.
     assert inventory.apply_node("MODIFIED", node("t4-node", T4, {GPU: "4"}))
     assert inventory.snapshot()["t4"] == Counts(
-        total=4, notebooks=3, batch=2, free=0, free_if_preempted=1
+        total=4, notebooks=3, batch=2, free=0, free_if_preempted=1, batch_jobs=1
     )
     assert inventory.snapshot() == inventory.recount()
 
@@ -274,6 +278,87 @@ def test_reset_rebuilds_from_lists():
     inventory.reset(pods=[])
     assert inventory.snapshot()["t4"] == Counts(8, 0, 0, 8, 8)
     assert inventory.pod_count == 0 and inventory.node_count == len(nodes)
+
+
+def jobs_farm() -> Inventory:
+    """Two T4 nodes and a cms-ml one; batch pods of Jobs "train" (3 pods over both plain nodes),
+    "sweep" (the older job-name label; on the plain and the reserved node), a bare Kueue pod,
+    and "train" again in another namespace (another Job) holding a MIG slice and a T4."""
+    inventory = Inventory(ACCELERATORS)
+    inventory.apply_node("ADDED", node("t4-a", T4, {GPU: "4"}))
+    inventory.apply_node("ADDED", node("t4-b", T4, {GPU: "4"}))
+    inventory.apply_node("ADDED", node("t4-cms", T4, {GPU: "4"}, taints=[RESERVED_CMS]))
+    inventory.apply_node("ADDED", node("mig", A100, {MIG_1G: "2", GPU: "1"}))
+    batch = {"namespace": "batch", "job": True}
+    pods = [
+        pod("train-0", "t4-a", {GPU: "1"}, job_name="train", **batch),
+        pod("train-1", "t4-a", {GPU: "1"}, job_name="train", **batch),
+        pod("train-2", "t4-b", {GPU: "1"}, job_name="train", **batch),
+        pod("sweep-0", "t4-b", {GPU: "1"}, job_name="sweep", job_label="job-name", **batch),
+        pod("sweep-1", "t4-cms", {GPU: "2"}, job_name="sweep", job_label="job-name", **batch),
+        pod("bare", "t4-a", {GPU: "1"}, namespace="batch", queue="local"),
+        pod("notebook", "t4-b", {GPU: "1"}),
+        pod("other-train", "mig", {MIG_1G: "1"}, namespace="other", queue="q", job_name="train"),
+    ]
+    for obj in pods:
+        inventory.apply_pod("ADDED", obj)
+    return inventory
+
+
+def test_batch_jobs_are_distinct_jobs_not_pods():
+    inventory = jobs_farm()
+    # Unreserved T4s: train (3 pods), sweep (1 of its 2), bare: 3 jobs on 5 batch units.
+    assert inventory.snapshot()["t4"] == Counts(8, 1, 5, 2, 7, 3)
+    # cms-ml also sees its node: sweep's second pod is the same job, counted once.
+    assert inventory.snapshot(["cms-ml"])["t4"] == Counts(12, 1, 7, 4, 11, 3)
+    assert inventory.snapshot()["a100-mig-1g-10gb"] == Counts(2, 0, 1, 1, 2, 1)
+    assert inventory.per_node(["cms-ml"]) == {
+        ("t4", "t4-a"): Counts(4, 0, 3, 1, 4, 2),
+        ("t4", "t4-b"): Counts(4, 1, 2, 1, 3, 2),
+        ("t4", "t4-cms"): Counts(4, 0, 2, 2, 4, 1),
+        ("a100-mig-1g-10gb", "mig"): Counts(2, 0, 1, 1, 2, 1),
+        ("a100", "mig"): Counts(1, 0, 0, 1, 1, 0),
+    }
+    # A job holding two accelerators counts for each; "train" in another namespace is another.
+    inventory.apply_pod(
+        "MODIFIED",
+        pod("other-train", "mig", {MIG_1G: "1", GPU: "1"}, namespace="other", job_name="train"),
+    )
+    assert inventory.snapshot()["a100"].batch_jobs == 0  # not batch any more: no queue, no owner
+    inventory.apply_pod(
+        "MODIFIED",
+        pod(
+            "other-train",
+            "mig",
+            {MIG_1G: "1", GPU: "1"},
+            namespace="other",
+            job=True,
+            job_name="train",
+        ),
+    )
+    assert inventory.snapshot()["a100"] == Counts(1, 0, 1, 0, 1, 1)
+    assert inventory.snapshot()["a100-mig-1g-10gb"].batch_jobs == 1
+    for groups in GROUP_SETS:
+        assert inventory.snapshot(groups) == inventory.recount(groups)
+
+
+def test_batch_jobs_follow_nodes_and_pods_and_leave_nothing_behind():
+    inventory = jobs_farm()
+    inventory.apply_node("MODIFIED", node("t4-a", T4, {GPU: "4"}, unschedulable=True))
+    assert inventory.snapshot()["t4"] == Counts(4, 1, 2, 1, 3, 2)  # train (t4-b), sweep
+    inventory.apply_pod("DELETED", pod("train-2", None, namespace="batch"))
+    assert inventory.snapshot()["t4"].batch_jobs == 1
+    inventory.apply_node("MODIFIED", node("t4-a", T4, {GPU: "4"}))
+    assert inventory.snapshot()["t4"].batch_jobs == 3  # train's pods on t4-a, bare
+    assert inventory.snapshot() == inventory.recount()
+    inventory.reset(pods=[])
+    assert all(c.batch_jobs == 0 for c in inventory.snapshot(["cms-ml"]).values())
+    # Bounded: a job leaves its bucket with its last pod.
+    jobs = jobs_farm()
+    for name in ("train-0", "train-1", "train-2", "sweep-0", "sweep-1", "bare"):
+        jobs.apply_pod("DELETED", pod(name, None, namespace="batch"))
+    jobs.apply_pod("DELETED", pod("other-train", None, namespace="other"))
+    assert not any(b.jobs for buckets in jobs._buckets.values() for b in buckets.values())
 
 
 def test_sidecars_add_up_and_init_containers_peak():
@@ -459,6 +544,8 @@ POD_FIELDS = {
     ),
     "queue": st.sampled_from([None, None, "local"]),
     "job": st.booleans(),
+    "job_name": st.sampled_from([None, "j1", "j1", "j2"]),
+    "job_label": st.sampled_from(["batch.kubernetes.io/job-name", "job-name"]),
 }
 EVENT_TYPES = st.sampled_from(["ADDED", "MODIFIED", "MODIFIED", "DELETED"])
 
@@ -504,6 +591,8 @@ def scenarios(draw) -> list[tuple[str, str, dict]]:
                 queue=p["queue"],
                 job=p["job"],
                 init=p["init"] or None,
+                job_name=p["job_name"],
+                job_label=p["job_label"],
             )
             for p in draw(variants(POD_FIELDS))
         ]
