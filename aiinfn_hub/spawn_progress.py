@@ -4,8 +4,10 @@ scheduler's state, shown between JupyterHub's "Server requested" and the pod's e
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
+from . import labels
 from .profiles import SpawnPlan
 
 Event = dict[str, Any]
@@ -50,13 +52,18 @@ def waiting(reason: str) -> Event:
     return event(SCHEDULING, f"Waiting for the scheduler: {reason.strip() or 'no reason given'}")
 
 
-def preempting(node: str, batch_units: int) -> Event:
-    """The scheduler has nominated a node and stops lower-priority (batch) pods there for us."""
+def preempting(node: str, batch_units: int, victims: Victims | None = None) -> Event:
+    """The scheduler has nominated a node and stops lower-priority (batch) pods there for us:
+    how many jobs and for how long at most (`victims`), else the units the inventory counts."""
+    if victims is not None and victims.jobs:
+        jobs = "1 batch job" if victims.jobs == 1 else f"{victims.jobs} batch jobs"
+        within = f" (up to {victims.grace_seconds} s)" if victims.grace_seconds else ""
+        return event(SCHEDULING, f"Stopping {jobs} on {node} to make room for this server{within}")
     held = f" holding {batch_units} accelerator unit(s)" if batch_units else ""
     return event(
         SCHEDULING,
         f"Stopping batch jobs{held} on {node} to make room for this server; "
-        "each has its grace period to stop (30 s unless it set another)",
+        "each has its grace period to stop",
     )
 
 
@@ -67,3 +74,71 @@ def starting(node: str) -> Event:
 def merged(event_: Event, shown: int) -> Event:
     """`event_` with a progress never below what the bar shows already (`shown`)."""
     return {**event_, "progress": max(event_.get("progress", 0), shown)}
+
+
+# -- the batch jobs a preemption stops ---------------------------------------------------------
+
+
+class Victims(NamedTuple):
+    """The batch jobs the scheduler stops on a node for a server, and the longest grace period
+    their pods have to stop (what the user waits for at most)."""
+
+    jobs: int
+    grace_seconds: int
+
+
+def batch_victims(pods: Iterable[Mapping[str, Any]], priority: int | None) -> Victims:
+    """The batch pods of a node (`pods`, API dicts) the scheduler stops for a server of
+    `priority`: those being deleted, or, before its deletions show, those of lower priority.
+    A pod is batch if Kueue queued it or a Job owns it (as the inventory counts them); jobs are
+    counted by the owning Job (its pods' job-name label), a pod without one as a job of its own."""
+    batch = [pod for pod in pods if _is_batch(pod) and _phase(pod) not in _FINISHED]
+    chosen = [pod for pod in batch if _meta(pod).get("deletionTimestamp")]
+    if not chosen and priority is not None:
+        chosen = [
+            pod for pod in batch if _int((pod.get("spec") or {}).get("priority"), 0) < priority
+        ]
+    jobs = {_job_name(pod) for pod in chosen}
+    return Victims(len(jobs), max((_grace(pod) for pod in chosen), default=0))
+
+
+_FINISHED = ("Succeeded", "Failed")
+# What the API server sets when a pod names no terminationGracePeriodSeconds.
+DEFAULT_GRACE_SECONDS = 30
+
+
+def _meta(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    return pod.get("metadata") or {}
+
+
+def _phase(pod: Mapping[str, Any]) -> str | None:
+    return (pod.get("status") or {}).get("phase")
+
+
+def _int(value: Any, fallback: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else fallback
+
+
+def _is_batch(pod: Mapping[str, Any]) -> bool:
+    return labels.KUEUE_QUEUE in (_meta(pod).get("labels") or {}) or _job(pod) is not None
+
+
+def _job(pod: Mapping[str, Any]) -> str | None:
+    """The name of the Job that owns the pod, if one does."""
+    for owner in _meta(pod).get("ownerReferences") or ():
+        if isinstance(owner, Mapping) and owner.get("kind") == "Job":
+            return str(owner.get("name"))
+    return None
+
+
+def _job_name(pod: Mapping[str, Any]) -> str:
+    job = _job(pod)
+    return f"job/{job}" if job is not None else f"pod/{_meta(pod).get('name')}"
+
+
+def _grace(pod: Mapping[str, Any]) -> int:
+    """Seconds the pod has to stop: those its deletion gave it, else its spec's."""
+    spec_grace = _int(
+        (pod.get("spec") or {}).get("terminationGracePeriodSeconds"), DEFAULT_GRACE_SECONDS
+    )
+    return _int(_meta(pod).get("deletionGracePeriodSeconds"), spec_grace)

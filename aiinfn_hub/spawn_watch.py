@@ -12,9 +12,10 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 
-from . import podfailure, spawn_crash, spawn_progress
+from . import k8s, podfailure, spawn_crash, spawn_progress
 from .errors import UserError, to_http_error
 
 WATCH_SECONDS = 0.5
@@ -27,6 +28,8 @@ class StartWatch:
 
     def __init__(self, spawner: KubeSpawner) -> None:
         self.spawner = spawner
+        # The node last nominated for the pod and the batch jobs stopped there (None: unread).
+        self.victims: tuple[str, spawn_progress.Victims | None] | None = None
 
     async def start(self, start: asyncio.Future) -> Any:
         """Await KubeSpawner's `start`, abandoned once the watchdog raises (see watch)."""
@@ -62,6 +65,7 @@ class StartWatch:
         has failed again after crash_restarts restarts. Tells progress() what it sees."""
         spawner = self.spawner
         first_seen = None
+        self.victims = None
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             crash = self.crash()
@@ -73,7 +77,7 @@ class StartWatch:
                 raise to_http_error(error)
             events = spawner.events if spawner.event_reflector else []
             latest = events[-1] if events else None
-            self.note_scheduling(latest)
+            await self.note_scheduling(latest)
             if latest is None or latest.get("reason") != "FailedScheduling" or self.nominated():
                 first_seen = None
                 continue
@@ -102,11 +106,11 @@ class StartWatch:
 
     def nominated(self) -> bool:
         """Whether the scheduler has preempted pods for this one and waits for them to stop
-        (their grace period, 30 s by default, may well exceed fail_fast_seconds)."""
+        (their grace period, 20 s for our jobs, may well exceed fail_fast_seconds)."""
         pod = self.pod()
         return bool(pod and (pod.get("status") or {}).get("nominatedNodeName"))
 
-    def note_scheduling(self, latest: dict | None) -> None:
+    async def note_scheduling(self, latest: dict | None) -> None:
         """Add a progress message when the scheduling state changes: a new FailedScheduling
         reason, a node nominated (batch pods preempted there), the pod placed on its node."""
         pod = self.pod() or {}
@@ -115,7 +119,11 @@ class StartWatch:
         if node:
             note = spawn_progress.starting(node)
         elif nominated:
-            note = spawn_progress.preempting(nominated, self.batch_units_on(nominated))
+            if self.victims is None or self.victims[0] != nominated:
+                self.victims = (nominated, await self.victims_on(nominated, pod))
+            note = spawn_progress.preempting(
+                nominated, self.batch_units_on(nominated), self.victims[1]
+            )
         elif latest is not None and latest.get("reason") == "FailedScheduling":
             note = spawn_progress.waiting(latest.get("message") or "")
         else:
@@ -123,6 +131,37 @@ class StartWatch:
         notes = self.spawner._progress
         if not any(shown["message"] == note["message"] for shown in notes[-3:]):
             notes.append(note)
+
+    async def victims_on(self, node: str, pod: dict) -> spawn_progress.Victims | None:
+        """The batch jobs stopped on `node` for this server's `pod`, read once per nominated node
+        from the pods there in the spawner's namespace (the job service's too), or None if they
+        cannot be read (the message then counts the units the inventory shows)."""
+        spawner = self.spawner
+        listing = k8s.call_json(
+            spawner.api.list_namespaced_pod(
+                spawner.namespace,
+                field_selector=f"spec.nodeName={node}",
+                _preload_content=False,
+            )
+        )
+        try:
+            pods = await asyncio.wait_for(listing, spawner.k8s_api_request_timeout)
+        except ApiException as error:
+            spawner.log.warning(
+                "Could not list the pods on %s for %s: %s %s",
+                node,
+                spawner._log_name,
+                error.status,
+                error.reason,
+            )
+            return None
+        except k8s.TRANSIENT as error:
+            spawner.log.warning(
+                "Could not list the pods on %s for %s: %r", node, spawner._log_name, error
+            )
+            return None
+        priority = (pod.get("spec") or {}).get("priority")
+        return spawn_progress.batch_victims(pods.get("items") or (), priority)
 
     def batch_units_on(self, node: str) -> int:
         """Accelerator units batch pods hold on `node` now, as the shared inventory counts them."""

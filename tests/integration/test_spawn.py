@@ -180,30 +180,42 @@ async def test_form_numbers_follow_pods_in_any_namespace(hub, core, batch, names
     await core.delete_namespaced_pod("t4-user", namespace)
     await wait_until(lambda: shows(before), "the form to show the T4s free again")
 
-    # A batch Job's pod lends the GPU: it still counts as free for notebooks, marked as lent.
-    job = {
+    # Batch Jobs' pods lend GPUs: they still count as free for notebooks (batch yields); the form
+    # tells idle units from lent ones and counts Jobs, not pods: "lender" 1 pod, "lenders" 2.
+    for name, pods in (("lender", 1), ("lenders", 2)):
+        await batch.create_namespaced_job(namespace, lending_job(name, pods))
+
+    async def lent():
+        status, html = await asyncio.to_thread(hub.page, "/hub/spawn", "alice")
+        block = html.split('data-accelerator="t4"', 1)[1].split('class="aiinfn-choice', 1)[0]
+        facts = " ".join(re.sub(r"<[^>]+>", " ", block.split("aiinfn-facts", 1)[1]).split())
+        return (
+            'data-free="8" data-free-now="5" data-total="8" data-batch-jobs="2"' in block
+            and "5 of 8 free now · 8 if batch jobs stop (2 jobs would be stopped)" in facts
+        )
+
+    await wait_until(lent, "the form to show three T4s lent to two batch jobs")
+    assert await free_on_form(hub, "alice", "t4") == before
+
+
+def lending_job(name, pods):
+    """A Job of `pods` pods on server1-t4, one T4 each, running for 300 s (kwok)."""
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "lender"},
+        "metadata": {"name": name},
         "spec": {
+            "parallelism": pods,
+            "completions": pods,
             "template": {
                 "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "300s"}},
                 "spec": {
                     **filler("x", "server1-t4", {"nvidia.com/gpu": "1"}, priority=False)["spec"],
                     "restartPolicy": "Never",
                 },
-            }
+            },
         },
     }
-    await batch.create_namespaced_job(namespace, job)
-
-    async def lent():
-        status, html = await asyncio.to_thread(hub.page, "/hub/spawn", "alice")
-        block = html.split('data-accelerator="t4"', 1)[1].split('class="aiinfn-choice', 1)[0]
-        return "1 lent to batch jobs" in block
-
-    await wait_until(lent, "the form to show one T4 lent to batch")
-    assert await free_on_form(hub, "alice", "t4") == before
 
 
 @pytest.mark.parametrize(
@@ -568,10 +580,11 @@ async def test_hub_cookies_say_samesite_lax(hub):
     assert set(cookies.values()) == {"Lax"}, cookies
 
 
-async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core, batch, namespace):
+async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core, batch):
     # A batch job holds the farm's only A30, and its pod takes 8 s to stop (its shell, PID 1,
     # ignores SIGTERM): the scheduler preempts it for the notebook, which waits longer than
-    # fail_fast_seconds for the A30 without being given up.
+    # fail_fast_seconds for the A30 without being given up. The job runs in the hub's namespace,
+    # as the job service's do, so the progress names it and its grace.
     image = catalog.load(catalog.default_path()).environments["cpu"].image
     pod = filler("x", "server2-a30", {"nvidia.com/gpu": "1"}, priority=False)
     pod["spec"]["containers"][0].update(image=image, command=["sh", "-c", "sleep 600"])
@@ -582,7 +595,18 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
         "metadata": {"name": "a30-holder"},
         "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}},
     }
-    await batch.create_namespaced_job(namespace, job)
+    await batch.create_namespaced_job(hub.namespace, job)
+    try:
+        await spawn_on_the_held_a30(hub, core)
+    finally:
+        await batch.delete_namespaced_job(
+            "a30-holder", hub.namespace, propagation_policy="Background"
+        )
+
+
+async def spawn_on_the_held_a30(hub, core):
+    """Spawn on the A30 the Job a30-holder holds: the server starts there, and its progress
+    names the batch job being stopped and its grace period."""
 
     async def holding_alone():
         """The batch pod runs on the A30's node, and earlier tests' pods have left it."""
@@ -608,11 +632,9 @@ async def test_a_spawn_waits_while_the_scheduler_preempts_batch_for_it(hub, core
         events, (status, answer) = await asyncio.gather(progress, spawn)
         assert status in (201, 202), answer
         assert events[-1].get("ready"), events
-        assert (
-            "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make room "
-            "for this server; each has its grace period to stop (30 s unless it set "
-            "another)" in [e["message"] for e in events]
-        ), events
+        assert "Stopping 1 batch job on server2-a30 to make room for this server (up to 8 s)" in [
+            e["message"] for e in events
+        ], events
         pods = await server_pods(core, hub.namespace, "alice", server)
         assert pods[0].spec.node_name == "server2-a30"
     finally:

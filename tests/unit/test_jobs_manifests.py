@@ -167,6 +167,8 @@ def test_a_gpu_batch_job_with_sandbox_files():
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "priorityClassName": "aiinfn-batch",
+                    # SIGTERM, then 20 s to checkpoint, when a notebook takes the node.
+                    "terminationGracePeriodSeconds": 20,
                     "securityContext": POD_SECURITY,
                     "affinity": LOCAL_ONLY,
                     "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
@@ -261,6 +263,14 @@ def test_a_job_without_init_directories_has_no_init_container():
     plan = batch_plan()
     settings = StorageSettings(init_directories=False)
     assert volumes.init_containers(settings, ALICE_STORAGE, plan.volume_kinds, plan.image) == []
+
+
+def test_the_preemption_grace_is_the_pods_termination_grace():
+    # AiInfnJobs.preemption_grace_seconds: how long a job has to checkpoint after SIGTERM.
+    plan = batch_plan()
+    settings = BuildSettings(grace_seconds=5)
+    spec = manifests.make_job(META, plan, batch_parts(plan), settings)["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 5
 
 
 def test_the_sandbox_configmap_and_its_adoption():
@@ -503,6 +513,7 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "priorityClassName": "aiinfn-batch",
+        "terminationGracePeriodSeconds": 20,
         "securityContext": POD_SECURITY,
         "affinity": LOCAL_ONLY,
         "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},

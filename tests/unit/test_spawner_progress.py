@@ -53,11 +53,15 @@ def test_scheduler_messages_carry_its_reason_the_preemption_and_the_node():
         "message": "Waiting for the scheduler: 0/3 nodes are available: 1 Insufficient cpu.",
     }
     assert spawn_progress.waiting("")["message"] == "Waiting for the scheduler: no reason given"
+    assert spawn_progress.preempting("server2-a30", 1, spawn_progress.Victims(1, 20)) == {
+        "progress": 25,
+        "message": "Stopping 1 batch job on server2-a30 to make room for this server (up to 20 s)",
+    }
+    # The victims unknown (their pods could not be listed): the units the inventory counts.
     assert spawn_progress.preempting("server2-a30", 1) == {
         "progress": 25,
         "message": "Stopping batch jobs holding 1 accelerator unit(s) on server2-a30 to make "
-        "room for this server; each has its grace period to stop (30 s unless it set "
-        "another)",
+        "room for this server; each has its grace period to stop",
     }
     assert spawn_progress.preempting("n1", 0)["message"].startswith("Stopping batch jobs on n1 ")
     assert spawn_progress.starting("n1") == {"progress": 25, "message": "Placed on n1; starting"}

@@ -78,6 +78,16 @@ class AiInfnJobs(ServiceApp):
         config=True,
         help="Failed pods (not counting preemptions) before a job fails.",
     )
+    preemption_grace_seconds = Int(
+        20,
+        min=0,
+        max=3600,
+        config=True,
+        help="""Seconds a job pod has to stop after SIGTERM before it is killed
+        (terminationGracePeriodSeconds). When a notebook needs a job's accelerator the scheduler
+        stops the job, and the user waits for it this long at most: short, but long enough for a
+        job to write a checkpoint. The job's pod runs again later and does not count as failed.""",
+    )
     sandbox_path = Unicode(
         "/aiinfn/sandbox", config=True, help="Where a job's sandbox files are mounted (read-only)."
     )
@@ -188,6 +198,7 @@ class AiInfnJobs(ServiceApp):
             cpu_on_accelerator_nodes=settings.cpu_on_accelerator_nodes,
             sandbox_path=self.sandbox_path,
             backoff_limit=self.backoff_limit,
+            grace_seconds=self.preemption_grace_seconds,
         )
         return JobService(
             JobStore(api_client, self.namespace),

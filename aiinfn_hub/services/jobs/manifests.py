@@ -58,6 +58,7 @@ class BuildSettings:
     cpu_on_accelerator_nodes: bool = False
     sandbox_path: str = "/aiinfn/sandbox"
     backoff_limit: int = 3
+    grace_seconds: int = 20
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ def _pod_spec(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "priorityClassName": settings.pod_priority_class,
+        # SIGTERM, then this long to checkpoint before SIGKILL when a notebook takes the node.
+        "terminationGracePeriodSeconds": settings.grace_seconds,
         "securityContext": _security(parts),
         **_placement(plan, settings),
         "containers": [container],
