@@ -11,11 +11,12 @@ user_options: {"accelerator": key, "count": int, "environment": key | "image": c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from .catalog import Accelerator, Catalog, Environment, Size, quantity
 from .errors import UserError
+from .inventory import Counts
 from .policy import UserPolicy, accelerator_denial
 
 OPTION_KEYS = ("accelerator", "count", "environment", "image", "size")
@@ -25,11 +26,27 @@ MAX_TEXT = 256
 
 @dataclass(frozen=True)
 class Availability:
-    """What the form shows for one accelerator: units a notebook can get now and in total."""
+    """What the form shows for one accelerator. `free`: units a notebook can get, idle or lent
+    to batch jobs, which yield (a spawn is checked against it); `free_now`: idle units; `batch`:
+    units batch jobs hold; `batch_jobs`: the jobs holding them, at most what a notebook stops."""
 
     free: int
     total: int
     batch: int = 0
+    batch_jobs: int = 0
+    _: KW_ONLY
+    free_now: int
+
+    @classmethod
+    def of(cls, counts: Counts) -> Availability:
+        """The inventory's counts of one accelerator, before reservations."""
+        return cls(
+            free=counts.free_if_preempted,
+            total=counts.total,
+            batch=counts.batch,
+            batch_jobs=counts.batch_jobs,
+            free_now=counts.free,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,8 @@ def _disabled_reason(
     if not sizes:
         return "no size fits your CPU and memory limits"
     if accelerator.kind != "cpu" and (availability is None or availability.free < count):
+        if availability is not None and availability.batch:
+            return "busy: none free, even if batch jobs stop"
         return "busy: none free now"
     return None
 
@@ -161,14 +180,16 @@ def _profile(
         "description": accelerator.description,
         "default": False,
         "profile_options": _profile_options(
-            catalog, accelerator, sizes, environments, custom, selected if mine else {}
+            catalog, accelerator, sizes, environments, custom, selected if mine else {}, avail
         ),
         "aiinfn": {
             "kind": accelerator.kind,
             "memory": accelerator.memory,
             "free": avail.free if avail else None,
+            "free_now": avail.free_now if avail else None,
             "total": avail.total if avail else None,
             "batch": avail.batch if avail else 0,
+            "batch_jobs": avail.batch_jobs if avail else 0,
             "disabled_reason": reason,
         },
     }
@@ -181,9 +202,11 @@ def _profile_options(
     environments: Sequence[Environment],
     custom: bool,
     last: Mapping[str, Any],
+    avail: Availability | None,
 ) -> dict[str, Any]:
     """A card's choices, pre-selecting the user's last options on this card (`last`, empty for
-    the other cards) where they are still offered, else the catalog's defaults."""
+    the other cards) where they are still offered, else the catalog's defaults. Counts over
+    what is free (batch jobs stopped) are left out: they could only be refused."""
     default_size = (
         last.get("size") if last.get("size") in sizes else catalog.default_sizes[accelerator.kind]
     )
@@ -203,6 +226,7 @@ def _profile_options(
             "choices": {
                 str(c): {"display_name": str(c), "default": last.get("count") == c}
                 for c in accelerator.counts
+                if avail is None or c <= avail.free
             },
         }
     return options

@@ -9,7 +9,7 @@ free. The promise is dropped when the spawn ends (the bound pod is then in the i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .catalog import Catalog
 from .errors import UserError
@@ -35,13 +35,15 @@ class Reservations:
 def available(
     availability: Mapping[str, Availability], reservations: Reservations
 ) -> dict[str, Availability]:
-    """Availability with the promised units taken off."""
-    return {
-        key: Availability(
-            free=max(0, a.free - reservations.pending(key)), total=a.total, batch=a.batch
+    """Availability with the promised units taken off both free numbers (now, and if batch
+    jobs stop): a spawn in flight takes idle units first, then those batch jobs hold."""
+    result = {}
+    for key, a in availability.items():
+        pending = reservations.pending(key)
+        result[key] = replace(
+            a, free=max(0, a.free - pending), free_now=max(0, a.free_now - pending)
         )
-        for key, a in availability.items()
-    }
+    return result
 
 
 def check(
@@ -59,7 +61,7 @@ def check(
     accelerator = plan.accelerator
     if accelerator.kind == "cpu" or not plan.count:
         return
-    mine = availability.get(accelerator.key, Availability(0, 0))
+    mine = availability.get(accelerator.key, Availability(0, 0, free_now=0))
     if mine.free >= plan.count and largest_block >= plan.count:
         return
     if mine.free >= plan.count:

@@ -36,12 +36,10 @@ async def synced_inventory(platform: hubstate.Platform, wait: float) -> bool:
 
 
 def availability(platform: hubstate.Platform, groups: Collection[str]) -> dict[str, Availability]:
-    """What `groups` can get now: free units (batch pods yield) less those promised to spawns."""
+    """What `groups` can get now: free units (batch pods yield) and idle ones, less those
+    promised to spawns, and the batch jobs that would stop."""
     snapshot = platform.inventory.snapshot(groups)
-    raw = {
-        key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
-        for key, c in snapshot.items()
-    }
+    raw = {key: Availability.of(c) for key, c in snapshot.items()}
     return reservations.available(raw, platform.reservations)
 
 

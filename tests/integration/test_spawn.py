@@ -180,30 +180,42 @@ async def test_form_numbers_follow_pods_in_any_namespace(hub, core, batch, names
     await core.delete_namespaced_pod("t4-user", namespace)
     await wait_until(lambda: shows(before), "the form to show the T4s free again")
 
-    # A batch Job's pod lends the GPU: it still counts as free for notebooks, marked as lent.
-    job = {
+    # Batch Jobs' pods lend GPUs: they still count as free for notebooks (batch yields); the form
+    # tells idle units from lent ones and counts Jobs, not pods: "lender" 1 pod, "lenders" 2.
+    for name, pods in (("lender", 1), ("lenders", 2)):
+        await batch.create_namespaced_job(namespace, lending_job(name, pods))
+
+    async def lent():
+        status, html = await asyncio.to_thread(hub.page, "/hub/spawn", "alice")
+        block = html.split('data-accelerator="t4"', 1)[1].split('class="aiinfn-choice', 1)[0]
+        facts = " ".join(re.sub(r"<[^>]+>", " ", block.split("aiinfn-facts", 1)[1]).split())
+        return (
+            'data-free="8" data-total="8" data-free-now="5" data-batch-jobs="2"' in block
+            and "5 of 8 free now · 8 if batch jobs stop (2 jobs would be stopped)" in facts
+        )
+
+    await wait_until(lent, "the form to show three T4s lent to two batch jobs")
+    assert await free_on_form(hub, "alice", "t4") == before
+
+
+def lending_job(name, pods):
+    """A Job of `pods` pods on server1-t4, one T4 each, running for 300 s (kwok)."""
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "lender"},
+        "metadata": {"name": name},
         "spec": {
+            "parallelism": pods,
+            "completions": pods,
             "template": {
                 "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": "300s"}},
                 "spec": {
                     **filler("x", "server1-t4", {"nvidia.com/gpu": "1"}, priority=False)["spec"],
                     "restartPolicy": "Never",
                 },
-            }
+            },
         },
     }
-    await batch.create_namespaced_job(namespace, job)
-
-    async def lent():
-        status, html = await asyncio.to_thread(hub.page, "/hub/spawn", "alice")
-        block = html.split('data-accelerator="t4"', 1)[1].split('class="aiinfn-choice', 1)[0]
-        return "1 lent to batch jobs" in block
-
-    await wait_until(lent, "the form to show one T4 lent to batch")
-    assert await free_on_form(hub, "alice", "t4") == before
 
 
 @pytest.mark.parametrize(

@@ -151,8 +151,8 @@ def test_bad_forms_are_refused(formdata, message):
 
 def test_build_shows_availability_and_reasons():
     availability = {
-        "t4": Availability(free=3, total=8, batch=1),
-        "a100": Availability(free=0, total=4),
+        "t4": Availability(free=3, total=8, batch=1, batch_jobs=1, free_now=2),
+        "a100": Availability(free=0, total=4, free_now=0),
     }
     built = {
         p["slug"]: p
@@ -169,8 +169,10 @@ def test_build_shows_availability_and_reasons():
         "kind": "gpu",
         "memory": "16 GB",
         "free": 3,
+        "free_now": 2,
         "total": 8,
         "batch": 1,
+        "batch_jobs": 1,
         "disabled_reason": None,
     }
     assert built["t4"]["profile_options"]["environment"]["choices"]["qml"]["default"] is True
@@ -214,13 +216,14 @@ def test_form_escapes_everything():
 
 
 def test_form_html_follows_its_inputs():
-    availability = {"t4": Availability(free=3, total=8)}
+    availability = {"t4": Availability(free=3, total=8, free_now=3)}
     first = form.render(profiles.build(CATALOG, availability, USER, held=0))
     assert form.render(profiles.build(CATALOG, availability, USER, held=0)) == first
     changed = form.render(
-        profiles.build(CATALOG, {"t4": Availability(free=2, total=8)}, USER, held=0)
+        profiles.build(CATALOG, {"t4": Availability(free=2, total=8, free_now=2)}, USER, held=0)
     )
-    assert "3 of 8 free" in first and "2 of 8 free" in changed and "3 of 8 free" not in changed
+    assert "3 of 8 free now" in first and "2 of 8 free now" in changed
+    assert "3 of 8 free" not in changed
 
 
 def test_each_card_preselects_its_default_environment_the_cpu_card_the_cpu_one():
@@ -235,18 +238,55 @@ def test_each_card_preselects_its_default_environment_the_cpu_card_the_cpu_one()
     assert '<option value="cpu" selected>' in select
 
 
-def test_card_facts_are_joined_without_a_leading_separator():
-    availability = {"t4": Availability(free=3, total=8)}
-    html = form.render(profiles.build(CATALOG, availability, CPU_ONLY, held=0))
-    facts = {
+def card_facts(html: str) -> dict[str, str]:
+    """Each card's facts line, whitespace collapsed, by accelerator key."""
+    return {
         m[0]: " ".join(m[1].split())
         for m in re.findall(
             r'data-accelerator="([^"]+)".*?<div class="aiinfn-facts">(.*?)</div>', html, re.S
         )
     }
+
+
+def test_cards_say_free_now_free_if_batch_jobs_stop_and_how_many_jobs_stop():
+    availability = {
+        "t4": Availability(free=5, total=8, batch=4, batch_jobs=3, free_now=2),
+        "rtx5000": Availability(free=1, total=2, batch=1, batch_jobs=1, free_now=0),
+        "a100": Availability(free=0, total=4, batch=2, batch_jobs=1, free_now=0),
+        "a30": Availability(free=0, total=2, free_now=0),
+        "a100-mig-3g-40gb": Availability(free=1, total=1, free_now=1),
+    }
+    built = profiles.build(CATALOG, availability, USER, held=0)
+    html = form.render(built)
+    text = {key: re.sub(r"<[^>]+>", "", facts) for key, facts in card_facts(html).items()}
+    assert text["t4"] == "2 of 8 free now · 5 if batch jobs stop (3 jobs would be stopped) · 16 GB"
+    assert text["rtx5000"] == (
+        "0 of 2 free now · 1 if batch jobs stop (1 job would be stopped) · 16 GB"
+    )
+    assert text["a100"] == "0 of 4 free now · 80 GB · busy: none free, even if batch jobs stop"
+    assert text["a30"] == "0 of 2 free now · 24 GB · busy: none free now"
+    assert text["a100-mig-3g-40gb"].startswith("1 of 1 free now · 40 GB")
+    assert (
+        '<span class="aiinfn-availability" data-free="5" data-total="8" data-free-now="2" '
+        'data-batch-jobs="3">' in html
+    )
+    # Enabled as long as a notebook can get a unit (batch jobs yield); counts that could only
+    # be refused are not offered.
+    cards = {p["slug"]: p for p in built}
+    enabled = [k for k, card in cards.items() if card["aiinfn"]["disabled_reason"] is None]
+    assert enabled == ["cpu", "t4", "rtx5000", "a100-mig-3g-40gb"]
+    assert list(cards["rtx5000"]["profile_options"]["count"]["choices"]) == ["1"]
+    assert list(cards["t4"]["profile_options"]["count"]["choices"]) == ["1", "2"]
+    assert 'name="count--rtx5000"' in html and 'name="count--a100"' not in html
+
+
+def test_card_facts_are_joined_without_a_leading_separator():
+    availability = {"t4": Availability(free=3, total=8, free_now=3)}
+    html = form.render(profiles.build(CATALOG, availability, CPU_ONLY, held=0))
+    facts = card_facts(html)
     assert facts["cpu"] == "No accelerator; runs on the service nodes."
     t4 = re.sub(r"<[^>]+>", "", facts["t4"])
-    assert t4 == "3 of 8 free · 16 GB · not available to your groups"
+    assert t4 == "3 of 8 free now · 16 GB · not available to your groups"
     assert not any(re.sub(r"<[^>]+>", "", f).lstrip().startswith("·") for f in facts.values())
 
 
