@@ -22,7 +22,9 @@ from aiinfn_hub.inventory import (
 )
 from aiinfn_hub.labels import (
     INTERLINK_TAINT_PREFIX,
+    JOB_NAME,
     KUEUE_QUEUE,
+    LEGACY_JOB_NAME,
     VIRTUAL_KUBELET_TAINT,
     VIRTUAL_NODE,
     VIRTUAL_NODE_VALUE,
@@ -76,10 +78,7 @@ class FormPath:
     def render(
         self, policy: UserPolicy, counts: dict[str, Counts]
     ) -> tuple[str, dict[str, Availability]]:
-        raw = {
-            key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
-            for key, c in counts.items()
-        }
+        raw = {key: Availability.of(c) for key, c in counts.items()}
         availability = reservations.available(raw, self.promises)
         try:
             selected = profiles.resolve(self.catalog, policy, {}, 0).as_options()
@@ -107,10 +106,7 @@ def stage_breakdown(path: FormPath, inventory: Inventory, iterations: int) -> di
         t0 = clock()
         policy = path.policy()
         counts = inventory.snapshot(policy.groups)
-        raw = {
-            key: Availability(free=c.free_if_preempted, total=c.total, batch=c.batch)
-            for key, c in counts.items()
-        }
+        raw = {key: Availability.of(c) for key, c in counts.items()}
         availability = reservations.available(raw, path.promises)
         t1 = clock()
         selected = profiles.resolve(path.catalog, policy, {}, 0).as_options()
@@ -172,10 +168,12 @@ def node_offers(
 
 def pod_usage(
     pod_list: Any, offers: dict[str, dict[str, tuple[str, int]]]
-) -> dict[tuple[str, str], list[int]]:
+) -> tuple[dict[tuple[str, str], list[int]], dict[str, set[str]]]:
     """Units in use per (node, accelerator key), [notebooks, batch]: bound, unfinished pods;
-    limits else requests; batch = Kueue label or owned by a Job."""
+    limits else requests; batch = Kueue label or owned by a Job. And per accelerator key, the
+    batch jobs holding units (job-name label, else the pod)."""
     used: dict[tuple[str, str], list[int]] = {}
+    jobs: dict[str, set[str]] = {}
     for pod in pod_list.items:
         node = pod.spec.node_name
         if not node or node not in offers or (pod.status and pod.status.phase in TERMINAL_PHASES):
@@ -183,6 +181,8 @@ def pod_usage(
         labels = pod.metadata.labels or {}
         owners = pod.metadata.owner_references or []
         batch = KUEUE_QUEUE in labels or any(o.kind == "Job" for o in owners)
+        job = labels.get(JOB_NAME) or labels.get(LEGACY_JOB_NAME)
+        job = f"{pod.metadata.namespace}/{'job/' + job if job else 'pod/' + pod.metadata.name}"
         for container in pod.spec.containers:
             limits = (container.resources.limits if container.resources else None) or {}
             requests = (container.resources.requests if container.resources else None) or {}
@@ -190,7 +190,9 @@ def pod_usage(
                 count = units(limits.get(resource, requests.get(resource)))
                 if count:
                     used.setdefault((node, key), [0, 0])[batch] += count
-    return used
+                    if batch:
+                        jobs.setdefault(key, set()).add(job)
+    return used, jobs
 
 
 def reference_counts(
@@ -200,7 +202,7 @@ def reference_counts(
     inventory."""
     by_resource = accelerators_by_resource(catalog)
     offers = node_offers(node_list, by_resource, groups)
-    used = pod_usage(pod_list, offers)
+    used, jobs = pod_usage(pod_list, offers)
     sums = {
         key: [0, 0, 0, 0, 0]
         for candidates in by_resource.values()
@@ -214,7 +216,7 @@ def reference_counts(
             values = (capacity, notebooks, batch, max(0, if_preempted - batch), if_preempted)
             for i, value in enumerate(values):
                 row[i] += value
-    return {key: Counts(*row) for key, row in sums.items()}
+    return {key: Counts(*row, len(jobs.get(key, ()))) for key, row in sums.items()}
 
 
 async def render_baseline(
