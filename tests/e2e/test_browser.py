@@ -176,7 +176,7 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
         free, total = alice.free_slices()
         assert total >= 1 and free == total, "a fresh demo farm has every MIG slice free"
         page = alice.driver.page_source
-        assert "NVIDIA A100 80GB" in page and re.search(r"\d+ of \d+ free", page)
+        assert "NVIDIA A100 80GB" in page and re.search(r"\d+ of \d+ free now", page)
         alice.shot("spawn-page")
 
         driver = alice.driver
@@ -285,6 +285,13 @@ def test_the_spawn_form_reads_right(demo, tmp_path):
         facts = wait_for(lambda: driver.find_elements(By.CLASS_NAME, "aiinfn-facts"), "the cards")
         texts = [f.text for f in facts]
         assert all(t and not t.lstrip().startswith("·") for t in texts), texts
+        # A card says what is free now and, when batch jobs hold units, what is free if they stop.
+        card = driver.find_element(By.CSS_SELECTOR, f'[data-accelerator="{MIG}"] .aiinfn-facts')
+        assert re.fullmatch(
+            r"\d+ of \d+ free now( · \d+ if batch jobs stop \(\d+ jobs? would be stopped\))?"
+            r" · 10 GB · .+",
+            card.text,
+        ), card.text
         cpu_environment = Select(driver.find_element(By.ID, "environment--cpu"))
         assert cpu_environment.first_selected_option.get_attribute("value") == "cpu"
         # The custom image field is wide enough for its whole placeholder.
