@@ -149,6 +149,8 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
             body[field] = getattr(args, field)
     if args.offloadable:
         body["offloadable"] = True
+    if args.offload is not None:
+        body["offload"] = args.offload
     if args.volume:
         body["volumes"] = args.volume
     if args.setenv:
@@ -181,6 +183,8 @@ def _line(job: Mapping[str, Any]) -> str:
     where = f"#{job['position']} in queue" if job.get("position") else ""
     if job.get("admission") and job["admission"].get("flavors"):
         where = "on " + ",".join(sorted(set(job["admission"]["flavors"].values())))
+        if job.get("site") and job["site"] != "local":
+            where += " (remote site)"
     return (
         f"{job['id']}  {job.get('name') or '':<20} {job.get('kind') or '':<8} "
         f"{job.get('project') or '':<16} "
@@ -210,6 +214,7 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         for pod in result.get("pods") or ():
             print(
                 f"  pod {pod['name']} index {pod['index']} {pod['phase']} on {pod['node'] or '-'}"
+                + (" (remote site)" if pod.get("site") not in (None, "local") else "")
             )
 
 
@@ -228,8 +233,12 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", help="one of your projects (picks the queue)")
     parser.add_argument("--priority", help="low, normal or high (as your platform offers)")
     parser.add_argument(
-        "--offloadable", action="store_true", help="may run at a remote site (no NFS volumes)"
+        "--offload",
+        choices=("never", "may", "only"),
+        help="run at a remote site: may (when the project's local accelerators are taken) or "
+        "only; such jobs mount no NFS volumes (default: never)",
     )
+    parser.add_argument("--offloadable", action="store_true", help="the same as --offload may")
     parser.add_argument(
         "--volume",
         action="append",

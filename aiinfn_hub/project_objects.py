@@ -260,6 +260,14 @@ def make_cluster_queue(
                 "reclaimWithinCohort": "Any",
                 "borrowWithinCohort": {"policy": "Never"},
             },
+            # A job that would have to borrow or preempt in a flavor tries the next one first:
+            # an offloadable job goes to the remote site (the last flavor) rather than take
+            # quota its owner can reclaim, or stop local work; a job that matches one flavor
+            # only still borrows or preempts there.
+            "flavorFungibility": {
+                "whenCanBorrow": "TryNextFlavor",
+                "whenCanPreempt": "TryNextFlavor",
+            },
             "resourceGroups": [{"coveredResources": list(resources), "flavors": flavors}],
         },
     }

@@ -423,13 +423,17 @@ async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(
     assert (await env.api("quinn", "DELETE", f"api/jobs/{job['id']}"))[0] == 200
 
 
-async def test_an_offloadable_job_runs_on_the_virtual_node(env, core):
+async def test_an_only_remote_job_runs_on_the_virtual_node(env, core):
     status, body, _ = await env.api(
-        "alice", "POST", "api/jobs", job_body(offloadable=True, volumes=["home"])
+        "alice", "POST", "api/jobs", job_body(offload="only", volumes=["home"])
     )
     assert status == 400 and "cannot mount home" in body["message"]
+    status, body, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(offloadable=True, offload="only")
+    )
+    assert status == 400 and "offloadable: true means offload 'may'" in body["message"]
     status, job, _ = await env.api(
-        "alice", "POST", "api/jobs", job_body(offloadable=True, accelerator="t4")
+        "alice", "POST", "api/jobs", job_body(offload="only", accelerator="t4")
     )
     assert status == 201, job
     done = await wait_until(
@@ -437,7 +441,50 @@ async def test_an_offloadable_job_runs_on_the_virtual_node(env, core):
     )
     assert done["admission"]["flavors"]["nvidia.com/gpu"] == "interlink-infn-t1"
     assert {p["node"] for p in done["pods"]} == {"interlink-infn-t1"}
-    assert done["offloadable"] is True
+    assert {p["site"] for p in done["pods"]} == {"interlink-infn-t1"}
+    assert (done["offload"], done["offloadable"], done["site"]) == (
+        "only",
+        True,
+        "interlink-infn-t1",
+    )
+
+
+async def test_an_offloadable_job_runs_locally_while_its_project_has_local_room(env):
+    """Local flavors come first: an idle T4 of alice's project takes the job ("may")."""
+    status, job, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(offloadable=True, accelerator="t4")
+    )
+    assert status == 201, job
+    done = await wait_until(lambda: state_of(env, "alice", job["id"], "succeeded"), "the job")
+    assert done["admission"]["flavors"]["nvidia.com/gpu"] == "t4"
+    assert (done["offload"], done["site"]) == ("may", "local")
+    assert [p["site"] for p in done["pods"]] == ["local"]
+    assert "interlink-infn-t1" not in {p["node"] for p in done["pods"]}
+
+
+async def test_an_offloadable_job_spills_to_the_virtual_node_when_local_quota_is_used(
+    env, a30_taken
+):
+    """qml's only A30 is held (and no other project has one to lend): Kueue tries the next
+    flavor that fits, the remote site, rather than making the job wait."""
+    status, job, _ = await env.api(
+        "quinn", "POST", "api/jobs", job_body(name="spill", offload="may", **A30)
+    )
+    assert status == 201, job
+    try:
+        done = await wait_until(
+            lambda: state_of(env, "quinn", job["id"], "succeeded"), "the job to run remotely"
+        )
+        assert done["admission"]["flavors"]["nvidia.com/gpu"] == "interlink-infn-t1"
+        assert done["site"] == "interlink-infn-t1"
+        assert {p["node"] for p in done["pods"]} == {"interlink-infn-t1"}
+        _, holder, _ = await env.api("quinn", "GET", f"api/jobs/{a30_taken['id']}")
+        assert (holder["site"], holder["admission"]["flavors"]["nvidia.com/gpu"]) == (
+            "local",
+            "a30",
+        )
+    finally:
+        await env.api("quinn", "DELETE", f"api/jobs/{job['id']}")
 
 
 # -- refusals ----------------------------------------------------------------------------------

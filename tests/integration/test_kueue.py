@@ -32,6 +32,8 @@ GROUP, VERSION = kueue_config.API_GROUP, kueue_config.API_VERSION
 VIRTUAL_NODE_LABEL = "virtual-node.interlink/type"
 VIRTUAL_NODE_TAINT = "virtual-node.interlink/no-schedule"
 ACCELERATOR_NODE_LABELS = ("nvidia.com/gpu.present", "xilinx.com/fpga.board")
+# Every local flavor has one of these keys, the virtual node's none (c.AiInfnJobs).
+LOCAL_FLAVOR_LABELS = (*ACCELERATOR_NODE_LABELS, "node-role.kubernetes.io/services")
 # Job pods run until deleted (kwok's pod-complete delay), so they hold their quota.
 LONG_RUN = "1h"
 
@@ -47,21 +49,21 @@ def make_job(
     *,
     node_labels: dict[str, str] | None = None,
     cpu_only: bool = False,
-    offload: bool = False,
+    offload: str = "never",
     pods: int = 1,
     priority: str = "aiinfn-normal",
 ) -> dict[str, Any]:
-    """A Job as the job service makes it: suspended, queue and priority labels, restricted pod."""
-    if offload:
-        expressions = [{"key": VIRTUAL_NODE_LABEL, "operator": "In", "values": ["virtual-kubelet"]}]
-    else:
-        expressions = [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]
-        expressions += [
-            {"key": k, "operator": "In", "values": [v]}
-            for k, v in sorted((node_labels or {}).items())
-        ]
-        if cpu_only:
-            expressions += [{"key": k, "operator": "DoesNotExist"} for k in ACCELERATOR_NODE_LABELS]
+    """A Job as the job service makes it: suspended, queue and priority labels, restricted pod;
+    `offload` never (local nodes), may (local or remote: Kueue's flavor decides) or only."""
+    local = [{"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}]
+    local += [
+        {"key": k, "operator": "In", "values": [v]} for k, v in sorted((node_labels or {}).items())
+    ]
+    if cpu_only:
+        local += [{"key": k, "operator": "DoesNotExist"} for k in ACCELERATOR_NODE_LABELS]
+    remote = [{"key": VIRTUAL_NODE_LABEL, "operator": "In", "values": ["virtual-kubelet"]}]
+    remote += [{"key": k, "operator": "DoesNotExist"} for k in LOCAL_FLAVOR_LABELS]
+    terms = {"never": [local], "may": [local, remote], "only": [remote]}[offload]
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "priorityClassName": "aiinfn-batch",
@@ -69,13 +71,13 @@ def make_job(
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
+                    "nodeSelectorTerms": [{"matchExpressions": e} for e in terms]
                 }
             }
         },
         "containers": [restricted_container(limits={"cpu": "1", "memory": "1Gi", **resources})],
     }
-    if offload:
+    if offload != "never":
         spec["tolerations"] = [
             {
                 "key": VIRTUAL_NODE_TAINT,
@@ -390,14 +392,41 @@ async def test_owner_reclaims_its_share_from_a_borrowing_project_whatever_the_pr
     assert (await cluster.condition("neighbour", "Evicted")) is None
 
 
-async def test_offloadable_job_lands_on_the_virtual_node(cluster, kueue):
-    await cluster.submit(make_job("remote", "cms-ml", {"nvidia.com/gpu": "1"}, offload=True))
+@pytest.mark.parametrize("resources", [{"nvidia.com/gpu": "1"}, {}], ids=["gpu", "cpu-only"])
+async def test_an_only_remote_job_lands_on_the_virtual_node(cluster, kueue, resources):
+    """The local flavors come first; the remote term's absent keys rule each of them out."""
+    await cluster.submit(make_job("remote", "cms-ml", resources, offload="only"))
 
     assert set((await cluster.wait_admitted("remote")).values()) == {"interlink-infn-t1"}
     [pod] = await cluster.wait_running("remote")
     node = await cluster.core.read_node(pod.spec.node_name)
     assert node.metadata.labels[VIRTUAL_NODE_LABEL] == "virtual-kubelet"
     assert node.metadata.name == "interlink-infn-t1"
+
+
+async def test_a_may_job_runs_locally_first_and_spills_rather_than_borrow(cluster, kueue):
+    """flavorFungibility TryNextFlavor: with the project's own T4s in use, an offloadable job
+    goes to the remote site although other projects' T4s are idle; a local-only job borrows."""
+    t4 = {"nvidia.com/gpu.product": "Tesla-T4"}
+    gpu = {"nvidia.com/gpu": "1"}
+    own = int(quota(kueue, "cms-ml", "t4", "nvidia.com/gpu")["nominalQuota"])
+    assert own >= 2 and quota(kueue, "cms-ml", "t4", "nvidia.com/gpu")["borrowingLimit"]
+    await cluster.submit(make_job("first", "cms-ml", gpu, node_labels=t4, offload="may"))
+    assert set((await cluster.wait_admitted("first")).values()) == {"t4"}
+    [pod] = await cluster.wait_running("first")
+    assert (await cluster.core.read_node(pod.spec.node_name)).metadata.labels[
+        "nvidia.com/gpu.product"
+    ] == "Tesla-T4"
+
+    await cluster.submit(make_job("fill", "cms-ml", gpu, node_labels=t4, pods=own - 1))
+    assert set((await cluster.wait_admitted("fill")).values()) == {"t4"}
+    await cluster.submit(make_job("spill", "cms-ml", gpu, node_labels=t4, offload="may"))
+    assert set((await cluster.wait_admitted("spill")).values()) == {"interlink-infn-t1"}
+    [pod] = await cluster.wait_running("spill")
+    assert pod.spec.node_name == "interlink-infn-t1"
+
+    await cluster.submit(make_job("borrower", "cms-ml", gpu, node_labels=t4))
+    assert set((await cluster.wait_admitted("borrower")).values()) == {"t4"}
 
 
 @pytest.fixture

@@ -111,6 +111,10 @@ def test_a_script_submission_and_mistakes(tmp_path):
         True,
     )
     assert "command" not in body and len(body["idempotency_key"]) == 32
+    only = cli.request_body(parse("submit", "--offload", "only", "--", "run"), clone=False)
+    assert only["offload"] == "only" and "offloadable" not in only
+    with pytest.raises(SystemExit):
+        parse("submit", "--offload", "always", "--", "run")
     with pytest.raises(cli.CliError, match="give the command to run after --"):
         cli.request_body(parse("submit"), clone=False)
     with pytest.raises(cli.CliError, match="--setenv takes NAME=VALUE"):
@@ -150,6 +154,15 @@ def test_listings_are_one_line_per_job(capsys):
                     "state": "running",
                     "position": None,
                     "admission": {"flavors": {"cpu": "t4", "nvidia.com/gpu": "t4"}},
+                    "site": "local",
+                },
+                {
+                    **job,
+                    "id": "job-3",
+                    "state": "running",
+                    "position": None,
+                    "admission": {"flavors": {"cpu": "interlink-infn-t1"}},
+                    "site": "interlink-infn-t1",
                 },
             ]
         },
@@ -158,6 +171,8 @@ def test_listings_are_one_line_per_job(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "job-1  train                batch    cms-ml           queued     0/2 #3 in queue",
         "job-2  train                batch    cms-ml           running    0/2 on t4",
+        "job-3  train                batch    cms-ml           running    0/2 on interlink-infn-t1 "
+        "(remote site)",
     ]
     args = cli.parser().parse_args(["--json", "jobs", "status", "job-1"])
     cli._show(job, args)

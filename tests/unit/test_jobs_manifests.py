@@ -326,36 +326,89 @@ def test_cpu_jobs_stay_off_accelerator_nodes_and_request_resources():
     }
 
 
-def test_offloadable_jobs_go_to_the_virtual_node_without_model_labels():
-    plan = batch_plan(accelerator="a100", offloadable=True)
-    spec = manifests.make_job(META, plan, batch_parts(plan), SETTINGS)["spec"]["template"]["spec"]
+VIRTUAL_TOLERATION = {
+    "key": "virtual-node.interlink/no-schedule",
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}
+# The virtual node, and none of the local flavors' label keys (Kueue matches a term only on the
+# keys a flavor has: without these the term would match every local flavor).
+REMOTE_TERM = {
+    "matchExpressions": [
+        {"key": "virtual-node.interlink/type", "operator": "In", "values": ["virtual-kubelet"]},
+        {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+        {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
+        {"key": "node-role.kubernetes.io/services", "operator": "DoesNotExist"},
+    ]
+}
+OFFLOAD_SETTINGS = BuildSettings(
+    accelerator_node_labels=("nvidia.com/gpu.present", "xilinx.com/fpga.board"),
+    local_flavor_label_keys=(
+        "nvidia.com/gpu.present",
+        "xilinx.com/fpga.board",
+        "node-role.kubernetes.io/services",
+    ),
+)
+
+
+def _pod_spec(plan):
+    job = manifests.make_job(META, plan, batch_parts(plan), OFFLOAD_SETTINGS)
+    return job["spec"]["template"]["spec"]
+
+
+def test_only_remote_jobs_go_to_the_virtual_node_without_model_labels():
+    plan = batch_plan(accelerator="a100", offload="only")
+    spec = _pod_spec(plan)
+    assert spec["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [REMOTE_TERM]}
+        }
+    }
+    assert spec["tolerations"] == [VIRTUAL_TOLERATION]
+    assert "nodeSelector" not in spec and "volumes" not in spec
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+@pytest.mark.parametrize("fields", [{"offload": "may"}, {"offloadable": True}])
+def test_may_jobs_fit_the_local_accelerator_or_the_virtual_node_and_kueue_picks(fields):
+    """No node selector: the flavor Kueue admits the job to adds its labels (local ones first)."""
+    spec = _pod_spec(batch_plan(accelerator="t4", **fields))
+    local = {
+        "matchExpressions": [
+            {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]},
+            {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["Tesla-T4"]},
+        ]
+    }
     assert spec["affinity"] == {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": "virtual-node.interlink/type",
-                                "operator": "In",
-                                "values": ["virtual-kubelet"],
-                            }
-                        ]
-                    }
-                ]
+                "nodeSelectorTerms": [local, REMOTE_TERM]
             }
         }
     }
-    assert spec["tolerations"] == [
-        {
-            "key": "virtual-node.interlink/no-schedule",
-            "operator": "Equal",
-            "value": "true",
-            "effect": "NoSchedule",
-        }
-    ]
-    assert "nodeSelector" not in spec and "volumes" not in spec
-    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert spec["tolerations"] == [VIRTUAL_TOLERATION]
+    assert "nodeSelector" not in spec
+
+
+def test_may_cpu_jobs_avoid_local_accelerator_nodes():
+    spec = _pod_spec(batch_plan(offload="may"))
+    local = {
+        "matchExpressions": [
+            {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]},
+            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+            {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
+        ]
+    }
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms == {"nodeSelectorTerms": [local, REMOTE_TERM]}
+
+
+def test_never_offloaded_jobs_keep_off_the_virtual_node():
+    spec = _pod_spec(batch_plan(accelerator="t4", offload="never", volumes=["home"]))
+    assert spec["affinity"] == LOCAL_ONLY
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "Tesla-T4"}
+    assert "tolerations" not in spec
 
 
 NOTEBOOK_POD = {

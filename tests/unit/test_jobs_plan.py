@@ -169,18 +169,29 @@ def test_refusals_name_the_reason(caller, fields, message, status):
     assert error.value.status == status
 
 
-def test_offloadable_jobs_mount_only_what_a_remote_site_can():
-    plan = plan_for(ALICE, offloadable=True, accelerator="t4")
-    assert plan.offloadable and plan.volume_kinds == ("juicefs",)
+@pytest.mark.parametrize(
+    "fields, offload",
+    [({}, "never"), ({"offloadable": True}, "may"), ({"offload": "may"}, "may")]
+    + [({"offload": "only"}, "only"), ({"offload": "never"}, "never")],
+)
+def test_the_plan_says_where_a_job_may_run(fields, offload):
+    assert plan_for(ALICE, accelerator="t4", volumes=[], **fields).offload == offload
+
+
+@pytest.mark.parametrize("fields", [{"offloadable": True}, {"offload": "may"}, {"offload": "only"}])
+def test_offloadable_jobs_mount_only_what_a_remote_site_can(fields):
+    """A job that may land remote ("may" as much as "only") mounts what every site can."""
+    plan = plan_for(ALICE, accelerator="t4", **fields)
+    assert plan.volume_kinds == ("juicefs",)
     with pytest.raises(UserError) as error:
-        plan_for(ALICE, offloadable=True, volumes=["home", "juicefs"])
+        plan_for(ALICE, volumes=["home", "juicefs"], **fields)
     assert error.value.message == (
-        "an offloadable job runs at a remote site, "
+        "an offloadable job may run at a remote site, "
         "which cannot mount home (local storage such as NFS); "
         "remote sites mount: juicefs and the job's sandbox files"
     )
     with pytest.raises(UserError, match="remote sites offer no A100 MIG slice 1g.10gb"):
-        plan_for(ALICE, offloadable=True, accelerator="a100-mig-1g-10gb")
+        plan_for(ALICE, accelerator="a100-mig-1g-10gb", **fields)
 
 
 def test_volumes_must_be_available():

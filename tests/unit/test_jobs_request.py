@@ -1,6 +1,7 @@
 """The strict JobRequest: unknown fields, wrong types and oversized values are 400s that name the
 field and never echo what was sent."""
 
+import hashlib
 import json
 
 import pytest
@@ -27,6 +28,27 @@ def test_a_minimal_request_gets_the_defaults():
         {},
     )
     assert request.accelerator is request.project is request.priority is request.volumes is None
+    assert request.offload is None and request.offload_mode == "never"
+
+
+@pytest.mark.parametrize(
+    "fields, mode",
+    [({"offloadable": True}, "may"), ({"offloadable": True, "offload": "may"}, "may")]
+    + [({"offload": "only"}, "only"), ({"offloadable": False, "offload": "never"}, "never")],
+)
+def test_offload_is_never_may_or_only_and_offloadable_true_means_may(fields, mode):
+    assert parse(JobRequest, body(**fields)).offload_mode == mode
+
+
+def test_a_request_without_offload_keeps_the_digest_it_had_before_the_field():
+    """Retries of a request sent before `offload` existed still match the stored digest."""
+    request = parse(JobRequest, body(offloadable=True))
+    before = {**request.model_dump(mode="json", exclude={"idempotency_key", "offload"})}
+    expected = hashlib.sha256(
+        json.dumps(before, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert request.digest() == expected
+    assert parse(JobRequest, body(offload="may")).digest() != expected
 
 
 @pytest.mark.parametrize(
@@ -69,6 +91,10 @@ def test_a_minimal_request_gets_the_defaults():
         ({"count": "1"}, "count: Input should be a valid integer"),
         ({"count": True}, "count: Input should be a valid integer"),
         ({"offloadable": "yes"}, "offloadable: Input should be a valid boolean"),
+        ({"offload": "always"}, "offload: Input should be 'never', 'may' or 'only'"),
+        ({"offload": True}, "offload: Input should be 'never', 'may' or 'only'"),
+        ({"offloadable": True, "offload": "only"}, "offloadable: true means offload 'may'"),
+        ({"offloadable": True, "offload": "never"}, "offloadable: true means offload 'may'"),
         ({"completions": 0}, "completions: Input should be greater than or equal to 1"),
         ({"completions": 2, "parallelism": 3}, "parallelism must not exceed completions"),
         ({"deadline_seconds": 10}, "deadline_seconds: Input should be greater than or equal to 60"),

@@ -199,6 +199,7 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "project": "cms-ml",
         "queue": "project-cms-2dml",
         "priority": "low",
+        "offload": "may",
         "offloadable": True,
         "accelerator": "t4",
         "state": "queued",
@@ -210,6 +211,7 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "failed": 0,
         "active": 0,
         "admission": None,
+        "site": None,
         "position": 3,
         "message": "couldn't assign flavors to pod set main: "
         "insufficient unused quota for nvidia.com/gpu",
@@ -319,10 +321,55 @@ def test_an_admitted_job_shows_the_flavors_and_its_pods():
         "flavors": {"cpu": "t4", "memory": "t4", "nvidia.com/gpu": "t4"},
     }
     assert summary["message"] is None and summary["position"] is None
+    assert summary["site"] == "local"
     assert summary["pods"] == [
-        {"name": "job-1-0-y", "index": 0, "phase": "Pending", "node": None},
-        {"name": "job-1-1-x", "index": 1, "phase": "Running", "node": "server1-t4"},
+        {"name": "job-1-0-y", "index": 0, "phase": "Pending", "node": None, "site": None},
+        {
+            "name": "job-1-1-x",
+            "index": 1,
+            "phase": "Running",
+            "node": "server1-t4",
+            "site": "local",
+        },
     ]
+
+
+def test_a_job_kueue_sent_to_a_remote_site_says_so():
+    """Kueue put the remote flavor's node label on the template (and so on the pods)."""
+    remote = {"cpu": "interlink-infn-t1", "memory": "interlink-infn-t1"}
+    admitted = workload(
+        "w",
+        "w1",
+        conditions=[("QuotaReserved", "True"), ("Admitted", "True")],
+        admission={
+            "clusterQueue": "project-cms-2dml",
+            "podSetAssignments": [{"name": "main", "flavors": remote}],
+        },
+    )
+    selector = {"virtual-node.interlink/type": "virtual-kubelet"}
+    running = job(suspend=False, active=1)
+    running["spec"]["template"]["spec"] = {"nodeSelector": selector}
+    pod = {
+        "metadata": {"name": "job-1-0-z"},
+        "spec": {"nodeName": "interlink-infn-t1", "nodeSelector": selector},
+        "status": {"phase": "Running"},
+    }
+    summary = status.summarize(running, admitted, PRIORITIES, pods=[pod])
+    assert summary["site"] == "interlink-infn-t1"
+    assert summary["pods"][0]["site"] == "interlink-infn-t1"
+    assert status.site(job(suspend=True), admitted) is None
+
+
+@pytest.mark.parametrize(
+    "request_document, offload, offloadable",
+    [({}, "never", False), ({"offloadable": True}, "may", True)]
+    + [({"offload": "only"}, "only", True), ({"offload": "never"}, "never", False)],
+)
+def test_the_summary_says_where_a_job_may_run(request_document, offload, offloadable):
+    queued = job()
+    queued["metadata"]["annotations"]["aiinfn.infn.it/request"] = json.dumps(request_document)
+    summary = status.summarize(queued, None, PRIORITIES)
+    assert (summary["offload"], summary["offloadable"]) == (offload, offloadable)
 
 
 def test_a_failed_job_is_finished_when_it_failed():

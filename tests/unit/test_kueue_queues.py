@@ -6,6 +6,7 @@ from aiinfn_dev import kueue_config
 from aiinfn_dev.devcluster import topology
 
 from aiinfn_hub import catalog, names
+from aiinfn_hub.platform_config import AiInfnPlatform
 
 DOCUMENTS = kueue_config.load()
 CATALOG = catalog.load(catalog.default_path())
@@ -86,6 +87,12 @@ def test_project_queues_share_one_cohort_preempt_by_priority_and_reclaim_lent_qu
                 "reclaimWithinCohort": "Any",
                 "borrowWithinCohort": {"policy": "Never"},
             },
+            # spill to the next flavor (an offloadable job's remote site) rather than borrow
+            # quota its owner may reclaim, or preempt local work
+            "flavorFungibility": {
+                "whenCanBorrow": "TryNextFlavor",
+                "whenCanPreempt": "TryNextFlavor",
+            },
         }
 
 
@@ -97,12 +104,12 @@ def test_workload_priority_classes():
     }
 
 
-def test_flavors_are_the_catalog_accelerators_and_the_virtual_node_tried_virtual_first():
+def test_flavors_are_the_catalog_accelerators_and_the_virtual_node_tried_local_first():
     assert set(FLAVORS) == set(CATALOG.accelerators) | {VIRTUAL}
     for queue in CLUSTER_QUEUES.values():
         [group] = queue["spec"]["resourceGroups"]
         order = [f["name"] for f in group["flavors"]]
-        assert order[:2] == [VIRTUAL, "cpu"] and sorted(order) == sorted(FLAVORS)
+        assert order[0] == "cpu" and order[-1] == VIRTUAL and sorted(order) == sorted(FLAVORS)
         for entry in group["flavors"]:
             assert [r["name"] for r in entry["resources"]] == group["coveredResources"]
 
@@ -151,3 +158,14 @@ def test_project_shares_of_cpu_and_memory_fit_the_flavors_nodes(key):
         assert (
             0 < shares <= sum(catalog.quantity(n["status"]["allocatable"][resource]) for n in nodes)
         )
+
+
+def test_a_remote_only_term_rules_out_every_local_flavor_and_no_remote_one():
+    """Kueue matches a job's node affinity only on a flavor's own label keys: a job meant for
+    the virtual node requires the service's local flavor keys absent (the platform's accelerator
+    labels and `c.AiInfnJobs.local_flavor_label_keys`, here the cpu flavor's), so each local
+    flavor must carry one of them and the virtual node's flavor none."""
+    keys = {*AiInfnPlatform().accelerator_node_labels, "node-role.kubernetes.io/services"}
+    for name, flavor in FLAVORS.items():
+        carried = keys & set(flavor["spec"]["nodeLabels"])
+        assert bool(carried) == (name != VIRTUAL), name

@@ -265,6 +265,10 @@ def test_the_objects_of_one_project():
                 "reclaimWithinCohort": "Any",
                 "borrowWithinCohort": {"policy": "Never"},
             },
+            "flavorFungibility": {
+                "whenCanBorrow": "TryNextFlavor",
+                "whenCanPreempt": "TryNextFlavor",
+            },
             "resourceGroups": [
                 {
                     "coveredResources": [

@@ -97,6 +97,18 @@ class AiInfnJobs(ServiceApp):
         config=True,
         help="Accelerator kinds remote sites offer: offloadable jobs may only ask for these.",
     )
+    local_flavor_label_keys = List(
+        Unicode(),
+        [],
+        config=True,
+        help="""Node label keys of the local Kueue ResourceFlavors that carry none of
+        c.AiInfnPlatform.accelerator_node_labels (with those, every local flavor of
+        helm-values/kueue-queues.yaml must have one of the keys, the remote ones none; the shipped
+        `cpu` flavor's is node-role.kubernetes.io/services). A job that must run remotely requires
+        them all absent: Kueue compares a job's node affinity only with each flavor's own label
+        keys, so without them a job meant for the virtual node could be admitted to a local
+        flavor whose nodes it cannot use.""",
+    )
     rate_limit = Float(
         5.0, min=0.001, config=True, help="Requests per second each user may make on average."
     )
@@ -199,6 +211,9 @@ class AiInfnJobs(ServiceApp):
             sandbox_path=self.sandbox_path,
             backoff_limit=self.backoff_limit,
             grace_seconds=self.preemption_grace_seconds,
+            local_flavor_label_keys=tuple(
+                dict.fromkeys([*settings.accelerator_node_labels, *self.local_flavor_label_keys])
+            ),
         )
         return JobService(
             JobStore(api_client, self.namespace),

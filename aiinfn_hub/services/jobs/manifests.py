@@ -59,6 +59,7 @@ class BuildSettings:
     sandbox_path: str = "/aiinfn/sandbox"
     backoff_limit: int = 3
     grace_seconds: int = 20
+    local_flavor_label_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,51 +99,65 @@ def owner_labels(owner: str, component: str) -> dict[str, str]:
     }
 
 
-def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
-    if plan.offloadable:
-        return {
-            "affinity": {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": labels.INTERLINK_NODE,
-                                        "operator": "In",
-                                        "values": [labels.VIRTUAL_NODE_VALUE],
-                                    }
-                                ]
-                            },
-                        ]
-                    }
-                }
-            },
-            "tolerations": [
-                {
-                    "key": labels.INTERLINK_TAINT,
-                    "operator": "Equal",
-                    "value": "true",
-                    "effect": "NoSchedule",
-                }
-            ],
-        }
-    expressions = [
+def _remote_term(settings: BuildSettings) -> dict[str, Any]:
+    """The virtual node, and none of the local flavors' label keys: Kueue compares a job's node
+    affinity only with each flavor's own label keys, so without these a remote term would match
+    every local flavor (and the job be admitted where its pods cannot run)."""
+    absent = [{"key": key, "operator": "DoesNotExist"} for key in settings.local_flavor_label_keys]
+    return {
+        "matchExpressions": [
+            {"key": labels.INTERLINK_NODE, "operator": "In", "values": [labels.VIRTUAL_NODE_VALUE]},
+            *absent,
+        ]
+    }
+
+
+def _local_expressions(plan: JobPlan, settings: BuildSettings) -> list[dict[str, Any]]:
+    expressions: list[dict[str, Any]] = [
         {"key": labels.VIRTUAL_NODE, "operator": "NotIn", "values": [labels.VIRTUAL_NODE_VALUE]}
     ]
     if plan.accelerator.kind == "cpu" and not settings.cpu_on_accelerator_nodes:
         expressions += [
             {"key": key, "operator": "DoesNotExist"} for key in settings.accelerator_node_labels
         ]
-    placement: dict[str, Any] = {
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
-                }
-            }
+    return expressions
+
+
+def _required(*terms: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}
         }
     }
+
+
+_VIRTUAL_TOLERATION = {
+    "key": labels.INTERLINK_TAINT,
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}
+
+
+def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
+    """never: local nodes of the accelerator; only: the virtual node; may: either, and the
+    flavor Kueue admits the job to (local ones first) decides, its node labels added to the pod."""
+    if plan.offload == "only":
+        return {"affinity": _required(_remote_term(settings)), "tolerations": [_VIRTUAL_TOLERATION]}
+    expressions = _local_expressions(plan, settings)
+    if plan.offload == "may":
+        # The accelerator's labels go into the local term (a nodeSelector would bind the remote
+        # term too); the virtual node carries no model labels.
+        expressions += [
+            {"key": key, "operator": "In", "values": [value]}
+            for key, value in sorted(plan.accelerator.node_labels.items())
+        ]
+        local = {"matchExpressions": expressions}
+        return {
+            "affinity": _required(local, _remote_term(settings)),
+            "tolerations": [_VIRTUAL_TOLERATION],
+        }
+    placement: dict[str, Any] = {"affinity": _required({"matchExpressions": expressions})}
     if plan.accelerator.node_labels:
         placement["nodeSelector"] = dict(sorted(plan.accelerator.node_labels.items()))
     return placement
@@ -376,7 +391,7 @@ def _clonable(volume: Mapping[str, Any], plan: JobPlan) -> bool:
     if kind is not None:
         return kind in plan.volume_kinds
     # Environment volumes (managed envs, CVMFS, ...) are local; a remote site gets only memory.
-    return not plan.offloadable or "emptyDir" in volume
+    return plan.offload == "never" or "emptyDir" in volume
 
 
 def _clonable_env(variable: Mapping[str, Any]) -> bool:

@@ -44,7 +44,12 @@ _JOB_SCHEMA = {
         "project": {"type": "string"},
         "queue": {"type": "string", "description": "The project's Kueue LocalQueue."},
         "priority": {"type": ["string", "null"]},
-        "offloadable": {"type": "boolean"},
+        "offload": {
+            "enum": ["never", "may", "only"],
+            "description": "Where it may run: local nodes, local first then a remote site, "
+            "or a remote site only.",
+        },
+        "offloadable": {"type": "boolean", "description": "offload is may or only."},
         "accelerator": {"type": ["string", "null"]},
         "state": {
             "enum": [
@@ -70,6 +75,11 @@ _JOB_SCHEMA = {
             "type": ["object", "null"],
             "description": "Kueue's admission: cluster_queue and the "
             "flavor chosen for each resource.",
+        },
+        "site": {
+            "type": ["string", "null"],
+            "description": "Where Kueue sent it: 'local', or the remote site's flavor; null "
+            "while not admitted.",
         },
         "position": {
             "type": ["integer", "null"],

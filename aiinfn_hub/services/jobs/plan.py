@@ -72,7 +72,7 @@ class JobPlan:
     parallelism: int
     deadline_seconds: int | None
     ttl_seconds: int
-    offloadable: bool
+    offload: str  # never, may (local flavors first, then remote sites) or only (remote)
     volume_kinds: tuple[str, ...]
     sandbox: Mapping[str, str] = field(default_factory=dict)
 
@@ -209,7 +209,8 @@ def _volume_kinds(
         chosen = [
             k
             for k in defaults
-            if k in available and (k in rules.remote_volume_kinds or not request.offloadable)
+            if k in available
+            and (k in rules.remote_volume_kinds or request.offload_mode == "never")
         ]
         return tuple(k for k in VOLUME_KINDS if k in chosen)
     missing = [k for k in request.volumes if k not in available]
@@ -217,14 +218,14 @@ def _volume_kinds(
         raise UserError(
             f"volume(s) not available to this job: {', '.join(missing)}", reason="volumes"
         )
-    if request.offloadable:
+    if request.offload_mode != "never":
         local = [k for k in request.volumes if k not in rules.remote_volume_kinds]
         if local:
             remote = ", ".join(sorted(rules.remote_volume_kinds)) or "none"
             raise UserError(
-                f"an offloadable job runs at a remote site, which cannot mount {', '.join(local)} "
-                f"(local storage such as NFS); remote sites mount: {remote} and the job's sandbox "
-                "files",
+                "an offloadable job may run at a remote site, which cannot mount "
+                f"{', '.join(local)} (local storage such as NFS); remote sites mount: {remote} "
+                "and the job's sandbox files",
                 reason="offload",
             )
     return tuple(k for k in VOLUME_KINDS if k in request.volumes)
@@ -242,7 +243,7 @@ def _priority(request: AnyRequest, rules: JobRules) -> str:
 
 def _check_offload(request: AnyRequest, accelerator: Accelerator, rules: JobRules) -> None:
     """An offloadable job may only ask for an accelerator that remote sites offer."""
-    if request.offloadable and accelerator.kind not in rules.offload_accelerator_kinds:
+    if request.offload_mode != "never" and accelerator.kind not in rules.offload_accelerator_kinds:
         raise UserError(
             f"remote sites offer no {accelerator.display_name}; offloadable jobs may use: "
             f"{', '.join(sorted(rules.offload_accelerator_kinds))}",
@@ -311,7 +312,7 @@ def resolve(
         ttl_seconds=request.ttl_seconds
         if request.ttl_seconds is not None
         else rules.default_ttl_seconds,
-        offloadable=request.offloadable,
+        offload=request.offload_mode,
         volume_kinds=_volume_kinds(request, rules, available, defaults),
         sandbox=sandbox,
     )

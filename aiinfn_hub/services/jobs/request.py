@@ -83,15 +83,22 @@ class _JobFields(_Strict):
         description="One of your project groups; picks the queue (default: your only project).",
     )
     priority: Key | None = Field(None, description="One of the priorities the service offers.")
+    offload: Literal["never", "may", "only"] | None = Field(
+        None,
+        description="Where it may run: 'never' (local nodes, the default), 'may' (local "
+        "accelerators first, a remote site when the project's local quota is used up) or 'only' "
+        "(a remote site).",
+    )
     offloadable: bool = Field(
-        False, description="May run at a remote site through the virtual node."
+        False, description="The same as offload 'may' (kept for older clients)."
     )
     volumes: (
         Annotated[list[Literal["home", "projects", "scratch", "juicefs"]], Field(max_length=4)]
         | None
     ) = Field(
         None,
-        description="Your volumes to mount (default: home and projects; none when offloadable).",
+        description="Your volumes to mount (default: home and projects; none unless offload is "
+        "'never').",
     )
     env: Annotated[dict[EnvName, EnvValue], Field(max_length=MAX_ENV)] = Field(
         default_factory=dict, description="Extra environment variables (plain values)."
@@ -135,11 +142,18 @@ class _JobFields(_Strict):
             raise ValueError(
                 f"environment variable(s) reserved by the platform: {', '.join(reserved)}"
             )
+        if self.offloadable and self.offload not in (None, "may"):
+            raise ValueError("offloadable: true means offload 'may'; give offload alone")
         if self.parallelism is not None and self.parallelism > self.completions:
             raise ValueError("parallelism must not exceed completions")
         if self.working_dir is not None and ".." in self.working_dir.split("/"):
             raise ValueError("working_dir must not contain '..'")
         return self
+
+    @property
+    def offload_mode(self) -> str:
+        """never, may or only: `offload`, else `offloadable` (true is "may")."""
+        return self.offload or ("may" if self.offloadable else "never")
 
     def sandbox(self) -> dict[str, str]:
         """The files of the job's sandbox folder, the script under its own key."""
@@ -152,6 +166,8 @@ class _JobFields(_Strict):
         """A fingerprint of the request (without its idempotency key), to tell a retry from a
         different job that reuses a key."""
         body = self.model_dump(mode="json", exclude={"idempotency_key"})
+        if body["offload"] is None:  # as before the field existed: retries keep their digest
+            del body["offload"]
         return hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()

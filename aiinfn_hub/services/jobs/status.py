@@ -171,14 +171,33 @@ def _message(workload: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def _remote(pod_spec: Mapping[str, Any]) -> bool:
+    """Kueue put a remote flavor's node label (the virtual node's) on the pod template."""
+    return labels.INTERLINK_NODE in (pod_spec.get("nodeSelector") or {})
+
+
+def site(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str | None:
+    """Where Kueue sent the job: the remote flavor (site) it was admitted to, "local", or None
+    while it is not admitted."""
+    admission = _admission(workload)
+    if admission is None or job["spec"].get("suspend"):
+        return None
+    if not _remote(job["spec"]["template"].get("spec") or {}):
+        return "local"
+    flavors = sorted(set(admission["flavors"].values()))
+    return flavors[0] if flavors else "remote"
+
+
 def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
     metadata = pod["metadata"]
     index = (metadata.get("annotations") or {}).get(labels.JOB_COMPLETION_INDEX)
+    node = pod["spec"].get("nodeName")
     return {
         "name": metadata["name"],
         "index": int(index) if index is not None and index.isdigit() else None,
         "phase": (pod.get("status") or {}).get("phase"),
-        "node": pod["spec"].get("nodeName"),
+        "node": node,
+        "site": (node if _remote(pod["spec"]) else "local") if node else None,
     }
 
 
@@ -197,6 +216,7 @@ def summarize(
     status = job.get("status") or {}
     names_of = {cls: name for name, cls in priorities.items()}
     job_state = state(job, workload)
+    offload = request.get("offload") or ("may" if request.get("offloadable") else "never")
     summary: dict[str, Any] = {
         "id": metadata["name"],
         "name": annotations.get(labels.DISPLAY_NAME),
@@ -205,7 +225,8 @@ def summarize(
         "project": annotations.get(labels.PROJECT),
         "queue": job_labels.get(labels.KUEUE_QUEUE),
         "priority": names_of.get(job_labels.get(labels.KUEUE_PRIORITY, "")),
-        "offloadable": bool(request.get("offloadable")),
+        "offload": offload,
+        "offloadable": offload != "never",
         "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(
             labels.ACCELERATOR
         ),
@@ -219,6 +240,7 @@ def summarize(
         "failed": status.get("failed", 0),
         "active": status.get("active", 0),
         "admission": _admission(workload),
+        "site": site(job, workload),
         "position": position if job_state in ("queued", "requeued", "preempted") else None,
         "message": (
             _preemption_message(job, workload, pods)
