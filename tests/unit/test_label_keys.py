@@ -20,6 +20,7 @@ RESOURCES = {"nvidia.com/gpu", "xilinx.com/fpga", "amd.com/gpu"}
 CONFIG_DEFAULTS = {
     ("platform_config.py", "nvidia.com/gpu.present"),
     ("platform_config.py", "xilinx.com/fpga.board"),
+    ("app.py", "node-role.kubernetes.io/services"),
 }
 
 

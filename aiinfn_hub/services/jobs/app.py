@@ -99,12 +99,12 @@ class AiInfnJobs(ServiceApp):
     )
     local_flavor_label_keys = List(
         Unicode(),
-        [],
+        ["node-role.kubernetes.io/services"],
         config=True,
         help="""Node label keys of the local Kueue ResourceFlavors that carry none of
         c.AiInfnPlatform.accelerator_node_labels (with those, every local flavor of
-        helm-values/kueue-queues.yaml must have one of the keys, the remote ones none; the shipped
-        `cpu` flavor's is node-role.kubernetes.io/services). A job that must run remotely requires
+        helm-values/kueue-queues.yaml must have one of the keys, the remote ones none; the default
+        is the shipped `cpu` flavor's). A job that must run remotely requires
         them all absent: Kueue compares a job's node affinity only with each flavor's own label
         keys, so without them a job meant for the virtual node could be admitted to a local
         flavor whose nodes it cannot use.""",
