@@ -37,7 +37,7 @@ from traitlets.config.loader import LazyConfigValue, PyFileConfigLoader
 
 from . import hubstate, k8s, permissions, volumes
 from .catalog import Catalog, CatalogError
-from .inventory import units
+from .inventory_records import units
 from .platform_config import AiInfnPlatform, notebook_namespace
 from .policy import PolicyError
 from .storage_config import AiInfnStorage, StorageSettings

@@ -13,13 +13,8 @@ from kubernetes_asyncio import client
 
 from aiinfn_hub import form, profiles, reservations
 from aiinfn_hub.catalog import Catalog
-from aiinfn_hub.inventory import (
-    RESERVATION_TAINT,
-    TERMINAL_PHASES,
-    Counts,
-    Inventory,
-    units,
-)
+from aiinfn_hub.inventory import Counts, Inventory
+from aiinfn_hub.inventory_records import RESERVATION_TAINT, TERMINAL_PHASES, units
 from aiinfn_hub.labels import (
     INTERLINK_TAINT_PREFIX,
     JOB_NAME,

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiinfn_hub import catalog
-from aiinfn_hub.inventory import Counts, Inventory, units
+from aiinfn_hub.inventory import Counts, Inventory
+from aiinfn_hub.inventory_records import units
 
 ACCELERATORS = catalog.load(catalog.default_path()).accelerators
 T4, A100, A30, RTX = "Tesla-T4", "NVIDIA-A100-80GB-PCIe", "NVIDIA-A30", "Quadro-RTX-5000"
