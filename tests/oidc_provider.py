@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -47,6 +48,12 @@ MAVEN_URL = (
 BUILD_OPTIONS = ["--db=dev-file"]
 REALM_TEMPLATE = Path(__file__).with_name("oidc_realm.json")
 START_LIMIT = 240.0
+# How long one admin call may go without an answer: a hang guard, not a speed check. Creating a
+# realm takes 2 s on a quiet machine and has taken over 30 s beside the rest of the suite (load
+# average 10 to 15 on 2 cores).
+ADMIN_CALL_LIMIT = 180.0
+# A reused admin token is renewed this many seconds before it expires.
+TOKEN_RENEWAL_MARGIN = 15
 # The state file of the Keycloak `serve` starts for a whole `./dev test` (in the folder given).
 SHARED_STATE = "provider.json"
 
@@ -160,6 +167,8 @@ class Keycloak:
         self.process: subprocess.Popen | None = None
         self.admin_password = secrets.token_urlsafe(18)
         self.log_path = workdir / "keycloak.log"
+        self._token: tuple[str, float] = ("", 0.0)
+        self._token_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -232,21 +241,37 @@ class Keycloak:
         return self.log_path.read_text(errors="replace")
 
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """The admin REST API (/admin/realms...), with a fresh token from the bootstrap admin."""
-        status, answer = _request(
-            "POST",
-            f"{self.url}/realms/master/protocol/openid-connect/token",
-            form={
-                "grant_type": "password",
-                "client_id": "admin-cli",
-                "username": "admin",
-                "password": self.admin_password,
-            },
-        )
-        assert status == 200, answer
+        """The admin REST API (/admin/realms...), as the bootstrap admin."""
         return _request(
-            method, f"{self.url}/admin/realms{path}", token=answer["access_token"], body=body
+            method,
+            f"{self.url}/admin/realms{path}",
+            token=self._admin_token(),
+            body=body,
+            timeout=ADMIN_CALL_LIMIT,
         )
+
+    def _admin_token(self) -> str:
+        """The bootstrap admin's access token, reused until shortly before it expires: each
+        password grant hashes the password, the costliest step of a small admin call."""
+        with self._token_lock:
+            token, expires = self._token
+            if time.monotonic() < expires:
+                return token
+            status, answer = _request(
+                "POST",
+                f"{self.url}/realms/master/protocol/openid-connect/token",
+                form={
+                    "grant_type": "password",
+                    "client_id": "admin-cli",
+                    "username": "admin",
+                    "password": self.admin_password,
+                },
+                timeout=ADMIN_CALL_LIMIT,
+            )
+            assert status == 200, answer
+            lifetime = max(answer.get("expires_in", 0) - TOKEN_RENEWAL_MARGIN, 0)
+            self._token = (answer["access_token"], time.monotonic() + lifetime)
+            return answer["access_token"]
 
 
 @dataclass
