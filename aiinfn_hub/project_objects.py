@@ -16,8 +16,9 @@ gives each a part of its CPUs and memory in proportion to the units it publishes
 - A project may borrow idle units of the others up to its own part again (at least one unit),
   CPU and memory without limit; an owner takes its part back by preemption (the ClusterQueue's
   policy).
-- A flavor that is no catalog accelerator (the interLink virtual node) is not rationed: each
-  project's quota is all of it, and the remote site's batch system queues what exceeds it.
+- A flavor that is no catalog accelerator (a remote site's interLink virtual node) is not
+  rationed: each project's quota is all of it, and the site's batch system queues what exceeds
+  it.
 """
 
 from __future__ import annotations

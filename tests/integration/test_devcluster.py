@@ -6,7 +6,7 @@ import ipaddress
 import uuid
 
 import pytest
-from aiinfn_dev.devcluster import topology
+from aiinfn_dev.devcluster import components, topology
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
@@ -48,8 +48,20 @@ async def test_topology_nodes_are_ready_with_accelerators(core):
     mig = nodes["server2-a100-mig"]
     assert mig.status.allocatable["nvidia.com/mig-3g.40gb"] == "1"
     assert any(c.type == "Ready" and c.status == "True" for c in mig.status.conditions)
-    virtual = nodes["interlink-infn-t1"]
-    assert [t.key for t in virtual.spec.taints] == ["virtual-node.interlink/no-schedule"]
+    sites = {
+        n.metadata.name: n.metadata.labels["virtual-node.interlink/site"]
+        for n in nodes.values()
+        if "virtual-node.interlink/site" in (n.metadata.labels or {})
+    }
+    assert sites == {
+        "interlink-infn-t1": "infn-t1-htcondor",
+        "vk-podman-vm": "podman-vm",
+        "vk-leonardo-slurm": "leonardo-slurm",
+        "vk-hpc-bubble-slurm": "hpc-bubble-slurm",
+    }
+    for name in sites:
+        taints = nodes[name].spec.taints
+        assert [t.key for t in taints] == ["virtual-node.interlink/no-schedule"]
 
 
 async def test_gpu_pod_is_bound_to_an_a100_node_with_a_loopback_ip(core, namespace):
@@ -127,6 +139,48 @@ async def test_job_pods_are_created_by_the_controller_manager_and_the_job_comple
     assert len(pods) == 2
     assert all(p.metadata.owner_references[0].kind == "Job" for p in pods)
     assert all(p.status.phase == "Succeeded" for p in pods)
+
+
+def _site_job(name: str, node: str, env: list[dict]) -> dict:
+    container = restricted_container(command=["true"])
+    container["env"] = env
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [
+                        {"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}
+                    ],
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+async def test_site_virtual_nodes_run_job_pods_and_fail_those_told_to(core, batch, namespace):
+    """Each site has its own kwok stages; a pod whose env says so fails there (exit code 1)."""
+    fail = [{"name": components.SITE_OUTCOME_ENV, "value": "fail"}]
+    await batch.create_namespaced_job(namespace, _site_job("ok", "vk-podman-vm", []))
+    await batch.create_namespaced_job(namespace, _site_job("bad", "vk-hpc-bubble-slurm", fail))
+
+    async def finished(name: str, condition: str):
+        job = await batch.read_namespaced_job(name, namespace)
+        conditions = job.status.conditions or []
+        return job if any(c.type == condition and c.status == "True" for c in conditions) else None
+
+    await wait_until(lambda: finished("ok", "Complete"), "the site's Job to complete")
+    await wait_until(lambda: finished("bad", "Failed"), "the failed site's Job to fail")
+    [pod] = (await core.list_namespaced_pod(namespace, label_selector="job-name=bad")).items
+    assert pod.spec.node_name == "vk-hpc-bubble-slurm" and pod.status.phase == "Failed"
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 1
 
 
 async def test_a_namespace_without_labels_still_enforces_restricted(core):

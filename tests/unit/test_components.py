@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import yaml
-from aiinfn_dev.devcluster import components
+from aiinfn_dev.devcluster import components, topology
 
 LAYOUT = components.Layout(Path("/c"))
 PORTS = components.Ports(
@@ -66,7 +66,7 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
         name = Path(relative).stem
         spec = {"delay": {"durationMilliseconds": 1000, "jitterDurationMilliseconds": 5000}}
         path.write_text(yaml.safe_dump({"kind": "Stage", "metadata": {"name": name}, "spec": spec}))
-    documents = components.kwok_config(tmp_path)
+    documents = components.kwok_config(tmp_path, sites=())
     assert documents[0] == {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokConfiguration",
@@ -92,6 +92,77 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
     ]
     assert stages["pod-complete"]["spec"]["delay"] == {"durationMilliseconds": 1000}
     assert stages["pod-ready"]["spec"]["delay"]["jitterDurationMilliseconds"] == 5000
+
+
+def _pod_stage(name, expressions):
+    return {
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {"matchExpressions": expressions},
+            "weight": 1,
+            "delay": {"durationMilliseconds": 1000},
+            "next": {"statusTemplate": "phase: Running"},
+        },
+    }
+
+
+def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_path):
+    phase = {"key": ".status.phase", "operator": "In", "values": ["Running"]}
+    for relative in components.KWOK_STAGE_FILES:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(_pod_stage(Path(relative).stem, [phase])))
+    site = components.SiteBehaviour("vk-a", 100, 200, 1000, 500, 30)
+    stages = {
+        d["metadata"]["name"]: d["spec"]
+        for d in components.kwok_config(tmp_path, ["runner"], sites=[site])[1:]
+    }
+    node = {"key": ".spec.nodeName", "operator": "In", "values": ["vk-a"]}
+    not_sites = {"key": ".spec.nodeName", "operator": "NotIn", "values": ["vk-a"]}
+    runner = {"key": ".spec.containers.[0].image", "operator": "NotIn", "values": ["runner"]}
+    assert stages["pod-ready"]["selector"]["matchExpressions"] == [phase, not_sites, runner]
+    assert stages["pod-complete"]["selector"]["matchExpressions"] == [phase, not_sites, runner]
+    assert stages["pod-delete"]["selector"]["matchExpressions"] == [phase, runner]
+    assert stages["pod-ready-vk-a"]["selector"]["matchExpressions"] == [phase, node, runner]
+    assert stages["pod-ready-vk-a"]["delay"] == {
+        "durationMilliseconds": 100,
+        "jitterDurationMilliseconds": 300,
+    }
+    annotation = '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/{}"]'
+    forced = (
+        '[.spec.containers[].env[]? | select(.name == "DEVCLUSTER_SITE_OUTCOME" and '
+        '.value == "fail")] | length > 0'
+    )
+    complete, fail = stages["pod-complete-vk-a"], stages["pod-fail-vk-a"]
+    assert complete["delay"] == {
+        "durationMilliseconds": 1000,
+        "durationFrom": {"expressionFrom": annotation.format("delay")},
+        "jitterDurationMilliseconds": 1500,
+        "jitterDurationFrom": {
+            "expressionFrom": f"{annotation.format('jitter-delay')} // {annotation.format('delay')}"
+        },
+    }
+    assert fail["delay"] == complete["delay"]
+    assert "weight" not in complete and "weight" not in fail
+    assert complete["weightFrom"] == {"expressionFrom": f"if {forced} then 0 else 970 end"}
+    assert fail["weightFrom"] == {"expressionFrom": f"if {forced} then 1000 else 30 end"}
+    assert fail["selector"] == complete["selector"]
+    assert complete["next"] == {"statusTemplate": "phase: Running"}
+    assert "phase: Failed" in fail["next"]["statusTemplate"]
+    assert "exitCode: 1" in fail["next"]["statusTemplate"]
+
+
+def test_the_sites_are_the_ai_infn_topologys_virtual_nodes():
+    virtual = [
+        n["metadata"]["name"]
+        for n in topology.node_manifests("ai-infn")
+        if "virtual-node.interlink/site" in n["metadata"]["labels"]
+    ]
+    assert [s.node for s in components.SITES] == virtual
+    for site in components.SITES:
+        assert 0 <= site.failure_permille < 1000
 
 
 def test_kubeconfig_names_one_client_certificate_user():

@@ -11,7 +11,13 @@ from aiinfn_hub.platform_config import AiInfnPlatform
 DOCUMENTS = kueue_config.load()
 CATALOG = catalog.load(catalog.default_path())
 NODES = topology.node_manifests("ai-infn")
-VIRTUAL = "interlink-infn-t1"
+# The remote sites' flavors, in the order Kueue tries them, and each one's site label.
+SITES = {
+    "interlink-infn-t1": "infn-t1-htcondor",
+    "vk-podman-vm": "podman-vm",
+    "vk-leonardo-slurm": "leonardo-slurm",
+    "vk-hpc-bubble-slurm": "hpc-bubble-slurm",
+}
 
 
 def objects(kind: str) -> dict[str, dict]:
@@ -104,12 +110,13 @@ def test_workload_priority_classes():
     }
 
 
-def test_flavors_are_the_catalog_accelerators_and_the_virtual_node_tried_local_first():
-    assert set(FLAVORS) == set(CATALOG.accelerators) | {VIRTUAL}
+def test_flavors_are_the_catalog_accelerators_and_the_sites_tried_local_first():
+    assert set(FLAVORS) == set(CATALOG.accelerators) | set(SITES)
     for queue in CLUSTER_QUEUES.values():
         [group] = queue["spec"]["resourceGroups"]
         order = [f["name"] for f in group["flavors"]]
-        assert order[0] == "cpu" and order[-1] == VIRTUAL and sorted(order) == sorted(FLAVORS)
+        assert order[0] == "cpu" and order[-len(SITES) :] == list(SITES)
+        assert sorted(order) == sorted(FLAVORS)
         for entry in group["flavors"]:
             assert [r["name"] for r in entry["resources"]] == group["coveredResources"]
 
@@ -133,12 +140,23 @@ def test_each_accelerator_flavor_selects_the_nodes_the_catalog_means(key):
         )
 
 
-def test_virtual_node_flavor_is_only_for_jobs_that_tolerate_its_taint():
-    flavor = FLAVORS[VIRTUAL]["spec"]
-    [node] = selected_nodes(FLAVORS[VIRTUAL])
-    assert node["metadata"]["name"] == VIRTUAL
+@pytest.mark.parametrize("name", SITES)
+def test_each_site_flavor_is_its_virtual_node_only_for_jobs_that_tolerate_its_taint(name):
+    flavor = FLAVORS[name]["spec"]
+    [node] = selected_nodes(FLAVORS[name])
+    assert node["metadata"]["name"] == name
+    assert node["metadata"]["labels"]["virtual-node.interlink/site"] == SITES[name]
+    assert flavor["nodeLabels"]["virtual-node.interlink/site"] == SITES[name]
     assert flavor["nodeTaints"] == node["spec"]["taints"]
     assert "tolerations" not in flavor
+
+
+@pytest.mark.parametrize("name", SITES)
+def test_each_projects_quota_of_a_site_is_the_whole_site(name):
+    [node] = selected_nodes(FLAVORS[name])
+    for resource in ("cpu", "memory", "nvidia.com/gpu"):
+        have = catalog.quantity(node["status"]["allocatable"].get(resource, "0"))
+        assert {catalog.quantity(str(q)) for q in nominal(name, resource).values()} == {have}
 
 
 @pytest.mark.parametrize("key", sorted(k for k, a in CATALOG.accelerators.items() if a.resource))
@@ -168,4 +186,4 @@ def test_a_remote_only_term_rules_out_every_local_flavor_and_no_remote_one():
     keys = {*AiInfnPlatform().accelerator_node_labels, "node-role.kubernetes.io/services"}
     for name, flavor in FLAVORS.items():
         carried = keys & set(flavor["spec"]["nodeLabels"])
-        assert bool(carried) == (name != VIRTUAL), name
+        assert bool(carried) == (name not in SITES), name

@@ -39,7 +39,8 @@ def test_kwok_pod_stages_leave_runner_images_alone(tmp_path):
         d["metadata"]["name"]: d for d in components.kwok_config(_library(tmp_path), ["b", "a"])[1:]
     }
     skip = {"key": ".spec.containers.[0].image", "operator": "NotIn", "values": ["a", "b"]}
-    for name in ("pod-ready", "pod-complete", "pod-delete"):
+    sites = [f"pod-{s}-vk-podman-vm" for s in ("ready", "complete", "fail")]
+    for name in ("pod-ready", "pod-complete", "pod-delete", *sites):
         assert stages[name]["spec"]["selector"]["matchExpressions"][-1] == skip
     for name in ("node-initialize", "node-heartbeat-with-lease"):
         assert skip not in stages[name]["spec"]["selector"]["matchExpressions"]
@@ -47,7 +48,8 @@ def test_kwok_pod_stages_leave_runner_images_alone(tmp_path):
 
 def test_without_the_runner_kwok_plays_every_pod(tmp_path):
     for stage in components.kwok_config(_library(tmp_path))[1:]:
-        assert len(stage["spec"]["selector"]["matchExpressions"]) == 1
+        keys = [e["key"] for e in stage["spec"]["selector"]["matchExpressions"]]
+        assert components.RUNNER_IMAGE_KEY not in keys
 
 
 def test_kwok_serves_logs_from_logs_objects():

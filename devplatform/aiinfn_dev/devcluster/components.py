@@ -7,7 +7,8 @@ choices that differ from a kubeadm cluster are commented where they are made.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,11 +239,49 @@ KWOK_STAGE_FILES = (
 # Job pods finish this long after they run unless `pod-complete.stage.kwok.x-k8s.io/delay` says
 # otherwise (a Go duration such as "30s"); no random jitter, so tests are repeatable.
 JOB_POD_DEFAULT_RUNTIME_MS = 1000
+# A job container with this variable set to "fail" fails at whichever remote site runs it (the
+# tests' way to make a site fail a job; the sites' own failure rates are random).
+SITE_OUTCOME_ENV = "DEVCLUSTER_SITE_OUTCOME"
+_NODE_NAME_KEY = ".spec.nodeName"
+_FORCED_FAILURE = (
+    f'[.spec.containers[].env[]? | select(.name == "{SITE_OUTCOME_ENV}" and .value == "fail")]'
+    " | length > 0"
+)
 
 
-def kwok_config(stage_library: Path, runner_images: Iterable[str] = ()) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SiteBehaviour:
+    """How the dev cluster plays one remote site's virtual node (the paper's Figure 2, its hours
+    compressed into seconds): pods start after `start_ms` plus up to `start_jitter_ms`, run
+    `run_ms` plus up to `run_jitter_ms` (a pod's delay annotation, if set, wins), and fail in
+    `failure_permille` of a thousand runs."""
+
+    node: str
+    start_ms: int
+    start_jitter_ms: int
+    run_ms: int
+    run_jitter_ms: int
+    failure_permille: int
+
+
+# The ai-infn topology's virtual nodes: INFN-Tier1 and the Podman VM stable, Leonardo slow and
+# variable to start, the HPC-Bubble sustained.
+SITES = (
+    SiteBehaviour("interlink-infn-t1", 200, 500, JOB_POD_DEFAULT_RUNTIME_MS, 1000, 0),
+    SiteBehaviour("vk-podman-vm", 100, 200, JOB_POD_DEFAULT_RUNTIME_MS, 500, 0),
+    SiteBehaviour("vk-leonardo-slurm", 1000, 6000, JOB_POD_DEFAULT_RUNTIME_MS, 4000, 20),
+    SiteBehaviour("vk-hpc-bubble-slurm", 500, 1500, JOB_POD_DEFAULT_RUNTIME_MS, 1500, 5),
+)
+
+
+def kwok_config(
+    stage_library: Path,
+    runner_images: Iterable[str] = (),
+    sites: Sequence[SiteBehaviour] = SITES,
+) -> list[dict[str, Any]]:
     """kwok's configuration documents: pod IPs on loopback plus the lifecycle stages. Pods the
-    pod runner plays (first container's image in runner_images) are left out of every pod stage."""
+    pod runner plays (first container's image in runner_images) are left out of every pod stage;
+    pods on a site's virtual node get that site's own start, completion and failure stages."""
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -262,18 +301,95 @@ def kwok_config(stage_library: Path, runner_images: Iterable[str] = ()) -> list[
             },
         }
     ]
+    stages = []
     for relative in KWOK_STAGE_FILES:
         for stage in yaml.safe_load_all((stage_library / relative).read_text()):
             if stage["metadata"]["name"] == "pod-complete":
                 delay = stage["spec"]["delay"]
                 delay["durationMilliseconds"] = JOB_POD_DEFAULT_RUNTIME_MS
                 delay.pop("jitterDurationMilliseconds", None)
-            if runner_images and stage["spec"]["resourceRef"]["kind"] == "Pod":
-                stage["spec"]["selector"].setdefault("matchExpressions", []).append(
-                    {"key": RUNNER_IMAGE_KEY, "operator": "NotIn", "values": sorted(runner_images)}
-                )
-            documents.append(stage)
+            stages.append(stage)
+    by_name = {s["metadata"]["name"]: s for s in stages}
+    site_stages = [
+        stage
+        for site in sites
+        for stage in _site_stages(site, by_name["pod-ready"], by_name["pod-complete"])
+    ]
+    for name in ("pod-ready", "pod-complete"):
+        if sites:
+            _select(by_name[name], _NODE_NAME_KEY, "NotIn", sorted(s.node for s in sites))
+    for stage in [*stages, *site_stages]:
+        if runner_images and stage["spec"]["resourceRef"]["kind"] == "Pod":
+            _select(stage, RUNNER_IMAGE_KEY, "NotIn", sorted(runner_images))
+        documents.append(stage)
     return documents
+
+
+def _select(stage: dict[str, Any], key: str, operator: str, values: list[str]) -> None:
+    stage["spec"].setdefault("selector", {}).setdefault("matchExpressions", []).append(
+        {"key": key, "operator": operator, "values": values}
+    )
+
+
+def _site_stages(
+    site: SiteBehaviour, ready: Mapping[str, Any], complete: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The library's pod-ready and pod-complete stages for one site's node, with its delays,
+    and a pod-fail stage that kwok picks instead of pod-complete by weight."""
+    start = copy.deepcopy(dict(ready))
+    start["metadata"] = {"name": f"pod-ready-{site.node}"}
+    start["spec"]["delay"] = {
+        "durationMilliseconds": site.start_ms,
+        "jitterDurationMilliseconds": site.start_ms + site.start_jitter_ms,
+    }
+    finish = copy.deepcopy(dict(complete))
+    finish["metadata"] = {"name": f"pod-complete-{site.node}"}
+    annotation = '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/{}"]'
+    finish["spec"]["delay"] = {
+        "durationMilliseconds": site.run_ms,
+        "durationFrom": {"expressionFrom": annotation.format("delay")},
+        "jitterDurationMilliseconds": site.run_ms + site.run_jitter_ms,
+        # A pod given a delay but no jitter runs exactly that long.
+        "jitterDurationFrom": {
+            "expressionFrom": f"{annotation.format('jitter-delay')} // {annotation.format('delay')}"
+        },
+    }
+    finish["spec"].pop("weight", None)
+    finish["spec"]["weightFrom"] = {
+        "expressionFrom": f"if {_FORCED_FAILURE} then 0 else {1000 - site.failure_permille} end"
+    }
+    fail = copy.deepcopy(finish)
+    fail["metadata"] = {"name": f"pod-fail-{site.node}"}
+    fail["spec"]["weightFrom"] = {
+        "expressionFrom": f"if {_FORCED_FAILURE} then 1000 else {site.failure_permille} end"
+    }
+    fail["spec"]["next"] = {"delete": False, "statusTemplate": _failed_status(site.node)}
+    for stage in (start, finish, fail):
+        _select(stage, _NODE_NAME_KEY, "In", [site.node])
+    return [start, finish, fail]
+
+
+def _failed_status(node: str) -> str:
+    """The pod's status when its site fails it: every container exits 1."""
+    return (
+        "{{ $now := Now }}\n"
+        "containerStatuses:\n"
+        "{{ range .spec.containers }}\n"
+        "- image: {{ .image | Quote }}\n"
+        "  name: {{ .name | Quote }}\n"
+        "  ready: false\n"
+        "  restartCount: 0\n"
+        "  started: false\n"
+        "  state:\n"
+        "    terminated:\n"
+        "      exitCode: 1\n"
+        "      finishedAt: {{ $now | Quote }}\n"
+        "      reason: Error\n"
+        f"      message: the remote site ({node}) failed the job\n"
+        "      startedAt: {{ $now | Quote }}\n"
+        "{{ end }}\n"
+        "phase: Failed\n"
+    )
 
 
 def kwok_logs_crd() -> dict[str, Any]:
