@@ -151,6 +151,8 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
         body["offloadable"] = True
     if args.offload is not None:
         body["offload"] = args.offload
+    if args.confidential:
+        body["confidential"] = True
     if args.volume:
         body["volumes"] = args.volume
     if args.setenv:
@@ -239,6 +241,12 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
         "only; such jobs mount no NFS volumes (default: never)",
     )
     parser.add_argument("--offloadable", action="store_true", help="the same as --offload may")
+    parser.add_argument(
+        "--confidential",
+        action="store_true",
+        help="the job handles confidential data: it stays on local nodes (--offload may is "
+        "ignored, --offload only refused)",
+    )
     parser.add_argument(
         "--volume",
         action="append",

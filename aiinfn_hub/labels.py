@@ -43,6 +43,10 @@ NOTE = f"{PREFIX}/note"
 VIRTUAL_NODE = "type"
 VIRTUAL_NODE_VALUE = "virtual-kubelet"
 INTERLINK_NODE = "virtual-node.interlink/type"
+# The remote site a virtual node stands for (one Kueue flavor per site selects it).
+INTERLINK_SITE = "virtual-node.interlink/site"
+# Annotation on an offloadable Job: the sites whose policy accepts it (comma-separated).
+SITES = f"{PREFIX}/sites"
 INTERLINK_TAINT = "virtual-node.interlink/no-schedule"
 INTERLINK_TAINT_PREFIX = "virtual-node.interlink/"
 VIRTUAL_KUBELET_TAINT = "virtual-kubelet.io/provider"

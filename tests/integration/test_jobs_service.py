@@ -30,6 +30,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from aiinfn_dev import devstorage, hubaccount, kueue_config
+from aiinfn_dev.devcluster import components
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
 from tornado.httpclient import HTTPRequest
@@ -441,11 +442,13 @@ async def test_an_only_remote_job_runs_on_the_virtual_node(env, core):
     )
     assert done["admission"]["flavors"]["nvidia.com/gpu"] == "interlink-infn-t1"
     assert {p["node"] for p in done["pods"]} == {"interlink-infn-t1"}
-    assert {p["site"] for p in done["pods"]} == {"interlink-infn-t1"}
-    assert (done["offload"], done["offloadable"], done["site"]) == (
+    assert {p["site"] for p in done["pods"]} == {"infn-t1-htcondor"}
+    # Without a deadline, of the GPU sites only the one without a maximum run time accepts it.
+    assert (done["offload"], done["offloadable"], done["site"], done["sites"]) == (
         "only",
         True,
-        "interlink-infn-t1",
+        "infn-t1-htcondor",
+        ["infn-t1-htcondor"],
     )
 
 
@@ -476,7 +479,7 @@ async def test_an_offloadable_job_spills_to_the_virtual_node_when_local_quota_is
             lambda: state_of(env, "quinn", job["id"], "succeeded"), "the job to run remotely"
         )
         assert done["admission"]["flavors"]["nvidia.com/gpu"] == "interlink-infn-t1"
-        assert done["site"] == "interlink-infn-t1"
+        assert done["site"] == "infn-t1-htcondor"
         assert {p["node"] for p in done["pods"]} == {"interlink-infn-t1"}
         _, holder, _ = await env.api("quinn", "GET", f"api/jobs/{a30_taken['id']}")
         assert (holder["site"], holder["admission"]["flavors"]["nvidia.com/gpu"]) == (
@@ -485,6 +488,84 @@ async def test_an_offloadable_job_spills_to_the_virtual_node_when_local_quota_is
         )
     finally:
         await env.api("quinn", "DELETE", f"api/jobs/{job['id']}")
+
+
+# Two sites only (no INFN-T1): the Podman VM runs CPU jobs, Leonardo GPU jobs of up to a day.
+TWO_SITES = {
+    "podman-vm": {"flavor": "vk-podman-vm", "accepts_accelerator_kinds": ["cpu"]},
+    "leonardo-slurm": {
+        "flavor": "vk-leonardo-slurm",
+        "accepts_accelerator_kinds": ["cpu", "gpu"],
+        "max_runtime_seconds": 86400,
+    },
+}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def two_sites(env):
+    """The service restarted with TWO_SITES as its site policy (and no retries of failed pods)."""
+    env.service.stop()
+    await asyncio.to_thread(
+        env.service.start,
+        None,
+        f"--AiInfnJobs.sites={json.dumps(TWO_SITES)}",
+        "--AiInfnJobs.backoff_limit=0",
+    )
+    try:
+        yield env
+    finally:
+        env.service.stop()
+        await asyncio.to_thread(env.service.start)
+
+
+async def test_site_policies_pick_the_site_or_refuse_naming_each_rule(two_sites):
+    env = two_sites
+    gpu = {"offload": "only", "accelerator": "t4", "volumes": []}
+    status, body, _ = await env.api("alice", "POST", "api/jobs", job_body(**gpu))
+    assert status == 400, body
+    assert body["message"] == (
+        "no remote site accepts this job: podman-vm: accepts no GPU; leonardo-slurm: maximum "
+        "run time 24 h (give a deadline_seconds of at most 86400)"
+    )
+    status, body, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(confidential=True, offload="only", volumes=[])
+    )
+    assert status == 400 and body["message"].startswith("a confidential job stays on local")
+    status, job, _ = await env.api(
+        "alice", "POST", "api/jobs", job_body(name="on-leonardo", deadline_seconds=3600, **gpu)
+    )
+    assert status == 201, job
+    done = await wait_until(
+        lambda: state_of(env, "alice", job["id"], "succeeded"), "the job to run at Leonardo"
+    )
+    assert done["admission"]["flavors"]["nvidia.com/gpu"] == "vk-leonardo-slurm"
+    assert (done["site"], done["sites"]) == ("leonardo-slurm", ["leonardo-slurm"])
+    assert {p["node"] for p in done["pods"]} == {"vk-leonardo-slurm"}
+
+
+async def test_a_job_a_site_fails_is_reported_failed_with_its_site(two_sites):
+    """The dev cluster's sites fail pods at random; this one is told to (its env, for kwok's
+    site stages; its command fails too, for when the pod runner really runs it)."""
+    env = two_sites
+    status, job, _ = await env.api(
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(
+            name="site-fails",
+            command=["python", "-c", "raise SystemExit(1)"],
+            offload="only",
+            volumes=[],
+            env={components.SITE_OUTCOME_ENV: "fail"},
+        ),
+    )
+    assert status == 201, job
+    failed = await wait_until(
+        lambda: state_of(env, "alice", job["id"], "failed", "succeeded"), "the job to finish"
+    )
+    assert (failed["state"], failed["site"], failed["failed"]) == ("failed", "podman-vm", 1)
+    assert [(p["node"], p["phase"]) for p in failed["pods"]] == [("vk-podman-vm", "Failed")]
+    assert (await env.api("alice", "DELETE", f"api/jobs/{job['id']}"))[0] == 200
 
 
 # -- refusals ----------------------------------------------------------------------------------

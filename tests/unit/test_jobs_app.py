@@ -31,6 +31,12 @@ async def test_defaults_come_from_the_platform_settings():
     }
     assert set(service.platform.catalog.projects) == {"cms-ml", "lhcb-flashsim", "qml"}
     assert "juicefs" in juicefs.rules.storage_kinds
+    assert [(s.name, s.flavor, s.max_runtime_seconds) for s in service.rules.sites] == [
+        ("infn-t1-htcondor", "interlink-infn-t1", None),
+        ("podman-vm", "vk-podman-vm", None),
+        ("leonardo-slurm", "vk-leonardo-slurm", 86400),
+        ("hpc-bubble-slurm", "vk-hpc-bubble-slurm", 172800),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -43,6 +49,10 @@ async def test_defaults_come_from_the_platform_settings():
         ({"AiInfnJobs": {"offload_accelerator_kinds": ["tpu"]}}, r"unknown kind\(s\) tpu"),
         ({"AiInfnJobs": {"backoff_limit": 1000}}, "backoff_limit"),
         ({"AiInfnJobs": {"rate_limit": 0.0}}, "rate_limit"),
+        (
+            {"AiInfnJobs": {"sites": {"vm": {"flavor": "f", "accepts_accelerator_kinds": ["x"]}}}},
+            r"AiInfnJobs.sites: site 'vm': accepts_accelerator_kinds must be a list of",
+        ),
     ],
 )
 def test_bad_settings_name_their_key(sections, message):

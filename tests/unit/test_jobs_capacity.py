@@ -12,8 +12,9 @@ from aiinfn_hub import catalog, policy
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.services.base import HubUser
 from aiinfn_hub.services.jobs import capacity
+from aiinfn_hub.services.jobs.app import AiInfnJobs
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job
-from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.plan import JobRules, resolve, site_policies
 from aiinfn_hub.services.jobs.request import JobRequest
 
 CATALOG = catalog.load(catalog.default_path())
@@ -33,6 +34,7 @@ RULES = JobRules(
     storage_kinds=("home", "projects"),
     remote_volume_kinds=frozenset({"juicefs"}),
     offload_accelerator_kinds=frozenset({"cpu", "gpu"}),
+    sites=site_policies(AiInfnJobs.class_traits()["sites"].default(), catalog.ACCELERATOR_KINDS),
 )
 ANYTHING = policy.parse_rules(
     {
@@ -142,7 +144,13 @@ def test_a_pod_bigger_than_any_node_that_could_run_it_is_refused_with_the_larges
         "the nodes that can run it have at most 16 CPUs, 128Gi memory and 1 × NVIDIA A30 "
         "(not necessarily on one node)"
     )
+    # Without a deadline only the sites without a maximum run time take it (T1 the largest);
+    # with one, Leonardo too.
     assert "at most 2000 CPUs and 8Ti memory" in refusal(offloadable=True, volumes=[], cpu="2001")
+    check(offloadable=True, volumes=[], cpu="2001", deadline_seconds=3600)
+    assert "at most 4000 CPUs and 16Ti memory" in refusal(
+        offloadable=True, volumes=[], cpu="4001", deadline_seconds=3600
+    )
 
 
 def test_more_pods_at_once_than_the_quota_holds_is_refused():

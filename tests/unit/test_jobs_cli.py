@@ -113,6 +113,9 @@ def test_a_script_submission_and_mistakes(tmp_path):
     assert "command" not in body and len(body["idempotency_key"]) == 32
     only = cli.request_body(parse("submit", "--offload", "only", "--", "run"), clone=False)
     assert only["offload"] == "only" and "offloadable" not in only
+    assert "confidential" not in only
+    secret = cli.request_body(parse("submit", "--confidential", "--", "run"), clone=False)
+    assert secret["confidential"] is True
     with pytest.raises(SystemExit):
         parse("submit", "--offload", "always", "--", "run")
     with pytest.raises(cli.CliError, match="give the command to run after --"):

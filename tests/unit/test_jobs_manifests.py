@@ -9,7 +9,7 @@ from aiinfn_hub.identity import Identity
 from aiinfn_hub.services.base import HubUser
 from aiinfn_hub.services.jobs import manifests
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts
-from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.plan import JobRules, SitePolicy, resolve
 from aiinfn_hub.services.jobs.request import CloneRequest, JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 
@@ -22,6 +22,11 @@ RULES = JobRules(
     storage_kinds=("home", "projects", "scratch"),
     remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
     offload_accelerator_kinds=frozenset({"cpu", "gpu"}),
+    sites=(
+        SitePolicy("t1", "vk-t1", frozenset({"cpu", "gpu"})),
+        SitePolicy("vm", "vk-vm", frozenset({"cpu"})),
+        SitePolicy("hpc", "vk-hpc", frozenset({"cpu", "gpu"}), max_runtime_seconds=86400),
+    ),
 )
 POLICY = policy.for_user(
     policy.parse_rules(
@@ -332,16 +337,25 @@ VIRTUAL_TOLERATION = {
     "value": "true",
     "effect": "NoSchedule",
 }
-# The virtual node, and none of the local flavors' label keys (Kueue matches a term only on the
-# keys a flavor has: without these the term would match every local flavor).
-REMOTE_TERM = {
-    "matchExpressions": [
-        {"key": "virtual-node.interlink/type", "operator": "In", "values": ["virtual-kubelet"]},
-        {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
-        {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
-        {"key": "node-role.kubernetes.io/services", "operator": "DoesNotExist"},
-    ]
-}
+
+
+def remote_term(*sites):
+    """The virtual nodes of the accepting sites, and none of the local flavors' label keys
+    (Kueue matches a term only on the keys a flavor has: without these the term would match
+    every local flavor)."""
+    return {
+        "matchExpressions": [
+            {"key": "virtual-node.interlink/type", "operator": "In", "values": ["virtual-kubelet"]},
+            {"key": "virtual-node.interlink/site", "operator": "In", "values": list(sites)},
+            {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+            {"key": "xilinx.com/fpga.board", "operator": "DoesNotExist"},
+            {"key": "node-role.kubernetes.io/services", "operator": "DoesNotExist"},
+        ]
+    }
+
+
+# A GPU job without a deadline: only the site without a maximum run time that runs GPUs.
+REMOTE_TERM = remote_term("t1")
 OFFLOAD_SETTINGS = BuildSettings(
     accelerator_node_labels=("nvidia.com/gpu.present", "xilinx.com/fpga.board"),
     local_flavor_label_keys=(
@@ -401,7 +415,48 @@ def test_may_cpu_jobs_avoid_local_accelerator_nodes():
         ]
     }
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert terms == {"nodeSelectorTerms": [local, REMOTE_TERM]}
+    assert terms == {"nodeSelectorTerms": [local, remote_term("t1", "vm")]}
+
+
+def test_only_jobs_name_exactly_the_sites_that_accept_them_and_the_job_records_them():
+    plan = batch_plan(accelerator="a100", offload="only", deadline_seconds=3600)
+    job = manifests.make_job(META, plan, batch_parts(plan), OFFLOAD_SETTINGS)
+    terms = job["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert terms == {"nodeSelectorTerms": [remote_term("t1", "hpc")]}
+    assert job["metadata"]["annotations"]["aiinfn.infn.it/sites"] == "t1,hpc"
+
+
+def test_a_may_job_that_no_site_accepts_stays_local_and_says_so():
+    rules = JobRules(**{**RULES.__dict__, "sites": RULES.sites[1:]})
+    request = JobRequest(name="x", command=["true"], accelerator="a100", offload="may")
+    plan = resolve(request, ALICE, CATALOG, POLICY, rules)
+    assert (plan.offload, plan.sites) == ("may", ())
+    job = manifests.make_job(META, plan, batch_parts(plan), OFFLOAD_SETTINGS)
+    spec = job["spec"]["template"]["spec"]
+    assert spec["affinity"] == {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "type", "operator": "NotIn", "values": ["virtual-kubelet"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-80GB-PCIe"}
+    assert "tolerations" not in spec
+    assert job["metadata"]["annotations"]["aiinfn.infn.it/sites"] == ""
+
+
+def test_never_jobs_record_no_sites():
+    plan = batch_plan(offload="never", volumes=["home"])
+    job = manifests.make_job(META, plan, batch_parts(plan), OFFLOAD_SETTINGS)
+    assert "aiinfn.infn.it/sites" not in job["metadata"]["annotations"]
 
 
 def test_never_offloaded_jobs_keep_off_the_virtual_node():

@@ -6,7 +6,14 @@ import pytest
 from aiinfn_hub import catalog, policy
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.services.base import HubUser
-from aiinfn_hub.services.jobs.plan import JobRules, NotebookFacts, queue_name, resolve
+from aiinfn_hub.services.jobs.plan import (
+    JobRules,
+    NotebookFacts,
+    SitePolicy,
+    queue_name,
+    resolve,
+    site_policies,
+)
 from aiinfn_hub.services.jobs.request import SCRIPT_KEY, CloneRequest, JobRequest
 
 CATALOG = catalog.load(catalog.default_path())
@@ -18,6 +25,11 @@ RULES = JobRules(
     storage_kinds=("home", "projects", "scratch", "juicefs"),
     remote_volume_kinds=frozenset({"juicefs"}),
     offload_accelerator_kinds=frozenset({"cpu", "gpu"}),
+    sites=(
+        SitePolicy("infn-t1", "vk-t1", frozenset({"cpu", "gpu"}), juicefs_credentials=True),
+        SitePolicy("podman-vm", "vk-podman-vm", frozenset({"cpu"})),
+        SitePolicy("leonardo", "vk-leonardo", frozenset({"cpu", "gpu"}), max_runtime_seconds=86400),
+    ),
 )
 GROUPS = {
     "cms-ml": policy.parse_rules(
@@ -233,3 +245,91 @@ def test_clones_default_to_the_notebook_and_stay_within_policy():
 def test_queue_names_are_the_injective_project_slug():
     assert queue_name("cms-ml") == "project-cms-2dml"
     assert queue_name("lhcb/flashsim") != queue_name("lhcb-flashsim")
+
+
+RULE_SITES = ("infn-t1", "podman-vm", "leonardo")
+
+
+def _rules(*sites):
+    return JobRules(**{**RULES.__dict__, "sites": sites})
+
+
+@pytest.mark.parametrize(
+    "fields, sites",
+    [
+        ({"offload": "never"}, ()),
+        ({"offload": "may", "volumes": []}, ("infn-t1", "podman-vm")),
+        ({"offload": "only", "volumes": [], "deadline_seconds": 86400}, RULE_SITES),
+        ({"offload": "only", "accelerator": "a100", "volumes": []}, ("infn-t1",)),
+        ({"offload": "may", "confidential": True}, ()),
+    ],
+)
+def test_a_job_is_offered_to_the_sites_whose_policy_accepts_it(fields, sites):
+    assert plan_for(ALICE, **fields).sites == sites
+
+
+def test_an_only_job_that_no_site_accepts_is_refused_naming_each_sites_rule():
+    rules = _rules(*RULES.sites[1:])
+    request = JobRequest(
+        name="train", command=["true"], accelerator="a100", offload="only", volumes=[]
+    )
+    with pytest.raises(UserError) as error:
+        resolve(request, ALICE, CATALOG, policy.for_user(DEFAULT, GROUPS, ALICE.groups), rules)
+    assert (error.value.status, error.value.reason) == (400, "offload")
+    assert error.value.message == (
+        "no remote site accepts this job: podman-vm: accepts no GPU; leonardo: maximum run "
+        "time 24 h (give a deadline_seconds of at most 86400)"
+    )
+
+
+def test_a_may_job_that_no_site_accepts_stays_local():
+    request = JobRequest(name="t", command=["true"], accelerator="a100", offload="may", volumes=[])
+    rules = _rules(*RULES.sites[1:2])
+    job = resolve(request, ALICE, CATALOG, policy.for_user(DEFAULT, GROUPS, ALICE.groups), rules)
+    assert (job.offload, job.sites) == ("may", ())
+
+
+def test_a_confidential_job_is_never_sent_away():
+    with pytest.raises(UserError) as error:
+        plan_for(ALICE, offload="only", confidential=True, volumes=[])
+    assert error.value.reason == "offload"
+    assert error.value.message.startswith("a confidential job stays on local nodes")
+    local = plan_for(ALICE, offload="may", confidential=True)
+    assert (local.offload, local.sites) == ("never", ())
+
+
+def test_site_policies_are_read_in_order_with_defaults():
+    sites = site_policies(
+        {
+            "t1": {"flavor": "vk-t1", "accepts_accelerator_kinds": ["cpu", "gpu"]},
+            "vm": {"flavor": "vk-vm", "max_runtime_seconds": 3600, "juicefs_credentials": True},
+        },
+        ("cpu", "gpu", "mig", "fpga"),
+    )
+    assert sites == (
+        SitePolicy("t1", "vk-t1", frozenset({"cpu", "gpu"})),
+        SitePolicy("vm", "vk-vm", frozenset({"cpu"}), 3600, True),
+    )
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"accepts_accelerator_kinds": ["cpu"]}, "give a mapping with flavor"),
+        ({"flavor": "f", "gpus": 1}, "give a mapping with flavor"),
+        ({"flavor": "f", "accepts_accelerator_kinds": ["tpu"]}, "accepts_accelerator_kinds"),
+        ({"flavor": "f", "accepts_accelerator_kinds": "cpu"}, "accepts_accelerator_kinds"),
+        ({"flavor": "f", "max_runtime_seconds": "1h"}, "max_runtime_seconds"),
+        ({"flavor": "f", "max_runtime_seconds": 10}, "max_runtime_seconds"),
+        ({"flavor": "f", "juicefs_credentials": "yes"}, "juicefs_credentials"),
+    ],
+)
+def test_bad_site_policies_are_refused_saying_what_is_wrong(entry, message):
+    with pytest.raises(ValueError, match=message) as error:
+        site_policies({"vm": entry}, ("cpu", "gpu", "mig", "fpga"))
+    assert str(error.value).startswith("site 'vm': ")
+
+
+def test_a_site_name_must_be_a_label_value():
+    with pytest.raises(ValueError, match="site label value"):
+        site_policies({"bad name": {"flavor": "f"}}, ("cpu",))

@@ -201,6 +201,8 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "priority": "low",
         "offload": "may",
         "offloadable": True,
+        "confidential": False,
+        "sites": None,
         "accelerator": "t4",
         "state": "queued",
         "created": "2026-01-01T00:00:00Z",
@@ -358,12 +360,29 @@ def test_a_job_kueue_sent_to_a_remote_site_says_so():
     assert summary["site"] == "interlink-infn-t1"
     assert summary["pods"][0]["site"] == "interlink-infn-t1"
     assert status.site(job(suspend=True), admitted) is None
+    # A site's flavor also puts the site label on the pods: the site is named by it.
+    selector["virtual-node.interlink/site"] = "infn-t1-htcondor"
+    summary = status.summarize(running, admitted, PRIORITIES, pods=[pod])
+    assert summary["site"] == "infn-t1-htcondor"
+    assert summary["pods"][0]["site"] == "infn-t1-htcondor"
+
+
+@pytest.mark.parametrize(
+    "sites, expected",
+    [(None, None), ("", []), ("infn-t1-htcondor,podman-vm", ["infn-t1-htcondor", "podman-vm"])],
+)
+def test_the_summary_lists_the_sites_that_accept_an_offloadable_job(sites, expected):
+    queued = job()
+    if sites is not None:
+        queued["metadata"]["annotations"]["aiinfn.infn.it/sites"] = sites
+    assert status.summarize(queued, None, PRIORITIES)["sites"] == expected
 
 
 @pytest.mark.parametrize(
     "request_document, offload, offloadable",
     [({}, "never", False), ({"offloadable": True}, "may", True)]
-    + [({"offload": "only"}, "only", True), ({"offload": "never"}, "never", False)],
+    + [({"offload": "only"}, "only", True), ({"offload": "never"}, "never", False)]
+    + [({"offload": "may", "confidential": True}, "never", False)],
 )
 def test_the_summary_says_where_a_job_may_run(request_document, offload, offloadable):
     queued = job()

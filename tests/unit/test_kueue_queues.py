@@ -7,6 +7,7 @@ from aiinfn_dev.devcluster import topology
 
 from aiinfn_hub import catalog, names
 from aiinfn_hub.platform_config import AiInfnPlatform
+from aiinfn_hub.services.jobs.app import AiInfnJobs
 
 DOCUMENTS = kueue_config.load()
 CATALOG = catalog.load(catalog.default_path())
@@ -187,3 +188,9 @@ def test_a_remote_only_term_rules_out_every_local_flavor_and_no_remote_one():
     for name, flavor in FLAVORS.items():
         carried = keys & set(flavor["spec"]["nodeLabels"])
         assert bool(carried) == (name not in SITES), name
+
+
+def test_the_job_services_default_site_policies_name_these_flavors_in_this_order():
+    policies = AiInfnJobs.class_traits()["sites"].default()
+    assert [p["flavor"] for p in policies.values()] == list(SITES)
+    assert list(policies) == list(SITES.values())

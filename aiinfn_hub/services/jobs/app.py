@@ -25,7 +25,7 @@ from ..base import ServiceApp
 from . import handlers
 from .manifests import BuildSettings
 from .operations import JobService, Platform
-from .plan import JobRules
+from .plan import JobRules, site_policies
 from .ratelimit import RateLimiter
 from .request import MAX_TTL_SECONDS, VOLUME_KINDS
 from .store import JobStore
@@ -96,6 +96,43 @@ class AiInfnJobs(ServiceApp):
         ["cpu", "gpu"],
         config=True,
         help="Accelerator kinds remote sites offer: offloadable jobs may only ask for these.",
+    )
+    sites = Dict(
+        {
+            "infn-t1-htcondor": {
+                "flavor": "interlink-infn-t1",
+                "accepts_accelerator_kinds": ["cpu", "gpu"],
+                "max_runtime_seconds": None,
+                "juicefs_credentials": True,
+            },
+            "podman-vm": {
+                "flavor": "vk-podman-vm",
+                "accepts_accelerator_kinds": ["cpu"],
+                "max_runtime_seconds": None,
+                "juicefs_credentials": True,
+            },
+            "leonardo-slurm": {
+                "flavor": "vk-leonardo-slurm",
+                "accepts_accelerator_kinds": ["cpu", "gpu"],
+                "max_runtime_seconds": 86400,
+                "juicefs_credentials": False,
+            },
+            "hpc-bubble-slurm": {
+                "flavor": "vk-hpc-bubble-slurm",
+                "accepts_accelerator_kinds": ["cpu"],
+                "max_runtime_seconds": 172800,
+                "juicefs_credentials": False,
+            },
+        },
+        config=True,
+        help="""The remote sites an offloadable job may run at, in the order Kueue tries their
+        flavors: each keyed by its virtual nodes' `virtual-node.interlink/site` label, with its
+        Kueue `flavor` (helm-values/kueue-queues.yaml), the `accepts_accelerator_kinds` it runs
+        (cpu, gpu, mig, fpga), its `max_runtime_seconds` (null: none; a job must then have a
+        deadline_seconds within it) and whether the JuiceFS credentials may be shipped to it
+        (`juicefs_credentials`). A job is offered only to the sites that accept it; one that
+        must run remotely and that no site accepts is refused, naming each site's rule.
+        The default is the dev cluster's four sites.""",
     )
     local_flavor_label_keys = List(
         Unicode(),
@@ -173,6 +210,14 @@ class AiInfnJobs(ServiceApp):
             )
         return proposal["value"]
 
+    @validate("sites")
+    def _validate_sites(self, proposal: Any) -> dict:
+        try:
+            site_policies(proposal["value"], ACCELERATOR_KINDS)
+        except ValueError as error:
+            raise TraitError(f"AiInfnJobs.sites: {error}") from None
+        return proposal["value"]
+
     @validate("sandbox_path")
     def _validate_sandbox_path(self, proposal: Any) -> str:
         value = proposal["value"]
@@ -203,6 +248,7 @@ class AiInfnJobs(ServiceApp):
             offload_accelerator_kinds=frozenset(self.offload_accelerator_kinds),
             max_unfinished_jobs=self.max_unfinished_jobs,
             capacity_refresh_seconds=self.capacity_refresh_seconds,
+            sites=site_policies(self.sites, ACCELERATOR_KINDS),
         )
         build = BuildSettings(
             pod_priority_class=self.pod_priority_class,

@@ -99,14 +99,16 @@ def owner_labels(owner: str, component: str) -> dict[str, str]:
     }
 
 
-def _remote_term(settings: BuildSettings) -> dict[str, Any]:
-    """The virtual node, and none of the local flavors' label keys: Kueue compares a job's node
-    affinity only with each flavor's own label keys, so without these a remote term would match
-    every local flavor (and the job be admitted where its pods cannot run)."""
+def _remote_term(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
+    """The virtual nodes of the sites that accept the job (so Kueue admits it only to their
+    flavors), and none of the local flavors' label keys: Kueue compares a job's node affinity
+    only with each flavor's own label keys, so without these a remote term would match every
+    local flavor (and the job be admitted where its pods cannot run)."""
     absent = [{"key": key, "operator": "DoesNotExist"} for key in settings.local_flavor_label_keys]
     return {
         "matchExpressions": [
             {"key": labels.INTERLINK_NODE, "operator": "In", "values": [labels.VIRTUAL_NODE_VALUE]},
+            {"key": labels.INTERLINK_SITE, "operator": "In", "values": list(plan.sites)},
             *absent,
         ]
     }
@@ -140,12 +142,16 @@ _VIRTUAL_TOLERATION = {
 
 
 def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
-    """never: local nodes of the accelerator; only: the virtual node; may: either, and the
-    flavor Kueue admits the job to (local ones first) decides, its node labels added to the pod."""
+    """never: local nodes of the accelerator; only: the accepting sites' virtual nodes; may:
+    either, and the flavor Kueue admits the job to (local ones first) decides, its node labels
+    added to the pod. A job that may be offloaded but that no site accepts stays local."""
     if plan.offload == "only":
-        return {"affinity": _required(_remote_term(settings)), "tolerations": [_VIRTUAL_TOLERATION]}
+        return {
+            "affinity": _required(_remote_term(plan, settings)),
+            "tolerations": [_VIRTUAL_TOLERATION],
+        }
     expressions = _local_expressions(plan, settings)
-    if plan.offload == "may":
+    if plan.offload == "may" and plan.sites:
         # The accelerator's labels go into the local term (a nodeSelector would bind the remote
         # term too); the virtual node carries no model labels.
         expressions += [
@@ -154,7 +160,7 @@ def _placement(plan: JobPlan, settings: BuildSettings) -> dict[str, Any]:
         ]
         local = {"matchExpressions": expressions}
         return {
-            "affinity": _required(local, _remote_term(settings)),
+            "affinity": _required(local, _remote_term(plan, settings)),
             "tolerations": [_VIRTUAL_TOLERATION],
         }
     placement: dict[str, Any] = {"affinity": _required({"matchExpressions": expressions})}
@@ -248,21 +254,20 @@ def make_job(
     mounts, pod_volumes = _with_sandbox(meta, plan, parts, settings)
     container = _main_container(meta, plan, parts, mounts)
     pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
+    annotations = {
+        labels.OWNER_NAME: plan.owner,
+        labels.PROJECT: plan.project,
+        labels.DISPLAY_NAME: plan.display_name,
+        labels.IDEMPOTENCY_KEY: meta.idempotency_key,
+        labels.REQUEST_DIGEST: meta.digest,
+        labels.REQUEST: meta.request,
+    }
+    if plan.offload != "never":
+        annotations[labels.SITES] = ",".join(plan.sites)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": meta.name,
-            "labels": job_labels,
-            "annotations": {
-                labels.OWNER_NAME: plan.owner,
-                labels.PROJECT: plan.project,
-                labels.DISPLAY_NAME: plan.display_name,
-                labels.IDEMPOTENCY_KEY: meta.idempotency_key,
-                labels.REQUEST_DIGEST: meta.digest,
-                labels.REQUEST: meta.request,
-            },
-        },
+        "metadata": {"name": meta.name, "labels": job_labels, "annotations": annotations},
         "spec": _job_spec(plan, settings, pod_spec),
     }
 

@@ -50,6 +50,16 @@ _JOB_SCHEMA = {
             "or a remote site only.",
         },
         "offloadable": {"type": "boolean", "description": "offload is may or only."},
+        "confidential": {
+            "type": "boolean",
+            "description": "Asked to stay on local nodes (offload 'may' is then ignored).",
+        },
+        "sites": {
+            "type": ["array", "null"],
+            "items": {"type": "string"},
+            "description": "For an offloadable job, the remote sites whose policy accepts it; "
+            "empty: none does, and a job that may be offloaded runs locally.",
+        },
         "accelerator": {"type": ["string", "null"]},
         "state": {
             "enum": [
@@ -78,8 +88,8 @@ _JOB_SCHEMA = {
         },
         "site": {
             "type": ["string", "null"],
-            "description": "Where Kueue sent it: 'local', or the remote site's flavor; null "
-            "while not admitted.",
+            "description": "Where Kueue sent it: 'local', or the remote site (its "
+            "virtual-node.interlink/site label); null while not admitted.",
         },
         "position": {
             "type": ["integer", "null"],

@@ -3,14 +3,17 @@ reason. Pure.
 
 Catalog keys must exist (400), the caller's groups must allow them (403), the project must be
 one of the caller's own (403), sizes must stay within the policy's caps (403). Offloadable jobs
-may only ask for volumes a remote site can mount (400, naming the volume and why).
+may only ask for volumes a remote site can mount (400, naming the volume and why); they are
+offered to the remote sites whose policy accepts them (a job that must run remotely and that no
+site accepts: 400, naming each site's rule).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from ... import names
 from ...catalog import Accelerator, Catalog, quantity
@@ -21,6 +24,62 @@ from .request import SCRIPT_KEY, VOLUME_KINDS, AnyRequest, CloneRequest, JobRequ
 
 BATCH_DEFAULT_VOLUMES = ("home", "projects", "juicefs")
 MIN_MEMORY_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """What one remote site accepts (c.AiInfnJobs.sites): `name` is its
+    virtual-node.interlink/site label, `flavor` its Kueue ResourceFlavor."""
+
+    name: str
+    flavor: str
+    accelerator_kinds: frozenset[str]
+    max_runtime_seconds: int | None = None
+    juicefs_credentials: bool = False
+
+
+_KIND_NAMES = {"cpu": "CPU-only job", "gpu": "GPU", "mig": "MIG slice", "fpga": "FPGA"}
+
+
+def _hours(seconds: int) -> str:
+    return f"{seconds / 3600:g} h"
+
+
+def site_refusal(site: SitePolicy, kind: str, deadline_seconds: int | None) -> str | None:
+    """The site's rule that rules this job out, or None when the site accepts it. A job without
+    a deadline may run for ever, which only a site without a maximum run time accepts."""
+    if kind not in site.accelerator_kinds:
+        return f"accepts no {_KIND_NAMES.get(kind, kind)}"
+    limit = site.max_runtime_seconds
+    if limit is not None and (deadline_seconds is None or deadline_seconds > limit):
+        return f"maximum run time {_hours(limit)} (give a deadline_seconds of at most {limit})"
+    return None
+
+
+_SITE_FIELDS = {"flavor", "accepts_accelerator_kinds", "max_runtime_seconds", "juicefs_credentials"}
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def site_policies(config: Mapping[str, Any], kinds: Collection[str]) -> tuple[SitePolicy, ...]:
+    """c.AiInfnJobs.sites as SitePolicy objects, in order; ValueError saying what is wrong."""
+    sites = []
+    for name, entry in config.items():
+        where = f"site {name!r}"
+        if not isinstance(name, str) or not _LABEL_VALUE.match(name):
+            raise ValueError(f"{where}: the name must be the node's site label value")
+        if not isinstance(entry, Mapping) or set(entry) - _SITE_FIELDS or "flavor" not in entry:
+            raise ValueError(f"{where}: give a mapping with flavor and of {sorted(_SITE_FIELDS)}")
+        accepted = entry.get("accepts_accelerator_kinds", ["cpu"])
+        if isinstance(accepted, str) or not set(accepted) <= set(kinds):
+            raise ValueError(f"{where}: accepts_accelerator_kinds must be a list of {list(kinds)}")
+        limit = entry.get("max_runtime_seconds")
+        if limit is not None and (type(limit) is not int or limit < 60):
+            raise ValueError(f"{where}: max_runtime_seconds must be whole seconds, at least 60")
+        juicefs = entry.get("juicefs_credentials", False)
+        if not isinstance(entry["flavor"], str) or not isinstance(juicefs, bool):
+            raise ValueError(f"{where}: flavor must be a name, juicefs_credentials true or false")
+        sites.append(SitePolicy(name, entry["flavor"], frozenset(accepted), limit, juicefs))
+    return tuple(sites)
 
 
 @dataclass(frozen=True)
@@ -36,6 +95,7 @@ class JobRules:
     offload_accelerator_kinds: frozenset[str]
     max_unfinished_jobs: int = 100
     capacity_refresh_seconds: float = 60.0
+    sites: tuple[SitePolicy, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +135,7 @@ class JobPlan:
     offload: str  # never, may (local flavors first, then remote sites) or only (remote)
     volume_kinds: tuple[str, ...]
     sandbox: Mapping[str, str] = field(default_factory=dict)
+    sites: tuple[str, ...] = ()  # the remote sites that accept the job, in the flavors' order
 
     @property
     def resources(self) -> dict[str, str]:
@@ -251,6 +312,28 @@ def _check_offload(request: AnyRequest, accelerator: Accelerator, rules: JobRule
         )
 
 
+def _sites(request: AnyRequest, kind: str, rules: JobRules) -> tuple[str, ...]:
+    """The sites whose policy accepts the job: none for a local job; a job that must run
+    remotely needs one (else 400, naming each site's rule), one that may do so stays local."""
+    if request.confidential and request.offload_mode == "only":
+        raise UserError(
+            "a confidential job stays on local nodes: give offload 'never' (or 'may', which a "
+            "confidential job ignores)",
+            reason="offload",
+        )
+    if request.offload_mode == "never":
+        return ()
+    refusals = {s.name: site_refusal(s, kind, request.deadline_seconds) for s in rules.sites}
+    accepted = tuple(name for name, refusal in refusals.items() if refusal is None)
+    if not accepted and request.offload_mode == "only":
+        reasons = "; ".join(f"{name}: {refusal}" for name, refusal in refusals.items())
+        raise UserError(
+            f"no remote site accepts this job: {reasons or 'no site is configured'}",
+            reason="offload",
+        )
+    return accepted
+
+
 def _command(request: AnyRequest, rules: JobRules) -> tuple[str, ...]:
     """The container's command: the request's, or its script, run from the mounted sandbox."""
     if request.command is not None:  # a valid request has a command or a script, not both
@@ -315,4 +398,5 @@ def resolve(
         offload=request.offload_mode,
         volume_kinds=_volume_kinds(request, rules, available, defaults),
         sandbox=sandbox,
+        sites=_sites(request, accelerator.kind, rules),
     )

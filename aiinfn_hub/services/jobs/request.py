@@ -92,6 +92,11 @@ class _JobFields(_Strict):
     offloadable: bool = Field(
         False, description="The same as offload 'may' (kept for older clients)."
     )
+    confidential: bool = Field(
+        False,
+        description="The job handles confidential data and stays on local nodes: offload 'may' "
+        "is ignored, offload 'only' refused.",
+    )
     volumes: (
         Annotated[list[Literal["home", "projects", "scratch", "juicefs"]], Field(max_length=4)]
         | None
@@ -152,8 +157,10 @@ class _JobFields(_Strict):
 
     @property
     def offload_mode(self) -> str:
-        """never, may or only: `offload`, else `offloadable` (true is "may")."""
-        return self.offload or ("may" if self.offloadable else "never")
+        """never, may or only: `offload`, else `offloadable` (true is "may"); a confidential
+        job that may be offloaded is not (one that must be is refused by the plan)."""
+        mode = self.offload or ("may" if self.offloadable else "never")
+        return "never" if self.confidential and mode == "may" else mode
 
     def sandbox(self) -> dict[str, str]:
         """The files of the job's sandbox folder, the script under its own key."""
@@ -166,8 +173,9 @@ class _JobFields(_Strict):
         """A fingerprint of the request (without its idempotency key), to tell a retry from a
         different job that reuses a key."""
         body = self.model_dump(mode="json", exclude={"idempotency_key"})
-        if body["offload"] is None:  # as before the field existed: retries keep their digest
-            del body["offload"]
+        for key in ("offload", "confidential"):  # as before the fields existed: retries keep
+            if not body[key]:  # their digest
+                del body[key]
         return hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()

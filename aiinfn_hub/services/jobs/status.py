@@ -176,16 +176,28 @@ def _remote(pod_spec: Mapping[str, Any]) -> bool:
     return labels.INTERLINK_NODE in (pod_spec.get("nodeSelector") or {})
 
 
+def _site_label(pod_spec: Mapping[str, Any]) -> str | None:
+    """The site of the remote flavor whose node labels Kueue put on the pod (template)."""
+    return (pod_spec.get("nodeSelector") or {}).get(labels.INTERLINK_SITE)
+
+
 def site(job: Mapping[str, Any], workload: Mapping[str, Any] | None) -> str | None:
-    """Where Kueue sent the job: the remote flavor (site) it was admitted to, "local", or None
-    while it is not admitted."""
+    """Where Kueue sent the job: the remote site it was admitted to (its flavor's site label,
+    else the flavor), "local", or None while it is not admitted."""
     admission = _admission(workload)
     if admission is None or job["spec"].get("suspend"):
         return None
-    if not _remote(job["spec"]["template"].get("spec") or {}):
+    pod_spec = job["spec"]["template"].get("spec") or {}
+    if not _remote(pod_spec):
         return "local"
     flavors = sorted(set(admission["flavors"].values()))
-    return flavors[0] if flavors else "remote"
+    return _site_label(pod_spec) or (flavors[0] if flavors else "remote")
+
+
+def _sites(annotations: Mapping[str, Any]) -> list[str] | None:
+    """The sites that accept an offloadable job (none: it runs locally); None for local jobs."""
+    value = annotations.get(labels.SITES)
+    return None if value is None else [s for s in value.split(",") if s]
 
 
 def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,7 +209,9 @@ def pod_summary(pod: Mapping[str, Any]) -> dict[str, Any]:
         "index": int(index) if index is not None and index.isdigit() else None,
         "phase": (pod.get("status") or {}).get("phase"),
         "node": node,
-        "site": (node if _remote(pod["spec"]) else "local") if node else None,
+        "site": ((_site_label(pod["spec"]) or node) if _remote(pod["spec"]) else "local")
+        if node
+        else None,
     }
 
 
@@ -217,6 +231,8 @@ def summarize(
     names_of = {cls: name for name, cls in priorities.items()}
     job_state = state(job, workload)
     offload = request.get("offload") or ("may" if request.get("offloadable") else "never")
+    if request.get("confidential") and offload == "may":
+        offload = "never"
     summary: dict[str, Any] = {
         "id": metadata["name"],
         "name": annotations.get(labels.DISPLAY_NAME),
@@ -227,6 +243,8 @@ def summarize(
         "priority": names_of.get(job_labels.get(labels.KUEUE_PRIORITY, "")),
         "offload": offload,
         "offloadable": offload != "never",
+        "confidential": bool(request.get("confidential")),
+        "sites": _sites(annotations),
         "accelerator": (job["spec"]["template"]["metadata"].get("labels") or {}).get(
             labels.ACCELERATOR
         ),
