@@ -89,6 +89,7 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
         "pod-ready",
         "pod-complete",
         "pod-delete",
+        "pod-stop",
     ]
     assert stages["pod-complete"]["spec"]["delay"] == {"durationMilliseconds": 1000}
     assert stages["pod-ready"]["spec"]["delay"]["jitterDurationMilliseconds"] == 5000
@@ -124,7 +125,15 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
     runner = {"key": ".spec.containers.[0].image", "operator": "NotIn", "values": ["runner"]}
     assert stages["pod-ready"]["selector"]["matchExpressions"] == [phase, not_sites, runner]
     assert stages["pod-complete"]["selector"]["matchExpressions"] == [phase, not_sites, runner]
-    assert stages["pod-delete"]["selector"]["matchExpressions"] == [phase, runner]
+    unfinalized = {"key": ".metadata.finalizers", "operator": "DoesNotExist"}
+    assert stages["pod-delete"]["selector"]["matchExpressions"] == [phase, unfinalized, runner]
+    assert stages["pod-stop"]["selector"]["matchExpressions"] == [
+        {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+        {"key": ".metadata.finalizers", "operator": "Exists"},
+        {"key": ".status.phase", "operator": "In", "values": ["Pending", "Running"]},
+        runner,
+    ]
+    assert "exitCode: 143" in stages["pod-stop"]["next"]["statusTemplate"]
     assert stages["pod-ready-vk-a"]["selector"]["matchExpressions"] == [phase, node, runner]
     assert stages["pod-ready-vk-a"]["delay"] == {
         "durationMilliseconds": 100,

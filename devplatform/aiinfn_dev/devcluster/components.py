@@ -310,6 +310,13 @@ def kwok_config(
                 delay.pop("jitterDurationMilliseconds", None)
             stages.append(stage)
     by_name = {s["metadata"]["name"]: s for s in stages}
+    # A deleted pod that still has finalizers (a Job's pod tracking) is first stopped, as a
+    # kubelet does; it is removed once the finalizers are gone.
+    delete = by_name["pod-delete"]["spec"].setdefault("selector", {})
+    delete.setdefault("matchExpressions", []).append(
+        {"key": ".metadata.finalizers", "operator": "DoesNotExist"}
+    )
+    stages.append(_stop_stage())
     site_stages = [
         stage
         for site in sites
@@ -367,6 +374,50 @@ def _site_stages(
     for stage in (start, finish, fail):
         _select(stage, _NODE_NAME_KEY, "In", [site.node])
     return [start, finish, fail]
+
+
+def _stop_stage() -> dict[str, Any]:
+    """A kubelet's end of a pod deleted while it runs: its containers are stopped (SIGTERM, exit
+    143) and the pod fails. The Job controller counts a pod only once it is terminal (with a pod
+    failure policy) and keeps its tracking finalizer until then; without this stage such a pod
+    stayed Terminating for ever."""
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": "pod-stop"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
+                    {"key": ".metadata.finalizers", "operator": "Exists"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Pending", "Running"]},
+                ]
+            },
+            "next": {"delete": False, "statusTemplate": _stopped_status()},
+        },
+    }
+
+
+def _stopped_status() -> str:
+    return (
+        "{{ $now := Now }}\n"
+        "containerStatuses:\n"
+        "{{ range .spec.containers }}\n"
+        "- image: {{ .image | Quote }}\n"
+        "  name: {{ .name | Quote }}\n"
+        "  ready: false\n"
+        "  restartCount: 0\n"
+        "  started: false\n"
+        "  state:\n"
+        "    terminated:\n"
+        "      exitCode: 143\n"
+        "      finishedAt: {{ $now | Quote }}\n"
+        "      reason: Error\n"
+        "      startedAt: {{ $now | Quote }}\n"
+        "{{ end }}\n"
+        "phase: Failed\n"
+    )
 
 
 def _failed_status(node: str) -> str:
