@@ -12,14 +12,16 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 HELM_VALUES = REPO / "helm-values"
 VALUES = HELM_VALUES / "values.yaml"
+# Values for Kueue's own chart, not cluster objects (tests/unit/test_kueue.py reads them).
+KUEUE_VALUES = HELM_VALUES / "kueue-values.yaml"
 NAMESPACE = "jhub"
 # The job service's port: hub Service, network policies and the service's bind address agree.
 JOBS_PORT = 10101
 
 
 def object_files() -> list[Path]:
-    """Every file of cluster objects (all but the chart's values)."""
-    return sorted(p for p in HELM_VALUES.glob("*.yaml") if p != VALUES)
+    """Every file of cluster objects (all but the charts' values)."""
+    return sorted(p for p in HELM_VALUES.glob("*.yaml") if p not in (VALUES, KUEUE_VALUES))
 
 
 def objects(path: Path) -> list[dict]:

@@ -383,17 +383,28 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
         )
 
 
-async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(
+# A run that marks its first attempt in the home folder: long the first time, short after.
+RUN_LONG_THEN_SHORT = [
+    "python",
+    "-c",
+    "import pathlib, time; mark = pathlib.Path('/home/jovyan/.bumped-ran'); "
+    "first = not mark.exists(); mark.touch(); time.sleep(300 if first else 2)",
+]
+
+
+async def test_a_job_a_notebook_preempts_is_requeued_and_completes_once_the_notebook_stops(
     env, core, pod_runner
 ):
     """The scheduler, not Kueue, preempts: a notebook pod (PriorityClass aiinfn-notebook) takes the
-    farm's only A30 from a running job. The Job makes a replacement pod, which waits Pending while
-    the Job counts it active and Kueue keeps the job admitted: the job is preempted, not running."""
+    farm's only A30 from a running job. The job is preempted while its replacement pod waits;
+    Kueue then requeues it (waitForPodsReady's recovery timeout): suspended, its quota released,
+    and not admitted again while the notebook holds the A30 (topology-aware admission counts the
+    notebook). When the notebook stops it runs again and completes."""
     _, job, _ = await env.api(
         "quinn",
         "POST",
         "api/jobs",
-        job_body(name="bumped", priority="low", command=sleep_command(300), **A30),
+        job_body(name="bumped", priority="low", command=RUN_LONG_THEN_SHORT, **A30),
     )
     await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the job to run")
     notebook = restricted_pod("a30-notebook", limits={"nvidia.com/gpu": "1"})
@@ -418,10 +429,22 @@ async def test_a_job_whose_pod_a_notebook_preempts_says_so_until_it_runs_again(
             and waiting["position"] is None
         )
         assert "Pending" in [p["phase"] for p in waiting["pods"]] and waiting["failed"] == 0
+        requeued = await wait_until(
+            lambda: state_of(env, "quinn", job["id"], "requeued"),
+            "Kueue to requeue the job",
+            limit=180,
+        )
+        assert requeued["message"].startswith("requeued: its pods were stopped")
+        assert (requeued["admission"], requeued["active"], requeued["failed"]) == (None, 0, 0)
+        assert requeued["position"] == 1
     finally:
         await core.delete_namespaced_pod("a30-notebook", env.namespace, grace_period_seconds=0)
-    await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the replacement to run")
-    assert (await env.api("quinn", "DELETE", f"api/jobs/{job['id']}"))[0] == 200
+    done = await wait_until(
+        lambda: state_of(env, "quinn", job["id"], "succeeded"),
+        "the job to run again and finish",
+        limit=180,
+    )
+    assert (done["admission"]["flavors"]["nvidia.com/gpu"], done["failed"]) == ("a30", 0)
 
 
 async def test_an_only_remote_job_runs_on_the_virtual_node(env, core):

@@ -101,6 +101,11 @@ def make_job(
             "parallelism": pods,
             "completions": pods,
             "backoffLimit": 0,
+            # A pod the cluster stopped (a notebook's preemption) is not a failure: the Job
+            # makes a replacement, as the job service's Jobs do.
+            "podFailurePolicy": {
+                "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            },
             "template": {
                 "metadata": {"annotations": {"pod-complete.stage.kwok.x-k8s.io/delay": LONG_RUN}},
                 "spec": spec,
@@ -390,6 +395,103 @@ async def test_owner_reclaims_its_share_from_a_borrowing_project_whatever_the_pr
     assert set((await cluster.wait_admitted("owner")).values()) == {flavor}
     await cluster.wait_running("owner", share["cms-ml"])
     assert (await cluster.condition("neighbour", "Evicted")) is None
+
+
+A30 = {"nvidia.com/gpu.product": "NVIDIA-A30"}
+
+
+def a30_notebook(name: str) -> dict[str, Any]:
+    """A notebook server's pod (Kueue does not manage it) on the farm's only A30."""
+    pod = restricted_pod(name, limits={"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"})
+    pod["spec"].update(priorityClassName="aiinfn-notebook", nodeSelector=A30)
+    return pod
+
+
+async def reserved(cluster: Cluster, cluster_queue: str, flavor: str, resource: str) -> int:
+    """What a ClusterQueue's admitted and reserving workloads hold of a flavor's resource."""
+    status = (
+        await cluster.custom.get_cluster_custom_object(
+            GROUP, VERSION, "clusterqueues", cluster_queue
+        )
+    ).get("status", {})
+    for entry in status.get("flavorsReservation", []):
+        if entry["name"] == flavor:
+            for item in entry["resources"]:
+                if item["name"] == resource:
+                    return int(item["total"])
+    return 0
+
+
+async def waits_for_a_node(cluster: Cluster, job: str) -> dict[str, Any] | None:
+    """Kueue tried the job and no node has room for it, although its quota would."""
+    workload = await cluster.workload(job)
+    for condition in (workload or {}).get("status", {}).get("conditions", []):
+        if condition["type"] == "QuotaReserved" and condition["status"] == "False":
+            if 'topology "aiinfn-nodes" doesn\'t allow to fit' in condition["message"]:
+                return condition
+    return None
+
+
+async def test_a_job_waits_while_a_notebook_holds_its_accelerator_and_runs_once_freed(
+    cluster, kueue
+):
+    """Kueue's topology-aware admission counts the notebook: the job is not admitted onto the
+    A30 it holds (its quota is free), and runs as soon as the notebook stops."""
+    await cluster.core.create_namespaced_pod(cluster.namespace, a30_notebook("notebook"))
+    await wait_until(
+        lambda: _phase(cluster, "notebook", "Running"), "the notebook to run on the A30"
+    )
+    await cluster.submit(make_job("work", "cms-ml", {"nvidia.com/gpu": "1"}, node_labels=A30))
+
+    waiting = await wait_until(lambda: waits_for_a_node(cluster, "work"), "Kueue to try the job")
+    assert waiting["reason"] == "Pending"
+    assert await cluster.suspended("work") and await cluster.admitted_flavors("work") is None
+
+    await cluster.core.delete_namespaced_pod("notebook", cluster.namespace)
+    assert set((await cluster.wait_admitted("work")).values()) == {"a30"}
+    [pod] = await cluster.wait_running("work")
+    assert pod.spec.node_name == "server2-a30"
+
+
+async def test_a_job_a_notebook_preempts_is_requeued_not_readmitted_and_runs_again(cluster, kueue):
+    """The scheduler stops the job's pod for the notebook; once the replacement pod has waited
+    Kueue's recoveryTimeout the job is requeued: suspended, its quota released, and not admitted
+    again while the notebook holds the A30 (no loop); it runs again when the notebook stops, its
+    quota counted once."""
+    queue_name = queue("cms-ml")
+    await cluster.submit(make_job("bumped", "cms-ml", {"nvidia.com/gpu": "1"}, node_labels=A30))
+    await cluster.wait_running("bumped")
+    await cluster.wait_condition("bumped", "PodsReady")
+    await cluster.core.create_namespaced_pod(cluster.namespace, a30_notebook("notebook"))
+    await wait_until(lambda: _phase(cluster, "notebook", "Running"), "the notebook to take the A30")
+
+    # Hang guards, not timings: the recovery timeout is 30 s in the dev cluster.
+    evicted = await wait_until(
+        lambda: cluster.condition("bumped", "Evicted"), "Kueue to requeue the job", limit=180
+    )
+    assert evicted["reason"] == "PodsReadyTimeout"
+    await wait_until(lambda: cluster.suspended("bumped"), "the requeued job to be suspended")
+    await wait_until(
+        lambda: _none_reserved(cluster, queue_name), "the requeued job's quota to be released"
+    )
+    # Kueue tries it again after the backoff and finds no node: it stays queued.
+    await wait_until(
+        lambda: waits_for_a_node(cluster, "bumped"), "Kueue to try the job again", limit=180
+    )
+    assert await cluster.admitted_flavors("bumped") is None
+
+    await cluster.core.delete_namespaced_pod("notebook", cluster.namespace)
+    assert set((await cluster.wait_admitted("bumped")).values()) == {"a30"}
+    await cluster.wait_running("bumped")
+    assert await reserved(cluster, queue_name, "a30", "nvidia.com/gpu") == 1
+
+
+async def _phase(cluster: Cluster, pod: str, phase: str) -> bool:
+    return (await cluster.core.read_namespaced_pod(pod, cluster.namespace)).status.phase == phase
+
+
+async def _none_reserved(cluster: Cluster, cluster_queue: str) -> bool:
+    return await reserved(cluster, cluster_queue, "a30", "nvidia.com/gpu") == 0
 
 
 @pytest.mark.parametrize("resources", [{"nvidia.com/gpu": "1"}, {}], ids=["gpu", "cpu-only"])

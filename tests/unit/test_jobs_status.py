@@ -240,7 +240,7 @@ def test_a_job_preempted_by_kueue_says_so_in_our_words():
     )
 
 
-def test_a_job_evicted_for_another_reason_shows_kueues_reason():
+def test_a_job_whose_stopped_pods_could_not_start_again_is_requeued_in_our_words():
     evicted = workload(
         "w",
         "w1",
@@ -250,7 +250,36 @@ def test_a_job_evicted_for_another_reason_shows_kueues_reason():
     evicted["status"]["conditions"][0]["message"] = "couldn't assign flavors"
     summary = status.summarize(job(), evicted, PRIORITIES, position=2)
     assert (summary["state"], summary["position"]) == ("requeued", 2)
-    assert summary["message"] == "Exceeded the PodsReady timeout default/job-1"
+    assert summary["message"] == (
+        "requeued: its pods were stopped (a notebook took their accelerator, say) and could not "
+        "start again; it waits in the queue and runs again when a node has room"
+    )
+
+
+def test_a_job_evicted_for_another_reason_shows_kueues_reason():
+    evicted = workload(
+        "w",
+        "w1",
+        conditions=[("QuotaReserved", "False", "Pending"), ("Evicted", "True", "Deactivated")],
+        message="The workload is deactivated",
+    )
+    summary = status.summarize(job(), evicted, PRIORITIES, position=2)
+    assert (summary["state"], summary["message"]) == ("requeued", "The workload is deactivated")
+
+
+def test_a_job_whose_quota_allows_it_but_no_node_has_room_says_so():
+    kueue_says = (
+        "couldn't assign flavors to pod set main: topology \"aiinfn-nodes\" doesn't allow to "
+        'fit any of 1 pod(s). Total nodes: 1; excluded: resource "nvidia.com/gpu": 1'
+    )
+    pending = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending")])
+    pending["status"]["conditions"][0]["message"] = kueue_says
+    summary = status.summarize(job(), pending, PRIORITIES, position=1)
+    assert summary["state"] == "queued"
+    assert summary["message"] == (
+        "waiting for a node with room: the project's quota allows this job, but the nodes that "
+        f"could run it are in use (by notebooks or other jobs) (Kueue: {kueue_says})"
+    )
 
 
 def test_a_job_whose_pod_the_scheduler_preempted_is_not_running_while_its_replacement_waits():

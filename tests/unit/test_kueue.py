@@ -5,9 +5,13 @@ import base64
 from pathlib import Path
 
 import pytest
+import yaml
 from aiinfn_dev.devcluster import kueue
 from aiinfn_dev.devcluster.errors import DevClusterError
 
+from aiinfn_hub.services.jobs.app import AiInfnJobs
+
+HELM_VALUES = Path(__file__).resolve().parents[2] / "helm-values"
 PORTS = kueue.KueuePorts(webhook=1, health=2, metrics=3)
 NOT_SYSTEM = {
     "matchExpressions": [
@@ -20,7 +24,7 @@ NOT_SYSTEM = {
 }
 
 
-def test_configuration_binds_loopback_and_needs_no_secret_service_or_visibility_server():
+def test_configuration_binds_loopback_needs_no_secret_or_visibility_server_requeues_soon():
     assert kueue.configuration(PORTS, Path("/c/kueue-certs")) == {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -33,8 +37,34 @@ def test_configuration_binds_loopback_and_needs_no_secret_service_or_visibility_
         "manageJobsWithoutQueueName": False,
         "managedJobsNamespaceSelector": NOT_SYSTEM,
         "integrations": {"frameworks": ["batch/job"]},
+        "waitForPodsReady": {
+            "timeout": "30m",
+            "recoveryTimeout": "30s",
+            "requeuingStrategy": {
+                "timestamp": "Eviction",
+                "backoffBaseSeconds": 10,
+                "backoffMaxSeconds": 300,
+            },
+        },
         "featureGates": {"VisibilityOnDemand": False},
     }
+
+
+def test_the_shipped_configuration_requeues_after_the_job_grace_and_the_dev_one_alike():
+    """helm-values/kueue-values.yaml: a job stopped for a notebook is requeued only after its pod
+    had its grace and the notebook its node; the dev cluster sets the same fields, shorter."""
+    values = yaml.safe_load((HELM_VALUES / "kueue-values.yaml").read_text())
+    shipped = yaml.safe_load(values["managerConfig"]["controllerManagerConfigYaml"])
+    assert shipped["apiVersion"] == "config.kueue.x-k8s.io/v1beta2"
+    assert shipped["manageJobsWithoutQueueName"] is False
+    assert shipped["integrations"] == {"frameworks": ["batch/job"]}
+    ready = shipped["waitForPodsReady"]
+    grace = AiInfnJobs.class_traits()["preemption_grace_seconds"].default_value
+    assert ready["recoveryTimeout"] == "60s" and 60 >= grace + 30
+    assert ready.keys() == kueue.WAIT_FOR_PODS_READY.keys()
+    assert (
+        ready["requeuingStrategy"].keys() == kueue.WAIT_FOR_PODS_READY["requeuingStrategy"].keys()
+    )
 
 
 def test_argv():

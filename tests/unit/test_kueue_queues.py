@@ -111,6 +111,26 @@ def test_workload_priority_classes():
     }
 
 
+def test_every_flavor_is_topology_aware_over_the_nodes_so_kueue_counts_notebooks():
+    """Kueue's topology-aware admission counts what pods it does not manage (notebooks) hold on
+    each node; it needs every flavor of a queue to be topology-aware, remote sites included."""
+    assert objects("Topology") == {
+        "aiinfn-nodes": {
+            "apiVersion": "kueue.x-k8s.io/v1beta2",
+            "kind": "Topology",
+            "metadata": {
+                "name": "aiinfn-nodes",
+                "labels": {"app.kubernetes.io/part-of": "aiinfn-hub"},
+            },
+            "spec": {"levels": [{"nodeLabel": "kubernetes.io/hostname"}]},
+        }
+    }
+    assert {f["spec"].get("topologyName") for f in FLAVORS.values()} == {"aiinfn-nodes"}
+    assert all(n["metadata"]["labels"]["kubernetes.io/hostname"] for n in NODES)
+    kinds = [d["kind"] for d in DOCUMENTS]
+    assert kinds.index("Topology") < kinds.index("ResourceFlavor")
+
+
 def test_flavors_are_the_catalog_accelerators_and_the_sites_tried_local_first():
     assert set(FLAVORS) == set(CATALOG.accelerators) | set(SITES)
     for queue in CLUSTER_QUEUES.values():

@@ -29,6 +29,19 @@ PREEMPTION_REASONS = {
     "InCohortFairSharing": "preempted to share the idle quota fairly between projects",
 }
 PREEMPTED_BY = "preempted by a higher-priority workload"
+PODS_READY_TIMEOUT = "PodsReadyTimeout"
+# A job Kueue requeued because its pods stopped running and could not start again in time: the
+# scheduler stopped them for a notebook, as a rule (waitForPodsReady, docs/queues.md).
+REQUEUED_STOPPED = (
+    "requeued: its pods were stopped (a notebook took their accelerator, say) and could not "
+    "start again; it waits in the queue and runs again when a node has room"
+)
+# What Kueue's topology-aware admission says when the quota allows a job but no node has room.
+NO_FIT = "doesn't allow to fit"
+NO_NODE_HAS_ROOM = (
+    "waiting for a node with room: the project's quota allows this job, but the nodes that "
+    "could run it are in use (by notebooks or other jobs)"
+)
 
 
 def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -150,24 +163,25 @@ def _preemption_message(
 
 
 def _message(workload: Mapping[str, Any] | None) -> str | None:
-    """Kueue's word on a job that waits: why it was evicted, else why it is not admitted yet."""
+    """Why a job waits: why it was evicted, else why it is not admitted yet; in our words where
+    Kueue's are about its internals, else Kueue's."""
     if workload is None or not _pending(workload):
         return None
-    for kind in (EVICTED, QUOTA_RESERVED):
-        condition = (
-            _condition(workload, kind)
-            if kind == EVICTED
-            else next(
-                (
-                    c
-                    for c in (workload.get("status") or {}).get("conditions") or ()
-                    if c.get("type") == kind
-                ),
-                None,
-            )
-        )
+    evicted = _condition(workload, EVICTED)
+    if evicted is not None and evicted.get("reason") == PODS_READY_TIMEOUT:
+        return REQUEUED_STOPPED
+    reserved = next(
+        (
+            c
+            for c in (workload.get("status") or {}).get("conditions") or ()
+            if c.get("type") == QUOTA_RESERVED
+        ),
+        None,
+    )
+    for condition in (evicted, reserved):
         if condition and condition.get("message"):
-            return str(condition["message"])[:500]
+            message = str(condition["message"])[:500]
+            return f"{NO_NODE_HAS_ROOM} (Kueue: {message})" if NO_FIT in message else message
     return None
 
 

@@ -56,6 +56,20 @@ class KueuePorts:
         return {f"kueue_{name}": port for name, port in self.__dict__.items()}
 
 
+# helm-values/kueue-values.yaml's, sooner: a job whose running pod the scheduler stopped for a
+# notebook is requeued once the replacement pod has waited `recoveryTimeout`, and tried again
+# after the backoff (the tests' job pods stop within seconds, so they need not wait minutes).
+WAIT_FOR_PODS_READY = {
+    "timeout": "30m",
+    "recoveryTimeout": "30s",
+    "requeuingStrategy": {
+        "timestamp": "Eviction",
+        "backoffBaseSeconds": 10,
+        "backoffMaxSeconds": 300,
+    },
+}
+
+
 def configuration(ports: KueuePorts, cert_dir: Path) -> dict[str, Any]:
     """Kueue's Configuration file (config.kueue.x-k8s.io/v1beta2, decoded strictly by Kueue)."""
     return {
@@ -80,6 +94,7 @@ def configuration(ports: KueuePorts, cert_dir: Path) -> dict[str, Any]:
             ]
         },
         "integrations": {"frameworks": list(FRAMEWORKS)},
+        "waitForPodsReady": WAIT_FOR_PODS_READY,
         # The on-demand visibility API server reads its certificate from /visibility and would
         # need an APIService; nothing here uses it.
         "featureGates": {"VisibilityOnDemand": False},
