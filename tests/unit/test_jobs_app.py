@@ -53,6 +53,10 @@ async def test_defaults_come_from_the_platform_settings():
             {"AiInfnJobs": {"sites": {"vm": {"flavor": "f", "accepts_accelerator_kinds": ["x"]}}}},
             r"AiInfnJobs.sites: site 'vm': accepts_accelerator_kinds must be a list of",
         ),
+        (
+            {"AiInfnJobs": {"juicefs_credentials_secret": "JuiceFS"}},
+            r"AiInfnJobs.juicefs_credentials_secret: 'JuiceFS' is not a Secret name",
+        ),
     ],
 )
 def test_bad_settings_name_their_key(sections, message):
@@ -75,12 +79,38 @@ def test_bad_settings_name_their_key(sections, message):
             {"AiInfnPlatform": {"catalog_file": "/nonexistent.yaml"}},
             "cannot read /nonexistent.yaml",
         ),
+        (
+            {"AiInfnJobs": {"project_secrets": {"atlas": ["db"]}}},
+            r"AiInfnJobs.project_secrets: project 'atlas' is not in the catalog \(projects: cms-ml",
+        ),
+        (
+            {"AiInfnJobs": {"project_secrets": {"qml": ["Not_A_Name"]}}},
+            r"AiInfnJobs.project_secrets: project 'qml': 'Not_A_Name' is not a Secret name",
+        ),
+        (
+            {"AiInfnJobs": {"project_secrets": {"qml": ["aiinfn-token-alice"]}}},
+            "is one of the platform's own Secrets",
+        ),
     ],
 )
 async def test_platform_mistakes_stop_the_service(sections, message):
     async with client.ApiClient() as api_client:
         with pytest.raises(TraitError, match=message):
             app(**sections).service(api_client)
+
+
+async def test_data_settings_reach_the_rules():
+    async with client.ApiClient() as api_client:
+        service = app(
+            AiInfnJobs={
+                "project_secrets": {"qml": ["qml-db", "qml-s3"]},
+                "juicefs_credentials_secret": "juicefs-remote",
+            }
+        ).service(api_client)
+        default = app().service(api_client)
+    assert service.rules.project_secrets == {"qml": ("qml-db", "qml-s3")}
+    assert service.rules.juicefs_credentials_secret == "juicefs-remote"
+    assert (default.rules.project_secrets, default.rules.juicefs_credentials_secret) == ({}, None)
 
 
 def test_the_config_file_path_is_only_known_inside_a_hub(monkeypatch):

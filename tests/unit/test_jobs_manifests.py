@@ -76,6 +76,19 @@ LOCAL_ONLY = {
         }
     }
 }
+# The user's own access token, the notebook's Secret at the notebook's path: only its one key,
+# read-only, optional (the hub keeps it while the user has a server), never with subPath.
+TOKEN_VOLUME = {
+    "name": "access-token",
+    "secret": {
+        "secretName": "aiinfn-token-alice",
+        "defaultMode": 0o440,
+        "optional": True,
+        "items": [{"key": "access_token", "path": "access_token"}],
+    },
+}
+TOKEN_MOUNT = {"name": "access-token", "mountPath": "/var/run/secrets/aiinfn", "readOnly": True}
+TOKEN_ENV = {"name": "AIINFN_ACCESS_TOKEN_FILE", "value": "/var/run/secrets/aiinfn/access_token"}
 IGNORE_DISRUPTIONS = {
     "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
 }
@@ -202,6 +215,11 @@ def test_a_gpu_batch_job_with_sandbox_files():
                             "env": [
                                 {"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
                                 {"name": "AIINFN_PROJECT", "value": "cms-ml"},
+                                # The notebook's token file: the hub keeps it fresh.
+                                {
+                                    "name": "AIINFN_ACCESS_TOKEN_FILE",
+                                    "value": "/var/run/secrets/aiinfn/access_token",
+                                },
                                 {"name": "EPOCHS", "value": "3"},
                             ],
                             "resources": {
@@ -221,6 +239,7 @@ def test_a_gpu_batch_job_with_sandbox_files():
                                     "mountPath": "/aiinfn/sandbox",
                                     "readOnly": True,
                                 },
+                                TOKEN_MOUNT,
                             ],
                             "workingDir": "/aiinfn/sandbox",
                         }
@@ -235,6 +254,7 @@ def test_a_gpu_batch_job_with_sandbox_files():
                             "name": "aiinfn-sandbox",
                             "configMap": {"name": "job-0123456789abcdef0123", "defaultMode": 0o555},
                         },
+                        TOKEN_VOLUME,
                     ],
                 },
             },
@@ -324,7 +344,7 @@ def test_cpu_jobs_stay_off_accelerator_nodes_and_request_resources():
             }
         ]
     }
-    assert "nodeSelector" not in spec and "volumes" not in spec
+    assert "nodeSelector" not in spec and spec["volumes"] == [TOKEN_VOLUME]
     assert spec["containers"][0]["resources"] == {
         "requests": {"cpu": "2", "memory": "8Gi"},
         "limits": {"cpu": "2", "memory": "8Gi"},
@@ -380,7 +400,7 @@ def test_only_remote_jobs_go_to_the_virtual_node_without_model_labels():
         }
     }
     assert spec["tolerations"] == [VIRTUAL_TOLERATION]
-    assert "nodeSelector" not in spec and "volumes" not in spec
+    assert "nodeSelector" not in spec and spec["volumes"] == [TOKEN_VOLUME]
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
@@ -638,6 +658,7 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "AIINFN_JOB_NAME", "value": "job-0123456789abcdef0123"},
                     {"name": "AIINFN_PROJECT", "value": "cms-ml"},
+                    TOKEN_ENV,
                 ],
                 "envFrom": [{"configMapRef": {"name": "site-env"}}],
                 "resources": {
@@ -656,6 +677,8 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
                     {"name": "envs", "mountPath": "/envs", "readOnly": True},
                     {"name": "scratch", "mountPath": "/scratch"},
                     {"name": "shm", "mountPath": "/dev/shm"},
+                    # Not the notebook's token volume: the service's own mount of that Secret.
+                    TOKEN_MOUNT,
                 ],
                 "workingDir": "/home/jovyan/project",
             }
@@ -673,6 +696,7 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
             },
             {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+            TOKEN_VOLUME,
         ],
     }
     assert "hub-token" not in repr(job) and "hunter2" not in repr(job)
@@ -681,7 +705,7 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
 def test_a_clone_mounts_only_the_volume_kinds_asked_for():
     job = manifests.make_bunshin_job(META, clone_plan(volumes=["home"]), NOTEBOOK_POD, SETTINGS)
     names = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
-    assert names == ["home", "envs", "shm"]
+    assert names == ["home", "envs", "shm", "access-token"]
     # The notebook's folder set-up, for the home folder only.
     assert job["spec"]["template"]["spec"]["initContainers"] == [
         init_container("busybox:1", ["aiinfn-home", "/aiinfn-init/home", "alice", "-"], ["home"])
@@ -709,11 +733,24 @@ def test_an_offloadable_clone_keeps_only_what_a_remote_site_can_mount():
     request = CloneRequest(name="remote", command=["python", "train.py"], offloadable=True)
     plan = resolve(request, ALICE, CATALOG, POLICY, RULES, facts)
     spec = manifests.make_bunshin_job(META, plan, pod, SETTINGS)["spec"]["template"]["spec"]
-    assert [v["name"] for v in spec["volumes"]] == ["shm", "juicefs"]
+    assert [v["name"] for v in spec["volumes"]] == ["shm", "access-token"]
     assert (
         "nodeSelector" not in spec
         and spec["tolerations"][0]["key"] == "virtual-node.interlink/no-schedule"
     )
+    # Asked for, JuiceFS comes as the claim (local pods) and the credentials (remote sites).
+    request = CloneRequest(name="remote", command=["true"], offload="may", volumes=["juicefs"])
+    plan = resolve(request, ALICE, CATALOG, POLICY, JUICEFS_RULES, facts)
+    spec = manifests.make_bunshin_job(META, plan, pod, SETTINGS)["spec"]["template"]["spec"]
+    assert [v["name"] for v in spec["volumes"]] == [
+        "shm",
+        "juicefs",
+        "access-token",
+        "aiinfn-secret-0",
+        "aiinfn-secret-1",
+        "juicefs-credentials",
+    ]
+    assert plan.sites == ("t1",)
 
 
 @pytest.mark.parametrize(
@@ -732,3 +769,72 @@ def test_an_offloadable_clone_keeps_only_what_a_remote_site_can_mount():
 )
 def test_volume_kinds_of_notebook_volumes(name, kind):
     assert manifests.volume_kind(name) == kind
+
+
+# -- data for jobs -----------------------------------------------------------------------------
+
+JUICEFS_RULES = JobRules(
+    **{
+        **RULES.__dict__,
+        "storage_kinds": ("home", "projects", "scratch", "juicefs"),
+        "sites": (
+            SitePolicy("t1", "vk-t1", frozenset({"cpu", "gpu"}), None, True, True),
+            *RULES.sites[1:],
+        ),
+        "juicefs_credentials_secret": "juicefs-remote",
+        "project_secrets": {"cms-ml": ("cms-db", "cms-s3")},
+    }
+)
+
+
+def test_project_secrets_and_juicefs_credentials_are_read_only_secret_volumes():
+    """An `only` job asking for JuiceFS: no claim (no site can mount one), the credentials for
+    the site's own mount, the project's Secrets each in its folder, the user's token."""
+    request = JobRequest(
+        name="train", command=["true"], offload="only", volumes=["juicefs"], deadline_seconds=600
+    )
+    plan = resolve(request, ALICE, CATALOG, POLICY, JUICEFS_RULES)
+    assert (plan.volume_kinds, plan.sites, plan.secrets) == ((), ("t1",), ("cms-db", "cms-s3"))
+    parts = PodParts(image="img", security=volumes.pod_security_context(IDENTITY))
+    job = manifests.make_job(META, plan, parts, OFFLOAD_SETTINGS)
+    spec = job["spec"]["template"]["spec"]
+    assert spec["volumes"] == [
+        TOKEN_VOLUME,
+        {"name": "aiinfn-secret-0", "secret": {"secretName": "cms-db", "defaultMode": 0o440}},
+        {"name": "aiinfn-secret-1", "secret": {"secretName": "cms-s3", "defaultMode": 0o440}},
+        {
+            "name": "juicefs-credentials",
+            "secret": {"secretName": "juicefs-remote", "defaultMode": 0o440},
+        },
+    ]
+    assert spec["containers"][0]["volumeMounts"] == [
+        TOKEN_MOUNT,
+        {"name": "aiinfn-secret-0", "mountPath": "/aiinfn/secrets/cms-db", "readOnly": True},
+        {"name": "aiinfn-secret-1", "mountPath": "/aiinfn/secrets/cms-s3", "readOnly": True},
+        {
+            "name": "juicefs-credentials",
+            "mountPath": "/aiinfn/juicefs-credentials",
+            "readOnly": True,
+        },
+    ]
+    assert spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == {
+        "nodeSelectorTerms": [remote_term("t1")]
+    }
+    assert job["metadata"]["annotations"]["aiinfn.infn.it/sites"] == "t1"
+
+
+def test_a_local_job_mounts_the_juicefs_claim_and_gets_no_credentials():
+    request = JobRequest(name="train", command=["true"], volumes=["juicefs"])
+    plan = resolve(request, ALICE, CATALOG, POLICY, JUICEFS_RULES)
+    job_volumes, mounts = volumes.for_job(
+        StorageSettings(juicefs_claim="aiinfn-juicefs"), "alice", ["cms-ml"], plan.volume_kinds
+    )
+    parts = PodParts(image="img", volumes=tuple(job_volumes), mounts=tuple(mounts))
+    spec = manifests.make_job(META, plan, parts, SETTINGS)["spec"]["template"]["spec"]
+    assert [v["name"] for v in spec["volumes"]] == [
+        "juicefs",
+        "access-token",
+        "aiinfn-secret-0",
+        "aiinfn-secret-1",
+    ]
+    assert "juicefs-remote" not in repr(spec)

@@ -10,6 +10,7 @@ from aiinfn_hub.services.jobs.plan import (
     JobRules,
     NotebookFacts,
     SitePolicy,
+    project_secrets,
     queue_name,
     resolve,
     site_policies,
@@ -192,9 +193,10 @@ def test_the_plan_says_where_a_job_may_run(fields, offload):
 
 @pytest.mark.parametrize("fields", [{"offloadable": True}, {"offload": "may"}, {"offload": "only"}])
 def test_offloadable_jobs_mount_only_what_a_remote_site_can(fields):
-    """A job that may land remote ("may" as much as "only") mounts what every site can."""
+    """A job that may land remote ("may" as much as "only") mounts what every site can, and
+    nothing unless asked: JuiceFS narrows the sites."""
     plan = plan_for(ALICE, accelerator="t4", **fields)
-    assert plan.volume_kinds == ("juicefs",)
+    assert (plan.volume_kinds, plan.juicefs_credentials) == ((), None)
     with pytest.raises(UserError) as error:
         plan_for(ALICE, volumes=["home", "juicefs"], **fields)
     assert error.value.message == (
@@ -322,6 +324,7 @@ def test_site_policies_are_read_in_order_with_defaults():
         ({"flavor": "f", "max_runtime_seconds": "1h"}, "max_runtime_seconds"),
         ({"flavor": "f", "max_runtime_seconds": 10}, "max_runtime_seconds"),
         ({"flavor": "f", "juicefs_credentials": "yes"}, "juicefs_credentials"),
+        ({"flavor": "f", "project_secrets": 1}, "project_secrets must be true or false"),
     ],
 )
 def test_bad_site_policies_are_refused_saying_what_is_wrong(entry, message):
@@ -333,3 +336,104 @@ def test_bad_site_policies_are_refused_saying_what_is_wrong(entry, message):
 def test_a_site_name_must_be_a_label_value():
     with pytest.raises(ValueError, match="site label value"):
         site_policies({"bad name": {"flavor": "f"}}, ("cpu",))
+
+
+# -- data for jobs: JuiceFS credentials and project secrets ------------------------------------
+
+JUICEFS_RULES = JobRules(**{**RULES.__dict__, "juicefs_credentials_secret": "juicefs-remote"})
+
+
+def _plan(rules, **fields):
+    request = JobRequest(name="t", command=["true"], **fields)
+    return resolve(request, ALICE, CATALOG, policy.for_user(DEFAULT, GROUPS, ALICE.groups), rules)
+
+
+def test_juicefs_credentials_go_only_to_sites_that_allow_them():
+    """A `may` job keeps the claim for its local pods and carries the credentials for the
+    sites that allow them; an `only` job needs no claim; a local job gets no credentials."""
+    may = _plan(JUICEFS_RULES, offload="may", volumes=["juicefs"], deadline_seconds=3600)
+    assert (may.volume_kinds, may.sites, may.juicefs_credentials) == (
+        ("juicefs",),
+        ("infn-t1",),
+        "juicefs-remote",
+    )
+    only = _plan(JUICEFS_RULES, offload="only", volumes=["juicefs"], deadline_seconds=3600)
+    assert (only.volume_kinds, only.sites, only.juicefs_credentials) == (
+        (),
+        ("infn-t1",),
+        "juicefs-remote",
+    )
+    local = _plan(JUICEFS_RULES, volumes=["juicefs"])
+    assert (local.volume_kinds, local.sites, local.juicefs_credentials) == (("juicefs",), (), None)
+    without = _plan(JUICEFS_RULES, offload="only", volumes=[], deadline_seconds=3600)
+    assert (without.sites, without.juicefs_credentials) == (RULE_SITES, None)
+
+
+def test_an_only_job_needing_juicefs_where_no_site_may_have_it_is_refused_naming_the_rule():
+    rules = JobRules(**{**JUICEFS_RULES.__dict__, "sites": RULES.sites[1:]})
+    with pytest.raises(UserError) as error:
+        _plan(rules, offload="only", volumes=["juicefs"], deadline_seconds=3600)
+    assert (error.value.status, error.value.reason) == (400, "offload")
+    assert error.value.message == (
+        "no remote site accepts this job: podman-vm: receives no JuiceFS credentials (ask for "
+        "no juicefs volume); leonardo: receives no JuiceFS credentials (ask for no juicefs volume)"
+    )
+    may = _plan(rules, offload="may", volumes=["juicefs"])
+    assert (may.volume_kinds, may.sites, may.juicefs_credentials) == (("juicefs",), (), None)
+
+
+def test_without_a_credentials_secret_remote_jobs_cannot_have_juicefs():
+    with pytest.raises(UserError) as error:
+        _plan(RULES, offload="only", volumes=["juicefs"])
+    assert error.value.message == (
+        "no remote site can mount JuiceFS: this platform ships no JuiceFS credentials to remote "
+        "sites; ask for no juicefs volume"
+    )
+    may = _plan(RULES, offload="may", volumes=["juicefs"])
+    assert (may.volume_kinds, may.sites, may.juicefs_credentials) == (("juicefs",), (), None)
+
+
+SECRET_SITES = (
+    SitePolicy("infn-t1", "vk-t1", frozenset({"cpu", "gpu"}), project_secrets=True),
+    SitePolicy("podman-vm", "vk-podman-vm", frozenset({"cpu"})),
+)
+SECRET_RULES = JobRules(
+    **{**RULES.__dict__, "sites": SECRET_SITES, "project_secrets": {"cms-ml": ("db", "s3")}}
+)
+
+
+def test_project_secrets_go_with_the_projects_jobs_only_to_sites_that_take_them():
+    assert _plan(SECRET_RULES).secrets == ("db", "s3")
+    assert _plan(SECRET_RULES, offload="may", volumes=[]).sites == ("infn-t1",)
+    rules = JobRules(**{**SECRET_RULES.__dict__, "sites": SECRET_SITES[1:]})
+    with pytest.raises(UserError) as error:
+        _plan(rules, offload="only", volumes=[])
+    assert error.value.message == (
+        "no remote site accepts this job: podman-vm: receives no project secrets (this "
+        "project's jobs get db, s3)"
+    )
+    assert _plan(rules, offload="may", volumes=[]).sites == ()
+    bob = resolve(
+        JobRequest(name="t", command=["true"]),
+        BOB,
+        CATALOG,
+        policy.for_user(DEFAULT, GROUPS, BOB.groups),
+        SECRET_RULES,
+    )
+    assert bob.secrets == ()
+
+
+def test_project_secrets_are_checked_against_the_catalog_and_the_platforms_own():
+    assert project_secrets({"cms-ml": ["db-creds", "s3"]}, ["cms-ml"]) == {
+        "cms-ml": ("db-creds", "s3")
+    }
+    for config, message in [
+        ({"nope": ["db"]}, "project 'nope' is not in the catalog"),
+        ({"cms-ml": "db"}, "give a list of Secret names"),
+        ({"cms-ml": ["DB_creds"]}, "'DB_creds' is not a Secret name"),
+        ({"cms-ml": ["aiinfn-token-alice"]}, "one of the platform's own Secrets"),
+        ({"cms-ml": ["hub"]}, "one of the platform's own Secrets"),
+        ({"cms-ml": ["db", "db"]}, "listed twice"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            project_secrets(config, ["cms-ml"])

@@ -25,7 +25,7 @@ from ..base import ServiceApp
 from . import handlers
 from .manifests import BuildSettings
 from .operations import JobService, Platform
-from .plan import JobRules, site_policies
+from .plan import SECRET_NAME, JobRules, project_secrets, site_policies
 from .ratelimit import RateLimiter
 from .request import MAX_TTL_SECONDS, VOLUME_KINDS
 from .store import JobStore
@@ -129,10 +129,35 @@ class AiInfnJobs(ServiceApp):
         flavors: each keyed by its virtual nodes' `virtual-node.interlink/site` label, with its
         Kueue `flavor` (helm-values/kueue-queues.yaml), the `accepts_accelerator_kinds` it runs
         (cpu, gpu, mig, fpga), its `max_runtime_seconds` (null: none; a job must then have a
-        deadline_seconds within it) and whether the JuiceFS credentials may be shipped to it
-        (`juicefs_credentials`). A job is offered only to the sites that accept it; one that
-        must run remotely and that no site accepts is refused, naming each site's rule.
+        deadline_seconds within it), whether the JuiceFS credentials may be shipped to it
+        (`juicefs_credentials`, default false: a job asking for the juicefs volume goes only to
+        sites that allow it) and whether projects' Secrets may (`project_secrets`, default
+        false: a job of a project with project_secrets goes only to sites that allow it). A job
+        is offered only to the sites that accept it; one that must run remotely and that no
+        site accepts is refused, naming each site's rule.
         The default is the dev cluster's four sites.""",
+    )
+    project_secrets = Dict(
+        key_trait=Unicode(),
+        value_trait=List(Unicode()),
+        config=True,
+        help="""Admin-managed Secrets each project's jobs get, by name: {"project": ["secret",
+        ...]}, projects as in the catalog, names of Secrets in the jobs' namespace (DNS labels;
+        not the platform's own: aiinfn-token-*, hub). Each is mounted read-only in every job
+        of the project at /aiinfn/secrets/<name>/<key>. Users cannot name Secrets, and the
+        service never reads them (the job's processes can: any member of the project who submits
+        a job may read them). They count as confidential: a job carrying them runs only at
+        sites whose policy says `project_secrets: true` (see sites), or locally.""",
+    )
+    juicefs_credentials_secret = Unicode(
+        "",
+        config=True,
+        help="""Secret (in the jobs' namespace) with the JuiceFS mount credentials (metadata URL,
+        object-store keys, as the site's FUSE mount wants them). A job that asks for the juicefs
+        volume and may run remotely gets it mounted read-only at /aiinfn/juicefs-credentials,
+        and goes only to sites with `juicefs_credentials: true`; local pods mount the JuiceFS
+        claim instead. Its processes can read these credentials: give remote jobs a credential of
+        their own. Empty: remote jobs cannot ask for JuiceFS.""",
     )
     local_flavor_label_keys = List(
         Unicode(),
@@ -218,6 +243,16 @@ class AiInfnJobs(ServiceApp):
             raise TraitError(f"AiInfnJobs.sites: {error}") from None
         return proposal["value"]
 
+    @validate("juicefs_credentials_secret")
+    def _validate_juicefs_credentials_secret(self, proposal: Any) -> str:
+        value = proposal["value"]
+        if value and not SECRET_NAME.fullmatch(value):
+            raise TraitError(
+                f"AiInfnJobs.juicefs_credentials_secret: {value!r} is not a Secret name "
+                "(a DNS label)"
+            )
+        return value
+
     @validate("sandbox_path")
     def _validate_sandbox_path(self, proposal: Any) -> str:
         value = proposal["value"]
@@ -249,6 +284,8 @@ class AiInfnJobs(ServiceApp):
             max_unfinished_jobs=self.max_unfinished_jobs,
             capacity_refresh_seconds=self.capacity_refresh_seconds,
             sites=site_policies(self.sites, ACCELERATOR_KINDS),
+            juicefs_credentials_secret=self.juicefs_credentials_secret or None,
+            project_secrets=self._project_secrets(state.catalog.projects),
         )
         build = BuildSettings(
             pod_priority_class=self.pod_priority_class,
@@ -269,6 +306,13 @@ class AiInfnJobs(ServiceApp):
             storage,
             IdentityStore(api_client, self.namespace, storage),
         )
+
+    def _project_secrets(self, projects: Any) -> dict[str, tuple[str, ...]]:
+        """project_secrets, checked against the catalog (a bad entry stops the start)."""
+        try:
+            return project_secrets(self.project_secrets, list(projects))
+        except ValueError as error:
+            raise TraitError(f"AiInfnJobs.project_secrets: {error}") from None
 
     async def setup(self) -> None:
         self.api_client = await k8s.api_client()

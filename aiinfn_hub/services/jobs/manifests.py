@@ -4,6 +4,9 @@ Bunshin clone of a notebook pod. Pure; every builder returns plain Kubernetes JS
 Every Job is created suspended with its project's Kueue queue and a Kueue priority class, so
 Kueue decides when and where it runs; its pods use the batch PriorityClass (below notebooks),
 pass Pod Security "restricted", mount no service-account token and always request resources.
+Data reaches a job only as Secret volumes the service names, never the user: the user's own
+access-token Secret (the notebook's, kept fresh by the hub), its project's admin-managed
+Secrets and, for remote sites that allow it, the JuiceFS mount credentials.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ... import labels, names, volumes
+from ... import labels, names, tokens, volumes
 from .plan import JobPlan, NotebookFacts
 
 COMPONENT = "batch-job"
@@ -21,7 +24,14 @@ SANDBOX_COMPONENT = "batch-job-sandbox"
 CONTAINER = "job"
 SANDBOX_VOLUME = "aiinfn-sandbox"
 NOTEBOOK_CONTAINER = "notebook"
-TOKEN_VOLUMES = frozenset({"access-token"})
+TOKEN_VOLUMES = frozenset({tokens.VOLUME_NAME})
+# Where a job finds its project's Secrets (one folder per Secret, by name) and the JuiceFS
+# credentials a remote site mounts the file system with.
+SECRETS_PATH = "/aiinfn/secrets"
+SECRET_VOLUME_PREFIX = "aiinfn-secret-"
+JUICEFS_CREDENTIALS_VOLUME = "juicefs-credentials"
+JUICEFS_CREDENTIALS_PATH = "/aiinfn/juicefs-credentials"
+SECRET_FILE_MODE = 0o440  # owner and the pod's fsGroup (the user's private gid) may read
 # Volume sources a clone may keep; anything else (secrets, projected tokens, host paths) is
 # dropped, and so is a CSI volume handed a Secret (the object-store mount uses the user's token).
 CLONABLE_SOURCES = (
@@ -173,6 +183,7 @@ def _env(plan: JobPlan, parts: PodParts, name: str) -> list[dict[str, Any]]:
     env: dict[str, dict[str, Any]] = {e["name"]: dict(e) for e in parts.env}
     env["AIINFN_JOB_NAME"] = {"name": "AIINFN_JOB_NAME", "value": name}
     env["AIINFN_PROJECT"] = {"name": "AIINFN_PROJECT", "value": plan.project}
+    env[volumes.TOKEN_FILE_ENV] = {"name": volumes.TOKEN_FILE_ENV, "value": tokens.TOKEN_PATH}
     for key, value in plan.env:
         env[key] = {"name": key, "value": value}
     return list(env.values())
@@ -252,6 +263,9 @@ def make_job(
         labels.KUEUE_PRIORITY: plan.priority_class,
     }
     mounts, pod_volumes = _with_sandbox(meta, plan, parts, settings)
+    for volume, mount in data_volumes(plan):
+        pod_volumes.append(volume)
+        mounts.append(mount)
     container = _main_container(meta, plan, parts, mounts)
     pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
     annotations = {
@@ -287,6 +301,41 @@ def _with_sandbox(
             {"name": SANDBOX_VOLUME, "mountPath": settings.sandbox_path, "readOnly": True}
         )
     return mounts, pod_volumes
+
+
+def _secret_volume(
+    volume: str, secret: str, path: str, optional: bool = False
+) -> tuple[dict, dict]:
+    source: dict[str, Any] = {"secretName": secret, "defaultMode": SECRET_FILE_MODE}
+    if optional:
+        source["optional"] = True
+    return (
+        {"name": volume, "secret": source},
+        {"name": volume, "mountPath": path, "readOnly": True},
+    )
+
+
+def data_volumes(plan: JobPlan) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(volume, mount) of each Secret the job gets, all read-only and never with subPath (the
+    kubelet then updates the files in place): the owner's access token, the notebook's file
+    (optional: the hub keeps the Secret only while the owner has a server), each project
+    Secret in its own folder, and the JuiceFS credentials for a remote site's mount."""
+    token, token_mount = _secret_volume(
+        tokens.VOLUME_NAME, tokens.secret_name(plan.owner), tokens.MOUNT_DIR, optional=True
+    )
+    token["secret"]["items"] = [{"key": tokens.KEY, "path": tokens.KEY}]
+    pairs = [(token, token_mount)]
+    pairs += [
+        _secret_volume(f"{SECRET_VOLUME_PREFIX}{index}", name, f"{SECRETS_PATH}/{name}")
+        for index, name in enumerate(plan.secrets)
+    ]
+    if plan.juicefs_credentials:
+        pairs.append(
+            _secret_volume(
+                JUICEFS_CREDENTIALS_VOLUME, plan.juicefs_credentials, JUICEFS_CREDENTIALS_PATH
+            )
+        )
+    return pairs
 
 
 def _job_spec(plan: JobPlan, settings: BuildSettings, pod_spec: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ Catalog keys must exist (400), the caller's groups must allow them (403), the pr
 one of the caller's own (403), sizes must stay within the policy's caps (403). Offloadable jobs
 may only ask for volumes a remote site can mount (400, naming the volume and why); they are
 offered to the remote sites whose policy accepts them (a job that must run remotely and that no
-site accepts: 400, naming each site's rule).
+site accepts: 400, naming each site's rule). What a job carries counts too: the JuiceFS mount
+credentials go only to sites that allow them, a project's admin-managed secrets only to sites
+that take project secrets.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ... import names
+from ... import names, tokens
 from ...catalog import Accelerator, Catalog, quantity
 from ...errors import UserError
 from ...policy import UserPolicy
@@ -36,6 +38,16 @@ class SitePolicy:
     accelerator_kinds: frozenset[str]
     max_runtime_seconds: int | None = None
     juicefs_credentials: bool = False
+    project_secrets: bool = False
+
+
+@dataclass(frozen=True)
+class Cargo:
+    """What a job ships besides its command, which a site's policy must allow: the JuiceFS
+    mount credentials (when `juicefs`) and its project's secrets (their names)."""
+
+    juicefs: bool = False
+    secrets: tuple[str, ...] = ()
 
 
 _KIND_NAMES = {"cpu": "CPU-only job", "gpu": "GPU", "mig": "MIG slice", "fpga": "FPGA"}
@@ -45,7 +57,9 @@ def _hours(seconds: int) -> str:
     return f"{seconds / 3600:g} h"
 
 
-def site_refusal(site: SitePolicy, kind: str, deadline_seconds: int | None) -> str | None:
+def site_refusal(
+    site: SitePolicy, kind: str, deadline_seconds: int | None, cargo: Cargo = Cargo()
+) -> str | None:
     """The site's rule that rules this job out, or None when the site accepts it. A job without
     a deadline may run for ever, which only a site without a maximum run time accepts."""
     if kind not in site.accelerator_kinds:
@@ -53,10 +67,20 @@ def site_refusal(site: SitePolicy, kind: str, deadline_seconds: int | None) -> s
     limit = site.max_runtime_seconds
     if limit is not None and (deadline_seconds is None or deadline_seconds > limit):
         return f"maximum run time {_hours(limit)} (give a deadline_seconds of at most {limit})"
+    if cargo.juicefs and not site.juicefs_credentials:
+        return "receives no JuiceFS credentials (ask for no juicefs volume)"
+    if cargo.secrets and not site.project_secrets:
+        return f"receives no project secrets (this project's jobs get {', '.join(cargo.secrets)})"
     return None
 
 
-_SITE_FIELDS = {"flavor", "accepts_accelerator_kinds", "max_runtime_seconds", "juicefs_credentials"}
+_SITE_FIELDS = {
+    "flavor",
+    "accepts_accelerator_kinds",
+    "max_runtime_seconds",
+    "juicefs_credentials",
+    "project_secrets",
+}
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
@@ -76,10 +100,47 @@ def site_policies(config: Mapping[str, Any], kinds: Collection[str]) -> tuple[Si
         if limit is not None and (type(limit) is not int or limit < 60):
             raise ValueError(f"{where}: max_runtime_seconds must be whole seconds, at least 60")
         juicefs = entry.get("juicefs_credentials", False)
+        secrets = entry.get("project_secrets", False)
         if not isinstance(entry["flavor"], str) or not isinstance(juicefs, bool):
             raise ValueError(f"{where}: flavor must be a name, juicefs_credentials true or false")
-        sites.append(SitePolicy(name, entry["flavor"], frozenset(accepted), limit, juicefs))
+        if not isinstance(secrets, bool):
+            raise ValueError(f"{where}: project_secrets must be true or false")
+        sites.append(
+            SitePolicy(name, entry["flavor"], frozenset(accepted), limit, juicefs, secrets)
+        )
     return tuple(sites)
+
+
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+# The platform's own Secrets, never a project's: the users' tokens and z2jh's hub Secret (which
+# holds the hub's configuration, its OAuth client secret included).
+PLATFORM_SECRET_PREFIXES = (f"{tokens.SECRET_PREFIX}-",)
+PLATFORM_SECRETS = frozenset({"hub"})
+
+
+def project_secrets(
+    config: Mapping[str, Any], projects: Collection[str]
+) -> dict[str, tuple[str, ...]]:
+    """c.AiInfnJobs.project_secrets checked: catalog projects to lists of Secret names (DNS
+    labels, none of the platform's own Secrets); ValueError saying what is wrong."""
+    checked = {}
+    for project, secret_names in config.items():
+        where = f"project {project!r}"
+        if project not in projects:
+            raise ValueError(f"{where} is not in the catalog (projects: {', '.join(projects)})")
+        if isinstance(secret_names, str) or not isinstance(secret_names, Collection):
+            raise ValueError(f"{where}: give a list of Secret names")
+        for name in secret_names:
+            if not isinstance(name, str) or not SECRET_NAME.match(name):
+                raise ValueError(f"{where}: {name!r} is not a Secret name (a DNS label)")
+            if name in PLATFORM_SECRETS or name.startswith(PLATFORM_SECRET_PREFIXES):
+                raise ValueError(f"{where}: {name!r} is one of the platform's own Secrets")
+        if len(set(secret_names)) != len(secret_names):
+            raise ValueError(f"{where}: a Secret is listed twice")
+        checked[project] = tuple(secret_names)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -96,6 +157,8 @@ class JobRules:
     max_unfinished_jobs: int = 100
     capacity_refresh_seconds: float = 60.0
     sites: tuple[SitePolicy, ...] = ()
+    juicefs_credentials_secret: str | None = None  # shipped to sites that allow it
+    project_secrets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +199,8 @@ class JobPlan:
     volume_kinds: tuple[str, ...]
     sandbox: Mapping[str, str] = field(default_factory=dict)
     sites: tuple[str, ...] = ()  # the remote sites that accept the job, in the flavors' order
+    secrets: tuple[str, ...] = ()  # the project's admin-managed Secrets, mounted by name
+    juicefs_credentials: str | None = None  # the JuiceFS credentials Secret, for remote sites
 
     @property
     def resources(self) -> dict[str, str]:
@@ -265,15 +330,13 @@ def _environment(
 def _volume_kinds(
     request: AnyRequest, rules: JobRules, available: Collection[str], defaults: Collection[str]
 ) -> tuple[str, ...]:
-    """The volume kinds to mount: asked for (each available), or the defaults that fit."""
+    """The volume kinds to mount: asked for (each available), or the defaults that fit. A job
+    that may run remotely gets none by default: JuiceFS, the one a site can mount, narrows the
+    sites it may run at, so it is mounted only when asked for."""
     if request.volumes is None:
-        chosen = [
-            k
-            for k in defaults
-            if k in available
-            and (k in rules.remote_volume_kinds or request.offload_mode == "never")
-        ]
-        return tuple(k for k in VOLUME_KINDS if k in chosen)
+        if request.offload_mode != "never":
+            return ()
+        return tuple(k for k in VOLUME_KINDS if k in defaults and k in available)
     missing = [k for k in request.volumes if k not in available]
     if missing:
         raise UserError(
@@ -312,7 +375,7 @@ def _check_offload(request: AnyRequest, accelerator: Accelerator, rules: JobRule
         )
 
 
-def _sites(request: AnyRequest, kind: str, rules: JobRules) -> tuple[str, ...]:
+def _sites(request: AnyRequest, kind: str, rules: JobRules, cargo: Cargo) -> tuple[str, ...]:
     """The sites whose policy accepts the job: none for a local job; a job that must run
     remotely needs one (else 400, naming each site's rule), one that may do so stays local."""
     if request.confidential and request.offload_mode == "only":
@@ -323,7 +386,15 @@ def _sites(request: AnyRequest, kind: str, rules: JobRules) -> tuple[str, ...]:
         )
     if request.offload_mode == "never":
         return ()
-    refusals = {s.name: site_refusal(s, kind, request.deadline_seconds) for s in rules.sites}
+    if cargo.juicefs and not rules.juicefs_credentials_secret:
+        if request.offload_mode == "only":
+            raise UserError(
+                "no remote site can mount JuiceFS: this platform ships no JuiceFS credentials "
+                "to remote sites; ask for no juicefs volume",
+                reason="offload",
+            )
+        return ()
+    refusals = {s.name: site_refusal(s, kind, request.deadline_seconds, cargo) for s in rules.sites}
     accepted = tuple(name for name, refusal in refusals.items() if refusal is None)
     if not accepted and request.offload_mode == "only":
         reasons = "; ".join(f"{name}: {refusal}" for name, refusal in refusals.items())
@@ -332,6 +403,29 @@ def _sites(request: AnyRequest, kind: str, rules: JobRules) -> tuple[str, ...]:
             reason="offload",
         )
     return accepted
+
+
+@dataclass(frozen=True)
+class _Data:
+    volume_kinds: tuple[str, ...]
+    sites: tuple[str, ...]
+    secrets: tuple[str, ...]
+    juicefs_credentials: str | None
+
+
+def _data(
+    request: AnyRequest, rules: JobRules, project: str, kind: str, kinds: tuple[str, ...]
+) -> _Data:
+    """Volumes, sites and Secrets: local pods mount the JuiceFS claim; a job that may run
+    remotely carries the JuiceFS credentials for the site's own mount, and only to sites that
+    allow them (an `only` job has no use for the claim, which no site can mount)."""
+    remote_juicefs = "juicefs" in kinds and request.offload_mode != "never"
+    cargo = Cargo(juicefs=remote_juicefs, secrets=rules.project_secrets.get(project, ()))
+    sites = _sites(request, kind, rules, cargo)
+    if request.offload_mode == "only":
+        kinds = tuple(k for k in kinds if k != "juicefs")
+    shipped = rules.juicefs_credentials_secret if remote_juicefs and sites else None
+    return _Data(kinds, sites, cargo.secrets, shipped)
 
 
 def _command(request: AnyRequest, rules: JobRules) -> tuple[str, ...]:
@@ -372,6 +466,8 @@ def resolve(
         batch = cast(JobRequest, request)  # checked above: no notebook's facts, a batch job
         image = catalog.environments[_environment(batch, catalog, policy, accelerator)].image
     _check_offload(request, accelerator, rules)
+    kinds = _volume_kinds(request, rules, available, defaults)
+    data = _data(request, rules, project, accelerator.kind, kinds)
     sandbox = request.sandbox()
     return JobPlan(
         kind=request.kind,
@@ -396,7 +492,9 @@ def resolve(
         if request.ttl_seconds is not None
         else rules.default_ttl_seconds,
         offload=request.offload_mode,
-        volume_kinds=_volume_kinds(request, rules, available, defaults),
+        volume_kinds=data.volume_kinds,
         sandbox=sandbox,
-        sites=_sites(request, accelerator.kind, rules),
+        sites=data.sites,
+        secrets=data.secrets,
+        juicefs_credentials=data.juicefs_credentials,
     )
