@@ -10,6 +10,8 @@ with `aiinfn jobs clone` from a notebook's environment, as a notebook terminal w
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -33,10 +35,11 @@ from aiinfn_dev import devstorage, hubaccount, kueue_config
 from aiinfn_dev.devcluster import components
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
+from kubernetes_asyncio.utils import create_from_dict
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from aiinfn_hub import k8s, labels
+from aiinfn_hub import k8s, labels, tokens
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import REPO, Hub, hub_in_namespace, start_hub, stop_hub
@@ -1153,3 +1156,240 @@ async def test_clone_from_a_notebook_terminal(
         await core.delete_namespace(name)
         await hubaccount.delete_cluster_objects(api_client, name)
         await devstorage.delete_volumes(api_client, storage)
+
+
+# -- data for jobs: the owner's token, project secrets, JuiceFS credentials ---------------------
+
+# Prints digests of the user's token file and of a project Secret's file, never the values.
+READ_DATA = (
+    "import hashlib, os\n"
+    "token = open(os.environ['AIINFN_ACCESS_TOKEN_FILE'], 'rb').read()\n"
+    "secret = open('/aiinfn/secrets/cms-ml-db/password', 'rb').read()\n"
+    "print(hashlib.sha256(token).hexdigest(), hashlib.sha256(secret).hexdigest())\n"
+)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.asynccontextmanager
+async def restarted(env: Env, *args: str):
+    """The service restarted with these extra settings, and as before afterwards."""
+    env.service.stop()
+    await asyncio.to_thread(env.service.start, None, *args)
+    try:
+        yield env
+    finally:
+        env.service.stop()
+        await asyncio.to_thread(env.service.start)
+
+
+async def make_secret(core, namespace: str, body: dict) -> None:
+    try:
+        await core.create_namespaced_secret(namespace, body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+        await core.replace_namespaced_secret(body["metadata"]["name"], namespace, body)
+
+
+async def test_jobs_get_the_owners_token_and_their_projects_secrets_by_name_only(
+    env, core, batch, pod_runner
+):
+    token, password = f"eyJ.{secrets.token_hex(16)}.sig", secrets.token_hex(16)
+    await make_secret(core, env.namespace, tokens.make_secret("alice", token))
+    await make_secret(
+        core,
+        env.namespace,
+        {"metadata": {"name": "cms-ml-db"}, "stringData": {"password": password}},
+    )
+    settings = json.dumps({"cms-ml": ["cms-ml-db"]})
+    async with restarted(env, f"--AiInfnJobs.project_secrets={settings}"):
+        status, body, _ = await env.api(
+            "alice", "POST", "api/jobs", job_body(secrets=["aiinfn-token-bob"])
+        )
+        assert (status, body["message"]) == (400, "invalid request: unknown field 'secrets'")
+        status, body, _ = await env.api(
+            "alice", "POST", "api/jobs", job_body(offload="only", volumes=[])
+        )
+        assert (
+            status == 400
+            and "podman-vm: receives no project secrets (this project's " in (body["message"])
+        )
+        status, job, _ = await env.api(
+            "alice", "POST", "api/jobs", job_body(name="data", command=["python", "-c", READ_DATA])
+        )
+        assert status == 201, job
+        done = await wait_until(
+            lambda: state_of(env, "alice", job["id"], "succeeded"), "the job to read its data"
+        )
+        status, logs, _ = await env.api("alice", "GET", f"api/jobs/{job['id']}/logs")
+        assert logs["pods"][0]["log"] == f"{sha256(token)} {sha256(password)}\n"
+        _, listing, _ = await env.api("alice", "GET", "api/jobs")
+        log = env.service.log()
+    for shown in (json.dumps(done), json.dumps(listing), json.dumps(logs), log):
+        assert token not in shown and password not in shown
+    pod = (await batch.read_namespaced_job(job["id"], env.namespace)).spec.template.spec
+    mounts = {m.name: m for m in pod.containers[0].volume_mounts}
+    assert (mounts["access-token"].mount_path, mounts["access-token"].read_only) == (
+        "/var/run/secrets/aiinfn",
+        True,
+    )
+    assert (mounts["aiinfn-secret-0"].mount_path, mounts["aiinfn-secret-0"].read_only) == (
+        "/aiinfn/secrets/cms-ml-db",
+        True,
+    )
+    # bob's project has no secrets: his jobs get his own token only.
+    status, other, _ = await env.api("bob", "POST", "api/jobs", job_body(name="bobs"))
+    assert status == 201, other
+    volumes = (await batch.read_namespaced_job(other["id"], env.namespace)).spec.template.spec
+    assert [v.secret.secret_name for v in volumes.volumes if v.secret] == ["aiinfn-token-bob"]
+    await env.api("bob", "DELETE", f"api/jobs/{other['id']}")
+
+
+# Two sites: the Podman VM may get the JuiceFS credentials, Leonardo may not.
+JUICEFS_SITES = {
+    "podman-vm": {"flavor": "vk-podman-vm", "juicefs_credentials": True},
+    "leonardo-slurm": {
+        "flavor": "vk-leonardo-slurm",
+        "accepts_accelerator_kinds": ["cpu", "gpu"],
+        "max_runtime_seconds": 86400,
+    },
+}
+
+
+async def test_juicefs_credentials_go_only_to_sites_that_allow_them(env, core, batch):
+    await make_secret(
+        core,
+        env.namespace,
+        {"metadata": {"name": "juicefs-remote"}, "stringData": {"META_URL": "redis://x"}},
+    )
+    args = (
+        f"--AiInfnJobs.sites={JUICEFS_SITES!r}",  # Python: json.dumps would write true
+        "--AiInfnJobs.juicefs_credentials_secret=juicefs-remote",
+        "--AiInfnStorage.juicefs_claim=aiinfn-juicefs",
+    )
+    remote = {"offload": "only", "volumes": ["juicefs"], "deadline_seconds": 3600}
+    async with restarted(env, *args):
+        status, body, _ = await env.api(
+            "alice", "POST", "api/jobs", job_body(accelerator="t4", **remote)
+        )
+        assert (status, body["message"]) == (
+            400,
+            "no remote site accepts this job: podman-vm: accepts no GPU; leonardo-slurm: "
+            "receives no JuiceFS credentials (ask for no juicefs volume)",
+        )
+        status, job, _ = await env.api("alice", "POST", "api/jobs", job_body(**remote))
+        assert status == 201, job
+        status, local, _ = await env.api("alice", "POST", "api/jobs", job_body(volumes=["juicefs"]))
+        assert status == 201, local
+        done = await wait_until(
+            lambda: state_of(env, "alice", job["id"], "succeeded"), "the job at the Podman VM"
+        )
+    assert (done["site"], done["sites"]) == ("podman-vm", ["podman-vm"])
+    spec = (await batch.read_namespaced_job(job["id"], env.namespace)).spec.template.spec
+    # No claim (no site can mount one): the credentials, for the site's own FUSE mount.
+    assert {v.name: (v.secret.secret_name if v.secret else None) for v in spec.volumes} == {
+        "access-token": "aiinfn-token-alice",
+        "juicefs-credentials": "juicefs-remote",
+    }
+    assert {m.mount_path for m in spec.containers[0].volume_mounts if m.read_only} == {
+        "/var/run/secrets/aiinfn",
+        "/aiinfn/juicefs-credentials",
+    }
+    spec = (await batch.read_namespaced_job(local["id"], env.namespace)).spec.template.spec
+    claims = [
+        v.persistent_volume_claim.claim_name for v in spec.volumes if v.persistent_volume_claim
+    ]
+    assert claims == ["aiinfn-juicefs"] and "juicefs-credentials" not in {
+        v.name for v in spec.volumes
+    }
+    await env.api("alice", "DELETE", f"api/jobs/{local['id']}")
+
+
+async def test_the_shipped_role_creates_jobs_mounting_secrets_without_reading_them(
+    env, api_client, core, batch, devcluster, tmp_path
+):
+    """Mounting a Secret in a Job's pods needs no right on Secrets: an account with exactly
+    helm-values/jobs-service-rbac.yaml's Role creates such a Job (the Job controller makes its
+    pods) and may not read the Secret."""
+    rbac = [
+        d
+        for d in yaml.safe_load_all((REPO / "helm-values" / "jobs-service-rbac.yaml").read_text())
+        if d and d["kind"] in ("Role", "RoleBinding")
+    ]
+    account = "jobs-only"
+    await core.create_namespaced_service_account(env.namespace, {"metadata": {"name": account}})
+    for document in rbac:
+        document["metadata"]["namespace"] = env.namespace
+        document["metadata"]["name"] = account
+        if document["kind"] == "RoleBinding":
+            document["roleRef"]["name"] = account
+            document["subjects"] = [
+                {"kind": "ServiceAccount", "name": account, "namespace": env.namespace}
+            ]
+        await create_from_dict(api_client, document)
+    answer = await core.create_namespaced_service_account_token(
+        account, env.namespace, {"spec": {"expirationSeconds": 3600}}
+    )
+    admin_path = Path(devcluster[0])
+    kubeconfig = tmp_path / "jobs-only.kubeconfig"
+    config = hubaccount.kubeconfig_with_token(
+        yaml.safe_load(admin_path.read_text()),
+        answer.status.token,
+        env.namespace,
+        admin_path.resolve().parent,
+    )
+    kubeconfig.write_text(yaml.safe_dump(config))
+    await make_secret(
+        core, env.namespace, {"metadata": {"name": "rbac-probe"}, "stringData": {"k": "v"}}
+    )
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "secret-mount-probe", "labels": {"probe": "rbac"}},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    **restricted_pod("probe")["spec"],
+                    "restartPolicy": "Never",
+                    "volumes": [{"name": "s", "secret": {"secretName": "rbac-probe"}}],
+                }
+            },
+        },
+    }
+    job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] = [
+        {"name": "s", "mountPath": "/probe", "readOnly": True}
+    ]
+    only = await k8s.api_client(str(kubeconfig))
+    async with only:
+        jobs_only = client.BatchV1Api(only)
+
+        async def created():
+            try:
+                return await jobs_only.create_namespaced_job(env.namespace, job)
+            except client.ApiException as error:
+                if error.status == 403:  # the new binding is not in RBAC's cache yet
+                    return None
+                raise
+
+        await wait_until(created, "the account to create the Job")
+        with pytest.raises(client.ApiException) as error:
+            await client.CoreV1Api(only).read_namespaced_secret("rbac-probe", env.namespace)
+        assert error.value.status == 403
+    try:
+        pods = await wait_until(
+            lambda: _pods_of(core, env.namespace, "secret-mount-probe"), "the Job's pod"
+        )
+        assert pods[0].spec.volumes[0].secret.secret_name == "rbac-probe"
+    finally:
+        await batch.delete_namespaced_job(
+            "secret-mount-probe", env.namespace, propagation_policy="Background"
+        )
+
+
+async def _pods_of(core, namespace: str, job: str):
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+    return pods.items or None
