@@ -272,6 +272,36 @@ async def test_pod_with_another_image_stays_simulated_by_kwok(pod_runner, core, 
     )  # kwok's stages send no events
 
 
+async def test_a_catalog_image_pod_on_a_remote_site_is_left_to_its_kwok_stages(
+    pod_runner, core, namespace
+):
+    """A virtual node stands for a remote site: the site, played by kwok's per-site stages, runs
+    the pod (no local process, whatever its image), and kwok deletes it."""
+    site = {"key": "virtual-node.interlink/no-schedule", "operator": "Exists"}
+    await core.create_namespaced_pod(
+        namespace,
+        runner_pod(
+            "remote",
+            ["python", "-c", "raise SystemExit(3)"],
+            restartPolicy="Never",
+            nodeSelector={"kubernetes.io/hostname": "vk-podman-vm"},
+            tolerations=[site],
+        ),
+    )
+
+    async def ready():
+        pod = await core.read_namespaced_pod("remote", namespace)
+        statuses = pod.status.container_statuses or []
+        return pod if statuses and statuses[0].ready else None
+
+    pod = await wait_until(ready, "the site's stages to report the pod ready")
+    assert (pod.spec.node_name, pod.status.phase) == ("vk-podman-vm", "Running")
+    assert not sandbox_pids(pod.metadata.uid)
+    assert "Started" not in await events(core, namespace, "remote")
+    await core.delete_namespaced_pod("remote", namespace)
+    await wait_until(lambda: gone(core, namespace, "remote"), "kwok to delete the pod")
+
+
 async def test_process_killed_from_outside_fails_the_pod(pod_runner, core, namespace):
     await core.create_namespaced_pod(
         namespace,

@@ -126,15 +126,28 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
     assert stages["pod-ready"]["selector"]["matchExpressions"] == [phase, not_sites, runner]
     assert stages["pod-complete"]["selector"]["matchExpressions"] == [phase, not_sites, runner]
     unfinalized = {"key": ".metadata.finalizers", "operator": "DoesNotExist"}
-    assert stages["pod-delete"]["selector"]["matchExpressions"] == [phase, unfinalized, runner]
-    assert stages["pod-stop"]["selector"]["matchExpressions"] == [
+    assert stages["pod-delete"]["selector"]["matchExpressions"] == [
+        phase,
+        unfinalized,
+        not_sites,
+        runner,
+    ]
+    stopping = [
         {"key": ".metadata.deletionTimestamp", "operator": "Exists"},
         {"key": ".metadata.finalizers", "operator": "Exists"},
         {"key": ".status.phase", "operator": "In", "values": ["Pending", "Running"]},
-        runner,
     ]
+    assert stages["pod-stop"]["selector"]["matchExpressions"] == [*stopping, not_sites, runner]
     assert "exitCode: 143" in stages["pod-stop"]["next"]["statusTemplate"]
-    assert stages["pod-ready-vk-a"]["selector"]["matchExpressions"] == [phase, node, runner]
+    # A site plays every pod bound to it, the runner's images included (the runner leaves them).
+    assert stages["pod-delete-remote"]["selector"]["matchExpressions"] == [
+        phase,
+        unfinalized,
+        node,
+    ]
+    assert stages["pod-stop-remote"]["selector"]["matchExpressions"] == [*stopping, node]
+    assert stages["pod-stop-remote"]["next"] == stages["pod-stop"]["next"]
+    assert stages["pod-ready-vk-a"]["selector"]["matchExpressions"] == [phase, node]
     assert stages["pod-ready-vk-a"]["delay"] == {
         "durationMilliseconds": 100,
         "jitterDurationMilliseconds": 300,
@@ -155,8 +168,8 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
     }
     assert fail["delay"] == complete["delay"]
     assert "weight" not in complete and "weight" not in fail
-    assert complete["weightFrom"] == {"expressionFrom": f"if {forced} then 0 else 970 end"}
-    assert fail["weightFrom"] == {"expressionFrom": f"if {forced} then 1000 else 30 end"}
+    assert complete["weightFrom"] == {"expressionFrom": f'if {forced} then "0" else "970" end'}
+    assert fail["weightFrom"] == {"expressionFrom": f'if {forced} then "1000" else "30" end'}
     assert fail["selector"] == complete["selector"]
     assert complete["next"] == {"statusTemplate": "phase: Running"}
     assert "phase: Failed" in fail["next"]["statusTemplate"]

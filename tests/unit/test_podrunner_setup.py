@@ -39,11 +39,27 @@ def test_kwok_pod_stages_leave_runner_images_alone(tmp_path):
         d["metadata"]["name"]: d for d in components.kwok_config(_library(tmp_path), ["b", "a"])[1:]
     }
     skip = {"key": ".spec.containers.[0].image", "operator": "NotIn", "values": ["a", "b"]}
-    sites = [f"pod-{s}-vk-podman-vm" for s in ("ready", "complete", "fail")]
-    for name in ("pod-ready", "pod-complete", "pod-delete", *sites):
+    for name in ("pod-ready", "pod-complete", "pod-delete", "pod-stop"):
         assert stages[name]["spec"]["selector"]["matchExpressions"][-1] == skip
-    for name in ("node-initialize", "node-heartbeat-with-lease"):
+    # A remote site runs every pod bound to it, whatever its image: the runner leaves those.
+    sites = [f"pod-{s}-vk-podman-vm" for s in ("ready", "complete", "fail")]
+    remote = ["pod-delete-remote", "pod-stop-remote"]
+    for name in ("node-initialize", "node-heartbeat-with-lease", *sites, *remote):
         assert skip not in stages[name]["spec"]["selector"]["matchExpressions"]
+
+
+def _node(annotations, labels):
+    return {"metadata": {"name": "n", "annotations": annotations, "labels": labels}}
+
+
+def test_the_runner_plays_local_kwok_nodes_not_remote_sites():
+    kwok = {"kwok.x-k8s.io/node": "fake"}
+    virtual = {"virtual-node.interlink/type": "virtual-kubelet"}
+    assert podrunner.plays_on(_node(kwok, {"kubernetes.io/hostname": "n"}))
+    assert podrunner.plays_on(_node(kwok, None))
+    assert not podrunner.plays_on(_node(kwok, virtual))
+    assert not podrunner.plays_on(_node({}, {}))
+    assert not podrunner.plays_on(_node(None, None))
 
 
 def test_without_the_runner_kwok_plays_every_pod(tmp_path):

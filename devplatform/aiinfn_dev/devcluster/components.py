@@ -280,8 +280,9 @@ def kwok_config(
     sites: Sequence[SiteBehaviour] = SITES,
 ) -> list[dict[str, Any]]:
     """kwok's configuration documents: pod IPs on loopback plus the lifecycle stages. Pods the
-    pod runner plays (first container's image in runner_images) are left out of every pod stage;
-    pods on a site's virtual node get that site's own start, completion and failure stages."""
+    pod runner plays (first container's image in runner_images, on a local node) are left out of
+    every local pod stage; pods on a site's virtual node, whatever their image, get that site's
+    own start, completion and failure stages and are stopped and deleted by kwok."""
     documents: list[dict[str, Any]] = [
         {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -317,19 +318,36 @@ def kwok_config(
         {"key": ".metadata.finalizers", "operator": "DoesNotExist"}
     )
     stages.append(_stop_stage())
+    by_name["pod-stop"] = stages[-1]
     site_stages = [
         stage
         for site in sites
         for stage in _site_stages(site, by_name["pod-ready"], by_name["pod-complete"])
     ]
-    for name in ("pod-ready", "pod-complete"):
-        if sites:
-            _select(by_name[name], _NODE_NAME_KEY, "NotIn", sorted(s.node for s in sites))
-    for stage in [*stages, *site_stages]:
+    if sites:
+        nodes = sorted(s.node for s in sites)
+        site_stages += _remote_end_stages(by_name["pod-delete"], by_name["pod-stop"], nodes)
+        for name in ("pod-ready", "pod-complete", "pod-delete", "pod-stop"):
+            _select(by_name[name], _NODE_NAME_KEY, "NotIn", nodes)
+    # The pod runner plays only pods on local nodes: a site "runs" every pod bound to it.
+    for stage in stages:
         if runner_images and stage["spec"]["resourceRef"]["kind"] == "Pod":
             _select(stage, RUNNER_IMAGE_KEY, "NotIn", sorted(runner_images))
-        documents.append(stage)
+    documents.extend([*stages, *site_stages])
     return documents
+
+
+def _remote_end_stages(
+    delete: Mapping[str, Any], stop: Mapping[str, Any], nodes: list[str]
+) -> list[dict[str, Any]]:
+    """pod-delete and pod-stop for pods on the sites' nodes, whatever their image."""
+    copies = []
+    for stage in (delete, stop):
+        remote = copy.deepcopy(dict(stage))
+        remote["metadata"] = {"name": f"{stage['metadata']['name']}-remote"}
+        _select(remote, _NODE_NAME_KEY, "In", nodes)
+        copies.append(remote)
+    return copies
 
 
 def _select(stage: dict[str, Any], key: str, operator: str, values: list[str]) -> None:
@@ -342,7 +360,9 @@ def _site_stages(
     site: SiteBehaviour, ready: Mapping[str, Any], complete: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """The library's pod-ready and pod-complete stages for one site's node, with its delays,
-    and a pod-fail stage that kwok picks instead of pod-complete by weight."""
+    and a pod-fail stage that kwok picks instead of pod-complete by weight. Weights are jq
+    strings: kwok reads a weightFrom result only as a string or a float, and gojq's integers
+    are neither, so kwok took the stage's static weight (0 for both: a coin toss)."""
     start = copy.deepcopy(dict(ready))
     start["metadata"] = {"name": f"pod-ready-{site.node}"}
     start["spec"]["delay"] = {
@@ -363,12 +383,12 @@ def _site_stages(
     }
     finish["spec"].pop("weight", None)
     finish["spec"]["weightFrom"] = {
-        "expressionFrom": f"if {_FORCED_FAILURE} then 0 else {1000 - site.failure_permille} end"
+        "expressionFrom": f'if {_FORCED_FAILURE} then "0" else "{1000 - site.failure_permille}" end'
     }
     fail = copy.deepcopy(finish)
     fail["metadata"] = {"name": f"pod-fail-{site.node}"}
     fail["spec"]["weightFrom"] = {
-        "expressionFrom": f"if {_FORCED_FAILURE} then 1000 else {site.failure_permille} end"
+        "expressionFrom": f'if {_FORCED_FAILURE} then "1000" else "{site.failure_permille}" end'
     }
     fail["spec"]["next"] = {"delete": False, "statusTemplate": _failed_status(site.node)}
     for stage in (start, finish, fail):

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, k8s
+from aiinfn_hub import catalog, k8s, labels
 from aiinfn_hub.k8s_watch import ListWatch
 
 from . import podplan, podstatus, sandbox
@@ -249,6 +249,15 @@ class IpClaims:
             return process_start(int(holder["pid"])) == holder["started"]
         except (ValueError, KeyError, TypeError):
             return False
+
+
+def plays_on(node: Mapping[str, Any]) -> bool:
+    """Whether the runner plays pods bound to this node: a kwok node that is not a remote site's
+    virtual node (kwok's per-site stages play those, with the site's latency and failures)."""
+    meta = node.get("metadata") or {}
+    return (meta.get("annotations") or {}).get(KWOK_NODE_ANNOTATION) == "fake" and (
+        meta.get("labels") or {}
+    ).get(labels.INTERLINK_NODE) != labels.VIRTUAL_NODE_VALUE
 
 
 def process_start(pid: int) -> int | None:
@@ -493,10 +502,7 @@ class PodRunner:
         if podplan.runner_image(pod) not in self.settings.images:
             return
         node = await self.node(node_name)
-        if (
-            node is None
-            or (node["metadata"].get("annotations") or {}).get(KWOK_NODE_ANNOTATION) != "fake"
-        ):
+        if node is None or not plays_on(node):
             return
         if meta.get("deletionTimestamp"):
             self._spawn(self.delete_pod(pod))
