@@ -1128,18 +1128,23 @@ async def test_clone_from_a_notebook_terminal(
             ["python", "train.py"],
             "/home/jovyan",
         )
-        assert not [
-            e
+        # No token of the notebook's; the path of the owner's access-token file, which the
+        # service mounts itself (the notebook's own token volume is dropped).
+        assert [
+            (e.name, e.value)
             for e in spec.containers[0].env
             if "TOKEN" in e.name or e.name.startswith("JUPYTERHUB_")
-        ]
+        ] == [("AIINFN_ACCESS_TOKEN_FILE", "/var/run/secrets/aiinfn/access_token")]
         server_token = next(
             e.value for e in notebook.containers[0].env if e.name == "JUPYTERHUB_API_TOKEN"
         )
         assert server_token not in json.dumps(api_client.sanitize_for_serialization(job))
-        assert {v.name for v in spec.volumes} == {v.name for v in notebook.volumes} - {
+        assert {v.name for v in spec.volumes} == {v.name for v in notebook.volumes} | {
             "access-token"
         }
+        token_volume = next(v for v in spec.volumes if v.name == "access-token").secret
+        assert (token_volume.secret_name, token_volume.optional) == ("aiinfn-token-alice", True)
+        assert [(i.key, i.path) for i in token_volume.items] == [("access_token", "access_token")]
         assert spec.security_context.run_as_user == notebook.security_context.run_as_user
 
         listed = await terminal(hub, token, "aiinfn jobs list", r"succeeded")
