@@ -407,6 +407,8 @@ def _sites(request: AnyRequest, kind: str, rules: JobRules, cargo: Cargo) -> tup
 
 @dataclass(frozen=True)
 class _Data:
+    """What a job mounts and where it may go for it."""
+
     volume_kinds: tuple[str, ...]
     sites: tuple[str, ...]
     secrets: tuple[str, ...]
@@ -414,11 +416,17 @@ class _Data:
 
 
 def _data(
-    request: AnyRequest, rules: JobRules, project: str, kind: str, kinds: tuple[str, ...]
+    request: AnyRequest,
+    rules: JobRules,
+    project: str,
+    kind: str,
+    volume_kinds: tuple[Collection[str], Collection[str]],
 ) -> _Data:
     """Volumes, sites and Secrets: local pods mount the JuiceFS claim; a job that may run
     remotely carries the JuiceFS credentials for the site's own mount, and only to sites that
-    allow them (an `only` job has no use for the claim, which no site can mount)."""
+    allow them (an `only` job has no use for the claim, which no site can mount).
+    `volume_kinds`: those available to the job, and its defaults."""
+    kinds = _volume_kinds(request, rules, *volume_kinds)
     remote_juicefs = "juicefs" in kinds and request.offload_mode != "never"
     cargo = Cargo(juicefs=remote_juicefs, secrets=rules.project_secrets.get(project, ()))
     sites = _sites(request, kind, rules, cargo)
@@ -444,7 +452,6 @@ def resolve(
     notebook: NotebookFacts | None = None,
 ) -> JobPlan:
     """The JobPlan for this request, or a UserError saying what is not allowed and why.
-
     `notebook` is required for clones: their defaults (accelerator, size, volumes) are the
     notebook's, and what they may change is checked like any job."""
     if isinstance(request, CloneRequest) != (notebook is not None):
@@ -466,9 +473,7 @@ def resolve(
         batch = cast(JobRequest, request)  # checked above: no notebook's facts, a batch job
         image = catalog.environments[_environment(batch, catalog, policy, accelerator)].image
     _check_offload(request, accelerator, rules)
-    kinds = _volume_kinds(request, rules, available, defaults)
-    data = _data(request, rules, project, accelerator.kind, kinds)
-    sandbox = request.sandbox()
+    data = _data(request, rules, project, accelerator.kind, (available, defaults))
     return JobPlan(
         kind=request.kind,
         display_name=request.name,
@@ -488,12 +493,12 @@ def resolve(
         completions=request.completions,
         parallelism=request.parallelism or min(request.completions, 100),
         deadline_seconds=request.deadline_seconds,
-        ttl_seconds=request.ttl_seconds
-        if request.ttl_seconds is not None
-        else rules.default_ttl_seconds,
+        ttl_seconds=rules.default_ttl_seconds
+        if request.ttl_seconds is None
+        else request.ttl_seconds,
         offload=request.offload_mode,
         volume_kinds=data.volume_kinds,
-        sandbox=sandbox,
+        sandbox=request.sandbox(),
         sites=data.sites,
         secrets=data.secrets,
         juicefs_credentials=data.juicefs_credentials,
