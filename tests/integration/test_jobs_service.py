@@ -386,23 +386,41 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
         )
 
 
-# A run that marks its first attempt in the home folder: long the first time, short after.
+# A run that marks its first attempt in the home folder: long the first time, and deaf to
+# SIGTERM then (it is stopped after its grace, which leaves the spawn's progress time to say so);
+# short after.
 RUN_LONG_THEN_SHORT = [
     "python",
     "-c",
-    "import pathlib, time; mark = pathlib.Path('/home/jovyan/.bumped-ran'); "
-    "first = not mark.exists(); mark.touch(); time.sleep(300 if first else 2)",
+    "import pathlib, signal, time; mark = pathlib.Path('/home/jovyan/.bumped-ran'); "
+    "first = not mark.exists(); mark.touch(); "
+    "first and signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300 if first else 2)",
 ]
 
 
-async def test_a_job_a_notebook_preempts_is_requeued_and_completes_once_the_notebook_stops(
+async def _pods_ready_in_kueue(env: Env, core: client.CoreV1Api, job_id: str) -> bool:
+    """The job's Workload has Kueue's PodsReady condition True."""
+    workloads = await client.CustomObjectsApi(core.api_client).list_namespaced_custom_object(
+        kueue_config.API_GROUP, kueue_config.API_VERSION, env.namespace, "workloads"
+    )
+    for workload in workloads["items"]:
+        owners = workload["metadata"].get("ownerReferences") or []
+        if any(o["kind"] == "Job" and o["name"] == job_id for o in owners):
+            conditions = workload.get("status", {}).get("conditions", [])
+            return any(c["type"] == "PodsReady" and c["status"] == "True" for c in conditions)
+    return False
+
+
+async def test_a_spawn_takes_a_jobs_accelerator_the_job_is_requeued_and_completes_later(
     env, core, pod_runner
 ):
-    """The scheduler, not Kueue, preempts: a notebook pod (PriorityClass aiinfn-notebook) takes the
-    farm's only A30 from a running job. The job is preempted while its replacement pod waits;
-    Kueue then requeues it (waitForPodsReady's recovery timeout): suspended, its quota released,
-    and not admitted again while the notebook holds the A30 (topology-aware admission counts the
-    notebook). When the notebook stops it runs again and completes."""
+    """Issue 13's done-when, through the hub and the job service: quinn's batch job runs on the
+    farm's only A30 and quinn spawns a notebook on it. The scheduler stops the job's pod; the
+    spawn succeeds, its progress naming the job stopped. The job is preempted while its
+    replacement pod waits, then Kueue requeues it (waitForPodsReady's recovery timeout):
+    suspended, its quota released, not admitted again while the notebook holds the A30
+    (topology-aware admission counts the notebook). When the server stops, it runs again and
+    completes."""
     _, job, _ = await env.api(
         "quinn",
         "POST",
@@ -410,28 +428,42 @@ async def test_a_job_a_notebook_preempts_is_requeued_and_completes_once_the_note
         job_body(name="bumped", priority="low", command=RUN_LONG_THEN_SHORT, **A30),
     )
     await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the job to run")
-    notebook = restricted_pod("a30-notebook", limits={"nvidia.com/gpu": "1"})
-    notebook["spec"].update(
-        priorityClassName="aiinfn-notebook", nodeSelector={"nvidia.com/gpu.product": "NVIDIA-A30"}
-    )
-    await core.create_namespaced_pod(env.namespace, notebook)
+    # Kueue marks the job's pods ready a moment after the Job does; a job stopped before that
+    # waits waitForPodsReady's first-start timeout (30 min) instead of the recovery timeout.
+    await wait_until(lambda: _pods_ready_in_kueue(env, core, job["id"]), "Kueue to see it run")
 
-    async def preempted_and_waiting():
-        """Preempted, with the scheduler's word on why the replacement waits (once it tried)."""
-        body = await state_of(env, "quinn", job["id"], "preempted")
-        return body if body and "(0/" in body["message"] else None
+    name = f"a30-{uuid.uuid4().hex[:6]}"
+    server = f"/users/quinn/servers/{name}"
+    spawn = asyncio.ensure_future(
+        asyncio.to_thread(env.hub.request, "POST", server, {"accelerator": "a30"})
+    )
+
+    async def nominated():
+        """The scheduler chose the A30's node for the server and is stopping the job there."""
+        pods = await core.list_namespaced_pod(env.namespace)
+        wanted = {"hub.jupyter.org/username": "quinn", "hub.jupyter.org/servername": name}
+        return any(
+            wanted.items() <= (p.metadata.annotations or {}).items()
+            and p.status.nominated_node_name == "server2-a30"
+            for p in pods.items
+        )
 
     try:
-        waiting = await wait_until(preempted_and_waiting, "the job to be preempted")
-        assert waiting["message"].startswith(
-            "preempted by a higher-priority workload; its replacement pod is "
-            "waiting for a free a30 (0/"
-        ), waiting
-        assert (
-            waiting["admission"]["flavors"]["nvidia.com/gpu"] == "a30"
-            and waiting["position"] is None
+        await wait_until(nominated, "the scheduler to nominate the A30's node for the server")
+        events, (status, answer) = await asyncio.gather(
+            asyncio.to_thread(env.hub.events, f"{server}/progress"), spawn
         )
-        assert "Pending" in [p["phase"] for p in waiting["pods"]] and waiting["failed"] == 0
+        assert status in (201, 202), answer
+        assert events[-1].get("ready"), events
+        assert any(
+            e["message"].startswith("Stopping 1 batch job on server2-a30 to make room")
+            for e in events
+        ), events
+        preempted = await wait_until(
+            lambda: state_of(env, "quinn", job["id"], "preempted", "requeued"),
+            "the job to be stopped",
+        )
+        assert preempted["failed"] == 0, preempted
         requeued = await wait_until(
             lambda: state_of(env, "quinn", job["id"], "requeued"),
             "Kueue to requeue the job",
@@ -441,7 +473,7 @@ async def test_a_job_a_notebook_preempts_is_requeued_and_completes_once_the_note
         assert (requeued["admission"], requeued["active"], requeued["failed"]) == (None, 0, 0)
         assert requeued["position"] == 1
     finally:
-        await core.delete_namespaced_pod("a30-notebook", env.namespace, grace_period_seconds=0)
+        await asyncio.to_thread(env.hub.request, "DELETE", server, {"remove": True})
     done = await wait_until(
         lambda: state_of(env, "quinn", job["id"], "succeeded"),
         "the job to run again and finish",
