@@ -311,14 +311,7 @@ def kwok_config(
                 delay.pop("jitterDurationMilliseconds", None)
             stages.append(stage)
     by_name = {s["metadata"]["name"]: s for s in stages}
-    # A deleted pod that still has finalizers (a Job's pod tracking) is first stopped, as a
-    # kubelet does; it is removed once the finalizers are gone.
-    delete = by_name["pod-delete"]["spec"].setdefault("selector", {})
-    delete.setdefault("matchExpressions", []).append(
-        {"key": ".metadata.finalizers", "operator": "DoesNotExist"}
-    )
-    stages.append(_stop_stage())
-    by_name["pod-stop"] = stages[-1]
+    _stop_before_delete(stages, by_name)
     site_stages = [
         stage
         for site in sites
@@ -390,10 +383,22 @@ def _site_stages(
     fail["spec"]["weightFrom"] = {
         "expressionFrom": f'if {_FORCED_FAILURE} then "1000" else "{site.failure_permille}" end'
     }
-    fail["spec"]["next"] = {"delete": False, "statusTemplate": _failed_status(site.node)}
+    failure = _failed_status(1, f"the remote site ({site.node}) failed the job")
+    fail["spec"]["next"] = {"delete": False, "statusTemplate": failure}
     for stage in (start, finish, fail):
         _select(stage, _NODE_NAME_KEY, "In", [site.node])
     return [start, finish, fail]
+
+
+def _stop_before_delete(stages: list[dict[str, Any]], by_name: dict[str, dict[str, Any]]) -> None:
+    """A deleted pod that still has finalizers (a Job's pod tracking) is first stopped, as a
+    kubelet does (pod-stop); pod-delete removes it once the finalizers are gone."""
+    delete = by_name["pod-delete"]["spec"].setdefault("selector", {})
+    delete.setdefault("matchExpressions", []).append(
+        {"key": ".metadata.finalizers", "operator": "DoesNotExist"}
+    )
+    stages.append(_stop_stage())
+    by_name["pod-stop"] = stages[-1]
 
 
 def _stop_stage() -> dict[str, Any]:
@@ -414,12 +419,14 @@ def _stop_stage() -> dict[str, Any]:
                     {"key": ".status.phase", "operator": "In", "values": ["Pending", "Running"]},
                 ]
             },
-            "next": {"delete": False, "statusTemplate": _stopped_status()},
+            "next": {"delete": False, "statusTemplate": _failed_status(143)},
         },
     }
 
 
-def _stopped_status() -> str:
+def _failed_status(exit_code: int, message: str | None = None) -> str:
+    """A failed pod's status: every container terminated with `exit_code` (and `message`)."""
+    message_line = f"      message: {message}\n" if message else ""
     return (
         "{{ $now := Now }}\n"
         "containerStatuses:\n"
@@ -431,32 +438,10 @@ def _stopped_status() -> str:
         "  started: false\n"
         "  state:\n"
         "    terminated:\n"
-        "      exitCode: 143\n"
+        f"      exitCode: {exit_code}\n"
         "      finishedAt: {{ $now | Quote }}\n"
         "      reason: Error\n"
-        "      startedAt: {{ $now | Quote }}\n"
-        "{{ end }}\n"
-        "phase: Failed\n"
-    )
-
-
-def _failed_status(node: str) -> str:
-    """The pod's status when its site fails it: every container exits 1."""
-    return (
-        "{{ $now := Now }}\n"
-        "containerStatuses:\n"
-        "{{ range .spec.containers }}\n"
-        "- image: {{ .image | Quote }}\n"
-        "  name: {{ .name | Quote }}\n"
-        "  ready: false\n"
-        "  restartCount: 0\n"
-        "  started: false\n"
-        "  state:\n"
-        "    terminated:\n"
-        "      exitCode: 1\n"
-        "      finishedAt: {{ $now | Quote }}\n"
-        "      reason: Error\n"
-        f"      message: the remote site ({node}) failed the job\n"
+        f"{message_line}"
         "      startedAt: {{ $now | Quote }}\n"
         "{{ end }}\n"
         "phase: Failed\n"
