@@ -72,3 +72,26 @@ def test_port_in_use_is_a_one_line_error():
         with pytest.raises(DevClusterError, match=f"port {port} on 127.0.0.1 .* --port") as error:
             processes.require_free(port, "kube-apiserver", "--port")
         assert "\n" not in str(error.value)
+
+
+def test_a_clusters_ports_are_a_block_below_the_ephemeral_range_picked_by_its_api_port():
+    block = processes.PortBlock(16444, bindable=lambda port: True)
+    first = processes.PORT_BLOCK_BASE + 16444 % processes.PORT_BLOCKS * processes.PORT_BLOCK_SIZE
+    assert [block.take() for _ in range(3)] == [first, first + 1, first + 2]
+    assert first + processes.PORT_BLOCK_SIZE <= 32768
+    # Clusters started at once (consecutive API ports) take different blocks.
+    assert processes.PortBlock(16445, bindable=lambda port: True).take() == (
+        first + processes.PORT_BLOCK_SIZE
+    )
+
+
+def test_a_block_another_program_uses_is_skipped_and_a_full_one_is_a_clear_error():
+    first = processes.PORT_BLOCK_BASE + 16444 % processes.PORT_BLOCKS * processes.PORT_BLOCK_SIZE
+    block = processes.PortBlock(16444, bindable=lambda port: port != first + 5)
+    assert block.take() == first + processes.PORT_BLOCK_SIZE
+    for _ in range(processes.PORT_BLOCK_SIZE - 1):
+        block.take()
+    with pytest.raises(DevClusterError, match="more than 16 ports"):
+        block.take()
+    with pytest.raises(DevClusterError, match="no free block of 16 ports"):
+        processes.PortBlock(16444, bindable=lambda port: False)

@@ -201,11 +201,13 @@ class DevCluster:
         )
 
     def _allocate_ports(self) -> components.Ports:
-        """The apiserver on the cluster's fixed port (clients find it there); the rest free ones."""
+        """The apiserver on the cluster's fixed port (clients find it there); the rest from the
+        cluster's block of ports (processes.PortBlock), Kueue's later."""
+        self._ports = processes.PortBlock(self.port)
         return components.Ports(
             apiserver=self.port,
             **{
-                f: processes.free_port()
+                f: self._ports.take()
                 for f in ("etcd_client", "etcd_peer", "controller_manager", "scheduler", "kwok")
             },
         )
@@ -282,7 +284,7 @@ class DevCluster:
         layout = self.layout
         manifests = versions.kueue_manifests(self.cache)
         ports = kueue.KueuePorts(
-            **{f: processes.free_port() for f in ("webhook", "health", "metrics")}
+            **{f: self._ports.take() for f in ("webhook", "health", "metrics")}
         )
         state["ports"].update(ports.as_dict())
         kueue.ensure_metrics_certificate()

@@ -100,6 +100,48 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A cluster's components listen on a block of ports below the kernel's ephemeral range (32768 and
+# up by default). free_port's ports are ephemeral ones: between their choice and the component's
+# bind, an outgoing connection of any process may take one as its source port, and a cluster then
+# failed to start ("address already in use") while others started beside it. The block follows
+# from the cluster's API port, unique among running clusters, so clusters started at once take
+# different blocks; a block some other program uses is skipped.
+PORT_BLOCK_BASE = 20000
+PORT_BLOCK_SIZE = 16
+PORT_BLOCKS = 750
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class PortBlock:
+    """The listening ports of one cluster's components, handed out in turn."""
+
+    def __init__(self, api_port: int, bindable=_bindable) -> None:
+        for step in range(PORT_BLOCKS):
+            first = PORT_BLOCK_BASE + (api_port + step) % PORT_BLOCKS * PORT_BLOCK_SIZE
+            ports = list(range(first, first + PORT_BLOCK_SIZE))
+            if all(bindable(port) for port in ports):
+                self._free = ports
+                return
+        raise DevClusterError(
+            f"no free block of {PORT_BLOCK_SIZE} ports between {PORT_BLOCK_BASE} and "
+            f"{PORT_BLOCK_BASE + PORT_BLOCKS * PORT_BLOCK_SIZE} on 127.0.0.1"
+        )
+
+    def take(self) -> int:
+        if not self._free:
+            raise DevClusterError(f"a cluster needs more than {PORT_BLOCK_SIZE} ports")
+        return self._free.pop(0)
+
+
 def require_free(port: int, what: str, option: str) -> None:
     """Raise a one-line error if a program listens on port on 127.0.0.1.
 
