@@ -166,10 +166,13 @@ def _site_job(name: str, node: str, env: list[dict]) -> dict:
 
 
 async def test_site_virtual_nodes_run_job_pods_and_fail_those_told_to(core, batch, namespace):
-    """Each site has its own kwok stages; a pod whose env says so fails there (exit code 1)."""
+    """Each site has its own kwok stages; a pod whose env says so fails there (exit code 1) or
+    runs as long as it says (the site's default is 1-1.5 s on the Podman VM)."""
     fail = [{"name": components.SITE_OUTCOME_ENV, "value": "fail"}]
+    slow = [{"name": components.SITE_RUNTIME_ENV, "value": "8s"}]
     await batch.create_namespaced_job(namespace, _site_job("ok", "vk-podman-vm", []))
     await batch.create_namespaced_job(namespace, _site_job("bad", "vk-hpc-bubble-slurm", fail))
+    await batch.create_namespaced_job(namespace, _site_job("slow", "vk-podman-vm", slow))
 
     async def finished(name: str, condition: str):
         job = await batch.read_namespaced_job(name, namespace)
@@ -181,6 +184,10 @@ async def test_site_virtual_nodes_run_job_pods_and_fail_those_told_to(core, batc
     [pod] = (await core.list_namespaced_pod(namespace, label_selector="job-name=bad")).items
     assert pod.spec.node_name == "vk-hpc-bubble-slurm" and pod.status.phase == "Failed"
     assert pod.status.container_statuses[0].state.terminated.exit_code == 1
+    await wait_until(lambda: finished("slow", "Complete"), "the slow site's Job to complete")
+    [pod] = (await core.list_namespaced_pod(namespace, label_selector="job-name=slow")).items
+    ran = pod.status.container_statuses[0].state.terminated.finished_at - pod.status.start_time
+    assert ran.total_seconds() >= 7  # kwok's times are whole seconds
 
 
 async def test_a_namespace_without_labels_still_enforces_restricted(core):

@@ -157,13 +157,18 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
         '[.spec.containers[].env[]? | select(.name == "DEVCLUSTER_SITE_OUTCOME" and '
         '.value == "fail")] | length > 0'
     )
+    runtime = (
+        'first(.spec.containers[].env[]? | select(.name == "DEVCLUSTER_SITE_RUNTIME") | .value'
+        " | strings)"
+    )
     complete, fail = stages["pod-complete-vk-a"], stages["pod-fail-vk-a"]
     assert complete["delay"] == {
         "durationMilliseconds": 1000,
-        "durationFrom": {"expressionFrom": annotation.format("delay")},
+        "durationFrom": {"expressionFrom": f"{annotation.format('delay')} // {runtime}"},
         "jitterDurationMilliseconds": 1500,
         "jitterDurationFrom": {
-            "expressionFrom": f"{annotation.format('jitter-delay')} // {annotation.format('delay')}"
+            "expressionFrom": f"{annotation.format('jitter-delay')} // "
+            f'{annotation.format("delay")} // ({runtime} + "500ms")'
         },
     }
     assert fail["delay"] == complete["delay"]

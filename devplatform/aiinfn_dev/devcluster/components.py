@@ -242,7 +242,13 @@ JOB_POD_DEFAULT_RUNTIME_MS = 1000
 # A job container with this variable set to "fail" fails at whichever remote site runs it (the
 # tests' way to make a site fail a job; the sites' own failure rates are random).
 SITE_OUTCOME_ENV = "DEVCLUSTER_SITE_OUTCOME"
+# A job container with this variable set to a Go duration (such as "40s") runs that long, plus
+# the site's jitter, at whichever remote site runs it (a pod's delay annotation still wins).
+SITE_RUNTIME_ENV = "DEVCLUSTER_SITE_RUNTIME"
 _NODE_NAME_KEY = ".spec.nodeName"
+_RUNTIME = (
+    f'first(.spec.containers[].env[]? | select(.name == "{SITE_RUNTIME_ENV}") | .value | strings)'
+)
 _FORCED_FAILURE = (
     f'[.spec.containers[].env[]? | select(.name == "{SITE_OUTCOME_ENV}" and .value == "fail")]'
     " | length > 0"
@@ -365,13 +371,15 @@ def _site_stages(
     finish = copy.deepcopy(dict(complete))
     finish["metadata"] = {"name": f"pod-complete-{site.node}"}
     annotation = '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/{}"]'
+    delay, jitter = annotation.format("delay"), annotation.format("jitter-delay")
     finish["spec"]["delay"] = {
         "durationMilliseconds": site.run_ms,
-        "durationFrom": {"expressionFrom": annotation.format("delay")},
+        "durationFrom": {"expressionFrom": f"{delay} // {_RUNTIME}"},
         "jitterDurationMilliseconds": site.run_ms + site.run_jitter_ms,
-        # A pod given a delay but no jitter runs exactly that long.
+        # A pod given a delay but no jitter runs exactly that long; one given a run time by its
+        # env gets the site's jitter on top (Go durations concatenate: "40s" + "500ms").
         "jitterDurationFrom": {
-            "expressionFrom": f"{annotation.format('jitter-delay')} // {annotation.format('delay')}"
+            "expressionFrom": f'{jitter} // {delay} // ({_RUNTIME} + "{site.run_jitter_ms}ms")'
         },
     }
     finish["spec"].pop("weight", None)
