@@ -22,7 +22,8 @@ thousands, and even the Podman VM holds one. Samples go to benchmarks/offload/sa
 the PNG is drawn from them.
 
 Run: .venv/bin/python -m benchmarks.bench_offload [--jobs N] [--json FILE]
-     python -m benchmarks.bench_offload --plot-only   (needs matplotlib; redraws the PNG)
+     python -m benchmarks.bench_offload --plot-only   (needs matplotlib, the dev platform's
+                                                       `bench` extra; redraws the PNG)
 It uses (or starts and then stops) the dev cluster named by $AIINFN_DEVCLUSTER_NAME (default
 "bench-offload") on $AIINFN_DEVCLUSTER_PORT (default: a free port). Nothing here is a test.
 """
