@@ -16,7 +16,6 @@ import os
 import random
 import re
 import secrets
-import socket
 import stat
 import urllib.error
 import urllib.parse
@@ -26,6 +25,7 @@ import pytest
 import pytest_asyncio
 from aiinfn_dev import devstorage
 from aiinfn_dev.devcluster.cluster import DevCluster
+from aiinfn_dev.devcluster.processes import bindable
 from kubernetes_asyncio import client
 
 from aiinfn_hub import catalog, identity, k8s, labels, names, policy, tokens, volumes
@@ -434,20 +434,10 @@ async def test_a_lost_record_never_gives_one_users_files_to_another(
     assert pod.status.phase == "Succeeded"
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def port_below_ephemeral() -> int:
     """A free port the kernel never hands out to a client, so only our cluster takes it."""
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    return next(port for port in random.sample(range(20000, low), 200) if port_free(port))
+    return next(port for port in random.sample(range(20000, low), 200) if bindable(port))
 
 
 async def test_uids_stay_with_the_files_across_a_dev_cluster_restart(devcluster, tmp_path):
@@ -502,7 +492,7 @@ async def test_uids_stay_with_the_files_across_a_dev_cluster_restart(devcluster,
         await asyncio.to_thread(cluster.down)
         # The stopped API server's socket lingers a moment after its process has gone.
         await wait_until(
-            lambda: asyncio.to_thread(port_free, cluster.port), "the old API port to close"
+            lambda: asyncio.to_thread(bindable, cluster.port), "the old API port to close"
         )
         await asyncio.to_thread(cluster.up)
         # carol comes first after the restart: she must not get alice's or bob's number.

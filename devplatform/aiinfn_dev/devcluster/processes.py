@@ -111,7 +111,8 @@ PORT_BLOCK_SIZE = 16
 PORT_BLOCKS = 750
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Whether a listener can bind this loopback port now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -124,7 +125,7 @@ def _bindable(port: int) -> bool:
 class PortBlock:
     """The listening ports of one cluster's components, handed out in turn."""
 
-    def __init__(self, api_port: int, bindable=_bindable) -> None:
+    def __init__(self, api_port: int, bindable=bindable) -> None:
         for step in range(PORT_BLOCKS):
             first = PORT_BLOCK_BASE + (api_port + step) % PORT_BLOCKS * PORT_BLOCK_SIZE
             ports = list(range(first, first + PORT_BLOCK_SIZE))
