@@ -127,11 +127,10 @@ def _safe_line(text: str, secrets: Iterable[str]) -> str:
     return line if len(line) <= MAX_LINE_CHARS else line[: MAX_LINE_CHARS - 1] + "…"
 
 
-def user_message(
-    crash: Crash, excerpt: str | None, secrets: Iterable[str], show_log: bool = True
-) -> str:
-    """What the user reads: which container failed, how (the runtime's message masked like the
-    log), and, with show_log, its last log lines (from log_excerpt; None: it could not be read)."""
+def what_failed(crash: Crash, secrets: Iterable[str], excerpt: str | None = None) -> str:
+    """Which container failed and how, e.g. "container 'job' failed (exit code 1; the remote
+    site failed the job)": the runtime's message masked like a log line, and left out when it is
+    already in `excerpt` (a message the kubelet took from the log, FallbackToLogsOnError)."""
     what = f"{'set-up container' if crash.init else 'container'} {crash.container!r}"
     if crash.restarts:
         what += f" failed again after {crash.restarts} restart{'s' if crash.restarts != 1 else ''}"
@@ -143,12 +142,19 @@ def user_message(
     if crash.reason and crash.reason not in ("Error", "Completed"):
         detail.append(crash.reason)
     runtime = _safe_line(crash.message, secrets) if crash.message else ""
-    # A message the kubelet took from the log (FallbackToLogsOnError) is not repeated.
-    if runtime and not (show_log and excerpt and runtime in " ".join(excerpt.split())):
+    if runtime and not (excerpt and runtime in " ".join(excerpt.split())):
         detail.append(runtime)
-    message = f"your server could not start: {what}"
-    if detail:
-        message += f" ({'; '.join(detail)})"
+    return f"{what} ({'; '.join(detail)})" if detail else what
+
+
+def user_message(
+    crash: Crash, excerpt: str | None, secrets: Iterable[str], show_log: bool = True
+) -> str:
+    """What the user reads: which container failed, how (the runtime's message masked like the
+    log), and, with show_log, its last log lines (from log_excerpt; None: it could not be read)."""
+    message = "your server could not start: " + what_failed(
+        crash, secrets, excerpt if show_log else None
+    )
     if not show_log:
         return message
     if excerpt is None:

@@ -622,6 +622,84 @@ async def test_a_job_a_site_fails_is_reported_failed_with_its_site(two_sites):
     assert (await env.api("alice", "DELETE", f"api/jobs/{job['id']}"))[0] == 200
 
 
+async def _podman_reservation(env: Env, core: client.CoreV1Api) -> list[str]:
+    """The Podman VM's quota Kueue holds for the namespace's LocalQueues (empty: none)."""
+    queues = await client.CustomObjectsApi(core.api_client).list_namespaced_custom_object(
+        kueue_config.API_GROUP, kueue_config.API_VERSION, env.namespace, "localqueues"
+    )
+    return [
+        f"{queue['metadata']['name']}: {resource['name']}={resource['total']}"
+        for queue in queues["items"]
+        for flavor in (queue.get("status") or {}).get("flavorsReservation") or ()
+        if flavor["name"] == "vk-podman-vm"
+        for resource in flavor.get("resources") or ()
+        if resource["total"] not in ("0", 0)
+    ]
+
+
+async def test_nothing_is_lost_when_a_site_fails_jobs(two_sites, core):
+    """Six jobs offloaded to the Podman VM, which fails half of them: each ends succeeded or
+    failed in the site's own words, none stays queued or running, Kueue gets their quota back,
+    and deleting them leaves nothing of theirs in the namespace."""
+    env = two_sites
+    outcomes = {}
+    for index, fails in enumerate([True, False] * 3):
+        extra = {components.SITE_OUTCOME_ENV: "fail"} if fails else {}
+        body = job_body(name=f"part-{index}", offload="only", volumes=[], env=extra)
+        status, job, _ = await env.api("alice", "POST", "api/jobs", body)
+        assert status == 201, job
+        outcomes[job["id"]] = "failed" if fails else "succeeded"
+    ended = {
+        job_id: await wait_until(
+            lambda job_id=job_id: state_of(env, "alice", job_id, "failed", "succeeded"),
+            f"job {job_id} to end",
+        )
+        for job_id in outcomes
+    }
+    assert {job_id: body["state"] for job_id, body in ended.items()} == outcomes
+    for job_id, body in ended.items():
+        assert body["site"] == "podman-vm", body
+        if outcomes[job_id] == "failed":
+            assert body["message"] == (
+                "it failed 1 time, its retry limit; its last attempt, at podman-vm: container "
+                "'job' failed (exit code 1; the remote site (vk-podman-vm) failed the job)"
+            )
+        else:
+            assert (body["succeeded"], body["message"]) == (1, None)
+    await wait_until(
+        lambda: _no_reservation(env, core),
+        "Kueue to release the Podman VM's quota",
+    )
+    for job_id in outcomes:
+        assert (await env.api("alice", "DELETE", f"api/jobs/{job_id}"))[0] == 200
+    await wait_until(lambda: _nothing_left(env, core, set(outcomes)), "the jobs' objects to go")
+
+
+async def _no_reservation(env: Env, core: client.CoreV1Api) -> bool:
+    return not await _podman_reservation(env, core)
+
+
+async def _nothing_left(env: Env, core: client.CoreV1Api, job_ids: set[str]) -> bool:
+    """No Job, pod, Workload or sandbox ConfigMap of these jobs is left in the namespace."""
+    ns = env.namespace
+    custom = client.CustomObjectsApi(core.api_client)
+    jobs = await client.BatchV1Api(core.api_client).list_namespaced_job(ns)
+    pods = await core.list_namespaced_pod(ns)
+    maps = await core.list_namespaced_config_map(ns)
+    workloads = await custom.list_namespaced_custom_object(
+        kueue_config.API_GROUP, kueue_config.API_VERSION, ns, "workloads"
+    )
+    left = [j.metadata.name for j in jobs.items if j.metadata.name in job_ids]
+    left += [p.metadata.name for p in pods.items if p.metadata.labels.get("job-name") in job_ids]
+    left += [m.metadata.name for m in maps.items if m.metadata.name in job_ids]
+    left += [
+        w["metadata"]["name"]
+        for w in workloads["items"]
+        if any(o["name"] in job_ids for o in w["metadata"].get("ownerReferences") or ())
+    ]
+    return not left
+
+
 # -- refusals ----------------------------------------------------------------------------------
 
 FORGED = [

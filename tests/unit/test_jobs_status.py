@@ -469,3 +469,65 @@ def test_full_buckets_are_forgotten_when_the_table_grows(monkeypatch):
     assert set(limiter._buckets) == {"late"}
     with pytest.raises(ValueError):
         RateLimiter(rate=0, burst=1)
+
+
+def failed_pod(name, node, finished, exit_code=1, message=None, site=None):
+    terminated = {"exitCode": exit_code, "reason": "Error", "finishedAt": finished}
+    if message:
+        terminated["message"] = message
+    selector = {
+        "virtual-node.interlink/site": site,
+        "virtual-node.interlink/type": "virtual-kubelet",
+    }
+    return {
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "nodeSelector": selector if site else {}},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [{"name": "job", "state": {"terminated": terminated}}],
+        },
+    }
+
+
+def failed_job(reason, failed):
+    failed_job = job(suspend=False, failed=failed)
+    failed_job["status"]["conditions"] = [
+        {"type": "Failed", "status": "True", "reason": reason, "message": "Kubernetes' words"}
+    ]
+    return failed_job
+
+
+def test_a_failed_job_says_why_and_how_its_last_attempt_ended_and_where():
+    pods = [
+        failed_pod(
+            "job-1-0-b",
+            "vk-podman-vm",
+            "2026-01-01T00:02:00Z",
+            site="podman-vm",
+            message="the remote site (vk-podman-vm) failed the job",
+        ),
+        failed_pod("job-1-0-a", "cpu-node-1", "2026-01-01T00:01:00Z", exit_code=2),
+    ]
+    summary = status.summarize(failed_job("BackoffLimitExceeded", 2), None, PRIORITIES, None, pods)
+    assert summary["message"] == (
+        "it failed 2 times, its retry limit; its last attempt, at podman-vm: container 'job' "
+        "failed (exit code 1; the remote site (vk-podman-vm) failed the job)"
+    )
+    summary = status.summarize(
+        failed_job("BackoffLimitExceeded", 1), None, PRIORITIES, None, pods[1:]
+    )
+    assert summary["message"] == (
+        "it failed 1 time, its retry limit; its last attempt, on cpu-node-1: container 'job' "
+        "failed (exit code 2)"
+    )
+
+
+@pytest.mark.parametrize(
+    "reason, message",
+    [
+        ("DeadlineExceeded", "it ran past its deadline (deadline_seconds)"),
+        ("PodFailurePolicy", "Kubernetes' words"),
+    ],
+)
+def test_a_failed_job_without_pods_says_why_from_its_condition(reason, message):
+    assert status.summarize(failed_job(reason, 1), None, PRIORITIES)["message"] == message

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ... import labels
+from ... import labels, podfailure
 
 QUOTA_RESERVED = "QuotaReserved"
 ADMITTED = "Admitted"
@@ -185,6 +185,40 @@ def _message(workload: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+def _failure_message(
+    job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]] | None
+) -> str | None:
+    """Why a job failed, in our words: its retry limit or deadline (the Job's Failed condition),
+    and how its last attempt ended and where (a site's own failure reads as the site wrote it)."""
+    failed = _condition(job, "Failed")
+    if failed is None:
+        return None
+    reason, count = failed.get("reason"), (job.get("status") or {}).get("failed", 0)
+    if reason == "BackoffLimitExceeded":
+        why = f"it failed {count} time{'s' if count != 1 else ''}, its retry limit"
+    elif reason == "DeadlineExceeded":
+        why = "it ran past its deadline (deadline_seconds)"
+    else:
+        why = str(failed.get("message") or reason or "it failed")[:300]
+    attempts = [p for p in pods or () if (p.get("status") or {}).get("phase") == "Failed"]
+    last = max(attempts, key=_finished_at, default=None)
+    crash = podfailure.crashed(last, 0) if last is not None else None
+    if last is None or crash is None:
+        return why
+    place = pod_summary(last)
+    where = f"on {place['node']}" if place["site"] == "local" else f"at {place['site']}"
+    return f"{why}; its last attempt, {where}: {podfailure.what_failed(crash, ())}"
+
+
+def _finished_at(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """When a failed pod's containers ended (RFC 3339 sorts as text), then its name."""
+    ended = [
+        ((c.get("state") or {}).get("terminated") or {}).get("finishedAt") or ""
+        for c in (pod.get("status") or {}).get("containerStatuses") or ()
+    ]
+    return (max(ended, default=""), pod["metadata"]["name"])
+
+
 def _remote(pod_spec: Mapping[str, Any]) -> bool:
     """Kueue put a remote flavor's node label (the virtual node's) on the pod template."""
     return labels.INTERLINK_NODE in (pod_spec.get("nodeSelector") or {})
@@ -277,6 +311,8 @@ def summarize(
         "message": (
             _preemption_message(job, workload, pods)
             if job_state == "preempted"
+            else _failure_message(job, pods)
+            if job_state == "failed"
             else _message(workload)
         ),
     }
