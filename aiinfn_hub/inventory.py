@@ -17,7 +17,7 @@ accelerator are the distinct jobs with pods holding its units (those a notebook 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from aiinfn_hub.catalog import Accelerator
@@ -401,6 +401,18 @@ class Inventory(RecordReader):
             accelerator: Counts(*row)._replace(batch_jobs=len(jobs[accelerator]))
             for accelerator, row in sums.items()
         }
+
+    def totals(self) -> dict[str, Counts]:
+        """`snapshot` over all notebook capacity, every reservation included (the metrics)."""
+        return self.snapshot({r for b in self._buckets.values() for r in b if r is not None})
+
+    def placed_pods(self) -> Iterator[tuple[PodRecord, NodeRecord]]:
+        """Each pod that holds units with the record of its node (pods of unknown nodes left
+        out): what the metrics add up by project and find offloaded, in one pass."""
+        for pod in self._pods.values():
+            node = self._nodes.get(pod.node)
+            if node is not None:
+                yield pod, node
 
     @property
     def node_count(self) -> int:

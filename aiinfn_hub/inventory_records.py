@@ -15,10 +15,12 @@ from typing import Any, NamedTuple
 from aiinfn_hub import quantities
 from aiinfn_hub.catalog import Accelerator
 from aiinfn_hub.labels import (
+    ACCELERATOR,
     INTERLINK_TAINT_PREFIX,
     JOB_NAME,
     KUEUE_QUEUE,
     LEGACY_JOB_NAME,
+    PROJECT,
     VIRTUAL_KUBELET_TAINT,
     VIRTUAL_NODE,
     VIRTUAL_NODE_VALUE,
@@ -36,6 +38,7 @@ class NodeRecord(NamedTuple):
     eligible: bool
     reserved_for: str | None
     offers: Mapping[str, tuple[str, int]]  # resource -> (accelerator key, units)
+    virtual: bool = False  # an offload (virtual-kubelet) node: its pods run at a remote site
 
 
 class PodRecord(NamedTuple):
@@ -45,6 +48,9 @@ class PodRecord(NamedTuple):
     demands: tuple[tuple[str, int], ...]  # (resource, units > 0), sorted
     batch: bool
     job: str = ""  # a batch pod's job: "<namespace>/job/<name>" or "<namespace>/pod/<name>"
+    # Its accelerator and project labels, as set (the metrics' model and project; "" if none).
+    accelerator: str = ""
+    project: str = ""
 
 
 def units(value: Any) -> int:
@@ -66,6 +72,12 @@ def _quantity(text: str) -> int:
     except ValueError:
         return 0
     return number if number > 0 else 0
+
+
+def _label(labels: Mapping[str, Any], key: str) -> str:
+    """A label's value, interned (pods share a few), or "" if it is not a short string."""
+    value = labels.get(key)
+    return sys.intern(value) if type(value) is str and len(value) <= 63 else ""
 
 
 def job_key(meta: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
@@ -153,7 +165,7 @@ class RecordReader:
                         offers[resource] = (accelerator.key, count)
                         break
         eligible = ready and spec.get("unschedulable") is not True and not virtual
-        return NodeRecord(eligible, reserved_for, offers)
+        return NodeRecord(eligible, reserved_for, offers, virtual)
 
     @staticmethod
     def pod_key(obj: Mapping[str, Any] | None) -> str | None:
@@ -192,7 +204,14 @@ class RecordReader:
                         batch = True
                         break
             job = job_key(meta, labels) if batch else ""
-            return PodRecord(sys.intern(node), demands, batch, job)
+            return PodRecord(
+                sys.intern(node),
+                demands,
+                batch,
+                job,
+                _label(labels, ACCELERATOR),
+                _label(labels, PROJECT),
+            )
         except (AttributeError, TypeError):
             return None
 

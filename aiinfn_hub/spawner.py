@@ -17,7 +17,7 @@ from typing import Any
 from kubespawner import KubeSpawner
 from traitlets import Float, Instance, Integer, default
 
-from . import hubstate, labels, placement, spawn_options, spawn_progress
+from . import hubstate, labels, metrics, placement, spawn_options, spawn_progress
 from .errors import UserError, to_http_error
 from .platform_config import AiInfnPlatform
 from .policy import UserPolicy, for_user
@@ -189,6 +189,9 @@ class AiInfnSpawner(KubeSpawner):
         start = super().start()
         try:
             return await self._watch.start(start)
+        except Exception as error:
+            metrics.count_refusal(error)
+            raise
         finally:
             self._options.release()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kubernetes_asyncio import client
 from tornado.ioloop import PeriodicCallback
 from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, validate
 
@@ -322,6 +323,8 @@ class AiInfnJobs(ServiceApp):
             await self.api_client.close()
             raise SystemExit(f"{self.name}: {error}") from None
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
+        self.metrics = handlers.ServiceMetrics()
+        self.health = handlers.HealthCheck(self._probe)
         self.collector = PeriodicCallback(self._collect, self.orphan_grace_seconds * 1000 / 2)
         self.collector.start()
         self.log.info(
@@ -337,6 +340,15 @@ class AiInfnJobs(ServiceApp):
         except Exception:  # a failed sweep is retried at the next period
             self.log.exception("Sweeping sandboxes of interrupted submissions failed")
 
+    async def _probe(self) -> None:
+        """One cheap call that needs the service's credentials and its RBAC: a Job list of one."""
+        batch = client.BatchV1Api(self.api_client)
+        await k8s.call_json(
+            batch.list_namespaced_job(
+                self.namespace, limit=1, _preload_content=False, _request_timeout=5
+            )
+        )
+
     async def cleanup(self) -> None:
         self.collector.stop()
         await self.api_client.close()
@@ -348,6 +360,8 @@ class AiInfnJobs(ServiceApp):
         return {
             "jobs": self.jobs,
             "limiter": self.limiter,
+            "metrics": self.metrics,
+            "health": self.health,
             "service_prefix": self.service_prefix.rstrip("/") + "/",
         }
 

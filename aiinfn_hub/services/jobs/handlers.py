@@ -1,4 +1,5 @@
-"""HTTP side of the job service: the REST API under api/, the jobs page, the page's cancel form.
+"""HTTP side of the job service: the REST API under api/, the jobs page, the page's cancel form,
+and for the platform: metrics (a hub token with `read:metrics`) and health (public, no detail).
 
 Every handler takes the caller from the hub; bodies are parsed by the strict request models and
 nothing identity-like is read from them. Each user has a token bucket (429 with Retry-After).
@@ -7,15 +8,21 @@ nothing identity-like is read from them. Each user has a token bucket (429 with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
 from jinja2 import Environment, PackageLoader, select_autoescape
 from kubernetes_asyncio.client.rest import ApiException
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from tornado import web
 
 from ...errors import UserError
-from ..base import HubUser, ServiceHandler
+from ..base import HubUser, ServiceHandler, Unauthenticated
 from . import openapi
 from .operations import JobService
 from .ratelimit import retry_after
@@ -26,7 +33,66 @@ _pages = Environment(
     loader=PackageLoader("aiinfn_hub", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
+log = logging.getLogger(__name__)
 MAX_LOG_INDEX = 10_000
+METRICS_SCOPE = "read:metrics"
+HEALTH_CACHE_SECONDS = 5.0
+_REASON = re.compile(r"[a-z][a-z-]{0,31}")
+_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
+
+
+class ServiceMetrics:
+    """The service's own metrics, in a registry of their own (not the process-wide default, which
+    holds what the hub's configuration file registers when a hub loads it)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.submissions = Counter(
+            "aiinfn_jobs_submissions",
+            "Submissions accepted, by kind (job, clone, resubmit) and outcome (created, or "
+            "replayed: an idempotency key that had already made the job).",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "aiinfn_jobs_refusals",
+            "Submissions refused, by reason (the error's reason: policy, capacity, "
+            "rate-limited, too-many-jobs, offload...).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason=reason if _REASON.fullmatch(reason) else "other").inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HealthCheck:
+    """Whether the service's Kubernetes access works, asked of the API server (`probe`) at most
+    once per HEALTH_CACHE_SECONDS however often /health is called (it is public)."""
+
+    def __init__(self, probe: Callable[[], Awaitable[Any]]) -> None:
+        self.probe = probe
+        self.checked_at = float("-inf")
+        self.healthy = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> bool:
+        async with self._lock:  # callers during a check wait for its answer
+            if time.monotonic() - self.checked_at >= HEALTH_CACHE_SECONDS:
+                self.healthy = await self._check()
+                self.checked_at = time.monotonic()
+        return self.healthy
+
+    async def _check(self) -> bool:
+        try:
+            await self.probe()
+        except Exception as error:  # any failure is "unhealthy"; only the log has the detail
+            log.warning("Health check: Kubernetes API: %s: %s", type(error).__name__, error)
+            return False
+        return True
 
 
 class RateLimited(UserError):
@@ -68,8 +134,21 @@ class _Jobs(ServiceHandler):
             )
         return super().as_user_error(error)
 
-    def created(self, summary: dict, created: bool) -> None:
+    @contextlib.contextmanager
+    def submission(self) -> Iterator[None]:
+        """Count a submission's refusal (any error that is not a bug) by its reason."""
+        try:
+            yield
+        except Exception as error:
+            user_error = self.as_user_error(error)
+            if user_error is not None:
+                self.settings["metrics"].refused(user_error.reason)
+            raise
+
+    def created(self, summary: dict, created: bool, kind: str) -> None:
         """201 with a Location for a new job, 200 for the one an idempotency key already made."""
+        outcome = "created" if created else "replayed"
+        self.settings["metrics"].submissions.labels(kind=kind, outcome=outcome).inc()
         if created:
             self.set_header(
                 "Location", f"{self.settings['service_prefix']}api/jobs/{summary['id']}"
@@ -114,14 +193,18 @@ class JobsHandler(_Jobs):
         self.write_json({"jobs": await self.jobs.list(self.user(), everyone == "1")})
 
     async def post(self) -> None:
-        caller = self.user()
-        self.created(*await self.jobs.submit(caller, parse(JobRequest, self.request.body)))
+        with self.submission():
+            caller = self.user()
+            result = await self.jobs.submit(caller, parse(JobRequest, self.request.body))
+        self.created(*result, "job")
 
 
 class ClonesHandler(_Jobs):
     async def post(self) -> None:
-        caller = self.user()
-        self.created(*await self.jobs.submit(caller, parse(CloneRequest, self.request.body)))
+        with self.submission():
+            caller = self.user()
+            result = await self.jobs.submit(caller, parse(CloneRequest, self.request.body))
+        self.created(*result, "clone")
 
 
 class JobHandler(_Jobs):
@@ -142,9 +225,11 @@ class LogsHandler(_Jobs):
 
 class ResubmitHandler(_Jobs):
     async def post(self, job_id: str) -> None:
-        caller = self.user()
-        key = parse(ResubmitRequest, self.request.body).idempotency_key
-        self.created(*await self.jobs.resubmit(caller, job_id, key))
+        with self.submission():
+            caller = self.user()
+            key = parse(ResubmitRequest, self.request.body).idempotency_key
+            result = await self.jobs.resubmit(caller, job_id, key)
+        self.created(*result, "resubmit")
 
 
 class PageHandler(_Jobs):
@@ -193,6 +278,37 @@ class CancelFormHandler(_Jobs):
         self.redirect(self.settings["service_prefix"], status=303)
 
 
+class MetricsHandler(ServiceHandler):
+    """The service's metrics for Prometheus: a hub token (Authorization: Bearer or token) whose
+    scopes include read:metrics, as the hub's own /hub/metrics asks; no cookie, no user."""
+
+    async def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        match = _TOKEN.fullmatch(header.strip())
+        model = await self.hub_auth.user_for_token(match.group(1), sync=False) if match else None
+        if model is None:
+            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"), bool(header))
+        if METRICS_SCOPE not in (model.get("scopes") or ()):
+            raise UserError(
+                f"this token lacks the {METRICS_SCOPE} scope", reason="forbidden", status=403
+            )
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.settings["metrics"].exposition())
+
+
+class HealthHandler(ServiceHandler):
+    """200 while the service can use the Kubernetes API, else 503; public, so it says no more."""
+
+    async def prepare(self) -> None:
+        pass
+
+    async def get(self) -> None:
+        healthy = await self.settings["health"]()
+        self.write_json({"status": "ok" if healthy else "unavailable"}, 200 if healthy else 503)
+
+
 def routes() -> list[tuple]:
     job = r"([^/]+)"
     return [
@@ -205,4 +321,6 @@ def routes() -> list[tuple]:
         (rf"api/jobs/{job}/resubmit/?", ResubmitHandler),
         (r"?", PageHandler),
         (rf"jobs/{job}/cancel", CancelFormHandler),
+        (r"metrics", MetricsHandler),
+        (r"health", HealthHandler),
     ]
