@@ -738,13 +738,12 @@ def test_an_offloadable_clone_keeps_only_what_a_remote_site_can_mount():
         "nodeSelector" not in spec
         and spec["tolerations"][0]["key"] == "virtual-node.interlink/no-schedule"
     )
-    # Asked for, JuiceFS comes as the claim (local pods) and the credentials (remote sites).
-    request = CloneRequest(name="remote", command=["true"], offload="may", volumes=["juicefs"])
+    # Asked for at a remote site, JuiceFS comes as the credentials for the site's mount.
+    request = CloneRequest(name="remote", command=["true"], offload="only", volumes=["juicefs"])
     plan = resolve(request, ALICE, CATALOG, POLICY, JUICEFS_RULES, facts)
     spec = manifests.make_bunshin_job(META, plan, pod, SETTINGS)["spec"]["template"]["spec"]
     assert [v["name"] for v in spec["volumes"]] == [
         "shm",
-        "juicefs",
         "access-token",
         "aiinfn-secret-0",
         "aiinfn-secret-1",

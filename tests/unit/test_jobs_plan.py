@@ -348,15 +348,16 @@ def _plan(rules, **fields):
     return resolve(request, ALICE, CATALOG, policy.for_user(DEFAULT, GROUPS, ALICE.groups), rules)
 
 
+MAY_AND_JUICEFS = (
+    "a job that may run here or at a remote site cannot mount JuiceFS: here it is the cluster's "
+    "volume, at a site the site's own mount, and a job carries only one; give offload 'only' (a "
+    "remote site mounts it) or 'never' (mounted here)"
+)
+
+
 def test_juicefs_credentials_go_only_to_sites_that_allow_them():
-    """A `may` job keeps the claim for its local pods and carries the credentials for the
-    sites that allow them; an `only` job needs no claim; a local job gets no credentials."""
-    may = _plan(JUICEFS_RULES, offload="may", volumes=["juicefs"], deadline_seconds=3600)
-    assert (may.volume_kinds, may.sites, may.juicefs_credentials) == (
-        ("juicefs",),
-        ("infn-t1",),
-        "juicefs-remote",
-    )
+    """An `only` job carries the credentials for the sites that allow them and no claim; a
+    local job the claim and no credentials; a `may` job cannot have JuiceFS (one template)."""
     only = _plan(JUICEFS_RULES, offload="only", volumes=["juicefs"], deadline_seconds=3600)
     assert (only.volume_kinds, only.sites, only.juicefs_credentials) == (
         (),
@@ -367,6 +368,13 @@ def test_juicefs_credentials_go_only_to_sites_that_allow_them():
     assert (local.volume_kinds, local.sites, local.juicefs_credentials) == (("juicefs",), (), None)
     without = _plan(JUICEFS_RULES, offload="only", volumes=[], deadline_seconds=3600)
     assert (without.sites, without.juicefs_credentials) == (RULE_SITES, None)
+    with pytest.raises(UserError) as error:
+        _plan(JUICEFS_RULES, offload="may", volumes=["juicefs"], deadline_seconds=3600)
+    assert (error.value.status, error.value.reason, error.value.message) == (
+        400,
+        "offload",
+        MAY_AND_JUICEFS,
+    )
 
 
 def test_an_only_job_needing_juicefs_where_no_site_may_have_it_is_refused_naming_the_rule():
@@ -378,8 +386,6 @@ def test_an_only_job_needing_juicefs_where_no_site_may_have_it_is_refused_naming
         "no remote site accepts this job: podman-vm: receives no JuiceFS credentials (ask for "
         "no juicefs volume); leonardo: receives no JuiceFS credentials (ask for no juicefs volume)"
     )
-    may = _plan(rules, offload="may", volumes=["juicefs"])
-    assert (may.volume_kinds, may.sites, may.juicefs_credentials) == (("juicefs",), (), None)
 
 
 def test_without_a_credentials_secret_remote_jobs_cannot_have_juicefs():
@@ -389,8 +395,8 @@ def test_without_a_credentials_secret_remote_jobs_cannot_have_juicefs():
         "no remote site can mount JuiceFS: this platform ships no JuiceFS credentials to remote "
         "sites; ask for no juicefs volume"
     )
-    may = _plan(RULES, offload="may", volumes=["juicefs"])
-    assert (may.volume_kinds, may.sites, may.juicefs_credentials) == (("juicefs",), (), None)
+    with pytest.raises(UserError, match="a job that may run here or at a remote site cannot"):
+        _plan(RULES, offload="may", volumes=["juicefs"])
 
 
 SECRET_SITES = (

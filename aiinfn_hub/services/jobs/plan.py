@@ -387,13 +387,11 @@ def _sites(request: AnyRequest, kind: str, rules: JobRules, cargo: Cargo) -> tup
     if request.offload_mode == "never":
         return ()
     if cargo.juicefs and not rules.juicefs_credentials_secret:
-        if request.offload_mode == "only":
-            raise UserError(
-                "no remote site can mount JuiceFS: this platform ships no JuiceFS credentials "
-                "to remote sites; ask for no juicefs volume",
-                reason="offload",
-            )
-        return ()
+        raise UserError(
+            "no remote site can mount JuiceFS: this platform ships no JuiceFS credentials "
+            "to remote sites; ask for no juicefs volume",
+            reason="offload",
+        )
     refusals = {s.name: site_refusal(s, kind, request.deadline_seconds, cargo) for s in rules.sites}
     accepted = tuple(name for name, refusal in refusals.items() if refusal is None)
     if not accepted and request.offload_mode == "only":
@@ -422,17 +420,25 @@ def _data(
     kind: str,
     volume_kinds: tuple[Collection[str], Collection[str]],
 ) -> _Data:
-    """Volumes, sites and Secrets: local pods mount the JuiceFS claim; a job that may run
-    remotely carries the JuiceFS credentials for the site's own mount, and only to sites that
-    allow them (an `only` job has no use for the claim, which no site can mount).
+    """Volumes, sites and Secrets: local pods mount the JuiceFS claim; a job that runs at a
+    remote site carries the JuiceFS credentials for the site's own mount instead, and only to
+    sites that allow them. A pod template holds one of the two and Kueue picks the flavor after
+    it is written, so a job that may run at either place cannot have JuiceFS.
     `volume_kinds`: those available to the job, and its defaults."""
     kinds = _volume_kinds(request, rules, *volume_kinds)
-    remote_juicefs = "juicefs" in kinds and request.offload_mode != "never"
+    if "juicefs" in kinds and request.offload_mode == "may":
+        raise UserError(
+            "a job that may run here or at a remote site cannot mount JuiceFS: here it is the "
+            "cluster's volume, at a site the site's own mount, and a job carries only one; give "
+            "offload 'only' (a remote site mounts it) or 'never' (mounted here)",
+            reason="offload",
+        )
+    remote_juicefs = "juicefs" in kinds and request.offload_mode == "only"
     cargo = Cargo(juicefs=remote_juicefs, secrets=rules.project_secrets.get(project, ()))
     sites = _sites(request, kind, rules, cargo)
-    if request.offload_mode == "only":
+    if remote_juicefs:
         kinds = tuple(k for k in kinds if k != "juicefs")
-    shipped = rules.juicefs_credentials_secret if remote_juicefs and sites else None
+    shipped = rules.juicefs_credentials_secret if remote_juicefs else None
     return _Data(kinds, sites, cargo.secrets, shipped)
 
 
