@@ -58,7 +58,8 @@ def preempting(node: str, batch_units: int, victims: Victims | None = None) -> E
     if victims is not None and victims.jobs:
         jobs = "1 batch job" if victims.jobs == 1 else f"{victims.jobs} batch jobs"
         within = f" (up to {victims.grace_seconds} s)" if victims.grace_seconds else ""
-        return event(SCHEDULING, f"Stopping {jobs} on {node} to make room for this server{within}")
+        message = f"Stopping {jobs} on {node} to make room for this server{within}"
+        return event(SCHEDULING, message + _whose(victims))
     held = f" holding {batch_units} accelerator unit(s)" if batch_units else ""
     return event(
         SCHEDULING,
@@ -80,18 +81,23 @@ def merged(event_: Event, shown: int) -> Event:
 
 
 class Victims(NamedTuple):
-    """The batch jobs the scheduler stops on a node for a server, and the longest grace period
-    their pods have to stop (what the user waits for at most)."""
+    """The batch jobs the scheduler stops on a node for a server, the longest grace period
+    their pods have to stop (what the user waits for at most), and the names of those among
+    them that are the user's own (other users' jobs are only counted)."""
 
     jobs: int
     grace_seconds: int
+    yours: tuple[str, ...] = ()
 
 
-def batch_victims(pods: Iterable[Mapping[str, Any]], priority: int | None) -> Victims:
+def batch_victims(
+    pods: Iterable[Mapping[str, Any]], priority: int | None, user: str | None = None
+) -> Victims:
     """The batch pods of a node (`pods`, API dicts) the scheduler stops for a server of
     `priority`: those being deleted, or, before its deletions show, those of lower priority.
     A pod is batch if Kueue queued it or a Job owns it (as the inventory counts them); jobs are
-    counted by the owning Job (its pods' job-name label), a pod without one as a job of its own."""
+    counted by the owning Job (its pods' job-name label), a pod without one as a job of its own.
+    Jobs whose pods name `user` as their owner are named (their display name, else the Job's)."""
     batch = [pod for pod in pods if _is_batch(pod) and _phase(pod) not in _FINISHED]
     chosen = [pod for pod in batch if _meta(pod).get("deletionTimestamp")]
     if not chosen and priority is not None:
@@ -99,7 +105,30 @@ def batch_victims(pods: Iterable[Mapping[str, Any]], priority: int | None) -> Vi
             pod for pod in batch if _int((pod.get("spec") or {}).get("priority"), 0) < priority
         ]
     jobs = {_job_name(pod) for pod in chosen}
-    return Victims(len(jobs), max((_grace(pod) for pod in chosen), default=0))
+    yours = {
+        _job_name(pod): _display_name(pod)
+        for pod in chosen
+        if user is not None and (_meta(pod).get("annotations") or {}).get(labels.OWNER_NAME) == user
+    }
+    grace = max((_grace(pod) for pod in chosen), default=0)
+    return Victims(len(jobs), grace, tuple(sorted(yours.values())))
+
+
+def _whose(victims: Victims) -> str:
+    """ ": your job 'train', 1 job of another user" (nothing when no job is the user's)."""
+    if not victims.yours:
+        return ""
+    named = [f"your job {name!r}" for name in victims.yours]
+    others = victims.jobs - len(victims.yours)
+    if others:
+        named.append("1 job of another user" if others == 1 else f"{others} jobs of other users")
+    return ": " + ", ".join(named)
+
+
+def _display_name(pod: Mapping[str, Any]) -> str:
+    """The name the user gave the job (the job service puts it on the pods), else the Job's."""
+    annotations = _meta(pod).get("annotations") or {}
+    return str(annotations.get(labels.DISPLAY_NAME) or _job(pod) or _meta(pod).get("name"))
 
 
 _FINISHED = ("Succeeded", "Failed")

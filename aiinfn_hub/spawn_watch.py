@@ -161,7 +161,7 @@ class StartWatch:
             )
             return None
         priority = (pod.get("spec") or {}).get("priority")
-        return spawn_progress.batch_victims(pods.get("items") or (), priority)
+        return spawn_progress.batch_victims(pods.get("items") or (), priority, spawner.user.name)
 
     def batch_units_on(self, node: str) -> int:
         """Accelerator units batch pods hold on `node` now, as the shared inventory counts them."""

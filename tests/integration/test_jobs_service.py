@@ -457,6 +457,7 @@ async def test_a_spawn_takes_a_jobs_accelerator_the_job_is_requeued_and_complete
         assert events[-1].get("ready"), events
         assert any(
             e["message"].startswith("Stopping 1 batch job on server2-a30 to make room")
+            and e["message"].endswith(": your job 'bumped'")
             for e in events
         ), events
         preempted = await wait_until(

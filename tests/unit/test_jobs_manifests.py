@@ -178,7 +178,10 @@ def test_a_gpu_batch_job_with_sandbox_files():
                         "aiinfn.infn.it/job-kind": "batch",
                         "aiinfn.infn.it/accelerator": "t4",
                     },
-                    "annotations": {"aiinfn.infn.it/owner-name": "alice"},
+                    "annotations": {
+                        "aiinfn.infn.it/owner-name": "alice",
+                        "aiinfn.infn.it/display-name": "train",
+                    },
                 },
                 "spec": {
                     "restartPolicy": "Never",
@@ -634,7 +637,10 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
             "aiinfn.infn.it/job-kind": "bunshin",
             "aiinfn.infn.it/accelerator": "t4",
         },
-        "annotations": {"aiinfn.infn.it/owner-name": "alice"},
+        "annotations": {
+            "aiinfn.infn.it/owner-name": "alice",
+            "aiinfn.infn.it/display-name": "sweep",
+        },
     }
     assert template["spec"] == {
         "restartPolicy": "Never",

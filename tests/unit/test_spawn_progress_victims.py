@@ -97,3 +97,25 @@ def test_the_message_names_the_jobs_the_node_and_the_longest_grace():
     assert spawn_progress.preempting("n1", 0, Victims(0, 0))["message"] == (
         "Stopping batch jobs on n1 to make room for this server; each has its grace period to stop"
     )
+
+
+def test_the_users_own_jobs_are_named_and_other_users_jobs_only_counted():
+    mine = job_pod("train-0-abc", "job-1a2b", deleted=20)
+    mine["metadata"]["annotations"] = {
+        "aiinfn.infn.it/owner-name": "alice",
+        "aiinfn.infn.it/display-name": "training",
+    }
+    theirs = job_pod("sim-0-def", "job-3c4d", deleted=20)
+    theirs["metadata"]["annotations"] = {
+        "aiinfn.infn.it/owner-name": "bob",
+        "aiinfn.infn.it/display-name": "bob's secret plan",
+    }
+    victims = spawn_progress.batch_victims([mine, theirs], NOTEBOOK_PRIORITY, "alice")
+    assert victims == Victims(2, 20, ("training",))
+    assert spawn_progress.preempting("server2-a100", 2, victims)["message"] == (
+        "Stopping 2 batch jobs on server2-a100 to make room for this server (up to 20 s): "
+        "your job 'training', 1 job of another user"
+    )
+    victims = spawn_progress.batch_victims([theirs], NOTEBOOK_PRIORITY, "alice")
+    assert victims == Victims(1, 20, ())
+    assert "bob" not in spawn_progress.preempting("n1", 1, victims)["message"]

@@ -358,7 +358,15 @@ def _job_spec(plan: JobPlan, settings: BuildSettings, pod_spec: dict[str, Any]) 
         },
         "ttlSecondsAfterFinished": plan.ttl_seconds,
         "template": {
-            "metadata": {"labels": pod_labels, "annotations": {labels.OWNER_NAME: plan.owner}},
+            # Owner and name on the pods too: a notebook's spawn progress names the user's own
+            # jobs it stops (spawn_progress.batch_victims) from the pods on the node.
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {
+                    labels.OWNER_NAME: plan.owner,
+                    labels.DISPLAY_NAME: plan.display_name,
+                },
+            },
             "spec": pod_spec,
         },
     }
