@@ -1,0 +1,196 @@
+"""Metrics end to end: a real Prometheus scrapes a real hub and its job service on the dev
+cluster, as the service `prometheus` with the shipped read:metrics role (50-metrics.py).
+
+It sees every target up, the accelerator units the hub's inventory counts (and the recording
+rules' sums of them), a refused spawn under its reason, and the job service's counters move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import urllib.error
+import urllib.request
+
+import pytest
+import pytest_asyncio
+from aiinfn_dev.devcluster.processes import free_port
+from kubernetes_asyncio import client
+
+from aiinfn_hub import catalog, metrics
+from aiinfn_hub.inventory import Inventory
+from tests.helpers import wait_until
+from tests.hub import hub_in_namespace
+from tests.jobs_service import PREFIX, Service
+from tests.jobs_service import hub_lines as jobs_lines
+from tests.prometheus import JOBS
+from tests.prometheus import hub_lines as prometheus_lines
+
+pytestmark = pytest.mark.integration
+
+USERS = {"alice": {"groups": ["cms-ml"]}, "dave": {"groups": []}}
+SPAWNER = {
+    "default_policy": {"accelerators": ["cpu"], "environments": "*"},
+    "group_policies": {"cms-ml": {"accelerators": "*", "environments": "*"}},
+}
+CATALOG = catalog.load(catalog.default_path())
+
+
+def get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def env(devcluster, api_client, kueue, prometheus, tmp_path_factory):
+    """A hub with the job service, both scraped by the session's Prometheus."""
+    kubeconfig, _ = devcluster
+    tmp = tmp_path_factory.mktemp("metrics")
+    port, token = free_port(), secrets.token_hex(32)
+    lines = [*jobs_lines(port, token), *prometheus_lines(prometheus.token)]
+    async with hub_in_namespace(
+        api_client, kubeconfig, tmp, USERS, SPAWNER, lines, kueue_documents=kueue
+    ) as hub:
+        service = Service(tmp, hub, port, token)
+        await asyncio.to_thread(service.start)
+        target = hub.url.removeprefix("http://")
+        try:
+            for job in JOBS:
+                prometheus.scrape(job, [target])
+            status, body = await asyncio.to_thread(
+                hub.request, "POST", "/users/alice/tokens", {"note": "metrics tests"}
+            )
+            assert status == 201, body
+            yield hub, service, body["token"]
+        finally:
+            for job in JOBS:
+                prometheus.scrape(job, [])
+            service.stop()
+
+
+def scalar(prometheus, expression: str) -> float | None:
+    result = prometheus.query(expression)
+    return float(result[0]["value"][1]) if result else None
+
+
+async def test_prometheus_scrapes_every_target(env, prometheus):
+    async def all_up():
+        up = await asyncio.to_thread(prometheus.values, 'up{job=~"hub|jobs"}', "job")
+        return up if up == {"hub": 1.0, "jobs": 1.0} else None
+
+    await wait_until(all_up, "Prometheus to scrape the hub and the job service")
+    targets = await asyncio.to_thread(prometheus.targets)
+    assert {t["labels"]["job"]: t["health"] for t in targets} == {"hub": "up", "jobs": "up"}
+
+
+async def inventory_counts(api_client) -> dict[tuple[str, str], float]:
+    """What the hub's inventory counts, recounted from a fresh list of nodes and pods."""
+    core = client.CoreV1Api(api_client)
+    nodes = await core.list_node(_preload_content=False)
+    pods = await core.list_pod_for_all_namespaces(_preload_content=False)
+    inventory = Inventory(CATALOG.accelerators)
+    inventory.reset(json.loads(await nodes.read())["items"], json.loads(await pods.read())["items"])
+    counts = metrics.unit_counts(inventory, CATALOG.projects)
+    return {key: float(value) for key, value in counts.by_state.items()}
+
+
+def scraped_units(prometheus, expression: str) -> dict[tuple[str, str], float]:
+    return {
+        (s["metric"]["model"], s["metric"]["state"]): float(s["value"][1])
+        for s in prometheus.query(expression)
+    }
+
+
+async def test_accelerator_units_equal_the_inventorys_counts(env, prometheus, api_client):
+    hub, _, _ = env
+    await asyncio.to_thread(hub.page, "/hub/spawn", "alice")  # it starts the hub's inventory
+    expected = await inventory_counts(api_client)
+    assert expected["t4", "free"] > 0 and len(expected) == 4 * len(CATALOG.accelerators) - 4
+
+    async def matches(expression):
+        scraped = await asyncio.to_thread(scraped_units, prometheus, expression)
+        return scraped if scraped == expected else None
+
+    await wait_until(
+        lambda: matches('aiinfn_accelerator_units{job="hub"}'), "the scraped units to match"
+    )
+    await wait_until(
+        lambda: matches("model_state:aiinfn_accelerator_units:sum"), "the recorded sums to match"
+    )
+    synced = await asyncio.to_thread(prometheus.values, "aiinfn_inventory_watch_synced", "resource")
+    assert synced == {"nodes": 1.0, "pods": 1.0}
+
+
+async def test_a_refused_spawn_counts_its_reason(env, prometheus):
+    hub, _, _ = env
+    series = 'aiinfn_spawn_refusals_total{job="hub",reason="invalid"}'
+    present = await wait_until(
+        lambda: asyncio.to_thread(prometheus.query, series), "the refusal series (at 0)"
+    )
+    before = float(present[0]["value"][1])
+    status, body = await asyncio.to_thread(
+        hub.request, "POST", "/users/dave/server", {"accelerator": "no-such-accelerator"}
+    )
+    assert status == 400, body
+
+    async def counted():
+        value = await asyncio.to_thread(scalar, prometheus, series)
+        return value if value == before + 1 else None
+
+    await wait_until(counted, "the refusal to be counted")
+
+
+async def test_the_job_services_counters_move_on_a_submission(env, prometheus):
+    hub, _, alice = env
+    created = 'aiinfn_jobs_submissions_total{job="jobs",kind="job",outcome="created"}'
+    refused = 'aiinfn_jobs_refusals_total{job="jobs",reason="unauthenticated"}'
+    before = {q: await asyncio.to_thread(scalar, prometheus, q) or 0.0 for q in (created, refused)}
+    url = f"{hub.url}{PREFIX}api/jobs"
+    body = {"name": "counted", "command": ["python", "-c", "print('counted')"]}
+    status, job = await asyncio.to_thread(post, url, body, alice)
+    assert status == 201, job
+    try:
+        status, answer = await asyncio.to_thread(post, url, body)  # no token
+        assert status == 401, answer
+
+        async def moved():
+            now = {q: await asyncio.to_thread(scalar, prometheus, q) for q in before}
+            return now if all(now[q] == before[q] + 1 for q in before) else None
+
+        await wait_until(moved, "the job service's counters to move")
+    finally:
+        request = urllib.request.Request(
+            f"{url}/{job['id']}", method="DELETE", headers={"Authorization": f"token {alice}"}
+        )
+        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+
+
+async def test_metrics_need_read_metrics_and_health_is_public(env, prometheus):
+    hub, _, alice = env
+    service_metrics = f"{hub.url}{PREFIX}metrics"
+    assert (await asyncio.to_thread(get, service_metrics))[0] == 401
+    assert (await asyncio.to_thread(get, service_metrics, "not-a-token"))[0] == 401
+    assert (await asyncio.to_thread(get, service_metrics, alice))[0] == 403
+    status, text = await asyncio.to_thread(get, service_metrics, prometheus.token)
+    assert status == 200 and b"aiinfn_jobs_submissions_total" in text
+    assert (await asyncio.to_thread(get, f"{hub.url}/hub/metrics", alice))[0] == 403
+    status, health = await asyncio.to_thread(get, f"{hub.url}{PREFIX}health")
+    assert (status, json.loads(health)) == (200, {"status": "ok"})
