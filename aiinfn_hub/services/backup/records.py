@@ -1,0 +1,177 @@
+"""borg's JSON output -> typed records. Pure.
+
+borg writes times without a zone, in the zone of the process that ran it; every command we build
+runs with TZ=UTC, so they are read as UTC. Archives borg left from an interrupted `create`
+(`<name>.checkpoint`, `<name>.checkpoint.N`) are marked: a killed run is never a success.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_CHECKPOINT = re.compile(r".*\.checkpoint(\.[0-9]+)?")
+
+
+class BorgOutputError(ValueError):
+    """borg's output is not what borg 1.2 writes: log detail, never shown to a user as is."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One archive as `borg list --json` shows it."""
+
+    name: str
+    time: datetime
+    checkpoint: bool
+
+
+@dataclass(frozen=True)
+class ArchiveStats:
+    """One archive's sizes (`borg create --json`, `borg info --json ::archive`): original,
+    compressed, and what only this archive added to the repository."""
+
+    name: str
+    start: datetime
+    end: datetime
+    files: int
+    original_size: int
+    compressed_size: int
+    deduplicated_size: int
+
+    @property
+    def dedup_ratio(self) -> float | None:
+        """Original bytes per byte this archive added; None when it added nothing."""
+        return self.original_size / self.deduplicated_size if self.deduplicated_size else None
+
+
+@dataclass(frozen=True)
+class RepositoryStats:
+    """A repository's totals (`borg info --json`): all archives' original bytes, and the bytes
+    it stores once deduplicated and compressed."""
+
+    location: str
+    encryption: str
+    last_modified: datetime
+    total_size: int
+    unique_size: int
+    unique_compressed_size: int
+
+    @property
+    def dedup_ratio(self) -> float | None:
+        """Original bytes of every archive per byte stored; None for an empty repository."""
+        stored = self.unique_compressed_size
+        return self.total_size / stored if stored else None
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of an archive (`borg list --json-lines`): type is borg's `-`, `d`, `l`, ..."""
+
+    path: str
+    type: str
+    mode: str
+    size: int
+    mtime: datetime
+    link_target: str
+
+
+def _time(raw: object) -> datetime:
+    if not isinstance(raw, str):
+        raise BorgOutputError(f"a time is not a string: {raw!r}")
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BorgOutputError(f"not an ISO time: {raw!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _field(document: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = document.get(key) if isinstance(document, Mapping) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BorgOutputError(f"{key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _document(text: str) -> Mapping[str, Any]:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise BorgOutputError("borg's output is not JSON") from None
+    if not isinstance(document, dict):
+        raise BorgOutputError("borg's output is not a JSON object")
+    return document
+
+
+def archives(text: str) -> list[Archive]:
+    """`borg list --json REPO`, oldest first as borg lists them."""
+    found = []
+    for entry in _field(_document(text), "archives", list):
+        name = _field(entry, "name", str)
+        found.append(Archive(name, _time(entry.get("time")), bool(_CHECKPOINT.fullmatch(name))))
+    return found
+
+
+def _archive_stats(entry: Mapping[str, Any]) -> ArchiveStats:
+    stats = _field(entry, "stats", dict)
+    return ArchiveStats(
+        name=_field(entry, "name", str),
+        start=_time(entry.get("start")),
+        end=_time(entry.get("end")),
+        files=_field(stats, "nfiles", int),
+        original_size=_field(stats, "original_size", int),
+        compressed_size=_field(stats, "compressed_size", int),
+        deduplicated_size=_field(stats, "deduplicated_size", int),
+    )
+
+
+def created(text: str) -> ArchiveStats:
+    """`borg create --json`: the new archive's stats."""
+    return _archive_stats(_field(_document(text), "archive", dict))
+
+
+def archive_info(text: str) -> ArchiveStats:
+    """`borg info --json REPO::ARCHIVE`: that one archive's stats."""
+    entries = _field(_document(text), "archives", list)
+    if len(entries) != 1:
+        raise BorgOutputError(f"expected one archive, got {len(entries)}")
+    return _archive_stats(entries[0])
+
+
+def repository_info(text: str) -> RepositoryStats:
+    """`borg info --json REPO`: the totals of its cache, which borg keeps in step with it."""
+    document = _document(text)
+    repository = _field(document, "repository", dict)
+    stats = _field(_field(document, "cache", dict), "stats", dict)
+    return RepositoryStats(
+        location=_field(repository, "location", str),
+        encryption=_field(_field(document, "encryption", dict), "mode", str),
+        last_modified=_time(repository.get("last_modified")),
+        total_size=_field(stats, "total_size", int),
+        unique_size=_field(stats, "unique_size", int),
+        unique_compressed_size=_field(stats, "unique_csize", int),
+    )
+
+
+def items(lines: Iterable[str]) -> list[Item]:
+    """`borg list --json-lines REPO::ARCHIVE`, one item per non-empty line."""
+    found = []
+    for line in lines:
+        if not line.strip():
+            continue
+        entry = _document(line)
+        found.append(
+            Item(
+                path=_field(entry, "path", str),
+                type=_field(entry, "type", str),
+                mode=_field(entry, "mode", str),
+                size=_field(entry, "size", int),
+                mtime=_time(entry.get("mtime")),
+                link_target=str(entry.get("linktarget") or ""),
+            )
+        )
+    return found
