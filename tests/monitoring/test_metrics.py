@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 USERS = {"alice": {"groups": ["cms-ml"]}, "dave": {"groups": []}}
 SPAWNER = {
     "default_policy": {"accelerators": ["cpu"], "environments": "*"},
-    "group_policies": {"cms-ml": {"accelerators": "*", "environments": "*"}},
+    "group_policies": {"cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 2}},
 }
 CATALOG = catalog.load(catalog.default_path())
 
@@ -139,6 +139,53 @@ async def test_accelerator_units_equal_the_inventorys_counts(env, prometheus, ap
     assert synced == {"nodes": 1.0, "pods": 1.0}
 
 
+def job_state(hub, token: str, job_id: str) -> str:
+    status, body = get(f"{hub.url}{PREFIX}api/jobs/{job_id}", token)
+    assert status == 200, body
+    return json.loads(body)["state"]
+
+
+def cancel(hub, token: str, job_id: str) -> None:
+    request = urllib.request.Request(
+        f"{hub.url}{PREFIX}api/jobs/{job_id}",
+        method="DELETE",
+        headers={"Authorization": f"token {token}"},
+    )
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+async def test_an_offloaded_jobs_units_count_as_offloaded(env, prometheus, api_client):
+    hub, _, alice = env
+    await asyncio.to_thread(hub.page, "/hub/spawn", "alice")
+    body = {
+        "name": "remote",
+        "command": ["python", "-c", "print('remote')"],
+        "accelerator": "t4",
+        "offload": "only",
+        "env": {"DEVCLUSTER_SITE_RUNTIME": "600s"},  # the dev cluster's site runs it 10 min
+    }
+    status, job = await asyncio.to_thread(post, f"{hub.url}{PREFIX}api/jobs", body, alice)
+    assert status == 201, job
+    try:
+
+        async def running():
+            return await asyncio.to_thread(job_state, hub, alice, job["id"]) == "running"
+
+        await wait_until(running, "the offloaded job to run")
+        expected = await inventory_counts(api_client)
+        assert expected["t4", "offloaded"] == 1.0
+
+        async def matches():
+            scraped = await asyncio.to_thread(
+                scraped_units, prometheus, 'aiinfn_accelerator_units{job="hub"}'
+            )
+            return scraped == expected
+
+        await wait_until(matches, "the scraped units to count the offloaded T4")
+    finally:
+        await asyncio.to_thread(cancel, hub, alice, job["id"])
+
+
 async def test_a_refused_spawn_counts_its_reason(env, prometheus):
     hub, _, _ = env
     series = 'aiinfn_spawn_refusals_total{job="hub",reason="invalid"}'
@@ -177,10 +224,7 @@ async def test_the_job_services_counters_move_on_a_submission(env, prometheus):
 
         await wait_until(moved, "the job service's counters to move")
     finally:
-        request = urllib.request.Request(
-            f"{url}/{job['id']}", method="DELETE", headers={"Authorization": f"token {alice}"}
-        )
-        await asyncio.to_thread(urllib.request.urlopen, request, timeout=30)
+        await asyncio.to_thread(cancel, hub, alice, job["id"])
 
 
 async def test_metrics_need_read_metrics_and_health_is_public(env, prometheus):
