@@ -4,10 +4,12 @@ exposition a scrape gets, refusal reasons, and registration that happens once pe
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, generate_latest
 from tornado import web
+from traitlets.config import Config
 
 from aiinfn_hub import catalog, metrics
 from aiinfn_hub.errors import UserError, to_http_error
@@ -137,3 +139,40 @@ def test_counting_a_refusal_moves_its_series():
     metrics.count_refusal(to_http_error(UserError("bad count")))
     metrics.count_refusal(RuntimeError("a bug"))
     assert series._value.get() == before + 1
+
+
+CONFIG_FILE = Path(__file__).resolve().parents[2] / "jupyterhub_config.d" / "50-metrics.py"
+ROLE = {
+    "name": "prometheus",
+    "description": "Read the hub's and the job service's metrics, nothing else",
+    "scopes": ["read:metrics"],
+    "services": ["prometheus"],
+}
+
+
+def run_50_metrics(config: Config) -> Config:
+    exec(compile(CONFIG_FILE.read_text(), CONFIG_FILE.name, "exec"), {"c": config})
+    return config
+
+
+def test_50_metrics_registers_the_service_and_role_only_with_a_token(monkeypatch):
+    monkeypatch.delenv("AIINFN_PROMETHEUS_API_TOKEN", raising=False)
+    config = run_50_metrics(Config())
+    assert config.JupyterHub.services.to_dict() == {}
+    assert config.JupyterHub.load_roles.to_dict() == {}
+    monkeypatch.setenv("AIINFN_PROMETHEUS_API_TOKEN", "s3cret")
+    config = run_50_metrics(Config())
+    assert config.JupyterHub.services.to_dict()["extend"] == [
+        {"name": "prometheus", "api_token": "s3cret"}
+    ]
+    assert config.JupyterHub.load_roles.to_dict()["extend"] == [ROLE]
+
+
+def test_50_metrics_adds_the_role_to_the_charts_service_once(monkeypatch):
+    monkeypatch.delenv("AIINFN_PROMETHEUS_API_TOKEN", raising=False)
+    config = Config()
+    config.JupyterHub.services = [{"name": "prometheus", "api_token": "from-the-chart"}]
+    config.JupyterHub.load_roles = []
+    assert run_50_metrics(config).JupyterHub.load_roles == [ROLE]
+    assert run_50_metrics(config).JupyterHub.load_roles == [ROLE]  # hub.loadRoles had it
+    assert config.JupyterHub.services == [{"name": "prometheus", "api_token": "from-the-chart"}]
