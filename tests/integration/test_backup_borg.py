@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -331,3 +333,82 @@ def test_a_wrong_passphrase_is_refused(repo: Borg):
     (repo.root / "key" / "passphrase").write_text("not the passphrase")
     done = repo.run(borg.list_archives(repo.settings(), repo.repository), check=False)
     assert done.returncode == 2 and "passphrase" in done.stderr.lower()
+
+
+SETPRIV = shutil.which("setpriv")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or SETPRIV is None, reason="runs borg as other uids (root and setpriv)"
+)
+MEMBER, STRANGER, BACKUP_UID, PROJECT_GID = 100001, 100002, 990, 200001
+
+
+def _as(uid: int, gid: int, groups: tuple[int, ...], command: borg.BorgCommand):
+    """The command run with a pod's numeric identity, as the Job's securityContext sets it."""
+    ids = ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
+    argv = (str(SETPRIV), f"--reuid={uid}", f"--regid={gid}", *ids, *command.argv)
+    return borg.BorgCommand(argv, command.env)
+
+
+def _owned_folder(path: Path, uid: int, gid: int, mode: int = 0o700) -> Path:
+    path.mkdir(parents=True)
+    os.chown(path, uid, gid)
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def shared_tmp():
+    """A temporary folder other uids can traverse (pytest's own is root's, mode 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="aiinfn-backup-test-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
+@needs_root
+def test_project_members_restore_from_a_read_only_repository_others_cannot(shared_tmp: Path):
+    """A project is backed up as the backup uid in the project's group (umask 0027): a member's
+    restore, as their own uid, reads it through the group without taking borg's lock (the
+    restore Job mounts it read-only); someone outside the project reads nothing."""
+    passphrase = shared_tmp / "key" / "passphrase"
+    _owned_folder(passphrase.parent, 0, 0, 0o755)
+    passphrase.write_text(f"project {secrets.token_hex(12)}")
+    passphrase.chmod(0o444)  # the Secret's file mode: one uid per pod
+    target = _owned_folder(shared_tmp / "target" / "projects", BACKUP_UID, 0, 0o711)
+    repository = repos.project("cms-ml")
+    location = repos.path_under(str(target.parent), repository)
+    source = _owned_folder(shared_tmp / "cms-ml", 0, PROJECT_GID, 0o2770)
+    (source / "results.csv").write_text("a,b\n1,2\n")
+    (source / "results.csv").chmod(0o640)
+    os.chown(source / "results.csv", MEMBER, PROJECT_GID)
+
+    def settings(state: Path, umask: str = "0077") -> borg.BorgSettings:
+        return borg.BorgSettings(
+            passphrase_file=str(passphrase), base_dir=str(state), umask=umask, lock_wait=1
+        )
+
+    backup = settings(Path(f"{location}.state"), umask="0027")
+    runner = Borg(shared_tmp, passphrase.read_text(), location, Path(backup.base_dir))
+    backup_as = (BACKUP_UID, PROJECT_GID, (PROJECT_GID,))
+    runner.run(_as(*backup_as, borg.init(backup, location)))
+    archive = _archive()
+    runner.run(_as(*backup_as, borg.create(backup, location, archive, ["."])), cwd=source)
+
+    home = _owned_folder(shared_tmp / "home" / "alice", MEMBER, MEMBER)
+    state = _owned_folder(shared_tmp / "alice-state", MEMBER, MEMBER)
+    reader = settings(state)
+    locked = borg.list_archives(reader, location)
+    assert runner.run(_as(MEMBER, MEMBER, (PROJECT_GID,), locked), check=False).returncode == 2
+
+    extract = borg.extract(reader, location, archive, "results.csv")
+    folder = home / "restored" / archive
+    script = ("sh", "-c", manifests.RESTORE_SCRIPT, "restore", str(folder), "results.csv")
+    restore = borg.BorgCommand((*script, *extract.argv), extract.env)
+    runner.run(_as(MEMBER, MEMBER, (PROJECT_GID,), restore), cwd=home)
+    assert (folder / "results.csv").read_text() == "a,b\n1,2\n"
+    assert (folder / "results.csv").stat().st_uid == MEMBER
+
+    stranger_state = _owned_folder(shared_tmp / "bob-state", STRANGER, STRANGER)
+    listing = borg.list_archives(settings(stranger_state), location, bypass_lock=True)
+    refused = runner.run(_as(STRANGER, STRANGER, (), listing), check=False)
+    assert refused.returncode == 2 and archive not in refused.stdout

@@ -14,6 +14,7 @@ ENV = {
     "BORG_PASSCOMMAND": "cat /aiinfn/backup-key/passphrase",
     "BORG_BASE_DIR": "/aiinfn/borg",
     "TZ": "UTC",
+    "USER": "aiinfn-backup",
     "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
     "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "no",
     "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING": "NO",

@@ -24,6 +24,7 @@ def _env(base_dir):
         {"name": "BORG_PASSCOMMAND", "value": "cat /aiinfn/backup-key/passphrase"},
         {"name": "BORG_BASE_DIR", "value": base_dir},
         {"name": "TZ", "value": "UTC"},
+        {"name": "USER", "value": "aiinfn-backup"},
         {"name": "BORG_RELOCATED_REPO_ACCESS_IS_OK", "value": "no"},
         {"name": "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "value": "no"},
         {"name": "BORG_CHECK_I_KNOW_WHAT_I_AM_DOING", "value": "NO"},

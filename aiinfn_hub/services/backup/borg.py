@@ -22,6 +22,7 @@ from . import paths
 ENCRYPTION = "repokey-blake2"
 PASSPHRASE_FILE = "/aiinfn/backup-key/passphrase"
 BASE_DIR = "/aiinfn/borg"
+USER = "aiinfn-backup"
 DEFAULT_EXCLUDES = ("sh:**/.cache", "sh:**/__pycache__")
 # borg's answers to its own questions: refuse, never prompt (a Job has no terminal).
 _REFUSALS = {
@@ -74,11 +75,13 @@ class BorgCommand:
 
 def environment(settings: BorgSettings) -> dict[str, str]:
     """BORG_PASSCOMMAND (a command reading the Secret's file, not the passphrase), borg's
-    state folder, the lock holder's id, UTC times, and refusals instead of prompts."""
+    state folder, the lock holder's id, UTC times, a user name, refusals instead of prompts."""
     env = {
         "BORG_PASSCOMMAND": f"cat {shlex.quote(settings.passphrase_file)}",
         "BORG_BASE_DIR": settings.base_dir,
         "TZ": "UTC",
+        # borg create records a user name (getpass): a Job's uid has no /etc/passwd entry.
+        "USER": USER,
         **_REFUSALS,
     }
     if settings.host_id:
