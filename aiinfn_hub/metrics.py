@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import names
 from .inventory import Inventory
 
 STATES = ("free", "notebook", "batch", "offloaded")
@@ -58,7 +59,9 @@ def unit_counts(inventory: Inventory, projects: Collection[str]) -> UnitCounts:
     """Units of every counted model in each state, and per project. Free, notebook and batch
     cover notebook capacity (Ready, schedulable, local nodes; every reservation); offloaded,
     units held on virtual nodes, by the pod's accelerator label (a remote site's devices carry
-    no product label). A pod counts for a project when its project label names one."""
+    no product label). A pod counts for a project when its project label names one (the label
+    holds names.label_value of the project's key)."""
+    by_label = {names.label_value(key): key for key in projects}
     models = inventory.accelerator_keys
     by_state = {(model, state): 0 for model in models for state in STATES}
     for model, counts in inventory.totals().items():
@@ -78,9 +81,10 @@ def unit_counts(inventory: Inventory, projects: Collection[str]) -> UnitCounts:
             kind = "batch" if pod.batch else "notebook"
         else:
             continue  # a cordoned or NotReady node is no capacity
-        if pod.project in projects:
+        project = by_label.get(pod.project)
+        if project is not None:
             for model, count in held:
-                key = (pod.project, model, kind)
+                key = (project, model, kind)
                 by_project[key] = by_project.get(key, 0) + count
     return UnitCounts(by_state, by_project)
 
@@ -114,7 +118,7 @@ class HubCollector(Collector):
 
     def describe(self) -> list[Metric]:
         """The names, without reading the platform (prometheus_client checks them)."""
-        return [*_unit_families(), *_watch_families()]
+        return [*_unit_families(), *_watch_families().all()]
 
     def collect(self) -> Iterator[Metric]:
         platform = self.platform()
@@ -149,8 +153,17 @@ def _unit_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
     )
 
 
-def _watch_families() -> list[Metric]:
-    return [
+class _WatchFamilies(NamedTuple):
+    synced: GaugeMetricFamily
+    last_event: GaugeMetricFamily
+    counters: list[CounterMetricFamily]  # in the order of _WATCH_COUNTS
+
+    def all(self) -> list[Metric]:
+        return [self.synced, self.last_event, *self.counters]
+
+
+def _watch_families() -> _WatchFamilies:
+    return _WatchFamilies(
         GaugeMetricFamily(
             "aiinfn_inventory_watch_synced",
             "1 once the inventory's watch has listed its resource, else 0.",
@@ -162,27 +175,25 @@ def _watch_families() -> list[Metric]:
             "its age is time() minus this.",
             labels=["resource"],
         ),
-        *(
+        [
             CounterMetricFamily(f"aiinfn_inventory_watch_{name}", text, labels=["resource"])
             for name, text in _WATCH_COUNTS.items()
-        ),
-    ]
+        ],
+    )
 
 
-def _watch_metrics(watches: Collection[Any]) -> Iterator[Metric]:
+def _watch_metrics(watches: Collection[Any]) -> list[Metric]:
     """The families of `_watch_families` for the inventory's ListWatches."""
-    synced, last_event, *counters = _watch_families()
+    families = _watch_families()
     for watch in watches:
         resource = [watch.name.removeprefix("inventory ")]
-        synced.add_metric(resource, 1 if watch.synced.is_set() else 0)
+        families.synced.add_metric(resource, 1 if watch.synced.is_set() else 0)
         if watch.last_event_at is not None:
-            last_event.add_metric(resource, watch.last_event_at)
+            families.last_event.add_metric(resource, watch.last_event_at)
         stats = watch.stats()
-        for family, name in zip(counters, _WATCH_COUNTS, strict=True):
+        for family, name in zip(families.counters, _WATCH_COUNTS, strict=True):
             family.add_metric(resource, stats.get(name, 0))
-    yield synced
-    yield last_event
-    yield from counters
+    return families.all()
 
 
 def register_hub(
