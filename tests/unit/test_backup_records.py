@@ -145,3 +145,19 @@ def test_sizes_must_be_numbers_not_booleans():
     document["archive"]["stats"]["nfiles"] = True
     with pytest.raises(BorgOutputError):
         records.created(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("code", "result"),
+    [
+        (0, "success"),
+        (1, "warning"),
+        (2, "error"),
+        (137, "killed"),
+        (143, "killed"),
+        (3, "unknown"),
+        (None, "unknown"),
+    ],
+)
+def test_only_exit_0_is_a_success(code, result):
+    assert records.outcome(code) == result

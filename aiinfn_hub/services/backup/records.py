@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 _CHECKPOINT = re.compile(r".*\.checkpoint(\.[0-9]+)?")
 
@@ -175,3 +175,21 @@ def items(lines: Iterable[str]) -> list[Item]:
             )
         )
     return found
+
+
+Outcome = Literal["success", "warning", "error", "killed", "unknown"]
+
+
+def outcome(exit_code: int | None) -> Outcome:
+    """A borg step's result from its container's exit code: borg 1.2 exits 0 (success), 1 (a
+    warning, such as a file it could not read: the archive lacks it) or 2 (an error); 128+N
+    is a signal (137: SIGKILL, OOM included). Only "success" ever counts as a backup."""
+    if exit_code is None:
+        return "unknown"
+    if exit_code == 0:
+        return "success"
+    if exit_code == 1:
+        return "warning"
+    if exit_code == 2:
+        return "error"
+    return "killed" if exit_code > 128 else "unknown"
