@@ -86,6 +86,25 @@ def repo(tmp_path: Path) -> Borg:
     return found
 
 
+def test_the_backup_jobs_init_step_creates_a_repository_once(tmp_path: Path):
+    """The Job's init step (its script around `borg init`) on a new and then an existing one."""
+    key = tmp_path / "key"
+    key.mkdir()
+    (key / "passphrase").write_text(secrets.token_hex(16))
+    location = str(tmp_path / "target" / "homes" / "bob")
+    (tmp_path / "target" / "homes").mkdir(parents=True)
+    runner = Borg(tmp_path, (key / "passphrase").read_text(), location, tmp_path / "state")
+    init = borg.init(runner.settings(), location)
+    step = borg.BorgCommand(
+        ("sh", "-c", manifests.INIT_SCRIPT, "init", location, *init.argv), init.env
+    )
+    runner.run(step)
+    config = (Path(location) / "config").read_bytes()
+    runner.run(step)
+    assert (Path(location) / "config").read_bytes() == config
+    assert runner.run(init, check=False).returncode == 2  # borg init alone refuses
+
+
 def _home(root: Path, outside: Path) -> Path:
     """A small home: modes, a folder, a dash-named file, symlinks inside and out, a cache."""
     home = root / "home"
