@@ -111,7 +111,7 @@ def count_refusal(error: BaseException) -> None:
 class HubCollector(Collector):
     """Accelerator units and the inventory watch's health, read from the hub's shared platform
     state at each scrape (`platform()`: hubstate.Platform, or None before the first spawn page
-    or spawn has loaded it)."""
+    or spawn has loaded it). Units only once the inventory has listed nodes and pods."""
 
     def __init__(self, platform: Callable[[], Any]) -> None:
         self.platform = platform
@@ -122,8 +122,12 @@ class HubCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         platform = self.platform()
-        if platform is None:
-            return
+        watcher = platform.watcher if platform is not None else None
+        if watcher is None:
+            return  # no inventory yet: no series rather than zeros that look like a full farm
+        yield from _watch_metrics(watcher.watches)
+        if not watcher.synced.is_set():
+            return  # counts of a partial list would be wrong
         states, projects = _unit_families()
         counts = unit_counts(platform.inventory, platform.catalog.projects)
         for (model, state), value in counts.by_state.items():
@@ -132,8 +136,6 @@ class HubCollector(Collector):
             projects.add_metric([project, model, kind], value)
         yield states
         yield projects
-        if platform.watcher is not None:
-            yield from _watch_metrics(platform.watcher.watches)
 
 
 def _unit_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:

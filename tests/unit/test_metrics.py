@@ -73,8 +73,12 @@ def test_free_notebook_and_batch_equal_the_inventorys_own_totals():
         assert counts.by_state[model, "batch"] == total.batch
 
 
-def fake_platform(inv: Inventory, watches: tuple = ()) -> SimpleNamespace:
-    watcher = SimpleNamespace(watches=watches) if watches else None
+def fake_platform(inv: Inventory, watches: tuple = (), synced: bool = True) -> SimpleNamespace:
+    watcher = None
+    if watches:
+        watcher = SimpleNamespace(watches=watches, synced=asyncio.Event())
+        if synced:
+            watcher.synced.set()
     return SimpleNamespace(inventory=inv, catalog=CATALOG, watcher=watcher)
 
 
@@ -110,10 +114,16 @@ def test_a_scrape_shows_units_projects_and_watch_health():
     assert 'aiinfn_spawn_refusals_total{reason="capacity"}' in text
 
 
-def test_before_the_platform_is_loaded_a_scrape_has_only_the_refusals():
-    text = scrape(None)
-    assert "aiinfn_accelerator_units" not in text
-    assert 'aiinfn_spawn_refusals_total{reason="policy"}' in text
+def test_before_the_inventory_is_listed_a_scrape_has_no_units():
+    for platform in (None, fake_platform(inventory())):  # not loaded; loaded, not watching
+        text = scrape(platform)
+        assert "aiinfn_accelerator_units{" not in text
+        assert "aiinfn_inventory_watch_synced{" not in text
+        assert 'aiinfn_spawn_refusals_total{reason="policy"}' in text
+    listing = fake_platform(inventory(), (fake_watch("inventory nodes", False, None),), False)
+    text = scrape(listing)
+    assert 'aiinfn_inventory_watch_synced{resource="nodes"} 0.0' in text
+    assert "aiinfn_accelerator_units{" not in text
 
 
 def test_registration_is_idempotent():
