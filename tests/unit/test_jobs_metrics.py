@@ -16,7 +16,10 @@ def test_submissions_and_refusals_in_a_registry_of_their_own():
     assert 'aiinfn_jobs_submissions_total{kind="job",outcome="created"} 1.0' in text
     assert 'aiinfn_jobs_refusals_total{reason="too-many-jobs"} 1.0' in text
     assert 'aiinfn_jobs_refusals_total{reason="other"} 1.0' in text
-    assert "aiinfn_jobs_submissions_total{" not in second.exposition().decode()
+    assert 'aiinfn_jobs_submissions_total{kind="job",outcome="created"} 0.0' in (
+        second.exposition().decode()
+    )
+    assert 'aiinfn_jobs_submissions_total{kind="resubmit",outcome="replayed"} 0.0' in text
 
 
 async def test_the_health_check_asks_the_api_server_once_per_period(monkeypatch):

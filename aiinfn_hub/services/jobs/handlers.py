@@ -36,6 +36,7 @@ _pages = Environment(
 log = logging.getLogger(__name__)
 MAX_LOG_INDEX = 10_000
 METRICS_SCOPE = "read:metrics"
+SUBMISSION_KINDS = ("job", "clone", "resubmit")
 HEALTH_CACHE_SECONDS = 5.0
 _REASON = re.compile(r"[a-z][a-z-]{0,31}")
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
@@ -61,6 +62,9 @@ class ServiceMetrics:
             ["reason"],
             registry=self.registry,
         )
+        for kind in SUBMISSION_KINDS:  # each series exists from the start, at 0
+            for outcome in ("created", "replayed"):
+                self.submissions.labels(kind=kind, outcome=outcome)
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason=reason if _REASON.fullmatch(reason) else "other").inc()
