@@ -13,10 +13,43 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from aiinfn_dev import kueue_config
+from kubernetes_asyncio import client
 
 from tests.hub import Hub
 
 PREFIX = "/services/jobs/"
+
+
+async def pods_ready_in_kueue(api_client: Any, namespace: str, job_id: str) -> bool:
+    """The job's Workload has Kueue's PodsReady condition True. Kueue sets it a moment after the
+    Job's pods run; a job stopped before that waits waitForPodsReady's first-start timeout
+    (30 min) to be requeued instead of the recovery timeout."""
+    custom = client.CustomObjectsApi(api_client)
+    workloads = await custom.list_namespaced_custom_object(
+        kueue_config.API_GROUP, kueue_config.API_VERSION, namespace, "workloads"
+    )
+    for workload in workloads["items"]:
+        owners = workload["metadata"].get("ownerReferences") or []
+        if any(o["kind"] == "Job" and o["name"] == job_id for o in owners):
+            conditions = workload.get("status", {}).get("conditions", [])
+            return any(c["type"] == "PodsReady" and c["status"] == "True" for c in conditions)
+    return False
+
+
+def run_long_then_short(marker: str) -> list[str]:
+    """A job command that marks its first attempt in the home folder: long the first time, and
+    deaf to SIGTERM then (it is stopped after its grace, which leaves a spawn's progress time to
+    say so); short after, so a requeued job completes soon once it runs again."""
+    return [
+        "python",
+        "-c",
+        f"import pathlib, signal, time; mark = pathlib.Path('/home/jovyan/{marker}'); "
+        "first = not mark.exists(); mark.touch(); "
+        "first and signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300 if first else 2)",
+    ]
 
 
 def hub_lines(port: int, token: str, **settings: object) -> list[str]:

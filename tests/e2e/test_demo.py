@@ -1,8 +1,12 @@
-"""`aiinfn-dev demo` end to end: cluster up, hub up, a demo user logs in, Ctrl-C stops it all."""
+"""`aiinfn-dev demo` end to end: cluster up, hub up, a demo user logs in, issue 13's walk-through
+(docs/demo.md: a notebook takes the A100 of the user's batch clone, the clone is requeued and
+completes later), Ctrl-C stops it all."""
 
 from __future__ import annotations
 
+import asyncio
 import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -14,11 +18,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from aiinfn_dev.demo import DEMO_NAMESPACE
 from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
 
+from aiinfn_hub import k8s
+from tests.helpers import wait_until
+from tests.jobs_service import pods_ready_in_kueue, run_long_then_short
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+A100 = {"accelerator": "a100"}
+A100_CARD = (
+    r'data-accelerator="a100".*?data-free="(\d*)" data-total="(\d*)" '
+    r'data-free-now="(\d*)" data-batch-jobs="(\d+)"'
+)
 
 
 def _login(base: str, username: str, password: str) -> tuple[int, urllib.request.OpenerDirector]:
@@ -38,7 +52,101 @@ def _login(base: str, username: str, password: str) -> tuple[int, urllib.request
     return (response.status if response.url.endswith("/hub/home") else 302), opener
 
 
-def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
+def _token(base: str, user: str, password: str) -> tuple[str, urllib.request.OpenerDirector]:
+    """An API token the user makes after logging in, as the hub's token page does (and the
+    logged-in browser)."""
+    _, browser = _login(base, user, password)
+    jar = next(h for h in browser.handlers if isinstance(h, urllib.request.HTTPCookieProcessor))
+    xsrf = next(c.value for c in jar.cookiejar if c.name == "_xsrf")
+    request = urllib.request.Request(
+        f"{base}/hub/api/users/{user}/tokens",
+        data=json.dumps({"note": "walk-through"}).encode(),
+        method="POST",
+        headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"},
+    )
+    return json.loads(browser.open(request).read())["token"], browser
+
+
+def _api(base: str, token: str, method: str, path: str, body=None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        f"{base}{path}", data=data, method=method, headers={"Authorization": f"token {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, {"raw": error.read().decode(errors="replace")}
+
+
+def _spawn(base: str, token: str, server: str, options: dict) -> list[str]:
+    """Start one of the user's servers through the REST API; its progress messages, once ready."""
+    status, body = _api(base, token, "POST", f"/hub/api{server}", options)
+    assert status in (201, 202), body
+    request = urllib.request.Request(
+        f"{base}/hub/api{server}/progress",
+        headers={"Authorization": f"token {token}", "Accept": "text/event-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        lines = response.read().decode().splitlines()
+    events = [json.loads(line[len("data:") :]) for line in lines if line.startswith("data:")]
+    assert events and events[-1].get("ready"), events
+    return [e["message"] for e in events]
+
+
+async def _walk_through(base: str, password: str, kubeconfig: Path) -> None:
+    """docs/demo.md, "A notebook takes an accelerator from a batch job": carol's server holds two
+    of the four A100s and alice's "gpu" server a third; alice's clone takes the only free one;
+    alice's second server takes it back. The spawn succeeds naming the clone, the clone is
+    requeued, and once the server stops it runs again and completes."""
+    alice, browser = await asyncio.to_thread(_token, base, "alice", password)
+    carol, _ = await asyncio.to_thread(_token, base, "carol", password)
+    await asyncio.to_thread(_spawn, base, carol, "/users/carol/server", A100 | {"count": 2})
+    await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/gpu", A100)
+    clone = {"name": "training", "server": "gpu", **A100, "command": run_long_then_short(".walk")}
+    status, job = await asyncio.to_thread(
+        _api, base, alice, "POST", "/services/jobs/api/clones", clone
+    )
+    assert status == 201, job
+
+    async def state(*states: str) -> dict | None:
+        _, body = await asyncio.to_thread(
+            _api, base, alice, "GET", f"/services/jobs/api/jobs/{job['id']}"
+        )
+        return body if body.get("state") in states else None
+
+    await wait_until(lambda: state("running"), "the clone to run")
+    api = await k8s.api_client(str(kubeconfig))
+    try:
+        await wait_until(lambda: pods_ready_in_kueue(api, DEMO_NAMESPACE, job["id"]), "PodsReady")
+    finally:
+        await api.close()
+
+    async def a100_card() -> tuple[str, ...] | None:
+        """The spawn form's A100 numbers (free if jobs stop, total, free now, jobs stopped)
+        once they show the clone."""
+        page = await asyncio.to_thread(
+            lambda: browser.open(f"{base}/hub/spawn/alice/second").read().decode()
+        )
+        card = re.search(A100_CARD, page, re.DOTALL)
+        return card.groups() if card and card.groups() == ("1", "4", "0", "1") else None
+
+    await wait_until(a100_card, "the form to offer the clone's A100 (1 job would be stopped)")
+    messages = await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/second", A100)
+    assert any(
+        m.startswith("Stopping 1 batch job on ") and m.endswith(": your job 'training'")
+        for m in messages
+    ), messages
+    requeued = await wait_until(lambda: state("requeued"), "the clone to be requeued", limit=180)
+    assert requeued["message"].startswith("requeued: its pods were stopped"), requeued
+    await asyncio.to_thread(
+        _api, base, alice, "DELETE", "/hub/api/users/alice/servers/second", {"remove": True}
+    )
+    done = await wait_until(lambda: state("succeeded", "failed"), "the clone to end", limit=180)
+    assert (done["state"], done["failed"], done["site"]) == ("succeeded", 0, "local"), done
+
+
+def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster, tmp_path):
     _, session_cluster = devcluster
     if session_cluster is None:
         pytest.skip("the demo test needs the built dev cluster")
@@ -95,6 +203,7 @@ def test_demo_runs_logs_in_and_stops_everything_on_ctrl_c(devcluster, tmp_path):
         assert re.search(r"\d+ of 4 free", spawn_page)
         assert _login(base, "alice", "not-the-password")[0] == 403
         assert _login(base, "mallory", password)[0] == 403
+        asyncio.run(_walk_through(base, password, cluster.layout.admin_kubeconfig))
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(timeout=60) == 0

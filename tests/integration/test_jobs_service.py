@@ -43,7 +43,13 @@ from aiinfn_hub import k8s, labels, tokens
 from aiinfn_hub.services.jobs.operations import job_name
 from tests.helpers import has_default_service_account, restricted_pod, wait_until
 from tests.hub import REPO, Hub, hub_in_namespace, start_hub, stop_hub
-from tests.jobs_service import PREFIX, Service, hub_lines
+from tests.jobs_service import (
+    PREFIX,
+    Service,
+    hub_lines,
+    pods_ready_in_kueue,
+    run_long_then_short,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -386,31 +392,6 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
         )
 
 
-# A run that marks its first attempt in the home folder: long the first time, and deaf to
-# SIGTERM then (it is stopped after its grace, which leaves the spawn's progress time to say so);
-# short after.
-RUN_LONG_THEN_SHORT = [
-    "python",
-    "-c",
-    "import pathlib, signal, time; mark = pathlib.Path('/home/jovyan/.bumped-ran'); "
-    "first = not mark.exists(); mark.touch(); "
-    "first and signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300 if first else 2)",
-]
-
-
-async def _pods_ready_in_kueue(env: Env, core: client.CoreV1Api, job_id: str) -> bool:
-    """The job's Workload has Kueue's PodsReady condition True."""
-    workloads = await client.CustomObjectsApi(core.api_client).list_namespaced_custom_object(
-        kueue_config.API_GROUP, kueue_config.API_VERSION, env.namespace, "workloads"
-    )
-    for workload in workloads["items"]:
-        owners = workload["metadata"].get("ownerReferences") or []
-        if any(o["kind"] == "Job" and o["name"] == job_id for o in owners):
-            conditions = workload.get("status", {}).get("conditions", [])
-            return any(c["type"] == "PodsReady" and c["status"] == "True" for c in conditions)
-    return False
-
-
 async def test_a_spawn_takes_a_jobs_accelerator_the_job_is_requeued_and_completes_later(
     env, core, pod_runner
 ):
@@ -425,12 +406,15 @@ async def test_a_spawn_takes_a_jobs_accelerator_the_job_is_requeued_and_complete
         "quinn",
         "POST",
         "api/jobs",
-        job_body(name="bumped", priority="low", command=RUN_LONG_THEN_SHORT, **A30),
+        job_body(name="bumped", priority="low", command=run_long_then_short(".bumped-ran"), **A30),
     )
     await wait_until(lambda: state_of(env, "quinn", job["id"], "running"), "the job to run")
     # Kueue marks the job's pods ready a moment after the Job does; a job stopped before that
     # waits waitForPodsReady's first-start timeout (30 min) instead of the recovery timeout.
-    await wait_until(lambda: _pods_ready_in_kueue(env, core, job["id"]), "Kueue to see it run")
+    await wait_until(
+        lambda: pods_ready_in_kueue(core.api_client, env.namespace, job["id"]),
+        "Kueue to see it run",
+    )
 
     name = f"a30-{uuid.uuid4().hex[:6]}"
     server = f"/users/quinn/servers/{name}"
