@@ -31,6 +31,9 @@ CHART_HUB_IMAGE_PINS = {
 NEWER_THAN_CHART = {"jupyterhub-kubespawner": "7.1.0"}  # the product needs KubeSpawner >= 7.1
 # Images that are bases of the catalog's, not environments of their own.
 BASES = {"hub", "notebook"}
+# Images of the platform's services made of Debian packages alone (no pip, no requirements).
+DEBIAN_IMAGES = {"backup"}
+PIP_FOLDERS = [folder for folder in FOLDERS if folder not in DEBIAN_IMAGES]
 VERSION_LABEL = re.compile(r'org\.opencontainers\.image\.version="([^"]+)"')
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)$")
 # A pin only one Python needs (the dev cluster's notebook environment may run another one).
@@ -125,7 +128,7 @@ def test_the_images_are_the_catalogs_environments_and_their_bases():
     assert {"hub", "notebook", "cpu", "ml-gpu", "qml-gpu"} <= set(FOLDERS)
     environments = catalog.load(catalog.default_path()).environments
     named = {env.image.rsplit("/", 1)[1].split(":")[0] for env in environments.values()}
-    assert named == set(FOLDERS) - BASES
+    assert named == set(FOLDERS) - BASES - DEBIAN_IMAGES
 
 
 @pytest.mark.parametrize("key", list(catalog.load(catalog.default_path()).environments))
@@ -153,7 +156,7 @@ def test_every_base_image_is_pinned_by_tag(folder):
         names.add(name)
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", PIP_FOLDERS)
 def test_every_requirement_is_pinned_once_in_the_chain(folder):
     lines = requirement_lines(IMAGES / folder / "requirements.txt")
     assert lines, f"images/{folder}/requirements.txt is empty"
@@ -169,7 +172,7 @@ def test_every_requirement_is_pinned_once_in_the_chain(folder):
         assert requirement.specifier.contains(have[canonical(requirement.name)], prereleases=True)
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", PIP_FOLDERS)
 def test_each_image_installs_its_pins_alone_and_checks_them(folder):
     runs = " ".join(args_of(folder, "RUN"))
     assert re.search(r"pip install [^&]*--no-deps[^&]*-r /tmp/aiinfn/requirements\.txt", runs)
@@ -242,3 +245,14 @@ def test_the_notebook_base_carries_the_platforms_jupyter_settings():
     assert args_of("notebook", "CMD") == ['["jupyterhub-singleuser"]']
     # The docker-stacks user the spawner's security context and the dev cluster's pod runner expect.
     assert args_of("notebook", "USER")[-1] == "1000:100"
+
+
+def test_the_backup_image_is_debians_borg_12_tagged_as_the_product_names_it():
+    from aiinfn_hub.services.backup import image
+
+    assert [image for image, _ in stages("backup")] == ["debian:12.11-slim"]
+    runs = " ".join(args_of("backup", "RUN"))
+    assert re.search(r"apt-get install -y --no-install-recommends borgbackup=1\.2\.[0-9]+-", runs)
+    product = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert image.IMAGE == f"ghcr.io/aiinfn-hub/backup:{product}" and version("backup") == product
+    assert args_of("backup", "USER") == [f"{image.UID}:{image.GID}"]

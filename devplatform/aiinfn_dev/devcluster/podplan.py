@@ -51,8 +51,9 @@ class LocalImage:
     home: str = "/home/jovyan"
     # The platform's Jupyter configuration the image carries (images/notebook/jupyter), if any.
     jupyter_config: str = ""
-    # The image's ENV lines: "docker-stacks" (SHELL, NB_USER, NB_UID, NB_GID) or "python" (the
-    # official Python images z2jh's hub image is built on: PATH and LANG only).
+    # The image's ENV lines: "docker-stacks" (SHELL, NB_USER, NB_UID, NB_GID), "python" (the
+    # official Python images z2jh's hub image is built on: PATH and LANG only) or "debian"
+    # (Debian's own images: PATH only; the prefix "" adds nothing to it).
     base: str = "docker-stacks"
     workdir: str = ""  # WORKDIR; "" is the home (docker-stacks' WORKDIR is $HOME)
     # What the image adds (COPY): path in the image -> the host folder or file with that content.
@@ -60,13 +61,10 @@ class LocalImage:
 
     def env(self) -> dict[str, str]:
         """The image's ENV lines, and HOME, which the runtime sets from the image's user."""
-        env = {
-            "PATH": (
-                f"{self.prefix}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-            ),
-            "LANG": "C.UTF-8",
-            "HOME": self.home,
-        }
+        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env = {"PATH": f"{self.prefix}/bin:{path}" if self.prefix else path, "HOME": self.home}
+        if self.base != "debian":
+            env["LANG"] = "C.UTF-8"
         if self.base == "docker-stacks":
             env.update(
                 {

@@ -35,6 +35,7 @@ from kubernetes_asyncio import client
 
 from aiinfn_hub import catalog, k8s, labels
 from aiinfn_hub.k8s_watch import ListWatch
+from aiinfn_hub.services.backup import image as backup_image_ref
 
 from . import podplan, podstatus, sandbox
 from .components import POD_CIDR
@@ -121,6 +122,33 @@ def hub_image(prefix: Path, source_root: Path) -> LocalImage:
     )
 
 
+BORG = Path("/usr/bin/borg")
+
+
+def backup_image_problem(borg: Path = BORG) -> str | None:
+    """Why the backup image cannot be played here (it needs Debian's borg 1.2), or None."""
+    if not borg.exists():
+        return f"no {borg} (./dev installs Debian's borgbackup)"
+    return None
+
+
+def backup_image() -> LocalImage:
+    """The backup image (images/backup/Dockerfile: Debian's borg 1.2 and sh) played by this
+    machine's Debian system, which has the same borg at the same path: user nobody, WORKDIR /,
+    Debian's PATH, Debian's default command."""
+    return LocalImage(
+        prefix="",
+        cmd=("bash",),
+        user="nobody",
+        uid=backup_image_ref.UID,
+        gid=backup_image_ref.GID,
+        group="nogroup",
+        home="/nonexistent",
+        base="debian",
+        workdir="/",
+    )
+
+
 def _env_paths(prefix: Path) -> list[str]:
     """An environment and the Python installation it runs on."""
     cfg = prefix / "pyvenv.cfg"
@@ -136,11 +164,13 @@ def settings_for(
     ip_claims: Path,
     hub_env: Path | None = None,
     api_server: str = "",
+    backup: bool = False,
 ) -> Settings:
     """Every environment image of the catalog played by the notebook environment with the
-    images' Jupyter configuration, and the hub image of helm-values/values.yaml by the hub
-    environment if given; the host folders they need (their Pythons, this checkout for the
-    editable install and the images' configuration) shown read-only."""
+    images' Jupyter configuration, the hub image of helm-values/values.yaml by the hub
+    environment if given, the backup image by this system if asked; the host folders they need
+    (their Pythons, this checkout for the editable install and the images' configuration) shown
+    read-only."""
     jupyter_config = str(source_root / "images" / "notebook" / "jupyter")
     images = {
         env.image: LocalImage(prefix=str(notebook_env), jupyter_config=jupyter_config)
@@ -150,6 +180,8 @@ def settings_for(
     if hub_env is not None:
         images[hub_image_name(source_root / HUB_VALUES)] = hub_image(hub_env, source_root)
         extra += _env_paths(hub_env)
+    if backup:
+        images[backup_image_ref.IMAGE] = backup_image()
     return Settings(
         str(kubeconfig), str(state), images, podplan.host_paths(extra), str(ip_claims), api_server
     )
@@ -188,6 +220,9 @@ def for_cluster(
     if hub_problem:
         say(f"pod runner: the hub image stays simulated: {hub_problem}")
         hub_env = None
+    backup_problem = backup_image_problem()
+    if backup_problem:
+        say(f"pod runner: the backup image stays simulated: {backup_problem}")
     # Every dev cluster of this cache (<cache>/clusters/<name>) shares one record of pod IPs.
     claims = root.parent.parent / "pod-ips"
     return settings_for(
@@ -199,6 +234,7 @@ def for_cluster(
         claims,
         hub_env,
         api_server_address(kubeconfig),
+        backup_problem is None,
     ), None
 
 

@@ -1,0 +1,194 @@
+"""The backup Jobs' world on the dev cluster, made as an installer would with the admin client:
+the backup target claim (a local folder standing for the Ceph volume, its `homes` and
+`projects` folders as docs/backup.md asks), the keys Secret, and users' homes with files.
+Shared by the backup integration tests."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiinfn_dev import devstorage
+from kubernetes_asyncio import client
+
+from aiinfn_hub import names
+from aiinfn_hub.services.backup import image, manifests, repos
+from aiinfn_hub.storage_config import StorageSettings
+from tests.helpers import wait_until
+
+JOB_LIMIT = 180.0
+BACKUP_UID = 990
+
+
+@dataclass
+class BackupWorld:
+    """One namespace's backup target, keys Secret and storage folders."""
+
+    namespace: str
+    target: Path
+    homes: Path
+    projects: dict[str, Path]
+    passphrases: dict[str, str]
+    settings: manifests.BackupSettings
+    storage: StorageSettings
+
+    def home(self, username: str) -> Path:
+        return self.homes / names.slug(username)
+
+    def repository(self, repository: repos.Repository) -> Path:
+        return Path(repos.path_under(str(self.target), repository))
+
+
+def target_objects(namespace: str, folder: Path, claim: str) -> list[dict]:
+    """The backup target's PersistentVolume (a local folder) and claim."""
+    pv = devstorage.pv_name(claim, namespace)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        },
+    ]
+
+
+def make_target_folders(target: Path) -> None:
+    """What the admin makes once: `homes` 1733 root's (each uid creates its own repository and
+    cannot list another's), `projects` the backup uid's, 0711."""
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o755)
+    (target / "homes").mkdir(exist_ok=True)
+    (target / "homes").chmod(0o1733)
+    (target / "projects").mkdir(exist_ok=True)
+    os.chown(target / "projects", BACKUP_UID, 0)
+    (target / "projects").chmod(0o711)
+
+
+async def keys_secret(
+    core: client.CoreV1Api, namespace: str, name: str, repositories: list[repos.Repository]
+) -> dict[str, str]:
+    """One random passphrase per repository, as the service writes them."""
+    passphrases = {r.key: f"aiinfn {secrets.token_hex(24)}" for r in repositories}
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in passphrases.items()}
+    body = {"metadata": {"name": name}, "type": "Opaque", "data": data}
+    await core.create_namespaced_secret(namespace, body)
+    return passphrases
+
+
+def make_home(world: BackupWorld, username: str, uid: int, outside: Path) -> Path:
+    """A user's home (0700, theirs): modes, a folder, a file named like an option, symlinks in
+    and out, a cache borg skips."""
+    home = world.home(username)
+    (home / "work" / "deep").mkdir(parents=True)
+    (home / "notebook.ipynb").write_text('{"cells": [], "metadata": {}}\n')
+    (home / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (home / "run.sh").chmod(0o755)
+    (home / "private.txt").write_text("mine\n")
+    (home / "private.txt").chmod(0o600)
+    (home / "-rf").write_text("a file named like an option\n")
+    (home / "work" / "data.bin").write_bytes(secrets.token_bytes(200_000))
+    (home / "work").chmod(0o750)
+    (home / "work" / "deep" / "link-to-notebook").symlink_to("../../notebook.ipynb")
+    (home / "outside-dir").symlink_to(outside)
+    (home / "dangling").symlink_to("/nonexistent/target")
+    (home / ".cache" / "pip").mkdir(parents=True)
+    (home / ".cache" / "pip" / "wheel").write_bytes(b"cached")
+    for path in [home, *home.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
+    home.chmod(0o700)
+    return home
+
+
+def tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """path -> (mode, owner, mtime, content or link target), never following links."""
+    found: dict[str, tuple] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            relative = str(path.relative_to(root))
+            if any(relative == s or relative.startswith(s + "/") for s in skip):
+                continue
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                content: object = os.readlink(path)
+            elif stat.S_ISREG(info.st_mode):
+                content = path.read_bytes()
+            else:
+                content = None
+            mtime = info.st_mtime_ns if not stat.S_ISDIR(info.st_mode) else None
+            found[relative] = (info.st_mode, (info.st_uid, info.st_gid), mtime, content)
+    return found
+
+
+async def job_outcome(batch: client.BatchV1Api, namespace: str, name: str) -> str | None:
+    """ "Complete" or "Failed" once the Job has that condition, else None."""
+    job = await batch.read_namespaced_job_status(name, namespace)
+    for condition in job.status.conditions or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return condition.type
+    return None
+
+
+async def run_job(batch: client.BatchV1Api, namespace: str, body: dict) -> str:
+    """Create a Job and wait for its outcome."""
+    await batch.create_namespaced_job(namespace, body)
+    name = body["metadata"]["name"]
+    return await wait_until(
+        lambda: job_outcome(batch, namespace, name), f"Job {name} to finish", limit=JOB_LIMIT
+    )
+
+
+async def pod_report(core: client.CoreV1Api, namespace: str, job: str) -> tuple[list, str]:
+    """(each container's (name, exit code), the last container's log) of a Job's pod."""
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+    assert len(pods.items) == 1, [p.metadata.name for p in pods.items]
+    pod = pods.items[0]
+    statuses = [*(pod.status.init_container_statuses or []), *pod.status.container_statuses]
+    codes = [
+        (s.name, s.state.terminated.exit_code if s.state.terminated else None) for s in statuses
+    ]
+    container = pod.spec.containers[0].name
+    log = await core.read_namespaced_pod_log(pod.metadata.name, namespace, container=container)
+    return codes, log
+
+
+def backup_settings() -> manifests.BackupSettings:
+    """The Jobs' settings with small requests (the dev nodes' CPUs are scheduled, not used)."""
+    return manifests.BackupSettings(image=image.IMAGE, resources={"cpu": "100m", "memory": "256Mi"})
+
+
+def require_backup_runner(devcluster) -> None:
+    """Skip unless the session cluster's pod runner plays the backup image (real borg)."""
+    import pytest
+    from aiinfn_dev.devcluster import podrunner
+
+    _, cluster = devcluster
+    if cluster is None:
+        pytest.skip("the pod runner is part of the built dev cluster, not an AIINFN_KUBECONFIG one")
+    config = cluster.layout.config("pod-runner.json")
+    if "pod-runner" not in {p.name for p in cluster.status().processes} or not config.exists():
+        pytest.skip(f"dev cluster {cluster.name!r} runs without the pod runner")
+    if image.IMAGE not in podrunner.Settings.from_json(config.read_text()).images:
+        pytest.skip(f"dev cluster {cluster.name!r} does not play the backup image (no borg?)")

@@ -1,0 +1,170 @@
+"""The backup and restore Jobs of aiinfn_hub/services/backup/manifests.py run for real on the dev
+cluster: the pod runner plays the backup image with this machine's Debian borg 1.2, on the dev
+storage's folders, in a namespace enforcing Pod Security "restricted". The test makes what an
+installer would (target claim, keys Secret, the target's folders) and the Jobs the service will
+create; the Jobs themselves run as the home's owner and the user who asked."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiinfn_dev import devstorage
+
+from aiinfn_hub.identity import Identity
+from aiinfn_hub.services.backup import borg, manifests, paths, repos
+from aiinfn_hub.storage_config import StorageSettings
+from tests import backup_cluster
+from tests.backup_cluster import BackupWorld, pod_report, run_job, tree
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+ALICE = 100001
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def world(devcluster, api_client, core, namespace, storage, tmp_path) -> BackupWorld:
+    backup_cluster.require_backup_runner(devcluster)
+    settings = backup_cluster.backup_settings()
+    target = tmp_path / "backup-target"
+    backup_cluster.make_target_folders(target)
+    objects = backup_cluster.target_objects(namespace, target, settings.target_claim)
+    await devstorage.apply(api_client, objects)
+    try:
+        await wait_until(
+            lambda: devstorage.claims_bound(api_client, namespace, objects),
+            "the backup target claim to be bound",
+        )
+        passphrases = await backup_cluster.keys_secret(
+            core, namespace, settings.keys_secret, [repos.home("alice"), repos.home("bob")]
+        )
+        folders = devstorage.claim_folders(storage)
+        storage_settings = StorageSettings()
+        yield BackupWorld(
+            namespace,
+            target,
+            folders[storage_settings.home_claim],
+            {},
+            passphrases,
+            settings,
+            storage_settings,
+        )
+    finally:
+        await devstorage.delete_volumes(api_client, objects)
+
+
+def _outside(root: Path) -> tuple[Path, bytes]:
+    """Another project's folder, and a marker that must never reach alice's archive."""
+    outside = root / "other-project"
+    outside.mkdir()
+    marker = f"PROJECT-SECRET-{secrets.token_hex(16)}".encode()
+    (outside / "secret.txt").write_bytes(marker)
+    return outside, marker
+
+
+async def _backup(batch, world: BackupWorld, username: str, uid: int, run_id: str) -> str:
+    archive = borg.archive_for(datetime.now(UTC))
+    job = manifests.make_backup_job(
+        world.settings,
+        world.storage,
+        repos.home(username),
+        manifests.home_backup_identity(Identity(uid)),
+        archive,
+        run_id,
+    )
+    assert await run_job(batch, world.namespace, job) == "Complete"
+    return archive
+
+
+def _restore_job(world: BackupWorld, username: str, uid: int, target, run_id: str) -> dict:
+    return manifests.make_restore_job(
+        world.settings,
+        repos.home(username),
+        username,
+        manifests.restore_identity(Identity(uid)),
+        target,
+        manifests.home_destination(world.storage, username),
+        run_id,
+    )
+
+
+async def test_a_home_backed_up_by_a_job_is_restored_by_the_users_job(
+    world: BackupWorld, batch, core, tmp_path
+):
+    outside, marker = _outside(tmp_path)
+    home = backup_cluster.make_home(world, "alice", ALICE, outside)
+    before = tree(home)
+    archive = await _backup(batch, world, "alice", ALICE, "b1")
+    repository = world.repository(repos.home("alice"))
+    assert (repository / "config").exists()
+    assert repository.stat().st_uid == ALICE  # created by alice's own Job
+    assert oct(repository.stat().st_mode & 0o777) == oct(0o700)
+
+    target = paths.user_target(archive, "")
+    job = _restore_job(world, "alice", ALICE, target, "r1")
+    outcome = await run_job(batch, world.namespace, job)
+    assert outcome == "Complete", await pod_report(core, world.namespace, job["metadata"]["name"])
+    restored = home / paths.RESTORED_FOLDER / archive
+    # Byte-identical, modes, owners, mtimes and symlinks (as links, never followed); .cache
+    # excluded by the backup.
+    assert tree(restored) == {k: v for k, v in before.items() if not k.startswith(".cache")}
+    assert (restored / "outside-dir").is_symlink()
+    assert os.readlink(restored / "outside-dir") == str(outside)
+    for path in restored.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert marker not in path.read_bytes(), path
+    assert tree(home, skip=(paths.RESTORED_FOLDER,)) == before  # the home itself untouched
+    # The restored folders are alice's (the Job ran as her uid), private.
+    for folder in (home / paths.RESTORED_FOLDER, restored):
+        assert folder.stat().st_uid == ALICE and folder.stat().st_mode & 0o077 == 0
+
+    # A single file, into its own folder: only that file.
+    one = paths.user_target(archive, "work/data.bin")
+    job = _restore_job(world, "alice", ALICE, one, "r2")
+    # The destination exists (the first restore made it): refused, nothing written.
+    snapshot = tree(home)
+    assert await run_job(batch, world.namespace, job) == "Failed"
+    codes, log = await pod_report(core, world.namespace, job["metadata"]["name"])
+    assert codes == [("restore", manifests.RESTORE_EXISTS_EXIT)]
+    assert "already exists; nothing was restored" in log
+    assert tree(home) == snapshot
+    for passphrase in world.passphrases.values():
+        assert passphrase not in log
+
+
+async def test_a_restore_into_an_existing_destination_fails_cleanly(
+    world: BackupWorld, batch, core, tmp_path
+):
+    outside, _ = _outside(tmp_path)
+    home = backup_cluster.make_home(world, "bob", ALICE + 1, outside)
+    archive = await _backup(batch, world, "bob", ALICE + 1, "b1")
+    target = paths.user_target(archive, "work")
+    existing = home / target.folder / "work"
+    existing.mkdir(parents=True)
+    (existing / "newer.txt").write_text("written after the backup\n")
+    for path in (home / paths.RESTORED_FOLDER, home / target.folder, existing):
+        os.chown(path, ALICE + 1, ALICE + 1)
+    os.chown(existing / "newer.txt", ALICE + 1, ALICE + 1)
+    snapshot = tree(home)
+
+    job = _restore_job(world, "bob", ALICE + 1, target, "r1")
+    assert await run_job(batch, world.namespace, job) == "Failed"
+    codes, log = await pod_report(core, world.namespace, job["metadata"]["name"])
+    assert codes == [("restore", manifests.RESTORE_EXISTS_EXIT)]
+    assert f"{target.destination} already exists; nothing was restored" in log
+    assert tree(home) == snapshot
+
+    # A dangling symlink in the way counts as existing too (never written through).
+    link_target = paths.user_target(archive, "notebook.ipynb")
+    (home / link_target.folder / "notebook.ipynb").symlink_to("/nonexistent/elsewhere")
+    os.chown(home / link_target.folder / "notebook.ipynb", ALICE + 1, ALICE + 1,
+             follow_symlinks=False)  # fmt: skip
+    snapshot = tree(home)
+    job = _restore_job(world, "bob", ALICE + 1, link_target, "r2")
+    assert await run_job(batch, world.namespace, job) == "Failed"
+    assert tree(home) == snapshot
