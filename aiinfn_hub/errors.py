@@ -45,6 +45,9 @@ def to_http_error(error: UserError) -> web.HTTPError:
     # What pages show: JupyterHub 6's spawn form and progress events otherwise show str(exception),
     # "403 SpawnException(reason=policy): <log detail>".
     http_error.jupyterhub_message = error.message
+    # The refusal's reason for the metrics (metrics.refusal_reason): JupyterHub 5.5 has no
+    # SpawnException, and tornado's own `reason` is the HTTP reason phrase.
+    http_error.aiinfn_reason = error.reason
     return http_error
 
 

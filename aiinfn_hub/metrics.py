@@ -91,11 +91,11 @@ def unit_counts(inventory: Inventory, projects: Collection[str]) -> UnitCounts:
 
 def refusal_reason(error: BaseException) -> str | None:
     """The reason label of a failed spawn, or None when it was no refusal (a crash, a bug, a
-    timeout): a SpawnException's reason (JupyterHub 6), else what its HTTP status says."""
+    timeout): the UserError's reason errors.to_http_error kept, else what its HTTP status says."""
     status = getattr(error, "status_code", None)
     if not isinstance(status, int) or not (400 <= status < 500 or status == 503):
         return None
-    reason = getattr(error, "reason", None)
+    reason = getattr(error, "aiinfn_reason", None) or getattr(error, "reason", None)
     if reason in REFUSAL_REASONS:
         return reason
     return _STATUS_REASONS.get(status, "other")

@@ -14,6 +14,8 @@ HELM_VALUES = REPO / "helm-values"
 VALUES = HELM_VALUES / "values.yaml"
 # Values for Kueue's own chart, not cluster objects (tests/unit/test_kueue.py reads them).
 KUEUE_VALUES = HELM_VALUES / "kueue-values.yaml"
+# Prometheus's rule file, not cluster objects (tests/monitoring/test_rules.py checks it).
+PROMETHEUS_RULES = HELM_VALUES / "prometheus-rules.yaml"
 NAMESPACE = "jhub"
 # The job service's port: hub Service, network policies and the service's bind address agree.
 JOBS_PORT = 10101
@@ -21,7 +23,8 @@ JOBS_PORT = 10101
 
 def object_files() -> list[Path]:
     """Every file of cluster objects (all but the charts' values)."""
-    return sorted(p for p in HELM_VALUES.glob("*.yaml") if p not in (VALUES, KUEUE_VALUES))
+    not_objects = (VALUES, KUEUE_VALUES, PROMETHEUS_RULES)
+    return sorted(p for p in HELM_VALUES.glob("*.yaml") if p not in not_objects)
 
 
 def objects(path: Path) -> list[dict]:

@@ -120,7 +120,9 @@ def test_values_state_what_jupyterhub_config_d_sets_alike():
 
 def test_40_jobs_completes_the_charts_registration_of_the_job_service():
     registered = [{"name": key, **service} for key, service in values()["hub"]["services"].items()]
-    [jobs] = config_d(registered).JupyterHub.services
+    services = {s["name"]: s for s in config_d(registered).JupyterHub.services}
+    assert set(services) == {"jobs", "prometheus"}
+    jobs = services["jobs"]
     assert jobs["url"] == f"http://hub:{JOBS_PORT}"
     assert jobs["command"] == [sys.executable, "-m", "aiinfn_hub.services.jobs"]
     assert (jobs["oauth_no_confirm"], jobs["oauth_client_allowed_scopes"]) == (True, [])

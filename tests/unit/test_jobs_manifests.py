@@ -177,6 +177,7 @@ def test_a_gpu_batch_job_with_sandbox_files():
                         **OWNER_LABELS,
                         "aiinfn.infn.it/job-kind": "batch",
                         "aiinfn.infn.it/accelerator": "t4",
+                        "aiinfn.infn.it/project": "cms-ml",
                     },
                     "annotations": {
                         "aiinfn.infn.it/owner-name": "alice",
@@ -636,6 +637,7 @@ def test_a_bunshin_clone_keeps_image_volumes_and_env_but_no_token_or_hub_wiring(
             **OWNER_LABELS,
             "aiinfn.infn.it/job-kind": "bunshin",
             "aiinfn.infn.it/accelerator": "t4",
+            "aiinfn.infn.it/project": "cms-ml",
         },
         "annotations": {
             "aiinfn.infn.it/owner-name": "alice",

@@ -345,6 +345,8 @@ def _job_spec(plan: JobPlan, settings: BuildSettings, pod_spec: dict[str, Any]) 
         **owner_labels(plan.owner, COMPONENT),
         labels.JOB_KIND: plan.kind,
         labels.ACCELERATOR: plan.accelerator.key,
+        # The hub's metrics count accelerator units per project from the pods (metrics.py).
+        labels.PROJECT: names.label_value(plan.project),
     }
     spec: dict[str, Any] = {
         "suspend": True,
