@@ -192,3 +192,84 @@ def require_backup_runner(devcluster) -> None:
         pytest.skip(f"dev cluster {cluster.name!r} runs without the pod runner")
     if image.IMAGE not in podrunner.Settings.from_json(config.read_text()).images:
         pytest.skip(f"dev cluster {cluster.name!r} does not play the backup image (no borg?)")
+
+
+SERVICE_ACCOUNT = "aiinfn-backup"
+# What the backup service needs in its namespace (and nothing cluster-wide): its Jobs, their
+# pods and logs, the keys Secret (extended once per repository), the uid/gid record.
+SERVICE_RULES = [
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+]
+
+
+def service_account_objects(namespace: str) -> list[dict]:
+    """The backup service's ServiceAccount, Role and RoleBinding, as an installer makes them."""
+    rbac = "rbac.authorization.k8s.io"
+    meta = {"name": SERVICE_ACCOUNT, "namespace": namespace}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": f"{rbac}/v1", "kind": "Role", "metadata": meta, "rules": SERVICE_RULES},
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": SERVICE_ACCOUNT},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}
+            ],
+        },
+    ]
+
+
+async def service_kubeconfig(
+    api_client: client.ApiClient, namespace: str, admin_kubeconfig: Path, path: Path
+) -> Path:
+    """Make the service's account (with the admin's client) and write a kubeconfig holding a
+    token of it: the service itself never runs with admin credentials."""
+    import yaml
+    from aiinfn_dev import hubaccount
+
+    for document in service_account_objects(namespace):
+        await devstorage.apply(api_client, [document])
+    answer = await client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        SERVICE_ACCOUNT, namespace, {"spec": {"audiences": [], "expirationSeconds": 3600}}
+    )
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    config = hubaccount.kubeconfig_with_token(
+        admin, answer.status.token, namespace, Path(admin_kubeconfig).resolve().parent
+    )
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+async def world_in(
+    devcluster, api_client, core, namespace: str, storage: list[dict], root: Path
+) -> tuple[BackupWorld, list[dict]]:
+    """The backup target (claim bound), the target's folders, the keys Secret (empty: the
+    service adds each repository's passphrase) and the storage's folders; returns the target's
+    objects for delete_volumes."""
+    require_backup_runner(devcluster)
+    settings = backup_settings()
+    target = root / "backup-target"
+    make_target_folders(target)
+    objects = target_objects(namespace, target, settings.target_claim)
+    await devstorage.apply(api_client, objects)
+    await wait_until(
+        lambda: devstorage.claims_bound(api_client, namespace, objects),
+        "the backup target claim to be bound",
+    )
+    folders = devstorage.claim_folders(storage)
+    storage_settings = StorageSettings()
+    projects = {
+        claim.removeprefix(f"{storage_settings.project_claim_prefix}-"): folder
+        for claim, folder in folders.items()
+        if claim.startswith(f"{storage_settings.project_claim_prefix}-")
+    }
+    homes = folders[storage_settings.home_claim]
+    world = BackupWorld(namespace, target, homes, projects, {}, settings, storage_settings)
+    return world, objects
