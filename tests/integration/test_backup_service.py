@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from aiinfn_dev import devstorage
 
-from aiinfn_hub import catalog, k8s, labels
+from aiinfn_hub import catalog, k8s, labels, names
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.identity import IdentityStore
-from aiinfn_hub.services.backup import paths
+from aiinfn_hub.services.backup import paths, repos
 from aiinfn_hub.services.backup.operations import BackupConfig, BackupService
 from aiinfn_hub.services.backup.store import BackupStore
 from aiinfn_hub.services.base import HubUser
@@ -225,3 +225,46 @@ async def test_every_refusal_is_a_4xx_that_creates_nothing(
     # The listing Jobs that the 404s ran (as alice) are gone, and so is every Job label.
     jobs = (await batch.list_namespaced_job(namespace)).items
     assert {j.metadata.labels[labels.COMPONENT] for j in jobs} == {"backup"}
+
+
+async def test_a_project_is_backed_up_in_its_group_and_restored_by_members_and_admins(
+    service: BackupService, world: BackupWorld, api_client, namespace, tmp_path
+):
+    """A project backed up as the backup uid in the project's group; a member lists it and
+    restores into their own home as themselves; someone outside is refused; an admin restores
+    into a folder of the project's own."""
+    home = await _alice_home(world, api_client, namespace, tmp_path)
+    identity = await IdentityStore(api_client, namespace).identity("alice", ["cms-ml"])
+    uid, gid = identity.uid, identity.group_gids["cms-ml"]
+    folder = world.projects[names.slug("cms-ml")] / names.slug("cms-ml")
+    folder.mkdir(parents=True)
+    os.chown(folder, uid, gid)
+    folder.chmod(0o2770)
+    (folder / "results.csv").write_text("a,b\n1,2\n")
+    os.chown(folder / "results.csv", uid, gid)
+    (folder / "results.csv").chmod(0o640)
+
+    started = await service.start_backup(ALICE, "project", "cms-ml")
+    assert (await _wait(service, ALICE, started["id"]))["state"] == "succeeded"
+    repository = world.repository(repos.project("cms-ml"))
+    assert (repository.stat().st_uid, repository.stat().st_gid) == (backup_cluster.BACKUP_UID, gid)
+    assert repository.stat().st_mode & 0o777 == 0o750
+    with pytest.raises(UserError) as outside:
+        await service.archives(BOB, "project", "cms-ml")
+    assert outside.value.status == 403
+    # bob's status request about the project's backup: not found.
+    with pytest.raises(UserError):
+        await service.status(BOB, started["id"])
+
+    archive = (await service.archives(ALICE, "project", "cms-ml"))[0]["name"]
+    assert archive == started["archive"]
+    restore = await service.start_restore(ALICE, "project", "cms-ml", archive, "results.csv")
+    assert (await _wait(service, ALICE, restore["id"]))["state"] == "succeeded"
+    restored = home / paths.RESTORED_FOLDER / archive / "results.csv"
+    assert restored.read_text() == "a,b\n1,2\n" and restored.stat().st_uid == uid
+
+    admin = await service.start_restore(ADMIN, "project", "cms-ml", archive, "results.csv", "old")
+    assert admin["destination"] == "/home/shared/cms-ml/old/results.csv"
+    assert (await _wait(service, ADMIN, admin["id"]))["state"] == "succeeded"
+    assert (folder / "old" / "results.csv").read_text() == "a,b\n1,2\n"
+    assert (folder / "old" / "results.csv").stat().st_gid == gid
