@@ -1,0 +1,133 @@
+"""The ledger's writer: events queued in memory, written in batches, kept through an outage.
+
+`submit` never blocks and never touches the database: the inventory watch calls it for each
+event. `run` (a task) writes what is queued, oldest first, in batches of one transaction each;
+an event leaves the queue only once its batch is committed. While the database is down (a
+failed connect or statement) the queue waits and the writer reconnects with bounded backoff;
+replays are harmless because the ledger stores each event id once.
+
+The queue is bounded (`limit` events). When it is full, new events are dropped and counted in
+`dropped`, with an error logged once per outage: the ledger then misses them until the watch's
+next relist submits the starts of the pods still running again (ledger.open_allocations tells
+which intervals lack an end whose pod is gone). A batch the database refuses for any reason other
+than being unreachable (a bug: events are checked before they are queued) is logged, counted in
+`refused` and dropped, so one bad batch cannot stop the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import psycopg
+from psycopg import AsyncConnection
+
+from . import ledger
+from .events import AllocationEvent
+
+log = logging.getLogger(__name__)
+
+
+class LedgerWriter:
+    """Writes submitted events to the ledger at `dsn` (a libpq connection string): at most
+    `limit` queued, `batch` per transaction, reconnecting after `retry` seconds (first, most)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        limit: int = 100_000,
+        batch: int = 500,
+        retry: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.dsn = dsn
+        self.limit = limit
+        self.batch = batch
+        self.retry = retry
+        self.queue: deque[AllocationEvent] = deque()
+        self.written = 0  # events new to the ledger
+        self.dropped = 0  # events refused because the queue was full
+        self.refused = 0  # events in batches the database refused
+        self.failures = 0  # failed connects or writes (the database unreachable)
+        self._connection: AsyncConnection | None = None
+        self._wake = asyncio.Event()
+        self._warned_full = False
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def submit(self, event: AllocationEvent) -> bool:
+        """Queue an event; False (and counted) if the queue is full."""
+        if len(self.queue) >= self.limit:
+            self.dropped += 1
+            if not self._warned_full:
+                self._warned_full = True
+                log.error("Accounting queue full (%d events): dropping new events", self.limit)
+            return False
+        self.queue.append(event)
+        self._wake.set()
+        return True
+
+    async def _connect(self) -> AsyncConnection:
+        if self._connection is None or self._connection.closed:
+            self._connection = await AsyncConnection.connect(self.dsn, connect_timeout=10)
+        return self._connection
+
+    async def flush(self) -> None:
+        """Write everything queued now. Raises psycopg.OperationalError while the database is
+        unreachable (what was not committed stays queued)."""
+        while self.queue:
+            events = [self.queue[i] for i in range(min(self.batch, len(self.queue)))]
+            connection = await self._connect()
+            try:
+                async with connection.transaction():
+                    self.written += await ledger.insert(connection, events)
+            except psycopg.OperationalError:
+                await self.disconnect()
+                raise
+            except psycopg.Error as error:
+                log.error("Accounting batch of %d events refused: %s", len(events), error)
+                self.refused += len(events)
+            for _ in events:
+                self.queue.popleft()
+            self._warned_full = False
+
+    async def run(self) -> None:
+        """Write as events come, forever (cancel the task to stop; `close` flushes first)."""
+        delay = self.retry[0]
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+                delay = self.retry[0]
+            except (psycopg.OperationalError, OSError) as error:
+                self.failures += 1
+                log.warning(
+                    "Accounting database unreachable (%s); %d events queued, retry in %.1fs",
+                    type(error).__name__,
+                    len(self.queue),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry[1])
+                self._wake.set()
+
+    async def disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.closed:
+            try:
+                await connection.close()
+            except psycopg.Error:
+                pass
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Try once more to write what is queued (at shutdown), then disconnect."""
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except (psycopg.OperationalError, OSError, TimeoutError):
+            log.error("Accounting: %d events not written at shutdown", len(self.queue))
+        finally:
+            await self.disconnect()
