@@ -6,9 +6,15 @@ Shared by the backup integration tests."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
+import signal
 import stat
+import subprocess
+import sys
+import threading
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,11 +254,11 @@ async def service_kubeconfig(
 
 
 async def world_in(
-    devcluster, api_client, core, namespace: str, storage: list[dict], root: Path
+    devcluster, api_client, namespace: str, folders: dict[str, Path], root: Path
 ) -> tuple[BackupWorld, list[dict]]:
-    """The backup target (claim bound), the target's folders, the keys Secret (empty: the
-    service adds each repository's passphrase) and the storage's folders; returns the target's
-    objects for delete_volumes."""
+    """The backup target (claim bound) and its folders, beside the storage whose claims'
+    folders are `folders`; the keys Secret is left to the service (it adds each repository's
+    passphrase). Returns the target's objects for delete_volumes."""
     require_backup_runner(devcluster)
     settings = backup_settings()
     target = root / "backup-target"
@@ -263,13 +269,109 @@ async def world_in(
         lambda: devstorage.claims_bound(api_client, namespace, objects),
         "the backup target claim to be bound",
     )
-    folders = devstorage.claim_folders(storage)
     storage_settings = StorageSettings()
+    prefix = f"{storage_settings.project_claim_prefix}-"
     projects = {
-        claim.removeprefix(f"{storage_settings.project_claim_prefix}-"): folder
+        claim.removeprefix(prefix): folder
         for claim, folder in folders.items()
-        if claim.startswith(f"{storage_settings.project_claim_prefix}-")
+        if claim.startswith(prefix)
     }
     homes = folders[storage_settings.home_claim]
     world = BackupWorld(namespace, target, homes, projects, {}, settings, storage_settings)
     return world, objects
+
+
+PREFIX = "/services/backup/"
+
+
+def hub_lines(port: int, token: str, **settings: object) -> list[str]:
+    """Hub config lines: the backup service as an external service, users allowed to reach it,
+    and these c.AiInfnBackup settings."""
+    service = {
+        "name": "backup",
+        "url": f"http://127.0.0.1:{port}",
+        "api_token": token,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [],
+    }
+    return [
+        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
+        f"c.JupyterHub.services.append({service!r})",
+        "c.JupyterHub.load_roles.append("
+        "{'name': 'user', 'scopes': ['self', 'access:services!service=backup']})",
+        *(f"c.AiInfnBackup.{name} = {value!r}" for name, value in settings.items()),
+    ]
+
+
+@dataclass
+class ServiceProcess:
+    """The backup service process, with the environment a hub gives a managed service and its
+    own account's kubeconfig; stopped by pid."""
+
+    tmp: Path
+    hub_url: str
+    port: int
+    token: str
+    kubeconfig: Path
+    process: subprocess.Popen | None = None
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        env.update(
+            {
+                "JUPYTERHUB_API_TOKEN": self.token,
+                "JUPYTERHUB_API_URL": f"{self.hub_url}/hub/api",
+                "JUPYTERHUB_CLIENT_ID": "service-backup",
+                "JUPYTERHUB_SERVICE_NAME": "backup",
+                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}",
+                "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
+                "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback",
+                "JUPYTERHUB_BASE_URL": "/",
+                "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
+                    ["access:services", "access:services!service=backup"]
+                ),
+                "KUBECONFIG": str(self.kubeconfig),
+            }
+        )
+        return env
+
+    def answers(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json"
+            urllib.request.urlopen(url, timeout=2).read()
+            return True
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "aiinfn_hub.services.backup"]
+        argv += ["--hub-config", str(self.tmp / "jupyterhub_config.py")]
+        with open(self.tmp / "backup-service.log", "wb") as log:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=self.tmp,
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        for _ in range(300):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the backup service exited: {self.log()[-3000:]}")
+            if self.answers():
+                return
+            threading.Event().wait(0.1)
+        raise RuntimeError(f"the backup service did not start: {self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return (self.tmp / "backup-service.log").read_text(errors="replace")

@@ -1,0 +1,180 @@
+"""The OpenAPI 3.1 document of the backup service's REST API; request schemas from the models."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .operations import RUN_NAME
+from .request import BackupRequest, RestoreRequest
+
+_ERROR = {
+    "description": "Refused, with the reason",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_ERRORS = {str(code): _ERROR for code in (400, 401, 403, 404, 409, 413, 429, 502, 503, 504)}
+_REPOSITORY = [
+    {"name": "kind", "in": "path", "required": True, "schema": {"enum": ["home", "project"]}},
+    {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "The home's user or the project's name.",
+    },
+]
+_ARCHIVE = {
+    "name": "archive",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._+-]*$", "maxLength": 128},
+}
+_RUN_ID = {
+    "name": "run_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{RUN_NAME.pattern}$"},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Archive": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "Its run's UTC start time."},
+            "time": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Entry": {
+        "type": "object",
+        "properties": {
+            "path": {"type": "string", "description": "Relative to the home or project folder."},
+            "type": {"enum": ["file", "folder", "symlink", "other"]},
+            "mode": {"type": "string", "description": "As ls -l shows it."},
+            "size": {"type": "integer"},
+            "mtime": {"type": "string", "format": "date-time"},
+            "link_target": {"type": "string", "description": "Symlinks only; never followed."},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"enum": ["backup", "restore"]},
+            "archive": {"type": "string"},
+            "path": {"type": "string"},
+            "destination": {"type": "string", "description": "Restores: where it writes."},
+            "state": {
+                "enum": ["running", "succeeded", "failed", "refused"],
+                "description": "refused: the restore's destination existed; nothing was written.",
+            },
+            "status": {"type": "integer", "description": "409 when refused."},
+            "message": {"type": "string"},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+    },
+}
+_PATHS: dict[str, Any] = {
+    "/api/repositories/{kind}/{name}/archives": {
+        "parameters": _REPOSITORY,
+        "get": {
+            "summary": "The repository's archives, newest first (none before its first backup)",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"archives": {"type": "array", "items": _ref("Archive")}},
+                    },
+                    "Archives",
+                ),
+                **_ERRORS,
+            },
+        },
+    },
+    "/api/repositories/{kind}/{name}/archives/{archive}/paths": {
+        "parameters": [*_REPOSITORY, _ARCHIVE],
+        "get": {
+            "summary": "The entries directly inside a folder of the archive",
+            "parameters": [
+                {"name": "folder", "in": "query", "schema": {"type": "string", "default": ""}}
+            ],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"entries": {"type": "array", "items": _ref("Entry")}},
+                    },
+                    "Entries",
+                ),
+                **_ERRORS,
+            },
+        },
+    },
+    "/api/restores": {
+        "post": {
+            "summary": "Restore a file or folder into ~/restored/<archive>/ (never overwriting)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("RestoreRequest")}},
+            },
+            "responses": {"202": _json(_ref("Run"), "Started"), **_ERRORS},
+        }
+    },
+    "/api/backups": {
+        "post": {
+            "summary": "Back up a home or project folder now (one run at a time per repository)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("BackupRequest")}},
+            },
+            "responses": {"202": _json(_ref("Run"), "Started"), **_ERRORS},
+        }
+    },
+    "/api/runs/{run_id}": {
+        "parameters": [_RUN_ID],
+        "get": {
+            "summary": "A backup's or restore's state",
+            "responses": {"200": _json(_ref("Run"), "The run"), **_ERRORS},
+        },
+    },
+}
+_INFO = {
+    "title": "aiinfn-hub backup service",
+    "version": "1",
+    "description": "Your backups: list archives, browse them, restore files into "
+    "~/restored/<archive>/ in your home. Authenticate with a JupyterHub token that may "
+    "access this service (Authorization: token ...). Unknown fields are refused.",
+}
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    """The document, built once."""
+    schemas = {
+        **_SCHEMAS,
+        "BackupRequest": BackupRequest.model_json_schema(),
+        "RestoreRequest": RestoreRequest.model_json_schema(),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": _INFO,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "token": {"type": "apiKey", "in": "header", "name": "Authorization"}
+            },
+        },
+        "security": [{"token": []}],
+        "paths": _PATHS,
+    }

@@ -1,0 +1,84 @@
+"""The backup service's settings, request bodies and OpenAPI document."""
+
+import pytest
+from kubernetes_asyncio import client
+from traitlets import TraitError
+from traitlets.config import Config
+
+from aiinfn_hub.errors import UserError
+from aiinfn_hub.services.backup import image, openapi
+from aiinfn_hub.services.backup.app import AiInfnBackup
+from aiinfn_hub.services.backup.handlers import routes
+from aiinfn_hub.services.backup.request import BackupRequest, RestoreRequest, parse
+
+
+def app(**sections) -> AiInfnBackup:
+    return AiInfnBackup(config=Config(sections))
+
+
+async def test_defaults_come_from_the_platform_settings():
+    backup = app(KubeSpawner={"namespace": "jhub"}, AiInfnStorage={"home_claim": "homes"})
+    assert backup.namespace == "jhub"
+    async with client.ApiClient() as api_client:
+        service = backup.service(api_client)
+    settings = service.config.settings
+    assert settings.image == image.IMAGE
+    assert (settings.target_claim, settings.keys_secret, settings.backup_uid) == (
+        "aiinfn-backup",
+        "aiinfn-backup-keys",
+        990,
+    )
+    assert service.config.storage.home_claim == "homes"
+    assert set(service.config.catalog.projects) == {"cms-ml", "lhcb-flashsim", "qml"}
+    assert service.store.namespace == "jhub"
+
+
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"AiInfnBackup": {"namespace": "Bad_Namespace"}}, "AiInfnBackup.namespace"),
+        ({"AiInfnBackup": {"target_claim": "a/b"}}, "AiInfnBackup.target_claim"),
+        ({"AiInfnBackup": {"keys_secret": ""}}, "AiInfnBackup.keys_secret"),
+        ({"AiInfnBackup": {"image": "Bad Image"}}, "AiInfnBackup.image"),
+        ({"AiInfnBackup": {"backup_uid": 0}}, "backup_uid"),
+        ({"AiInfnBackup": {"list_timeout": 1.0}}, "list_timeout"),
+    ],
+)
+def test_bad_settings_name_their_key(sections, message):
+    with pytest.raises(TraitError, match=message):
+        backup = app(**sections)
+        backup.namespace, backup.backup_uid, backup.list_timeout  # noqa: B018 (validates)
+
+
+def test_bodies_are_strict_and_name_fields_not_values():
+    asked = parse(RestoreRequest, b'{"kind": "home", "name": "alice", "archive": "a1"}')
+    assert (asked.path, asked.folder) == ("", None)
+    for body, words in [
+        (b'{"kind": "home", "name": "alice", "secret-value": 1}', "secret-value"),
+        (b'{"kind": "dataset", "name": "alice"}', "kind"),
+        (b'{"kind": "home"}', "name"),
+        (b"not json", "invalid request"),
+    ]:
+        with pytest.raises(UserError) as refused:
+            parse(BackupRequest, body)
+        assert refused.value.status == 400 and words in refused.value.message
+        assert "dataset" not in refused.value.message
+    with pytest.raises(UserError) as large:
+        parse(BackupRequest, b" " * 20_000)
+    assert large.value.status == 413
+
+
+def test_the_openapi_document_describes_every_api_route():
+    document = openapi.document()
+    assert set(document["paths"]) == {
+        "/api/repositories/{kind}/{name}/archives",
+        "/api/repositories/{kind}/{name}/archives/{archive}/paths",
+        "/api/restores",
+        "/api/backups",
+        "/api/runs/{run_id}",
+    }
+    schemas = document["components"]["schemas"]
+    assert schemas["RestoreRequest"]["additionalProperties"] is False
+    assert set(schemas["RestoreRequest"]["required"]) == {"kind", "name", "archive"}
+    served = {pattern for pattern, _ in routes()}
+    assert len(served) == 8  # the five above, api/, the document and health
