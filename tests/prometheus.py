@@ -2,19 +2,23 @@
 
 One per pytest process (the `prometheus` fixture, session-scoped): it scrapes every second and
 evaluates helm-values/prometheus-rules.yaml every second. Its targets are file-discovered, so a
-test module adds its hub and job service while it runs (`Prometheus.scrape`) without a restart.
-Every job authenticates as the hub service `prometheus` with one session token (the test hubs
-register that service with jupyterhub_config.d/50-metrics.py: `hub_lines` here).
+test module adds its hub, job service and storage exporter while it runs (`Prometheus.scrape`)
+without a restart. The hub's and the job service's jobs authenticate as the hub service
+`prometheus` with one session token (the test hubs register that service with
+jupyterhub_config.d/50-metrics.py: `hub_lines` here); the storage exporter takes no token.
+`storage_exporter` runs `python -m aiinfn_hub.storage_exporter` on the loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -30,8 +34,10 @@ from aiinfn_dev.devcluster.processes import free_port
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "helm-values" / "prometheus-rules.yaml"
 TOKEN_ENV = "AIINFN_PROMETHEUS_API_TOKEN"
-# Scrape jobs: the hubs' own metrics and the job services', each at its path.
-JOBS = {"hub": "/hub/metrics", "jobs": "/services/jobs/metrics"}
+# Scrape jobs: the hubs' own metrics, the job services' and the storage exporters', each at its
+# path; the first two with the service token.
+JOBS = {"hub": "/hub/metrics", "jobs": "/services/jobs/metrics", "storage": "/metrics"}
+AUTHENTICATED = ("hub", "jobs")
 
 
 @dataclass
@@ -79,22 +85,23 @@ def hub_lines(token: str) -> list[str]:
     ]
 
 
+def scrape_config(folder: Path, job: str) -> dict:
+    config = {
+        "job_name": job,
+        "metrics_path": JOBS[job],
+        "file_sd_configs": [{"files": [str(folder / f"{job}.json")], "refresh_interval": "1s"}],
+    }
+    if job in AUTHENTICATED:
+        token_file = str(folder / "token")
+        config["authorization"] = {"type": "Bearer", "credentials_file": token_file}
+    return config
+
+
 def config(folder: Path) -> dict:
-    token_file = folder / "token"
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {
-                "job_name": job,
-                "metrics_path": path,
-                "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
-                "file_sd_configs": [
-                    {"files": [str(folder / f"{job}.json")], "refresh_interval": "1s"}
-                ],
-            }
-            for job, path in JOBS.items()
-        ],
+        "scrape_configs": [scrape_config(folder, job) for job in JOBS],
     }
 
 
@@ -141,7 +148,10 @@ def start(folder: Path) -> Prometheus:
 
 def stop(prometheus: Prometheus) -> None:
     """Stop it by pid: SIGTERM, then SIGKILL if it lingers."""
-    process = prometheus.process
+    _stop(prometheus.process)
+
+
+def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
@@ -149,6 +159,38 @@ def stop(prometheus: Prometheus) -> None:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextlib.contextmanager
+def storage_exporter(homes: Path, projects: Path, log: Path) -> Iterator[str]:
+    """`python -m aiinfn_hub.storage_exporter` over these roots on a free loopback port, walking
+    without a rate limit a pass a second; yields its host:port, stopped by pid at the end."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "aiinfn_hub.storage_exporter", "--homes", str(homes),
+        "--projects", str(projects), "--port", str(port), "--rate", "0", "--interval", "1",
+    ]  # fmt: skip
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/metrics"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the storage exporter did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")

@@ -1,30 +1,35 @@
 """Metrics end to end: a real Prometheus scrapes a real hub and its job service on the dev
-cluster, as the service `prometheus` with the shipped read:metrics role (50-metrics.py).
+cluster, as the service `prometheus` with the shipped read:metrics role (50-metrics.py), and the
+storage exporter over the hub's storage folders (devstorage's local stand-ins for the exports).
 
 It sees every target up, the accelerator units the hub's inventory counts (and the recording
-rules' sums of them), a refused spawn under its reason, and the job service's counters move.
+rules' sums of them), a refused spawn under its reason, the job service's counters move, and the
+bytes and files of a generated home.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, metrics
+from aiinfn_hub import catalog, metrics, names
 from aiinfn_hub.inventory import Inventory
 from tests.helpers import wait_until
 from tests.hub import hub_in_namespace
 from tests.jobs_service import PREFIX, Service
 from tests.jobs_service import hub_lines as jobs_lines
-from tests.prometheus import JOBS
+from tests.prometheus import AUTHENTICATED, JOBS, storage_exporter
 from tests.prometheus import hub_lines as prometheus_lines
 
 pytestmark = pytest.mark.integration
@@ -59,9 +64,18 @@ def post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
+def storage_roots(hub) -> tuple[Path, Path]:
+    """The folders standing in for the homes' export and the projects' (one for all)."""
+    folders = hub.storage_folders
+    projects = {f for claim, f in folders.items() if claim.startswith("aiinfn-project-")}
+    assert len(projects) == 1, folders
+    return folders["aiinfn-home"], projects.pop()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def env(devcluster, api_client, kueue, prometheus, tmp_path_factory):
-    """A hub with the job service, both scraped by the session's Prometheus."""
+    """A hub with the job service and the storage exporter, scraped by the session's
+    Prometheus."""
     kubeconfig, _ = devcluster
     tmp = tmp_path_factory.mktemp("metrics")
     port, token = free_port(), secrets.token_hex(32)
@@ -73,13 +87,15 @@ async def env(devcluster, api_client, kueue, prometheus, tmp_path_factory):
         await asyncio.to_thread(service.start)
         target = hub.url.removeprefix("http://")
         try:
-            for job in JOBS:
-                prometheus.scrape(job, [target])
-            status, body = await asyncio.to_thread(
-                hub.request, "POST", "/users/alice/tokens", {"note": "metrics tests"}
-            )
-            assert status == 201, body
-            yield hub, service, body["token"]
+            with storage_exporter(*storage_roots(hub), tmp / "storage-exporter.log") as exporter:
+                prometheus.scrape("storage", [exporter])
+                for job in AUTHENTICATED:
+                    prometheus.scrape(job, [target])
+                status, body = await asyncio.to_thread(
+                    hub.request, "POST", "/users/alice/tokens", {"note": "metrics tests"}
+                )
+                assert status == 201, body
+                yield hub, service, body["token"]
         finally:
             for job in JOBS:
                 prometheus.scrape(job, [])
@@ -93,12 +109,12 @@ def scalar(prometheus, expression: str) -> float | None:
 
 async def test_prometheus_scrapes_every_target(env, prometheus):
     async def all_up():
-        up = await asyncio.to_thread(prometheus.values, 'up{job=~"hub|jobs"}', "job")
-        return up if up == {"hub": 1.0, "jobs": 1.0} else None
+        up = await asyncio.to_thread(prometheus.values, "up", "job")
+        return up if up == dict.fromkeys(JOBS, 1.0) else None
 
-    await wait_until(all_up, "Prometheus to scrape the hub and the job service")
+    await wait_until(all_up, "Prometheus to scrape the hub, the job service and the exporter")
     targets = await asyncio.to_thread(prometheus.targets)
-    assert {t["labels"]["job"]: t["health"] for t in targets} == {"hub": "up", "jobs": "up"}
+    assert {t["labels"]["job"]: t["health"] for t in targets} == dict.fromkeys(JOBS, "up")
 
 
 async def inventory_counts(api_client) -> dict[tuple[str, str], float]:
@@ -238,3 +254,39 @@ async def test_metrics_need_read_metrics_and_health_is_public(env, prometheus):
     assert (await asyncio.to_thread(get, f"{hub.url}/hub/metrics", alice))[0] == 403
     status, health = await asyncio.to_thread(get, f"{hub.url}{PREFIX}health")
     assert (status, json.loads(health)) == (200, {"status": "ok"})
+
+
+def generate_home(home: Path) -> tuple[int, int]:
+    """Files of known sizes, a hard link, symbolic links out of the home: (bytes, files)."""
+    (home / "data" / "deep").mkdir(parents=True)
+    sizes = {"notebook.ipynb": 12_345, "data/a.bin": 1_000_000, "data/deep/b.csv": 777}
+    for name, size in sizes.items():
+        (home / name).write_bytes(b"0" * size)
+    os.link(home / "data" / "a.bin", home / "a-again.bin")
+    (home / "to-projects").symlink_to(home.parent.parent)
+    return sum(sizes.values()), len(sizes) + 1
+
+
+async def test_the_storage_exporter_counts_a_generated_home(env, prometheus):
+    hub, _, _ = env
+    homes, _ = storage_roots(hub)
+    generated_at = time.time()
+    expected_bytes, expected_files = generate_home(homes / names.slug("Erin"))
+    where = '{job="storage",kind="home",name="Erin"}'
+
+    async def counted():
+        found = {
+            metric: await asyncio.to_thread(scalar, prometheus, f"aiinfn_storage_{metric}{where}")
+            for metric in ("bytes", "files", "errors")
+        }
+        return (
+            found
+            if found == {"bytes": expected_bytes, "files": expected_files, "errors": 0}
+            else None
+        )
+
+    await wait_until(counted, "Prometheus to see Erin's home counted")
+    walked = await asyncio.to_thread(
+        scalar, prometheus, f"aiinfn_storage_walk_timestamp_seconds{where}"
+    )
+    assert walked is not None and walked >= generated_at  # the numbers' age is told
