@@ -84,6 +84,7 @@ class Walker:
     def one_pass(self) -> None:
         """List the folders, drop the series of those gone, walk each and publish it."""
         found = storage_usage.folders(self.roots)
+        self.budget.restart()  # a pass starts paced from here: waiting earned no burst
         current = {(f.kind, f.name) for f in found}
         with self.lock:
             self._published = {k: v for k, v in self._published.items() if k in current}
@@ -95,7 +96,6 @@ class Walker:
 
     def _walk(self, folder: Folder) -> None:
         started = time.monotonic()
-        self.budget.restart()
         try:
             usage = storage_usage.walk(folder.path, self.budget)
         except FileNotFoundError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+import string
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,11 +21,10 @@ from pathlib import Path
 
 import escapism
 
-from . import names
-
-KINDS = ("home", "project")
-# Names validated per kind, as the hub derives each folder's name (names.slug of it).
-_VALIDATORS: dict[str, Callable[[object], str]] = {"home": names.username, "project": names.group}
+# names.slug's escaping, repeated here so that the exporter, which runs on the storage server,
+# does not import names (whose errors module imports JupyterHub); a unit test keeps them equal.
+_SLUG_SAFE = frozenset(string.ascii_lowercase + string.digits)
+_SLUG_ESCAPE = "-"
 
 
 class WalkStopped(Exception):
@@ -85,14 +85,15 @@ class Budget:
             raise WalkStopped
 
 
-def folder_name(slug: str, kind: str) -> str | None:
-    """The user or project whose names.slug is this folder name; None for a folder we did not
-    name (lost+found, a marker, a folder an admin made)."""
+def folder_name(slug: str) -> str | None:
+    """The name whose names.slug is this folder name; None for a folder the hub did not name
+    (lost+found, a marker, a hidden folder, one an admin made)."""
     try:
-        name = _VALIDATORS[kind](escapism.unescape(slug, escape_char="-"))
-    except (names.InvalidName, ValueError):
+        name = escapism.unescape(slug, escape_char=_SLUG_ESCAPE)
+    except ValueError:
         return None
-    return name if names.slug(name) == slug else None
+    again = escapism.escape(name, safe=_SLUG_SAFE, escape_char=_SLUG_ESCAPE).lower()
+    return name if name and again == slug else None
 
 
 def folders(roots: Mapping[str, Path]) -> list[Folder]:
@@ -102,7 +103,7 @@ def folders(roots: Mapping[str, Path]) -> list[Folder]:
     for kind, root in roots.items():
         with os.scandir(root) as entries:
             for entry in entries:
-                name = folder_name(entry.name, kind)
+                name = folder_name(entry.name)
                 if name is not None and entry.is_dir(follow_symlinks=False):
                     found.append(Folder(kind, name, root / entry.name))
     return sorted(found, key=lambda f: (f.kind, f.name))

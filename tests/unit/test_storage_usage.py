@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aiinfn_hub import storage_exporter, storage_usage
+from aiinfn_hub import names, storage_exporter, storage_usage
 from aiinfn_hub.storage_usage import Budget, Folder, Usage, WalkStopped
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,6 +134,18 @@ def test_folders_are_the_slugs_of_users_and_projects(tmp_path):
         Folder("home", "alice", homes / "alice"),
         Folder("project", "cms-ml", projects / "cms-2dml"),
     ]
+
+
+@pytest.mark.parametrize(
+    "name", ["alice", "Alice", "a.lice", "a_lice", "b@x.org", "cms-ml", "ab-c.d_e", "x+1"]
+)
+def test_folder_names_decode_the_hubs_slugs(name):
+    assert storage_usage.folder_name(names.slug(name)) == name
+
+
+@pytest.mark.parametrize("folder", ["lost+found", ".hidden", "a-zz", "A", "-4", ""])
+def test_folders_the_hub_did_not_name_have_no_name(folder):
+    assert storage_usage.folder_name(folder) is None
 
 
 class FakeClock:
