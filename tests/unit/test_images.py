@@ -15,6 +15,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from aiinfn_hub import catalog
+from aiinfn_hub.services.backup import image as backup_image
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
@@ -248,11 +249,10 @@ def test_the_notebook_base_carries_the_platforms_jupyter_settings():
 
 
 def test_the_backup_image_is_debians_borg_12_tagged_as_the_product_names_it():
-    from aiinfn_hub.services.backup import image
-
-    assert [image for image, _ in stages("backup")] == ["debian:12.11-slim"]
+    assert [base for base, _ in stages("backup")] == ["debian:12.11-slim"]
     runs = " ".join(args_of("backup", "RUN"))
     assert re.search(r"apt-get install -y --no-install-recommends borgbackup=1\.2\.[0-9]+-", runs)
     product = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert image.IMAGE == f"ghcr.io/aiinfn-hub/backup:{product}" and version("backup") == product
-    assert args_of("backup", "USER") == [f"{image.UID}:{image.GID}"]
+    assert backup_image.IMAGE == f"ghcr.io/aiinfn-hub/backup:{product}"
+    assert version("backup") == product
+    assert args_of("backup", "USER") == [f"{backup_image.UID}:{backup_image.GID}"]
