@@ -29,6 +29,7 @@ from tests.helpers import wait_until
 from tests.hub import hub_in_namespace
 from tests.jobs_service import PREFIX, Service
 from tests.jobs_service import hub_lines as jobs_lines
+from tests.monitoring import dashboard
 from tests.prometheus import AUTHENTICATED, JOBS, storage_exporter
 from tests.prometheus import hub_lines as prometheus_lines
 
@@ -290,3 +291,34 @@ async def test_the_storage_exporter_counts_a_generated_home(env, prometheus):
         scalar, prometheus, f"aiinfn_storage_walk_timestamp_seconds{where}"
     )
     assert walked is not None and walked >= generated_at  # the numbers' age is told
+
+
+async def test_every_dashboard_query_returns_data(env, prometheus):
+    """With a project folder, a refused submission and a project's offloaded T4 running, every
+    query of helm-values/grafana-dashboard.json returns data from the test Prometheus."""
+    hub, _, alice = env
+    homes, projects = storage_roots(hub)
+    generate_home(homes / names.slug("Frank"))
+    (projects / names.slug("qml")).mkdir()  # a project no user here spawns or submits to
+    (projects / names.slug("qml") / "shared.h5").write_bytes(b"1" * 4096)
+    await asyncio.to_thread(hub.page, "/hub/spawn", "alice")  # the inventory
+    url = f"{hub.url}{PREFIX}api/jobs"
+    status, _ = await asyncio.to_thread(post, url, {"name": "x", "command": ["true"]})
+    assert status == 401  # a refusal series
+    body = {
+        "name": "dashboard",
+        "command": ["python", "-c", "print('dashboard')"],
+        "accelerator": "t4",
+        "offload": "only",
+        "env": {"DEVCLUSTER_SITE_RUNTIME": "600s"},
+    }
+    status, job = await asyncio.to_thread(post, url, body, alice)  # cms-ml, alice's project
+    assert status == 201, job
+    try:
+        for title, expression in dashboard.queries():
+            await wait_until(
+                lambda e=expression: asyncio.to_thread(prometheus.query, e),
+                f"data for the panel {title!r}: {expression}",
+            )
+    finally:
+        await asyncio.to_thread(cancel, hub, alice, job["id"])
