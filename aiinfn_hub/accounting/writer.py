@@ -4,14 +4,15 @@
 event. `run` (a task) writes what is queued, oldest first, in batches of one transaction each;
 an event leaves the queue only once its batch is committed. While the database is down (a
 failed connect or statement) the queue waits and the writer reconnects with bounded backoff;
-replays are harmless because the ledger stores each event id once.
+replays are harmless because the ledger stores each event id once. A database that answers
+but cannot take events (not migrated yet, no permission) is treated the same way.
 
 The queue is bounded (`limit` events). When it is full, new events are dropped and counted in
 `dropped`, with an error logged once per outage: the ledger then misses them until the watch's
 next relist submits the starts of the pods still running again (ledger.open_allocations tells
-which intervals lack an end whose pod is gone). A batch the database refuses for any reason other
-than being unreachable (a bug: events are checked before they are queued) is logged, counted in
-`refused` and dropped, so one bad batch cannot stop the ledger.
+which intervals lack an end whose pod is gone). An event whose data the database refuses (a bug:
+events are checked before they are queued) is retried alone, then logged, counted in `refused`
+and dropped, so one bad event cannot stop the ledger nor take its batch with it.
 """
 
 from __future__ import annotations
@@ -72,27 +73,40 @@ class LedgerWriter:
 
     async def _connect(self) -> AsyncConnection:
         if self._connection is None or self._connection.closed:
-            self._connection = await AsyncConnection.connect(self.dsn, connect_timeout=10)
+            self._connection = await AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=10
+            )
         return self._connection
 
     async def flush(self) -> None:
-        """Write everything queued now. Raises psycopg.OperationalError while the database is
-        unreachable (what was not committed stays queued)."""
+        """Write everything queued now. Raises psycopg.Error while the database cannot take
+        the events (unreachable, not migrated, no permission): what was not committed stays
+        queued."""
         while self.queue:
             events = [self.queue[i] for i in range(min(self.batch, len(self.queue)))]
-            connection = await self._connect()
             try:
-                async with connection.transaction():
-                    self.written += await ledger.insert(connection, events)
-            except psycopg.OperationalError:
+                await self._write(events)
+            except psycopg.Error:
                 await self.disconnect()
                 raise
-            except psycopg.Error as error:
-                log.error("Accounting batch of %d events refused: %s", len(events), error)
-                self.refused += len(events)
             for _ in events:
                 self.queue.popleft()
             self._warned_full = False
+
+    async def _write(self, events: list[AllocationEvent]) -> None:
+        """One transaction; if the database refuses the data itself, each event alone, and
+        those it still refuses are dropped and counted."""
+        connection = await self._connect()
+        try:
+            async with connection.transaction():
+                self.written += await ledger.insert(connection, events)
+        except (psycopg.DataError, psycopg.IntegrityError) as error:
+            if len(events) > 1:
+                for event in events:
+                    await self._write([event])
+                return
+            log.error("Accounting event %s refused: %s", events[0].event_id, error)
+            self.refused += 1
 
     async def run(self) -> None:
         """Write as events come, forever (cancel the task to stop; `close` flushes first)."""
@@ -103,10 +117,10 @@ class LedgerWriter:
             try:
                 await self.flush()
                 delay = self.retry[0]
-            except (psycopg.OperationalError, OSError) as error:
+            except (psycopg.Error, OSError) as error:
                 self.failures += 1
                 log.warning(
-                    "Accounting database unreachable (%s); %d events queued, retry in %.1fs",
+                    "Accounting database not writable (%s); %d events queued, retry in %.1fs",
                     type(error).__name__,
                     len(self.queue),
                     delay,
@@ -127,7 +141,7 @@ class LedgerWriter:
         """Try once more to write what is queued (at shutdown), then disconnect."""
         try:
             await asyncio.wait_for(self.flush(), timeout)
-        except (psycopg.OperationalError, OSError, TimeoutError):
+        except (psycopg.Error, OSError, TimeoutError):
             log.error("Accounting: %d events not written at shutdown", len(self.queue))
         finally:
             await self.disconnect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
@@ -18,6 +19,7 @@ from aiinfn_hub.accounting import events, ledger
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent, InvalidEvent
 from aiinfn_hub.accounting.ledger import Usage
 from aiinfn_hub.accounting.writer import LedgerWriter
+from tests.accounting.conftest import until
 from tests.postgres import Postgres, create_database
 
 T0 = datetime(2026, 12, 5, 8, 0, 0, tzinfo=UTC)
@@ -202,3 +204,71 @@ async def test_a_full_queue_drops_new_events_and_counts_them(dsn: str):
     assert writer.submit(start("p3", T0))
     await writer.close()
     assert writer.written == 3
+
+
+async def test_a_ledger_not_yet_migrated_keeps_events_until_it_is(postgres: Postgres):
+    name = create_database(postgres)
+    writer = LedgerWriter(postgres.dsn(name), retry=(0.05, 0.2))
+    writer.submit(start("p1", T0))
+    task = asyncio.create_task(writer.run())
+    try:
+        await until(lambda: writer.failures >= 2, "the writer to retry")
+        assert (writer.pending, writer.refused) == (1, 0)
+        ledger.upgrade(postgres.url(name))
+        await until(lambda: writer.pending == 0, "the event written")
+        assert writer.written == 1
+    finally:
+        task.cancel()
+        await writer.disconnect()
+
+
+async def test_an_event_the_database_refuses_is_dropped_alone(dsn: str):
+    bad = start("p2", T0)
+    object.__setattr__(bad.allocation, "cpu_millis", events.MAX_CPU_MILLIS + 1)  # unchecked
+    writer = LedgerWriter(dsn)
+    for event in (start("p1", T0), bad, start("p3", T0)):
+        writer.submit(event)
+    await writer.flush()
+    assert (writer.pending, writer.written, writer.refused) == (0, 2, 1)
+    await writer.close()
+
+
+def running_pod(**status) -> dict:
+    return {
+        "metadata": {
+            "uid": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+            "annotations": {"hub.jupyter.org/username": "alice"},
+        },
+        "spec": {"containers": [{"resources": {"requests": {"cpu": "2"}}}]},
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": "2026-12-05T08:00:00Z",
+                }
+            ],
+            **status,
+        },
+    }
+
+
+async def test_a_pod_seen_again_after_a_hub_restart_counts_once_to_the_second(dsn: str):
+    def seen(obj: dict) -> list[AllocationEvent]:
+        read = events.pod_allocation(obj, model="a100", units=1, kind="notebook")
+        return events.pod_events(read, obj)
+
+    before = LedgerWriter(dsn)
+    for event in seen(running_pod()):
+        before.submit(event)
+    await before.close()
+    after = LedgerWriter(dsn)  # the hub restarted: its relist sees the pod again, then its end
+    terminated = {"terminated": {"finishedAt": "2026-12-05T10:30:07Z"}}
+    finished = {"containerStatuses": [{"state": terminated}]}
+    for event in seen(running_pod()) + seen(running_pod(phase="Succeeded", **finished)):
+        after.submit(event)
+    await after.close()
+    assert (before.written, after.written) == (1, 1)
+    [usage] = await read_usage(dsn)
+    assert (usage.unit_seconds, usage.cpu_hours) == (9007, Fraction(2 * 9007, 3600))

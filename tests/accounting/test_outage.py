@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,7 +24,7 @@ from aiinfn_hub.accounting import ledger
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
 from aiinfn_hub.accounting.writer import LedgerWriter
 from tests import postgres as pg
-from tests.helpers import wait_until
+from tests.accounting.conftest import until
 
 T0 = datetime(2026, 12, 5, 8, 0, 0, tzinfo=UTC)
 
@@ -41,13 +41,6 @@ def server() -> Iterator[pg.Postgres]:
 def event(uid: str, phase: str, seconds: int) -> AllocationEvent:
     allocation = Allocation(uid, "alice", "cms", "a100", "notebook", "", 1, 1000)
     return AllocationEvent(allocation, phase, T0 + timedelta(seconds=seconds))
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    async def check() -> bool:
-        return condition()
-
-    await wait_until(check, what)
 
 
 async def stored(dsn: str) -> set[str]:
