@@ -39,8 +39,8 @@ RUN_ID_LENGTH = 10
 RUN_NAME = re.compile(r"(backup|restore)-(home|project)-[0-9a-f]{12}-[a-z0-9]{1,20}")
 MAX_LISTING_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_BYTES = 4096
-DESTINATION = f"{labels.PREFIX}/restore-destination"
-ARCHIVE = f"{labels.PREFIX}/archive"
+DESTINATION = labels.RESTORE_DESTINATION
+ARCHIVE = labels.BACKUP_ARCHIVE
 
 
 class Unavailable(UserError):

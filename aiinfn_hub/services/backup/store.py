@@ -115,10 +115,14 @@ class BackupStore:
                 if secret is None:
                     body = {"metadata": {"name": secret_name}, "type": "Opaque"}
                     body["data"] = {key: value}
-                    await self.core.create_namespaced_secret(self.namespace, body)
+                    await self.core.create_namespaced_secret(
+                        self.namespace, body, field_validation=k8s.STRICT
+                    )
                 else:
                     body = {**secret, "data": {**(secret.get("data") or {}), key: value}}
-                    await self.core.replace_namespaced_secret(secret_name, self.namespace, body)
+                    await self.core.replace_namespaced_secret(
+                        secret_name, self.namespace, body, field_validation=k8s.STRICT
+                    )
                 return True
             except ApiException as error:
                 if error.status != 409:  # someone else wrote first: read again
