@@ -64,6 +64,7 @@ class Walker:
         self._published: dict[tuple[str, str], Published] = {}
         self.passes = 0
         self.last_pass: float | None = None
+        self.last_pass_duration = 0.0
 
     def published(self) -> dict[tuple[str, str], Published]:
         with self.lock:
@@ -83,6 +84,7 @@ class Walker:
 
     def one_pass(self) -> None:
         """List the folders, drop the series of those gone, walk each and publish it."""
+        started = time.monotonic()
         found = storage_usage.folders(self.roots)
         self.budget.restart()  # a pass starts paced from here: waiting earned no burst
         current = {(f.kind, f.name) for f in found}
@@ -93,6 +95,7 @@ class Walker:
         with self.lock:
             self.passes += 1
             self.last_pass = time.time()
+            self.last_pass_duration = time.monotonic() - started
 
     def _walk(self, folder: Folder) -> None:
         started = time.monotonic()
@@ -161,6 +164,11 @@ class StorageCollector(Collector):
                 "aiinfn_storage_walker_last_pass_timestamp_seconds",
                 "Unix time the last complete pass ended.",
                 value=walker.last_pass,
+            )
+            yield GaugeMetricFamily(
+                "aiinfn_storage_walker_last_pass_duration_seconds",
+                "How long the last complete pass took (compare with --interval).",
+                value=walker.last_pass_duration,
             )
 
 

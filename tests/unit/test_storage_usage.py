@@ -216,6 +216,7 @@ def test_a_scrape_reads_what_the_last_pass_published(tmp_path):
     assert first["aiinfn_storage_bytes", alice] == 300
     assert first["aiinfn_storage_files", (("kind", "project"), ("name", "cms-ml"))] == 1
     assert first["aiinfn_storage_walker_passes_total", ()] == 1
+    assert first["aiinfn_storage_walker_last_pass_duration_seconds", ()] >= 0
     assert first["aiinfn_storage_walk_timestamp_seconds", alice] > 0
     write(homes / "alice" / "more", 700)
     assert samples(walker)["aiinfn_storage_bytes", alice] == 300  # a scrape walks nothing
