@@ -1,9 +1,11 @@
-"""The job service's metrics and health check (handlers.ServiceMetrics, HealthCheck)."""
+"""The job service's metrics (handlers.ServiceMetrics) and the services' health check
+(cluster.HealthCheck)."""
 
 from __future__ import annotations
 
 import asyncio
 
+from aiinfn_hub.services import cluster
 from aiinfn_hub.services.jobs import handlers
 
 
@@ -32,10 +34,10 @@ async def test_the_health_check_asks_the_api_server_once_per_period(monkeypatch)
             raise ConnectionError("API server down")
 
     now = [100.0]
-    monkeypatch.setattr(handlers.time, "monotonic", lambda: now[0])
-    check = handlers.HealthCheck(probe)
+    monkeypatch.setattr(cluster.time, "monotonic", lambda: now[0])
+    check = cluster.HealthCheck(probe)
     assert await asyncio.gather(check(), check(), check()) == [True, True, True]
     assert len(calls) == 1
-    now[0] += handlers.HEALTH_CACHE_SECONDS
+    now[0] += cluster.HEALTH_CACHE_SECONDS
     assert await check() is False
     assert len(calls) == 2

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from aiinfn_hub.services.jobs import status
-from aiinfn_hub.services.jobs.ratelimit import RateLimiter, retry_after
+from aiinfn_hub.services.ratelimit import RateLimiter, retry_after
 
 PRIORITIES = {"low": "aiinfn-low", "normal": "aiinfn-normal"}
 
@@ -459,7 +459,7 @@ def test_token_buckets_allow_a_burst_then_the_rate():
 
 
 def test_full_buckets_are_forgotten_when_the_table_grows(monkeypatch):
-    monkeypatch.setattr("aiinfn_hub.services.jobs.ratelimit.PRUNE_ABOVE", 10)
+    monkeypatch.setattr("aiinfn_hub.services.ratelimit.PRUNE_ABOVE", 10)
     clock = Clock()
     limiter = RateLimiter(rate=1.0, burst=2, clock=clock)
     for i in range(10):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kubernetes_asyncio import client
 from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
 
 from ... import hubstate, k8s
@@ -22,8 +21,8 @@ from ...platform_config import AiInfnPlatform, notebook_namespace
 from ...policy import PolicyError
 from ...storage_config import AiInfnStorage
 from ..base import ServiceApp
-from ..jobs.handlers import HealthCheck
-from ..jobs.ratelimit import RateLimiter
+from ..cluster import HealthCheck, list_one_job
+from ..ratelimit import RateLimiter
 from . import handlers, manifests
 from .image import IMAGE
 from .operations import BackupConfig, BackupService
@@ -144,17 +143,8 @@ class AiInfnBackup(ServiceApp):
             await self.api_client.close()
             raise SystemExit(f"{self.name}: {error}") from None
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
-        self.health = HealthCheck(self._probe)
+        self.health = HealthCheck(lambda: list_one_job(self.api_client, self.namespace))
         self.log.info("%s: Jobs in namespace %s, image %s", self.name, self.namespace, self.image)
-
-    async def _probe(self) -> None:
-        """One cheap call that needs the service's credentials and its RBAC: a Job list of one."""
-        batch = client.BatchV1Api(self.api_client)
-        await k8s.call_json(
-            batch.list_namespaced_job(
-                self.namespace, limit=1, _preload_content=False, _request_timeout=5
-            )
-        )
 
     async def cleanup(self) -> None:
         await self.api_client.close()

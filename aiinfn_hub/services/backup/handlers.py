@@ -7,15 +7,10 @@ user has a token bucket (429 with Retry-After): listing runs a Job, so it is not
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import aiohttp
-from kubernetes_asyncio.client.rest import ApiException
-
-from ...errors import UserError
-from ..base import HubUser, ServiceHandler
-from ..jobs.ratelimit import retry_after
+from ..base import ServiceHandler
+from ..cluster import ClusterHandler
 from . import openapi
 from .operations import BackupService
 from .request import BackupRequest, RestoreRequest, parse
@@ -23,44 +18,12 @@ from .request import BackupRequest, RestoreRequest, parse
 log = logging.getLogger(__name__)
 
 
-class RateLimited(UserError):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            f"too many requests; try again in {retry_after(seconds)} s",
-            reason="rate-limited",
-            status=429,
-        )
-        self.headers = {"Retry-After": retry_after(seconds)}
-
-
-class _Backup(ServiceHandler):
-    """Authenticated, rate-limited; a cluster that cannot be reached is a 503, not a 500."""
+class _Backup(ClusterHandler):
+    """The backup service's handlers: authenticated, rate-limited, 503 when the cluster is away."""
 
     @property
     def backups(self) -> BackupService:
         return self.settings["backups"]
-
-    def user(self) -> HubUser:
-        caller = self.caller()
-        wait = self.settings["limiter"].take(caller.name)
-        if wait:
-            raise RateLimited(wait)
-        return caller
-
-    def as_user_error(self, error: BaseException | None) -> UserError | None:
-        if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
-            isinstance(error, ApiException) and (error.status or 0) >= 500
-        ):
-            detail = (
-                f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
-            )
-            return UserError(
-                "the cluster cannot be reached right now; try again",
-                reason="unavailable",
-                log_detail=f"Kubernetes API: {type(error).__name__}: {detail}",
-                status=503,
-            )
-        return super().as_user_error(error)
 
     def started(self, run: dict) -> None:
         """202 with the run's Location: it goes on in its Job."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kubernetes_asyncio import client
 from tornado.ioloop import PeriodicCallback
 from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, validate
 
@@ -23,11 +22,12 @@ from ...platform_config import AiInfnPlatform, notebook_namespace
 from ...policy import PolicyError
 from ...storage_config import AiInfnStorage
 from ..base import ServiceApp
+from ..cluster import HealthCheck, list_one_job
+from ..ratelimit import RateLimiter
 from . import handlers
 from .manifests import BuildSettings
 from .operations import JobService, Platform
 from .plan import SECRET_NAME, JobRules, project_secrets, site_policies
-from .ratelimit import RateLimiter
 from .request import MAX_TTL_SECONDS, VOLUME_KINDS
 from .store import JobStore
 
@@ -324,7 +324,7 @@ class AiInfnJobs(ServiceApp):
             raise SystemExit(f"{self.name}: {error}") from None
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
         self.metrics = handlers.ServiceMetrics()
-        self.health = handlers.HealthCheck(self._probe)
+        self.health = HealthCheck(lambda: list_one_job(self.api_client, self.namespace))
         self.collector = PeriodicCallback(self._collect, self.orphan_grace_seconds * 1000 / 2)
         self.collector.start()
         self.log.info(
@@ -339,15 +339,6 @@ class AiInfnJobs(ServiceApp):
             await self.jobs.collect_orphans(self.orphan_grace_seconds)
         except Exception:  # a failed sweep is retried at the next period
             self.log.exception("Sweeping sandboxes of interrupted submissions failed")
-
-    async def _probe(self) -> None:
-        """One cheap call that needs the service's credentials and its RBAC: a Job list of one."""
-        batch = client.BatchV1Api(self.api_client)
-        await k8s.call_json(
-            batch.list_namespaced_job(
-                self.namespace, limit=1, _preload_content=False, _request_timeout=5
-            )
-        )
 
     async def cleanup(self) -> None:
         self.collector.stop()

@@ -7,25 +7,21 @@ nothing identity-like is read from them. Each user has a token bucket (429 with 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 from jinja2 import Environment, PackageLoader, select_autoescape
-from kubernetes_asyncio.client.rest import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from tornado import web
 
 from ...errors import UserError
-from ..base import HubUser, ServiceHandler, Unauthenticated
+from ..base import ServiceHandler, Unauthenticated
+from ..cluster import ClusterHandler
 from . import openapi
 from .operations import JobService
-from .ratelimit import retry_after
 from .request import CloneRequest, JobRequest, ResubmitRequest, parse
 from .status import FINAL_STATES
 
@@ -37,7 +33,6 @@ log = logging.getLogger(__name__)
 MAX_LOG_INDEX = 10_000
 METRICS_SCOPE = "read:metrics"
 SUBMISSION_KINDS = ("job", "clone", "resubmit")
-HEALTH_CACHE_SECONDS = 5.0
 _REASON = re.compile(r"[a-z][a-z-]{0,31}")
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
@@ -73,70 +68,12 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class HealthCheck:
-    """Whether the service's Kubernetes access works, asked of the API server (`probe`) at most
-    once per HEALTH_CACHE_SECONDS however often /health is called (it is public)."""
-
-    def __init__(self, probe: Callable[[], Awaitable[Any]]) -> None:
-        self.probe = probe
-        self.checked_at = float("-inf")
-        self.healthy = False
-        self._lock = asyncio.Lock()
-
-    async def __call__(self) -> bool:
-        async with self._lock:  # callers during a check wait for its answer
-            if time.monotonic() - self.checked_at >= HEALTH_CACHE_SECONDS:
-                self.healthy = await self._check()
-                self.checked_at = time.monotonic()
-        return self.healthy
-
-    async def _check(self) -> bool:
-        try:
-            await self.probe()
-        except Exception as error:  # any failure is "unhealthy"; only the log has the detail
-            log.warning("Health check: Kubernetes API: %s: %s", type(error).__name__, error)
-            return False
-        return True
-
-
-class RateLimited(UserError):
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            f"too many requests; try again in {retry_after(seconds)} s",
-            reason="rate-limited",
-            status=429,
-        )
-        self.headers = {"Retry-After": retry_after(seconds)}
-
-
-class _Jobs(ServiceHandler):
-    """Authenticated, rate-limited; a cluster that cannot be reached is a 503, not a 500."""
+class _Jobs(ClusterHandler):
+    """The job service's handlers: authenticated, rate-limited, 503 when the cluster is away."""
 
     @property
     def jobs(self) -> JobService:
         return self.settings["jobs"]
-
-    def user(self) -> HubUser:
-        caller = self.caller()
-        wait = self.settings["limiter"].take(caller.name)
-        if wait:
-            raise RateLimited(wait)
-        return caller
-
-    def as_user_error(self, error: BaseException | None) -> UserError | None:
-        if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
-            isinstance(error, ApiException) and (error.status or 0) >= 500
-        ):
-            detail = (
-                f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
-            )
-            return UserError(
-                "the cluster cannot be reached right now; try again",
-                reason="unavailable",
-                log_detail=f"Kubernetes API: {type(error).__name__}: {detail}",
-                status=503,
-            )
-        return super().as_user_error(error)
 
     @contextlib.contextmanager
     def submission(self) -> Iterator[None]:

@@ -1,0 +1,95 @@
+"""What the services that work on the cluster share (the job and backup services): a per-user
+token bucket answered with 429 and Retry-After, a cluster that cannot be reached answered with
+503 (its detail in the log only), and a health check asked of the API server at most once per
+HEALTH_CACHE_SECONDS however often the public /health is called."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from .. import k8s
+from ..errors import UserError
+from .base import HubUser, ServiceHandler
+from .ratelimit import retry_after
+
+log = logging.getLogger(__name__)
+HEALTH_CACHE_SECONDS = 5.0
+
+
+class RateLimited(UserError):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"too many requests; try again in {retry_after(seconds)} s",
+            reason="rate-limited",
+            status=429,
+        )
+        self.headers = {"Retry-After": retry_after(seconds)}
+
+
+class ClusterHandler(ServiceHandler):
+    """Authenticated, rate-limited (the application's `limiter` setting); a cluster that cannot
+    be reached is a 503, not a 500."""
+
+    def user(self) -> HubUser:
+        caller = self.caller()
+        wait = self.settings["limiter"].take(caller.name)
+        if wait:
+            raise RateLimited(wait)
+        return caller
+
+    def as_user_error(self, error: BaseException | None) -> UserError | None:
+        if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
+            isinstance(error, ApiException) and (error.status or 0) >= 500
+        ):
+            detail = (
+                f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
+            )
+            return UserError(
+                "the cluster cannot be reached right now; try again",
+                reason="unavailable",
+                log_detail=f"Kubernetes API: {type(error).__name__}: {detail}",
+                status=503,
+            )
+        return super().as_user_error(error)
+
+
+class HealthCheck:
+    """Whether the service's Kubernetes access works, asked of the API server (`probe`) at most
+    once per HEALTH_CACHE_SECONDS however often /health is called (it is public)."""
+
+    def __init__(self, probe: Callable[[], Awaitable[Any]]) -> None:
+        self.probe = probe
+        self.checked_at = float("-inf")
+        self.healthy = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> bool:
+        async with self._lock:  # callers during a check wait for its answer
+            if time.monotonic() - self.checked_at >= HEALTH_CACHE_SECONDS:
+                self.healthy = await self._check()
+                self.checked_at = time.monotonic()
+        return self.healthy
+
+    async def _check(self) -> bool:
+        try:
+            await self.probe()
+        except Exception as error:  # any failure is "unhealthy"; only the log has the detail
+            log.warning("Health check: Kubernetes API: %s: %s", type(error).__name__, error)
+            return False
+        return True
+
+
+async def list_one_job(api_client: client.ApiClient, namespace: str) -> None:
+    """A health probe: one cheap call that needs the service's credentials and its RBAC."""
+    batch = client.BatchV1Api(api_client)
+    await k8s.call_json(
+        batch.list_namespaced_job(namespace, limit=1, _preload_content=False, _request_timeout=5)
+    )
