@@ -315,6 +315,11 @@ async def test_every_dashboard_query_returns_data(env, prometheus):
     status, job = await asyncio.to_thread(post, url, body, alice)  # cms-ml, alice's project
     assert status == 201, job
     try:
+
+        async def running():
+            return await asyncio.to_thread(job_state, hub, alice, job["id"]) == "running"
+
+        await wait_until(running, "the offloaded job to run")
         for title, expression in dashboard.queries():
             await wait_until(
                 lambda e=expression: asyncio.to_thread(prometheus.query, e),
