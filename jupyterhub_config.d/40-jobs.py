@@ -44,17 +44,23 @@ if _registered:
     _registered[0].update({**_jobs_service, **_registered[0]})
 else:
     c.JupyterHub.services.append(_jobs_service)  # noqa: F821
-# Users may reach the service (the page, and the REST API with their own tokens)...
-c.JupyterHub.load_roles.append(
-    {  # noqa: F821
+# Users may reach the hub's services: this one and the backup service (45-backup.py), the pages
+# and the REST APIs with their own tokens. One `user` role, here, for both: JupyterHub refuses a
+# role defined twice in load_roles (neither merged nor overridden by name: "Role user multiply
+# defined"), and outside z2jh each file of this folder is a configuration of its own, so a later
+# file cannot extend this role.
+_services_access = ["access:services!service=jobs", "access:services!service=backup"]
+c.JupyterHub.load_roles.append(  # noqa: F821
+    {
         "name": "user",
-        "description": "Standard user privileges, and the job service",
-        "scopes": ["self", "access:services!service=jobs"],
+        "description": "Standard user privileges, and the job and backup services",
+        "scopes": ["self", *_services_access],
     }
 )
-# ...and so may the token of their notebook servers, which `aiinfn jobs` uses from a terminal.
-c.Spawner.server_token_scopes = [
+# ...and so may the token of their notebook servers, which `aiinfn jobs` and `aiinfn backup` use
+# from a terminal.
+c.Spawner.server_token_scopes = [  # noqa: F821
     "users:activity!user",
     "access:servers!server",
-    "access:services!service=jobs",
-]  # noqa: F821
+    *_services_access,
+]

@@ -1,7 +1,8 @@
 """The backup Jobs' world on the dev cluster, made as an installer would with the admin client:
-the backup target claim (a local folder standing for the Ceph volume, its `homes` and
-`projects` folders as docs/backup.md asks), the keys Secret, and users' homes with files.
-Shared by the backup integration tests."""
+the backup target is helm-values/storage.yaml's claim, which devstorage gives every test
+namespace (a local folder standing for the Ceph volume, with the `homes` and `projects` folders
+docs/backup.md asks for); the keys Secret, and users' homes with files. Shared by the backup
+integration tests."""
 
 from __future__ import annotations
 
@@ -47,49 +48,6 @@ class BackupWorld:
 
     def repository(self, repository: repos.Repository) -> Path:
         return Path(repos.path_under(str(self.target), repository))
-
-
-def target_objects(namespace: str, folder: Path, claim: str) -> list[dict]:
-    """The backup target's PersistentVolume (a local folder) and claim."""
-    pv = devstorage.pv_name(claim, namespace)
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": claim},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": claim, "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "10Gi"}},
-            },
-        },
-    ]
-
-
-def make_target_folders(target: Path) -> None:
-    """What the admin makes once: `homes` 1733 root's (each uid creates its own repository and
-    cannot list another's), `projects` the backup uid's, 0711."""
-    target.mkdir(parents=True, exist_ok=True)
-    target.chmod(0o755)
-    (target / "homes").mkdir(exist_ok=True)
-    (target / "homes").chmod(0o1733)
-    (target / "projects").mkdir(exist_ok=True)
-    os.chown(target / "projects", BACKUP_UID, 0)
-    (target / "projects").chmod(0o711)
 
 
 async def keys_secret(
@@ -253,22 +211,12 @@ async def service_kubeconfig(
     return path
 
 
-async def world_in(
-    devcluster, api_client, namespace: str, folders: dict[str, Path], root: Path
-) -> tuple[BackupWorld, list[dict]]:
-    """The backup target (claim bound) and its folders, beside the storage whose claims'
-    folders are `folders`; the keys Secret is left to the service (it adds each repository's
-    passphrase). Returns the target's objects for delete_volumes."""
+def world_in(devcluster, namespace: str, folders: dict[str, Path]) -> BackupWorld:
+    """The backup world of a namespace whose storage (devstorage.setup, `folders` its claims'
+    folders) includes the backup target claim, its `homes` and `projects` folders made; the
+    keys Secret is left to the service (it adds each repository's passphrase)."""
     require_backup_runner(devcluster)
     settings = backup_settings()
-    target = root / "backup-target"
-    make_target_folders(target)
-    objects = target_objects(namespace, target, settings.target_claim)
-    await devstorage.apply(api_client, objects)
-    await wait_until(
-        lambda: devstorage.claims_bound(api_client, namespace, objects),
-        "the backup target claim to be bound",
-    )
     storage_settings = StorageSettings()
     prefix = f"{storage_settings.project_claim_prefix}-"
     projects = {
@@ -277,8 +225,8 @@ async def world_in(
         if claim.startswith(prefix)
     }
     homes = folders[storage_settings.home_claim]
-    world = BackupWorld(namespace, target, homes, projects, {}, settings, storage_settings)
-    return world, objects
+    target = folders[settings.target_claim]
+    return BackupWorld(namespace, target, homes, projects, {}, settings, storage_settings)
 
 
 PREFIX = "/services/backup/"

@@ -19,6 +19,8 @@ PROMETHEUS_RULES = HELM_VALUES / "prometheus-rules.yaml"
 NAMESPACE = "jhub"
 # The job service's port: hub Service, network policies and the service's bind address agree.
 JOBS_PORT = 10101
+# The backup service's, likewise.
+BACKUP_PORT = 10102
 
 
 def object_files() -> list[Path]:

@@ -8,6 +8,10 @@ only pods may not). The claims, the StorageClass and the RBAC are applied unchan
 namespace, so the API server and the PV controller handle exactly what production gets. PVs are
 cluster-wide, so each gets the namespace appended to its name. Used by the demo and the tests.
 
+The backup target's claim (`aiinfn-backup`, a CephFS volume in production) gets the two folders
+docs/backup.md has the admin make once: `homes` root's, mode 1733, and `projects` the backup
+uid's, mode 0711 (setup runs as root, as the pod runner that plays the Jobs' uids).
+
 The folders outlive the dev cluster (the demo keeps them between runs), and so must the uid/gid
 record: at each setup, a namespace without an identity record gets the one its kept folders
 show (`identity.from_folders`), as an admin would rebuild a lost record in production.
@@ -25,6 +29,8 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.utils import create_from_dict
 
 from aiinfn_hub import identity, labels
+from aiinfn_hub.services.backup.image import IMAGE as BACKUP_IMAGE
+from aiinfn_hub.services.backup.manifests import BackupSettings
 from aiinfn_hub.storage_config import StorageSettings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "helm-values" / "storage.yaml"
@@ -92,6 +98,24 @@ def make_folders(documents: Iterable[dict]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         mode = document["metadata"].get("annotations", {}).get(ROOT_MODE)
         folder.chmod(int(mode, 8) if mode else 0o755)
+
+
+def make_backup_target_folders(
+    documents: Iterable[dict], settings: BackupSettings | None = None
+) -> Path | None:
+    """The backup target's `homes` and `projects` folders, owned and moded as an admin makes
+    them; returns the target's folder (None: the documents have no target claim)."""
+    settings = settings or BackupSettings(image=BACKUP_IMAGE)
+    target = claim_folders(documents).get(settings.target_claim)
+    if target is None:
+        return None
+    for name, owner, mode in (("homes", 0, 0o1733), ("projects", settings.backup_uid, 0o711)):
+        folder = target / name
+        folder.mkdir(exist_ok=True)
+        if folder.stat().st_uid != owner:
+            os.chown(folder, owner, 0)
+        folder.chmod(mode)
+    return target
 
 
 async def apply(api_client: client.ApiClient, documents: Iterable[dict]) -> None:
@@ -175,6 +199,7 @@ async def setup(
     what was applied (for delete_volumes)."""
     documents = for_namespace(load(path, projects), namespace, root)
     make_folders(documents)
+    make_backup_target_folders(documents)
     await apply(api_client, documents)
     await restore_identities(api_client, namespace, documents, settings)
     return documents

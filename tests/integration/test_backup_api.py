@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiinfn_dev import devstorage
 from aiinfn_dev.devcluster.processes import free_port
 
 from aiinfn_hub.identity import IdentityStore
@@ -79,9 +78,7 @@ async def env(devcluster, api_client, tmp_path_factory):
         port, token, job_resources={"cpu": "100m", "memory": "256Mi"}, rate_limit=100.0
     )
     async with hub_in_namespace(api_client, kubeconfig, tmp, USERS, {}, lines) as hub:
-        world, objects = await backup_cluster.world_in(
-            devcluster, api_client, hub.namespace, hub.storage_folders, tmp
-        )
+        world = backup_cluster.world_in(devcluster, hub.namespace, hub.storage_folders)
         account = await backup_cluster.service_kubeconfig(
             api_client, hub.namespace, kubeconfig, tmp / "backup-service.kubeconfig"
         )
@@ -98,7 +95,6 @@ async def env(devcluster, api_client, tmp_path_factory):
             yield environment
         finally:
             service.stop()
-            await devstorage.delete_volumes(api_client, objects)
 
 
 async def test_a_deleted_notebook_is_restored_through_the_api(env: Env, api_client, batch):

@@ -17,10 +17,8 @@ from aiinfn_dev import devstorage
 
 from aiinfn_hub.identity import Identity
 from aiinfn_hub.services.backup import borg, manifests, paths, repos
-from aiinfn_hub.storage_config import StorageSettings
 from tests import backup_cluster
 from tests.backup_cluster import BackupWorld, pod_report, run_job, tree
-from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,34 +26,14 @@ ALICE = 100001
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def world(devcluster, api_client, core, namespace, storage, tmp_path) -> BackupWorld:
-    backup_cluster.require_backup_runner(devcluster)
-    settings = backup_cluster.backup_settings()
-    target = tmp_path / "backup-target"
-    backup_cluster.make_target_folders(target)
-    objects = backup_cluster.target_objects(namespace, target, settings.target_claim)
-    await devstorage.apply(api_client, objects)
-    try:
-        await wait_until(
-            lambda: devstorage.claims_bound(api_client, namespace, objects),
-            "the backup target claim to be bound",
+async def world(devcluster, core, namespace, storage) -> BackupWorld:
+    found = backup_cluster.world_in(devcluster, namespace, devstorage.claim_folders(storage))
+    found.passphrases.update(
+        await backup_cluster.keys_secret(
+            core, namespace, found.settings.keys_secret, [repos.home("alice"), repos.home("bob")]
         )
-        passphrases = await backup_cluster.keys_secret(
-            core, namespace, settings.keys_secret, [repos.home("alice"), repos.home("bob")]
-        )
-        folders = devstorage.claim_folders(storage)
-        storage_settings = StorageSettings()
-        yield BackupWorld(
-            namespace,
-            target,
-            folders[storage_settings.home_claim],
-            {},
-            passphrases,
-            settings,
-            storage_settings,
-        )
-    finally:
-        await devstorage.delete_volumes(api_client, objects)
+    )
+    return found
 
 
 def _outside(root: Path) -> tuple[Path, bytes]:

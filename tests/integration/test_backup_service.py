@@ -35,15 +35,8 @@ RUN_LIMIT = backup_cluster.JOB_LIMIT
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def world(devcluster, api_client, core, namespace, storage, tmp_path):
-    folders = devstorage.claim_folders(storage)
-    found, objects = await backup_cluster.world_in(
-        devcluster, api_client, namespace, folders, tmp_path
-    )
-    try:
-        yield found
-    finally:
-        await devstorage.delete_volumes(api_client, objects)
+async def world(devcluster, namespace, storage):
+    return backup_cluster.world_in(devcluster, namespace, devstorage.claim_folders(storage))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

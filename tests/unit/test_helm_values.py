@@ -21,6 +21,7 @@ from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from tests.helm_values import (
+    BACKUP_PORT,
     JOBS_PORT,
     NAMESPACE,
     REPO,
@@ -77,22 +78,37 @@ def test_the_schema_check_refuses_a_misspelt_key():
     ]
 
 
-def test_the_job_service_port_agrees_everywhere():
-    hub, proxy = values()["hub"], values()["proxy"]
-    url = urlsplit(hub["services"]["jobs"]["url"])
-    assert (url.scheme, url.hostname, url.port) == ("http", "hub", JOBS_PORT)  # the hub Service
-    bind = urlsplit(hub["config"]["AiInfnJobs"]["bind_url"])
-    assert (bind.hostname, bind.port) == ("0.0.0.0", JOBS_PORT)
-    assert hub["service"]["extraPorts"] == [
-        {"name": "jobs", "port": JOBS_PORT, "targetPort": JOBS_PORT, "protocol": "TCP"}
+@pytest.mark.parametrize(
+    ("service", "config_class", "port"),
+    [("jobs", "AiInfnJobs", JOBS_PORT), ("backup", "AiInfnBackup", BACKUP_PORT)],
+)
+def test_a_services_port_agrees_everywhere(service, config_class, port):
+    hub = values()["hub"]
+    url = urlsplit(hub["services"][service]["url"])
+    assert (url.scheme, url.hostname, url.port) == ("http", "hub", port)  # the hub Service
+    bind = urlsplit(hub["config"][config_class]["bind_url"])
+    assert (bind.hostname, bind.port) == ("0.0.0.0", port)
+    assert {"name": service, "port": port, "targetPort": port, "protocol": "TCP"} in hub["service"][
+        "extraPorts"
     ]
-    only_port = [{"port": JOBS_PORT, "protocol": "TCP"}]
+
+
+def test_the_proxy_reaches_the_services_ports_and_nothing_else():
+    hub, proxy = values()["hub"], values()["proxy"]
+    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["jobs", "backup"]
+    only_ports = [{"port": JOBS_PORT, "protocol": "TCP"}, {"port": BACKUP_PORT, "protocol": "TCP"}]
     assert hub["networkPolicy"]["ingress"] == [
-        {"from": [{"podSelector": {"matchLabels": component_labels("proxy")}}], "ports": only_port}
+        {"from": [{"podSelector": {"matchLabels": component_labels("proxy")}}], "ports": only_ports}
     ]
     assert proxy["chp"]["networkPolicy"]["egress"] == [
-        {"to": [{"podSelector": {"matchLabels": component_labels("hub")}}], "ports": only_port}
+        {"to": [{"podSelector": {"matchLabels": component_labels("hub")}}], "ports": only_ports}
     ]
+
+
+def test_notebooks_are_told_where_the_services_are():
+    env = values()["singleuser"]["extraEnv"]
+    assert env["AIINFN_JOBS_URL"] == "http://proxy-public/services/jobs/"
+    assert env["AIINFN_BACKUP_URL"] == "http://proxy-public/services/backup/"
 
 
 def config_d(services: list[dict] | None = None) -> Config:
@@ -102,7 +118,7 @@ def config_d(services: list[dict] | None = None) -> Config:
     if services is not None:
         config.JupyterHub.services = services
     for path in sorted(CONFIG_D.glob("*.py")):
-        if services is not None and path.name == "40-jobs.py":
+        if services is not None and path.name in ("40-jobs.py", "45-backup.py"):
             exec(compile(path.read_text(), path.name, "exec"), {"c": config})  # as z2jh does
         else:
             config.merge(PyFileConfigLoader(path.name, path=str(CONFIG_D)).load_config())
@@ -121,7 +137,7 @@ def test_values_state_what_jupyterhub_config_d_sets_alike():
 def test_40_jobs_completes_the_charts_registration_of_the_job_service():
     registered = [{"name": key, **service} for key, service in values()["hub"]["services"].items()]
     services = {s["name"]: s for s in config_d(registered).JupyterHub.services}
-    assert set(services) == {"jobs", "prometheus"}
+    assert set(services) == {"jobs", "backup", "prometheus"}
     jobs = services["jobs"]
     assert jobs["url"] == f"http://hub:{JOBS_PORT}"
     assert jobs["command"] == [sys.executable, "-m", "aiinfn_hub.services.jobs"]
@@ -132,12 +148,64 @@ def test_40_jobs_registers_the_job_service_beside_a_hub_without_the_chart(monkey
     monkeypatch.setenv("OAUTH_CLIENT_SECRET", "never passed on")
     monkeypatch.setenv("POD_NAMESPACE", "jhub")
     monkeypatch.setenv("PROXY_API_SERVICE_PORT", "8001")
-    [jobs] = config_d().JupyterHub.services.to_dict()["extend"]
+    services = config_d().JupyterHub.services.to_dict()["extend"]
+    [jobs] = [s for s in services if s["name"] == "jobs"]
     assert jobs["url"] == f"http://127.0.0.1:{JOBS_PORT}"
     # What z2jh's configuration file needs when the service reads it; never the hub's secrets.
     passed = {"POD_NAMESPACE": "jhub", "PROXY_API_SERVICE_PORT": "8001"}
     assert passed.items() <= jobs["environment"].items()
     assert "OAUTH_CLIENT_SECRET" not in jobs["environment"]
+
+
+def test_45_backup_completes_the_charts_registration_of_the_backup_service():
+    registered = [{"name": key, **service} for key, service in values()["hub"]["services"].items()]
+    services = {s["name"]: s for s in config_d(registered).JupyterHub.services}
+    backup = services["backup"]
+    assert backup["url"] == f"http://hub:{BACKUP_PORT}"
+    assert backup["command"] == [sys.executable, "-m", "aiinfn_hub.services.backup"]
+    assert (backup["oauth_no_confirm"], backup["oauth_client_allowed_scopes"]) == (True, [])
+    assert "api_token" not in backup and "oauth_roles" not in backup  # no hub scopes of its own
+
+
+def test_45_backup_registers_the_backup_service_beside_a_hub_without_the_chart(monkeypatch):
+    monkeypatch.setenv("OAUTH_CLIENT_SECRET", "never passed on")
+    monkeypatch.setenv("POD_NAMESPACE", "jhub")
+    monkeypatch.setenv("PROXY_API_SERVICE_PORT", "8001")
+    monkeypatch.setenv("KUBECONFIG", "/etc/hub/kubeconfig")
+    services = {s["name"]: s for s in config_d().JupyterHub.services.to_dict()["extend"]}
+    assert set(services) == {"jobs", "backup"}
+    backup = services["backup"]
+    assert backup["url"] == f"http://127.0.0.1:{BACKUP_PORT}"
+    passed = {
+        "POD_NAMESPACE": "jhub",
+        "PROXY_API_SERVICE_PORT": "8001",
+        "KUBECONFIG": "/etc/hub/kubeconfig",
+        "AIINFN_HUB_CONFIG": "",  # the hub's configuration file, once a hub loads this
+        "JUPYTERHUB_COOKIE_OPTIONS": '{"samesite": "Lax"}',
+    }
+    assert passed.items() <= backup["environment"].items()
+    assert "OAUTH_CLIENT_SECRET" not in backup["environment"]
+
+
+def roles(config: Config) -> list[dict]:
+    value = config.JupyterHub.load_roles
+    return value if isinstance(value, list) else value.to_dict()["extend"]
+
+
+@pytest.mark.parametrize("chart", [False, True], ids=["without-chart", "with-chart"])
+def test_users_and_their_notebooks_reach_both_services_through_one_user_role(chart):
+    """JupyterHub refuses a role named twice in load_roles: one `user` role, with both
+    services' access, and the notebook servers' tokens reach both (`aiinfn jobs|backup`)."""
+    registered = [{"name": key, **s} for key, s in values()["hub"]["services"].items()]
+    config = config_d(registered if chart else None)
+    user_roles = [r for r in roles(config) if r["name"] == "user"]
+    access = ["access:services!service=jobs", "access:services!service=backup"]
+    assert [r["scopes"] for r in user_roles] == [["self", *access]]
+    assert config.Spawner.server_token_scopes == [
+        "users:activity!user",
+        "access:servers!server",
+        *access,
+    ]
 
 
 def test_the_hubs_secrets_come_from_secrets():
