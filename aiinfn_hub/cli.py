@@ -1,10 +1,12 @@
 """`aiinfn`: the users' command in their notebook terminal.
 
-`aiinfn jobs submit|clone|list|status|logs|cancel|resubmit` talks to the job service with the
-notebook server's own hub token ($JUPYTERHUB_API_TOKEN, which the hub lets reach the service) at
-the service's URL ($AIINFN_JOBS_URL, else the hub's public address from the notebook's
-environment + services/jobs/). Submissions carry an idempotency key, so a retry after a lost
-answer never makes a second job.
+`aiinfn jobs submit|clone|list|status|logs|cancel|resubmit` talks to the job service, and
+`aiinfn backup list|ls|restore` to the backup service, with the notebook server's own hub token
+($JUPYTERHUB_API_TOKEN, which the hub lets reach both services) at the service's URL
+($AIINFN_JOBS_URL or $AIINFN_BACKUP_URL, else the hub's public address from the notebook's
+environment + services/jobs/ or services/backup/). Submissions carry an idempotency key, so a
+retry after a lost answer never makes a second job. A restore waits for its Job by default, so
+the terminal says when the files are there, or why not.
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ from typing import Any
 URL_ENV = "AIINFN_JOBS_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
 SERVICE_PATH = "services/jobs/"
+BACKUP_URL_ENV = "AIINFN_BACKUP_URL"
+BACKUP_SERVICE_PATH = "services/backup/"
+USER_ENV = "JUPYTERHUB_USER"
+# (environment variable, path under the hub, name in messages) of each area's service.
+SERVICES = {
+    "jobs": (URL_ENV, SERVICE_PATH, "job service"),
+    "backup": (BACKUP_URL_ENV, BACKUP_SERVICE_PATH, "backup service"),
+}
+RESTORE_POLL_SECONDS = 2.0
+RESTORE_WAIT_SECONDS = 30 * 60
 RETRIES = 3
 TIMEOUT = 30
 MAX_FILE_BYTES = 256 * 1024
@@ -35,18 +47,19 @@ class CliError(Exception):
     """A problem to print for the user (exit status 1)."""
 
 
-def service_url(env: Mapping[str, str]) -> str:
-    """The job service's base URL (ending in '/') from the notebook's environment."""
-    explicit = env.get(URL_ENV)
+def service_url(env: Mapping[str, str], area: str = "jobs") -> str:
+    """The area's service's base URL (ending in '/') from the notebook's environment."""
+    variable, path, what = SERVICES[area]
+    explicit = env.get(variable)
     if explicit:
         return explicit.rstrip("/") + "/"
     public = env.get("JUPYTERHUB_PUBLIC_HUB_URL") or env.get("JUPYTERHUB_PUBLIC_URL")
     if public:
         parts = urllib.parse.urlsplit(public)
         base = (env.get("JUPYTERHUB_BASE_URL") or "/").rstrip("/") + "/"
-        return f"{parts.scheme}://{parts.netloc}{base}{SERVICE_PATH}"
+        return f"{parts.scheme}://{parts.netloc}{base}{path}"
     raise CliError(
-        f"cannot tell where the job service is: set {URL_ENV} (your admins know it), or run this "
+        f"cannot tell where the {what} is: set {variable} (your admins know it), or run this "
         "in a notebook terminal of a hub with a public URL"
     )
 
@@ -60,11 +73,12 @@ def default_name(command: list[str]) -> str:
 
 
 class Client:
-    """The job service's REST API with the user's hub token."""
+    """A service's REST API with the user's hub token."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, what: str = "job service") -> None:
         self.url = url
         self.token = token
+        self.what = what
 
     def call(self, method: str, path: str, body: Any = None, retry: bool = False) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -92,7 +106,7 @@ class Client:
                 if retry and attempt + 1 < RETRIES:
                     time.sleep(1 + attempt)
                     continue
-                raise CliError(f"cannot reach the job service at {self.url}: {error}") from None
+                raise CliError(f"cannot reach the {self.what} at {self.url}: {error}") from None
         raise AssertionError("unreachable")
 
 
@@ -197,12 +211,19 @@ def _line(job: Mapping[str, Any]) -> str:
 def _show(result: Any, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(result, indent=2))
-    elif args.action == "list":
+    elif args.area == "backup":
+        _show_backup(result, args.action)
+    else:
+        _show_jobs(result, args.action)
+
+
+def _show_jobs(result: Any, action: str) -> None:
+    if action == "list":
         for job in result["jobs"]:
             print(_line(job))
         if not result["jobs"]:
             print("no jobs")
-    elif args.action == "logs":
+    elif action == "logs":
         for pod in result["pods"]:
             print(
                 f"==> {pod['pod']} (index {pod['index']}, {pod['phase']})"
@@ -218,6 +239,41 @@ def _show(result: Any, args: argparse.Namespace) -> None:
                 f"  pod {pod['name']} index {pod['index']} {pod['phase']} on {pod['node'] or '-'}"
                 + (" (remote site)" if pod.get("site") not in (None, "local") else "")
             )
+
+
+def _entry_line(entry: Mapping[str, Any]) -> str:
+    """An archive's entry as `ls -l` shows it: mode, size, time, path (a link's target)."""
+    path = entry["path"] + ("/" if entry["type"] == "folder" else "")
+    if entry.get("link_target") is not None:
+        path += f" -> {entry['link_target']}"
+    return f"{entry['mode']} {entry['size']:>12} {entry['mtime']}  {path}"
+
+
+def _run_line(run: Mapping[str, Any]) -> str:
+    where = f" into {run['destination']}" if run.get("destination") else ""
+    return (
+        f"{run['id']}  {run.get('kind', 'restore')} of {run.get('archive') or '-'}{where}: "
+        + (run["state"])
+    )
+
+
+def _show_backup(result: Any, action: str) -> None:
+    if action == "list":
+        for archive in result["archives"]:
+            print(f"{archive['name']}  {archive['time']}")
+        if not result["archives"]:
+            print("no archives yet")
+    elif action == "ls":
+        for entry in result["entries"]:
+            print(_entry_line(entry))
+        if not result["entries"]:
+            print("nothing in this folder of the archive")
+    else:
+        print(_run_line(result))
+        if result.get("message"):
+            print(f"  {result['message']}")
+        elif action == "restore" and result["state"] == "running":
+            print(f"  see how it goes: aiinfn backup status {result['id']}")
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
@@ -279,7 +335,11 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="aiinfn", description="aiinfn-hub from your notebook terminal"
     )
-    top.add_argument("--url", help=f"job service URL (default: ${URL_ENV} or the hub's public URL)")
+    top.add_argument(
+        "--url",
+        help=f"the service's URL (default: ${URL_ENV} for jobs, ${BACKUP_URL_ENV} for backup, "
+        "else the hub's public URL)",
+    )
     top.add_argument("--json", action="store_true", help="print the service's JSON answers")
     areas = top.add_subparsers(dest="area", required=True)
     jobs = areas.add_parser("jobs", help="batch jobs and Bunshin clones of your notebook")
@@ -310,14 +370,44 @@ def parser() -> argparse.ArgumentParser:
     resubmit = actions.add_parser("resubmit", help="submit one of your jobs again")
     resubmit.add_argument("id")
     resubmit.add_argument("--key", help="idempotency key of the new submission")
+    _backup_parser(areas)
     return top
+
+
+def _backup_parser(areas: Any) -> None:
+    backup = areas.add_parser("backup", help="your backups: list, browse and restore files")
+    actions = backup.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="the archives of your home (or a project's)")
+    browse = actions.add_parser("ls", help="what a folder of an archive holds")
+    browse.add_argument("archive", help="an archive's name, as `aiinfn backup list` shows it")
+    browse.add_argument("path", nargs="?", default="", help="a folder in it (default: the top)")
+    restore = actions.add_parser(
+        "restore", help="restore a file or folder into ~/restored/<archive>/ (never overwriting)"
+    )
+    restore.add_argument("archive", help="an archive's name, as `aiinfn backup list` shows it")
+    restore.add_argument("path", nargs="?", default="", help="what to restore (default: all)")
+    restore.add_argument(
+        "--folder", help="admins: restore into this folder of the home or project instead"
+    )
+    restore.add_argument(
+        "--no-wait", action="store_true", help="return once started, without waiting for it"
+    )
+    for action in (listing, browse, restore):
+        whose = action.add_mutually_exclusive_group()
+        whose.add_argument("--project", help="a project's folder instead of your home")
+        whose.add_argument("--user", help="admins: this user's home instead of yours")
+    status = actions.add_parser("status", help="a restore's or backup's state")
+    status.add_argument("id")
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     token = env.get(TOKEN_ENV)
     if not token:
         raise CliError(f"no hub token: ${TOKEN_ENV} is set in notebook terminals; run this there")
-    client = Client(args.url.rstrip("/") + "/" if args.url else service_url(env), token)
+    url = args.url.rstrip("/") + "/" if args.url else service_url(env, args.area)
+    client = Client(url, token, SERVICES[args.area][2])
+    if args.area == "backup":
+        return run_backup(args, env, client)
     job = urllib.parse.quote(getattr(args, "id", "") or "", safe="")
     if args.action in ("submit", "clone"):
         path = "api/jobs" if args.action == "submit" else "api/clones"
@@ -337,6 +427,55 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         return client.call("GET", f"api/jobs/{job}/logs?{query}")
     key = args.key or uuid.uuid4().hex
     return client.call("POST", f"api/jobs/{job}/resubmit", {"idempotency_key": key}, retry=True)
+
+
+def _quoted(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def repository(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str]:
+    """(kind, name) of the repository the command names: a project's, another user's home
+    (admins; the service decides), else the caller's own home."""
+    if args.project:
+        return "project", args.project
+    name = args.user or env.get(USER_ENV)
+    if not name:
+        raise CliError(f"cannot tell whose home: ${USER_ENV} is set in notebook terminals")
+    return "home", name
+
+
+def run_backup(args: argparse.Namespace, env: Mapping[str, str], client: Client) -> Any:
+    if args.action == "status":
+        return client.call("GET", f"api/runs/{_quoted(args.id)}", retry=True)
+    kind, name = repository(args, env)
+    archives = f"api/repositories/{kind}/{_quoted(name)}/archives"
+    if args.action == "list":
+        return client.call("GET", archives, retry=True)
+    if args.action == "ls":
+        query = "?" + urllib.parse.urlencode({"folder": args.path}) if args.path else ""
+        return client.call("GET", f"{archives}/{_quoted(args.archive)}/paths{query}", retry=True)
+    body: dict[str, Any] = {"kind": kind, "name": name, "archive": args.archive, "path": args.path}
+    if args.folder is not None:
+        body["folder"] = args.folder
+    # Never retried: a second restore of a lost answer would only be refused (never overwriting).
+    run = client.call("POST", "api/restores", body)
+    return run if args.no_wait else wait_for_run(client, run)
+
+
+def wait_for_run(client: Client, run: dict[str, Any]) -> dict[str, Any]:
+    """The run once it is no longer running; a refused or failed one is the user's error."""
+    print(f"restoring into {run.get('destination')} ({run['id']})...", file=sys.stderr)
+    deadline = time.monotonic() + RESTORE_WAIT_SECONDS
+    while run["state"] == "running":
+        if time.monotonic() > deadline:
+            raise CliError(
+                f"{run['id']} is still running; see how it goes: aiinfn backup status {run['id']}"
+            )
+        time.sleep(RESTORE_POLL_SECONDS)
+        run = client.call("GET", f"api/runs/{_quoted(run['id'])}", retry=True)
+    if run["state"] != "succeeded":
+        raise CliError(run.get("message") or f"{run['id']}: {run['state']}")
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
