@@ -2,10 +2,11 @@
 helm-values/values.yaml from the hub environment (.venv-hub) with the pod's projected
 ServiceAccount token and the `kubernetes` Service's variables: in-cluster configuration, no
 kubeconfig, the shipped RBAC bound to `hub`. Its secrets come from Secrets, the site's
-configuration from a ConfigMap; the proxy and the job service run beside it in the pod. From
-outside, a user logs in through the OpenID provider, sees live accelerator counts on the spawn
-form, starts a GPU server (a notebook pod the hub reaches at its pod IP) and submits a job
-through the job service with their own token; Kueue admits it and it runs.
+configuration from a ConfigMap; the proxy, the job service and the backup service run beside it
+in the pod. From outside, a user logs in through the OpenID provider, sees live accelerator
+counts on the spawn form, starts a GPU server (a notebook pod the hub reaches at its pod IP) and
+submits a job through the job service with their own token; Kueue admits it and it runs; the
+backup service answers her with her (empty) archives.
 
 What differs from z2jh (docs/devcluster.md): the proxy is JupyterHub's default, started by the
 hub in its pod (z2jh runs it as its own pod); Services do not route here, so where z2jh says
@@ -47,7 +48,7 @@ HUB_IMAGE = podrunner.hub_image_name(podrunner.SOURCE_ROOT / podrunner.HUB_VALUE
 HUB_LABELS = {"app.kubernetes.io/name": "jupyterhub", "app.kubernetes.io/component": "hub"}
 HUB_SELECTOR = "app.kubernetes.io/component=hub"
 USERS = [{"username": "alice", "groups": ["/cms-ml"]}]
-PROXY_PORT, PROXY_API_PORT, HUB_PORT, JOBS_PORT = 8000, 8001, 8081, 10101
+PROXY_PORT, PROXY_API_PORT, HUB_PORT, JOBS_PORT, BACKUP_PORT = 8000, 8001, 8081, 10101, 10102
 START_LIMIT = 180.0
 
 
@@ -102,9 +103,13 @@ def site_config(issuer: str, proxy: str) -> str:
         c.KubeSpawner.namespace = os.environ.get("POD_NAMESPACE", "default")
         c.JupyterHub.load_roles = []
         # hub.services and hub.config, as the values have them.
-        c.JupyterHub.services = [{{"name": "jobs", "url": f"http://{{here}}:{JOBS_PORT}"}}]
+        c.JupyterHub.services = [
+            {{"name": "jobs", "url": f"http://{{here}}:{JOBS_PORT}"}},
+            {{"name": "backup", "url": f"http://{{here}}:{BACKUP_PORT}"}},
+        ]
         c.JupyterHub.authenticator_class = "aiinfn"
         c.AiInfnJobs.bind_url = f"http://{{here}}:{JOBS_PORT}"
+        c.AiInfnBackup.bind_url = f"http://{{here}}:{BACKUP_PORT}"
 
         for path in sorted(glob.glob("{CONFIG_DIR}/jupyterhub_config.d/*.py")):
             with open(path) as f:
@@ -441,6 +446,7 @@ async def test_the_hub_runs_in_cluster_and_a_user_logs_in_spawns_a_gpu_server_an
     try:
         await _server_runs_on_a_t4(hub, core, login, token)
         await _job_runs(hub, token)
+        await _backup_service_answers(hub, token)
     finally:
         await asyncio.to_thread(api, f"{hub.url}/hub/api/users/alice/server", token, "DELETE")
 
@@ -490,3 +496,16 @@ async def _job_runs(hub: InClusterHub, token: str) -> None:
     assert done["admission"]["cluster_queue"] == "project-cms-2dml"
     status, logs = await asyncio.to_thread(api, f"{jobs}/{job['id']}/logs?tail=10", token)
     assert status == 200 and logs["pods"][0]["log"] == "hello from a job\n", logs
+
+
+async def _backup_service_answers(hub: InClusterHub, token: str) -> None:
+    """The backup service runs beside the hub as 45-backup.py registers it, behind the proxy;
+    alice's token reaches it (the `user` role) and, with the hub's account (the shipped RBAC),
+    it reads the keys Secret: no repository of hers yet, so no archives and no Job."""
+    backup = f"{hub.url}/services/backup/"
+    status, health = await asyncio.to_thread(api, f"{backup}health", token)
+    assert (status, health) == (200, {"status": "ok"})
+    status, answer = await asyncio.to_thread(
+        api, f"{backup}api/repositories/home/alice/archives", token
+    )
+    assert (status, answer) == (200, {"archives": []})
