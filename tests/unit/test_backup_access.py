@@ -85,7 +85,7 @@ def test_an_admin_restores_anyones_data_into_its_own_volume():
 
 def test_the_list_job_mounts_only_the_repository_read_only_and_runs_as_the_reader():
     run_as = manifests.restore_identity(Identity(100001, {"cms-ml": 200001}))
-    job = listing.make_list_job(
+    job = manifests.make_list_job(
         SETTINGS, repos.home("alice"), "alice", run_as, "abc123", ARCHIVE, "work/my data"
     )
     spec = job["spec"]["template"]["spec"]
@@ -113,12 +113,12 @@ def test_the_list_job_mounts_only_the_repository_read_only_and_runs_as_the_reade
         "subPath": "homes/alice",
     }
     assert container["command"] == [
-        "sh", "-c", listing.LIST_SCRIPT, "list",
+        "sh", "-c", manifests.LIST_SCRIPT, "list",
         "borg", "list", "--lock-wait", "1", "--umask", "0077", "--bypass-lock", "--json-lines",
         r"--pattern=+re:^work/my\ data/[^/]+$", "--pattern=-re:.",
         "--", f"/aiinfn/backup-target/homes/alice::{ARCHIVE}", "work/my data",
     ]  # fmt: skip
-    top = listing.make_list_job(SETTINGS, repos.home("alice"), "alice", run_as, "abc124")
+    top = manifests.make_list_job(SETTINGS, repos.home("alice"), "alice", run_as, "abc124")
     assert top["spec"]["template"]["spec"]["containers"][0]["command"][4:] == [
         "borg", "list", "--lock-wait", "1", "--umask", "0077", "--bypass-lock", "--json",
         "--", "/aiinfn/backup-target/homes/alice",

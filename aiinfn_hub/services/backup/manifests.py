@@ -1,4 +1,4 @@
-"""Backup, check and restore Jobs. Pure; every builder returns plain Kubernetes JSON.
+"""Backup, check, restore and listing Jobs. Pure; every builder returns plain Kubernetes JSON.
 
 Every pod passes Pod Security "restricted" (non-root, no privilege escalation, no capabilities,
 RuntimeDefault seccomp), mounts no service-account token, and runs borg only with argv from
@@ -31,6 +31,7 @@ from ...identity import Identity
 from ...storage_config import StorageSettings
 from ...volumes import project_claim, project_mount_path
 from . import borg, locks, paths
+from .listing import children_command
 from .repos import Repository, path_under
 
 BACKUP_COMPONENT = "backup"
@@ -50,6 +51,17 @@ POD_NAME_ENV = "AIINFN_POD_NAME"
 # fsGroup is left out (the kubelet would chown the source claims on file systems it can).
 KEY_FILE_MODE = 0o444
 RESTORE_EXISTS_EXIT = 3
+LIST_COMPONENT = "backup-list"
+LIST_DEADLINE_SECONDS = 600
+LIST_TTL_SECONDS = 600
+# A listing Job keeps borg's own messages aside, shown (last 4 KiB) only when borg fails: a
+# successful Job's log is borg's JSON output alone (`listing` reads it).
+LIST_SCRIPT = """set -u
+"$@" 2>/tmp/borg-messages
+code=$?
+if [ "$code" -ne 0 ]; then tail -c 4096 /tmp/borg-messages >&2; fi
+exit "$code"
+"""
 _RUN_ID = re.compile(r"[a-z0-9]{1,20}")
 
 # Creates the repository only if it is not there yet (borg init refuses an existing one).
@@ -355,6 +367,37 @@ def make_check_job(
     owner = repository.name if repository.kind == "home" else None
     metadata = _metadata(job_name("check", repository, run_id), CHECK_COMPONENT, repository, owner)
     return _job(settings, metadata, run_as, [(Step("check", command.argv), command)], pairs)
+
+
+def make_list_job(
+    settings: BackupSettings,
+    repository: Repository,
+    requester: str,
+    run_as: RunAs,
+    run_id: str,
+    archive: str | None = None,
+    folder: str = "",
+) -> dict[str, Any]:
+    """A Job listing the repository's archives (archive None) or one folder of an archive,
+    with only that repository mounted, read-only; short deadline and TTL."""
+    config = _borg(settings, repository, borg.BASE_DIR)
+    location = path_under(TARGET_PATH, repository)
+    if archive is None:
+        command = borg.list_archives(config, location, bypass_lock=True)
+    else:
+        command = children_command(config, location, paths.archive_name(archive), folder)
+    step = Step("list", ("sh", "-c", LIST_SCRIPT, "list", *command.argv))
+    pairs = [
+        _target_repository(settings, repository),
+        _key(settings, repository),
+        _scratch(STATE_VOLUME, borg.BASE_DIR),
+    ]
+    short = dataclasses.replace(
+        settings, deadline_seconds=LIST_DEADLINE_SECONDS, ttl_seconds=LIST_TTL_SECONDS
+    )
+    name = job_name("list", repository, run_id)
+    metadata = _metadata(name, LIST_COMPONENT, repository, requester)
+    return _job(short, metadata, run_as, [(step, command)], pairs)
 
 
 @dataclass(frozen=True)

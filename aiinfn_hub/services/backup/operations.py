@@ -163,7 +163,7 @@ class BackupService:
     ) -> str:
         """Run a listing Job as the reader and return its log (borg's JSON)."""
         run_as = await self._reader(caller, repository)
-        job = listing.make_list_job(
+        job = manifests.make_list_job(
             self.config.settings, repository, caller.name, run_as, new_run_id(), archive, folder
         )
         name = job["metadata"]["name"]
