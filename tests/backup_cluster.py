@@ -25,6 +25,7 @@ from kubernetes_asyncio import client
 from aiinfn_hub import names
 from aiinfn_hub.services.backup import image, manifests, repos
 from aiinfn_hub.storage_config import StorageSettings
+from tests.helm_values import HELM_VALUES, objects
 from tests.helpers import wait_until
 
 JOB_LIMIT = 180.0
@@ -159,15 +160,11 @@ def require_backup_runner(devcluster) -> None:
 
 
 SERVICE_ACCOUNT = "aiinfn-backup"
-# What the backup service needs in its namespace (and nothing cluster-wide): its Jobs, their
-# pods and logs, the keys Secret (extended once per repository), the uid/gid record.
-SERVICE_RULES = [
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-]
+# What the backup service needs in its namespace (and nothing cluster-wide): the shipped Role's
+# rules (helm-values/backup-service-rbac.yaml), so the tests run the service with exactly them.
+SERVICE_RULES = next(
+    d["rules"] for d in objects(HELM_VALUES / "backup-service-rbac.yaml") if d["kind"] == "Role"
+)
 
 
 def service_account_objects(namespace: str) -> list[dict]:

@@ -1,7 +1,7 @@
 """The backup target on the dev cluster: helm-values/storage.yaml's claim, rewritten to a local
 folder like every other claim, with the `homes` and `projects` folders docs/backup.md has the
-admin make (tests/backup_cluster.py and the demo use it). The backup service's Role is exactly
-what the tests run the service with."""
+admin make (tests/backup_cluster.py and the demo use it). The backup service's shipped Role,
+which the tests run the service with."""
 
 from __future__ import annotations
 
@@ -43,9 +43,24 @@ def test_no_target_claim_no_folders(tmp_path: Path):
     assert devstorage.make_backup_target_folders([]) is None
 
 
-def test_the_backup_services_role_is_what_the_tests_grant():
+def test_the_backup_services_role_is_namespaced_and_least_privilege():
+    """The shipped Role, which the integration tests run the service with (SERVICE_RULES)."""
     [role, binding] = objects(HELM_VALUES / "backup-service-rbac.yaml")
-    assert role["rules"] == SERVICE_RULES
+    assert (
+        role["rules"]
+        == SERVICE_RULES
+        == [
+            {
+                "apiGroups": ["batch"],
+                "resources": ["jobs"],
+                "verbs": ["create", "get", "list", "delete"],
+            },
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+        ]
+    )
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
