@@ -58,22 +58,31 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def hub_config(
-    config_root: Path, state: Path, port: int, password: str, internal_ports: tuple[int, int, int]
+    config_root: Path,
+    state: Path,
+    port: int,
+    password: str,
+    internal_ports: tuple[int, int, int, int],
 ) -> str:
     """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides.
 
-    The hub's own port, the proxy's API port and the job service's port are free ports picked
-    for this run, so a demo never collides with another JupyterHub on the usual fixed ports.
-    The public URL tells notebooks (and `aiinfn jobs` in their terminals) where the hub is.
+    The hub's own port, the proxy's API port and the job and backup services' ports are free
+    ports picked for this run, so a demo never collides with another JupyterHub on the usual
+    fixed ports. The public URL tells notebooks (and `aiinfn jobs` in their terminals) where the
+    hub is.
     """
-    hub_port, proxy_api_port, jobs_port = internal_ports
+    hub_port, proxy_api_port, jobs_port, backup_port = internal_ports
+    service_urls = {
+        "jobs": f"http://127.0.0.1:{jobs_port}",
+        "backup": f"http://127.0.0.1:{backup_port}",
+    }
     lines = [
         f"load_subconfig({str(config_root / 'jupyterhub_config.py')!r})",
         f"c.JupyterHub.bind_url = 'http://127.0.0.1:{port}'",
         f"c.JupyterHub.public_url = 'http://127.0.0.1:{port}'",
         # jupyterhub_config.d appends the services, so here they are still a lazy list.
-        "c.JupyterHub.services = ["
-        f"dict(s, url='http://127.0.0.1:{jobs_port}') if s['name'] == 'jobs' else s"
+        f"_urls = {service_urls!r}",
+        "c.JupyterHub.services = [dict(s, url=_urls[s['name']]) if s['name'] in _urls else s"
         " for s in c.JupyterHub.services.get_value([])]",
         f"c.JupyterHub.hub_bind_url = 'http://127.0.0.1:{hub_port}'",
         f"c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:{proxy_api_port}'",
@@ -204,7 +213,11 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         proxy_api_port = free_port()
         config_path.write_text(
             hub_config(
-                config_root, state, port, password, (free_port(), proxy_api_port, free_port())
+                config_root,
+                state,
+                port,
+                password,
+                (free_port(), proxy_api_port, free_port(), free_port()),
             )
         )
         config_path.chmod(0o600)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiinfn_dev.devcluster.processes import free_port
+from kubernetes_asyncio import client
 
 from aiinfn_hub.identity import IdentityStore
 from aiinfn_hub.services.backup import paths
@@ -62,10 +63,16 @@ class Env:
         assert status == 200, body
         return body if body["state"] != "running" else None
 
-    async def wait(self, user: str, run_id: str) -> dict:
-        return await wait_until(
+    async def wait(self, user: str, run_id: str, api_client: Any) -> dict:
+        """The run's status once it has ended; a failed one with its pod's exit codes and log
+        (read as the admin, for the test's report)."""
+        body = await wait_until(
             lambda: self.finished(user, run_id), f"run {run_id}", limit=backup_cluster.JOB_LIMIT
         )
+        if body["state"] == "failed":
+            core = client.CoreV1Api(api_client)
+            body["pod"] = await backup_cluster.pod_report(core, self.hub.namespace, run_id)
+        return body
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -111,7 +118,8 @@ async def test_a_deleted_notebook_is_restored_through_the_api(env: Env, api_clie
         "alice", "POST", "api/backups", {"kind": "home", "name": "alice"}
     )
     assert status == 202 and headers["Location"] == f"{PREFIX}api/runs/{started['id']}"
-    assert (await env.wait("alice", started["id"]))["state"] == "succeeded"
+    backed_up = await env.wait("alice", started["id"], api_client)
+    assert backed_up["state"] == "succeeded", backed_up
 
     status, body, _ = await env.api("alice", "GET", "api/repositories/home/alice/archives")
     assert status == 200 and [a["name"] for a in body["archives"]] == [started["archive"]]
@@ -128,14 +136,15 @@ async def test_a_deleted_notebook_is_restored_through_the_api(env: Env, api_clie
     restore = {"kind": "home", "name": "alice", "archive": archive, "path": "notebook.ipynb"}
     status, run, _ = await env.api("alice", "POST", "api/restores", restore)
     assert status == 202, run
-    assert (await env.wait("alice", run["id"]))["state"] == "succeeded"
+    restored = await env.wait("alice", run["id"], api_client)
+    assert restored["state"] == "succeeded", restored
     restored = home / paths.RESTORED_FOLDER / archive / "notebook.ipynb"
     assert restored.read_text() == '{"cells": [], "metadata": {}}\n'
 
     before = tree(home)
     status, again, _ = await env.api("alice", "POST", "api/restores", restore)
     assert status == 202
-    refused = await env.wait("alice", again["id"])
+    refused = await env.wait("alice", again["id"], api_client)
     assert refused["state"] == "refused" and refused["status"] == 409
     assert "already exists; nothing was restored" in refused["message"]
     assert tree(home) == before
