@@ -31,6 +31,8 @@ class Platform:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     watcher: Any = None
     watcher_start: asyncio.Task | None = None
+    # The accounting ledger's writer (accounting/writer.py) when c.AiInfnAccounting is set.
+    accounting: Any = None
 
 
 def load(settings: AiInfnPlatform) -> Platform:

@@ -45,6 +45,15 @@ SPAWN_REFUSALS = Counter(
 for _reason in REFUSAL_REASONS:
     SPAWN_REFUSALS.labels(reason=_reason)  # each series exists from the start, at 0
 
+# The accounting writer's counters (accounting/writer.py): attribute -> (name, help).
+_ACCOUNTING_COUNTS = {
+    "written": ("written_events", "Allocation events new to the ledger (replays not counted)."),
+    "dropped": ("dropped_events", "Events dropped because the writer's queue was full."),
+    "refused": ("refused_events", "Events the database refused (a bug: dropped alone)."),
+    "failures": ("write_failures", "Failed connects or writes (the database unreachable)."),
+    "closed": ("reconciled_ends", "Open allocations ended after a relist (their pod gone)."),
+}
+
 _registered: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
 
 
@@ -118,10 +127,13 @@ class HubCollector(Collector):
 
     def describe(self) -> list[Metric]:
         """The names, without reading the platform (prometheus_client checks them)."""
-        return [*_unit_families(), *_watch_families().all()]
+        return [*_unit_families(), *_watch_families().all(), *_accounting_metrics(None)]
 
     def collect(self) -> Iterator[Metric]:
         platform = self.platform()
+        writer = getattr(platform, "accounting", None)
+        if writer is not None:
+            yield from _accounting_metrics(writer)
         watcher = platform.watcher if platform is not None else None
         if watcher is None:
             return  # no inventory yet: no series rather than zeros that look like a full farm
@@ -196,6 +208,29 @@ def _watch_metrics(watches: Collection[Any]) -> list[Metric]:
         for family, name in zip(families.counters, _WATCH_COUNTS, strict=True):
             family.add_metric(resource, stats.get(name, 0))
     return families.all()
+
+
+def _accounting_metrics(writer: Any) -> list[Metric]:
+    """The accounting writer's queue, counters and last commit (families only for None)."""
+    queued = GaugeMetricFamily(
+        "aiinfn_accounting_queued_events",
+        "Allocation events waiting to be written to the ledger.",
+    )
+    last = GaugeMetricFamily(
+        "aiinfn_accounting_last_commit_timestamp_seconds",
+        "Unix time of the ledger's last committed batch (none since the hub started: absent).",
+    )
+    counters = [
+        CounterMetricFamily(f"aiinfn_accounting_{name}", text)
+        for name, text in _ACCOUNTING_COUNTS.values()
+    ]
+    if writer is not None:
+        queued.add_metric([], writer.pending)
+        if writer.last_commit_at is not None:
+            last.add_metric([], writer.last_commit_at)
+        for family, attribute in zip(counters, _ACCOUNTING_COUNTS, strict=True):
+            family.add_metric([], getattr(writer, attribute))
+    return [queued, last, *counters]
 
 
 def register_hub(

@@ -107,10 +107,16 @@ class AiInfnSpawner(KubeSpawner):
     def _default_platform_settings(self) -> AiInfnPlatform:
         return AiInfnPlatform(parent=self)
 
-    def _platform(self) -> hubstate.Platform:
+    @staticmethod
+    def shared_platform(settings: AiInfnPlatform) -> hubstate.Platform:
+        """The hub process's platform state, built from `settings` on first use (by the first
+        spawner, or at hub start when accounting needs the inventory watch at once)."""
         if AiInfnSpawner._shared is None:
-            AiInfnSpawner._shared = hubstate.load(self.platform_settings)
+            AiInfnSpawner._shared = hubstate.load(settings)
         return AiInfnSpawner._shared
+
+    def _platform(self) -> hubstate.Platform:
+        return self.shared_platform(self.platform_settings)
 
     def _policy(self) -> UserPolicy:
         platform = self._platform()

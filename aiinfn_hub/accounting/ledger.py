@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from psycopg import AsyncConnection
 
-from .events import AllocationEvent, InvalidEvent
+from .events import Allocation, AllocationEvent, InvalidEvent
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -54,6 +54,15 @@ ORDER BY user_name, project, model, kind, site
 
 _OPEN = """
 SELECT s.allocation FROM accounting_events s
+WHERE s.phase = 'start' AND NOT EXISTS (
+    SELECT 1 FROM accounting_events e WHERE e.allocation = s.allocation AND e.phase = 'end')
+ORDER BY s.allocation
+"""
+
+_OPEN_STARTS = """
+SELECT s.allocation, s.user_name, s.project, s.model, s.kind, s.site, s.units, s.cpu_millis,
+       s.at
+FROM accounting_events s
 WHERE s.phase = 'start' AND NOT EXISTS (
     SELECT 1 FROM accounting_events e WHERE e.allocation = s.allocation AND e.phase = 'end')
 ORDER BY s.allocation
@@ -152,3 +161,11 @@ async def open_allocations(connection: AsyncConnection) -> list[str]:
     async with connection.cursor() as cursor:
         await cursor.execute(_OPEN)
         return [row[0] for row in await cursor.fetchall()]
+
+
+async def open_starts(connection: AsyncConnection) -> list[AllocationEvent]:
+    """The start events of the allocations not ended (what an end for each would repeat)."""
+    async with connection.cursor() as cursor:
+        await cursor.execute(_OPEN_STARTS)
+        rows = await cursor.fetchall()
+    return [AllocationEvent(Allocation(*row[:8]), "start", row[8]) for row in rows]

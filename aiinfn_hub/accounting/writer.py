@@ -13,13 +13,21 @@ next relist submits the starts of the pods still running again (ledger.open_allo
 which intervals lack an end whose pod is gone). An event whose data the database refuses (a bug:
 events are checked before they are queued) is retried alone, then logged, counted in `refused`
 and dropped, so one bad event cannot stop the ledger nor take its batch with it.
+
+After each relist the watch asks for a reconciliation (`reconcile`): once everything queued
+before it is written, the allocations the ledger holds open whose pod is no longer live get an
+end at the relist's time (their pod ended while nobody watched: an over-count bounded by that
+gap). An end still queued, or a pod live again, is never closed this way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
+from collections.abc import Callable, Collection
+from datetime import datetime
 
 import psycopg
 from psycopg import AsyncConnection
@@ -51,6 +59,9 @@ class LedgerWriter:
         self.dropped = 0  # events refused because the queue was full
         self.refused = 0  # events in batches the database refused
         self.failures = 0  # failed connects or writes (the database unreachable)
+        self.closed = 0  # open allocations ended by a reconciliation (their pod gone)
+        self.last_commit_at: float | None = None  # time.time() of the last committed batch
+        self._reconcile: tuple[Callable[[], Collection[str]], datetime] | None = None
         self._connection: AsyncConnection | None = None
         self._wake = asyncio.Event()
         self._warned_full = False
@@ -100,6 +111,7 @@ class LedgerWriter:
         try:
             async with connection.transaction():
                 self.written += await ledger.insert(connection, events)
+            self.last_commit_at = time.time()
         except (psycopg.DataError, psycopg.IntegrityError) as error:
             if len(events) > 1:
                 for event in events:
@@ -116,6 +128,7 @@ class LedgerWriter:
             self._wake.clear()
             try:
                 await self.flush()
+                await self._reconciled()
                 delay = self.retry[0]
             except (psycopg.Error, OSError) as error:
                 self.failures += 1
@@ -128,6 +141,32 @@ class LedgerWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry[1])
                 self._wake.set()
+
+    def reconcile(self, live: Callable[[], Collection[str]], at: datetime) -> None:
+        """After a relist at `at`: end the open allocations whose uid `live()` no longer holds,
+        once what is queued now is written (a later request replaces a pending one)."""
+        self._reconcile = (live, at)
+        self._wake.set()
+
+    async def _reconciled(self) -> None:
+        """Carry out a pending reconciliation; raises psycopg.Error like flush."""
+        request = self._reconcile
+        if request is None:
+            return
+        try:
+            starts = await ledger.open_starts(await self._connect())
+        except psycopg.Error:
+            await self.disconnect()
+            raise
+        live, at = request
+        # Read after the query: a pod seen or an end queued meanwhile is not closed here.
+        keep = set(live()) | {e.allocation.allocation for e in self.queue if e.phase == "end"}
+        for start in starts:
+            if start.allocation.allocation not in keep:
+                if self.submit(AllocationEvent(start.allocation, "end", max(at, start.at))):
+                    self.closed += 1
+        if self._reconcile is request:
+            self._reconcile = None
 
     async def disconnect(self) -> None:
         connection, self._connection = self._connection, None

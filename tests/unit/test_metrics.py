@@ -126,6 +126,25 @@ def test_before_the_inventory_is_listed_a_scrape_has_no_units():
     assert "aiinfn_accelerator_units{" not in text
 
 
+def test_with_accounting_on_a_scrape_shows_the_writers_queue_and_counters():
+    writer = SimpleNamespace(
+        pending=3, written=10, dropped=1, refused=0, failures=2, closed=4, last_commit_at=None
+    )
+    platform = fake_platform(inventory())
+    text = scrape(SimpleNamespace(**vars(platform), accounting=writer))
+    assert "aiinfn_accounting_queued_events 3.0" in text
+    assert "aiinfn_accounting_written_events_total 10.0" in text
+    assert "aiinfn_accounting_dropped_events_total 1.0" in text
+    assert "aiinfn_accounting_refused_events_total 0.0" in text
+    assert "aiinfn_accounting_write_failures_total 2.0" in text
+    assert "aiinfn_accounting_reconciled_ends_total 4.0" in text
+    assert "\naiinfn_accounting_last_commit_timestamp_seconds " not in text  # none yet
+    writer.last_commit_at = 1700000000.0
+    text = scrape(SimpleNamespace(**vars(platform), accounting=writer))
+    assert "aiinfn_accounting_last_commit_timestamp_seconds 1.7e+09" in text
+    assert "aiinfn_accounting_" not in scrape(platform)  # accounting off: no series
+
+
 def test_registration_is_idempotent():
     registry = CollectorRegistry()
     assert metrics.register_hub(lambda: None, registry) is not None
