@@ -210,16 +210,9 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         )
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
-        proxy_api_port = free_port()
-        config_path.write_text(
-            hub_config(
-                config_root,
-                state,
-                port,
-                password,
-                (free_port(), proxy_api_port, free_port(), free_port()),
-            )
-        )
+        ports = (free_port(), free_port(), free_port(), free_port())  # hub, proxy API, services
+        proxy_api_port = ports[1]
+        config_path.write_text(hub_config(config_root, state, port, password, ports))
         config_path.chmod(0o600)
         env = {
             **os.environ,
