@@ -10,38 +10,9 @@
 # another pod, so helm-values/values.yaml registers `backup` in hub.services with the hub
 # Service's address (and has the service listen on the pod's addresses,
 # c.AiInfnBackup.bind_url); that entry is completed here, and what it sets wins.
-import os
-import sys
+from aiinfn_hub.services.base import managed_service, register_service
 
-from aiinfn_hub.services.base import HUB_CONFIG_ENV, hub_config_file
-
-_backup_service = {
-    "name": "backup",
-    "url": "http://127.0.0.1:10102",
-    "command": [sys.executable, "-m", "aiinfn_hub.services.backup"],
-    "environment": {
-        HUB_CONFIG_ENV: hub_config_file(),
-        # The page's login cookie: SameSite=Lax, as the hub's own cookies (10-hub.py).
-        "JUPYTERHUB_COOKIE_OPTIONS": '{"samesite": "Lax"}',
-        # As the job service (40-jobs.py): the way to the API server and what z2jh's
-        # configuration file needs, never the hub's secrets.
-        **{
-            name: value
-            for name, value in os.environ.items()
-            if name in ("KUBECONFIG", "POD_NAMESPACE")
-            or name.endswith(("_SERVICE_HOST", "_SERVICE_PORT"))
-        },
-    },
-    # An admin-run service: its page logs users in without a confirmation page, and its OAuth
-    # tokens may only identify the user and reach this service.
-    "oauth_no_confirm": True,
-    "oauth_client_allowed_scopes": [],
-}
-_services = c.JupyterHub.services  # noqa: F821
-_registered = (
-    [s for s in _services if s.get("name") == "backup"] if isinstance(_services, list) else []
+register_service(
+    c.JupyterHub.services,  # noqa: F821
+    managed_service("backup", 10102, "aiinfn_hub.services.backup"),
 )
-if _registered:
-    _registered[0].update({**_backup_service, **_registered[0]})
-else:
-    c.JupyterHub.services.append(_backup_service)  # noqa: F821

@@ -53,6 +53,48 @@ def hub_config_file() -> str:
     return os.path.abspath(hub.config_file) if isinstance(hub, app.JupyterHub) else ""
 
 
+def managed_service(name: str, port: int, module: str) -> dict[str, Any]:
+    """How the hub runs one of our services beside it (jupyterhub_config.d): `python -m module`
+    on the loopback at `port`, reading the hub's own configuration file. A managed service
+    inherits almost nothing from the hub: it gets the way to the API server and what z2jh's
+    configuration file (which the service reads) needs, the namespace and the Services' ports;
+    never the hub's secrets (OAUTH_CLIENT_SECRET...). Its pages log users in without a
+    confirmation page, and its OAuth tokens may only identify the user and reach it."""
+    passed = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("KUBECONFIG", "POD_NAMESPACE")
+        or key.endswith(("_SERVICE_HOST", "_SERVICE_PORT"))
+    }
+    return {
+        "name": name,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [sys.executable, "-m", module],
+        "environment": {
+            HUB_CONFIG_ENV: hub_config_file(),
+            # The page's login cookie: SameSite=Lax, as the hub's own cookies (10-hub.py).
+            "JUPYTERHUB_COOKIE_OPTIONS": '{"samesite": "Lax"}',
+            **passed,
+        },
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [],
+    }
+
+
+def register_service(services: Any, entry: dict[str, Any]) -> None:
+    """Add `entry` to c.JupyterHub.services, or complete the entry of that name a chart put
+    there (z2jh's hub.services: its address and token), whose own settings win."""
+    registered = (
+        [s for s in services if s.get("name") == entry["name"]]
+        if isinstance(services, list)
+        else []
+    )
+    if registered:
+        registered[0].update({**entry, **registered[0]})
+    else:
+        services.append(entry)
+
+
 class Unauthenticated(UserError):
     """ "Who are you?": 401 with a Bearer challenge (RFC 9110 11.6.1, RFC 6750 3), which tells a
     client to send a token; 403 stays for callers who are known but may not do something."""
