@@ -231,7 +231,8 @@ PREFIX = "/services/backup/"
 
 def hub_lines(port: int, token: str, **settings: object) -> list[str]:
     """Hub config lines: the backup service as an external service, users allowed to reach it,
-    and these c.AiInfnBackup settings."""
+    and these c.AiInfnBackup settings (no schedule unless given: a test's Jobs are its own)."""
+    settings = {"schedule": "", **settings}
     service = {
         "name": "backup",
         "url": f"http://127.0.0.1:{port}",

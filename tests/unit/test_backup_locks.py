@@ -118,3 +118,31 @@ def test_the_host_id_names_the_pod():
     assert locks.parse_exclusive(f"{locks.host_id('a.b-c')}.3-0") == Holder(
         "aiinfn-backup-pod:a.b-c", 3, 0
     )
+
+
+def test_a_lock_probe_log_merges_the_repository_and_its_caches():
+    pod = "aiinfn-backup-pod:backup-home-1c7ad76b44f8-r1"
+    probe = "\n".join(
+        [
+            "lock",
+            "exclusive-folder",
+            f"exclusive {pod}.12-1a",
+            "roster-file",
+            f'roster {{"exclusive": [["{pod}", 12, 26]]}}',
+            "lock",
+            "exclusive-folder",
+            f"exclusive {pod}.12-1a",
+        ]
+    )
+    state = locks.parse_probe(probe)
+    assert state == locks.LockState(True, (locks.Holder(pod, 12, 26),))
+    assert locks.decide(state, set()).break_lock
+    assert not locks.decide(state, {"backup-home-1c7ad76b44f8-r1"}).break_lock
+    assert locks.parse_probe("") == locks.LockState(False)
+
+
+def test_a_lock_probe_line_we_do_not_know_keeps_the_lock():
+    state = locks.parse_probe("lock\nexclusive-folder\nsomething else\n")
+    assert state.present and state.unreadable
+    assert not locks.decide(state, set()).break_lock
+    assert locks.parse_probe("stray").unreadable

@@ -110,6 +110,11 @@ HOME_METADATA = {
 }
 
 
+def _json(name: str, argv: list[str]) -> list[str]:
+    """A step whose log is borg's JSON alone."""
+    return ["sh", "-c", manifests.LIST_SCRIPT, name, *argv]
+
+
 def test_a_home_backup_reads_the_home_read_only_as_its_owner():
     job = manifests.make_backup_job(
         SETTINGS, STORAGE, HOME, manifests.home_backup_identity(ALICE), ARCHIVE, "r1"
@@ -141,11 +146,15 @@ def test_a_home_backup_reads_the_home_read_only_as_its_owner():
     create += ["--", f"{ALICE_REPO}::{ARCHIVE}", "."]
     prune = ["borg", "prune", *COMMON, "--keep-daily=7", "--keep-weekly=4", "--keep-monthly=6"]
     prune += ["--", ALICE_REPO]
+    info = ["borg", "info", *COMMON, "--json", "--", ALICE_REPO]
+    archives = ["borg", "list", *COMMON, "--json", "--", ALICE_REPO]
     containers = [
         _container("init", init, env, mounts),
-        _container("create", create, env, mounts, "/aiinfn/source"),
+        _container("create", _json("create", create), env, mounts, "/aiinfn/source"),
         _container("prune", prune, env, mounts),
         _container("compact", ["borg", "compact", *COMMON, "--", ALICE_REPO], env, mounts),
+        _container("info", _json("info", info), env, mounts),
+        _container("archives", _json("archives", archives), env, mounts),
     ]
     security = {
         "runAsUser": 100001,
@@ -199,10 +208,47 @@ def test_a_project_backup_runs_as_the_backup_uid_in_the_project_group():
         _key("project-cms-2dml")[0],
     ]
     create = spec["initContainers"][1]
-    assert create["command"][:6] == ["borg", "create", *PROJECT_COMMON]
+    assert create["command"][:4] == ["sh", "-c", manifests.LIST_SCRIPT, "create"]
+    assert create["command"][4:10] == ["borg", "create", *PROJECT_COMMON]
     assert create["command"][-2:] == [f"{PROJECT_REPO}::{ARCHIVE}", "."]
     assert create["volumeMounts"][0]["subPath"] == "cms-2dml"
     assert create["env"] == _env("/aiinfn/backup-target/projects/cms-2dml.state")
+
+
+def test_a_backup_breaks_a_lock_only_when_told_before_create():
+    alice = manifests.home_backup_identity(ALICE)
+    plain = manifests.make_backup_job(SETTINGS, STORAGE, HOME, alice, ARCHIVE, "r1")
+    job = manifests.make_backup_job(SETTINGS, STORAGE, HOME, alice, ARCHIVE, "r1", break_lock=True)
+    spec = job["spec"]["template"]["spec"]
+    names = [c["name"] for c in spec["initContainers"]]
+    assert names == ["init", "break-lock", "create", "prune", "compact", "info"]
+    assert spec["initContainers"][1]["command"] == [
+        "borg", "break-lock", *COMMON, "--", ALICE_REPO,
+    ]  # fmt: skip
+    plain_steps = plain["spec"]["template"]["spec"]["initContainers"]
+    assert "break-lock" not in [c["name"] for c in plain_steps]
+
+
+def test_a_lock_probe_reads_the_kind_folder_read_only_as_the_owner_without_a_key():
+    job = manifests.make_lock_job(SETTINGS, HOME, manifests.home_backup_identity(ALICE), "l1")
+    spec = job["spec"]["template"]["spec"]
+    assert job["metadata"]["name"] == f"locks-home-{HOME.digest}-l1"
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "backup-lock"
+    assert job["spec"]["activeDeadlineSeconds"] == manifests.LIST_DEADLINE_SECONDS
+    assert spec["securityContext"]["runAsUser"] == 100001
+    claim = {"claimName": "aiinfn-backup", "readOnly": True}
+    assert spec["volumes"] == [
+        {"name": "backup-target", "persistentVolumeClaim": claim},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    container = spec["containers"][0]
+    assert container["command"] == ["sh", "-c", manifests.LOCK_SCRIPT, "locks", ALICE_REPO]
+    assert container["volumeMounts"][0] == {
+        "name": "backup-target",
+        "mountPath": "/aiinfn/backup-target/homes",
+        "readOnly": True,
+        "subPath": "homes",
+    }
 
 
 def test_a_check_job_checks_one_repository():

@@ -141,3 +141,14 @@ def test_checks_wait_for_a_free_slot_after_the_backups():
     one = Policy(concurrency=1)
     starts = schedule.to_start(one, keys, {"home-alice": done}, [], at(3))
     assert [(s.key, s.kind) for s in starts] == [("home-bob", "backup")]
+
+
+def test_nothing_starts_in_the_second_of_the_last_run():
+    failed = schedule.finished(POLICY, Record("home-alice"), run("failed", at(3)), None, "x")
+    quick = Policy(retry_delay=timedelta(0))
+    soon = at(3) + timedelta(milliseconds=900)
+    assert schedule.backup_due(quick, failed, soon)
+    assert schedule.to_start(quick, ["home-alice"], {"home-alice": failed}, [], soon) == []
+    later = at(3) + timedelta(seconds=1)
+    starts = schedule.to_start(quick, ["home-alice"], {"home-alice": failed}, [], later)
+    assert [s.key for s in starts] == ["home-alice"]

@@ -9,7 +9,11 @@ user's and never the hub's; it mounts no repository (docs/backup.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import re
+from datetime import timedelta
 from typing import Any
 
 from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
@@ -23,9 +27,11 @@ from ...storage_config import AiInfnStorage
 from ..base import ServiceApp
 from ..cluster import HealthCheck, list_one_job
 from ..ratelimit import RateLimiter
-from . import handlers, manifests
+from . import borg, handlers, manifests
 from .image import IMAGE
 from .operations import BackupConfig, BackupService
+from .schedule import Policy, parse_daily
+from .scheduler import Scheduler, SchedulerConfig
 from .store import BackupStore
 
 OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -94,11 +100,70 @@ class AiInfnBackup(ServiceApp):
         10, min=1, config=True, help="Requests a user may make at once before the rate applies."
     )
 
+    schedule = Unicode(
+        "02:00",
+        config=True,
+        help="""When the nightly backups start: a time of day in UTC, `HH:MM` (24 h). Each day
+        from then on every home (each user in the identity record) and every project folder of
+        the catalog is backed up once, at most `max_concurrent_backups` Jobs at a time. Empty:
+        no scheduled backups (users and admins still start them through the API).""",
+    )
+    max_concurrent_backups = Int(
+        2,
+        min=1,
+        config=True,
+        help="""How many backup and check Jobs may run at once (the scheduler's and those
+        started through the API together); the scheduler starts more only below this.""",
+    )
+    backup_retries = Int(
+        2,
+        min=0,
+        config=True,
+        help="How many times a failed scheduled backup is tried again in the same day.",
+    )
+    backup_retry_delay = Float(
+        3600.0,
+        min=0.0,
+        config=True,
+        help="Seconds between a failed scheduled backup and its next try.",
+    )
+    check_every_days = Int(
+        7,
+        min=0,
+        config=True,
+        help="""`borg check` of each repository every this many days, after that day's
+        backup succeeded (0: never).""",
+    )
+    keep_daily = Int(7, min=0, config=True, help="Archives `borg prune` keeps: one a day, days.")
+    keep_weekly = Int(4, min=0, config=True, help="Archives `borg prune` keeps: one a week.")
+    keep_monthly = Int(6, min=0, config=True, help="Archives `borg prune` keeps: one a month.")
+    records_configmap = Unicode(
+        "aiinfn-backup-records",
+        config=True,
+        help="""ConfigMap where the scheduler keeps each repository's record (last success,
+        last failure and why, archives, sizes, dedup ratio, last check); the service owns it.""",
+    )
+    schedule_interval = Float(
+        60.0,
+        min=1.0,
+        config=True,
+        help="Seconds between the scheduler's looks at the cluster (finished runs, what is due).",
+    )
+
     @default("namespace")
     def _default_namespace(self) -> str:
         return notebook_namespace(self.config)
 
-    @validate("namespace", "target_claim", "keys_secret")
+    @validate("schedule")
+    def _validate_schedule(self, proposal: Any) -> str:
+        if proposal["value"]:
+            try:
+                parse_daily(proposal["value"])
+            except ValueError as error:
+                raise TraitError(f"AiInfnBackup.schedule: {error}") from None
+        return proposal["value"]
+
+    @validate("namespace", "target_claim", "keys_secret", "records_configmap")
     def _validate_object_name(self, proposal: Any) -> str:
         if not OBJECT_NAME.fullmatch(proposal["value"]):
             raise TraitError(
@@ -113,40 +178,77 @@ class AiInfnBackup(ServiceApp):
             raise TraitError(f"AiInfnBackup.image: {proposal['value']!r} is not an image")
         return proposal["value"]
 
-    def service(self, api_client: Any) -> BackupService:
-        """The operations, configured from the settings (a bad key stops the start)."""
+    def _settings(self) -> manifests.BackupSettings:
         try:
-            state = hubstate.load(AiInfnPlatform(parent=self))
-        except (CatalogError, PolicyError) as error:
-            raise TraitError(f"invalid platform configuration: {error}") from None
-        storage = AiInfnStorage(config=self.config).settings()
-        settings = manifests.BackupSettings(
+            retention = borg.Retention(self.keep_daily, self.keep_weekly, self.keep_monthly)
+        except ValueError as error:
+            raise TraitError(f"AiInfnBackup.keep_daily/weekly/monthly: {error}") from None
+        return manifests.BackupSettings(
             image=self.image,
             target_claim=self.target_claim,
             keys_secret=self.keys_secret,
             backup_uid=self.backup_uid,
             priority_class=self.priority_class or None,
             resources=dict(self.job_resources),
+            borg=dataclasses.replace(borg.BorgSettings(), retention=retention),
         )
+
+    def policy(self) -> Policy:
+        return Policy(
+            daily_at=self.schedule or "02:00",
+            concurrency=self.max_concurrent_backups,
+            retries=self.backup_retries,
+            retry_delay=timedelta(seconds=self.backup_retry_delay),
+            check_every_days=self.check_every_days,
+        )
+
+    def service(self, api_client: Any) -> tuple[BackupService, Scheduler]:
+        """The operations and the scheduler, configured from the settings (a bad key stops the
+        start)."""
+        try:
+            state = hubstate.load(AiInfnPlatform(parent=self))
+        except (CatalogError, PolicyError) as error:
+            raise TraitError(f"invalid platform configuration: {error}") from None
+        storage = AiInfnStorage(config=self.config).settings()
+        settings = self._settings()
         config = BackupConfig(settings, storage, state.catalog, list_timeout=self.list_timeout)
-        return BackupService(
-            BackupStore(api_client, self.namespace),
-            config,
-            IdentityStore(api_client, self.namespace, storage),
+        store = BackupStore(api_client, self.namespace)
+        identities = IdentityStore(api_client, self.namespace, storage)
+        scheduled = SchedulerConfig(
+            settings,
+            storage,
+            state.catalog,
+            self.policy(),
+            records_configmap=self.records_configmap,
+            probe_timeout=self.list_timeout,
         )
+        return BackupService(store, config, identities), Scheduler(store, scheduled, identities)
 
     async def setup(self) -> None:
         self.api_client = await k8s.api_client()
         try:
-            self.backups = self.service(self.api_client)
+            self.backups, self.scheduler = self.service(self.api_client)
         except TraitError as error:
             await self.api_client.close()
             raise SystemExit(f"{self.name}: {error}") from None
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
         self.health = HealthCheck(lambda: list_one_job(self.api_client, self.namespace))
-        self.log.info("%s: Jobs in namespace %s, image %s", self.name, self.namespace, self.image)
+        self.schedule_task: asyncio.Task | None = None
+        if self.schedule:
+            self.schedule_task = asyncio.create_task(self.scheduler.run(self.schedule_interval))
+        self.log.info(
+            "%s: Jobs in namespace %s, image %s, backups daily at %s UTC",
+            self.name,
+            self.namespace,
+            self.image,
+            self.schedule or "(never: no schedule)",
+        )
 
     async def cleanup(self) -> None:
+        if self.schedule_task is not None:
+            self.schedule_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.schedule_task
         await self.api_client.close()
 
     def handlers(self) -> list[tuple]:
@@ -155,6 +257,8 @@ class AiInfnBackup(ServiceApp):
     def tornado_settings(self) -> dict[str, Any]:
         return {
             "backups": self.backups,
+            "scheduler": self.scheduler,
+            "metrics": handlers.BackupMetrics(self.scheduler),
             "limiter": self.limiter,
             "health": self.health,
             "service_prefix": self.service_prefix.rstrip("/") + "/",

@@ -1,4 +1,5 @@
-"""HTTP side of the backup service: the REST API under api/ and health (public, no detail).
+"""HTTP side of the backup service: the REST API under api/, the per-repository records for
+admins, metrics (a hub token with `read:metrics`) and health (public, no detail).
 
 Every handler takes the caller from the hub and passes what the request names to the
 operations, which check it (`access`, `paths`); nothing identity-like is read from a body. Each
@@ -8,14 +9,93 @@ user has a token bucket (429 with Retry-After): listing runs a Job, so it is not
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator
 
-from ..base import ServiceHandler
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ...errors import UserError
+from ..base import ServiceHandler, Unauthenticated
 from ..cluster import ClusterHandler
 from . import openapi
+from .access import Forbidden
 from .operations import BackupService
 from .request import BackupRequest, RestoreRequest, parse
+from .scheduler import Scheduler, record_document
 
 log = logging.getLogger(__name__)
+METRICS_SCOPE = "read:metrics"
+_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
+LABELS = ["kind", "name"]
+# (metric, help, the record's field): one gauge per repository with a value.
+GAUGES = (
+    (
+        "aiinfn_backup_last_success_timestamp_seconds",
+        "When the repository's last successful backup started (Unix time).",
+        "last_success",
+    ),
+    (
+        "aiinfn_backup_last_failure_timestamp_seconds",
+        "When the repository's last failed backup or check started (Unix time).",
+        "last_failure",
+    ),
+    ("aiinfn_backup_archives", "Archives in the repository after prune.", "archives"),
+    (
+        "aiinfn_backup_original_bytes",
+        "Original size of every archive in the repository, before dedup and compression.",
+        "original_size",
+    ),
+    (
+        "aiinfn_backup_stored_bytes",
+        "Bytes the repository stores, deduplicated and compressed.",
+        "stored_size",
+    ),
+    (
+        "aiinfn_backup_last_archive_added_bytes",
+        "Bytes the last successful backup added to the repository (deduplicated, compressed).",
+        "last_archive_added",
+    ),
+    (
+        "aiinfn_backup_dedup_ratio",
+        "Original bytes of every archive per byte stored.",
+        "dedup_ratio",
+    ),
+)
+
+
+class BackupMetrics(Collector):
+    """The records the scheduler last read, as gauges by repository (kind, name)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        records = list(self.scheduler.records.values())
+        for metric, text, field in GAUGES:
+            family = GaugeMetricFamily(metric, text, labels=LABELS)
+            for record in records:
+                value = getattr(record, field)
+                if value is None or not record.kind:
+                    continue
+                number = value.timestamp() if hasattr(value, "timestamp") else float(value)
+                family.add_metric([record.kind, record.name], number)
+            yield family
+        checked = GaugeMetricFamily(
+            "aiinfn_backup_last_check_success",
+            "1 when the repository's last `borg check` passed, 0 when it failed.",
+            labels=LABELS,
+        )
+        for record in records:
+            if record.last_check_ok is not None and record.kind:
+                checked.add_metric([record.kind, record.name], float(record.last_check_ok))
+        yield checked
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class _Backup(ClusterHandler):
@@ -88,6 +168,39 @@ class RunHandler(_Backup):
         self.write_json(await self.backups.status(self.user(), run_id))
 
 
+class RecordsHandler(_Backup):
+    """Every repository's record (last success, last failure and why, archives, sizes, dedup
+    ratio, last check), read from the cluster; admins only."""
+
+    async def get(self) -> None:
+        if not self.user().admin:
+            raise Forbidden("only admins see the backup records")
+        scheduler: Scheduler = self.settings["scheduler"]
+        found = await scheduler.read_records()
+        documents = [record_document(found[key]) for key in sorted(found)]
+        self.write_json({"repositories": documents})
+
+
+class MetricsHandler(ServiceHandler):
+    """The records as Prometheus metrics: a hub token (Authorization: Bearer or token) whose
+    scopes include read:metrics, as the hub's own /hub/metrics asks; no cookie, no user."""
+
+    async def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        match = _TOKEN.fullmatch(header.strip())
+        model = await self.hub_auth.user_for_token(match.group(1), sync=False) if match else None
+        if model is None:
+            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"), bool(header))
+        if METRICS_SCOPE not in (model.get("scopes") or ()):
+            raise UserError(
+                f"this token lacks the {METRICS_SCOPE} scope", reason="forbidden", status=403
+            )
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.settings["metrics"].exposition())
+
+
 class HealthHandler(ServiceHandler):
     """200 while the service can use the Kubernetes API, else 503; public, so it says no more."""
 
@@ -110,5 +223,7 @@ def routes() -> list[tuple]:
         (r"api/restores/?", RestoresHandler),
         (r"api/backups/?", BackupsHandler),
         (rf"api/runs/{part}/?", RunHandler),
+        (r"api/records/?", RecordsHandler),
+        (r"metrics", MetricsHandler),
         (r"health", HealthHandler),
     ]

@@ -174,3 +174,31 @@ def decide(state: LockState, live: Collection[str]) -> Decision:
         return Decision(True, "a lock folder without holders is left (borg removes these too)")
     gone = ", ".join(sorted({str(h.pod) for h in state.holders}))
     return Decision(True, f"held by pod {gone}, which no longer runs")
+
+
+def parse_probe(log: str) -> LockState:
+    """A lock probe Job's log (`manifests.LOCK_SCRIPT`): one block per locked folder (the
+    repository's, its caches'), all merged; a line we do not know is an unreadable entry."""
+    blocks: list[tuple[list[str] | None, list[str] | None]] = []
+    unknown: list[str] = []
+    for line in log.splitlines():
+        word, _, rest = line.partition(" ")
+        if line == "lock":
+            blocks.append((None, None))
+        elif not blocks:
+            unknown.append(f"probe: {line!r}"[:200])
+        elif line == "exclusive-folder":
+            blocks[-1] = ([], blocks[-1][1])
+        elif line == "roster-file":
+            blocks[-1] = (blocks[-1][0], [])
+        elif word == "exclusive" and blocks[-1][0] is not None:
+            blocks[-1][0].append(rest)
+        elif word == "roster" and blocks[-1][1] is not None:
+            blocks[-1][1].append(rest)
+        else:
+            unknown.append(f"probe: {line!r}"[:200])
+    states = [
+        lock_state(names, None if roster is None else "\n".join(roster)) for names, roster in blocks
+    ]
+    merged = merge(*states)
+    return LockState(merged.present, merged.holders, merged.unreadable + tuple(unknown))

@@ -54,13 +54,36 @@ RESTORE_EXISTS_EXIT = 3
 LIST_COMPONENT = "backup-list"
 LIST_DEADLINE_SECONDS = 600
 LIST_TTL_SECONDS = 600
-# A listing Job keeps borg's own messages aside, shown (last 4 KiB) only when borg fails: a
-# successful Job's log is borg's JSON output alone (`listing` reads it).
+# A listing Job (and a backup's create and report steps) keeps borg's own messages aside, shown
+# (last 4 KiB) only when borg fails: a successful step's log is borg's JSON output alone
+# (`listing` and the scheduler read it).
 LIST_SCRIPT = """set -u
 "$@" 2>/tmp/borg-messages
 code=$?
 if [ "$code" -ne 0 ]; then tail -c 4096 /tmp/borg-messages >&2; fi
 exit "$code"
+"""
+LOCK_COMPONENT = "backup-lock"
+# A lock probe prints, for the repository and each of its caches, the names in lock.exclusive
+# and the lines of lock.roster (`locks.parse_probe` reads them); it changes nothing.
+LOCK_SCRIPT = """set -u
+repository=$1
+for folder in "$repository" "$repository".state/.cache/borg/*; do
+  if [ -d "$folder/lock.exclusive" ] || [ -f "$folder/lock.roster" ]; then
+    echo "lock"
+    if [ -d "$folder/lock.exclusive" ]; then
+      echo "exclusive-folder"
+      for entry in "$folder"/lock.exclusive/* "$folder"/lock.exclusive/.[!.]*; do
+        if [ -e "$entry" ] || [ -L "$entry" ]; then echo "exclusive ${entry##*/}"; fi
+      done
+    fi
+    roster=$folder/lock.roster
+    if [ -f "$roster" ]; then
+      echo "roster-file"
+      while IFS= read -r line || [ -n "$line" ]; do echo "roster $line"; done < "$roster"
+    fi
+  fi
+done
 """
 _RUN_ID = re.compile(r"[a-z0-9]{1,20}")
 
@@ -320,6 +343,11 @@ def _state_dir(repository: Repository) -> str:
     return f"{path_under(TARGET_PATH, repository)}.state"
 
 
+def _json_step(name: str, command: borg.BorgCommand, working_dir: str | None = None) -> Step:
+    """A step whose log is borg's JSON alone (its messages only when it fails)."""
+    return Step(name, ("sh", "-c", LIST_SCRIPT, name, *command.argv), working_dir)
+
+
 def make_backup_job(
     settings: BackupSettings,
     storage: StorageSettings,
@@ -327,19 +355,28 @@ def make_backup_job(
     run_as: RunAs,
     archive: str,
     run_id: str,
+    break_lock: bool = False,
 ) -> dict[str, Any]:
-    """init (first time only), create, prune, compact: one archive of a home or project."""
+    """init (first time only), break-lock (only when `locks.decide` said so), create, prune,
+    compact, then info and list: one archive of a home or project, and the repository's sizes
+    and archives after prune, each as borg's JSON in its step's log (the scheduler's record)."""
     config = _borg(settings, repository, _state_dir(repository))
     location = path_under(TARGET_PATH, repository)
     init = borg.init(config, location)
     create = borg.create(config, location, archive, ["."])
+    unlock = borg.break_lock(config, location)
     prune = borg.prune(config, location)
     compact = borg.compact(config, location)
+    info = borg.info(config, location)
+    archives = borg.list_archives(config, location)
     steps = [
         (Step("init", ("sh", "-c", INIT_SCRIPT, "init", location, *init.argv)), init),
-        (Step("create", create.argv, SOURCE_PATH), create),
+        *([(Step("break-lock", unlock.argv), unlock)] if break_lock else []),
+        (_json_step("create", create, SOURCE_PATH), create),
         (Step("prune", prune.argv), prune),
         (Step("compact", compact.argv), compact),
+        (_json_step("info", info), info),
+        (_json_step("archives", archives), archives),
     ]
     pairs = [
         source(storage, repository),
@@ -351,6 +388,27 @@ def make_backup_job(
         job_name("backup", repository, run_id), BACKUP_COMPONENT, repository, owner
     )
     return _job(settings, metadata, run_as, steps, pairs)
+
+
+def make_lock_job(
+    settings: BackupSettings, repository: Repository, run_as: RunAs, run_id: str
+) -> dict[str, Any]:
+    """A short Job, as whoever backs the repository up, printing its and its caches' locks
+    (`LOCK_SCRIPT`) with the kind's folder mounted read-only; no passphrase, no borg."""
+    location = path_under(TARGET_PATH, repository)
+    step = Step("locks", ("sh", "-c", LOCK_SCRIPT, "locks", location))
+    path = f"{TARGET_PATH}/{repository.folder}"
+    target = (
+        _claim(TARGET_VOLUME, settings.target_claim, True),
+        _mount(TARGET_VOLUME, path, repository.folder, True),
+    )
+    short = dataclasses.replace(
+        settings, deadline_seconds=LIST_DEADLINE_SECONDS, ttl_seconds=LIST_TTL_SECONDS
+    )
+    owner = repository.name if repository.kind == "home" else None
+    metadata = _metadata(job_name("locks", repository, run_id), LOCK_COMPONENT, repository, owner)
+    nothing = borg.BorgCommand((), {})
+    return _job(short, metadata, run_as, [(step, nothing)], [target])
 
 
 def make_check_job(

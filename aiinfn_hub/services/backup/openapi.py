@@ -45,7 +45,32 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_BYTES = {"type": ["integer", "null"], "description": "Bytes; null before a success."}
+_RECORD = {
+    "type": "object",
+    "description": "One repository as the scheduler last recorded it (times UTC).",
+    "properties": {
+        "key": {"type": "string"},
+        "kind": {"enum": ["home", "project", ""]},
+        "name": {"type": "string"},
+        "last_attempt": _TIME,
+        "attempts": {"type": "integer", "description": "Failures in the last attempt's day."},
+        "last_success": _TIME,
+        "last_failure": _TIME,
+        "last_error": {"type": "string", "description": "Why the last failure failed."},
+        "archives": {"type": ["integer", "null"]},
+        "last_archive_size": _BYTES,
+        "last_archive_added": _BYTES,
+        "original_size": _BYTES,
+        "stored_size": _BYTES,
+        "dedup_ratio": {"type": ["number", "null"]},
+        "last_check": _TIME,
+        "last_check_ok": {"type": ["boolean", "null"]},
+    },
+}
 _SCHEMAS: dict[str, Any] = {
+    "Record": _RECORD,
     "Archive": {
         "type": "object",
         "properties": {
@@ -146,6 +171,21 @@ _PATHS: dict[str, Any] = {
         "get": {
             "summary": "A backup's or restore's state",
             "responses": {"200": _json(_ref("Run"), "The run"), **_ERRORS},
+        },
+    },
+    "/api/records": {
+        "get": {
+            "summary": "Every repository's backup record (admins only)",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"repositories": {"type": "array", "items": _ref("Record")}},
+                    },
+                    "The records, by key",
+                ),
+                **_ERRORS,
+            },
         },
     },
 }

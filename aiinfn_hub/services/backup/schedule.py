@@ -65,6 +65,8 @@ class Record:
     start of the newest run taken into account (backup or check), so no run counts twice."""
 
     key: str
+    kind: str = ""
+    name: str = ""
     last_run: datetime | None = None
     last_attempt: datetime | None = None
     attempts: int = 0
@@ -140,7 +142,7 @@ def _well_typed(record: Record) -> bool:
     sizes = (*counts, record.original_size, record.stored_size)
     return (
         _is_int(record.attempts)
-        and isinstance(record.last_error, str)
+        and all(isinstance(text, str) for text in (record.kind, record.name, record.last_error))
         and all(n is None or _is_int(n) for n in sizes)
         and (record.dedup_ratio is None or isinstance(record.dedup_ratio, int | float))
         and (record.last_check_ok is None or isinstance(record.last_check_ok, bool))
@@ -195,6 +197,13 @@ def _short(message: str) -> str:
     return message.strip()[-MAX_ERROR:]
 
 
+def needs_lock_check(record: Record) -> bool:
+    """Whether the last run failed (then its lock may be left): the lock rule runs first."""
+    if record.last_failure is None:
+        return False
+    return record.last_success is None or record.last_failure > record.last_success
+
+
 def backup_due(policy: Policy, record: Record, now: datetime) -> bool:
     """Due once per period; a failure is retried after `retry_delay`, `retries` times."""
     start = period_start(policy, now)
@@ -217,6 +226,12 @@ def check_due(policy: Policy, record: Record, now: datetime) -> bool:
     if record.last_check is None:
         return True
     return record.last_check < start - timedelta(days=policy.check_every_days - 1)
+
+
+def _apart(record: Record, now: datetime) -> bool:
+    """Not in the same second as the last run: Job times have whole seconds, and a run that
+    started then would look already taken in (`is_new`)."""
+    return record.last_run is None or now.replace(microsecond=0) > record.last_run
 
 
 @dataclass(frozen=True)
@@ -246,7 +261,8 @@ def to_start(
         for key in keys:
             if len(starts) >= free:
                 return starts
-            if key not in busy and due(policy, known.get(key) or Record(key), now):
+            record = known.get(key) or Record(key)
+            if key not in busy and _apart(record, now) and due(policy, record, now):
                 starts.append(Start(key, kind))
                 busy.add(key)
     return starts

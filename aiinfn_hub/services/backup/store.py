@@ -128,3 +128,43 @@ class BackupStore:
                 if error.status != 409:  # someone else wrote first: read again
                     raise
         raise RuntimeError(f"the keys Secret {secret_name}: still conflicting; try again")
+
+    async def list_pods(self) -> list[dict[str, Any]]:
+        """Every pod of the namespace, in one complete listing (the stale-lock rule needs it)."""
+        result = await k8s.call_json(
+            self.core.list_namespaced_pod(self.namespace, _preload_content=False)
+        )
+        return result["items"]
+
+    async def read_config_map(self, name: str) -> tuple[dict[str, str], str | None]:
+        """A ConfigMap's data and resourceVersion; ({}, None) when it does not exist."""
+        try:
+            found = await k8s.call_json(
+                self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return {}, None
+            raise
+        return dict(found.get("data") or {}), found["metadata"]["resourceVersion"]
+
+    async def write_config_map(self, body: dict[str, Any], resource_version: str | None) -> bool:
+        """Create (no version) or replace at the version read; False when someone wrote first."""
+        request: Any = body
+        name = body["metadata"]["name"]
+        try:
+            if resource_version is None:
+                await self.core.create_namespaced_config_map(
+                    self.namespace, request, field_validation=k8s.STRICT
+                )
+            else:
+                request = {**body, "metadata": {**body["metadata"]}}
+                request["metadata"]["resourceVersion"] = resource_version
+                await self.core.replace_namespaced_config_map(
+                    name, self.namespace, request, field_validation=k8s.STRICT
+                )
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
