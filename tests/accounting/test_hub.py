@@ -1,10 +1,12 @@
 """Accounting in a real hub on the dev cluster (the shipped ServiceAccount and RBAC), with a real
-PostgreSQL: a GPU batch pod's interval in the ledger to the second of the pod's own timestamps,
+PostgreSQL: a GPU notebook server's and a GPU batch pod's intervals in the ledger to the second
+of the pods' own timestamps,
 a hub restarted while the pod runs neither loses nor doubles it; the database's password never
 in the hub's log. (test_hub_off.py: a hub without the setting.)
 
-The pods are kwok's Job pods (they complete after their delay annotation) made for alice as the
-job service makes them (its owner annotation), on the T4 node.
+The notebook server is alice's, spawned through the REST API with a T4 (the pod runner runs it);
+the batch pods are kwok's Job pods (they complete after their delay annotation) made for alice as
+the job service makes them (its owner annotation), on the T4 node.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ pytestmark = pytest.mark.integration
 T4_NODE = "server1-t4"
 GPU = "nvidia.com/gpu"
 PASSWORD = "n0t-in-any-log"
+# Notebook pods carry a finalizer, so a stopped server's pod stays readable, terminated, until
+# the test has read its timestamps and removes it (test-only, in the generated hub config).
+HOLD = "tests.aiinfn.infn.it/hold"
+HOLD_HOOK = f"""
+def _hold(spawner, pod):
+    pod.metadata.finalizers = [{HOLD!r}]
+    return pod
+c.KubeSpawner.modify_pod_hook = _hold
+"""
 
 
 def job(name: str, delay: str) -> dict:
@@ -69,10 +80,12 @@ async def job_pod(core, namespace: str, name: str):
 
 
 def pod_seconds(pod) -> int:
-    """The pod's own interval: bound (PodScheduled) to its container's finish, in seconds."""
+    """The pod's own interval: bound (PodScheduled) to its last container's finish, seconds."""
     raw = pod.to_dict()
     scheduled = next(c for c in raw["status"]["conditions"] if c["type"] == "PodScheduled")
-    finished = raw["status"]["container_statuses"][0]["state"]["terminated"]["finished_at"]
+    finished = [
+        s["state"]["terminated"]["finished_at"] for s in raw["status"]["container_statuses"]
+    ]
 
     def second(value) -> datetime:
         text = value if isinstance(value, str) else value.isoformat()
@@ -80,7 +93,8 @@ def pod_seconds(pod) -> int:
         assert parsed is not None, value
         return parsed
 
-    return int((second(finished) - second(scheduled["last_transition_time"])).total_seconds())
+    end = max(second(value) for value in finished)
+    return int((end - second(scheduled["last_transition_time"])).total_seconds())
 
 
 async def rows(dsn: str, uid: str) -> dict[str, tuple]:
@@ -115,7 +129,7 @@ async def hub(devcluster, api_client, ledger, tmp_path_factory):
     kubeconfig, _ = devcluster
     folder = tmp_path_factory.mktemp("accounting-hub")
     async with hub_in_namespace(
-        api_client, kubeconfig, folder, {}, {}, env_extra=ledger[1]
+        api_client, kubeconfig, folder, {"alice": {"groups": []}}, {}, [HOLD_HOOK], ledger[1]
     ) as running:
         yield running
 
@@ -156,6 +170,35 @@ async def test_a_gpu_pods_interval_is_in_the_ledger_to_the_second(hub, ledger, c
     assert "\naiinfn_accounting_dropped_events_total 0.0" in text
     assert "accounting ledger migrated" in hub.log()
     assert PASSWORD not in hub.log()
+
+
+async def test_a_gpu_notebook_servers_interval_is_in_the_ledger_to_the_second(hub, ledger, core):
+    status, body = await asyncio.to_thread(
+        hub.request, "POST", "/users/alice/servers/gpu", {"accelerator": "t4"}
+    )
+    assert status in (201, 202), body
+    selector = "hub.jupyter.org/servername=gpu"
+
+    async def the_pod(terminated: bool):
+        pods = (await core.list_namespaced_pod(hub.namespace, label_selector=selector)).items
+        statuses = (pods[0].status.container_statuses or []) if pods else []
+        if terminated:
+            return pods[0] if statuses and all(s.state.terminated for s in statuses) else None
+        return pods[0] if pods and pods[0].status.phase == "Running" else None
+
+    pod = await wait_until(lambda: the_pod(False), "the notebook pod to run", limit=180)
+    try:
+        await recorded(ledger[0], pod.metadata.uid, {"start"})
+        status, body = await asyncio.to_thread(hub.request, "DELETE", "/users/alice/servers/gpu")
+        assert status in (202, 204), body
+        pod = await wait_until(lambda: the_pod(True), "the notebook to stop", limit=120)
+    finally:
+        await core.patch_namespaced_pod(
+            pod.metadata.name, hub.namespace, {"metadata": {"finalizers": None}}
+        )
+    found = await recorded(ledger[0], pod.metadata.uid, {"start", "end"})
+    assert found["start"][:4] == ("alice", "t4", "notebook", 1)
+    assert ledger_seconds(found) == pod_seconds(pod) > 0
 
 
 async def test_a_hub_restarted_mid_allocation_neither_loses_nor_doubles_it(
