@@ -187,6 +187,7 @@ async def test_a_gpu_notebook_servers_interval_is_in_the_ledger_to_the_second(hu
         return pods[0] if pods and pods[0].status.phase == "Running" else None
 
     pod = await wait_until(lambda: the_pod(False), "the notebook pod to run", limit=180)
+    assert PASSWORD not in str(pod.spec)  # the ledger's URL never reaches a pod
     try:
         await recorded(ledger[0], pod.metadata.uid, {"start"})
         status, body = await asyncio.to_thread(hub.request, "DELETE", "/users/alice/servers/gpu")
