@@ -37,6 +37,7 @@ from traitlets.config.loader import LazyConfigValue, PyFileConfigLoader
 
 from . import hubstate, k8s, permissions, volumes
 from .catalog import Catalog, CatalogError
+from .hubprocess import starting_hub
 from .inventory_records import units
 from .platform_config import AiInfnPlatform, notebook_namespace
 from .policy import PolicyError
@@ -589,29 +590,13 @@ def run(args: argparse.Namespace) -> int:
 # -- at hub start ------------------------------------------------------------------------------
 
 
-def _starting_hub() -> Any:
-    """The JupyterHub whose configuration is being loaded, or None (a service, this command, or
-    one of JupyterHub's subcommands, which load the file without an event loop)."""
-    app = sys.modules.get("jupyterhub.app")
-    if app is None or not app.JupyterHub.initialized():
-        return None
-    hub = app.JupyterHub._instance  # the one public handle on a running hub (services/base.py)
-    if not isinstance(hub, app.JupyterHub):
-        return None
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return hub
-
-
 def check_at_hub_start() -> None:
     """From the hub's configuration file: run the checks once the whole configuration is loaded.
 
     JupyterHub runs the file inside its start-up coroutine, before the files that include it
     have finished; a callback on its event loop runs once the start-up first waits, with the
     final configuration and before the proxy starts (JupyterHub 5.5 and 6.x)."""
-    hub = _starting_hub()
+    hub = starting_hub()
     if hub is not None:
         asyncio.get_running_loop().call_soon(_start_checks, hub)
 

@@ -12,38 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 from traitlets import TraitError
 from traitlets.config import Config
 
+from ..hubprocess import starting_hub
 from .settings import AiInfnAccounting, libpq_url, sqlalchemy_url
 
 # The accounting tasks of this process (the loop keeps only weak references to tasks).
 _tasks: set[asyncio.Task] = set()
 
 
-def _starting_hub() -> Any:
-    """The JupyterHub whose configuration is being loaded, or None (a service, a command, or
-    one of JupyterHub's subcommands, which load the file without an event loop)."""
-    app = sys.modules.get("jupyterhub.app")
-    if app is None or not app.JupyterHub.initialized():
-        return None
-    hub = app.JupyterHub._instance  # the one public handle on a running hub (services/base.py)
-    if not isinstance(hub, app.JupyterHub):
-        return None
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return hub
-
-
 def start_at_hub_start() -> None:
     """From the hub's configuration: start accounting once the whole configuration is loaded
     (a callback on the hub's loop, as checks.check_at_hub_start), if it is configured."""
-    hub = _starting_hub()
+    hub = starting_hub()
     if hub is not None:
         asyncio.get_running_loop().call_soon(_start, hub)
 

@@ -444,7 +444,7 @@ def test_the_checks_configure_themselves_from_the_hub_config():
 
 def test_outside_a_starting_hub_the_config_file_sets_up_no_start_check():
     # This process is no JupyterHub (like the job service, or `aiinfn-hub check` itself).
-    assert checks._starting_hub() is None
+    assert checks.starting_hub() is None
     checks.check_at_hub_start()
 
 
