@@ -2,7 +2,8 @@
 now and one Job at a time it backs up two homes one after the other (prune and compact
 included) and records each success with its sizes; a run that meets the lock a killed run left
 is recorded as a failure, and the scheduler's next run, after the stale-lock rule broke that
-dead pod's lock, succeeds. The records reach admins (only) through the API and Prometheus."""
+dead pod's lock, succeeds; a run killed as it starts is a failure and the next run succeeds.
+The records reach admins (only) through the API and Prometheus."""
 
 from __future__ import annotations
 
@@ -206,3 +207,52 @@ async def test_admins_read_the_records_and_metrics_users_do_not(env: Env, api_cl
     assert 'aiinfn_backup_stored_bytes{kind="home",name="bob"}' in text
     status, _ = await asyncio.to_thread(env.call, "alice", "GET", "metrics")
     assert status == 403
+
+
+async def _kill_when_it_starts(api_client, namespace: str, job: str) -> None:
+    """Delete the run's pod as soon as it exists (a kubelet then stops it: SIGTERM, exit 143)."""
+    core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+
+    async def pod() -> str | None:
+        selector = f"{labels.JOB_NAME}={job}"
+        found = await core.list_namespaced_pod(namespace, label_selector=selector)
+        return found.items[0].metadata.name if found.items else None
+
+    name = await wait_until(pod, f"the pod of {job}", limit=backup_cluster.JOB_LIMIT)
+    status = (await batch.read_namespaced_job(job, namespace)).status
+    assert not status.succeeded, "the run ended before it could be killed"
+    await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
+async def test_a_killed_run_is_a_failure_and_the_next_run_succeeds(env: Env, api_client):
+    async def bob_backed_up() -> dict | None:
+        return ((await records(env, api_client)).get("home-bob") or {}).get("last_success")
+
+    before = when(await wait_until(bob_backed_up, "bob's first backup", limit=LIMIT))
+    home = env.world.home("bob")
+    (home / "big.bin").write_bytes(secrets.token_bytes(64 * 1024 * 1024))  # a longer run
+    os.chown(home / "big.bin", env.uids["bob"], env.uids["bob"])
+
+    status, run = await asyncio.to_thread(
+        env.call, "ada", "POST", "api/backups", {"kind": "home", "name": "bob"}
+    )
+    assert status == 202, run
+    await _kill_when_it_starts(api_client, env.hub.namespace, run["id"])
+
+    async def failed() -> dict | None:
+        record = (await records(env, api_client)).get("home-bob") or {}
+        return record if record.get("last_failure") else None
+
+    record = await wait_until(failed, "the killed run recorded", limit=LIMIT)
+    assert when(record["last_success"]) == before, "a killed run is never a success"
+    assert run["id"] in record["last_error"], record["last_error"]
+    status, shown = await asyncio.to_thread(env.call, "ada", "GET", f"api/runs/{run['id']}")
+    assert (status, shown["state"]) == (200, "failed"), shown
+
+    async def recovered() -> dict | None:
+        record = (await records(env, api_client)).get("home-bob") or {}
+        success, failure = when(record.get("last_success")), when(record.get("last_failure"))
+        return record if success and failure and success > failure else None
+
+    record = await wait_until(recovered, "the next run succeeding", limit=LIMIT)
+    assert record["attempts"] == 0 and record["last_archive_size"] > 64 * 1024 * 1024, record
