@@ -57,7 +57,10 @@ async def test_the_schedule_limits_and_retention_are_settings():
         service, scheduler = backup.service(api_client)
     assert scheduler.config.policy == Policy("23:15", 1, 0, timedelta(0), 0)
     assert service.config.settings.borg.retention == borg.Retention(3, 0, 12)
-    assert app(AiInfnBackup={"schedule": ""}).schedule == ""
+    assert scheduler.config.scheduled
+    async with client.ApiClient() as api_client:
+        _, unscheduled = app(AiInfnBackup={"schedule": ""}).service(api_client)
+    assert not unscheduled.config.scheduled
 
 
 async def test_a_retention_that_keeps_nothing_stops_the_start():

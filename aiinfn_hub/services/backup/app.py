@@ -106,7 +106,8 @@ class AiInfnBackup(ServiceApp):
         help="""When the nightly backups start: a time of day in UTC, `HH:MM` (24 h). Each day
         from then on every home (each user in the identity record) and every project folder of
         the catalog is backed up once, at most `max_concurrent_backups` Jobs at a time. Empty:
-        no scheduled backups (users and admins still start them through the API).""",
+        no scheduled backups (users and admins still start them through the API, and their
+        runs are still recorded).""",
     )
     max_concurrent_backups = Int(
         2,
@@ -221,6 +222,7 @@ class AiInfnBackup(ServiceApp):
             self.policy(),
             records_configmap=self.records_configmap,
             probe_timeout=self.list_timeout,
+            scheduled=bool(self.schedule),
         )
         return BackupService(store, config, identities), Scheduler(store, scheduled, identities)
 
@@ -233,9 +235,7 @@ class AiInfnBackup(ServiceApp):
             raise SystemExit(f"{self.name}: {error}") from None
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
         self.health = HealthCheck(lambda: list_one_job(self.api_client, self.namespace))
-        self.schedule_task: asyncio.Task | None = None
-        if self.schedule:
-            self.schedule_task = asyncio.create_task(self.scheduler.run(self.schedule_interval))
+        self.schedule_task = asyncio.create_task(self.scheduler.run(self.schedule_interval))
         self.log.info(
             "%s: Jobs in namespace %s, image %s, backups daily at %s UTC",
             self.name,
@@ -245,10 +245,9 @@ class AiInfnBackup(ServiceApp):
         )
 
     async def cleanup(self) -> None:
-        if self.schedule_task is not None:
-            self.schedule_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.schedule_task
+        self.schedule_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.schedule_task
         await self.api_client.close()
 
     def handlers(self) -> list[tuple]:

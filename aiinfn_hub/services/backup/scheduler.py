@@ -46,6 +46,8 @@ class SchedulerConfig:
     catalog: Catalog
     policy: schedule.Policy
     records_configmap: str = "aiinfn-backup-records"
+    # False (no schedule): finished runs (started through the API) are still recorded.
+    scheduled: bool = True
     probe_timeout: float = 120.0
     poll_seconds: float = 0.5
 
@@ -126,7 +128,11 @@ class Scheduler:
                 known[run.key] = await self._harvest(record, run)
         repositories = await self._repositories()
         keys = list(repositories)
-        starts = schedule.to_start(self.config.policy, keys, known, runs, now)
+        starts = (
+            schedule.to_start(self.config.policy, keys, known, runs, now)
+            if self.config.scheduled
+            else []
+        )
         for start in starts:
             repository = repositories[start.key]
             record = known.get(start.key) or Record(start.key)
