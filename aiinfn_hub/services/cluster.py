@@ -1,12 +1,14 @@
 """What the services that work on the cluster share (the job and backup services): a per-user
 token bucket answered with 429 and Retry-After, a cluster that cannot be reached answered with
-503 (its detail in the log only), and a health check asked of the API server at most once per
-HEALTH_CACHE_SECONDS however often the public /health is called."""
+503 (its detail in the log only), /metrics for a hub token with read:metrics, and a public
+/health asked of the API server at most once per HEALTH_CACHE_SECONDS however often it is
+called."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,14 +16,17 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import k8s
 from ..errors import UserError
-from .base import HubUser, ServiceHandler
+from .base import HubUser, ServiceHandler, Unauthenticated
 from .ratelimit import retry_after
 
 log = logging.getLogger(__name__)
 HEALTH_CACHE_SECONDS = 5.0
+METRICS_SCOPE = "read:metrics"
+_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
 
 class RateLimited(UserError):
@@ -59,6 +64,38 @@ class ClusterHandler(ServiceHandler):
                 status=503,
             )
         return super().as_user_error(error)
+
+
+class MetricsHandler(ServiceHandler):
+    """The service's metrics for Prometheus (the application's `metrics` setting: an object with
+    `exposition()`): a hub token (Authorization: Bearer or token) whose scopes include
+    read:metrics, as the hub's own /hub/metrics asks; no cookie, no user."""
+
+    async def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        match = _TOKEN.fullmatch(header.strip())
+        model = await self.hub_auth.user_for_token(match.group(1), sync=False) if match else None
+        if model is None:
+            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"), bool(header))
+        if METRICS_SCOPE not in (model.get("scopes") or ()):
+            raise UserError(
+                f"this token lacks the {METRICS_SCOPE} scope", reason="forbidden", status=403
+            )
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.settings["metrics"].exposition())
+
+
+class HealthHandler(ServiceHandler):
+    """200 while the service can use the Kubernetes API, else 503; public, so it says no more."""
+
+    async def prepare(self) -> None:
+        pass
+
+    async def get(self) -> None:
+        healthy = await self.settings["health"]()
+        self.write_json({"status": "ok" if healthy else "unavailable"}, 200 if healthy else 503)
 
 
 class HealthCheck:

@@ -9,16 +9,14 @@ user has a token bucket (429 with Retry-After): listing runs a Job, so it is not
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ...errors import UserError
-from ..base import ServiceHandler, Unauthenticated
-from ..cluster import ClusterHandler
+from ..base import ServiceHandler
+from ..cluster import ClusterHandler, HealthHandler, MetricsHandler
 from . import openapi
 from .access import Forbidden
 from .operations import BackupService
@@ -26,8 +24,6 @@ from .request import BackupRequest, RestoreRequest, parse
 from .scheduler import Scheduler, record_document
 
 log = logging.getLogger(__name__)
-METRICS_SCOPE = "read:metrics"
-_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 LABELS = ["kind", "name"]
 # (metric, help, the record's field): one gauge per repository with a value.
 GAUGES = (
@@ -179,37 +175,6 @@ class RecordsHandler(_Backup):
         found = await scheduler.read_records()
         documents = [record_document(found[key]) for key in sorted(found)]
         self.write_json({"repositories": documents})
-
-
-class MetricsHandler(ServiceHandler):
-    """The records as Prometheus metrics: a hub token (Authorization: Bearer or token) whose
-    scopes include read:metrics, as the hub's own /hub/metrics asks; no cookie, no user."""
-
-    async def prepare(self) -> None:
-        header = self.request.headers.get("Authorization", "")
-        match = _TOKEN.fullmatch(header.strip())
-        model = await self.hub_auth.user_for_token(match.group(1), sync=False) if match else None
-        if model is None:
-            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"), bool(header))
-        if METRICS_SCOPE not in (model.get("scopes") or ()):
-            raise UserError(
-                f"this token lacks the {METRICS_SCOPE} scope", reason="forbidden", status=403
-            )
-
-    def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(self.settings["metrics"].exposition())
-
-
-class HealthHandler(ServiceHandler):
-    """200 while the service can use the Kubernetes API, else 503; public, so it says no more."""
-
-    async def prepare(self) -> None:
-        pass
-
-    async def get(self) -> None:
-        healthy = await self.settings["health"]()
-        self.write_json({"status": "ok" if healthy else "unavailable"}, 200 if healthy else 503)
 
 
 def routes() -> list[tuple]:

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from tornado import web
 
 from ...errors import UserError
-from ..base import ServiceHandler, Unauthenticated
-from ..cluster import ClusterHandler
+from ..base import ServiceHandler
+from ..cluster import ClusterHandler, HealthHandler, MetricsHandler
 from . import openapi
 from .operations import JobService
 from .request import CloneRequest, JobRequest, ResubmitRequest, parse
@@ -31,10 +31,8 @@ _pages = Environment(
 )
 log = logging.getLogger(__name__)
 MAX_LOG_INDEX = 10_000
-METRICS_SCOPE = "read:metrics"
 SUBMISSION_KINDS = ("job", "clone", "resubmit")
 _REASON = re.compile(r"[a-z][a-z-]{0,31}")
-_TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
 
 class ServiceMetrics:
@@ -217,37 +215,6 @@ class CancelFormHandler(_Jobs):
     async def post(self, job_id: str) -> None:
         await self.jobs.cancel(self.user(), job_id)
         self.redirect(self.settings["service_prefix"], status=303)
-
-
-class MetricsHandler(ServiceHandler):
-    """The service's metrics for Prometheus: a hub token (Authorization: Bearer or token) whose
-    scopes include read:metrics, as the hub's own /hub/metrics asks; no cookie, no user."""
-
-    async def prepare(self) -> None:
-        header = self.request.headers.get("Authorization", "")
-        match = _TOKEN.fullmatch(header.strip())
-        model = await self.hub_auth.user_for_token(match.group(1), sync=False) if match else None
-        if model is None:
-            raise Unauthenticated(self.settings.get("auth_realm", "jupyterhub"), bool(header))
-        if METRICS_SCOPE not in (model.get("scopes") or ()):
-            raise UserError(
-                f"this token lacks the {METRICS_SCOPE} scope", reason="forbidden", status=403
-            )
-
-    def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(self.settings["metrics"].exposition())
-
-
-class HealthHandler(ServiceHandler):
-    """200 while the service can use the Kubernetes API, else 503; public, so it says no more."""
-
-    async def prepare(self) -> None:
-        pass
-
-    async def get(self) -> None:
-        healthy = await self.settings["health"]()
-        self.write_json({"status": "ok" if healthy else "unavailable"}, 200 if healthy else 503)
 
 
 def routes() -> list[tuple]:
