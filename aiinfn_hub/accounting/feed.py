@@ -179,10 +179,15 @@ class AccountingFeed:
                 self._submit(found[1])
             return
         found = self._events(obj)
-        if found is None or not found[1] or self.live.get(key) == found[0]:
-            return  # not accounted, not bound yet, or its start already submitted
-        self.live[key] = found[0]
-        self._submit(found[1])
+        if found is None or not found[1]:
+            return  # not accounted, or not bound yet
+        uid, implied = found
+        if self.live.get(key) == uid:
+            # Its start is submitted already: only an end is news (the pod has just ended;
+            # a repeat of it after that is harmless, the ledger keeps an event id once).
+            implied = [event for event in implied if event.phase == "end"]
+        self.live[key] = uid
+        self._submit(implied)
 
 
 def _batch(reader: RecordReader, meta: Mapping[str, Any]) -> bool:

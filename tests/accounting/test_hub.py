@@ -111,6 +111,14 @@ def ledger_seconds(found: dict[str, tuple]) -> int:
     return int((found["end"][4] - found["start"][4]).total_seconds())
 
 
+def as_recorded(found: dict[str, tuple], pod) -> bool:
+    """The ledger's interval is the pod's own, or one second longer: the hub's pod watch leaves
+    out finished pods (a field selector), so the API server tells it a pod ended with a DELETED
+    event holding the pod's last running state, and the end is when the hub saw that event
+    (docs/accounting.md, "Known limits"), within a second of the pod's own finish here."""
+    return ledger_seconds(found) - pod_seconds(pod) in (0, 1)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def ledger(postgres: Postgres) -> tuple[str, dict[str, str]]:
     """A fresh database for the module's hubs: its libpq DSN, and the hubs' environment."""
@@ -163,7 +171,7 @@ async def test_a_gpu_pods_interval_is_in_the_ledger_to_the_second(hub, ledger, c
     pod = await finished_pod(core, hub.namespace, name)
     found = await recorded(ledger[0], pod.metadata.uid, {"start", "end"})
     assert found["start"][:4] == ("alice", "t4", "batch", 1)
-    assert ledger_seconds(found) == pod_seconds(pod) >= 7
+    assert as_recorded(found, pod) and pod_seconds(pod) >= 7, (found, pod_seconds(pod))
     text = await asyncio.to_thread(scrape, hub)
     assert "\naiinfn_accounting_last_commit_timestamp_seconds " in text
     assert "\naiinfn_accounting_queued_events 0.0" in text
@@ -199,7 +207,7 @@ async def test_a_gpu_notebook_servers_interval_is_in_the_ledger_to_the_second(hu
         )
     found = await recorded(ledger[0], pod.metadata.uid, {"start", "end"})
     assert found["start"][:4] == ("alice", "t4", "notebook", 1)
-    assert ledger_seconds(found) == pod_seconds(pod) > 0
+    assert as_recorded(found, pod) and pod_seconds(pod) > 0, (found, pod_seconds(pod))
 
 
 async def test_a_hub_restarted_mid_allocation_neither_loses_nor_doubles_it(
@@ -232,7 +240,7 @@ async def test_a_hub_restarted_mid_allocation_neither_loses_nor_doubles_it(
             assert pod.status.phase == "Running", "the pod ended before the second hub listed it"
             pod = await finished_pod(core, first.namespace, name)
             found = await recorded(dsn, uid, {"start", "end"})
-            assert ledger_seconds(found) == pod_seconds(pod) >= 60
+            assert as_recorded(found, pod) and pod_seconds(pod) >= 60, (found, pod_seconds(pod))
             async with await AsyncConnection.connect(dsn) as connection:
                 cursor = await connection.execute(
                     "SELECT count(*) FROM accounting_events WHERE allocation = %s", [uid]

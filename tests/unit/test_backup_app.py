@@ -35,6 +35,8 @@ async def test_defaults_come_from_the_platform_settings():
     assert set(service.config.catalog.projects) == {"cms-ml", "lhcb-flashsim", "qml"}
     assert service.store.namespace == "jhub"
     assert settings.borg.retention == borg.Retention(7, 4, 6)
+    # No schedule by default (docs/backup.md, "Known limit"): the policy's time is then unused.
+    assert backup.schedule == ""
     assert scheduler.config.policy == Policy("02:00", 2, 2, timedelta(hours=1), 7)
     assert scheduler.config.records_configmap == "aiinfn-backup-records"
     assert scheduler.store is service.store

@@ -101,13 +101,16 @@ class AiInfnBackup(ServiceApp):
     )
 
     schedule = Unicode(
-        "02:00",
+        "",
         config=True,
-        help="""When the nightly backups start: a time of day in UTC, `HH:MM` (24 h). Each day
-        from then on every home (each user in the identity record) and every project folder of
-        the catalog is backed up once, at most `max_concurrent_backups` Jobs at a time. Empty:
-        no scheduled backups (users and admins still start them through the API, and their
-        runs are still recorded).""",
+        help="""When the nightly backups start: a time of day in UTC, `HH:MM` (24 h), e.g.
+        "02:00". Each day from then on every home (each user in the identity record) and every
+        project folder of the catalog is backed up once, at most `max_concurrent_backups` Jobs
+        at a time. Empty (the default for now): no scheduled backups (users and admins still
+        start them through the API, and their runs are still recorded). Off by default because
+        a backup of a folder that does not exist yet (a project no member has used) makes the
+        kubelet create it, owned by root, for the Job's mount, and its members' servers then
+        refuse to start (docs/backup.md, "Known limit").""",
     )
     max_concurrent_backups = Int(
         2,
