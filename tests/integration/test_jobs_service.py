@@ -574,8 +574,13 @@ async def test_site_policies_pick_the_site_or_refuse_naming_each_rule(two_sites)
         "alice", "POST", "api/jobs", job_body(confidential=True, offload="only", volumes=[])
     )
     assert status == 400 and body["message"].startswith("a confidential job stays on local")
+    # Leonardo fails 2% of jobs at random; this one is told to succeed (backoff_limit 0 here).
+    succeed = {components.SITE_OUTCOME_ENV: "succeed"}
     status, job, _ = await env.api(
-        "alice", "POST", "api/jobs", job_body(name="on-leonardo", deadline_seconds=3600, **gpu)
+        "alice",
+        "POST",
+        "api/jobs",
+        job_body(name="on-leonardo", deadline_seconds=3600, env=succeed, **gpu),
     )
     assert status == 201, job
     done = await wait_until(

@@ -153,9 +153,10 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
         "jitterDurationMilliseconds": 300,
     }
     annotation = '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/{}"]'
-    forced = (
+    forced, succeeds = (
         '[.spec.containers[].env[]? | select(.name == "DEVCLUSTER_SITE_OUTCOME" and '
-        '.value == "fail")] | length > 0'
+        f'.value == "{outcome}")] | length > 0'
+        for outcome in ("fail", "succeed")
     )
     runtime = (
         'first(.spec.containers[].env[]? | select(.name == "DEVCLUSTER_SITE_RUNTIME") | .value'
@@ -173,8 +174,12 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
     }
     assert fail["delay"] == complete["delay"]
     assert "weight" not in complete and "weight" not in fail
-    assert complete["weightFrom"] == {"expressionFrom": f'if {forced} then "0" else "970" end'}
-    assert fail["weightFrom"] == {"expressionFrom": f'if {forced} then "1000" else "30" end'}
+    assert complete["weightFrom"] == {
+        "expressionFrom": f'if {forced} then "0" elif {succeeds} then "1000" else "970" end'
+    }
+    assert fail["weightFrom"] == {
+        "expressionFrom": f'if {forced} then "1000" elif {succeeds} then "0" else "30" end'
+    }
     assert fail["selector"] == complete["selector"]
     assert complete["next"] == {"statusTemplate": "phase: Running"}
     assert "phase: Failed" in fail["next"]["statusTemplate"]

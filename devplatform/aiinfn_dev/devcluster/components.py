@@ -239,8 +239,9 @@ KWOK_STAGE_FILES = (
 # Job pods finish this long after they run unless `pod-complete.stage.kwok.x-k8s.io/delay` says
 # otherwise (a Go duration such as "30s"); no random jitter, so tests are repeatable.
 JOB_POD_DEFAULT_RUNTIME_MS = 1000
-# A job container with this variable set to "fail" fails at whichever remote site runs it (the
-# tests' way to make a site fail a job; the sites' own failure rates are random).
+# A job container with this variable set to "fail" fails at whichever remote site runs it, and
+# one with "succeed" never fails there (the tests' way to decide; the sites' own failure rates
+# are random).
 SITE_OUTCOME_ENV = "DEVCLUSTER_SITE_OUTCOME"
 # A job container with this variable set to a Go duration (such as "40s") runs that long, plus
 # the site's jitter, at whichever remote site runs it (a pod's delay annotation still wins).
@@ -249,10 +250,18 @@ _NODE_NAME_KEY = ".spec.nodeName"
 _RUNTIME = (
     f'first(.spec.containers[].env[]? | select(.name == "{SITE_RUNTIME_ENV}") | .value | strings)'
 )
-_FORCED_FAILURE = (
-    f'[.spec.containers[].env[]? | select(.name == "{SITE_OUTCOME_ENV}" and .value == "fail")]'
-    " | length > 0"
-)
+
+
+def _forced(outcome: str) -> str:
+    """jq: some container's env sets SITE_OUTCOME_ENV to `outcome`."""
+    return (
+        f'[.spec.containers[].env[]? | select(.name == "{SITE_OUTCOME_ENV}" and '
+        f'.value == "{outcome}")] | length > 0'
+    )
+
+
+_FORCED_FAILURE = _forced("fail")
+_FORCED_SUCCESS = _forced("succeed")
 
 
 @dataclass(frozen=True)
@@ -384,12 +393,14 @@ def _site_stages(
     }
     finish["spec"].pop("weight", None)
     finish["spec"]["weightFrom"] = {
-        "expressionFrom": f'if {_FORCED_FAILURE} then "0" else "{1000 - site.failure_permille}" end'
+        "expressionFrom": f'if {_FORCED_FAILURE} then "0" elif {_FORCED_SUCCESS} then "1000" '
+        f'else "{1000 - site.failure_permille}" end'
     }
     fail = copy.deepcopy(finish)
     fail["metadata"] = {"name": f"pod-fail-{site.node}"}
     fail["spec"]["weightFrom"] = {
-        "expressionFrom": f'if {_FORCED_FAILURE} then "1000" else "{site.failure_permille}" end'
+        "expressionFrom": f'if {_FORCED_FAILURE} then "1000" elif {_FORCED_SUCCESS} then "0" '
+        f'else "{site.failure_permille}" end'
     }
     failure = _failed_status(1, f"the remote site ({site.node}) failed the job")
     fail["spec"]["next"] = {"delete": False, "statusTemplate": failure}
