@@ -36,6 +36,7 @@ from traitlets import Unicode, default
 from traitlets.config import Application
 
 from ..errors import UserError
+from . import pages
 
 HUB_CONFIG_ENV = "AIINFN_HUB_CONFIG"
 STOP_GRACE_SECONDS = 10.0
@@ -323,6 +324,10 @@ class ServiceApp(Application):
             cookie_secret=secrets.token_bytes(32),
             auth_realm=self.name,
             default_handler_class=NotFoundHandler,
+            page_links=pages.service_links(
+                self.config.JupyterHub.get("services"),
+                hub_auth.hub_prefix.removesuffix("hub/"),
+            ),
             **self.tornado_settings(),
         )
 
