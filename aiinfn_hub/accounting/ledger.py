@@ -68,6 +68,50 @@ WHERE s.phase = 'start' AND NOT EXISTS (
 ORDER BY s.allocation
 """
 
+# Accelerator unit-seconds by model for each window (a user or a project, counted from `since`
+# up to now), all windows in one statement: what a quota check reads.
+_WINDOWS = """
+WITH windows AS (
+    SELECT * FROM unnest(%(users)s::text[], %(projects)s::text[], %(since)s::timestamptz[])
+        WITH ORDINALITY AS w(user_name, project, since, id)
+)
+SELECT id, model, SUM(units * EXTRACT(EPOCH FROM part_end - part_start))::bigint
+FROM (
+    SELECT w.id, s.model, s.units, GREATEST(s.at, w.since) AS part_start,
+           LEAST(COALESCE(e.at, %(now)s), %(now)s) AS part_end
+    FROM windows w
+    JOIN accounting_events s ON s.phase = 'start' AND s.units > 0 AND s.at < %(now)s
+        AND (w.user_name IS NULL OR s.user_name = w.user_name)
+        AND (w.project IS NULL OR s.project = w.project)
+    LEFT JOIN accounting_events e ON e.allocation = s.allocation AND e.phase = 'end'
+) parts
+WHERE part_end > part_start
+GROUP BY id, model
+"""
+
+_ADJUSTMENTS = """
+SELECT a.scope, a.subject, a.model, a.period, a.period_start, a.extra_hours, a.reset_at
+FROM quota_adjustments a
+JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+    AS k(scope, subject, model, period, period_start)
+    ON (a.scope, a.subject, a.model, a.period, a.period_start)
+     = (k.scope, k.subject, k.model, k.period, k.period_start)
+"""
+
+_ADJUST = """
+INSERT INTO quota_adjustments AS a
+    (scope, subject, model, period, period_start, extra_hours, reset_at, changed_by)
+VALUES (%(scope)s, %(subject)s, %(model)s, %(period)s, %(period_start)s, %(extra_hours)s,
+        %(reset_at)s, %(by)s)
+ON CONFLICT (scope, subject, model, period, period_start) DO UPDATE SET
+    extra_hours = a.extra_hours + EXCLUDED.extra_hours,
+    reset_at = COALESCE(EXCLUDED.reset_at, a.reset_at),
+    changed_by = EXCLUDED.changed_by,
+    changed_at = now()
+"""
+
+AdjustmentKey = tuple[str, str, str, str, datetime]
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -169,3 +213,66 @@ async def open_starts(connection: AsyncConnection) -> list[AllocationEvent]:
         await cursor.execute(_OPEN_STARTS)
         rows = await cursor.fetchall()
     return [AllocationEvent(Allocation(*row[:8]), "start", row[8]) for row in rows]
+
+
+async def window_unit_seconds(
+    connection: AsyncConnection,
+    windows: Sequence[tuple[str | None, str | None, datetime]],
+    now: datetime,
+) -> list[dict[str, int]]:
+    """For each window (user or None, project or None, since): accelerator unit-seconds by
+    model from `since` up to `now`, intervals still open counted up to `now`. One statement."""
+    found: list[dict[str, int]] = [{} for _ in windows]
+    if not windows:
+        return found
+    users, projects, since = (list(column) for column in zip(*windows, strict=True))
+    params = {
+        "users": users,
+        "projects": projects,
+        "since": [_second(s.replace(microsecond=0), "since") for s in since],
+        "now": _second(now, "now"),
+    }
+    async with connection.cursor() as cursor:
+        await cursor.execute(_WINDOWS, params)
+        for index, model, seconds in await cursor.fetchall():
+            found[index - 1][model] = seconds
+    return found
+
+
+async def quota_adjustments(
+    connection: AsyncConnection, keys: Sequence[AdjustmentKey]
+) -> dict[AdjustmentKey, tuple[float, datetime | None]]:
+    """The admins' adjustments of these (scope, subject, model, period, period_start):
+    (extra hours, reset time or None) for each that has one."""
+    if not keys:
+        return {}
+    columns = [list(column) for column in zip(*keys, strict=True)]
+    async with connection.cursor() as cursor:
+        await cursor.execute(_ADJUSTMENTS, columns)
+        rows = await cursor.fetchall()
+    return {(r[0], r[1], r[2], r[3], r[4]): (r[5], r[6]) for r in rows}
+
+
+async def adjust_quota(
+    connection: AsyncConnection,
+    key: AdjustmentKey,
+    *,
+    by: str,
+    extra_hours: float = 0.0,
+    reset_at: datetime | None = None,
+) -> None:
+    """Add hours to a subject's period, or restart its count at `reset_at`; the caller
+    commits. `by` names the admin (kept with the row)."""
+    scope, subject, model, period, period_start = key
+    params = {
+        "scope": scope,
+        "subject": subject,
+        "model": model,
+        "period": period,
+        "period_start": period_start,
+        "extra_hours": extra_hours,
+        "reset_at": reset_at,
+        "by": by,
+    }
+    async with connection.cursor() as cursor:
+        await cursor.execute(_ADJUST, params)

@@ -82,10 +82,10 @@ def test_migrations_go_from_empty_to_head_and_back(postgres: Postgres):
 
     assert tables() == set()
     ledger.upgrade(url)
-    assert tables() == {"accounting_events", "aiinfn_accounting_version"}
+    assert tables() == {"accounting_events", "quota_adjustments", "aiinfn_accounting_version"}
     with psycopg.connect(postgres.dsn(name)) as connection:
         version = connection.execute("SELECT version_num FROM aiinfn_accounting_version")
-        assert version.fetchall() == [("0001",)]
+        assert version.fetchall() == [("0002",)]
     ledger.upgrade(url)  # at head already: nothing to do
     ledger.downgrade(url, "base")
     assert tables() == {"aiinfn_accounting_version"}

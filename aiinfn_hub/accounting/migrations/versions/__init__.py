@@ -1,1 +1,1 @@
-"""Revisions, oldest first: 0001_events."""
+"""Revisions, oldest first: 0001_events, 0002_quota_adjustments."""
