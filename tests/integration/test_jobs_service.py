@@ -261,7 +261,7 @@ async def test_a_job_is_created_suspended_in_its_projects_queue_and_waits_there(
     waiting = await wait_until(
         lambda: state_of(env, "alice", job["id"], "queued", placed=True), "Kueue's workload"
     )
-    assert waiting["position"] == 1 and "couldn't assign flavors" in waiting["message"]
+    assert waiting["position"] == 1 and waiting["message"].startswith("waiting for quota: ")
     created = await batch.read_namespaced_job(job["id"], env.namespace)
     assert created.spec.suspend is True and created.status.start_time is None
     assert created.metadata.labels["kueue.x-k8s.io/queue-name"] == "project-cms-2dml"
@@ -358,7 +358,7 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
     except AssertionError as error:
         raise AssertionError(f"{error}; last seen: {seen}") from None
     assert [j["position"] for j in line] == [1, 2]  # (same second: Kueue breaks the tie by uid)
-    assert all(j["message"].startswith("couldn't assign flavors") for j in line if j["message"]), (
+    assert all(j["message"].startswith("waiting for quota: ") for j in line if j["message"]), (
         line
     )
 

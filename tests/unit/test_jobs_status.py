@@ -188,7 +188,7 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "w1",
         conditions=[("QuotaReserved", "False")],
         message="couldn't assign flavors to pod set main: "
-        "insufficient unused quota for nvidia.com/gpu",
+        "insufficient unused quota for nvidia.com/gpu in flavor t4, 1 more needed",
     )
     summary = status.summarize(job(), pending, PRIORITIES, position=3)
     assert summary == {
@@ -215,9 +215,36 @@ def test_a_queued_job_shows_its_place_and_kueues_reason():
         "admission": None,
         "site": None,
         "position": 3,
-        "message": "couldn't assign flavors to pod set main: "
-        "insufficient unused quota for nvidia.com/gpu",
+        "message": "waiting for quota: t4 needs 1 more GPU free (the rest is in use by other work)",
     }
+
+
+def test_a_queued_job_says_which_of_its_flavors_is_short_of_what():
+    kueue_says = (
+        "couldn't assign flavors to pod set main: flavor a30 doesn't match node affinity, "
+        "insufficient quota for nvidia.com/gpu in flavor leonardo, previously considered "
+        "podsets requests (0) + current podset request (2) > maximum capacity (1), "
+        "insufficient unused quota for memory in flavor a100, 8Gi more needed, "
+        "insufficient unused quota for nvidia.com/gpu in flavor a100, 1 more needed, "
+        "untolerated taint {fpga: true} in flavor u250"
+    )
+    assert status.quota_shortfalls(kueue_says) == [
+        "a100 needs 8Gi more memory free (the rest is in use by other work)",
+        "a100 needs 1 more GPU free (the rest is in use by other work)",
+        "leonardo can never hold it: the job asks 2 GPU, the project's quota there is 1",
+    ]
+    pending = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending")])
+    pending["status"]["conditions"][0]["message"] = kueue_says
+    summary = status.summarize(job(), pending, PRIORITIES, position=1)
+    assert summary["message"].startswith("waiting for quota: a100 needs 8Gi more memory free")
+    assert "a30" not in summary["message"] and "u250" not in summary["message"]
+
+
+def test_a_pending_message_that_names_no_quota_is_kueues_own_cut_short():
+    pending = workload("w", "w1", conditions=[("QuotaReserved", "False", "Pending")])
+    pending["status"]["conditions"][0]["message"] = "flavor x not found " * 40
+    summary = status.summarize(job(), pending, PRIORITIES, position=1)
+    assert summary["message"] == ("flavor x not found " * 40)[:300]
 
 
 def test_a_job_preempted_by_kueue_says_so_in_our_words():

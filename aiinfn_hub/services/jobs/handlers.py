@@ -13,11 +13,11 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from tornado import web
 
 from ...errors import UserError
+from .. import pages
 from ..base import ServiceHandler
 from ..cluster import ClusterHandler, HealthHandler, MetricsHandler
 from . import openapi
@@ -25,12 +25,9 @@ from .operations import JobService
 from .request import CloneRequest, JobRequest, ResubmitRequest, parse
 from .status import FINAL_STATES
 
-_pages = Environment(
-    loader=PackageLoader("aiinfn_hub", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-)
 log = logging.getLogger(__name__)
 MAX_LOG_INDEX = 10_000
+PAGE_REFRESH_SECONDS = 15
 SUBMISSION_KINDS = ("job", "clone", "resubmit")
 _REASON = re.compile(r"[a-z][a-z-]{0,31}")
 
@@ -172,40 +169,29 @@ class ResubmitHandler(_Jobs):
 
 
 class PageHandler(_Jobs):
-    """The jobs page: the caller's jobs with their state and a cancel button (OAuth login)."""
+    """The jobs page: the caller's jobs with their state and a cancel button (OAuth login), in
+    the hub's look; errors are pages too."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = self.as_user_error(kwargs.get("exc_info", (None, None, None))[1])
         if error is not None:
-            self.set_status(error.status)
-        message = (
-            error.message
-            if error is not None
-            else "something went wrong; the service log has the details"
-        )
-        self.finish(
-            _pages.get_template("jobs.html").render(error=message, jobs=[], user=None, xsrf="")
-        )
+            status_code, message = error.status, error.message
+        else:
+            message = "something went wrong; the service log has the details"
+        pages.finish_error_page(self, status_code, message, title="Jobs")
 
     @web.authenticated
     async def get(self) -> None:
-        caller = self.user()
-        jobs = await self.jobs.list(caller)
-        self.set_header(
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-            "frame-ancestors 'self'",
-        )
-        self.finish(
-            _pages.get_template("jobs.html").render(
-                user=caller.name,
-                jobs=jobs,
-                final=FINAL_STATES,
-                xsrf=self.xsrf_token.decode(),
-                error=None,
-                prefix=self.settings["service_prefix"],
-                api=self.settings["service_prefix"] + "api/",
-            )
+        jobs = await self.jobs.list(self.user())
+        pages.finish_page(
+            self,
+            "jobs.html",
+            title="Jobs",
+            jobs=jobs,
+            final=FINAL_STATES,
+            error=None,
+            refresh_seconds=PAGE_REFRESH_SECONDS,
+            api=self.settings["service_prefix"] + "api/",
         )
 
 

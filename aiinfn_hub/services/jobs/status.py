@@ -8,6 +8,7 @@ place in the project's queue and Kueue's reason, and the pods.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,6 +43,39 @@ NO_NODE_HAS_ROOM = (
     "waiting for a node with room: the project's quota allows this job, but the nodes that "
     "could run it are in use (by notebooks or other jobs)"
 )
+# Kueue's reasons for not reserving quota (pkg/scheduler/flavorassigner): a flavor whose quota is
+# in use, and a flavor whose whole quota is smaller than the job.
+_SHORT_OF_FREE = re.compile(
+    r"insufficient unused quota for (?P<resource>\S+) in flavor (?P<flavor>[^,\s]+), "
+    r"(?P<amount>\S+) more needed"
+)
+_SHORT_OF_ALL = re.compile(
+    r"insufficient quota for (?P<resource>\S+) in flavor (?P<flavor>[^,\s]+), previously "
+    r"considered podsets requests \((?P<before>[^)]*)\) \+ current podset request "
+    r"\((?P<asked>[^)]*)\) > maximum capacity \((?P<most>[^)]*)\)"
+)
+RESOURCE_WORDS = {"nvidia.com/gpu": "GPU", "cpu": "CPU", "memory": "memory"}
+WAITING_FOR_QUOTA = "waiting for quota"
+
+
+def quota_shortfalls(message: str) -> list[str]:
+    """Which of the flavors the job can use is short of what, from Kueue's pending message (its
+    flavors that cannot take the job for other reasons, a taint or affinity, are left out)."""
+    short = []
+    for match in _SHORT_OF_FREE.finditer(message):
+        resource = RESOURCE_WORDS.get(match["resource"], match["resource"])
+        short.append(
+            f"{match['flavor']} needs {match['amount']} more {resource} free "
+            "(the rest is in use by other work)"
+        )
+    for match in _SHORT_OF_ALL.finditer(message):
+        resource = RESOURCE_WORDS.get(match["resource"], match["resource"])
+        before = f" on top of {match['before']}" if match["before"] not in ("0", "") else ""
+        short.append(
+            f"{match['flavor']} can never hold it: the job asks {match['asked']} {resource}"
+            f"{before}, the project's quota there is {match['most']}"
+        )
+    return short
 
 
 def _condition(obj: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -180,8 +214,11 @@ def _message(workload: Mapping[str, Any] | None) -> str | None:
     )
     for condition in (evicted, reserved):
         if condition and condition.get("message"):
-            message = str(condition["message"])[:500]
-            return f"{NO_NODE_HAS_ROOM} (Kueue: {message})" if NO_FIT in message else message
+            message = str(condition["message"])
+            if NO_FIT in message:
+                return f"{NO_NODE_HAS_ROOM} (Kueue: {message[:300]})"
+            short = quota_shortfalls(message)
+            return f"{WAITING_FOR_QUOTA}: {'; '.join(short)}" if short else message[:300]
     return None
 
 
