@@ -5,9 +5,11 @@ event while it still holds the whole objects. Accounted pods are those bound to 
 made for a user (the hub's username annotation, or the job service's owner annotation).
 What a pod holds is decided as the metrics decide it (metrics.unit_counts): the model of the
 node offer its units use, or, on a virtual node, the pod's accelerator label, kind offloaded and
-the node's site. Each pod's start is submitted once per watch (its id makes repeats harmless);
-every relist submits the starts of all the pods listed again and asks the writer to end the
-open allocations whose pod is gone. Pure apart from `sink` and `clock`.
+the node's site. Each pod's start is submitted once per watch (its id makes repeats harmless),
+its end once (the hub watches finished pods too under accounting: a pod's finish arrives as a
+MODIFIED event holding its containers' finishedAt); every relist submits the starts and known
+ends of all the pods listed again and asks the writer to end the open allocations whose pod is
+gone. Pure apart from `sink` and `clock`.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class AccountingFeed:
         self.clock = clock
         self.nodes: dict[str, Place] = {}
         self.live: dict[str, str] = {}  # pod key -> uid, for the pods whose start is submitted
+        self.ended: set[str] = set()  # the keys in `live` whose end is submitted too
         self._nodes_listed: dict[str, Place] = {}
         self._pods_listed: dict[str, tuple[str, list[AllocationEvent]]] = {}
 
@@ -164,6 +167,7 @@ class AccountingFeed:
         """The relist is complete: every listed pod's start again, then the reconciliation."""
         listed, self._pods_listed = self._pods_listed, {}
         self.live = {key: uid for key, (uid, _) in listed.items()}
+        self.ended = {key for key, (_, found) in listed.items() if len(found) > 1}
         for _, found in listed.values():
             self._submit(found)
         self.sink.reconcile(lambda: self.live.values(), self.clock())
@@ -172,21 +176,29 @@ class AccountingFeed:
         key = self.reader.pod_key(obj)
         if key is None:
             return
+        uid = (obj.get("metadata") or _EMPTY).get("uid")
         if event_type == DELETED:
+            ended = key in self.ended and self.live.get(key) == uid
             self.live.pop(key, None)
-            found = self._events(obj, deleted_at=self.clock())
-            if found is not None:
+            self.ended.discard(key)
+            found = None if ended else self._events(obj, deleted_at=self.clock())
+            if found is not None:  # else its end was submitted when it finished
                 self._submit(found[1])
             return
+        if self.live.get(key) == uid and key in self.ended:
+            return  # a finished pod's later changes (a finalizer removed) are no news
         found = self._events(obj)
         if found is None or not found[1]:
             return  # not accounted, or not bound yet
         uid, implied = found
         if self.live.get(key) == uid:
-            # Its start is submitted already: only an end is news (the pod has just ended;
-            # a repeat of it after that is harmless, the ledger keeps an event id once).
+            # Its start is submitted already: only an end is news (the pod has just ended).
             implied = [event for event in implied if event.phase == "end"]
+        else:
+            self.ended.discard(key)
         self.live[key] = uid
+        if any(event.phase == "end" for event in implied):
+            self.ended.add(key)
         self._submit(implied)
 
 

@@ -97,23 +97,57 @@ def test_a_relist_submits_every_listed_pods_start_and_asks_for_a_reconciliation(
     assert sink.reconciles[-1] == ({"u-nb"}, SEEN)
 
 
-def test_a_pods_start_is_submitted_once_and_its_end_when_it_goes():
+def finished(name: str, uid: str, at: str = "2026-12-05T08:20:07Z") -> dict:
+    """A pod of alice's that has succeeded, its container finished `at`."""
+    obj = owned(pod(name, "t4-a", {GPU: "1"}, phase="Succeeded"), uid)
+    obj["status"]["containerStatuses"] = [{"state": {"terminated": {"finishedAt": at}}}]
+    return obj
+
+
+def test_a_pods_start_is_submitted_once_and_its_end_at_its_containers_finish():
     accounting, sink = feed()
     running = owned(pod("nb", "t4-a", {GPU: "1"}), "u-1")
     accounting.pod_event("ADDED", running)
     accounting.pod_event("MODIFIED", running)
     assert [e.event_id for e in sink.events] == ["u-1:start"]
-    finished = owned(pod("nb", "t4-a", {GPU: "1"}, phase="Succeeded"), "u-1")
-    terminated = {"terminated": {"finishedAt": "2026-12-05T08:20:07Z"}}
-    finished["status"]["containerStatuses"] = [{"state": terminated}]
-    accounting.pod_event("DELETED", finished)  # stopped matching the watch's field selector
+    # Watched with finished pods (hub_start.ACCOUNTED_PODS), its finish is a MODIFIED event.
+    accounting.pod_event("MODIFIED", finished("nb", "u-1"))
     end = sink.events[-1]
     assert (end.event_id, end.at, end.allocation.units) == (
         "u-1:end",
         T0.replace(minute=20, second=7),
         1,
     )
-    assert accounting.live == {}
+    # Its later changes and its removal are no news.
+    accounting.pod_event("MODIFIED", finished("nb", "u-1"))
+    accounting.pod_event("DELETED", finished("nb", "u-1"))
+    assert [e.event_id for e in sink.events] == ["u-1:start", "u-1:end"]
+    assert (accounting.live, accounting.ended) == ({}, set())
+
+
+def test_a_finished_pod_in_a_relist_has_its_real_end():
+    accounting, sink = feed()
+    accounting.begin_pods()
+    accounting.pod_page([finished("done", "u-done")])
+    accounting.pods_listed()
+    assert [(e.event_id, e.at) for e in sink.events] == [
+        ("u-done:start", T0),
+        ("u-done:end", T0.replace(minute=20, second=7)),
+    ]
+    accounting.pod_event("DELETED", finished("done", "u-done"))
+    assert len(sink.events) == 2
+
+
+def test_a_pod_whose_finish_the_watch_missed_ends_at_its_containers_finish():
+    """Watched without finished pods, a finish arrives as a DELETED event; when its object
+    holds the containers' finish, that is the end."""
+    accounting, sink = feed()
+    accounting.pod_event("ADDED", owned(pod("nb", "t4-a", {GPU: "1"}), "u-1"))
+    accounting.pod_event("DELETED", finished("nb", "u-1"))
+    assert sink.events[-1].at == T0.replace(minute=20, second=7)
+    # A new pod of the same name is a new allocation.
+    accounting.pod_event("ADDED", owned(pod("nb", "t4-a", {GPU: "1"}), "u-2"))
+    assert sink.events[-1].event_id == "u-2:start"
 
 
 def test_a_pod_deleted_while_running_ends_at_its_deadline_or_when_seen():

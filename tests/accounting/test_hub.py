@@ -112,11 +112,9 @@ def ledger_seconds(found: dict[str, tuple]) -> int:
 
 
 def as_recorded(found: dict[str, tuple], pod) -> bool:
-    """The ledger's interval is the pod's own, or one second longer: the hub's pod watch leaves
-    out finished pods (a field selector), so the API server tells it a pod ended with a DELETED
-    event holding the pod's last running state, and the end is when the hub saw that event
-    (docs/accounting.md, "Known limits"), within a second of the pod's own finish here."""
-    return ledger_seconds(found) - pod_seconds(pod) in (0, 1)
+    """The ledger's interval is the pod's own to the second: under accounting the hub watches
+    finished pods too, so it reads the containers' finish (docs/accounting.md)."""
+    return ledger_seconds(found) == pod_seconds(pod)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
