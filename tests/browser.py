@@ -20,6 +20,7 @@ from selenium.webdriver.chrome.service import Service
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+FRAME_ERROR_MARKS = ("Content Security Policy", "/services/", "/hub/static/", "/hub/logo")
 
 
 def artifacts_dir() -> Path:
@@ -54,6 +55,7 @@ def chrome(profile_dir: Path) -> webdriver.Chrome:
         "--disable-sync",
     ):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for hub_frame_problems
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
@@ -74,3 +76,33 @@ def wait_for(
     raise AssertionError(
         f"timed out waiting for {what}" + (f" (last error: {last_error.msg})" if last_error else "")
     )
+
+
+def hub_frame_problems(driver: webdriver.Chrome) -> list[str]:
+    """What is wrong with a service page's hub frame (aiinfn_hub/services/pages.py): no hub
+    navigation bar, a dark-mode toggle that does nothing (its script did not run), or errors in
+    the console (a script or style the Content-Security-Policy refused, a file not found)."""
+    from selenium.webdriver.common.by import By
+
+    problems = []
+    if not driver.find_elements(By.CSS_SELECTOR, "nav.navbar #jupyterhub-logo"):
+        problems.append("no hub navigation bar")
+    theme = "return document.documentElement.getAttribute('data-bs-theme')"
+    before = driver.execute_script(theme)
+    toggles = driver.find_elements(By.ID, "dark-theme-toggle")
+    if not toggles:
+        problems.append("no dark-mode toggle")
+    else:
+        toggles[0].click()
+        after = driver.execute_script(theme)
+        if not before or after == before:
+            problems.append(f"the dark-mode toggle did nothing ({before!r} -> {after!r})")
+        toggles[0].click()
+    # The log is the whole session's (JupyterLab in another tab too): only this frame's errors.
+    problems.extend(
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE"
+        and any(mark in entry["message"] for mark in FRAME_ERROR_MARKS)
+    )
+    return problems

@@ -26,7 +26,7 @@ from aiinfn_dev.devcluster.cluster import DevCluster
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.browser import artifacts_dir, chrome, wait_for
+from tests.browser import artifacts_dir, chrome, hub_frame_problems, wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -229,6 +229,7 @@ def test_a_researcher_runs_a_notebook_and_a_bunshin_job_in_the_browser(demo, tmp
             interval=3,
         )
         assert len(row) == 1 and "bunshin" in row[0].text, row[0].text
+        assert hub_frame_problems(driver) == []
         alice.shot("jobs-page")
         driver.close()
         driver.switch_to.window(driver.window_handles[0])
