@@ -178,3 +178,27 @@ def pytest_collection_modifyitems(items):
     selects): the rule is in tests/hub_marker.py."""
     for item in hub_items(items):
         item.add_marker(pytest.mark.hub)
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Add each phase's time to its file's (on the controller under xdist: every worker's)."""
+    path = report.nodeid.partition("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    """test-artifacts/file-seconds-<hub version>.tsv: seconds per test file, longest first, to
+    see where the suite's time goes (a worker writes nothing: the controller has them all)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not _FILE_SECONDS:
+        return
+    import jupyterhub
+
+    out = Path(os.environ.get("AIINFN_TEST_ARTIFACTS", REPO / "test-artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sorted(_FILE_SECONDS.items(), key=lambda row: -row[1])
+    (out / f"file-seconds-{jupyterhub.__version__}.tsv").write_text(
+        "".join(f"{seconds:.1f}\t{path}\n" for path, seconds in rows)
+    )
