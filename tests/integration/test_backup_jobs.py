@@ -15,8 +15,9 @@ import pytest
 import pytest_asyncio
 from aiinfn_dev import devstorage
 
+from aiinfn_hub import k8s
 from aiinfn_hub.identity import Identity
-from aiinfn_hub.services.backup import borg, manifests, paths, repos
+from aiinfn_hub.services.backup import borg, listing, manifests, paths, records, repos
 from tests import backup_cluster
 from tests.backup_cluster import BackupWorld, pod_report, run_job, tree
 
@@ -30,7 +31,10 @@ async def world(devcluster, core, namespace, storage) -> BackupWorld:
     found = backup_cluster.world_in(devcluster, namespace, devstorage.claim_folders(storage))
     found.passphrases.update(
         await backup_cluster.keys_secret(
-            core, namespace, found.settings.keys_secret, [repos.home("alice"), repos.home("bob")]
+            core,
+            namespace,
+            found.settings.keys_secret,
+            [repos.home(user) for user in ("alice", "bob", "carol", "dave")],
         )
     )
     return found
@@ -43,6 +47,27 @@ def _outside(root: Path) -> tuple[Path, bytes]:
     marker = f"PROJECT-SECRET-{secrets.token_hex(16)}".encode()
     (outside / "secret.txt").write_bytes(marker)
     return outside, marker
+
+
+def _backup_job(world: BackupWorld, username: str, uid: int, run_id: str) -> dict:
+    archive = borg.archive_for(datetime.now(UTC))
+    job = manifests.make_backup_job(
+        world.settings,
+        world.storage,
+        repos.home(username),
+        manifests.home_backup_identity(Identity(uid)),
+        archive,
+        run_id,
+    )
+    job["metadata"]["annotations"]["archive"] = archive
+    return job
+
+
+async def _step_log(core, namespace: str, job: str, step: str) -> str:
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+    name = pods.items[0].metadata.name
+    answer = core.read_namespaced_pod_log(name, namespace, container=step, _preload_content=False)
+    return await k8s.call_text(answer)
 
 
 async def _backup(batch, world: BackupWorld, username: str, uid: int, run_id: str) -> str:
@@ -146,3 +171,44 @@ async def test_a_restore_into_an_existing_destination_fails_cleanly(
     job = _restore_job(world, "bob", ALICE + 1, link_target, "r2")
     assert await run_job(batch, world.namespace, job) == "Failed"
     assert tree(home) == snapshot
+
+
+async def test_a_home_not_made_yet_is_skipped_never_created(world: BackupWorld, batch, core):
+    """The Job mounts the homes' claim read-only and looks carol's home up: it is not there, so
+    nothing is backed up (no archive), the run succeeds saying so, and no folder is made."""
+    carol = ALICE + 2
+    job = _backup_job(world, "carol", carol, "s1")
+    name = job["metadata"]["name"]
+    outcome = await run_job(batch, world.namespace, job)
+    assert outcome == "Complete", await pod_report(core, world.namespace, name)
+    assert not world.home("carol").exists() and not world.home("carol").is_symlink()
+    created = await _step_log(core, world.namespace, name, "create")
+    assert records.create_result(created) == records.CreateResult(None, records.SKIPPED)
+    assert listing.archives(await _step_log(core, world.namespace, name, "archives")) == []
+    # The repository exists (init ran), so listings and the next backup find it.
+    assert (world.repository(repos.home("carol")) / "config").exists()
+
+
+async def test_an_unreadable_file_is_a_warning_and_the_archive_holds_the_rest(
+    world: BackupWorld, batch, core, tmp_path
+):
+    """borg exits 1 on a file it cannot read (root's, 0600, in dave's home): the archive is
+    complete but for that file, so the run succeeds and its create step prints the warning."""
+    dave = ALICE + 3
+    outside, _ = _outside(tmp_path)
+    home = backup_cluster.make_home(world, "dave", dave, outside)
+    (home / "root-only.txt").write_text("not dave's to read\n")
+    (home / "root-only.txt").chmod(0o600)  # root's: the Job runs as dave
+    job = _backup_job(world, "dave", dave, "w1")
+    name = job["metadata"]["name"]
+    outcome = await run_job(batch, world.namespace, job)
+    assert outcome == "Complete", await pod_report(core, world.namespace, name)
+    result = records.create_result(await _step_log(core, world.namespace, name, "create"))
+    assert (
+        result.archive is not None
+        and result.archive.name == job["metadata"]["annotations"]["archive"]
+    )
+    assert "root-only.txt" in result.warnings and "Permission denied" in result.warnings
+    archives = listing.archives(await _step_log(core, world.namespace, name, "archives"))
+    assert [a.name for a in archives] == [result.archive.name]
+    assert result.archive.files >= 5  # the rest of the home is in it

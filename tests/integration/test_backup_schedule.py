@@ -26,6 +26,7 @@ from kubernetes_asyncio import client
 from aiinfn_hub import labels
 from aiinfn_hub.identity import IdentityStore
 from aiinfn_hub.services.backup import locks, repos
+from aiinfn_hub.services.backup import records as borg_records
 from tests import backup_cluster
 from tests.backup_cluster import PREFIX, BackupWorld
 from tests.helpers import wait_until
@@ -78,7 +79,8 @@ async def env(devcluster, api_client, tmp_path_factory):
         port,
         token,
         job_resources={"cpu": "100m", "memory": "256Mi"},
-        schedule="00:00",  # every day from midnight: due as soon as the service starts
+        schedule="00:00",  # every day from midnight, caught up: due as the service starts
+        catch_up=True,
         max_concurrent_backups=1,
         backup_retry_delay=0.0,
         check_every_days=0,
@@ -256,3 +258,26 @@ async def test_a_killed_run_is_a_failure_and_the_next_run_succeeds(env: Env, api
 
     record = await wait_until(recovered, "the next run succeeding", limit=LIMIT)
     assert record["attempts"] == 0 and record["last_archive_size"] > 64 * 1024 * 1024, record
+
+
+async def test_projects_no_member_has_used_are_skipped_and_no_folder_is_made(env: Env, api_client):
+    """The scheduler backs up every catalog project; none has a folder yet (no member has had a
+    server): each run succeeds with "nothing to back up: folder missing", makes no archive, and
+    leaves the project's claim as it was (a root-owned folder would stop members' servers)."""
+    claims = env.world.projects
+    before = {slug: sorted(p.name for p in folder.iterdir()) for slug, folder in claims.items()}
+
+    async def all_skipped() -> dict | None:
+        found = await records(env, api_client)
+        done = {
+            r["name"]: r for r in found.values() if r["kind"] == "project" and r["last_success"]
+        }
+        return done if len(done) == len(claims) else None
+
+    found = await wait_until(all_skipped, "every project's scheduled run", limit=2 * LIMIT)
+    for name, record in found.items():
+        assert record["last_outcome"] == borg_records.SKIPPED, record
+        assert record["archives"] == 0 and record["last_archive_size"] is None, record
+        assert record["last_failure"] is None, record
+        slug = repos.project(name).slug
+        assert sorted(p.name for p in claims[slug].iterdir()) == before[slug], "nothing made"

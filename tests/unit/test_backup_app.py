@@ -35,9 +35,10 @@ async def test_defaults_come_from_the_platform_settings():
     assert set(service.config.catalog.projects) == {"cms-ml", "lhcb-flashsim", "qml"}
     assert service.store.namespace == "jhub"
     assert settings.borg.retention == borg.Retention(7, 4, 6)
-    # No schedule by default (docs/backup.md, "Known limit"): the policy's time is then unused.
-    assert backup.schedule == ""
-    assert scheduler.config.policy == Policy("02:00", 2, 2, timedelta(hours=1), 7)
+    # Nightly at 02:00 UTC by default, the first at the next 02:00 after the start.
+    assert backup.schedule == "02:00"
+    assert scheduler.config.scheduled
+    assert scheduler.config.policy == Policy("02:00", 2, 2, timedelta(hours=1), 7, False)
     assert scheduler.config.records_configmap == "aiinfn-backup-records"
     assert scheduler.store is service.store
 
@@ -50,6 +51,7 @@ async def test_the_schedule_limits_and_retention_are_settings():
             "backup_retries": 0,
             "backup_retry_delay": 0.0,
             "check_every_days": 0,
+            "catch_up": True,
             "keep_daily": 3,
             "keep_weekly": 0,
             "keep_monthly": 12,
@@ -57,7 +59,7 @@ async def test_the_schedule_limits_and_retention_are_settings():
     )
     async with client.ApiClient() as api_client:
         service, scheduler = backup.service(api_client)
-    assert scheduler.config.policy == Policy("23:15", 1, 0, timedelta(0), 0)
+    assert scheduler.config.policy == Policy("23:15", 1, 0, timedelta(0), 0, True)
     assert service.config.settings.borg.retention == borg.Retention(3, 0, 12)
     assert scheduler.config.scheduled
     async with client.ApiClient() as api_client:

@@ -121,7 +121,7 @@ def test_a_home_backup_reads_the_home_read_only_as_its_owner():
     )
     source = (
         {"name": "source", "persistentVolumeClaim": {"claimName": "aiinfn-home", "readOnly": True}},
-        {"name": "source", "mountPath": "/aiinfn/source", "readOnly": True, "subPath": "alice"},
+        {"name": "source", "mountPath": "/aiinfn/sources", "readOnly": True},
     )
     target = (
         {
@@ -148,11 +148,15 @@ def test_a_home_backup_reads_the_home_read_only_as_its_owner():
     prune += ["--", ALICE_REPO]
     info = ["borg", "info", *COMMON, "--json", "--", ALICE_REPO]
     archives = ["borg", "list", *COMMON, "--json", "--", ALICE_REPO]
+    create = ["sh", "-c", manifests.CREATE_SCRIPT, "create", "/aiinfn/sources/alice", *create]
+    prune = ["sh", "-c", manifests.UNLESS_SKIPPED_SCRIPT, "prune", *prune]
+    compact = ["sh", "-c", manifests.UNLESS_SKIPPED_SCRIPT, "compact", "borg", "compact"]
+    compact += [*COMMON, "--", ALICE_REPO]
     containers = [
         _container("init", init, env, mounts),
-        _container("create", _json("create", create), env, mounts, "/aiinfn/source"),
+        _container("create", create, env, mounts),
         _container("prune", prune, env, mounts),
-        _container("compact", ["borg", "compact", *COMMON, "--", ALICE_REPO], env, mounts),
+        _container("compact", compact, env, mounts),
         _container("info", _json("info", info), env, mounts),
         _container("archives", _json("archives", archives), env, mounts),
     ]
@@ -208,10 +212,15 @@ def test_a_project_backup_runs_as_the_backup_uid_in_the_project_group():
         _key("project-cms-2dml")[0],
     ]
     create = spec["initContainers"][1]
-    assert create["command"][:4] == ["sh", "-c", manifests.LIST_SCRIPT, "create"]
-    assert create["command"][4:10] == ["borg", "create", *PROJECT_COMMON]
+    assert create["command"][:5] == [
+        "sh", "-c", manifests.CREATE_SCRIPT, "create", "/aiinfn/sources/cms-2dml"
+    ]  # fmt: skip
+    assert create["command"][5:11] == ["borg", "create", *PROJECT_COMMON]
     assert create["command"][-2:] == [f"{PROJECT_REPO}::{ARCHIVE}", "."]
-    assert create["volumeMounts"][0]["subPath"] == "cms-2dml"
+    assert create["volumeMounts"][0] == {
+        "name": "source", "mountPath": "/aiinfn/sources", "readOnly": True
+    }  # fmt: skip
+    assert "workingDir" not in create
     assert create["env"] == _env("/aiinfn/backup-target/projects/cms-2dml.state")
 
 

@@ -161,3 +161,16 @@ def test_sizes_must_be_numbers_not_booleans():
 )
 def test_only_exit_0_is_a_success(code, result):
     assert records.outcome(code) == result
+
+
+def test_the_create_steps_log_an_archive_its_warnings_or_a_skip():
+    text = json.dumps(CREATE, indent=4)
+    assert records.create_result(text) == records.CreateResult(records.created(text))
+    warned = records.create_result(f"{text}\n{records.WARNINGS_MARK}\nf: changed\n")
+    assert warned == records.CreateResult(records.created(text), warnings="f: changed")
+    skipped = records.create_result(json.dumps({"skipped": records.SKIPPED}))
+    assert skipped == records.CreateResult(None, records.SKIPPED)
+    with pytest.raises(records.BorgOutputError):
+        records.create_result(f"{records.WARNINGS_MARK}\nf: changed\n")
+    with pytest.raises(records.BorgOutputError):
+        records.create_result(json.dumps({"skipped": "something else"}))

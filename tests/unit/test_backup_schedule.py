@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from aiinfn_hub.services.backup.schedule import Policy, Record, Run
 
 POLICY = Policy(daily_at="02:00", concurrency=2, retries=1, retry_delay=timedelta(hours=1))
 DAY = datetime(2026, 12, 5, tzinfo=UTC)
+SINCE = DAY - timedelta(days=7)  # the scheduler started a week earlier
 
 
 def at(hour: int, minute: int = 0, day: int = 0) -> datetime:
@@ -85,6 +87,23 @@ def test_a_success_records_sizes_and_keeps_the_last_failure():
     assert (done.original_size, done.stored_size, done.dedup_ratio) == (4000, 500, 8.0)
 
 
+def test_warnings_and_a_missing_folder_are_successes_that_say_so():
+    first = schedule.finished(POLICY, Record("home-alice"), run("succeeded", at(2)), report())
+    assert (first.last_outcome, first.last_warning) == (schedule.ARCHIVED, "")
+    warned = dataclasses.replace(report(), warnings="a: [Errno 13] Permission denied")
+    done = schedule.finished(POLICY, first, run("succeeded", at(2, day=1)), warned)
+    assert done.last_success == at(2, day=1)
+    assert done.last_outcome == schedule.ARCHIVED_WITH_WARNINGS
+    assert done.last_warning == "a: [Errno 13] Permission denied"
+    skipped = dataclasses.replace(report(), created=None, archives=0)
+    none = schedule.finished(POLICY, Record("home-bob"), run("succeeded", at(2)), skipped)
+    assert none.last_success == at(2) and none.last_outcome == records.SKIPPED
+    assert (none.archives, none.last_archive_size, none.last_archive_added) == (0, None, None)
+    failed = schedule.finished(POLICY, done, run("failed", at(2, day=2)), None, "rc 2")
+    assert failed.last_outcome == schedule.FAILED and failed.last_success == at(2, day=1)
+    assert schedule.load("home-alice", schedule.dump(done)) == done
+
+
 def test_a_run_counts_once():
     record = schedule.finished(POLICY, Record("home-alice"), run("succeeded", at(2)), report())
     assert not schedule.is_new(record, run("succeeded", at(2)))
@@ -124,22 +143,22 @@ def test_a_failed_check_is_an_error_not_a_lost_backup():
 
 def test_at_most_concurrency_jobs_and_one_per_repository():
     keys = ["home-alice", "home-bob", "home-carol", "project-p"]
-    starts = schedule.to_start(POLICY, keys, {}, [], at(3))
+    starts = schedule.to_start(POLICY, keys, {}, [], at(3), SINCE)
     assert [(s.key, s.kind) for s in starts] == [("home-alice", "backup"), ("home-bob", "backup")]
     running = [run("running", at(3), key="home-alice")]
-    starts = schedule.to_start(POLICY, keys, {}, running, at(3))
+    starts = schedule.to_start(POLICY, keys, {}, running, at(3), SINCE)
     assert [s.key for s in starts] == ["home-bob"]
     full = [*running, run("running", at(3), "check", "project-p")]
-    assert schedule.to_start(POLICY, keys, {}, full, at(3)) == []
+    assert schedule.to_start(POLICY, keys, {}, full, at(3), SINCE) == []
 
 
 def test_checks_wait_for_a_free_slot_after_the_backups():
     keys = ["home-alice", "home-bob"]
     done = schedule.finished(POLICY, Record("home-alice"), run("succeeded", at(2)), report())
-    starts = schedule.to_start(POLICY, keys, {"home-alice": done}, [], at(3))
+    starts = schedule.to_start(POLICY, keys, {"home-alice": done}, [], at(3), SINCE)
     assert [(s.key, s.kind) for s in starts] == [("home-bob", "backup"), ("home-alice", "check")]
     one = Policy(concurrency=1)
-    starts = schedule.to_start(one, keys, {"home-alice": done}, [], at(3))
+    starts = schedule.to_start(one, keys, {"home-alice": done}, [], at(3), SINCE)
     assert [(s.key, s.kind) for s in starts] == [("home-bob", "backup")]
 
 
@@ -148,7 +167,25 @@ def test_nothing_starts_in_the_second_of_the_last_run():
     quick = Policy(retry_delay=timedelta(0))
     soon = at(3) + timedelta(milliseconds=900)
     assert schedule.backup_due(quick, failed, soon)
-    assert schedule.to_start(quick, ["home-alice"], {"home-alice": failed}, [], soon) == []
+    assert schedule.to_start(quick, ["home-alice"], {"home-alice": failed}, [], soon, SINCE) == []
     later = at(3) + timedelta(seconds=1)
-    starts = schedule.to_start(quick, ["home-alice"], {"home-alice": failed}, [], later)
+    starts = schedule.to_start(quick, ["home-alice"], {"home-alice": failed}, [], later, SINCE)
     assert [s.key for s in starts] == ["home-alice"]
+
+
+def test_a_scheduler_started_in_the_day_waits_for_the_next_scheduled_time():
+    keys = ["home-alice", "home-bob"]
+    started = at(11)
+    assert schedule.to_start(POLICY, keys, {}, [], at(11, 1), started) == []
+    assert schedule.to_start(POLICY, keys, {}, [], at(1, day=1), started) == []
+    starts = schedule.to_start(POLICY, keys, {}, [], at(2, day=1), started)
+    assert [s.key for s in starts] == keys
+    catch_up = dataclasses.replace(POLICY, catch_up=True)
+    assert len(schedule.to_start(catch_up, keys, {}, [], at(11, 1), started)) == 2
+
+
+def test_a_restarted_scheduler_carries_the_night_on():
+    begun = schedule.finished(POLICY, Record("home-alice"), run("succeeded", at(2)), report())
+    known = {"home-alice": begun}
+    starts = schedule.to_start(POLICY, ["home-alice", "home-bob"], known, [], at(3), at(2, 30))
+    assert starts[0] == schedule.Start("home-bob", "backup")

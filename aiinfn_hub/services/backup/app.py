@@ -16,7 +16,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from traitlets import Dict, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, validate
 
 from ... import hubstate, k8s
 from ...catalog import CatalogError
@@ -101,16 +101,21 @@ class AiInfnBackup(ServiceApp):
     )
 
     schedule = Unicode(
-        "",
+        "02:00",
         config=True,
-        help="""When the nightly backups start: a time of day in UTC, `HH:MM` (24 h), e.g.
-        "02:00". Each day from then on every home (each user in the identity record) and every
-        project folder of the catalog is backed up once, at most `max_concurrent_backups` Jobs
-        at a time. Empty (the default for now): no scheduled backups (users and admins still
-        start them through the API, and their runs are still recorded). Off by default because
-        a backup of a folder that does not exist yet (a project no member has used) makes the
-        kubelet create it, owned by root, for the Job's mount, and its members' servers then
-        refuse to start (docs/backup.md, "Known limit").""",
+        help="""When the nightly backups start: a time of day in UTC, `HH:MM` (24 h). Each day
+        from then on every home (each user in the identity record) and every project folder of
+        the catalog is backed up once, at most `max_concurrent_backups` Jobs at a time; a folder
+        not made yet is skipped, never created. The first scheduled backups are at the next such
+        time after the service starts (see `catch_up`). Empty: no scheduled backups (users and
+        admins still start them through the API, and their runs are still recorded).""",
+    )
+    catch_up = Bool(
+        False,
+        config=True,
+        help="""Whether a service started after today's `schedule` time runs today's backups
+        at once (a missed night). Off: the first are at the next scheduled time; a service
+        restarted during a night whose backups have begun carries them on either way.""",
     )
     max_concurrent_backups = Int(
         2,
@@ -204,6 +209,7 @@ class AiInfnBackup(ServiceApp):
             retries=self.backup_retries,
             retry_delay=timedelta(seconds=self.backup_retry_delay),
             check_every_days=self.check_every_days,
+            catch_up=self.catch_up,
         )
 
     def service(self, api_client: Any) -> tuple[BackupService, Scheduler]:

@@ -11,9 +11,11 @@ dedicated backup uid with the project's gid (umask 0027: the members can read th
 through that gid); a restore runs as the user who asked, with their own uid and gids, so it
 can never write where they could not.
 
-The sources are mounted read-only, the target's kind folder (`homes`, `projects`) read-write at
-the same path `repos.path_under` gives, so the repository is created on first use (a sub-path
-the kubelet makes is root's); a restore mounts only its one repository, read-only. Jobs are not
+A backup mounts the claim holding its folder whole and read-only, never the folder by subPath
+(the kubelet would make a missing one, root's), and skips a folder that is not there; the
+target's kind folder (`homes`, `projects`) read-write at the same path `repos.path_under`
+gives, so the repository is created on first use (a sub-path the kubelet makes is root's); a
+restore mounts only its one repository, read-only. Jobs are not
 retried by Kubernetes (backoffLimit 0): a retry would meet the dead pod's lock, so the service
 decides, and a failed run is never a success.
 """
@@ -30,7 +32,7 @@ from ... import labels, names
 from ...identity import Identity
 from ...storage_config import StorageSettings
 from ...volumes import project_claim, project_mount_path
-from . import borg, locks, paths
+from . import borg, locks, paths, records
 from .listing import children_command
 from .repos import Repository, path_under
 
@@ -40,7 +42,9 @@ RESTORE_COMPONENT = "restore"
 TARGET_VOLUME = "backup-target"
 TARGET_PATH = "/aiinfn/backup-target"
 SOURCE_VOLUME = "source"
-SOURCE_PATH = "/aiinfn/source"
+# The claim holding the home or project folder, mounted whole (read-only, never by subPath): a
+# missing subPath folder would be made by the kubelet, owned by root, and break its owner's servers.
+SOURCES_PATH = "/aiinfn/sources"
 KEY_VOLUME = "backup-key"
 KEY_PATH = borg.PASSPHRASE_FILE.rsplit("/", 1)[0]
 KEY_FILE = borg.PASSPHRASE_FILE.rsplit("/", 1)[1]
@@ -86,6 +90,38 @@ for folder in "$repository" "$repository".state/.cache/borg/*; do
 done
 """
 _RUN_ID = re.compile(r"[a-z0-9]{1,20}")
+SKIP_MARK = "/tmp/aiinfn-skip"
+SKIPPED = records.SKIPPED
+WARNINGS_MARK = records.WARNINGS_MARK
+# The create step: the folder is looked up in its parent (which must be searchable, else it is an
+# error, never a skip); a missing one is skipped (prune and compact then skip too, SKIP_MARK),
+# a symlink refused. borg exit 1 is success with warnings, printed after its JSON.
+CREATE_SCRIPT = f"""set -u
+folder=$1
+shift
+if [ -L "$folder" ]; then echo "backup: $folder is a symlink, not a folder" >&2; exit 2; fi
+if [ ! -e "$folder" ]; then
+  if [ ! -x "${{folder%/*}}" ]; then echo "backup: cannot search ${{folder%/*}}" >&2; exit 2; fi
+  : > {SKIP_MARK}
+  echo '{{"skipped": "{SKIPPED}"}}'
+  exit 0
+fi
+cd "$folder" || exit 2
+"$@" 2>/tmp/borg-messages
+code=$?
+if [ "$code" -eq 1 ]; then
+  echo "{WARNINGS_MARK}"
+  tail -c 4096 /tmp/borg-messages
+  exit 0
+fi
+if [ "$code" -ne 0 ]; then tail -c 4096 /tmp/borg-messages >&2; fi
+exit "$code"
+"""
+# prune and compact change nothing after a skipped create.
+UNLESS_SKIPPED_SCRIPT = f"""set -u
+if [ -e {SKIP_MARK} ]; then exit 0; fi
+exec "$@"
+"""
 
 # Creates the repository only if it is not there yet (borg init refuses an existing one).
 INIT_SCRIPT = """set -eu
@@ -215,12 +251,18 @@ def _scratch(name: str, path: str) -> tuple[dict, dict]:
 
 
 def source(storage: StorageSettings, repository: Repository) -> tuple[dict, dict]:
-    """The data a backup reads, read-only: the user's home or the project's folder."""
+    """The claim holding the home or the project's folder, whole and read-only: the Job looks
+    its folder up there and skips it when missing (a subPath mount would make it)."""
     if repository.kind == "home":
         volume = _claim(SOURCE_VOLUME, storage.home_claim, True)
     else:
         volume = _claim(SOURCE_VOLUME, project_claim(storage, repository.name), True)
-    return volume, _mount(SOURCE_VOLUME, SOURCE_PATH, repository.slug, True)
+    return volume, _mount(SOURCE_VOLUME, SOURCES_PATH, None, True)
+
+
+def source_folder(repository: Repository) -> str:
+    """Where a backup Job finds the home or project folder (`source` mounts its claim)."""
+    return f"{SOURCES_PATH}/{repository.slug}"
 
 
 def _target_folder(settings: BackupSettings, repository: Repository) -> tuple[dict, dict]:
@@ -343,9 +385,13 @@ def _state_dir(repository: Repository) -> str:
     return f"{path_under(TARGET_PATH, repository)}.state"
 
 
-def _json_step(name: str, command: borg.BorgCommand, working_dir: str | None = None) -> Step:
+def _json_step(name: str, command: borg.BorgCommand) -> Step:
     """A step whose log is borg's JSON alone (its messages only when it fails)."""
-    return Step(name, ("sh", "-c", LIST_SCRIPT, name, *command.argv), working_dir)
+    return Step(name, ("sh", "-c", LIST_SCRIPT, name, *command.argv))
+
+
+def _unless_skipped(name: str, command: borg.BorgCommand) -> Step:
+    return Step(name, ("sh", "-c", UNLESS_SKIPPED_SCRIPT, name, *command.argv))
 
 
 def make_backup_job(
@@ -359,9 +405,11 @@ def make_backup_job(
 ) -> dict[str, Any]:
     """init (first time only), break-lock (only when `locks.decide` said so), create, prune,
     compact, then info and list: one archive of a home or project, and the repository's sizes
-    and archives after prune, each as borg's JSON in its step's log (the scheduler's record)."""
+    and archives after prune, each as borg's JSON in its step's log (the scheduler's record).
+    A folder that is not there is skipped (`CREATE_SCRIPT`): no archive, nothing created."""
     config = _borg(settings, repository, _state_dir(repository))
     location = path_under(TARGET_PATH, repository)
+    folder = source_folder(repository)
     init = borg.init(config, location)
     create = borg.create(config, location, archive, ["."])
     unlock = borg.break_lock(config, location)
@@ -372,9 +420,9 @@ def make_backup_job(
     steps = [
         (Step("init", ("sh", "-c", INIT_SCRIPT, "init", location, *init.argv)), init),
         *([(Step("break-lock", unlock.argv), unlock)] if break_lock else []),
-        (_json_step("create", create, SOURCE_PATH), create),
-        (Step("prune", prune.argv), prune),
-        (Step("compact", compact.argv), compact),
+        (Step("create", ("sh", "-c", CREATE_SCRIPT, "create", folder, *create.argv)), create),
+        (_unless_skipped("prune", prune), prune),
+        (_unless_skipped("compact", compact), compact),
         (_json_step("info", info), info),
         (_json_step("archives", archives), archives),
     ]

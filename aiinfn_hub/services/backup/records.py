@@ -15,6 +15,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 _CHECKPOINT = re.compile(r".*\.checkpoint(\.[0-9]+)?")
+# What a backup's create step prints (its whole log) when the folder is not there: nothing is
+# backed up, no archive made, and the run succeeds.
+SKIPPED = "nothing to back up: folder missing"
+# The line between borg create's JSON and borg's messages when it exited 1 (a warning: the
+# archive is complete, less what borg names, such as a file it could not read).
+WARNINGS_MARK = "-- borg warnings --"
 
 
 class BorgOutputError(ValueError):
@@ -134,6 +140,29 @@ def created(text: str) -> ArchiveStats:
     return _archive_stats(_field(_document(text), "archive", dict))
 
 
+@dataclass(frozen=True)
+class CreateResult:
+    """A backup's create step: the new archive's stats, or None when the folder was missing
+    (`skipped` says so); borg's messages when it exited 1 (`warnings`)."""
+
+    archive: ArchiveStats | None
+    skipped: str = ""
+    warnings: str = ""
+
+
+def create_result(text: str) -> CreateResult:
+    """The create step's log: borg create's JSON, then its warnings after WARNINGS_MARK; or
+    the skip record `{"skipped": SKIPPED}`."""
+    document, _, warnings = text.partition(f"\n{WARNINGS_MARK}\n")
+    if text.startswith(f"{WARNINGS_MARK}\n"):
+        raise BorgOutputError("borg warned but printed no archive")
+    parsed = _document(document)
+    if parsed.get("skipped") == SKIPPED:
+        return CreateResult(None, SKIPPED)
+    archive = _archive_stats(_field(parsed, "archive", dict))
+    return CreateResult(archive, warnings=warnings.strip())
+
+
 def archive_info(text: str) -> ArchiveStats:
     """`borg info --json REPO::ARCHIVE`: that one archive's stats."""
     entries = _field(_document(text), "archives", list)
@@ -183,7 +212,8 @@ Outcome = Literal["success", "warning", "error", "killed", "unknown"]
 def outcome(exit_code: int | None) -> Outcome:
     """A borg step's result from its container's exit code: borg 1.2 exits 0 (success), 1 (a
     warning, such as a file it could not read: the archive lacks it) or 2 (an error); 128+N
-    is a signal (137: SIGKILL, OOM included). Only "success" ever counts as a backup."""
+    is a signal (137: SIGKILL, OOM included). The create step turns borg's 1 into 0 and prints
+    the warnings (`create_result`); any other non-zero code is a failed run."""
     if exit_code is None:
         return "unknown"
     if exit_code == 0:

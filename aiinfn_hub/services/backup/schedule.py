@@ -44,6 +44,9 @@ class Policy:
     retries: int = 2
     retry_delay: timedelta = timedelta(hours=1)
     check_every_days: int = 7
+    # Run the day begun before the scheduler started (a missed night) instead of waiting for
+    # the next scheduled time.
+    catch_up: bool = False
 
     def __post_init__(self) -> None:
         parse_daily(self.daily_at)
@@ -73,6 +76,8 @@ class Record:
     last_success: datetime | None = None
     last_failure: datetime | None = None
     last_error: str = ""
+    last_outcome: str = ""
+    last_warning: str = ""
     archives: int | None = None
     last_archive_size: int | None = None
     last_archive_added: int | None = None
@@ -96,12 +101,21 @@ class Run:
 
 @dataclass(frozen=True)
 class Report:
-    """What a successful backup's Job printed: the new archive, the repository's totals, and
-    its archives after prune (checkpoints left out)."""
+    """What a successful backup's Job printed: the new archive (None: its folder was missing,
+    nothing backed up), the repository's totals, its archives after prune (checkpoints left
+    out), and borg's warnings (it exited 1: the archive lacks what they name)."""
 
-    created: records.ArchiveStats
+    created: records.ArchiveStats | None
     repository: records.RepositoryStats
     archives: int
+    warnings: str = ""
+
+
+# A record's `last_outcome`: how the last backup ended.
+ARCHIVED = "archived"
+ARCHIVED_WITH_WARNINGS = "archived with warnings"
+SKIPPED = records.SKIPPED
+FAILED = "failed"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -142,11 +156,15 @@ def _well_typed(record: Record) -> bool:
     sizes = (*counts, record.original_size, record.stored_size)
     return (
         _is_int(record.attempts)
-        and all(isinstance(text, str) for text in (record.kind, record.name, record.last_error))
+        and all(isinstance(text, str) for text in _texts(record))
         and all(n is None or _is_int(n) for n in sizes)
         and (record.dedup_ratio is None or isinstance(record.dedup_ratio, int | float))
         and (record.last_check_ok is None or isinstance(record.last_check_ok, bool))
     )
+
+
+def _texts(record: Record) -> tuple[object, ...]:
+    return (record.kind, record.name, record.last_error, record.last_outcome, record.last_warning)
 
 
 def _is_int(value: object) -> bool:
@@ -162,8 +180,10 @@ def finished(
     policy: Policy, record: Record, run: Run, report: Report | None, error: str = ""
 ) -> Record:
     """The record after a finished run. A backup is a success only when its Job succeeded and
-    its report was read; a failed or killed run, or an unreadable report, is a failure.
-    `attempts` counts the failures in the period of the last attempt."""
+    its report was read; a failed or killed run, or an unreadable report, is a failure. A
+    missing folder (nothing backed up) and borg's warnings are successes, said in
+    `last_outcome` and `last_warning`. `attempts` counts the failures in the period of the last
+    attempt."""
     if run.kind == "check":
         ok = run.state == "succeeded"
         changes: dict[str, Any] = {"last_check": run.started, "last_check_ok": ok}
@@ -179,14 +199,26 @@ def finished(
             attempts=record.attempts + 1 if same else 1,
             last_failure=run.started,
             last_error=_short(error or "the backup failed"),
+            last_outcome=FAILED,
         )
+    created = report.created
+    if created is not None:
+        base = dataclasses.replace(
+            base,
+            last_archive_size=created.original_size,
+            last_archive_added=created.deduplicated_size,
+        )
+    if created is None:
+        outcome = SKIPPED
+    else:
+        outcome = ARCHIVED_WITH_WARNINGS if report.warnings else ARCHIVED
     return dataclasses.replace(
         base,
         attempts=0,
         last_success=run.started,
+        last_outcome=outcome,
+        last_warning=_short(report.warnings),
         archives=report.archives,
-        last_archive_size=report.created.original_size,
-        last_archive_added=report.created.deduplicated_size,
         original_size=report.repository.total_size,
         stored_size=report.repository.unique_compressed_size,
         dedup_ratio=report.repository.dedup_ratio,
@@ -234,6 +266,18 @@ def _apart(record: Record, now: datetime) -> bool:
     return record.last_run is None or now.replace(microsecond=0) > record.last_run
 
 
+def period_open(
+    policy: Policy, known: Mapping[str, Record], now: datetime, since: datetime
+) -> bool:
+    """Whether this period's backups may run: it began after the scheduler started (`since`),
+    or a backup of it is already recorded (a restarted service carries the night on), or the
+    policy catches up. A service started in the day never backs everything up at once."""
+    start = period_start(policy, now)
+    if policy.catch_up or start >= since:
+        return True
+    return any(r.last_attempt is not None and r.last_attempt >= start for r in known.values())
+
+
 @dataclass(frozen=True)
 class Start:
     key: str
@@ -246,9 +290,13 @@ def to_start(
     known: Mapping[str, Record],
     runs: Iterable[Run],
     now: datetime,
+    since: datetime,
 ) -> list[Start]:
     """What to start now: backups first (in `keys` order), then checks, never a second Job for
-    a repository that has one running, never more than `concurrency` running at once."""
+    a repository that has one running, never more than `concurrency` running at once; nothing
+    in a period that began before the scheduler started (`period_open`)."""
+    if not period_open(policy, known, now, since):
+        return []
     running = [run for run in runs if run.state == "running"]
     busy = {run.key for run in running}
     free = policy.concurrency - len(running)

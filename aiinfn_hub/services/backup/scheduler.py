@@ -98,6 +98,8 @@ class Scheduler:
         self.config = config
         self.identities = identities
         self.records: dict[str, Record] = {}
+        # The first period run is the next one to begin (`schedule.period_open`).
+        self.started = datetime.now(UTC)
 
     async def run(self, interval: float) -> None:
         """Tick every `interval` seconds until cancelled; a failed tick is logged and retried."""
@@ -129,7 +131,7 @@ class Scheduler:
         repositories = await self._repositories()
         keys = list(repositories)
         starts = (
-            schedule.to_start(self.config.policy, keys, known, runs, now)
+            schedule.to_start(self.config.policy, keys, known, runs, now, self.started)
             if self.config.scheduled
             else []
         )
@@ -193,7 +195,12 @@ class Scheduler:
         except (records.BorgOutputError, LookupError) as error:
             log.warning("backup scheduler: %s: report unreadable: %s", run.name, error)
             return schedule.finished(policy, record, run, None, f"report unreadable: {error}")
-        log.info("backup scheduler: %s succeeded", run.name)
+        if report.created is None:
+            log.info("backup scheduler: %s: %s", run.name, records.SKIPPED)
+        elif report.warnings:
+            log.warning("backup scheduler: %s succeeded with borg's warnings", run.name)
+        else:
+            log.info("backup scheduler: %s succeeded", run.name)
         return schedule.finished(policy, record, run, report)
 
     async def _failure(self, run: Run, pod: Mapping[str, Any] | None) -> str:
@@ -213,10 +220,12 @@ class Scheduler:
         if pod is None:
             raise LookupError("the pod is gone")
         name = pod["metadata"]["name"]
-        created = records.created(await self.store.log(name, "create", MAX_REPORT_BYTES))
+        created = records.create_result(await self.store.log(name, "create", MAX_REPORT_BYTES))
         info = records.repository_info(await self.store.log(name, "info", MAX_REPORT_BYTES))
         archives = listing.archives(await self.store.log(name, "archives", MAX_REPORT_BYTES))
-        return schedule.Report(created, info, len(archives))
+        if created.archive is not None and created.archive.name not in {a.name for a in archives}:
+            raise LookupError(f"archive {created.archive.name} is not in the repository")
+        return schedule.Report(created.archive, info, len(archives), created.warnings)
 
     async def _run_as(self, repository: Repository) -> manifests.RunAs:
         if repository.kind == "home":
