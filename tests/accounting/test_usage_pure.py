@@ -193,7 +193,7 @@ def test_the_chart_stacks_models_per_day_within_the_plot():
     assert t4.y + t4.height == pytest.approx(a100.y)
     assert t4.y == pytest.approx(chart.TOP)
     assert last.height == pytest.approx(plot_height / 5)
-    assert [tick.text for tick in drawn.y_ticks] == ["0.0", "1.2", "2.5", "3.8", "5.0"]
+    assert [tick.text for tick in drawn.y_ticks] == ["0", "1", "2", "3", "4", "5"]
     assert [tick.text for tick in drawn.x_ticks] == ["12-01", "12-02", "12-03"]
     assert drawn.legend == [("a100", chart.PALETTE[0], 2.0), ("t4", chart.PALETTE[1], 4.0)]
     assert drawn.summary == (

@@ -16,7 +16,6 @@ from .store import DailyUse
 WIDTH, HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 8, 12, 44
 MAX_X_LABELS = 10
-TICKS = 4
 # Colour-blind-safe (Okabe and Ito), as SVG fill attributes.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 
@@ -68,16 +67,18 @@ def series_hours(
     return found
 
 
-def _scale_top(peak: float) -> float:
-    """A round top for the axis at or above the peak (1, 2 or 5 times a power of ten)."""
+def _scale(peak: float) -> tuple[float, int]:
+    """A round top for the axis at or above the peak (1, 2 or 5 times a power of ten), and how
+    many equal steps up to it make round labels."""
     if peak <= 0:
-        return 1.0
+        return 1.0, 5
     power = 10.0 ** math.floor(math.log10(peak))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= peak)
+    step = next(step for step in (1, 2, 5, 10) if step * power >= peak)
+    return step * power, 4 if step == 2 else 5
 
 
 def _number(value: float) -> str:
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return f"{value:g}"
 
 
 def chart(
@@ -87,7 +88,7 @@ def chart(
     names = sorted({name for _, name in values})
     fills = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
     totals = [sum(values.get((day, name), 0.0) for name in names) for day in days]
-    top = _scale_top(max(totals, default=0.0))
+    top, ticks = _scale(max(totals, default=0.0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     band = plot_w / max(len(days), 1)
     bars = []
@@ -117,7 +118,7 @@ def chart(
         if i % every == 0
     ]
     y_ticks = [
-        Tick(TOP + plot_h - plot_h * n / TICKS, _number(top * n / TICKS)) for n in range(TICKS + 1)
+        Tick(TOP + plot_h - plot_h * n / ticks, _number(top * n / ticks)) for n in range(ticks + 1)
     ]
     legend = [
         (name, fills[name], round(sum(v for (_, n), v in values.items() if n == name), 2))
