@@ -1,10 +1,11 @@
 """`aiinfn`: the users' command in their notebook terminal.
 
 `aiinfn jobs submit|clone|list|status|logs|cancel|resubmit` talks to the job service, and
-`aiinfn backup list|ls|restore` to the backup service, with the notebook server's own hub token
-($JUPYTERHUB_API_TOKEN, which the hub lets reach both services) at the service's URL
-($AIINFN_JOBS_URL or $AIINFN_BACKUP_URL, else the hub's public address from the notebook's
-environment + services/jobs/ or services/backup/). Submissions carry an idempotency key, so a
+`aiinfn backup list|ls|restore` to the backup service, `aiinfn usage` to the usage service,
+with the notebook server's own hub token ($JUPYTERHUB_API_TOKEN, which the hub lets reach the
+services) at the service's URL ($AIINFN_JOBS_URL, $AIINFN_BACKUP_URL or $AIINFN_USAGE_URL, else
+the hub's public address from the notebook's environment + services/jobs/, services/backup/ or
+services/usage/). Submissions carry an idempotency key, so a
 retry after a lost answer never makes a second job. A restore waits for its Job by default, so
 the terminal says when the files are there, or why not.
 """
@@ -30,11 +31,13 @@ TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
 SERVICE_PATH = "services/jobs/"
 BACKUP_URL_ENV = "AIINFN_BACKUP_URL"
 BACKUP_SERVICE_PATH = "services/backup/"
+USAGE_URL_ENV = "AIINFN_USAGE_URL"
 USER_ENV = "JUPYTERHUB_USER"
 # (environment variable, path under the hub, name in messages) of each area's service.
 SERVICES = {
     "jobs": (URL_ENV, SERVICE_PATH, "job service"),
     "backup": (BACKUP_URL_ENV, BACKUP_SERVICE_PATH, "backup service"),
+    "usage": (USAGE_URL_ENV, "services/usage/", "usage service"),
 }
 RESTORE_POLL_SECONDS = 2.0
 RESTORE_WAIT_SECONDS = 30 * 60
@@ -80,7 +83,9 @@ class Client:
         self.token = token
         self.what = what
 
-    def call(self, method: str, path: str, body: Any = None, retry: bool = False) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, retry: bool = False, text: bool = False
+    ) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             urllib.parse.urljoin(self.url, path),
@@ -95,7 +100,8 @@ class Client:
         for attempt in range(RETRIES if retry else 1):
             try:
                 with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-                    return json.loads(response.read() or b"{}")
+                    raw = response.read()
+                    return raw.decode() if text else json.loads(raw or b"{}")
             except urllib.error.HTTPError as error:
                 message = _message(error)
                 if retry and error.code in (502, 503, 504) and attempt + 1 < RETRIES:
@@ -213,6 +219,8 @@ def _show(result: Any, args: argparse.Namespace) -> None:
         print(json.dumps(result, indent=2))
     elif args.area == "backup":
         _show_backup(result, args.action)
+    elif args.area == "usage":
+        _show_usage(result)
     else:
         _show_jobs(result, args.action)
 
@@ -274,6 +282,31 @@ def _show_backup(result: Any, action: str) -> None:
             print(f"  {result['message']}")
         elif action == "restore" and result["state"] == "running":
             print(f"  see how it goes: aiinfn backup status {result['id']}")
+
+
+def _show_usage(result: Any) -> None:
+    """Totals over the range per (model, project, kind, site), then what is left of each
+    quota; CSV as the service wrote it."""
+    if isinstance(result, str):
+        print(result, end="")
+        return
+    whose = "everyone's" if result["all"] else f"{result['user']}'s"
+    print(f"{whose} usage, {result['start']} to {result['end']} (UTC days)")
+    for t in result["totals"]:
+        what = " ".join(
+            [t["model"] or "cpu-only", t["project"] or "-", t["kind"], t["site"] or "local"]
+        )
+        who = f"{t['user']}: " if result["all"] else ""
+        hours = f"{t['accelerator_hours']:.2f} accelerator-h, {t['cpu_hours']:.2f} CPU-h"
+        print(f"  {who}{what}: {hours}")
+    if not result["totals"]:
+        print("  nothing in this range")
+    for q in result["quotas"]:
+        print(
+            f"quota on {q['scope']} {q['subject']}, {q['model'] or 'every accelerator'}, "
+            f"this {q['period']}: {q['remaining_hours']:.2f} of {q['limit_hours']:g} h left "
+            f"(resets {q['period_end'][:16].replace('T', ' ')} UTC)"
+        )
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
@@ -338,7 +371,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument(
         "--url",
         help=f"the service's URL (default: ${URL_ENV} for jobs, ${BACKUP_URL_ENV} for backup, "
-        "else the hub's public URL)",
+        f"${USAGE_URL_ENV} for usage, else the hub's public URL)",
     )
     top.add_argument("--json", action="store_true", help="print the service's JSON answers")
     areas = top.add_subparsers(dest="area", required=True)
@@ -371,7 +404,20 @@ def parser() -> argparse.ArgumentParser:
     resubmit.add_argument("id")
     resubmit.add_argument("--key", help="idempotency key of the new submission")
     _backup_parser(areas)
+    _usage_parser(areas)
     return top
+
+
+def _usage_parser(areas: Any) -> None:
+    usage = areas.add_parser("usage", help="your GPU-hours and CPU-hours, and quotas left")
+    usage.set_defaults(action="show")
+    usage.add_argument("--start", help="first UTC day, YYYY-MM-DD (default: 29 days before end)")
+    usage.add_argument("--end", help="last UTC day, YYYY-MM-DD (default: today)")
+    usage.add_argument("--project", help="only the usage in this project")
+    usage.add_argument("--csv", action="store_true", help="print every day's figures as CSV")
+    whose = usage.add_mutually_exclusive_group()
+    whose.add_argument("--user", help="admins: this user's usage instead of yours")
+    whose.add_argument("--all", action="store_true", help="admins: every user's usage")
 
 
 def _backup_parser(areas: Any) -> None:
@@ -408,6 +454,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     client = Client(url, token, SERVICES[args.area][2])
     if args.area == "backup":
         return run_backup(args, env, client)
+    if args.area == "usage":
+        return client.call("GET", usage_path(args), retry=True, text=args.csv)
     job = urllib.parse.quote(getattr(args, "id", "") or "", safe="")
     if args.action in ("submit", "clone"):
         path = "api/jobs" if args.action == "submit" else "api/clones"
@@ -427,6 +475,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
         return client.call("GET", f"api/jobs/{job}/logs?{query}")
     key = args.key or uuid.uuid4().hex
     return client.call("POST", f"api/jobs/{job}/resubmit", {"idempotency_key": key}, retry=True)
+
+
+def usage_path(args: argparse.Namespace) -> str:
+    """The usage API's path and query for `aiinfn usage` (the service checks every value)."""
+    asked = {k: getattr(args, k) for k in ("start", "end", "user", "project") if getattr(args, k)}
+    if args.all:
+        asked["all"] = "1"
+    return ("api/usage.csv?" if args.csv else "api/usage?") + urllib.parse.urlencode(asked)
 
 
 def _quoted(value: str) -> str:

@@ -504,3 +504,41 @@ async def test_the_page_in_a_real_browser_in_the_hubs_look(env: Env):
     ]
     assert ada["users"] == ["", FORMULA_USER, "alice", "bob"]
     assert ada["bob"] == [["—", "CPU only", "notebook", "local", "0.00", "1.00"]]
+
+
+def aiinfn(env: Env, user: str, *args: str) -> subprocess.CompletedProcess:
+    """`aiinfn ...` as in the user's notebook terminal (their token, the service's URL)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    environment.update(
+        {"JUPYTERHUB_API_TOKEN": env.tokens[user], "AIINFN_USAGE_URL": env.hub.url + PREFIX}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "aiinfn_hub.cli", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_aiinfn_usage_in_a_terminal(env: Env):
+    window = ("--start", "2026-11-02", "--end", "2026-11-04")
+    done = await asyncio.to_thread(aiinfn, env, "alice", "usage", *window)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:5] == [
+        "alice's usage, 2026-11-02 to 2026-11-04 (UTC days)",
+        "  a100 - notebook local: 7.01 accelerator-h, 14.02 CPU-h",
+        "  t4 cms-ml batch local: 1.03 accelerator-h, 1.03 CPU-h",
+        "  t4 cms-ml offloaded infn-t1-htcondor: 0.17 accelerator-h, 0.08 CPU-h",
+        f"quota on user alice, t4, this month: {100 - env.this_month / 3600:.2f} of 100 h left"
+        + lines[4][lines[4].index(" (resets") :],
+    ]
+    done = await asyncio.to_thread(aiinfn, env, "alice", "usage", "--all", "--csv")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith(
+        "you may see your own usage only; admins see everyone's (HTTP 403)"
+    )
+    done = await asyncio.to_thread(aiinfn, env, "ada", "usage", "--user", "bob", "--csv", *window)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1] == "2026-11-03,bob,,,notebook,,0,0.0,3600000,1.0"
