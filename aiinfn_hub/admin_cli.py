@@ -4,6 +4,7 @@ its arguments (`add_arguments(parser)`) and runs it (`run(args) -> exit status`)
 - `aiinfn-hub check`: the catalog, the policies and the cluster the hub runs on (checks.py);
 - `aiinfn-hub render`: the per-project cluster objects generated from the catalog (render.py).
 - `aiinfn-hub config-reference`: the configuration reference, docs/config.md (config_reference.py).
+- `aiinfn-hub quota`: GPU-hour quotas, shown, raised or reset (accounting/quota_cli.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ SUBCOMMANDS = {
     "config-reference": (
         "aiinfn_hub.config_reference",
         "print the configuration reference (docs/config.md)",
+    ),
+    "quota": (
+        "aiinfn_hub.accounting.quota_cli",
+        "show GPU-hour quotas, raise or reset one for a user or a project (docs/accounting.md)",
     ),
 }
 

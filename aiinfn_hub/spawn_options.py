@@ -12,6 +12,7 @@ from kubespawner import KubeSpawner
 from kubespawner.clients import shared_client
 
 from . import form, hubstate, names, profiles, reservations, spawn_progress
+from .accounting import quota_gate
 from .errors import HIDE_PREFILLED_TRACEBACK, OnlyPrefilled, UserError, to_http_error
 from .inventory_watch import InventoryWatcher
 from .policy import UserPolicy
@@ -92,7 +93,22 @@ class SpawnOptions:
         synced = await synced_inventory(platform, wait=1.0)
         free = availability(platform, policy.groups) if synced else {}
         selected = prefill or self.saved_plan_options(policy)
-        return profiles.build(platform.catalog, free, policy, self.held_elsewhere(), selected)
+        built = profiles.build(platform.catalog, free, policy, self.held_elsewhere(), selected)
+        gate = self.quota_gate()
+        if gate is not None:  # what is left of the user's GPU-hour quotas, on each card
+            user = self.spawner.user.name
+            found = await gate.standings(user, [])
+            for profile in built:
+                model = profile["slug"] if profile["aiinfn"]["kind"] != "cpu" else ""
+                profile["aiinfn"]["quotas"] = gate.notes(found, user, model)
+        return built
+
+    def quota_gate(self) -> quota_gate.QuotaGate | None:
+        """The hub's quota checks (docs/accounting.md, "Quotas"); None without quotas, and then
+        no database query is made."""
+        catalog = self.spawner._platform().catalog
+        names = {key: a.display_name for key, a in catalog.accelerators.items()}
+        return quota_gate.shared_gate(self.spawner.config, names, self.spawner.log)
 
     def saved_plan_options(self, policy: UserPolicy) -> dict[str, Any]:
         """The last options if they are still allowed, else nothing (the defaults apply)."""
@@ -159,11 +175,19 @@ class SpawnOptions:
                 )
                 plan = profiles.resolve(platform.catalog, policy, {}, held)
             spawner._progress.append(spawn_progress.options_checked(plan))
+            await self.check_quota(plan)
             await self.reserve(plan, policy)
         except UserError as error:
             spawner.log.warning("Refusing to spawn %s: %s", spawner._log_name, error.log_detail)
             raise to_http_error(error) from None
         return plan, policy
+
+    async def check_quota(self, plan: SpawnPlan) -> None:
+        """Refuse a server on an accelerator whose GPU-hour quota has no hours left (403 with
+        the figures). A notebook server counts for its user, in no project."""
+        gate = self.quota_gate()
+        if gate is not None and plan.accelerator.kind != "cpu":
+            await gate.check(self.spawner.user.name, plan.accelerator.key)
 
     async def reserve(self, plan: SpawnPlan, policy: UserPolicy) -> None:
         """Promise the plan's units to this server, or refuse when they are not free now."""

@@ -8,12 +8,14 @@
 # another pod, so helm-values/values.yaml registers `jobs` in hub.services with the hub Service's
 # address (and has the service listen on the pod's addresses, c.AiInfnJobs.bind_url); that entry
 # is completed here, and what it sets wins.
+from aiinfn_hub.accounting.settings import service_environment
 from aiinfn_hub.services.base import managed_service, register_service
 
-register_service(
-    c.JupyterHub.services,  # noqa: F821
-    managed_service("jobs", 10101, "aiinfn_hub.services.jobs"),
-)
+_jobs = managed_service("jobs", 10101, "aiinfn_hub.services.jobs")
+# GPU-hour quotas at submission (docs/accounting.md, "Quotas"): the service reads the ledger, so
+# it gets the hub's AIINFN_ACCOUNTING_DATABASE_URL, when set (it queries only with quotas set).
+_jobs["environment"].update(service_environment())
+register_service(c.JupyterHub.services, _jobs)  # noqa: F821
 # Users may reach the hub's services: this one and the backup service (45-backup.py), the pages
 # and the REST APIs with their own tokens. One `user` role, here, for both: JupyterHub refuses a
 # role defined twice in load_roles (neither merged nor overridden by name: "Role user multiply

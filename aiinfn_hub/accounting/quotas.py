@@ -148,11 +148,12 @@ def period_bounds(period: str, now: datetime) -> tuple[datetime, datetime]:
 def applicable(
     quotas: Iterable[Quota], user: str, projects: Sequence[str]
 ) -> list[tuple[Quota, str]]:
-    """(quota, subject) for each quota that applies to `user` and to each of `projects`: one
-    naming the subject, else the "*" one of the same model and period."""
+    """(quota, subject) for each quota that applies to `user` ("" for none) and to each of
+    `projects`: one naming the subject, else the "*" one of the same model and period."""
     quotas = tuple(quotas)
     found = []
-    for scope, subjects in (("user", [user]), ("project", list(dict.fromkeys(projects)))):
+    users = [user] if user else []
+    for scope, subjects in (("user", users), ("project", list(dict.fromkeys(projects)))):
         for subject in subjects:
             named = [q for q in quotas if q.scope == scope and q.subject == subject]
             taken = {(q.model, q.period) for q in named}
@@ -232,6 +233,26 @@ def describe(standing: QuotaStanding, model_names: Mapping[str, str], user: str)
         who = f"{standing.scope} {standing.subject} has used {used:.1f} of its {what}"
     resets = standing.period_end.strftime("%Y-%m-%d %H:%M UTC")
     return f"{who} this {standing.period} (resets {resets})"
+
+
+def form_notes(
+    standings: Iterable[QuotaStanding], model_names: Mapping[str, str], user: str
+) -> list[dict[str, Any]]:
+    """The spawn form's lines for one accelerator: what is left of each quota, or the figures
+    of one used up. `remaining` (hours, cut to one decimal) is for scripts."""
+    notes = []
+    for standing in standings:
+        left = math.floor(standing.remaining_hours * 10) / 10
+        if standing.exhausted:
+            text = "Quota used up: " + describe(standing, model_names, user)
+        else:
+            resets = standing.period_end.strftime("%Y-%m-%d %H:%M UTC")
+            text = (
+                f"Quota: {left:.1f} of {hours_of(standing, model_names)} left this "
+                f"{standing.period} (resets {resets})"
+            )
+        notes.append({"text": text, "exhausted": standing.exhausted, "remaining": left})
+    return notes
 
 
 def hours_of(standing: QuotaStanding, model_names: Mapping[str, str]) -> str:

@@ -2,16 +2,18 @@
 
 Unset, accounting is off and nothing of it is imported (no psycopg at hub start). The URL holds
 a password: it comes from the hub's environment (a Secret), is never logged, never put in an
-error message, and never given to the services or the notebook pods (their environments are
-built from allowlists, 40-jobs.py and the spawner).
+error message, never given to the notebook pods (the spawner sets their environment), and given
+to one service only, the job service, which reads the ledger for quotas (40-jobs.py).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from traitlets import Integer, TraitError, Unicode, default, validate
+from traitlets import Dict, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
 URL_ENV = "AIINFN_ACCOUNTING_DATABASE_URL"
@@ -37,6 +39,31 @@ class AiInfnAccounting(Configurable):
         past it new events are dropped and counted (the next relist recovers running pods).""",
     )
 
+    quotas = Dict(
+        key_trait=Unicode(),
+        config=True,
+        help="""Quotas on accelerator hours (docs/accounting.md, "Quotas"), keyed by a name of
+        your choice: {"cms-a100": {"scope": "project", "subject": "cms-ml", "model": "a100",
+        "period": "month", "hours": 500}, "users-weekly": {"scope": "user", "period": "week",
+        "hours": 50}}. `scope`: project or user; `subject`: the project's catalog key or the
+        user's name, or "*" (the default) for each project or user on its own (a quota naming
+        a subject replaces the "*" one of the same model and period for it); `model`: an
+        accelerator's catalog key (absent: unit-hours of every accelerator, i.e. GPU-hours);
+        `period`: day, week (from Monday) or month, calendar periods in UTC; `hours`: the
+        limit. A new server or job on an accelerator is refused once a quota that applies to
+        it has no hours left; work already running is never stopped. Needs database_url.
+        Empty (the default): no quota, and no database query at spawn or submission.""",
+    )
+    quota_timeout = Float(
+        3.0,
+        min=0.1,
+        max=30.0,
+        config=True,
+        help="""Seconds a quota check may wait for the database (connecting and reading). A
+        database that does not answer in time lets the work through (logged): quotas never
+        stop the platform when accounting is down.""",
+    )
+
     @default("database_url")
     def _default_database_url(self) -> str:
         return os.environ.get(URL_ENV, "")
@@ -51,6 +78,48 @@ class AiInfnAccounting(Configurable):
                 ":PORT/DATABASE"
             )
         return value
+
+    @validate("quotas")
+    def _validate_quotas(self, proposal: dict) -> dict:
+        value = proposal["value"]
+        if not value:
+            return value
+        from .quotas import check_catalog, parse_quotas
+
+        try:
+            parsed = parse_quotas(value)
+            catalog = _catalog(self.config)
+            if catalog is not None:
+                kinds = {key: a.kind for key, a in catalog.accelerators.items()}
+                check_catalog(parsed, kinds, list(catalog.projects))
+        except ValueError as error:
+            raise TraitError(f"AiInfnAccounting.quotas: {error}") from None
+        if not self.database_url:  # under the configuration's load, database_url is set first
+            raise TraitError(
+                "AiInfnAccounting.quotas need accounting: set AiInfnAccounting.database_url "
+                f"(or the hub's environment variable {URL_ENV})"
+            )
+        return value
+
+
+def service_environment() -> dict[str, str]:
+    """What the job service's environment takes from the hub's for quotas at submission: the
+    ledger's URL when the hub's environment has it (the service reads the same configuration,
+    where c.AiInfnAccounting.database_url defaults to it). Nothing else of accounting."""
+    url = os.environ.get(URL_ENV)
+    return {URL_ENV: url} if url else {}
+
+
+def _catalog(config: Any) -> Any:
+    """The configured catalog, or None when it cannot be read (the platform's own start check
+    reports that, naming the problem)."""
+    from ..catalog import CatalogError, load
+    from ..platform_config import AiInfnPlatform
+
+    try:
+        return load(Path(AiInfnPlatform(config=config).catalog_file))
+    except (CatalogError, OSError):
+        return None
 
 
 def _readable(url: str) -> bool:

@@ -3,6 +3,7 @@ periods clipped, the admins' extra hours and resets."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,8 +15,11 @@ from psycopg import AsyncConnection
 
 from aiinfn_hub.accounting import ledger
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
-from aiinfn_hub.accounting.quotas import QuotaStanding, parse_quotas, standings
+from aiinfn_hub.accounting.quota_gate import UNAVAILABLE, QuotaGate
+from aiinfn_hub.accounting.quotas import QuotaStanding, parse_quotas, period_bounds, standings
+from aiinfn_hub.errors import UserError
 
+SECRET = "s3cr%40t"
 NOW = datetime(2026, 12, 17, 15, 0, 0, tzinfo=UTC)  # a Thursday
 MONTH = datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
 WEEK = datetime(2026, 12, 14, tzinfo=UTC), datetime(2026, 12, 21, tzinfo=UTC)
@@ -100,3 +104,45 @@ async def test_admins_extra_hours_and_reset_apply_to_the_current_period_only(con
     await connection.commit()
     (alice,) = await standings(connection, QUOTAS, "alice", [], NOW)
     assert (alice.limit_hours, alice.used_hours) == (66.5, 4.0)
+
+
+async def test_the_gate_refuses_with_the_figures_and_lets_through_what_has_hours_left(
+    ledger_db: str, connection
+):
+    hour = timedelta(hours=1)
+    now = datetime.now(UTC).replace(microsecond=0)
+    # alice has run 2 A100s for 26 hours this month (up to now: still running), but the
+    # period may have begun less than 26 hours ago: the quota is set to what she used.
+    await ledger.insert(connection, [event("a-1", "start", now - 26 * hour)])
+    await connection.commit()
+    start = period_bounds("month", now)[0]
+    used = 2 * (now - max(start, now - 26 * hour)).total_seconds() / 3600
+    quotas = parse_quotas(
+        {"cms": {"scope": "project", "subject": "cms", "model": "a100", "period": "month",
+                 "hours": used}}
+    )  # fmt: skip
+    gate = QuotaGate(quotas, ledger_db, {"a100": "NVIDIA A100"})
+    with pytest.raises(UserError) as refused:
+        await gate.check("alice", "a100", "cms")
+    assert refused.value.status == 403 and refused.value.reason == "quota"
+    shown = math.floor(used * 10) / 10
+    assert refused.value.message.startswith(f"project cms has used {shown:.1f} of its {used:g} ")
+    assert "hours of NVIDIA A100 this month (resets " in refused.value.message
+    await gate.check("alice", "t4", "cms")  # another model
+    await gate.check("alice", "a100", "lhcb")  # another project
+    await gate.check("alice", "a100")  # a notebook server: no project
+    await gate.check("alice", "", "cms")  # CPU only
+
+
+async def test_a_database_that_does_not_answer_lets_work_through(caplog):
+    from aiinfn_dev.devcluster.processes import free_port
+
+    dsn = f"postgresql://nobody:{SECRET}@127.0.0.1:{free_port()}/none"
+    quotas = parse_quotas({"w": {"scope": "user", "period": "week", "hours": 0}})
+    gate = QuotaGate(quotas, dsn, {}, timeout=2.0)
+    assert await gate.standings("alice", []) is None
+    await gate.check("alice", "a100")  # let through
+    assert "the accounting database did not answer (OperationalError)" in caplog.text
+    assert SECRET not in caplog.text
+    assert gate.notes(None, "alice", "a100") == [{"text": UNAVAILABLE, "exhausted": False}]
+    assert gate.notes(None, "alice", "") == []

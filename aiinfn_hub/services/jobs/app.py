@@ -16,6 +16,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from ... import hubstate, k8s, volumes
+from ...accounting import quota_gate
 from ...catalog import ACCELERATOR_KINDS, CatalogError
 from ...identity import IdentityStore
 from ...platform_config import AiInfnPlatform, notebook_namespace
@@ -299,6 +300,7 @@ class AiInfnJobs(ServiceApp):
                 dict.fromkeys([*settings.accelerator_node_labels, *self.local_flavor_label_keys])
             ),
         )
+        names = {key: a.display_name for key, a in state.catalog.accelerators.items()}
         return JobService(
             JobStore(api_client, self.namespace),
             Platform(state.catalog, state.default_rules, state.group_rules),
@@ -306,6 +308,7 @@ class AiInfnJobs(ServiceApp):
             build,
             storage,
             IdentityStore(api_client, self.namespace, storage),
+            quota_gate.shared_gate(self.config, names, self.log),
         )
 
     def _project_secrets(self, projects: Any) -> dict[str, tuple[str, ...]]:

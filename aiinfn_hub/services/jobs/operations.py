@@ -25,6 +25,7 @@ from typing import Any
 from kubernetes_asyncio.client.rest import ApiException
 
 from ... import labels, volumes
+from ...accounting.quota_gate import QuotaGate
 from ...catalog import Catalog
 from ...errors import UserError
 from ...identity import IdentityStore
@@ -110,8 +111,10 @@ class JobService:
         build: BuildSettings,
         storage: StorageSettings,
         identities: IdentityStore,
+        quotas: QuotaGate | None = None,
     ) -> None:
         self.store = store
+        self.quotas = quotas  # GPU-hour quotas (docs/accounting.md); None: none configured
         self.platform = platform
         self.rules = rules
         self.build = build
@@ -147,6 +150,7 @@ class JobService:
             digest=request.digest(),
             request=stored_request(request),
         )
+        await self._check_quota(caller, meta, plan)
         if pod is not None:
             manifest = make_bunshin_job(meta, plan, pod, self.build)
         else:
@@ -180,6 +184,18 @@ class JobService:
             plan.project,
         )
         return summarize(job, None, self.rules.priorities), True
+
+    async def _check_quota(self, caller: HubUser, meta: JobMeta, plan: JobPlan) -> None:
+        """Refuse a job on an accelerator whose GPU-hour quota, the caller's or the project's,
+        has no hours left (403 with the figures), before anything is made. A repeated
+        submission of a job that exists is let through to get it back."""
+        if self.quotas is None or plan.accelerator.kind == "cpu":
+            return
+        try:
+            await self.quotas.check(caller.name, plan.accelerator.key, plan.project)
+        except UserError:
+            if await self.store.get_job(meta.name) is None:
+                raise
 
     async def _check_room(
         self, caller: HubUser, meta: JobMeta, plan: JobPlan, manifest: Mapping[str, Any]
