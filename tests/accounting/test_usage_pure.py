@@ -15,6 +15,7 @@ from traitlets.config import Config
 
 from aiinfn_hub.services.base import HubUser
 from aiinfn_hub.services.usage import chart, openapi, query, report
+from aiinfn_hub.services.usage.handlers import routes
 from aiinfn_hub.services.usage.store import DailyUse
 
 TODAY = date(2026, 12, 5)
@@ -218,6 +219,9 @@ def test_the_openapi_document_names_every_parameter_and_the_limit():
         "At most 366 days" in document["paths"]["/api/usage"]["get"]["parameters"][1]["description"]
     )
     assert "text/csv" in document["paths"]["/api/usage.csv"]["get"]["responses"]["200"]["content"]
+    assert set(document["paths"]) == {"/api/", "/api/usage", "/api/usage.csv"}
+    served = {pattern for pattern, _ in routes()}
+    assert len(served) == 6  # the three above, the document, the page and health
 
 
 def load_56(config: Config) -> Config:
