@@ -5,12 +5,16 @@ configuration that loads the repository's jupyterhub_config.d/ and then the demo
 JupyterHub at http://127.0.0.1:8000 and, on Ctrl-C, stops the hub and whatever it started itself.
 The demo plays the admin installing the chart (with the cluster's admin kubeconfig); the hub, and
 the job service it starts, run as the ServiceAccount `hub` with the shipped RBAC only.
+Beside the hub, on the loopback (monitoring.py): a PostgreSQL with the hub's accounting ledger,
+the storage exporter over the demo's storage folders, and a Prometheus scraping the hub, its
+services and the exporter with the shipped rules.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -27,7 +31,7 @@ from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 
 from aiinfn_hub import k8s, labels
 
-from . import devstorage, hubaccount, kueue_config
+from . import devstorage, hubaccount, kueue_config, monitoring
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
@@ -100,11 +104,14 @@ def hub_config(
     return "\n".join(lines) + "\n"
 
 
-async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, state: Path) -> Path:
+async def prepare_cluster(
+    kubeconfig: str, name: str, config_root: Path, state: Path
+) -> tuple[Path, dict[str, Path]]:
     """Create the platform's cluster objects, the demo namespace (Pod Security "restricted"), its
     storage (helm-values/storage.yaml with every volume a folder under state/storage), its job
     queues (helm-values/kueue-queues.yaml with the LocalQueues in the demo namespace) and the
-    hub's account; returns the path of the hub's kubeconfig (in state)."""
+    hub's account; returns the path of the hub's kubeconfig (in state) and the storage claims'
+    folders."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
         await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
@@ -124,7 +131,7 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, state: 
             if error.status != 409:
                 raise
         helm_values = config_root / "helm-values"
-        await devstorage.setup(
+        storage = await devstorage.setup(
             api_client,
             name,
             state / "storage",
@@ -142,13 +149,14 @@ async def prepare_cluster(kubeconfig: str, name: str, config_root: Path, state: 
                 "Kueue is not installed in this cluster (no kueue.x-k8s.io/v1beta2 API): "
                 "install it, or run the demo on the dev cluster"
             ) from None
-        return await hubaccount.hub_kubeconfig(
+        account = await hubaccount.hub_kubeconfig(
             api_client,
             name,
             Path(kubeconfig),
             state / "hub.kubeconfig",
             helm_values=config_root / "helm-values",
         )
+        return account, devstorage.claim_folders(storage)
 
 
 def _wait_healthy(url: str, hub: subprocess.Popen, timeout: float) -> None:
@@ -189,6 +197,18 @@ def _stop(hub: subprocess.Popen, proxy_pid_file: Path, proxy_api_port: int) -> N
         os.kill(pid, signal.SIGTERM)
 
 
+def _banner(url: str, password: str, services: dict[str, str]) -> str:
+    """What the demo prints once the hub answers: where, who, the password, the rest."""
+    users = ", ".join(
+        f"{name} ({'admin, ' if user['admin'] else ''}groups {' '.join(user['groups'])})"
+        for name, user in DEMO_USERS.items()
+    )
+    lines = [f"aiinfn-dev demo is running at {url}", f"users: {users}", f"password: {password}"]
+    lines += [f"{name}: {address}" for name, address in services.items()]
+    lines.append("Ctrl-C stops everything this command started.")
+    return "\n" + "".join(f"  {line}\n" for line in lines)
+
+
 def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path) -> int:
     if not (config_root / "jupyterhub_config.py").is_file():
         raise DevClusterError(
@@ -201,13 +221,15 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
     external = os.environ.get("AIINFN_KUBECONFIG")
     started_cluster = False if external else cluster.up()
     hub = None
+    beside = contextlib.ExitStack()  # PostgreSQL, the storage exporter, Prometheus
     try:
         kubeconfig = external or str(cluster.layout.admin_kubeconfig)
         state = versions.cache_dir() / f"demo-hub-{cluster_name}"
         state.mkdir(parents=True, exist_ok=True)
-        hub_kubeconfig = asyncio.run(
+        hub_kubeconfig, folders = asyncio.run(
             prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state)
         )
+        watching = monitoring.start(beside, state, folders, f"127.0.0.1:{port}")
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
         ports = (free_port(), free_port(), free_port(), free_port())  # hub, proxy API, services
@@ -216,6 +238,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         config_path.chmod(0o600)
         env = {
             **os.environ,
+            **watching.environment,
             "KUBECONFIG": str(hub_kubeconfig),
             DEMO_MODE_ENV: "1",
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
@@ -225,15 +248,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         )
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(f"{url}/hub/health", hub, timeout=60)
-        users = ", ".join(
-            f"{name} ({'admin, ' if user['admin'] else ''}groups {' '.join(user['groups'])})"
-            for name, user in DEMO_USERS.items()
-        )
-        print(
-            f"\n  aiinfn-dev demo is running at {url}\n  users: {users}\n  password: {password}\n"
-            f"  Ctrl-C stops everything this command started.\n",
-            flush=True,
-        )
+        print(_banner(url, password, watching.urls), flush=True)
         return hub.wait()
     except KeyboardInterrupt:
         log("stopping")
@@ -241,6 +256,7 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
     finally:
         if hub is not None:
             _stop(hub, state / "proxy.pid", proxy_api_port)
+        beside.close()
         if started_cluster:
             cluster.down()
             log("dev cluster stopped")

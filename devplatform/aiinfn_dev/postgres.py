@@ -69,10 +69,12 @@ def account() -> dict:
 
 
 def reachable(folder: Path) -> bool:
-    """Whether the server's account can enter `folder` (every folder above it searchable)."""
+    """Whether the server's account can enter `folder`: every folder above it that exists is
+    searchable by others (initdb makes the missing ones, searchable)."""
     if os.geteuid() != 0:
         return True
-    return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in folder.resolve().parents)
+    above = [parent for parent in folder.resolve().parents if parent.exists()]
+    return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in above)
 
 
 def _environment() -> dict[str, str]:

@@ -1,6 +1,7 @@
 """`aiinfn-dev demo` end to end: cluster up, hub up, a demo user logs in, issue 13's walk-through
 (docs/demo.md: a notebook takes the A100 of the user's batch clone, the clone is requeued and
-completes later), Ctrl-C stops it all."""
+completes later), the demo's Prometheus shows the A100s the notebooks hold and its accounting
+ledger holds alice's, Ctrl-C stops it all (its PostgreSQL and Prometheus too)."""
 
 from __future__ import annotations
 
@@ -94,11 +95,40 @@ def _spawn(base: str, token: str, server: str, options: dict) -> list[str]:
     return [e["message"] for e in events]
 
 
-async def _walk_through(base: str, password: str, kubeconfig: Path) -> None:
+async def _notebook_a100s(prometheus: str) -> float | None:
+    """The A100 units notebooks hold, by the recording rule, in the demo's Prometheus."""
+    query = urllib.parse.urlencode(
+        {"query": 'model_state:aiinfn_accelerator_units:sum{model="a100",state="notebook"}'}
+    )
+
+    def read() -> list:
+        with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=10) as answer:
+            return json.loads(answer.read())["data"]["result"]
+
+    result = await asyncio.to_thread(read)
+    return float(result[0]["value"][1]) if result else None
+
+
+async def _alice_in_the_ledger(ledger: str) -> list[tuple] | None:
+    """alice's A100 notebook allocations in the demo's ledger, once "second" has ended."""
+    import psycopg  # here: JupyterHub 5.5's environment collects this module without it
+
+    async with await psycopg.AsyncConnection.connect(ledger) as connection:
+        cursor = await connection.execute(
+            "SELECT phase, units FROM accounting_events WHERE user_name = 'alice' "
+            "AND model = 'a100' AND kind = 'notebook' ORDER BY phase"
+        )
+        rows = await cursor.fetchall()
+    return rows if ("end", 1) in rows else None
+
+
+async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: dict) -> None:
     """docs/demo.md, "A notebook takes an accelerator from a batch job": carol's server holds two
     of the four A100s and alice's "gpu" server a third; alice's clone takes the only free one;
     alice's second server takes it back. The spawn succeeds naming the clone, the clone is
-    requeued, and once the server stops it runs again and completes."""
+    requeued, and once the server stops it runs again and completes. Meanwhile the demo's
+    Prometheus shows the notebooks' three A100s (alice's among them), and the ledger alice's
+    two servers, "second" ended."""
     alice, browser = await asyncio.to_thread(_token, base, "alice", password)
     carol, _ = await asyncio.to_thread(_token, base, "carol", password)
     await asyncio.to_thread(_spawn, base, carol, "/users/carol/server", A100 | {"count": 2})
@@ -132,6 +162,11 @@ async def _walk_through(base: str, password: str, kubeconfig: Path) -> None:
         return card.groups() if card and card.groups() == ("1", "4", "0", "1") else None
 
     await wait_until(a100_card, "the form to offer the clone's A100 (1 job would be stopped)")
+
+    async def three() -> bool:
+        return await _notebook_a100s(monitoring["prometheus"]) == 3.0
+
+    await wait_until(three, "the demo's Prometheus to show carol's two A100s and alice's one")
     messages = await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/second", A100)
     assert any(
         m.startswith("Stopping 1 batch job on ") and m.endswith(": your job 'training'")
@@ -144,6 +179,10 @@ async def _walk_through(base: str, password: str, kubeconfig: Path) -> None:
     )
     done = await wait_until(lambda: state("succeeded", "failed"), "the clone to end", limit=180)
     assert (done["state"], done["failed"], done["site"]) == ("succeeded", 0, "local"), done
+    rows = await wait_until(
+        lambda: _alice_in_the_ledger(monitoring["ledger"]), "alice's servers in the ledger"
+    )
+    assert rows == [("end", 1), ("start", 1), ("start", 1)], rows
 
 
 def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster, tmp_path):
@@ -179,7 +218,7 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
     try:
         deadline = time.monotonic() + 180
         while (
-            "password:" not in output.read_text()
+            "Ctrl-C stops" not in output.read_text()
             and demo.poll() is None
             and time.monotonic() < deadline
         ):
@@ -187,6 +226,10 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         text = output.read_text()
         assert "aiinfn-dev demo is running at" in text, text[-3000:]
         password = re.search(r"password: (\S+)", text).group(1)
+        monitoring = {
+            "prometheus": re.search(r"prometheus: (http://127\.0\.0\.1:\d+)", text).group(1),
+            "ledger": re.search(r"accounting ledger \(psql\): (postgresql://\S+)", text).group(1),
+        }
         assert password not in text.replace(
             f"password: {password}", ""
         )  # printed once, never logged
@@ -203,10 +246,15 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         assert re.search(r"\d+ of 4 free", spawn_page)
         assert _login(base, "alice", "not-the-password")[0] == 403
         assert _login(base, "mallory", password)[0] == 403
-        asyncio.run(_walk_through(base, password, cluster.layout.admin_kubeconfig))
+        asyncio.run(_walk_through(base, password, cluster.layout.admin_kubeconfig, monitoring))
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(timeout=60) == 0
+        with pytest.raises(OSError):  # its Prometheus stopped with it
+            urllib.request.urlopen(monitoring["prometheus"], timeout=2)
+        psycopg = pytest.importorskip("psycopg")
+        with pytest.raises(psycopg.OperationalError):  # and its PostgreSQL
+            psycopg.connect(monitoring["ledger"], connect_timeout=2).close()
         assert not any(p.alive() for p in cluster_pids)
         assert cluster.status().state == "stopped"
         with pytest.raises(OSError):
