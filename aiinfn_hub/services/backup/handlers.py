@@ -20,6 +20,7 @@ from ..cluster import ClusterHandler, HealthHandler, MetricsHandler
 from . import openapi
 from .access import Forbidden
 from .operations import BackupService
+from .page import BackupFormHandler, PageHandler, RestoreFormHandler, RunPageHandler
 from .request import BackupRequest, RestoreRequest, parse
 from .scheduler import Scheduler, record_document
 
@@ -189,6 +190,10 @@ def routes() -> list[tuple]:
         (r"api/backups/?", BackupsHandler),
         (rf"api/runs/{part}/?", RunHandler),
         (r"api/records/?", RecordsHandler),
+        (r"?", PageHandler),
+        (r"restore", RestoreFormHandler),
+        (r"backup", BackupFormHandler),
+        (rf"runs/{part}", RunPageHandler),
         (r"metrics", MetricsHandler),
         (r"health", HealthHandler),
     ]
