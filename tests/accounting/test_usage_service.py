@@ -32,6 +32,7 @@ import pytest
 import pytest_asyncio
 from aiinfn_dev.devcluster.processes import free_port
 from psycopg import AsyncConnection
+from selenium.webdriver.common.by import By
 
 from aiinfn_hub.accounting import ledger, quotas, settings
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
@@ -421,10 +422,8 @@ async def test_a_database_out_of_reach_is_a_503_that_shows_no_url(env: Env):
 
 def browse(env: Env, user: str) -> dict[str, Any]:
     """Log `user` in through the hub's form in Chromium, open the usage page (the service's
-    OAuth login on the way) and read what it shows."""
-    from selenium.webdriver.common.by import By
-
-    from tests.browser import artifacts_dir, chrome, wait_for
+    OAuth login on the way) and read what it shows; an admin then picks bob."""
+    from tests.browser import chrome, wait_for
 
     driver = chrome(env.service.tmp / f"chrome-{user}")
     try:
@@ -435,52 +434,60 @@ def browse(env: Env, user: str) -> dict[str, Any]:
         wait_for(lambda: "/hub/login" not in driver.current_url, f"{user} to be logged in")
         driver.get(f"{env.hub.url}{PREFIX}?{RANGE}")
         wait_for(lambda: driver.find_elements(By.ID, "usage"), "the usage page")
-        driver.save_screenshot(str(artifacts_dir() / f"usage-{user}.png"))
-        theme = driver.execute_script("return document.documentElement.dataset.bsTheme")
-        driver.find_element(By.ID, "dark-theme-toggle").click()  # the hub's own script, run
-        found = {
-            "navbar": bool(driver.find_elements(By.CSS_SELECTOR, "nav.navbar #thenavbar")),
-            "logout": bool(driver.find_elements(By.ID, "logout")),
-            "themes": (
-                theme,
-                driver.execute_script("return document.documentElement.dataset.bsTheme"),
-            ),
-            "subject": driver.find_element(By.ID, "usage-subject").text,
-            "charts": [
-                (svg.get_attribute("aria-labelledby"), svg.size["width"])
-                for svg in driver.find_elements(By.CSS_SELECTOR, "#usage svg.usage-chart")
-            ],
-            "bars": driver.execute_script(
-                "return Array.from(document.querySelectorAll('svg.usage-chart rect title'))"
-                ".map(t => t.textContent)"
-            ),
-            "styled": driver.execute_script(
-                "return document.querySelectorAll('#usage [style]').length"
-            ),
-            "quotas": [
-                row.text for row in driver.find_elements(By.CSS_SELECTOR, "#quotas tbody tr")
-            ],
-            "csv": [a.get_attribute("href") for a in driver.find_elements(By.ID, "csv-link")],
-            "users": [
-                o.get_attribute("value")
-                for o in driver.find_elements(By.CSS_SELECTOR, "#user option")
-            ],
-        }
+        found = read_page(driver, user)
         if found["users"]:
-            driver.find_element(By.CSS_SELECTOR, "#user option[value='bob']").click()
-            driver.find_element(By.CSS_SELECTOR, "#usage-form button[type=submit]").click()
-            wait_for(
-                lambda: "Usage of bob" in driver.find_element(By.ID, "usage-subject").text,
-                "bob's usage",
-            )
-            driver.save_screenshot(str(artifacts_dir() / f"usage-{user}-bob.png"))
-            found["bob"] = driver.execute_script(
-                "return Array.from(document.querySelectorAll('#totals tbody tr'))"
-                ".map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
-            )
+            found["bob"] = pick_bob(driver, user)
+        driver.get(f"{env.hub.url}{PREFIX}?start=2026-02-30")
+        error = wait_for(lambda: driver.find_elements(By.ID, "error"), "the error page")
+        found["error"] = (error[0].text, bool(driver.find_elements(By.ID, "thenavbar")))
         return found
     finally:
         driver.quit()
+
+
+def read_page(driver: Any, user: str) -> dict[str, Any]:
+    from tests.browser import artifacts_dir
+
+    driver.save_screenshot(str(artifacts_dir() / f"usage-{user}.png"))
+    script = driver.execute_script
+    theme = script("return document.documentElement.dataset.bsTheme")
+    driver.find_element(By.ID, "dark-theme-toggle").click()  # the hub's own script, run
+    return {
+        "navbar": bool(driver.find_elements(By.CSS_SELECTOR, "nav.navbar #thenavbar")),
+        "logout": bool(driver.find_elements(By.ID, "logout")),
+        "themes": (theme, script("return document.documentElement.dataset.bsTheme")),
+        "subject": driver.find_element(By.ID, "usage-subject").text,
+        "charts": [
+            (svg.get_attribute("aria-labelledby"), svg.size["width"])
+            for svg in driver.find_elements(By.CSS_SELECTOR, "#usage svg.usage-chart")
+        ],
+        "bars": script(
+            "return Array.from(document.querySelectorAll('svg.usage-chart rect title'))"
+            ".map(t => t.textContent)"
+        ),
+        "styled": script("return document.querySelectorAll('#usage [style]').length"),
+        "quotas": [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#quotas tbody tr")],
+        "csv": [a.get_attribute("href") for a in driver.find_elements(By.ID, "csv-link")],
+        "users": [
+            o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#user option")
+        ],
+    }
+
+
+def pick_bob(driver: Any, user: str) -> list[list[str]]:
+    """An admin picks bob in the selector: bob's totals, cell by cell."""
+    from tests.browser import artifacts_dir, wait_for
+
+    driver.find_element(By.CSS_SELECTOR, "#user option[value='bob']").click()
+    driver.find_element(By.CSS_SELECTOR, "#usage-form button[type=submit]").click()
+    wait_for(
+        lambda: "Usage of bob" in driver.find_element(By.ID, "usage-subject").text, "bob's usage"
+    )
+    driver.save_screenshot(str(artifacts_dir() / f"usage-{user}-bob.png"))
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#totals tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
+    )
 
 
 async def test_the_page_in_a_real_browser_in_the_hubs_look(env: Env):
@@ -504,6 +511,8 @@ async def test_the_page_in_a_real_browser_in_the_hubs_look(env: Env):
     ]
     assert ada["users"] == ["", FORMULA_USER, "alice", "bob"]
     assert ada["bob"] == [["—", "CPU only", "notebook", "local", "0.00", "1.00"]]
+    for seen in (alice, ada):  # a bad parameter: an error page, in the hub's look too
+        assert seen["error"] == ("'start' must be a date, YYYY-MM-DD (UTC)", True)
 
 
 def aiinfn(env: Env, user: str, *args: str) -> subprocess.CompletedProcess:

@@ -81,6 +81,27 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
+def _stack(
+    day: date,
+    x: float,
+    band: float,
+    values: dict[tuple[date, str], float],
+    fills: dict[str, str],
+    hours_per_pixel: float,
+    unit: str,
+) -> list[Bar]:
+    """One day's bar: its series stacked from the baseline up, in the legend's order."""
+    bars, y = [], float(HEIGHT - BOTTOM)
+    for name, fill in fills.items():
+        hours = values.get((day, name), 0.0)
+        if hours > 0:
+            height = hours / hours_per_pixel
+            y -= height
+            label = f"{day.isoformat()}, {name}: {hours:.2f} {unit}"
+            bars.append(Bar(x + band * 0.15, y, max(band * 0.7, 1.0), height, fill, label))
+    return bars
+
+
 def chart(
     title: str, days: Sequence[date], values: dict[tuple[date, str], float], unit: str
 ) -> Chart:
@@ -91,26 +112,11 @@ def chart(
     top, ticks = _scale(max(totals, default=0.0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     band = plot_w / max(len(days), 1)
-    bars = []
-    for i, day in enumerate(days):
-        y = TOP + plot_h
-        for name in names:
-            hours = values.get((day, name), 0.0)
-            if hours <= 0:
-                continue
-            height = hours / top * plot_h
-            y -= height
-            label = f"{day.isoformat()}, {name}: {hours:.2f} {unit}"
-            bars.append(
-                Bar(
-                    LEFT + i * band + band * 0.15,
-                    y,
-                    max(band * 0.7, 1.0),
-                    height,
-                    fills[name],
-                    label,
-                )
-            )
+    bars = [
+        bar
+        for i, day in enumerate(days)
+        for bar in _stack(day, LEFT + i * band, band, values, fills, top / plot_h, unit)
+    ]
     every = max(1, -(-len(days) // MAX_X_LABELS))
     x_ticks = [
         Tick(LEFT + (i + 0.5) * band, day.strftime("%m-%d"))

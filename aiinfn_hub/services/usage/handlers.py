@@ -78,10 +78,7 @@ class OpenApiHandler(ServiceHandler):
         pass
 
     def get(self) -> None:
-        self.write_json(openapi.document(self.usage_max_days()))
-
-    def usage_max_days(self) -> int:
-        return self.settings["usage"].settings.max_days
+        self.write_json(openapi.document(self.settings["usage"].settings.max_days))
 
 
 class UsageHandler(_Usage):
