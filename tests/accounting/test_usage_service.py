@@ -363,6 +363,7 @@ async def test_every_odd_parameter_is_a_400_with_the_reason(env: Env, query: str
 
 
 async def test_an_admin_sees_everyone_and_downloads_csv(env: Env):
+    assert (await env.get(None, "health"))[:2] == (200, {"status": "ok"})
     status, body, _ = await env.get("ada", "api/")
     assert (status, body["user"], body["admin"]) == (200, "ada", True)
     status, body, _ = await env.get("ada", f"api/usage?{RANGE}&all=1")
@@ -415,6 +416,11 @@ async def test_a_database_out_of_reach_is_a_503_that_shows_no_url(env: Env):
         assert json.loads(body)["message"] == (
             "the usage records cannot be read right now; try again in a minute"
         )
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            await asyncio.to_thread(
+                urllib.request.urlopen, f"http://127.0.0.1:{port}{PREFIX}health", timeout=60
+            )
+        assert unhealthy.value.code == 503
     finally:
         away.stop()
     assert "OperationalError" in away.log() and PASSWORD not in away.log()

@@ -10,6 +10,7 @@ connections are read-only transactions with a statement timeout.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
@@ -108,7 +109,7 @@ class AiInfnUsage(ServiceApp):
         except TraitError as error:
             raise SystemExit(f"{self.name}: {error}") from None
         self.limiter = RateLimiter(self.rate_limit, self.rate_limit_burst)
-        self.health = HealthCheck(self.usage.ping)
+        self.health = DatabaseHealth(self.usage.ping)
         self.log.info(
             "%s: %d quotas, ranges up to %d days",
             self.name,
@@ -126,6 +127,21 @@ class AiInfnUsage(ServiceApp):
             "health": self.health,
             "service_prefix": self.service_prefix.rstrip("/") + "/",
         }
+
+
+class DatabaseHealth(HealthCheck):
+    """/health: whether the ledger answers, asked at most every few seconds; a failure is
+    logged by its class (its message may name the server)."""
+
+    log = logging.getLogger(__name__)
+
+    async def _check(self) -> bool:
+        try:
+            await self.probe()
+        except Exception as error:
+            self.log.warning("Health check: accounting database: %s", type(error).__name__)
+            return False
+        return True
 
 
 def project_keys(catalog: Catalog, groups: Collection[str]) -> list[str]:
