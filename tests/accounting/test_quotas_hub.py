@@ -26,6 +26,7 @@ from aiinfn_hub.accounting.events import Allocation, AllocationEvent
 from aiinfn_hub.accounting.quotas import period_bounds
 from tests.accounting.test_hub import PASSWORD, environment
 from tests.hub import hub_in_namespace
+from tests.integration.test_spawn import _form_action, _page
 from tests.postgres import Postgres, create_database
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,15 @@ async def test_a_spawn_over_quota_is_refused_with_the_figures(quota_hub, core):
     _, model = await asyncio.to_thread(hub.request, "GET", "/users/alice")
     assert "t4" not in model["servers"]
     assert PASSWORD not in hub.log()
+
+
+async def test_the_spawn_forms_start_over_quota_shows_the_figures(quota_hub, core):
+    hub, used = quota_hub
+    action = await _form_action(hub, "alice")
+    status, text, _ = await _page(hub, "alice", action, b"accelerator=t4")
+    assert status == 403, text[:500]
+    shown = math.floor(used * 10) / 10
+    assert f"Error: you have used {shown:.1f} of your {used:g} hours of " in text
+    assert "SpawnException" not in text
+    _, model = await asyncio.to_thread(hub.request, "GET", "/users/alice")
+    assert "" not in model["servers"]
