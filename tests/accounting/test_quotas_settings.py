@@ -4,7 +4,9 @@ spawn form's quota lines."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from traitlets import TraitError
@@ -114,3 +116,16 @@ def test_the_job_service_gets_the_ledgers_url_from_the_hubs_environment(monkeypa
     assert service_environment() == {}
     monkeypatch.setenv(URL_ENV, URL)
     assert service_environment() == {URL_ENV: URL}
+
+
+def test_the_hub_does_not_start_with_quotas_and_no_database(monkeypatch):
+    from aiinfn_hub.accounting import hub_start
+
+    monkeypatch.delenv(URL_ENV, raising=False)
+    config = Config({"AiInfnAccounting": {"quotas": {"weekly": WEEKLY}}})
+    hub = SimpleNamespace(config=config, log=logging.getLogger("test"))
+    with pytest.raises(SystemExit) as stopped:
+        hub_start._start(hub)
+    assert str(stopped.value).startswith(
+        "aiinfn-hub: invalid accounting configuration: AiInfnAccounting.quotas need accounting"
+    )
