@@ -3,13 +3,15 @@
 
 Each check opens one connection to the ledger (two queries), bounded by `quota_timeout`. A
 database that does not answer lets the work through (fail open, logged by the error's class,
-never with the URL): quotas are bookkeeping, and the platform must not stop with its accounting.
+never with the URL), and is not asked again for RETRY_SECONDS: quotas are bookkeeping, and the
+platform must not stop, or slow down, with its accounting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,9 @@ from . import quotas
 from .quotas import Quota, QuotaStanding
 from .settings import AiInfnAccounting, libpq_url
 
+# After a check the database did not answer, it is not asked again for this long: pages and
+# spawns do not each wait quota_timeout through an outage.
+RETRY_SECONDS = 30.0
 UNAVAILABLE = "GPU-hour quota: the figures cannot be read now"
 # The gate of this process and the configuration it was built from (the hub's spawners share
 # one configuration object), built on first use.
@@ -41,12 +46,15 @@ class QuotaGate:
         self.model_names = dict(model_names)
         self.timeout = timeout
         self.log = log or logging.getLogger(__name__)
+        self._quiet_until = 0.0  # time.monotonic() until which the database is not asked
 
     async def standings(self, user: str, projects: Sequence[str]) -> list[QuotaStanding] | None:
         """What is left of each quota of `user` and `projects` now; None when the ledger does
         not answer in time (logged)."""
         if not quotas.applicable(self.quotas, user, projects):
             return []
+        if time.monotonic() < self._quiet_until:  # down a moment ago: no wait on each page
+            return None
         import psycopg
 
         now = datetime.now(UTC).replace(microsecond=0)
@@ -58,11 +66,13 @@ class QuotaGate:
                 async with connection:
                     return await quotas.standings(connection, self.quotas, user, projects, now)
         except (psycopg.Error, OSError, TimeoutError) as error:
+            self._quiet_until = time.monotonic() + RETRY_SECONDS
             self.log.warning(
                 "Quotas of %s not read: the accounting database did not answer (%s); "
-                "work is let through",
+                "work is let through, the next %.0f s without asking it",
                 user,
                 type(error).__name__,
+                RETRY_SECONDS,
             )
             return None
 
