@@ -257,6 +257,27 @@ def _entry_line(entry: Mapping[str, Any]) -> str:
     return f"{entry['mode']} {entry['size']:>12} {entry['mtime']}  {path}"
 
 
+def _bytes(count: int) -> str:
+    """Bytes as people read them: 1023 B, 1.5 KiB, 2.0 GiB."""
+    size, unit = float(count), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+def _archive_line(archive: Mapping[str, Any]) -> str:
+    """An archive's name, time and sizes (original, compressed, deduplicated: what only it
+    holds), the sizes when the service gives them."""
+    line = f"{archive['name']}  {archive['time']}"
+    sizes = [archive.get(f"{kind}_size") for kind in ("original", "compressed", "deduplicated")]
+    if all(isinstance(size, int) for size in sizes):
+        original, compressed, unique = (_bytes(size) for size in sizes)
+        line += f"  {original} original, {compressed} compressed, {unique} only in it"
+    return line
+
+
 def _run_line(run: Mapping[str, Any]) -> str:
     where = f" into {run['destination']}" if run.get("destination") else ""
     return (
@@ -268,7 +289,7 @@ def _run_line(run: Mapping[str, Any]) -> str:
 def _show_backup(result: Any, action: str) -> None:
     if action == "list":
         for archive in result["archives"]:
-            print(f"{archive['name']}  {archive['time']}")
+            print(_archive_line(archive))
         if not result["archives"]:
             print("no archives yet")
     elif action == "ls":

@@ -110,6 +110,10 @@ async def test_a_user_backs_up_lists_browses_and_restores_their_home(
 
     archives = await service.archives(ALICE, "home", "alice")
     assert [a["name"] for a in archives] == [started["archive"]]
+    # Its sizes, from the listing Job's one `borg info` (five regular files, .cache excluded).
+    assert archives[0]["files"] == 5 and archives[0]["original_size"] > 200_000, archives
+    # Random data does not compress; the first archive holds everything alone.
+    assert min(archives[0]["compressed_size"], archives[0]["deduplicated_size"]) > 200_000
     top = {
         item["path"]: item
         for item in await service.paths(ALICE, "home", "alice", archives[0]["name"])
@@ -149,10 +153,15 @@ async def test_a_user_backs_up_lists_browses_and_restores_their_home(
             await service.status(BOB, run)
         assert seen.value.status == 404
         assert (await service.status(ADMIN, run))["state"] == "succeeded"
-    # The admin lists alice's archives (the Job runs as alice, the repository's owner).
-    assert [a["name"] for a in await service.archives(ADMIN, "home", "alice")] == [
-        started["archive"]
-    ]
+    # A second backup: the home barely changed (the restored copies are duplicates), so the
+    # new archive holds almost nothing only of its own; the admin lists both (the Job runs as
+    # alice, the repository's owner), newest first.
+    second = await service.start_backup(ALICE, "home", "alice")
+    assert (await _wait(service, ALICE, second["id"]))["state"] == "succeeded"
+    newest, first = await service.archives(ADMIN, "home", "alice")
+    assert (newest["name"], first["name"]) == (second["archive"], started["archive"])
+    assert newest["original_size"] > first["original_size"]  # the restored copies
+    assert newest["deduplicated_size"] < newest["original_size"] / 10, newest
     # The listing Jobs are gone; no pod spec or log holds the passphrase.
     for job in (await batch.list_namespaced_job(namespace)).items:
         assert not job.metadata.name.startswith("list-")

@@ -120,8 +120,8 @@ def test_the_list_job_mounts_only_the_repository_read_only_and_runs_as_the_reade
     ]  # fmt: skip
     top = manifests.make_list_job(SETTINGS, repos.home("alice"), "alice", run_as, "abc124")
     assert top["spec"]["template"]["spec"]["containers"][0]["command"][4:] == [
-        "borg", "list", "--lock-wait", "1", "--umask", "0077", "--bypass-lock", "--json",
-        "--", "/aiinfn/backup-target/homes/alice",
+        "borg", "info", "--lock-wait", "1", "--umask", "0077", "--bypass-lock", "--json",
+        "--glob-archives", "*", "--", "/aiinfn/backup-target/homes/alice",
     ]  # fmt: skip
 
 
@@ -135,9 +135,31 @@ def test_listings_hide_checkpoints_and_keep_a_folders_direct_entries():
     }
     found = listing.archives(json.dumps(document))
     assert [a.name for a in found] == ["2026-12-05T020000Z", "2026-12-03T020000Z"]
-    assert operations.archive_document(found[0]) == {
+
+    def info(name: str, day: int) -> dict:
+        stats = {"nfiles": 3, "original_size": 3000 + day, "compressed_size": 2000,
+                 "deduplicated_size": 10 * day}  # fmt: skip
+        start, end = f"2026-12-0{day}T02:00:01.000000", f"2026-12-0{day}T02:00:09.000000"
+        return {"name": name, "start": start, "end": end, "stats": stats, "id": "x"}
+
+    document = {
+        "archives": [
+            info("2026-12-03T020000Z", 3),
+            info("2026-12-04T020000Z.checkpoint.1", 4),
+            info("2026-12-05T020000Z", 5),
+        ],
+        "cache": {},
+        "repository": {},
+    }
+    sized = listing.archives_with_sizes(json.dumps(document))
+    assert [a.name for a in sized] == ["2026-12-05T020000Z", "2026-12-03T020000Z"]
+    assert operations.archive_document(sized[0]) == {
         "name": "2026-12-05T020000Z",
         "time": datetime(2026, 12, 5, 2, 0, 1, tzinfo=UTC).isoformat(),
+        "files": 3,
+        "original_size": 3005,
+        "compressed_size": 2000,
+        "deduplicated_size": 50,
     }
 
     def item(path, kind="-", target=""):

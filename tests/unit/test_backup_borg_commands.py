@@ -113,6 +113,10 @@ def test_listing_and_info_ask_for_json_and_may_bypass_the_lock_of_a_read_only_re
     )
     assert borg.info(SETTINGS, REPO).argv == ("borg", "info", *COMMON, "--json", "--", REPO)
     assert borg.info(SETTINGS, REPO, "a1").argv[-1] == f"{REPO}::a1"
+    # Every archive's sizes in one call (the glob quoted by argv, never by a shell).
+    assert borg.info_archives(SETTINGS, REPO, bypass_lock=True).argv == (
+        "borg", "info", *COMMON, "--bypass-lock", "--json", "--glob-archives", "*", "--", REPO,
+    )  # fmt: skip
 
 
 def test_extract_restores_one_path_read_only_by_default():

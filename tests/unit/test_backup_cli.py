@@ -171,7 +171,10 @@ def test_restore_without_waiting_and_an_admins_folder(monkeypatch, capsys):
 
 
 def test_listings_are_one_line_each(capsys):
-    cli._show({"archives": [{"name": "A1", "time": "2026-12-05T02:00:00+00:00"}]}, parse("list"))
+    sized = {"name": "A2", "time": "2026-12-06T02:00:00+00:00", "files": 3}
+    sized.update(original_size=3 * 1024**3, compressed_size=1536, deduplicated_size=100)
+    archives = [sized, {"name": "A1", "time": "2026-12-05T02:00:00+00:00"}]
+    cli._show({"archives": archives}, parse("list"))
     cli._show({"archives": []}, parse("list"))
     entries = [
         {
@@ -192,6 +195,7 @@ def test_listings_are_one_line_each(capsys):
     ]
     cli._show({"entries": entries}, parse("ls", "A1"))
     assert capsys.readouterr().out.splitlines() == [
+        "A2  2026-12-06T02:00:00+00:00  3.0 GiB original, 1.5 KiB compressed, 100 B only in it",
         "A1  2026-12-05T02:00:00+00:00",
         "no archives yet",
         "drwxr-x---            0 2026-12-04T10:00:00+00:00  work/",

@@ -104,6 +104,14 @@ def test_warnings_and_a_missing_folder_are_successes_that_say_so():
     assert schedule.load("home-alice", schedule.dump(done)) == done
 
 
+def test_a_long_error_keeps_its_head_and_its_tail():
+    message = "check c1: step check exited 1 (damage found): " + "x" * 5000 + " errors found."
+    failed = schedule.finished(POLICY, Record("home-alice"), run("failed", at(2)), None, message)
+    assert len(failed.last_error) <= schedule.MAX_ERROR
+    assert failed.last_error.startswith("check c1: step check exited 1 (damage found)")
+    assert failed.last_error.endswith("errors found.")
+
+
 def test_a_run_counts_once():
     record = schedule.finished(POLICY, Record("home-alice"), run("succeeded", at(2)), report())
     assert not schedule.is_new(record, run("succeeded", at(2)))

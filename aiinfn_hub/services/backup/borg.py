@@ -182,6 +182,15 @@ def info(
     return _command(settings, "info", [*_reading(bypass_lock), "--json"], [location])
 
 
+def info_archives(
+    settings: BorgSettings, repository: str, bypass_lock: bool = False
+) -> BorgCommand:
+    """Every archive's sizes in one call: original, compressed, and deduplicated (what only that
+    archive holds), with its name and times (`records.archives_info`)."""
+    options = [*_reading(bypass_lock), "--json", "--glob-archives", "*"]
+    return _command(settings, "info", options, [_location(repository)])
+
+
 def extract(
     settings: BorgSettings, repository: str, archive: str, path: str, bypass_lock: bool = True
 ) -> BorgCommand:

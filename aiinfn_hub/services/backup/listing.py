@@ -1,5 +1,6 @@
 """Reading a repository without mounting it in the service: a short Job
-(`manifests.make_list_job`) runs `borg list` as the user (or, for an admin, as whoever may read
+(`manifests.make_list_job`) runs `borg info` (the archives and their sizes, one call) or
+`borg list` (a folder of an archive) as the user (or, for an admin, as whoever may read
 that repository) with only that repository mounted, read-only, and its one passphrase; the
 service reads the Job's log. This module is what the Job asks borg and what its log holds. Pure.
 
@@ -31,6 +32,12 @@ def archives(log: str) -> list[records.Archive]:
     run is never offered as a backup)."""
     found = [archive for archive in records.archives(log) if not archive.checkpoint]
     return sorted(found, key=lambda archive: archive.time, reverse=True)
+
+
+def archives_with_sizes(log: str) -> list[records.ArchiveStats]:
+    """An archives listing Job's log (`borg info`), newest first, checkpoints left out."""
+    found = [archive for archive in records.archives_info(log) if not archive.checkpoint]
+    return sorted(found, key=lambda archive: archive.start, reverse=True)
 
 
 def children(log: str, folder: str) -> list[records.Item]:

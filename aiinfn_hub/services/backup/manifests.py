@@ -484,12 +484,13 @@ def make_list_job(
     archive: str | None = None,
     folder: str = "",
 ) -> dict[str, Any]:
-    """A Job listing the repository's archives (archive None) or one folder of an archive,
-    with only that repository mounted, read-only; short deadline and TTL."""
+    """A Job listing the repository's archives with their sizes (archive None: `borg info`, one
+    call) or one folder of an archive, with only that repository mounted, read-only; short
+    deadline and TTL."""
     config = _borg(settings, repository, borg.BASE_DIR)
     location = path_under(TARGET_PATH, repository)
     if archive is None:
-        command = borg.list_archives(config, location, bypass_lock=True)
+        command = borg.info_archives(config, location, bypass_lock=True)
     else:
         command = children_command(config, location, paths.archive_name(archive), folder)
     step = Step("list", ("sh", "-c", LIST_SCRIPT, "list", *command.argv))

@@ -59,6 +59,20 @@ _RECORD = {
         "last_success": _TIME,
         "last_failure": _TIME,
         "last_error": {"type": "string", "description": "Why the last failure failed."},
+        "last_outcome": {
+            "enum": [
+                "",
+                "archived",
+                "archived with warnings",
+                "nothing to back up: folder missing",
+                "failed",
+            ],
+            "description": "How the last backup ended.",
+        },
+        "last_warning": {
+            "type": "string",
+            "description": "borg's warnings (exit 1) in the last backup: what the archive lacks.",
+        },
         "archives": {"type": ["integer", "null"]},
         "last_archive_size": _BYTES,
         "last_archive_added": _BYTES,
@@ -76,6 +90,13 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string", "description": "Its run's UTC start time."},
             "time": {"type": "string", "format": "date-time"},
+            "files": {"type": "integer"},
+            "original_size": {"type": "integer", "description": "Bytes of the files it holds."},
+            "compressed_size": {"type": "integer", "description": "The same, compressed."},
+            "deduplicated_size": {
+                "type": "integer",
+                "description": "Bytes stored for this archive alone (compressed, in no other).",
+            },
         },
     },
     "Entry": {

@@ -88,8 +88,17 @@ def exit_code(pod: Mapping[str, Any] | None) -> int | None:
     return terminated.get("exitCode") if terminated else None
 
 
-def archive_document(archive: records.Archive) -> dict[str, Any]:
-    return {"name": archive.name, "time": archive.time.isoformat()}
+def archive_document(archive: records.ArchiveStats) -> dict[str, Any]:
+    """An archive for its users: when it was made and its sizes (original, compressed, and
+    deduplicated: what only it holds)."""
+    return {
+        "name": archive.name,
+        "time": archive.start.isoformat(),
+        "files": archive.files,
+        "original_size": archive.original_size,
+        "compressed_size": archive.compressed_size,
+        "deduplicated_size": archive.deduplicated_size,
+    }
 
 
 def item_document(item: records.Item) -> dict[str, Any]:
@@ -113,7 +122,7 @@ class BackupService:
         self.store = store
         self.config = config
         self.identities = identities
-        self._archives: dict[str, tuple[float, list[records.Archive]]] = {}
+        self._archives: dict[str, tuple[float, list[records.ArchiveStats]]] = {}
 
     # -- who and which -------------------------------------------------------------------------
 
@@ -185,12 +194,14 @@ class BackupService:
             raise UserError("this folder has too many entries to list", status=413)
         return text
 
-    async def _archive_list(self, caller: HubUser, repository: Repository) -> list[records.Archive]:
+    async def _archive_list(
+        self, caller: HubUser, repository: Repository
+    ) -> list[records.ArchiveStats]:
         cached = self._archives.get(repository.key)
         if cached and time.monotonic() - cached[0] < self.config.archives_cache_seconds:
             return cached[1]
         try:
-            found = listing.archives(await self._read(caller, repository, None))
+            found = listing.archives_with_sizes(await self._read(caller, repository, None))
         except records.BorgOutputError as error:
             raise Unavailable(f"archives of {repository.key}: {error}") from None
         self._archives[repository.key] = (time.monotonic(), found)
@@ -271,17 +282,19 @@ class BackupService:
 
     async def start_backup(self, caller: HubUser, kind: object, name: object) -> dict[str, Any]:
         """Start a backup of a home (as its owner) or a project (as the backup uid in its
-        group) now; one at a time per repository. Its passphrase is made on first use."""
+        group) now; one at a time per repository, never beside its check (it would meet the
+        check's lock). Its passphrase is made on first use."""
         repository = self._repository(caller, kind, name)
         settings = self.config.settings
-        prefix = f"backup-{repository.kind}-{repository.digest}-"
-        selector = (
-            f"{labels.COMPONENT}={manifests.BACKUP_COMPONENT},{labels.JOB_KIND}={repository.kind}"
+        prefixes = tuple(
+            f"{action}-{repository.kind}-{repository.digest}-" for action in ("backup", "check")
         )
+        components = f"{manifests.BACKUP_COMPONENT},{manifests.CHECK_COMPONENT}"
+        selector = f"{labels.COMPONENT} in ({components}),{labels.JOB_KIND}={repository.kind}"
         for job in await self.store.list_jobs(selector):
-            if job["metadata"]["name"].startswith(prefix) and job_state(job) == "running":
+            if job["metadata"]["name"].startswith(prefixes) and job_state(job) == "running":
                 raise UserError(
-                    f"a backup of this {repository.kind} is already running "
+                    f"a backup or check of this {repository.kind} is already running "
                     f"({job['metadata']['name']})",
                     reason="backup-running",
                     status=409,

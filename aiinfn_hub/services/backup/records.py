@@ -54,6 +54,11 @@ class ArchiveStats:
         """Original bytes per byte this archive added; None when it added nothing."""
         return self.original_size / self.deduplicated_size if self.deduplicated_size else None
 
+    @property
+    def checkpoint(self) -> bool:
+        """Left by an interrupted `create`: never offered as a backup."""
+        return bool(_CHECKPOINT.fullmatch(self.name))
+
 
 @dataclass(frozen=True)
 class RepositoryStats:
@@ -161,6 +166,11 @@ def create_result(text: str) -> CreateResult:
         return CreateResult(None, SKIPPED)
     archive = _archive_stats(_field(parsed, "archive", dict))
     return CreateResult(archive, warnings=warnings.strip())
+
+
+def archives_info(text: str) -> list[ArchiveStats]:
+    """`borg info --json --glob-archives '*' REPO`: every archive's stats, oldest first."""
+    return [_archive_stats(entry) for entry in _field(_document(text), "archives", list)]
 
 
 def archive_info(text: str) -> ArchiveStats:

@@ -226,7 +226,13 @@ def finished(
 
 
 def _short(message: str) -> str:
-    return message.strip()[-MAX_ERROR:]
+    """At most MAX_ERROR characters: the head (which step, its exit code, borg's first
+    message) and the tail (borg's last words), the middle left out."""
+    message = message.strip()
+    if len(message) <= MAX_ERROR:
+        return message
+    half = (MAX_ERROR - 5) // 2
+    return f"{message[:half]} ... {message[-half:]}"
 
 
 def needs_lock_check(record: Record) -> bool:

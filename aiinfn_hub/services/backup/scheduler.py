@@ -213,7 +213,9 @@ class Scheduler:
             return f"{run.kind} {run.name}: stopped (pod {phase}; deleted, killed or timed out)"
         name, code = step
         text = await self.store.log(pod["metadata"]["name"], name, MAX_MESSAGE_BYTES)
-        outcome = records.outcome(code)
+        # borg check exits 1 when it found damage: an error in the repository, not a warning.
+        damaged = run.kind == "check" and code == 1
+        outcome = "damage found" if damaged else records.outcome(code)
         return f"{run.kind} {run.name}: step {name} exited {code} ({outcome}): {text.strip()}"
 
     async def _report(self, run: Run, pod: Mapping[str, Any] | None) -> schedule.Report:
