@@ -369,8 +369,24 @@ async def test_an_admin_sees_everyone_and_downloads_csv(env: Env):
     status, body, _ = await env.get("ada", f"api/usage?{RANGE}&all=1")
     assert status == 200 and body["user"] is None and body["all"] is True
     assert sorted(daily(body)) == sorted(ALICE_DAILY + BOB_DAILY + FORMULA_DAILY)
+    # Every user: the quotas of the projects of the usage in the range (no user's).
+    assert [(q["scope"], q["subject"]) for q in body["quotas"]] == [("project", "cms-ml")]
     status, body, _ = await env.get("ada", f"api/usage?{RANGE}&user=bob")
     assert daily(body) == BOB_DAILY
+    # Another user's quotas: theirs, and those of the projects of their usage in the range.
+    status, body, _ = await env.get("ada", f"api/usage?{RANGE}&user=alice")
+    assert daily(body) == ALICE_DAILY
+    assert sorted((q["scope"], q["subject"]) for q in body["quotas"]) == [
+        ("project", "cms-ml"),
+        ("user", "alice"),
+    ]
+    status, body, _ = await env.get("ada", f"api/usage?{RANGE}&all=1&project=cms-ml")
+    assert daily(body) == ALICE_DAILY[2:]
+    [project] = body["quotas"]
+    assert (project["subject"], project["used_hours"]) == (
+        "cms-ml",
+        round(env.this_month / 3600, 6),
+    )
     status, body, _ = await env.get("ada", f"api/usage?{RANGE}&all=1&project=%2Bevil")
     assert daily(body) == FORMULA_DAILY
     status, text, headers = await env.get("ada", f"api/usage.csv?{RANGE}&all=1")

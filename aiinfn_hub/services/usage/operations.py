@@ -3,8 +3,8 @@ may see, read the ledger and the quotas that apply. The handlers only format the
 
 Quotas shown: for one user, those on the user and on each project the user is in (the caller's
 projects come from their groups; for another user an admin views, the projects of that user's
-usage in the range, and the project asked for); for everyone's usage, the project quotas of
-the project asked for, if any.
+usage in the range, and the project asked for); for everyone's usage, the quotas of the
+projects of that usage (or of the project asked for), no user's.
 """
 
 from __future__ import annotations
