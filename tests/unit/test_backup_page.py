@@ -51,8 +51,6 @@ def test_sizes_and_times_read_plainly():
     assert page.human_size(None) == page.human_size(True) == page.human_size(-1) == ""
     assert page.when("2026-12-05T02:00:00.123+00:00") == "2026-12-05 02:00:00"
     assert page.when(None) == ""
-    assert page.archive_size({"name": "a", "original_size": 5}) == 5
-    assert page.archive_size({"name": "a"}) is None
 
 
 def test_the_overview_links_each_repository_and_shows_records_to_admins_only():
@@ -120,3 +118,22 @@ def test_a_runs_page_says_where_a_restore_went_or_why_it_was_refused():
     refused = {**run, "state": "refused", "status": 409, "message": "x already exists"}
     html = render("backup_run.html", ALICE, run=refused, refresh_seconds=0)
     assert 'id="message">x already exists<' in html
+
+
+def test_archives_show_their_sizes_when_the_listing_gives_them():
+    archives = [
+        {
+            "name": "a2",
+            "time": "2026-12-05T02:00:00",
+            "files": 7,
+            "original_size": 3072,
+            "compressed_size": 2048,
+            "deduplicated_size": 1024,
+        },
+        {"name": "a1", "time": "2026-12-04T02:00:00"},
+    ]
+    html = render("backup_archives.html", ALICE, kind="home", name="alice", archives=archives)
+    row = html.split('data-archive="a2"', 1)[1].split("</tr>", 1)[0]
+    assert "<td>7</td>" in row and "3.0 KiB" in row and "1.0 KiB" in row
+    assert "2026-12-05 02:00:00" in row and "?kind=home&amp;name=alice&amp;archive=a2" in row
+    assert 'id="backup-now"' in html and 'name="_xsrf" value="xsrf-123"' in html

@@ -64,14 +64,6 @@ def when(timestamp: object) -> str:
     return timestamp.replace("T", " ")[:19]
 
 
-def archive_size(archive: dict[str, Any]) -> object:
-    """The archive's size, when the listing gives one (its original bytes)."""
-    for field in ("original_size", "size"):
-        if field in archive:
-            return archive[field]
-    return None
-
-
 def entry_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
@@ -128,7 +120,6 @@ class PageHandler(_Page):
                 kind=kind,
                 name=name,
                 archives=archives,
-                archive_size=archive_size,
             )
             return
         folder = self.get_query_argument("folder", "")
