@@ -459,7 +459,9 @@ def browse(env: Env, user: str) -> dict[str, Any]:
         found = read_page(driver, user)
         if found["users"]:
             found["bob"] = pick_bob(driver, user)
-        driver.get(f"{env.hub.url}{PREFIX}?start=2026-02-30")
+        # Refused: another user's usage (a user), a date that is none (an admin).
+        odd = "user=bob" if user == "alice" else "start=2026-02-30"
+        driver.get(f"{env.hub.url}{PREFIX}?{odd}")
         error = wait_for(lambda: driver.find_elements(By.ID, "error"), "the error page")
         found["error"] = (error[0].text, bool(driver.find_elements(By.ID, "thenavbar")))
         return found
@@ -533,8 +535,9 @@ async def test_the_page_in_a_real_browser_in_the_hubs_look(env: Env):
     ]
     assert ada["users"] == ["", FORMULA_USER, "alice", "bob"]
     assert ada["bob"] == [["—", "CPU only", "notebook", "local", "0.00", "1.00"]]
-    for seen in (alice, ada):  # a bad parameter: an error page, in the hub's look too
-        assert seen["error"] == ("'start' must be a date, YYYY-MM-DD (UTC)", True)
+    # A refusal is an error page with the reason, in the hub's look too.
+    assert alice["error"] == ("you may see your own usage only; admins see everyone's", True)
+    assert ada["error"] == ("'start' must be a date, YYYY-MM-DD (UTC)", True)
 
 
 def aiinfn(env: Env, user: str, *args: str) -> subprocess.CompletedProcess:
