@@ -495,6 +495,10 @@ def read_page(driver: Any, user: str) -> dict[str, Any]:
         "users": [
             o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#user option")
         ],
+        "projects": [
+            o.get_attribute("value")
+            for o in driver.find_elements(By.CSS_SELECTOR, "#project option")
+        ],
     }
 
 
@@ -534,6 +538,8 @@ async def test_the_page_in_a_real_browser_in_the_hubs_look(env: Env):
         f"{env.hub.url}{PREFIX}api/usage.csv?start=2026-11-02&end=2026-11-04&user=ada"
     ]
     assert ada["users"] == ["", FORMULA_USER, "alice", "bob"]
+    # The catalog's projects and the ledger's (the one catalog-less project of the seed).
+    assert ada["projects"] == ["", "+evil", "cms-ml", "lhcb-flashsim", "qml"]
     assert ada["bob"] == [["—", "CPU only", "notebook", "local", "0.00", "1.00"]]
     # A refusal is an error page with the reason, in the hub's look too.
     assert alice["error"] == ("you may see your own usage only; admins see everyone's", True)

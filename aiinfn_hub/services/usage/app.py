@@ -100,6 +100,7 @@ class AiInfnUsage(ServiceApp):
             admin_groups=frozenset(self.admin_groups),
             quotas=configured_quotas(accounting),
             projects_of=lambda groups: project_keys(catalog, groups),
+            projects=tuple(catalog.projects),
         )
         return UsageService(self.connector(libpq_url(accounting.database_url)), settings)
 

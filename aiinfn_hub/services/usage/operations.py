@@ -30,6 +30,7 @@ class UsageSettings:
     admin_groups: frozenset[str]
     quotas: Sequence[Any]  # accounting.quotas.Quota
     projects_of: Callable[[Collection[str]], list[str]]  # a user's groups -> catalog projects
+    projects: tuple[str, ...] = ()  # the catalog's
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,11 @@ class UsageService:
         return Report(query, rows, standings, now, self.is_admin(caller))
 
     async def choices(self, limit: int = 5000) -> tuple[list[str], list[str]]:
-        """Every user and project of the ledger (an admin's selector)."""
+        """Every user of the ledger, every project of the catalog and the ledger (an admin's
+        selector)."""
         async with await self.connect() as connection:
-            return await store.names(connection, limit)
+            users, projects = await store.names(connection, limit)
+        return users, sorted({*projects, *self.settings.projects})
 
     async def ping(self) -> None:
         """One round trip: the health check."""
