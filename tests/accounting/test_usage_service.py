@@ -130,6 +130,7 @@ class ServiceProcess:
     token: str
     database_url: str
     name: str = "usage-service"
+    args: tuple[str, ...] = ()  # command-line settings
     process: subprocess.Popen | None = None
 
     def environment(self) -> dict[str, str]:
@@ -162,7 +163,7 @@ class ServiceProcess:
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "aiinfn_hub.services.usage"]
-        argv += ["--hub-config", str(self.tmp / "jupyterhub_config.py")]
+        argv += ["--hub-config", str(self.tmp / "jupyterhub_config.py"), *self.args]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 argv,
@@ -582,3 +583,39 @@ async def test_aiinfn_usage_in_a_terminal(env: Env):
     done = await asyncio.to_thread(aiinfn, env, "ada", "usage", "--user", "bob", "--csv", *window)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1] == "2026-11-03,bob,,,notebook,,0,0.0,3600000,1.0"
+
+
+async def test_an_answer_past_the_row_limit_is_refused_not_cut(env: Env):
+    port = free_port()
+    small = ServiceProcess(
+        env.service.tmp,
+        env.hub.url,
+        port,
+        env.service.token,
+        env.service.database_url,
+        name="usage-small",
+        args=("--AiInfnUsage.max_rows=4",),
+    )
+    await asyncio.to_thread(small.start)
+    try:
+
+        def get(query: str) -> tuple[int, dict]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{PREFIX}api/usage?{RANGE}&{query}",
+                headers={"Authorization": f"token {env.tokens['ada']}"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        status, body = await asyncio.to_thread(get, "user=alice")  # 4 rows: taken
+        assert status == 200 and daily(body) == ALICE_DAILY
+        status, body = await asyncio.to_thread(get, "all=1")  # 6 rows
+        assert (status, body["message"]) == (
+            400,
+            "more than 4 rows; narrow the range, or pick a user or a project",
+        )
+    finally:
+        small.stop()
