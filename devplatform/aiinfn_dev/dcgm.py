@@ -1,0 +1,93 @@
+"""A stand-in for NVIDIA's dcgm-exporter, for the dev cluster's kwok GPUs (there is no GPU
+here): it serves `/metrics` in dcgm-exporter's format, with its Kubernetes pod mapping (the
+`namespace`, `pod` and `container` labels of the pod holding each GPU), for the pods it is told
+about, at the utilisation it is told. Prometheus scrapes it like the real one; the culler's GPU
+rule (docs/culling.md) reads DCGM_FI_DEV_GPU_UTIL from there. On the loopback only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from dataclasses import dataclass, field
+
+from .devcluster.processes import free_port
+
+HEADER = "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+
+
+@dataclass
+class GpuPod:
+    namespace: str
+    pod: str
+    node: str
+    model: str
+    utilisation: list[float]  # one per GPU the pod holds
+    container: str = "notebook"
+
+
+@dataclass
+class DcgmStandIn:
+    """The exporter's state: what each pod's GPUs report. Thread-safe."""
+
+    pods: dict[tuple[str, str], GpuPod] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def target(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def set(self, gpu_pod: GpuPod) -> None:
+        with self.lock:
+            self.pods[gpu_pod.namespace, gpu_pod.pod] = gpu_pod
+
+    def remove(self, namespace: str, pod: str) -> None:
+        with self.lock:
+            self.pods.pop((namespace, pod), None)
+
+    def exposition(self) -> str:
+        with self.lock:
+            pods = list(self.pods.values())
+        lines = [HEADER]
+        for entry in pods:
+            for index, value in enumerate(entry.utilisation):
+                uuid = hashlib.sha256(f"{entry.node}/{index}".encode()).hexdigest()[:32]
+                labels = (
+                    f'gpu="{index}",UUID="GPU-{uuid}",device="nvidia{index}",'
+                    f'modelName="{entry.model}",Hostname="{entry.node}",'
+                    f'container="{entry.container}",namespace="{entry.namespace}",'
+                    f'pod="{entry.pod}"'
+                )
+                lines.append(f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {value:g}\n")
+        return "".join(lines)
+
+    def start(self) -> str:
+        """Serve on a free loopback port; returns host:port for Prometheus."""
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] != "/metrics":
+                    self.send_error(404)
+                    return
+                body = exporter.exposition().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.target
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
