@@ -23,7 +23,7 @@ from .inventory import Inventory
 
 STATES = ("free", "notebook", "batch", "offloaded")
 # What errors.UserError says of a refused spawn (its `reason`); anything else counts as "other".
-REFUSAL_REASONS = ("invalid", "policy", "capacity", "token", "other")
+REFUSAL_REASONS = ("invalid", "policy", "quota", "capacity", "token", "other")
 # JupyterHub 5.x has no SpawnException: the refusal arrives as a plain HTTPError, whose status
 # is all that is left of the reason (503 is also "token", rarer than a full cluster).
 _STATUS_REASONS = {400: "invalid", 403: "policy", 503: "capacity"}
@@ -38,7 +38,7 @@ _WATCH_COUNTS = {
 SPAWN_REFUSALS = Counter(
     "aiinfn_spawn_refusals",
     "Spawns refused before or while their pod started, by reason (invalid options, policy, "
-    "capacity, token).",
+    "quota, capacity, token).",
     ["reason"],
     registry=None,
 )

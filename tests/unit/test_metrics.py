@@ -157,6 +157,8 @@ def test_refusal_reasons():
     assert metrics.refusal_reason(to_http_error(refused)) == "policy"
     # JupyterHub 5.x: a plain HTTPError; the status tells.
     assert metrics.refusal_reason(web.HTTPError(503, "%s", "full")) == "capacity"
+    quota = UserError("quota used up", reason="quota", status=403)
+    assert metrics.refusal_reason(to_http_error(quota)) == "quota"
     assert metrics.refusal_reason(web.HTTPError(409, "%s", "busy")) == "other"
     assert metrics.refusal_reason(web.HTTPError(500, "%s", "crash")) is None
     assert metrics.refusal_reason(TimeoutError()) is None
