@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .devcluster.processes import free_port
 
+GPU_RESOURCE = "nvidia.com/gpu"
 HEADER = "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
 
 
@@ -47,6 +50,25 @@ class DcgmStandIn:
     def remove(self, namespace: str, pod: str) -> None:
         with self.lock:
             self.pods.pop((namespace, pod), None)
+
+    def follow(self, pods: Iterable[Mapping[str, Any]], utilisation: float = 0.0) -> None:
+        """Serve every bound, running pod of `pods` (Pod dicts, as the API server lists them)
+        that holds whole GPUs, as dcgm-exporter's pod mapping would: new ones at `utilisation`,
+        known ones at what they were set to; pods no longer listed are dropped (the demo calls
+        this with its namespace's pods every few seconds)."""
+        listed = {}
+        for pod in pods:
+            count, node = gpus_of(pod), pod.get("spec", {}).get("nodeName")
+            if count and node and pod.get("status", {}).get("phase") == "Running":
+                meta = pod["metadata"]
+                listed[meta["namespace"], meta["name"]] = (node, count)
+        with self.lock:
+            for key in set(self.pods) - set(listed):
+                del self.pods[key]
+            for (namespace, name), (node, count) in listed.items():
+                if (namespace, name) not in self.pods:
+                    values = [utilisation] * count
+                    self.pods[namespace, name] = GpuPod(namespace, name, node, "", values)
 
     def exposition(self) -> str:
         with self.lock:
@@ -91,3 +113,15 @@ class DcgmStandIn:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+def gpus_of(pod: Mapping[str, Any]) -> int:
+    """Whole GPUs a Pod dict holds: its containers' nvidia.com/gpu limits (else requests)."""
+    total = 0
+    for container in pod.get("spec", {}).get("containers", []):
+        resources = container.get("resources") or {}
+        amount = (resources.get("limits") or {}).get(GPU_RESOURCE) or (
+            resources.get("requests") or {}
+        ).get(GPU_RESOURCE)
+        total += int(amount or 0)
+    return total

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
 from aiinfn_dev import prometheus as prometheus_server
 from aiinfn_dev.dcgm import DcgmStandIn, GpuPod
+from kubernetes_asyncio import client
 
+from aiinfn_hub.accounting.settings import URL_ENV
 from tests.helpers import wait_until
 from tests.hub import REPO, hub_in_namespace
 from tests.integration.test_kueue import A30, Cluster, make_job, waits_for_a_node
@@ -51,6 +54,8 @@ CULLING = {
     "exempt_groups": ["vip"],
 }
 LIMIT = 90  # seconds to wait for a culler event: far above the limits above
+# Accounting on where psycopg is installed (not in ./dev test's JupyterHub 5.5 pass).
+ACCOUNTING = importlib.util.find_spec("psycopg") is not None
 
 
 def hub_lines(prometheus_url: str) -> list[str]:
@@ -66,9 +71,19 @@ def hub_lines(prometheus_url: str) -> list[str]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def env(devcluster, api_client, kueue, tmp_path_factory):
+async def env(devcluster, api_client, kueue, tmp_path_factory, request):
+    """The hub with the culler (and accounting on a fresh ledger, `ledger`), the stand-in
+    exporter and the module's Prometheus scraping it."""
     kubeconfig, _ = devcluster
     tmp = tmp_path_factory.mktemp("culling")
+    ledger = ""
+    accounting: dict[str, str] = {}
+    if ACCOUNTING:
+        from tests.postgres import create_database
+
+        postgres = request.getfixturevalue("postgres")
+        database = create_database(postgres)
+        ledger, accounting = postgres.dsn(database), {URL_ENV: postgres.url(database)}
     exporter = DcgmStandIn()
     exporter.start()
     try:
@@ -85,9 +100,10 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
             USERS,
             SPAWNER,
             hub_lines(prometheus.url),
+            accounting,
             kueue_documents=kueue,
         ) as hub:
-            yield hub, exporter, prometheus
+            yield hub, exporter, prometheus, ledger
     finally:
         prometheus_server.stop(prometheus)
         exporter.stop()
@@ -159,7 +175,7 @@ async def t4_free(hub) -> int:
 
 
 async def test_servers_are_warned_then_culled_by_their_rule(env):
-    hub, exporter, prometheus = env
+    hub, exporter, _, _ = env
     gpus = {"alice": "t4", "bob": "t4", "carol": "t4"}
     busy = set(USERS) - {"frank", "gina"}
     async with busy_browsers(hub, busy):
@@ -211,13 +227,16 @@ async def test_a_culled_gpu_server_frees_its_gpu_for_a_waiting_batch_job(env, ap
     """The done-when case on the farm's only A30: gina's server holds it with the GPU idle (her
     notebook busy), a project's Kueue job waits for a node; the culler warns, stops the server,
     and the job is admitted and runs on that A30."""
-    hub, exporter, _ = env
+    hub, exporter, _, ledger = env
     cluster = Cluster(api_client, hub.namespace)
     pod = GpuPod(hub.namespace, "jupyter-gina", "server2-a30", "NVIDIA A30", [80])
     exporter.set(pod)
     busy = {"gina"}
     async with busy_browsers(hub, busy):
         await spawn(hub, "gina", {"accelerator": "a30"})
+        pod_uid = (
+            await client.CoreV1Api(api_client).read_namespaced_pod("jupyter-gina", hub.namespace)
+        ).metadata.uid
         job = make_job("after-cull", "cms-ml", {"nvidia.com/gpu": "1"}, node_labels=A30)
         await cluster.submit(job)
         await wait_until(lambda: waits_for_a_node(cluster, "after-cull"), "the job to wait")
@@ -230,3 +249,16 @@ async def test_a_culled_gpu_server_frees_its_gpu_for_a_waiting_batch_job(env, ap
     assert set((await cluster.wait_admitted("after-cull")).values()) == {"a30"}
     [job_pod] = await cluster.wait_running("after-cull")
     assert job_pod.spec.node_name == "server2-a30"
+    if ledger:  # the server's interval in the ledger is closed
+        await wait_until(lambda: _ledger_phases(ledger, pod_uid), "gina's interval to close")
+
+
+async def _ledger_phases(dsn: str, uid: str) -> bool:
+    from psycopg import AsyncConnection
+
+    async with await AsyncConnection.connect(dsn) as connection:
+        cursor = await connection.execute(
+            "SELECT phase, at FROM accounting_events WHERE allocation = %s", [uid]
+        )
+        found = dict(await cursor.fetchall())
+    return set(found) == {"start", "end"} and found["start"] <= found["end"]
