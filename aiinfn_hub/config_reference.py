@@ -29,6 +29,7 @@ CLASSES = (
     ("aiinfn_hub.services.jobs.app", "AiInfnJobs"),
     ("aiinfn_hub.services.backup.app", "AiInfnBackup"),
     ("aiinfn_hub.accounting.settings", "AiInfnAccounting"),
+    ("aiinfn_hub.services.usage.app", "AiInfnUsage"),
     ("aiinfn_hub.services.base", "ServiceApp"),
 )
 # Upstream base classes: where their own settings are documented.

@@ -16,20 +16,24 @@ _jobs = managed_service("jobs", 10101, "aiinfn_hub.services.jobs")
 # it gets the hub's AIINFN_ACCOUNTING_DATABASE_URL, when set (it queries only with quotas set).
 _jobs["environment"].update(service_environment())
 register_service(c.JupyterHub.services, _jobs)  # noqa: F821
-# Users may reach the hub's services: this one and the backup service (45-backup.py), the pages
-# and the REST APIs with their own tokens. One `user` role, here, for both: JupyterHub refuses a
-# role defined twice in load_roles (neither merged nor overridden by name: "Role user multiply
-# defined"), and outside z2jh each file of this folder is a configuration of its own, so a later
-# file cannot extend this role.
-_services_access = ["access:services!service=jobs", "access:services!service=backup"]
+# Users may reach the hub's services: this one, the backup service (45-backup.py) and the usage
+# service (56-usage.py, with accounting on), the pages and the REST APIs with their own tokens.
+# One `user` role, here, for all: JupyterHub refuses a role defined twice in load_roles (neither
+# merged nor overridden by name: "Role user multiply defined"), and outside z2jh each file of this
+# folder is a configuration of its own, so a later file cannot extend this role.
+_services_access = [
+    "access:services!service=jobs",
+    "access:services!service=backup",
+    "access:services!service=usage",  # 56-usage.py, with accounting on
+]
 c.JupyterHub.load_roles.append(  # noqa: F821
     {
         "name": "user",
-        "description": "Standard user privileges, and the job and backup services",
+        "description": "Standard user privileges, and the job, backup and usage services",
         "scopes": ["self", *_services_access],
     }
 )
-# ...and so may the token of their notebook servers, which `aiinfn jobs` and `aiinfn backup` use
+# ...and so may the token of their notebook servers, which `aiinfn jobs|backup|usage` use
 # from a terminal.
 c.Spawner.server_token_scopes = [  # noqa: F821
     "users:activity!user",

@@ -33,6 +33,7 @@ from tests.helm_values import (
 )
 
 CHART_VERSION, CHART_APP_VERSION = "4.4.0", "5.5.0"
+USAGE_PORT = 10103
 CHART_ENV = "AIINFN_Z2JH_CHART"
 CONFIG_D = REPO / "jupyterhub_config.d"
 
@@ -80,7 +81,11 @@ def test_the_schema_check_refuses_a_misspelt_key():
 
 @pytest.mark.parametrize(
     ("service", "config_class", "port"),
-    [("jobs", "AiInfnJobs", JOBS_PORT), ("backup", "AiInfnBackup", BACKUP_PORT)],
+    [
+        ("jobs", "AiInfnJobs", JOBS_PORT),
+        ("backup", "AiInfnBackup", BACKUP_PORT),
+        ("usage", "AiInfnUsage", USAGE_PORT),
+    ],
 )
 def test_a_services_port_agrees_everywhere(service, config_class, port):
     hub = values()["hub"]
@@ -95,8 +100,10 @@ def test_a_services_port_agrees_everywhere(service, config_class, port):
 
 def test_the_proxy_reaches_the_services_ports_and_nothing_else():
     hub, proxy = values()["hub"], values()["proxy"]
-    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["jobs", "backup"]
-    only_ports = [{"port": JOBS_PORT, "protocol": "TCP"}, {"port": BACKUP_PORT, "protocol": "TCP"}]
+    assert [p["name"] for p in hub["service"]["extraPorts"]] == ["jobs", "backup", "usage"]
+    only_ports = [
+        {"port": port, "protocol": "TCP"} for port in (JOBS_PORT, BACKUP_PORT, USAGE_PORT)
+    ]
     assert hub["networkPolicy"]["ingress"] == [
         {"from": [{"podSelector": {"matchLabels": component_labels("proxy")}}], "ports": only_ports}
     ]
@@ -109,6 +116,7 @@ def test_notebooks_are_told_where_the_services_are():
     env = values()["singleuser"]["extraEnv"]
     assert env["AIINFN_JOBS_URL"] == "http://proxy-public/services/jobs/"
     assert env["AIINFN_BACKUP_URL"] == "http://proxy-public/services/backup/"
+    assert env["AIINFN_USAGE_URL"] == "http://proxy-public/services/usage/"
 
 
 def config_d(services: list[dict] | None = None) -> Config:
@@ -118,7 +126,7 @@ def config_d(services: list[dict] | None = None) -> Config:
     if services is not None:
         config.JupyterHub.services = services
     for path in sorted(CONFIG_D.glob("*.py")):
-        if services is not None and path.name in ("40-jobs.py", "45-backup.py"):
+        if services is not None and path.name in ("40-jobs.py", "45-backup.py", "56-usage.py"):
             exec(compile(path.read_text(), path.name, "exec"), {"c": config})  # as z2jh does
         else:
             config.merge(PyFileConfigLoader(path.name, path=str(CONFIG_D)).load_config())
@@ -137,7 +145,7 @@ def test_values_state_what_jupyterhub_config_d_sets_alike():
 def test_40_jobs_completes_the_charts_registration_of_the_job_service():
     registered = [{"name": key, **service} for key, service in values()["hub"]["services"].items()]
     services = {s["name"]: s for s in config_d(registered).JupyterHub.services}
-    assert set(services) == {"jobs", "backup", "prometheus"}
+    assert set(services) == {"jobs", "backup", "prometheus"}  # no accounting: no usage
     jobs = services["jobs"]
     assert jobs["url"] == f"http://hub:{JOBS_PORT}"
     assert jobs["command"] == [sys.executable, "-m", "aiinfn_hub.services.jobs"]
@@ -155,6 +163,15 @@ def test_40_jobs_registers_the_job_service_beside_a_hub_without_the_chart(monkey
     passed = {"POD_NAMESPACE": "jhub", "PROXY_API_SERVICE_PORT": "8001"}
     assert passed.items() <= jobs["environment"].items()
     assert "OAUTH_CLIENT_SECRET" not in jobs["environment"]
+
+
+def test_56_usage_completes_the_charts_registration_with_accounting_on(monkeypatch):
+    monkeypatch.setenv("AIINFN_ACCOUNTING_DATABASE_URL", "postgresql://u:p@db:5432/acct")
+    registered = [{"name": key, **service} for key, service in values()["hub"]["services"].items()]
+    usage = {s["name"]: s for s in config_d(registered).JupyterHub.services}["usage"]
+    assert usage["url"] == f"http://hub:{USAGE_PORT}"
+    assert usage["command"] == [sys.executable, "-m", "aiinfn_hub.services.usage"]
+    assert usage["environment"]["AIINFN_ACCOUNTING_DATABASE_URL"] == "postgresql://u:p@db:5432/acct"
 
 
 def test_45_backup_completes_the_charts_registration_of_the_backup_service():
@@ -193,13 +210,13 @@ def roles(config: Config) -> list[dict]:
 
 
 @pytest.mark.parametrize("chart", [False, True], ids=["without-chart", "with-chart"])
-def test_users_and_their_notebooks_reach_both_services_through_one_user_role(chart):
-    """JupyterHub refuses a role named twice in load_roles: one `user` role, with both
-    services' access, and the notebook servers' tokens reach both (`aiinfn jobs|backup`)."""
+def test_users_and_their_notebooks_reach_every_service_through_one_user_role(chart):
+    """JupyterHub refuses a role named twice in load_roles: one `user` role, with every
+    service's access, and the notebook servers' tokens reach them (`aiinfn jobs|backup|usage`)."""
     registered = [{"name": key, **s} for key, s in values()["hub"]["services"].items()]
     config = config_d(registered if chart else None)
     user_roles = [r for r in roles(config) if r["name"] == "user"]
-    access = ["access:services!service=jobs", "access:services!service=backup"]
+    access = [f"access:services!service={name}" for name in ("jobs", "backup", "usage")]
     assert [r["scopes"] for r in user_roles] == [["self", *access]]
     assert config.Spawner.server_token_scopes == [
         "users:activity!user",
