@@ -7,14 +7,24 @@ rule (docs/culling.md) reads DCGM_FI_DEV_GPU_UTIL from there. On the loopback on
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import http.server
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from aiinfn_hub import k8s
+
 from .devcluster.processes import free_port
+
+log = logging.getLogger("aiinfn_dev.dcgm")
 
 GPU_RESOURCE = "nvidia.com/gpu"
 HEADER = "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
@@ -125,3 +135,38 @@ def gpus_of(pod: Mapping[str, Any]) -> int:
         ).get(GPU_RESOURCE)
         total += int(amount or 0)
     return total
+
+
+@contextlib.contextmanager
+def following(kubeconfig: str, namespace: str, every: float = 2.0) -> Iterator[DcgmStandIn]:
+    """The stand-in on a free loopback port, serving the GPU pods of `namespace` as they come
+    and go (listed every `every` seconds by a thread with its own event loop; new pods at 0%):
+    what the demo runs for its Prometheus. Stopped on exit."""
+    exporter = DcgmStandIn()
+    exporter.start()
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(_follow(kubeconfig, namespace, exporter, every, stop)),
+        daemon=True,
+    )
+    thread.start()
+    try:
+        yield exporter
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        exporter.stop()
+
+
+async def _follow(
+    kubeconfig: str, namespace: str, exporter: DcgmStandIn, every: float, stop: threading.Event
+) -> None:
+    async with await k8s.api_client(kubeconfig) as api:
+        core = client.CoreV1Api(api)
+        while not stop.is_set():
+            try:
+                listed = await core.list_namespaced_pod(namespace)
+                exporter.follow(api.sanitize_for_serialization(listed)["items"])
+            except (ApiException, OSError) as error:
+                log.warning("listing pods for the DCGM stand-in failed: %s", type(error).__name__)
+            await asyncio.to_thread(stop.wait, every)
