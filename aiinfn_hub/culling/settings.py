@@ -87,6 +87,12 @@ class AiInfnCulling(Configurable):
             raise TraitError("c.AiInfnCulling.gpu_idle_threshold must be in (0, 100] percent")
         return proposal.value
 
+    @validate("prometheus_url")
+    def _validate_prometheus_url(self, proposal):
+        if proposal.value and not proposal.value.startswith(("http://", "https://")):
+            raise TraitError("c.AiInfnCulling.prometheus_url must be an http(s) URL or empty")
+        return proposal.value
+
     def limits(self) -> Limits:
         gpu_time = self.gpu_idle_time if self.prometheus_url else 0
         return Limits(

@@ -182,7 +182,13 @@ def test_settings_are_checked_and_give_limits():
     assert settings.limits().gpu_idle_time == 0  # no Prometheus, no GPU rule
     config.AiInfnCulling.prometheus_url = "http://prometheus:9090"
     assert AiInfnCulling(config=config).limits().gpu_idle_time == 60
-    for name, value in [("cpu_timeout", -1), ("check_every", 0), ("gpu_idle_threshold", 0)]:
+    wrong = [
+        ("cpu_timeout", -1),
+        ("check_every", 0),
+        ("gpu_idle_threshold", 0),
+        ("prometheus_url", "prometheus:9090"),
+    ]
+    for name, value in wrong:
         with pytest.raises(TraitError, match=name):
             setattr(settings, name, value)
 
