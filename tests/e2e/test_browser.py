@@ -4,7 +4,9 @@ A headless Chromium logs alice in, reads live availability on the spawn page, st
 on an A100 MIG slice with the ML environment, waits for JupyterLab, types `aiinfn jobs clone`
 in a JupyterLab terminal, watches the Bunshin job complete on the jobs page, checks that bob's
 spawn page shows one slice fewer while alice's server runs, and that stopping it frees the slice.
-Two more check what a spawn link does (only pre-fill the form) and how the form reads.
+Two more check what a spawn link does (only pre-fill the form) and how the form reads; one
+more is the backup issue's "done when": carol's deleted notebook restored through the backup
+page.
 Screenshots of every step, the demo's output and the cluster's logs are kept in
 test-artifacts/browser/.
 """
@@ -18,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -336,3 +339,107 @@ def test_the_spawn_form_reads_right(demo, tmp_path):
     finally:
         alice.quit()
         bob.quit()
+
+
+def _hub_api(base: str, token: str, method: str, path: str, body: object = None) -> dict:
+    """One call of the hub's or a server's REST API with the user's token."""
+    request = urllib.request.Request(
+        f"{base}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"token {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _token_of(user: Browser) -> str:
+    """An API token the logged-in user makes, as the hub's token page does (its cookies and
+    XSRF header)."""
+    cookies = {c["name"]: c["value"] for c in user.driver.get_cookies()}
+    request = urllib.request.Request(
+        f"{user.base}/hub/api/users/{user.user}/tokens",
+        data=json.dumps({"note": "backup walk-through"}).encode(),
+        method="POST",
+        headers={
+            "Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items()),
+            "X-XSRFToken": cookies["_xsrf"],
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["token"]
+
+
+def _run_state(user: Browser) -> str | None:
+    """The backup or restore run's state once it has ended (its page reloads itself)."""
+    state = user.driver.find_element(By.ID, "run-state").get_attribute("data-state")
+    return None if state == "running" else state
+
+
+def test_a_deleted_notebook_comes_back_through_the_backup_page(demo, tmp_path):
+    """The backup issue's "done when", in the demo (docs/demo.md): carol's notebook is backed
+    up, she deletes it, opens the backup page, finds the archive and restores the notebook
+    into ~/restored/<archive>/, its content intact."""
+    base, password = demo
+    carol = Browser(base, "carol", tmp_path / "carol")
+    driver, token = carol.driver, ""
+    contents = "/user/carol/api/contents"
+    try:
+        carol.login(password)
+        token = _token_of(carol)
+        _hub_api(base, token, "POST", "/hub/api/users/carol/server", {"accelerator": "cpu"})
+        wait_for(
+            lambda: (
+                _hub_api(base, token, "GET", "/hub/api/users/carol")["servers"]
+                .get("", {})
+                .get("ready")
+            ),
+            "carol's server",
+            timeout=180,
+            interval=2,
+        )
+        notebook = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# hi"}]}
+        notebook.update(metadata={}, nbformat=4, nbformat_minor=5)
+        body = {"type": "notebook", "content": notebook}
+        _hub_api(base, token, "PUT", f"{contents}/analysis.ipynb", body)
+        saved = _hub_api(base, token, "GET", f"{contents}/analysis.ipynb")["content"]
+
+        carol.open("/services/backup/")
+        wait_for(lambda: driver.find_element(By.ID, "repositories"), "the backup page")
+        assert hub_frame_problems(driver) == []
+        carol.click(driver.find_element(By.CSS_SELECTOR, '#repositories [data-kind="home"]'))
+        backup_now = wait_for(
+            lambda: driver.find_element(By.CSS_SELECTOR, "#backup-now button"), "the archives"
+        )
+        carol.shot("no-archives")
+        carol.click(backup_now)
+        assert wait_for(lambda: _run_state(carol), "the backup", timeout=180) == "succeeded"
+        _hub_api(base, token, "DELETE", f"{contents}/analysis.ipynb")
+
+        carol.shot("backup-done")
+        carol.open("/services/backup/")
+        carol.click(driver.find_element(By.CSS_SELECTOR, '#repositories [data-kind="home"]'))
+        link = wait_for(
+            lambda: driver.find_element(By.CSS_SELECTOR, "#archives [data-archive] a"),
+            "the archive",
+        )
+        archive = link.text
+        carol.shot("archives")
+        carol.click(link)
+        row = wait_for(
+            lambda: driver.find_element(By.CSS_SELECTOR, '#entries [data-path="analysis.ipynb"]'),
+            "the notebook in the archive",
+        )
+        carol.shot("archive")
+        carol.click(row.find_element(By.CSS_SELECTOR, "form.restore button"))
+        assert wait_for(lambda: _run_state(carol), "the restore", timeout=180) == "succeeded"
+        where = f"/home/jovyan/restored/{archive}/analysis.ipynb"
+        assert driver.find_element(By.ID, "destination").text == where
+        carol.shot("restored")
+        restored = _hub_api(base, token, "GET", f"{contents}/restored/{archive}/analysis.ipynb")
+        assert restored["content"] == saved
+    finally:
+        if token:
+            _hub_api(base, token, "DELETE", "/hub/api/users/carol/server")
+        carol.quit()
