@@ -58,6 +58,17 @@ DEMO_GROUP_POLICIES = {
         "max_accelerators": 1,
     },
 }
+# A quota small enough to use up in a demo (docs/demo.md, "A quota used up"): bob's T4 hours,
+# 6 minutes a day (docs/accounting.md, "Quotas").
+DEMO_QUOTAS = {
+    "bob-t4-daily": {
+        "scope": "user",
+        "subject": "bob",
+        "model": "t4",
+        "period": "day",
+        "hours": 0.1,
+    }
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -100,6 +111,7 @@ def hub_config(
         f"c.AiInfnPlatform.default_policy = {DEMO_DEFAULT_POLICY!r}",
         f"c.AiInfnPlatform.group_policies = {DEMO_GROUP_POLICIES!r}",
         "c.AiInfnStorage.juicefs_claim = 'aiinfn-juicefs'",
+        f"c.AiInfnAccounting.quotas = {DEMO_QUOTAS!r}",
     ]
     return "\n".join(lines) + "\n"
 

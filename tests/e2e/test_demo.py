@@ -30,6 +30,7 @@ from tests.jobs_service import pods_ready_in_kueue, run_long_then_short
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 A100 = {"accelerator": "a100"}
+QUOTA_LINE = r'class="aiinfn-quota"[^>]*>Quota: 0\.\d of 0\.1 hours of [^<]*T4[^<]* left this day'
 A100_CARD = (
     r'data-accelerator="a100".*?data-free="(\d*)" data-total="(\d*)" '
     r'data-free-now="(\d*)" data-batch-jobs="(\d+)"'
@@ -247,6 +248,10 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         assert _login(base, "alice", "not-the-password")[0] == 403
         assert _login(base, "mallory", password)[0] == 403
         asyncio.run(_walk_through(base, password, cluster.layout.admin_kubeconfig, monitoring))
+        # The demo's quota (docs/demo.md, "A quota used up"): bob's form shows his T4 hours.
+        _, bob = _login(base, "bob", password)
+        bob_form = bob.open(f"{base}/hub/spawn").read().decode()
+        assert re.search(QUOTA_LINE, bob_form), bob_form
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(timeout=60) == 0
