@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import urllib.error
@@ -179,6 +180,15 @@ async def test_alice_browses_restores_and_every_refusal_is_a_clear_4xx(env: Page
     restored = env.home / paths.RESTORED_FOLDER / env.archive / "run.sh"
     assert restored.read_text() == (env.home / "run.sh").read_text()
     assert restored.stat().st_mode & 0o777 == 0o755
+    # A folder, from its own listing's "Restore this folder": its symlink comes back a symlink.
+    status, html = await asyncio.to_thread(env.get, "alice", env.folder_path("work/deep"))
+    assert status == 200 and 'data-path="work/deep/link-to-notebook" data-type="symlink"' in html
+    folder = {**restore, "path": "work/deep"}
+    status, html, url = await asyncio.to_thread(env.post, "alice", "restore", folder)
+    status, html, state = await env.finished("alice", url.split(PREFIX, 1)[1])
+    assert (status, state) == (200, "succeeded"), html
+    link = env.home / paths.RESTORED_FOLDER / env.archive / "work/deep/link-to-notebook"
+    assert link.is_symlink() and os.readlink(link) == "../../notebook.ipynb"
 
     before, jobs = tree(env.home), await job_names(batch, env.hub.namespace)
     await refusals(env, restore, run_path)
