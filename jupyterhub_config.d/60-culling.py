@@ -13,6 +13,7 @@ from aiinfn_hub.services.base import register_service
 
 _culling = AiInfnCulling(config=c)  # noqa: F821
 if _culling.enabled:
+    _culling.limits()  # refuses a warning lead time as long as a rule's, naming the keys
     register_service(c.JupyterHub.services, service.service_entry())  # noqa: F821
     _roles = c.JupyterHub.load_roles  # noqa: F821
     _listed = _roles if isinstance(_roles, list) else _roles.to_dict().get("extend", [])
@@ -22,7 +23,6 @@ if _culling.enabled:
     _before = (_vars if isinstance(_vars, dict) else _vars.to_dict().get("update", {})).get(
         "announcement"
     )
-    _before = getattr(_before, "aiinfn_before", _before)  # this file loaded again
     _vars.update(
         {
             "announcement": user_announcement(

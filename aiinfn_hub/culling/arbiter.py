@@ -94,7 +94,7 @@ class Arbiter:
             due = rules.due_in(self.limits, found, warned_for)
             text = rules.message(found, due, label, self.threshold)
             if warned_for is None:
-                log.info("Warning %s: %s in %.0f s", key, found.reason, found.left)
+                log.info("Warning %s: %s in %.0f s", key, found.reason, due)
             self.store.warn(key, user, started, now, text)
         else:
             self.store.clear(key, now)

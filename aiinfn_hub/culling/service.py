@@ -62,20 +62,20 @@ def main() -> None:
 def configure(c: Config) -> None:
     """Give jupyterhub-idle-culler (IdleCuller) the arbiter and the check interval. Its own
     timeout and max age stay unused: the arbiter applies the per-kind ones (rules.py)."""
+    from kubespawner import KubeSpawner
+
     settings = AiInfnCulling(config=c)
     spawner = c.KubeSpawner
-    template = (
-        spawner.pod_name_template if "pod_name_template" in spawner else "jupyter-{user_server}"
-    )
-    namespace = spawner.namespace if "namespace" in spawner else ""
+    template = spawner.get("pod_name_template", KubeSpawner.pod_name_template.default_value)
+    namespace = spawner.get("namespace") or os.environ.get("POD_NAMESPACE", "default")
     arbiter = Arbiter(
         limits=settings.limits(),
         threshold=settings.gpu_idle_threshold,
         exempt_groups=frozenset(settings.exempt_groups),
         catalog=catalog.load(AiInfnPlatform(config=c).catalog_file),
-        namespace=namespace or os.environ.get("POD_NAMESPACE", "default"),
+        namespace=namespace,
         pod_template=check_template(template),
-        slug_scheme=spawner.slug_scheme if "slug_scheme" in spawner else "safe",
+        slug_scheme=spawner.get("slug_scheme", KubeSpawner.slug_scheme.default_value),
         hub_url=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
         token=os.environ["JUPYTERHUB_API_TOKEN"],
         prometheus_url=settings.prometheus_url,

@@ -94,7 +94,17 @@ class AiInfnCulling(Configurable):
         return proposal.value
 
     def limits(self) -> Limits:
+        """The rules' limits; a warning lead time not shorter than a rule's time is refused (the
+        server would be warned all along)."""
         gpu_time = self.gpu_idle_time if self.prometheus_url else 0
+        rules = {"cpu_timeout": self.cpu_timeout, "accelerator_timeout": self.accelerator_timeout}
+        rules |= {"max_age": self.max_age, "gpu_idle_time": gpu_time}
+        for name, seconds in rules.items():
+            if 0 < seconds <= self.warn_before:
+                raise TraitError(
+                    f"c.AiInfnCulling.warn_before ({self.warn_before} s) must be shorter than "
+                    f"c.AiInfnCulling.{name} ({seconds} s)"
+                )
         return Limits(
             cpu_timeout=self.cpu_timeout,
             accelerator_timeout=self.accelerator_timeout,

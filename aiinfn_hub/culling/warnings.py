@@ -92,6 +92,4 @@ def user_announcement(path: str, stale_after: float, before: Any = None) -> Call
         ]
         return "<br>".join(lines + ([other] if other else []))
 
-    # 60-culling.py, when run again, unwraps it
-    announcement.aiinfn_before = before  # type: ignore[attr-defined]
     return announcement

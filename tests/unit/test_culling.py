@@ -4,7 +4,9 @@ warnings file and the announcement, pod names as KubeSpawner makes them, the set
 from __future__ import annotations
 
 import json
+import time
 import types
+from pathlib import Path
 
 import pytest
 from traitlets import TraitError
@@ -177,11 +179,11 @@ def test_age_from_the_server_model():
 
 def test_settings_are_checked_and_give_limits():
     config = Config()
-    config.AiInfnCulling.gpu_idle_time = 60
+    config.AiInfnCulling.gpu_idle_time = 3600
     settings = AiInfnCulling(config=config)
     assert settings.limits().gpu_idle_time == 0  # no Prometheus, no GPU rule
     config.AiInfnCulling.prometheus_url = "http://prometheus:9090"
-    assert AiInfnCulling(config=config).limits().gpu_idle_time == 60
+    assert AiInfnCulling(config=config).limits().gpu_idle_time == 3600
     wrong = [
         ("cpu_timeout", -1),
         ("check_every", 0),
@@ -191,6 +193,19 @@ def test_settings_are_checked_and_give_limits():
     for name, value in wrong:
         with pytest.raises(TraitError, match=name):
             setattr(settings, name, value)
+
+
+def test_a_warning_as_long_as_a_rule_is_refused():
+    config = Config()
+    config.AiInfnCulling.warn_before = 600
+    config.AiInfnCulling.accelerator_timeout = 600
+    with pytest.raises(
+        TraitError,
+        match="warn_before .600 s. must be shorter than c.AiInfnCulling.accelerator_timeout",
+    ):
+        AiInfnCulling(config=config).limits()
+    config.AiInfnCulling.accelerator_timeout = 0  # off: no constraint
+    assert AiInfnCulling(config=config).limits().accelerator_timeout == 0
 
 
 def test_the_role_has_only_what_the_culler_needs():
@@ -205,3 +220,64 @@ def test_the_role_has_only_what_the_culler_needs():
         ],
         "services": ["aiinfn-culler"],
     }  # fmt: skip
+
+
+def test_configure_gives_idle_culler_the_arbiter_and_the_hubs_pod_naming(monkeypatch, tmp_path):
+    monkeypatch.setenv("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api/")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    monkeypatch.chdir(tmp_path)
+    config = Config()
+    config.AiInfnCulling.check_every = 30
+    config.AiInfnCulling.exempt_groups = ["admins"]
+    config.KubeSpawner.namespace = "jhub"
+    service.configure(config)
+    hook = config.IdleCuller.cull_arbiter_hook
+    assert (config.IdleCuller.cull_every, config.IdleCuller.max_age) == (30, 0)
+    assert (config.IdleCuller.cull_users, config.IdleCuller.config_file) == (False, "")
+    assert (hook.namespace, hook.pod_template, hook.slug_scheme) == (
+        "jhub",
+        "jupyter-{user_server}",
+        "safe",
+    )
+    assert hook.hub_url == "http://127.0.0.1:8081/hub/api"
+    assert hook.exempt_groups == {"admins"} and hook.store.stale_after == 90
+    assert hook.store.path == str(tmp_path / "aiinfn-culling-warnings.json")
+
+
+CONFIG_FILE = Path(__file__).resolve().parents[2] / "jupyterhub_config.d" / "60-culling.py"
+
+
+def run_60_culling(config: Config) -> Config:
+    """60-culling.py as z2jh runs it: in the configuration's namespace, after hub.config."""
+    exec(compile(CONFIG_FILE.read_text(), CONFIG_FILE.name, "exec"), {"c": config})
+    return config
+
+
+def test_60_culling_does_nothing_unless_enabled():
+    config = run_60_culling(Config())
+    assert "services" not in config.JupyterHub and "template_vars" not in config.JupyterHub
+
+
+def test_60_culling_registers_the_service_its_role_and_the_announcement(tmp_path):
+    config = Config()
+    config.AiInfnCulling.enabled = True
+    config.AiInfnCulling.warnings_file = str(tmp_path / "w.json")
+    config.JupyterHub.template_vars = {"announcement": "Maintenance on Monday"}
+    run_60_culling(config)
+    [entry] = config.JupyterHub.services.to_dict()["extend"]
+    assert entry["name"] == "aiinfn-culler" and "url" not in entry and "api_token" not in entry
+    assert entry["command"][1:] == ["-m", "aiinfn_hub.culling"]
+    assert set(entry["environment"]) <= {"AIINFN_HUB_CONFIG", "POD_NAMESPACE"}
+    assert config.JupyterHub.load_roles.to_dict()["extend"] == [service.role()]
+    WarningStore(str(tmp_path / "w.json"), 1e9).warn("a/", "a", "s", time.time(), "stop")
+    announce = config.JupyterHub.template_vars["announcement"]
+    assert announce(types.SimpleNamespace(name="a")) == "stop<br>Maintenance on Monday"
+
+
+def test_60_culling_keeps_a_role_of_that_name_the_chart_loaded():
+    config = Config()
+    config.AiInfnCulling.enabled = True
+    chart_role = {"name": "aiinfn-culler", "scopes": ["read:servers"], "services": ["x"]}
+    config.JupyterHub.load_roles = [chart_role]
+    run_60_culling(config)
+    assert config.JupyterHub.load_roles == [chart_role]
