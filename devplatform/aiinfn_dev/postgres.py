@@ -97,7 +97,7 @@ def initdb(folder: Path | None = None, port: int | None = None) -> Postgres:
     if (folder / "data" / "PG_VERSION").exists():
         return server
     subprocess.run(
-        [binary, "-D", folder / "data", "-U", SUPERUSER, "--auth=trust", "--no-locale"]
+        [str(binary), "-D", str(folder / "data"), "-U", SUPERUSER, "--auth=trust", "--no-locale"]
         + ["--encoding=UTF8", "--no-sync", "--no-instructions"],
         check=True,
         capture_output=True,
@@ -112,7 +112,7 @@ def start(server: Postgres, timeout: float = 60) -> Postgres:
     """Start (or restart) the server on its port; wait until it accepts a connection."""
     with open(server.folder / "postgres.log", "ab") as log:
         server.process = subprocess.Popen(
-            [BIN / "postgres", "-D", server.folder / "data", "-p", str(server.port)]
+            [str(BIN / "postgres"), "-D", str(server.folder / "data"), "-p", str(server.port)]
             + ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={server.folder}"]
             + ["-c", "fsync=off", "-c", "full_page_writes=off"],
             stdout=log,
@@ -122,7 +122,7 @@ def start(server: Postgres, timeout: float = 60) -> Postgres:
             start_new_session=True,
             **account(),
         )
-    ready = [BIN / "pg_isready", "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER]
+    ready = [str(BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -156,7 +156,8 @@ def remove(server: Postgres) -> None:
 def create_database(server: Postgres, name: str | None = None) -> str:
     """A new empty database (default a fresh name); its name. An existing one is kept."""
     name = name or f"test_{secrets.token_hex(6)}"
-    command = [BIN / "createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER, name]
+    command = [str(BIN / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER]
+    command.append(name)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0 and "already exists" not in done.stderr:
         raise RuntimeError(f"createdb {name} failed: {done.stderr.strip()}")

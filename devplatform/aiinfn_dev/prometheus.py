@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -80,8 +81,8 @@ class Prometheus:
         return (self.folder / "prometheus.log").read_text(errors="replace")
 
 
-def scrape_config(folder: Path, job: str, path: str) -> dict:
-    config = {
+def scrape_config(folder: Path, job: str, path: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "job_name": job,
         "metrics_path": path,
         "file_sd_configs": [{"files": [str(folder / f"{job}.json")], "refresh_interval": "1s"}],

@@ -96,8 +96,9 @@ def _spawn(base: str, token: str, server: str, options: dict) -> list[str]:
     return [e["message"] for e in events]
 
 
-async def _notebook_a100s(prometheus: str) -> float | None:
-    """The A100 units notebooks hold, by the recording rule, in the demo's Prometheus."""
+async def _notebook_a100s(prometheus: str, expected: float) -> None:
+    """Wait until the demo's Prometheus shows `expected` A100 units held by notebooks (the
+    recording rule)."""
     query = urllib.parse.urlencode(
         {"query": 'model_state:aiinfn_accelerator_units:sum{model="a100",state="notebook"}'}
     )
@@ -106,8 +107,36 @@ async def _notebook_a100s(prometheus: str) -> float | None:
         with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=10) as answer:
             return json.loads(answer.read())["data"]["result"]
 
-    result = await asyncio.to_thread(read)
-    return float(result[0]["value"][1]) if result else None
+    async def shown() -> bool:
+        result = await asyncio.to_thread(read)
+        return bool(result) and float(result[0]["value"][1]) == expected
+
+    await wait_until(shown, f"the demo's Prometheus to show {expected:g} A100s of notebooks")
+
+
+def _addresses(text: str) -> dict[str, str]:
+    """The demo's Prometheus and ledger, as it prints them."""
+    return {
+        "prometheus": re.search(r"prometheus: (http://127\.0\.0\.1:\d+)", text).group(1),
+        "ledger": re.search(r"accounting ledger \(psql\): (postgresql://\S+)", text).group(1),
+    }
+
+
+def _bob_sees_his_quota(base: str, password: str) -> None:
+    """The demo's quota (docs/demo.md, "A quota used up"): bob's form shows his T4 hours."""
+    _, bob = _login(base, "bob", password)
+    form = bob.open(f"{base}/hub/spawn").read().decode()
+    assert re.search(QUOTA_LINE, form), form
+
+
+def _stopped(addresses: dict[str, str]) -> None:
+    """The demo's Prometheus and PostgreSQL no longer answer."""
+    import psycopg
+
+    with pytest.raises(OSError):
+        urllib.request.urlopen(addresses["prometheus"], timeout=2)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(addresses["ledger"], connect_timeout=2).close()
 
 
 async def _alice_in_the_ledger(ledger: str) -> list[tuple] | None:
@@ -163,11 +192,7 @@ async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: 
         return card.groups() if card and card.groups() == ("1", "4", "0", "1") else None
 
     await wait_until(a100_card, "the form to offer the clone's A100 (1 job would be stopped)")
-
-    async def three() -> bool:
-        return await _notebook_a100s(monitoring["prometheus"]) == 3.0
-
-    await wait_until(three, "the demo's Prometheus to show carol's two A100s and alice's one")
+    await _notebook_a100s(monitoring["prometheus"], 3.0)  # carol's two, alice's one
     messages = await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/second", A100)
     assert any(
         m.startswith("Stopping 1 batch job on ") and m.endswith(": your job 'training'")
@@ -227,10 +252,7 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         text = output.read_text()
         assert "aiinfn-dev demo is running at" in text, text[-3000:]
         password = re.search(r"password: (\S+)", text).group(1)
-        monitoring = {
-            "prometheus": re.search(r"prometheus: (http://127\.0\.0\.1:\d+)", text).group(1),
-            "ledger": re.search(r"accounting ledger \(psql\): (postgresql://\S+)", text).group(1),
-        }
+        monitoring = _addresses(text)
         assert password not in text.replace(
             f"password: {password}", ""
         )  # printed once, never logged
@@ -248,18 +270,11 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         assert _login(base, "alice", "not-the-password")[0] == 403
         assert _login(base, "mallory", password)[0] == 403
         asyncio.run(_walk_through(base, password, cluster.layout.admin_kubeconfig, monitoring))
-        # The demo's quota (docs/demo.md, "A quota used up"): bob's form shows his T4 hours.
-        _, bob = _login(base, "bob", password)
-        bob_form = bob.open(f"{base}/hub/spawn").read().decode()
-        assert re.search(QUOTA_LINE, bob_form), bob_form
+        _bob_sees_his_quota(base, password)
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(timeout=60) == 0
-        with pytest.raises(OSError):  # its Prometheus stopped with it
-            urllib.request.urlopen(monitoring["prometheus"], timeout=2)
-        psycopg = pytest.importorskip("psycopg")
-        with pytest.raises(psycopg.OperationalError):  # and its PostgreSQL
-            psycopg.connect(monitoring["ledger"], connect_timeout=2).close()
+        _stopped(monitoring)
         assert not any(p.alive() for p in cluster_pids)
         assert cluster.status().state == "stopped"
         with pytest.raises(OSError):
