@@ -24,7 +24,10 @@ from . import rules
 from .warnings import WarningStore
 
 log = logging.getLogger("aiinfn.culling")
-GPU_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+# What a server's accelerators report, by catalog kind: DCGM_FI_DEV_GPU_UTIL (percent) for whole
+# GPUs; MIG instances do not report it, the profiling field DCGM_FI_PROF_GR_ENGINE_ACTIVE (a
+# ratio, 0 to 1) they do (c.AiInfnCulling.mig_metric). (metric, factor to percent)
+GPU_METRIC = ("DCGM_FI_DEV_GPU_UTIL", 1.0)
 
 
 def pod_name(template: str, scheme: str, user: str, server: str) -> str:
@@ -45,10 +48,13 @@ def check_template(template: str) -> str:
     return template
 
 
-def gpu_query(namespace: str, pod: str, window: float) -> str:
-    """Every GPU of the pod at its busiest over the window (dcgm-exporter's pod labels)."""
+def gpu_query(namespace: str, pod: str, window: float, metric: tuple[str, float]) -> str:
+    """Every accelerator of the pod at its busiest over the window, in percent
+    (dcgm-exporter's pod labels)."""
+    name, factor = metric
     selector = f'namespace="{_quoted(namespace)}",pod="{_quoted(pod)}"'
-    return f"max(max_over_time({GPU_METRIC}{{{selector}}}[{int(window)}s]))"
+    query = f"max(max_over_time({name}{{{selector}}}[{int(window)}s]))"
+    return query if factor == 1 else f"{factor:g} * {query}"
 
 
 def _quoted(value: str) -> str:
@@ -79,6 +85,7 @@ class Arbiter:
     token: str
     prometheus_url: str
     store: WarningStore
+    mig_metric: str = ""
 
     async def __call__(self, *, inactive: Any, server: dict, **_: Any) -> bool:
         now = time.time()
@@ -112,9 +119,12 @@ class Arbiter:
         chosen = self.catalog.accelerators.get(str(options.get("accelerator", "")))
         accelerator = chosen is not None and chosen.kind != "cpu"
         gpu_idle = None
-        if self.prometheus_url and self.limits.gpu_idle_time > 0:
+        metric = GPU_METRIC
+        if chosen is not None and chosen.kind == "mig":
+            metric = (self.mig_metric, 100.0)
+        if self.prometheus_url and self.limits.gpu_idle_time > 0 and metric[0]:
             pod = pod_name(self.pod_template, self.slug_scheme, user, name)
-            windows = await self.gpu_windows(pod)
+            windows = await self.gpu_windows(pod, metric)
             gpu_idle = rules.gpu_idle_seconds(windows, age)
             accelerator = accelerator or bool(windows)  # a GPU reported for it holds one
         return rules.Server(inactive=inactive, age=age, accelerator=accelerator, gpu_idle=gpu_idle)
@@ -127,12 +137,12 @@ class Arbiter:
         answer = await AsyncHTTPClient().fetch(request)
         return frozenset(json.loads(answer.body).get("groups") or ())
 
-    async def gpu_windows(self, pod: str) -> dict[float, bool]:
+    async def gpu_windows(self, pod: str, metric: tuple[str, float]) -> dict[float, bool]:
         """For each look-back window with samples: were all the pod's GPUs under the threshold?
         A Prometheus that does not answer gives no GPU signal (activity rules only)."""
         found: dict[float, bool] = {}
         for window in rules.gpu_windows(self.limits):
-            query = urlencode({"query": gpu_query(self.namespace, pod, window)})
+            query = urlencode({"query": gpu_query(self.namespace, pod, window, metric)})
             try:
                 answer = await AsyncHTTPClient().fetch(
                     f"{self.prometheus_url.rstrip('/')}/api/v1/query?{query}"

@@ -79,6 +79,7 @@ def configure(c: Config) -> None:
         hub_url=os.environ["JUPYTERHUB_API_URL"].rstrip("/"),
         token=os.environ["JUPYTERHUB_API_TOKEN"],
         prometheus_url=settings.prometheus_url,
+        mig_metric=settings.mig_metric,
         store=WarningStore(settings.warnings_path(), 3 * settings.check_every),
     )
     c.IdleCuller.cull_arbiter_hook = arbiter

@@ -45,6 +45,12 @@ class AiInfnCulling(Configurable):
         Prometheus) for the server to be stopped even though the notebook reports activity
         (0: no GPU rule). Needs prometheus_url.""",
     ).tag(config=True)
+    mig_metric = Unicode(
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        help="""The DCGM field (a ratio, 0 to 1) that tells how busy a MIG slice is, for the GPU
+        rule on MIG servers (they do not report DCGM_FI_DEV_GPU_UTIL); the exporter must collect
+        it (a profiling field). Empty: MIG servers are culled on activity only.""",
+    ).tag(config=True)
     warn_before = Int(
         15 * 60,
         help="""Seconds before stopping a server that its user is warned (a banner on the hub's

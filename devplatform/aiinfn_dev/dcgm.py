@@ -27,7 +27,12 @@ from .devcluster.processes import free_port
 log = logging.getLogger("aiinfn_dev.dcgm")
 
 GPU_RESOURCE = "nvidia.com/gpu"
-HEADER = "# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
+GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+MIG_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
+HELP = {
+    GPU_UTIL: "GPU utilization (in %).",
+    MIG_ACTIVE: "Ratio of time the graphics engine is active.",
+}
 
 
 @dataclass
@@ -36,8 +41,27 @@ class GpuPod:
     pod: str
     node: str
     model: str
-    utilisation: list[float]  # one per GPU the pod holds
+    utilisation: list[float]  # one per GPU the pod holds (a ratio for a MIG slice)
     container: str = "notebook"
+    # A MIG slice ("1g.10gb"): it reports DCGM_FI_PROF_GR_ENGINE_ACTIVE per GPU instance, not
+    # DCGM_FI_DEV_GPU_UTIL, as dcgm-exporter does for MIG.
+    mig_profile: str = ""
+
+    def series(self) -> list[tuple[str, str]]:
+        """(metric, exposition line) per GPU or GPU instance."""
+        metric = MIG_ACTIVE if self.mig_profile else GPU_UTIL
+        lines = []
+        for index, value in enumerate(self.utilisation):
+            uuid = hashlib.sha256(f"{self.node}/{index}".encode()).hexdigest()[:32]
+            labels = f'gpu="{index}",UUID="GPU-{uuid}",device="nvidia{index}",'
+            if self.mig_profile:
+                labels += f'GPU_I_PROFILE="{self.mig_profile}",GPU_I_ID="{index + 1}",'
+            labels += (
+                f'modelName="{self.model}",Hostname="{self.node}",container="{self.container}",'
+                f'namespace="{self.namespace}",pod="{self.pod}"'
+            )
+            lines.append((metric, f"{metric}{{{labels}}} {value:g}\n"))
+        return lines
 
 
 @dataclass
@@ -83,18 +107,14 @@ class DcgmStandIn:
     def exposition(self) -> str:
         with self.lock:
             pods = list(self.pods.values())
-        lines = [HEADER]
+        by_metric: dict[str, list[str]] = {GPU_UTIL: []}
         for entry in pods:
-            for index, value in enumerate(entry.utilisation):
-                uuid = hashlib.sha256(f"{entry.node}/{index}".encode()).hexdigest()[:32]
-                labels = (
-                    f'gpu="{index}",UUID="GPU-{uuid}",device="nvidia{index}",'
-                    f'modelName="{entry.model}",Hostname="{entry.node}",'
-                    f'container="{entry.container}",namespace="{entry.namespace}",'
-                    f'pod="{entry.pod}"'
-                )
-                lines.append(f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {value:g}\n")
-        return "".join(lines)
+            for metric, line in entry.series():
+                by_metric.setdefault(metric, []).append(line)
+        return "".join(
+            f"# HELP {metric} {HELP[metric]}\n# TYPE {metric} gauge\n" + "".join(lines)
+            for metric, lines in by_metric.items()
+        )
 
     def start(self) -> str:
         """Serve on a free loopback port; returns host:port for Prometheus."""

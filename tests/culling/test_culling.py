@@ -2,12 +2,13 @@
 dev cluster as the service `aiinfn-culler` with its own token and the shipped role, deciding with
 the platform's arbiter; a real Prometheus scraping the stand-in DCGM exporter for the kwok GPUs.
 
-One hub, five servers at once, short limits: an idle GPU server whose notebook looks busy is
-warned, then culled by the GPU rule (and its T4 is free on the form again); a busy GPU with a
-busy notebook survives; an idle GPU server is culled by the accelerator timeout while an idle
-CPU server, on the longer CPU timeout, still runs, then is warned and culled in turn; a server of
-an exempt group is never warned nor culled. And the done-when case: a culled A30 server's GPU goes
-to the project's Kueue job that waited for it.
+One hub, six servers at once, short limits: an idle GPU server whose notebook looks busy is
+warned, then culled by the GPU rule (and its T4 is free on the form again), and so is a MIG
+slice whose engine is idle (its profiling field); a busy GPU with a busy notebook survives; an
+idle GPU server is culled by the accelerator timeout while an idle CPU server, on the longer CPU
+timeout, still runs, then is warned and culled in turn; a server of an exempt group is never
+warned nor culled. And the done-when case: a culled A30 server's GPU goes to the project's Kueue
+job that waited for it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ USERS = {
     "erin": {"groups": ["vip"]},  # CPU only, idle, exempt
     "frank": {"groups": ["cms-ml"]},  # no server: looks at the form
     "gina": {"groups": ["cms-ml"]},  # A30, GPU idle: frees it for a waiting batch job
+    "hana": {"groups": ["cms-ml"]},  # MIG slice, engine idle (its profiling ratio), notebook busy
 }
 SPAWNER = {
     "default_policy": {"accelerators": ["cpu"], "environments": "*"},
@@ -182,12 +184,20 @@ async def test_servers_are_warned_then_culled_by_their_rule(env):
         # every server busy while they all start (spawns take seconds each here)
         for user in gpus:
             exporter.set(GpuPod(hub.namespace, f"jupyter-{user}", "server1-t4", "Tesla T4", [80]))
+        mig = GpuPod(
+            hub.namespace, "jupyter-hana", "server2-a100-mig", "NVIDIA A100", [0.9], "notebook",
+            mig_profile="1g.10gb",
+        )  # fmt: skip
+        exporter.set(mig)
+        gpus["hana"] = "a100-mig-1g-10gb"
         await asyncio.gather(
             *(spawn(hub, user, {"accelerator": gpus.get(user, "cpu")}) for user in busy)
         )
         free_with_three = await t4_free(hub)
         # then: alice's GPU idle, carol's, dave's and erin's notebooks idle
         exporter.set(GpuPod(hub.namespace, "jupyter-alice", "server1-t4", "Tesla T4", [0]))
+        mig.utilisation = [0.0]
+        exporter.set(mig)
         busy -= {"carol", "dave", "erin"}
 
         # carol: GPU busy but no activity, on the accelerator timeout; dave's CPU server,
@@ -204,6 +214,8 @@ async def test_servers_are_warned_then_culled_by_their_rule(env):
         await wait_until(
             lambda: _equals(t4_free(hub), free_with_three + 2), "the two T4s free on the form"
         )
+        # hana: a MIG slice whose graphics engine is idle (DCGM_FI_PROF_GR_ENGINE_ACTIVE)
+        await wait_until(lambda: stopped(hub, "hana"), "hana's server culled", LIMIT)
 
         text = await wait_until(lambda: warned_while_running(hub, "dave"), "dave's warning", LIMIT)
         assert "has not been used" in text
@@ -216,6 +228,7 @@ async def test_servers_are_warned_then_culled_by_their_rule(env):
     log = hub.log()
     assert "Culling alice/: gpu-idle" in log and "Culling carol/: inactive" in log
     assert "Culling dave/: inactive" in log and "Warning bob/" not in log
+    assert "Culling hana/: gpu-idle" in log
     assert "Warning erin/" not in log
 
 

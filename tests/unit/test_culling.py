@@ -167,8 +167,12 @@ def test_pod_names_of_unusual_users_are_kubespawners_safe_slugs():
 
 
 def test_gpu_query_matches_the_pod_by_dcgm_exporters_labels():
-    assert arbiter.gpu_query("jhub", 'jupyter-a"b', 90.5) == (
+    assert arbiter.gpu_query("jhub", 'jupyter-a"b', 90.5, arbiter.GPU_METRIC) == (
         'max(max_over_time(DCGM_FI_DEV_GPU_UTIL{namespace="jhub",pod="jupyter-a\\"b"}[90s]))'
+    )
+    # a MIG slice's profiling ratio, in percent
+    assert arbiter.gpu_query("jhub", "p", 60, ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 100.0)) == (
+        '100 * max(max_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{namespace="jhub",pod="p"}[60s]))'
     )
 
 
@@ -240,6 +244,7 @@ def test_configure_gives_idle_culler_the_arbiter_and_the_hubs_pod_naming(monkeyp
         "safe",
     )
     assert hook.hub_url == "http://127.0.0.1:8081/hub/api"
+    assert hook.mig_metric == "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
     assert hook.exempt_groups == {"admins"} and hook.store.stale_after == 90
     assert hook.store.path == str(tmp_path / "aiinfn-culling-warnings.json")
 

@@ -35,6 +35,17 @@ def test_exposition_is_dcgm_exporters_format_with_the_pod_mapping():
     assert len(exporter.exposition().splitlines()) == 2
 
 
+def test_a_mig_slice_reports_the_profiling_ratio_per_gpu_instance():
+    exporter = DcgmStandIn()
+    exporter.set(GpuPod("jhub", "p", "n", "NVIDIA A100", [0.25], mig_profile="1g.10gb"))
+    lines = exporter.exposition().splitlines()
+    assert lines[2:4] == [
+        "# HELP DCGM_FI_PROF_GR_ENGINE_ACTIVE Ratio of time the graphics engine is active.",
+        "# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge",
+    ]
+    assert 'GPU_I_PROFILE="1g.10gb",GPU_I_ID="1"' in lines[4] and lines[4].endswith("} 0.25")
+
+
 def test_it_serves_metrics_on_the_loopback():
     exporter = DcgmStandIn()
     target = exporter.start()
