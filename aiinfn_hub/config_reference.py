@@ -30,6 +30,7 @@ CLASSES = (
     ("aiinfn_hub.services.backup.app", "AiInfnBackup"),
     ("aiinfn_hub.accounting.settings", "AiInfnAccounting"),
     ("aiinfn_hub.services.usage.app", "AiInfnUsage"),
+    ("aiinfn_hub.culling.settings", "AiInfnCulling"),
     ("aiinfn_hub.services.base", "ServiceApp"),
 )
 # Upstream base classes: where their own settings are documented.
