@@ -20,6 +20,7 @@ from aiinfn_hub.identity import Identity
 from aiinfn_hub.services.backup import borg, listing, manifests, paths, records, repos
 from tests import backup_cluster
 from tests.backup_cluster import BackupWorld, pod_report, run_job, tree
+from tests.integration.test_storage import run_pod, storage_pod
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,10 @@ async def world(devcluster, core, namespace, storage) -> BackupWorld:
             core,
             namespace,
             found.settings.keys_secret,
-            [repos.home(user) for user in ("alice", "bob", "carol", "dave")],
+            [
+                *(repos.home(user) for user in ("alice", "bob", "carol", "dave")),
+                repos.project("cms-ml"),
+            ],
         )
     )
     return found
@@ -212,3 +216,37 @@ async def test_an_unreadable_file_is_a_warning_and_the_archive_holds_the_rest(
     archives = listing.archives(await _step_log(core, world.namespace, name, "archives"))
     assert [a.name for a in archives] == [result.archive.name]
     assert result.archive.files >= 5  # the rest of the home is in it
+
+
+async def test_a_project_backed_up_before_any_member_leaves_their_first_server_working(
+    world: BackupWorld, batch, core
+):
+    """cms-ml has no folder yet: its backup (as the backup uid in the project's group) skips it
+    and makes nothing, so the first member's notebook pod (the spawner's storage-init, run for
+    real) makes the folder as theirs, 2770 in the project's group, and starts."""
+    gid = 200031
+    job = manifests.make_backup_job(
+        world.settings,
+        world.storage,
+        repos.project("cms-ml"),
+        manifests.project_backup_identity(world.settings, gid),
+        borg.archive_for(datetime.now(UTC)),
+        "p1",
+    )
+    name = job["metadata"]["name"]
+    assert await run_job(batch, world.namespace, job) == "Complete", await pod_report(
+        core, world.namespace, name
+    )
+    claim = world.projects["cms-2dml"]
+    assert not (claim / "cms-2dml").exists()
+    created = await _step_log(core, world.namespace, name, "create")
+    assert records.create_result(created).skipped == records.SKIPPED
+
+    erin = Identity(100041, {"cms-ml": gid})
+    command = "touch /home/shared/cms-ml/first-day"
+    pod = storage_pod("erin-notebook", "erin", erin, command, ("cms-ml",))
+    ended = await run_pod(core, world.namespace, pod)
+    assert ended.status.phase == "Succeeded", ended.status
+    folder = (claim / "cms-2dml").stat()
+    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (100041, gid, 0o2770)
+    assert (claim / "cms-2dml" / "first-day").exists()
