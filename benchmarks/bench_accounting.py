@@ -9,9 +9,11 @@ accounting on vs off during the spawn-form workload, side by side in one run.
    loopback): pod events per second until every allocation event is committed, and this
    process's CPU per pod event (feed and writer; the database server's own CPU not counted).
 2. **Hub CPU** (the dev cluster, pod runner off): real hubs (tests/hub.py, the shipped RBAC)
-   at once: one without accounting, one with it on (its ledger in that PostgreSQL), and one
-   with it on and the writer lingering a second before each write (a proposal, patched in
-   that hub's config: LINGER_PATCH; --no-linger leaves it out). The cluster holds the
+   at once: one without accounting, one with it on (its ledger in that PostgreSQL; the shipped
+   writer waits a second after an event wakes it, so events that trickle in share a
+   transaction), and one with it on and the writer writing at once (its `linger` 0, the writer
+   before 2026-12-05, patched in that hub's config: EAGER_PATCH; --no-eager leaves it out).
+   The cluster holds the
    spawn-form benchmark's 200 pods (made for users, so accounting records them). In each
    window every hub gets the same spawn-page renders (a logged-in user, GET
    /hub/spawn at a fixed rate, alternating) and see the same pod churn (user pods created and
@@ -20,7 +22,7 @@ accounting on vs off during the spawn-form workload, side by side in one run.
    before and after. Ratios to the hub without accounting, per window and over all windows.
    Also timed without a cluster: events written one at a time (a transaction each).
 
-Run: .venv/bin/python benchmarks/bench_accounting.py [--quick] [--no-cluster] [--no-linger]
+Run: .venv/bin/python benchmarks/bench_accounting.py [--quick] [--no-cluster] [--no-eager]
      [--json FILE]
 About 5 minutes (2 with --quick) plus the cluster's start ($AIINFN_DEVCLUSTER_NAME, default
 "bench-accounting", on $AIINFN_DEVCLUSTER_PORT or a free port; started and stopped here unless
@@ -144,8 +146,9 @@ def feed_alone(catalog: Any, events: list, rounds: int) -> dict[str, float]:
 
 
 async def feed_and_writer(catalog: Any, events: list, dsn: str) -> dict[str, float]:
-    """Pod events through the feed into the writer, until the ledger has committed them all."""
-    writer = LedgerWriter(dsn)
+    """Pod events through the feed into the writer, until the ledger has committed them all
+    (the writer not lingering: this times its throughput, not its wait)."""
+    writer = LedgerWriter(dsn, linger=0.0)
     feed = feed_for(catalog, writer)
     task = asyncio.create_task(writer.run())
     cpu, wall = time.process_time(), time.perf_counter()
@@ -251,31 +254,29 @@ def start_cluster(cleanup: list) -> DevCluster:
     return cluster
 
 
-# A proposal measured beside the shipped writer (hub "linger"): the writer waits LINGER seconds
-# after an event wakes it before writing, so events that trickle in share one transaction (the
-# ledger's times come from the pods, so a delay changes no figure). Patched in that hub's
-# config only; accounting/writer.py is unchanged.
-LINGER_PATCH = """
-import asyncio as _asyncio
+# The writer before it lingered (hub "eager"), measured beside the shipped one: it writes as
+# soon as an event wakes it, a transaction for each event that trickles in. Patched in that
+# hub's config only.
+EAGER_PATCH = """
 from aiinfn_hub.accounting import writer as _writer
-_flush = _writer.LedgerWriter.flush
-async def _lingering_flush(self):
-    await _asyncio.sleep({linger})
-    await _flush(self)
-_writer.LedgerWriter.flush = _lingering_flush
+_init = _writer.LedgerWriter.__init__
+def _eager_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self.linger = 0.0
+_writer.LedgerWriter.__init__ = _eager_init
 """
 
 
 async def start_hubs(
-    account: Path, tmp: Path, server: postgres.Postgres, linger: float, cleanup: list
+    account: Path, tmp: Path, server: postgres.Postgres, eager: bool, cleanup: list
 ) -> dict[str, Hub]:
-    """The hubs: accounting off, on, and on with the writer lingering (if `linger`); one
+    """The hubs: accounting off, on, and on with the writer writing at once (if `eager`); one
     warm-up render each (the off hub's inventory starts with its first spawn page)."""
     variants: list[tuple[str, dict, list[str]]] = [("off", {}, [])]
     variants.append(("on", {URL_ENV: server.url(postgres.create_database(server, "on"))}, []))
-    if linger:
-        url = server.url(postgres.create_database(server, "linger"))
-        variants.append(("linger", {URL_ENV: url}, [LINGER_PATCH.format(linger=linger)]))
+    if eager:
+        url = server.url(postgres.create_database(server, "eager"))
+        variants.append(("eager", {URL_ENV: url}, [EAGER_PATCH]))
     hubs = {}
     for name, env, lines in variants:
         folder = tmp / name
@@ -304,7 +305,7 @@ async def hub_cpu(args: Any, server: postgres.Postgres, result: dict, cleanup: l
     planned = [owned(pod, i) for i, pod in enumerate(plan_pods("ai-infn", catalog, 200))]
     await create_pods(core, planned)
     await wait_running(core, limit=300)
-    hubs = await start_hubs(account, tmp, server, args.linger, cleanup)
+    hubs = await start_hubs(account, tmp, server, args.eager, cleanup)
     result["load_before"] = os.getloadavg()[0]
     index, windows = 0, []
     for number in range(args.windows):
@@ -438,13 +439,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 windows of 30 s, 2,000 pods")
     parser.add_argument("--no-cluster", action="store_true", help="the feed's part only")
     parser.add_argument(
-        "--no-linger", action="store_true", help="no third hub with the writer lingering 1 s"
+        "--no-eager", action="store_true", help="no third hub with the writer writing at once"
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     args.pods, args.windows, args.window = (2000, 2, 30.0) if args.quick else (20000, 3, 60.0)
     args.render_rate, args.churn_rate, args.life = 5.0, 2.0, 5.0
-    args.linger = 0.0 if args.no_linger else 1.0
+    args.eager = not args.no_eager
     signal.signal(signal.SIGTERM, _interrupt)
     result: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}",

@@ -183,6 +183,17 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             )
         return self.hub_user
 
+    def write_api_root(self, service: str, caller: HubUser, **more: Any) -> None:
+        """GET api/: which service this is, who calls, and where its OpenAPI document is."""
+        self.write_json(
+            {
+                "service": service,
+                "user": caller.name,
+                **more,
+                "openapi": self.settings["service_prefix"] + "api/openapi.json",
+            }
+        )
+
     def write_json(self, document: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -221,6 +232,17 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             )
             return
         super().log_exception(typ, value, tb)
+
+
+class OpenApiHandler(ServiceHandler):
+    """The API description (the application's `openapi` setting: a function that returns it);
+    public, like the hub's own REST API documentation."""
+
+    async def prepare(self) -> None:
+        pass
+
+    def get(self) -> None:
+        self.write_json(self.settings["openapi"]())
 
 
 class OAuthCallbackHandler(HubOAuthCallbackHandler):

@@ -27,7 +27,7 @@ from ...storage_config import AiInfnStorage
 from ..base import ServiceApp
 from ..cluster import HealthCheck, list_one_job
 from ..ratelimit import RateLimiter
-from . import borg, handlers, manifests
+from . import borg, handlers, manifests, openapi
 from .image import IMAGE
 from .operations import BackupConfig, BackupService
 from .schedule import Policy, parse_daily
@@ -264,6 +264,7 @@ class AiInfnBackup(ServiceApp):
 
     def tornado_settings(self) -> dict[str, Any]:
         return {
+            "openapi": openapi.document,
             "backups": self.backups,
             "scheduler": self.scheduler,
             "metrics": handlers.BackupMetrics(self.scheduler),

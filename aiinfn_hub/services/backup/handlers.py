@@ -15,9 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..base import ServiceHandler
+from ..base import OpenApiHandler
 from ..cluster import ClusterHandler, HealthHandler, MetricsHandler
-from . import openapi
 from .access import Forbidden
 from .operations import BackupService
 from .page import BackupFormHandler, PageHandler, RestoreFormHandler, RunPageHandler
@@ -110,23 +109,7 @@ class _Backup(ClusterHandler):
 
 class ApiRootHandler(_Backup):
     async def get(self) -> None:
-        self.write_json(
-            {
-                "service": "aiinfn-backup",
-                "user": self.user().name,
-                "openapi": self.settings["service_prefix"] + "api/openapi.json",
-            }
-        )
-
-
-class OpenApiHandler(ServiceHandler):
-    """The API description; public, like the hub's own REST API documentation."""
-
-    async def prepare(self) -> None:
-        pass
-
-    def get(self) -> None:
-        self.write_json(openapi.document())
+        self.write_api_root("aiinfn-backup", self.user())
 
 
 class ArchivesHandler(_Backup):

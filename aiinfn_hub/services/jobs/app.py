@@ -25,7 +25,7 @@ from ...storage_config import AiInfnStorage
 from ..base import ServiceApp
 from ..cluster import HealthCheck, list_one_job
 from ..ratelimit import RateLimiter
-from . import handlers
+from . import handlers, openapi
 from .manifests import BuildSettings
 from .operations import JobService, Platform
 from .plan import SECRET_NAME, JobRules, project_secrets, site_policies
@@ -352,6 +352,7 @@ class AiInfnJobs(ServiceApp):
 
     def tornado_settings(self) -> dict[str, Any]:
         return {
+            "openapi": openapi.document,
             "jobs": self.jobs,
             "limiter": self.limiter,
             "metrics": self.metrics,

@@ -18,9 +18,8 @@ from tornado import web
 
 from ...errors import UserError
 from .. import pages
-from ..base import ServiceHandler
+from ..base import OpenApiHandler
 from ..cluster import ClusterHandler, HealthHandler, MetricsHandler
-from . import openapi
 from .operations import JobService
 from .request import CloneRequest, JobRequest, ResubmitRequest, parse
 from .status import FINAL_STATES
@@ -102,23 +101,7 @@ class _Jobs(ClusterHandler):
 
 class ApiRootHandler(_Jobs):
     async def get(self) -> None:
-        self.write_json(
-            {
-                "service": "aiinfn-jobs",
-                "user": self.user().name,
-                "openapi": self.settings["service_prefix"] + "api/openapi.json",
-            }
-        )
-
-
-class OpenApiHandler(ServiceHandler):
-    """The API description; public, like the hub's own REST API documentation."""
-
-    async def prepare(self) -> None:
-        pass
-
-    def get(self) -> None:
-        self.write_json(openapi.document())
+        self.write_api_root("aiinfn-jobs", self.user())
 
 
 class JobsHandler(_Jobs):

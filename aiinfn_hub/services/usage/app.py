@@ -10,6 +10,7 @@ connections are read-only transactions with a statement timeout.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -25,7 +26,7 @@ from ...policy import PolicyError
 from ..base import ServiceApp
 from ..cluster import HealthCheck
 from ..ratelimit import RateLimiter
-from . import handlers
+from . import handlers, openapi
 from .operations import UsageService, UsageSettings
 
 
@@ -123,6 +124,7 @@ class AiInfnUsage(ServiceApp):
 
     def tornado_settings(self) -> dict[str, Any]:
         return {
+            "openapi": functools.partial(openapi.document, self.usage.settings.max_days),
             "usage": self.usage,
             "limiter": self.limiter,
             "health": self.health,

@@ -16,9 +16,9 @@ from tornado import web
 
 from ...errors import UserError
 from .. import pages
-from ..base import HubUser, ServiceHandler
+from ..base import HubUser, OpenApiHandler, ServiceHandler
 from ..cluster import HealthHandler, RateLimited
-from . import chart, openapi, report
+from . import chart, report
 from .operations import Report, UsageService
 
 UNAVAILABLE = "the usage records cannot be read right now; try again in a minute"
@@ -61,24 +61,7 @@ class _Usage(ServiceHandler):
 class ApiRootHandler(_Usage):
     async def get(self) -> None:
         caller = self.user()
-        self.write_json(
-            {
-                "service": "aiinfn-usage",
-                "user": caller.name,
-                "admin": self.usage.is_admin(caller),
-                "openapi": self.settings["service_prefix"] + "api/openapi.json",
-            }
-        )
-
-
-class OpenApiHandler(ServiceHandler):
-    """The API description; public, like the hub's own REST API documentation."""
-
-    async def prepare(self) -> None:
-        pass
-
-    def get(self) -> None:
-        self.write_json(openapi.document(self.settings["usage"].settings.max_days))
+        self.write_api_root("aiinfn-usage", caller, admin=self.usage.is_admin(caller))
 
 
 class UsageHandler(_Usage):
