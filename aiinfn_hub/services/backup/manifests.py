@@ -164,11 +164,12 @@ class BackupSettings:
 
 @dataclass(frozen=True)
 class Step:
-    """One container of a Job: its name, argv and working folder."""
+    """One container of a Job: its name and argv; only a step that reads the data (a backup's
+    create) mounts the source claim."""
 
     name: str
     command: tuple[str, ...]
-    working_dir: str | None = None
+    reads_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,6 @@ def _container(
         },
         "volumeMounts": mounts,
     }
-    if step.working_dir:
-        container["workingDir"] = step.working_dir
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     return container
@@ -317,6 +316,10 @@ def _metadata(
     return {"name": name, "labels": job_labels, "annotations": annotations}
 
 
+def _mounts(pairs: Sequence[tuple[dict, dict]], step: Step) -> list[dict[str, Any]]:
+    return [m for _, m in pairs if step.reads_source or m["name"] != SOURCE_VOLUME]
+
+
 def _job(
     settings: BackupSettings,
     metadata: dict[str, Any],
@@ -326,8 +329,9 @@ def _job(
 ) -> dict[str, Any]:
     """A Job whose steps run in order (all but the last as init containers), never retried."""
     pairs = [*pairs, _scratch("tmp", "/tmp")]
-    mounts = [mount for _, mount in pairs]
-    containers = [_container(settings, step, _env(command), mounts) for step, command in steps]
+    containers = [
+        _container(settings, step, _env(command), _mounts(pairs, step)) for step, command in steps
+    ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -420,7 +424,7 @@ def make_backup_job(
     steps = [
         (Step("init", ("sh", "-c", INIT_SCRIPT, "init", location, *init.argv)), init),
         *([(Step("break-lock", unlock.argv), unlock)] if break_lock else []),
-        (Step("create", ("sh", "-c", CREATE_SCRIPT, "create", folder, *create.argv)), create),
+        (Step("create", ("sh", "-c", CREATE_SCRIPT, "create", folder, *create.argv), True), create),
         (_unless_skipped("prune", prune), prune),
         (_unless_skipped("compact", compact), compact),
         (_json_step("info", info), info),
