@@ -4,8 +4,8 @@
 # c.AiInfnAccounting.database_url or the hub's $AIINFN_ACCOUNTING_DATABASE_URL. JupyterHub runs
 # it beside the hub; it reads this same configuration (its own settings are c.AiInfnUsage.*),
 # needs no Kubernetes access and no hub scopes, and of the hub's environment it gets, beyond
-# what every service gets (services/base.managed_service), the ledger's URL: no other service
-# and no pod ever does.
+# what every service gets (services/base.managed_service), the ledger's URL, which only the job
+# service also gets (for quotas, 40-jobs.py) and no pod ever does.
 #
 # Where the proxy reaches it: here, on the loopback beside the hub. Under z2jh the proxy is
 # another pod, so helm-values/values.yaml registers `usage` in hub.services with the hub

@@ -358,9 +358,7 @@ async def _wait_in_line_then_preempt(env: Env, low: dict, waiting: list[str]) ->
     except AssertionError as error:
         raise AssertionError(f"{error}; last seen: {seen}") from None
     assert [j["position"] for j in line] == [1, 2]  # (same second: Kueue breaks the tie by uid)
-    assert all(j["message"].startswith("waiting for quota: ") for j in line if j["message"]), (
-        line
-    )
+    assert all(j["message"].startswith("waiting for quota: ") for j in line if j["message"]), line
 
     # The urgent job runs a few seconds, so the preempted one is seen waiting before it is back.
     _, high, _ = await env.api(

@@ -88,8 +88,8 @@ def test_nodes_may_come_one_by_one_on_standard_input(capsys, monkeypatch, nodes_
         ),
         (
             ["--flavors", str(FLAVORS), "--catalog", str(HELM_VALUES / "values.yaml")],
-            f"{HELM_VALUES / 'values.yaml'}: top level: unknown field(s) cull, hub, prePuller, proxy, "
-            "scheduling, singleuser",
+            f"{HELM_VALUES / 'values.yaml'}: top level: unknown field(s) cull, hub, prePuller, "
+            "proxy, scheduling, singleuser",
         ),
     ],
 )

@@ -45,7 +45,10 @@ def test_a_page_has_the_hubs_navigation_bar_theme_and_the_users_name():
 
 def test_an_admin_gets_the_admin_link_and_nobody_gets_a_spawner_check():
     html = pages.render_page(
-        handler(HubUser("root", frozenset(), admin=True)), "service_error.html", title="x", message=""
+        handler(HubUser("root", frozenset(), admin=True)),
+        "service_error.html",
+        title="x",
+        message="",
     )
     assert 'href="/ai/hub/admin"' in html and "admin_access: true" in html
     assert "options_form: false" in html
