@@ -87,3 +87,15 @@ def test_metrics_by_repository_for_the_stale_backup_alert():
     assert 'aiinfn_backup_last_check_success{kind="project",name="cms-ml"} 0.0' in text
     assert 'aiinfn_backup_last_failure_timestamp_seconds{kind="project",name="cms-ml"}' in text
     assert 'aiinfn_backup_last_success_timestamp_seconds{kind="project"' not in text
+    assert "aiinfn_backup_last_backup_warnings{" not in text  # no outcome recorded yet
+
+
+def test_metrics_say_which_last_backup_had_warnings():
+    warned = Record("home-alice", "home", "alice", last_outcome=schedule.ARCHIVED_WITH_WARNINGS)
+    clean = Record("home-bob", "home", "bob", last_outcome=schedule.ARCHIVED)
+    skipped = Record("project-qml", "project", "qml", last_outcome=schedule.SKIPPED)
+    records = {"a": warned, "b": clean, "c": skipped}
+    text = handlers.BackupMetrics(Records(records)).exposition().decode()  # type: ignore[arg-type]
+    assert 'aiinfn_backup_last_backup_warnings{kind="home",name="alice"} 1.0' in text
+    assert 'aiinfn_backup_last_backup_warnings{kind="home",name="bob"} 0.0' in text
+    assert 'aiinfn_backup_last_backup_warnings{kind="project"' not in text

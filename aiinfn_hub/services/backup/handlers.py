@@ -21,6 +21,7 @@ from .access import Forbidden
 from .operations import BackupService
 from .page import BackupFormHandler, PageHandler, RestoreFormHandler, RunPageHandler
 from .request import BackupRequest, RestoreRequest, parse
+from .schedule import ARCHIVED, ARCHIVED_WITH_WARNINGS
 from .scheduler import Scheduler, record_document
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,17 @@ class BackupMetrics(Collector):
             if record.last_check_ok is not None and record.kind:
                 checked.add_metric([record.kind, record.name], float(record.last_check_ok))
         yield checked
+        warned = GaugeMetricFamily(
+            "aiinfn_backup_last_backup_warnings",
+            "1 when the repository's last successful backup had borg's warnings (the archive "
+            "lacks what they name, such as unreadable files), 0 when it had none.",
+            labels=LABELS,
+        )
+        for record in records:
+            if record.kind and record.last_outcome in (ARCHIVED, ARCHIVED_WITH_WARNINGS):
+                warning = record.last_outcome == ARCHIVED_WITH_WARNINGS
+                warned.add_metric([record.kind, record.name], float(warning))
+        yield warned
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
