@@ -6,8 +6,9 @@ JupyterHub at http://127.0.0.1:8000 and, on Ctrl-C, stops the hub and whatever i
 The demo plays the admin installing the chart (with the cluster's admin kubeconfig); the hub, and
 the job service it starts, run as the ServiceAccount `hub` with the shipped RBAC only.
 Beside the hub, on the loopback (monitoring.py): a PostgreSQL with the hub's accounting ledger,
-the storage exporter over the demo's storage folders, and a Prometheus scraping the hub, its
-services and the exporter with the shipped rules.
+the storage exporter over the demo's storage folders, a stand-in DCGM exporter for the demo's
+GPU pods, and a Prometheus scraping the hub, its services and the exporters with the shipped
+rules; the hub's culler reads the GPUs' utilisation there.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ DEMO_QUOTAS = {
         "hours": 0.1,
     }
 }
+# Idle culling (docs/culling.md) with limits a demo user sees in a minute or two (docs/demo.md,
+# "An idle GPU server culled"): a GPU at 0% for 60 s stops its server, warned 30 s before; every
+# server is checked each 10 s. The demo's GPUs are busy unless made idle (monitoring.py).
+DEMO_CULLING = {
+    "enabled": True,
+    "gpu_idle_time": 60,
+    "warn_before": 30,
+    "check_every": 10,
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,19 +87,21 @@ def hub_config(
     state: Path,
     port: int,
     password: str,
-    internal_ports: tuple[int, int, int, int],
+    internal_ports: tuple[int, int, int, int, int],
+    prometheus_url: str,
 ) -> str:
     """The demo's jupyterhub_config.py: the repository's files first, then the demo overrides.
 
-    The hub's own port, the proxy's API port and the job and backup services' ports are free
-    ports picked for this run, so a demo never collides with another JupyterHub on the usual
-    fixed ports. The public URL tells notebooks (and `aiinfn jobs` in their terminals) where the
-    hub is.
+    The hub's own port, the proxy's API port and the job, backup and usage services' ports are
+    free ports picked for this run, so a demo never collides with another JupyterHub on the
+    usual fixed ports. The public URL tells notebooks (and `aiinfn jobs` in their terminals)
+    where the hub is. Culling is turned on last (culling_lines()).
     """
-    hub_port, proxy_api_port, jobs_port, backup_port = internal_ports
+    hub_port, proxy_api_port, jobs_port, backup_port, usage_port = internal_ports
     service_urls = {
         "jobs": f"http://127.0.0.1:{jobs_port}",
         "backup": f"http://127.0.0.1:{backup_port}",
+        "usage": f"http://127.0.0.1:{usage_port}",
     }
     lines = [
         f"load_subconfig({str(config_root / 'jupyterhub_config.py')!r})",
@@ -112,8 +124,21 @@ def hub_config(
         f"c.AiInfnPlatform.group_policies = {DEMO_GROUP_POLICIES!r}",
         "c.AiInfnStorage.juicefs_claim = 'aiinfn-juicefs'",
         f"c.AiInfnAccounting.quotas = {DEMO_QUOTAS!r}",
+        *culling_lines(config_root, prometheus_url),
     ]
     return "\n".join(lines) + "\n"
+
+
+def culling_lines(config_root: Path, prometheus_url: str) -> list[str]:
+    """DEMO_CULLING with the demo's Prometheus, then 60-culling.py run again in this file's
+    namespace, as z2jh runs jupyterhub_config.d/ after hub.config: load_subconfig gave it a
+    configuration of its own, without these settings (docs/culling.md, "How it runs")."""
+    settings = {**DEMO_CULLING, "prometheus_url": prometheus_url}
+    path = str(config_root / "jupyterhub_config.d" / "60-culling.py")
+    return [
+        *(f"c.AiInfnCulling.{key} = {value!r}" for key, value in settings.items()),
+        f"exec(compile(open({path!r}).read(), {path!r}, 'exec'))",
+    ]
 
 
 async def prepare_cluster(
@@ -241,12 +266,16 @@ def run_demo(port: int, cluster_name: str, cluster_port: int, config_root: Path)
         hub_kubeconfig, folders = asyncio.run(
             prepare_cluster(kubeconfig, DEMO_NAMESPACE, config_root, state)
         )
-        watching = monitoring.start(beside, state, folders, f"127.0.0.1:{port}")
+        gpus = (str(hub_kubeconfig), DEMO_NAMESPACE)
+        watching = monitoring.start(beside, state, folders, f"127.0.0.1:{port}", gpus)
         password = secrets.token_urlsafe(12)
         config_path = state / "jupyterhub_config.py"
-        ports = (free_port(), free_port(), free_port(), free_port())  # hub, proxy API, services
+        # hub, proxy API, the job, backup and usage services
+        ports = (free_port(), free_port(), free_port(), free_port(), free_port())
         proxy_api_port = ports[1]
-        config_path.write_text(hub_config(config_root, state, port, password, ports))
+        config_path.write_text(
+            hub_config(config_root, state, port, password, ports, watching.prometheus)
+        )
         config_path.chmod(0o600)
         env = {
             **os.environ,
