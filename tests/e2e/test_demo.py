@@ -1,7 +1,10 @@
 """`aiinfn-dev demo` end to end: cluster up, hub up, a demo user logs in, issue 13's walk-through
-(docs/demo.md: a notebook takes the A100 of the user's batch clone, the clone is requeued and
-completes later), the demo's Prometheus shows the A100s the notebooks hold and its accounting
-ledger holds alice's, Ctrl-C stops it all (its PostgreSQL and Prometheus too)."""
+(docs/demo.md: a notebook takes the A100 of the user's batch clone, the clone is requeued), the
+demo's Prometheus shows the A100s the notebooks hold, alice's live GPU-hours on the usage
+service, bob's T4 spawn refused with the figures once his quota is used (issue 15's done-when),
+the notebook whose GPU went idle warned and culled, its A100 free on the form and the requeued
+clone running on it to the end (issue 16's), the ledger holds alice's servers, Ctrl-C stops it
+all (its PostgreSQL and Prometheus too)."""
 
 from __future__ import annotations
 
@@ -16,14 +19,18 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiinfn_dev.demo import DEMO_NAMESPACE
 from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
+from aiinfn_dev.monitoring import UTILISATION
+from kubernetes_asyncio import client
 
 from aiinfn_hub import k8s
+from aiinfn_hub.accounting.events import Allocation, AllocationEvent
 from tests.helpers import wait_until
 from tests.jobs_service import pods_ready_in_kueue, run_long_then_short
 
@@ -31,6 +38,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 A100 = {"accelerator": "a100"}
 QUOTA_LINE = r'class="aiinfn-quota"[^>]*>Quota: 0\.\d of 0\.1 hours of [^<]*T4[^<]* left this day'
+USED_UP = r'class="aiinfn-quota none"[^>]*>Quota used up: you have used 0\.1 of your 0\.1 hours'
+QUOTE = "(?:'|&#39;|&#x27;)"
+WARNING = rf"Your server {QUOTE}second{QUOTE} will be stopped in about \d minutes?: its"
 A100_CARD = (
     r'data-accelerator="a100".*?data-free="(\d*)" data-total="(\d*)" '
     r'data-free-now="(\d*)" data-batch-jobs="(\d+)"'
@@ -122,11 +132,104 @@ def _addresses(text: str) -> dict[str, str]:
     }
 
 
-def _bob_sees_his_quota(base: str, password: str) -> None:
-    """The demo's quota (docs/demo.md, "A quota used up"): bob's form shows his T4 hours."""
-    _, bob = _login(base, "bob", password)
-    form = bob.open(f"{base}/hub/spawn").read().decode()
+async def _bob_uses_up_his_quota(base: str, password: str, ledger: str, kubeconfig: Path) -> None:
+    """docs/demo.md, "A quota used up": bob's form shows his T4 hours left; with 6.5 minutes of
+    T4 earlier today in the ledger (a server of his that ended), it says they are used up and a
+    T4 spawn is refused, 403, with the figures, and nothing is created."""
+    bob, browser = await asyncio.to_thread(_token, base, "bob", password)
+    form = await asyncio.to_thread(lambda: browser.open(f"{base}/hub/spawn").read().decode())
     assert re.search(QUOTA_LINE, form), form
+    await _seed_bobs_t4(ledger)
+    form = await asyncio.to_thread(lambda: browser.open(f"{base}/hub/spawn").read().decode())
+    assert re.search(USED_UP, form), form
+    status, body = await asyncio.to_thread(
+        _api, base, bob, "POST", "/hub/api/users/bob/server", {"accelerator": "t4"}
+    )
+    assert status == 403, body
+    message = json.loads(body["raw"])["message"]
+    assert message.startswith("you have used 0.1 of your 0.1 hours of "), message
+    assert " this day (resets " in message, message
+    api = await k8s.api_client(str(kubeconfig))
+    async with api:
+        pods = await client.CoreV1Api(api).list_namespaced_pod(
+            DEMO_NAMESPACE, label_selector="hub.jupyter.org/username=bob"
+        )
+    assert not pods.items, [p.metadata.name for p in pods.items]
+
+
+async def _seed_bobs_t4(ledger: str) -> None:
+    """6.5 minutes of one T4 for bob, ended 10 s ago, all of them today (UTC)."""
+    import psycopg
+
+    from aiinfn_hub.accounting import ledger as accounting
+
+    async def today_long_enough() -> bool:
+        now = datetime.now(UTC)
+        return now - now.replace(hour=0, minute=0, second=0, microsecond=0) > timedelta(minutes=7)
+
+    await wait_until(today_long_enough, "the UTC day to be 7 minutes old", limit=480)
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
+    held = Allocation("demo-bob-t4-earlier", "bob", "", "t4", "notebook", "", 1, 1000)
+    start = AllocationEvent(held, "start", end - timedelta(minutes=6, seconds=30))
+    async with await psycopg.AsyncConnection.connect(ledger) as connection:
+        await accounting.insert(connection, [start, AllocationEvent(held, "end", end)])
+        await connection.commit()
+
+
+async def _live_gpu_seconds(base: str, token: str) -> float | None:
+    """alice's A100 notebook seconds (the last 30 days) as the usage service counts them now:
+    her running servers up to this moment."""
+    status, body = await asyncio.to_thread(_api, base, token, "GET", "/services/usage/api/usage")
+    assert status == 200, body
+    seconds = sum(
+        row["accelerator_seconds"]
+        for row in body["totals"]
+        if (row["model"], row["kind"]) == ("a100", "notebook")
+    )
+    return seconds or None
+
+
+async def _alice_sees_her_gpu_hours_grow(base: str, token: str) -> None:
+    """The usage service counts alice's running A100 servers up to now: non-zero, growing."""
+    first = await wait_until(lambda: _live_gpu_seconds(base, token), "alice's GPU-hours")
+
+    async def grown() -> bool:
+        return (await _live_gpu_seconds(base, token) or 0) > first
+
+    await wait_until(grown, "alice's GPU-hours to grow while her servers run")
+
+
+async def _make_idle(kubeconfig: Path, user: str, server: str) -> None:
+    """Set the server's simulated GPU utilisation to 0% (the demo's stand-in exporter reads the
+    pod's annotation; docs/demo.md, "An idle GPU server culled")."""
+    selector = f"hub.jupyter.org/username={user},hub.jupyter.org/servername={server}"
+    api = await k8s.api_client(str(kubeconfig))
+    async with api:
+        core = client.CoreV1Api(api)
+        (pod,) = (await core.list_namespaced_pod(DEMO_NAMESPACE, label_selector=selector)).items
+        patch = {"metadata": {"annotations": {UTILISATION: "0"}}}
+        await core.patch_namespaced_pod(pod.metadata.name, DEMO_NAMESPACE, patch)
+
+
+async def _warned(base: str, token: str, browser, server: str) -> None:
+    """The culler's warning on alice's home page while `server` still runs (read after it)."""
+
+    async def shown() -> bool:
+        page = await asyncio.to_thread(lambda: browser.open(f"{base}/hub/home").read().decode())
+        if not re.search(WARNING, page):
+            return False
+        _, model = await asyncio.to_thread(_api, base, token, "GET", "/hub/api/users/alice")
+        return server in model["servers"]
+
+    await wait_until(shown, f"the warning for {server} on the home page", limit=150)
+
+
+async def _culled(base: str, token: str, server: str) -> None:
+    async def gone() -> bool:
+        _, model = await asyncio.to_thread(_api, base, token, "GET", "/hub/api/users/alice")
+        return server not in model["servers"]
+
+    await wait_until(gone, f"the culler to stop {server}", limit=120)
 
 
 def _stopped(addresses: dict[str, str]) -> None:
@@ -152,13 +255,31 @@ async def _alice_in_the_ledger(ledger: str) -> list[tuple] | None:
     return rows if ("end", 1) in rows else None
 
 
+async def _job_in(base: str, token: str, job: str, states: tuple[str, ...]) -> dict | None:
+    """The job's record from the job service, if it is in one of `states`."""
+    _, body = await asyncio.to_thread(_api, base, token, "GET", f"/services/jobs/api/jobs/{job}")
+    return body if body.get("state") in states else None
+
+
+async def _a100_card(base: str, browser, expected: tuple[str, ...]) -> bool:
+    """Whether alice's spawn form's A100 numbers (free if jobs stop, total, free now, jobs
+    stopped) start with `expected`."""
+    page = await asyncio.to_thread(
+        lambda: browser.open(f"{base}/hub/spawn/alice/second").read().decode()
+    )
+    card = re.search(A100_CARD, page, re.DOTALL)
+    return bool(card) and card.groups()[: len(expected)] == expected
+
+
 async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: dict) -> None:
     """docs/demo.md, "A notebook takes an accelerator from a batch job": carol's server holds two
     of the four A100s and alice's "gpu" server a third; alice's clone takes the only free one;
     alice's second server takes it back. The spawn succeeds naming the clone, the clone is
-    requeued, and once the server stops it runs again and completes. Meanwhile the demo's
-    Prometheus shows the notebooks' three A100s (alice's among them), and the ledger alice's
-    two servers, "second" ended."""
+    requeued. Meanwhile the demo's Prometheus shows the notebooks' three A100s (alice's among
+    them), the usage service alice's GPU-hours growing, and bob uses up his quota ("A quota
+    used up"). Then "An idle GPU server culled": "second", its GPU at 0%, is warned and culled,
+    its A100 is free on the form, and the waiting clone runs again on it and completes; the
+    ledger has alice's two servers, "second" ended."""
     alice, browser = await asyncio.to_thread(_token, base, "alice", password)
     carol, _ = await asyncio.to_thread(_token, base, "carol", password)
     await asyncio.to_thread(_spawn, base, carol, "/users/carol/server", A100 | {"count": 2})
@@ -169,11 +290,8 @@ async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: 
     )
     assert status == 201, job
 
-    async def state(*states: str) -> dict | None:
-        _, body = await asyncio.to_thread(
-            _api, base, alice, "GET", f"/services/jobs/api/jobs/{job['id']}"
-        )
-        return body if body.get("state") in states else None
+    def state(*states: str):
+        return _job_in(base, alice, job["id"], states)
 
     await wait_until(lambda: state("running"), "the clone to run")
     api = await k8s.api_client(str(kubeconfig))
@@ -182,26 +300,27 @@ async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: 
     finally:
         await api.close()
 
-    async def a100_card() -> tuple[str, ...] | None:
-        """The spawn form's A100 numbers (free if jobs stop, total, free now, jobs stopped)
-        once they show the clone."""
-        page = await asyncio.to_thread(
-            lambda: browser.open(f"{base}/hub/spawn/alice/second").read().decode()
-        )
-        card = re.search(A100_CARD, page, re.DOTALL)
-        return card.groups() if card and card.groups() == ("1", "4", "0", "1") else None
-
-    await wait_until(a100_card, "the form to offer the clone's A100 (1 job would be stopped)")
+    await wait_until(
+        lambda: _a100_card(base, browser, ("1", "4", "0", "1")),
+        "the form to offer the clone's A100 (1 job would be stopped)",
+    )
     await _notebook_a100s(monitoring["prometheus"], 3.0)  # carol's two, alice's one
     messages = await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/second", A100)
     assert any(
         m.startswith("Stopping 1 batch job on ") and m.endswith(": your job 'training'")
         for m in messages
     ), messages
+    await _make_idle(kubeconfig, "alice", "second")  # its GPU at 0% from now on
+    # Watched from now: the warning comes 30 s into the idle time, while the rest goes on.
+    warned = asyncio.create_task(_warned(base, alice, browser, "second"))
     requeued = await wait_until(lambda: state("requeued"), "the clone to be requeued", limit=180)
     assert requeued["message"].startswith("requeued: its pods were stopped"), requeued
-    await asyncio.to_thread(
-        _api, base, alice, "DELETE", "/hub/api/users/alice/servers/second", {"remove": True}
+    await _alice_sees_her_gpu_hours_grow(base, alice)
+    await _bob_uses_up_his_quota(base, password, monitoring["ledger"], kubeconfig)
+    await warned
+    await _culled(base, alice, "second")
+    await wait_until(
+        lambda: _a100_card(base, browser, ("1", "4")), "the culled server's A100 free on the form"
     )
     done = await wait_until(lambda: state("succeeded", "failed"), "the clone to end", limit=180)
     assert (done["state"], done["failed"], done["site"]) == ("succeeded", 0, "local"), done
@@ -209,6 +328,18 @@ async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: 
         lambda: _alice_in_the_ledger(monitoring["ledger"]), "alice's servers in the ledger"
     )
     assert rows == [("end", 1), ("start", 1), ("start", 1)], rows
+
+
+def _logs_in(base: str, password: str) -> None:
+    """alice logs in with the printed password and sees the farm on her form; a wrong password
+    and an unknown user do not."""
+    status, alice = _login(base, "alice", password)
+    assert status == 200
+    spawn_page = alice.open(f"{base}/hub/spawn").read().decode()
+    assert "NVIDIA A100 80GB" in spawn_page and "A100 MIG slice 3g.40gb" in spawn_page
+    assert re.search(r"\d+ of 4 free", spawn_page)
+    assert _login(base, "alice", "not-the-password")[0] == 403
+    assert _login(base, "mallory", password)[0] == 403
 
 
 def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster, tmp_path):
@@ -220,20 +351,10 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("AIINFN_DEMO_MODE", None)
     output = tmp_path / "demo.log"
+    command = ["demo", "--port", str(hub_port), "--cluster-name", name]
     with open(output, "wb") as log:
         demo = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aiinfn_dev.demo",
-                "demo",
-                "--port",
-                str(hub_port),
-                "--cluster-name",
-                name,
-                "--cluster-port",
-                str(api_port),
-            ],
+            [sys.executable, "-m", "aiinfn_dev.demo", *command, "--cluster-port", str(api_port)],
             cwd=REPO,
             env=env,
             stdout=log,
@@ -253,24 +374,15 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         assert "aiinfn-dev demo is running at" in text, text[-3000:]
         password = re.search(r"password: (\S+)", text).group(1)
         monitoring = _addresses(text)
-        assert password not in text.replace(
-            f"password: {password}", ""
-        )  # printed once, never logged
+        assert password not in text.replace(f"password: {password}", "")  # printed once
         cluster_pids = cluster.status().processes
         assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"} <= {
             p.name for p in cluster_pids
         }
 
         base = f"http://127.0.0.1:{hub_port}"
-        status, alice = _login(base, "alice", password)
-        assert status == 200
-        spawn_page = alice.open(f"{base}/hub/spawn").read().decode()
-        assert "NVIDIA A100 80GB" in spawn_page and "A100 MIG slice 3g.40gb" in spawn_page
-        assert re.search(r"\d+ of 4 free", spawn_page)
-        assert _login(base, "alice", "not-the-password")[0] == 403
-        assert _login(base, "mallory", password)[0] == 403
+        _logs_in(base, password)
         asyncio.run(_walk_through(base, password, cluster.layout.admin_kubeconfig, monitoring))
-        _bob_sees_his_quota(base, password)
 
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert demo.wait(timeout=60) == 0
@@ -280,7 +392,11 @@ def test_demo_logs_in_walks_through_a_preemption_and_stops_on_ctrl_c(devcluster,
         with pytest.raises(OSError):
             urllib.request.urlopen(base, timeout=2)
     finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-            demo.wait()
+        if demo.poll() is None:  # Ctrl-C first, so that the demo stops what it started
+            os.killpg(demo.pid, signal.SIGINT)
+            try:
+                demo.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(demo.pid, signal.SIGKILL)
+                demo.wait()
         cluster.down()
