@@ -7,15 +7,11 @@ integration tests."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
-import signal
 import stat
 import subprocess
 import sys
-import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +21,7 @@ from kubernetes_asyncio import client
 from aiinfn_hub import names
 from aiinfn_hub.services.backup import image, manifests, repos
 from aiinfn_hub.storage_config import StorageSettings
+from tests import service_process
 from tests.helm_values import HELM_VALUES, objects
 from tests.helpers import wait_until
 
@@ -262,62 +259,23 @@ class ServiceProcess:
     process: subprocess.Popen | None = None
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-        env.update(
-            {
-                "JUPYTERHUB_API_TOKEN": self.token,
-                "JUPYTERHUB_API_URL": f"{self.hub_url}/hub/api",
-                "JUPYTERHUB_CLIENT_ID": "service-backup",
-                "JUPYTERHUB_SERVICE_NAME": "backup",
-                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}",
-                "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-                "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback",
-                "JUPYTERHUB_BASE_URL": "/",
-                "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
-                    ["access:services", "access:services!service=backup"]
-                ),
-                "KUBECONFIG": str(self.kubeconfig),
-            }
+        return service_process.environment(
+            "backup", self.token, self.hub_url, self.port, PREFIX, KUBECONFIG=str(self.kubeconfig)
         )
-        return env
 
     def answers(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json"
-            urllib.request.urlopen(url, timeout=2).read()
-            return True
-        except OSError:
-            return False
+        return service_process.answers(self.port, PREFIX)
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "aiinfn_hub.services.backup"]
         argv += ["--hub-config", str(self.tmp / "jupyterhub_config.py")]
-        with open(self.tmp / "backup-service.log", "wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=self.tmp,
-                env=self.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        for _ in range(300):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the backup service exited: {self.log()[-3000:]}")
-            if self.answers():
-                return
-            threading.Event().wait(0.1)
-        raise RuntimeError(f"the backup service did not start: {self.log()[-3000:]}")
+        log = self.tmp / "backup-service.log"
+        self.process = service_process.start(
+            argv, self.tmp, self.environment(), log, self.port, PREFIX
+        )
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        service_process.stop(self.process)
 
     def log(self) -> str:
         return (self.tmp / "backup-service.log").read_text(errors="replace")

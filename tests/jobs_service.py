@@ -4,13 +4,9 @@ Used by the integration tests and the benchmark."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
-import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +14,7 @@ from typing import Any
 from aiinfn_dev import kueue_config
 from kubernetes_asyncio import client
 
+from tests import service_process
 from tests.hub import Hub
 
 PREFIX = "/services/jobs/"
@@ -89,24 +86,10 @@ class Service:
 
     def environment(self, kubeconfig: Path | None = None) -> dict[str, str]:
         """What a hub gives a managed service, pointing at this hub and this port."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
-        env.update(
-            {
-                "JUPYTERHUB_API_TOKEN": self.token,
-                "JUPYTERHUB_API_URL": f"{self.hub.url}/hub/api",
-                "JUPYTERHUB_CLIENT_ID": "service-jobs",
-                "JUPYTERHUB_SERVICE_NAME": "jobs",
-                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}",
-                "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-                "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback",
-                "JUPYTERHUB_BASE_URL": "/",
-                "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
-                    ["access:services", "access:services!service=jobs"]
-                ),
-                "KUBECONFIG": str(kubeconfig or self.kubeconfig),
-            }
+        kubeconfig_path = str(kubeconfig or self.kubeconfig)
+        return service_process.environment(
+            "jobs", self.token, self.hub.url, self.port, PREFIX, KUBECONFIG=kubeconfig_path
         )
-        return env
 
     def argv(self, *args: str) -> list[str]:
         return [
@@ -119,43 +102,19 @@ class Service:
         ]
 
     def answers(self) -> bool:
-        try:
-            urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json", timeout=2
-            ).read()
-            return True
-        except OSError:
-            return False
+        return service_process.answers(self.port, PREFIX)
 
     def start(self, kubeconfig: Path | None = None, *args: str) -> None:
         """Start the process and wait until it answers; `args` are extra command-line settings."""
         self.starts += 1
-        with open(self.tmp / f"jobs-{self.starts}.log", "wb") as log:
-            self.process = subprocess.Popen(
-                self.argv(*args),
-                cwd=self.tmp,
-                env=self.environment(kubeconfig),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        for _ in range(300):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the job service exited: {self.log()[-3000:]}")
-            if self.answers():
-                return
-            threading.Event().wait(0.1)
-        raise RuntimeError(f"the job service did not start: {self.log()[-3000:]}")
+        log = self.tmp / f"jobs-{self.starts}.log"
+        env = self.environment(kubeconfig)
+        self.process = service_process.start(
+            self.argv(*args), self.tmp, env, log, self.port, PREFIX
+        )
 
     def stop(self, how: int = signal.SIGTERM) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        os.kill(self.process.pid, how)
-        try:
-            return self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        return service_process.stop(self.process, how)
 
     def log(self) -> str:
         return (self.tmp / f"jobs-{self.starts}.log").read_text(errors="replace")

@@ -17,10 +17,8 @@ import io
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from selenium.webdriver.common.by import By
 
 from aiinfn_hub.accounting import ledger, quotas, settings
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
+from tests import service_process
 from tests.hub import Hub, hub_in_namespace
 from tests.postgres import Postgres, create_database
 
@@ -134,62 +133,24 @@ class ServiceProcess:
     process: subprocess.Popen | None = None
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "AIINFN_"))}
-        env.update(
-            {
-                "JUPYTERHUB_API_TOKEN": self.token,
-                "JUPYTERHUB_API_URL": f"{self.hub_url}/hub/api",
-                "JUPYTERHUB_CLIENT_ID": "service-usage",
-                "JUPYTERHUB_SERVICE_NAME": "usage",
-                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{self.port}",
-                "JUPYTERHUB_SERVICE_PREFIX": PREFIX,
-                "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{PREFIX}oauth_callback",
-                "JUPYTERHUB_BASE_URL": "/",
-                "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
-                    ["access:services", "access:services!service=usage"]
-                ),
-                settings.URL_ENV: self.database_url,
-            }
+        extra = {settings.URL_ENV: self.database_url}
+        drop = ("JUPYTERHUB_", "AIINFN_")
+        return service_process.environment(
+            "usage", self.token, self.hub_url, self.port, PREFIX, drop, **extra
         )
-        return env
 
     def answers(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.port}{PREFIX}api/openapi.json"
-            urllib.request.urlopen(url, timeout=2).read()
-            return True
-        except OSError:
-            return False
+        return service_process.answers(self.port, PREFIX)
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "aiinfn_hub.services.usage"]
         argv += ["--hub-config", str(self.tmp / "jupyterhub_config.py"), *self.args]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=self.tmp,
-                env=self.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        for _ in range(300):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the usage service exited: {self.log()[-3000:]}")
-            if self.answers():
-                return
-            threading.Event().wait(0.1)
-        raise RuntimeError(f"the usage service did not start: {self.log()[-3000:]}")
+        self.process = service_process.start(
+            argv, self.tmp, self.environment(), self.log_path, self.port, PREFIX
+        )
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        service_process.stop(self.process)
 
     @property
     def log_path(self) -> Path:
