@@ -13,7 +13,7 @@ import hashlib
 import http.server
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,16 +157,23 @@ def gpus_of(pod: Mapping[str, Any]) -> int:
     return total
 
 
+# What the listing thread does with each listing: serve those pods (default: follow them).
+Observe = Callable[[DcgmStandIn, list[dict[str, Any]]], None]
+
+
 @contextlib.contextmanager
-def following(kubeconfig: str, namespace: str, every: float = 2.0) -> Iterator[DcgmStandIn]:
+def following(
+    kubeconfig: str, namespace: str, every: float = 2.0, observe: Observe | None = None
+) -> Iterator[DcgmStandIn]:
     """The stand-in on a free loopback port, serving the GPU pods of `namespace` as they come
-    and go (listed every `every` seconds by a thread with its own event loop; new pods at 0%):
-    what the demo runs for its Prometheus. Stopped on exit."""
+    and go (listed every `every` seconds by a thread with its own event loop, each listing given
+    to `observe`; by default new pods at 0%). Stopped on exit."""
     exporter = DcgmStandIn()
     exporter.start()
     stop = threading.Event()
+    seen = observe or (lambda exporter, pods: exporter.follow(pods))
     thread = threading.Thread(
-        target=lambda: asyncio.run(_follow(kubeconfig, namespace, exporter, every, stop)),
+        target=lambda: asyncio.run(_follow(kubeconfig, namespace, exporter, every, stop, seen)),
         daemon=True,
     )
     thread.start()
@@ -179,14 +186,19 @@ def following(kubeconfig: str, namespace: str, every: float = 2.0) -> Iterator[D
 
 
 async def _follow(
-    kubeconfig: str, namespace: str, exporter: DcgmStandIn, every: float, stop: threading.Event
+    kubeconfig: str,
+    namespace: str,
+    exporter: DcgmStandIn,
+    every: float,
+    stop: threading.Event,
+    observe: Observe,
 ) -> None:
     async with await k8s.api_client(kubeconfig) as api:
         core = client.CoreV1Api(api)
         while not stop.is_set():
             try:
                 listed = await core.list_namespaced_pod(namespace)
-                exporter.follow(api.sanitize_for_serialization(listed)["items"])
+                observe(exporter, api.sanitize_for_serialization(listed)["items"])
             except (ApiException, OSError) as error:
                 log.warning("listing pods for the DCGM stand-in failed: %s", type(error).__name__)
             await asyncio.to_thread(stop.wait, every)

@@ -17,22 +17,16 @@ Everything is stopped by pid when the demo's ExitStack closes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
 import shutil
 import tempfile
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
-from aiinfn_hub import k8s
 from aiinfn_hub.accounting.settings import URL_ENV
 
 from . import dcgm, postgres, prometheus
@@ -111,44 +105,12 @@ def simulate(exporter: dcgm.DcgmStandIn, pods: list[Mapping[str, Any]]) -> None:
             exporter.set(dataclasses.replace(served, utilisation=values))
 
 
-@contextlib.contextmanager
 def simulated_gpus(
     kubeconfig: str, namespace: str, every: float = 2.0
-) -> Iterator[dcgm.DcgmStandIn]:
+) -> contextlib.AbstractContextManager[dcgm.DcgmStandIn]:
     """The DCGM stand-in on a free loopback port, serving the GPU pods of `namespace` (listed
-    every `every` seconds by a thread with its own event loop) at their utilisation."""
-    exporter = dcgm.DcgmStandIn()
-    exporter.start()
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=lambda: asyncio.run(_follow(kubeconfig, namespace, exporter, every, stop)),
-        daemon=True,
-    )
-    thread.start()
-    try:
-        yield exporter
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        exporter.stop()
-
-
-async def _follow(
-    kubeconfig: str,
-    namespace: str,
-    exporter: dcgm.DcgmStandIn,
-    every: float,
-    stop: threading.Event,
-) -> None:
-    async with await k8s.api_client(kubeconfig) as api:
-        core = client.CoreV1Api(api)
-        while not stop.is_set():
-            try:
-                listed = await core.list_namespaced_pod(namespace)
-                simulate(exporter, api.sanitize_for_serialization(listed)["items"])
-            except (ApiException, OSError) as error:
-                log.warning("listing pods for the DCGM stand-in failed: %s", type(error).__name__)
-            await asyncio.to_thread(stop.wait, every)
+    every `every` seconds) at their utilisation (simulate())."""
+    return dcgm.following(kubeconfig, namespace, every, observe=simulate)
 
 
 def storage_roots(folders: dict[str, Path]) -> tuple[Path, Path]:

@@ -38,7 +38,7 @@ TOKEN_ENV = "AIINFN_PROMETHEUS_API_TOKEN"
 # path; the hub's services' with the service token.
 JOBS = {"hub": "/hub/metrics", "jobs": "/services/jobs/metrics", "storage": "/metrics"}
 SERVICE_JOBS = {"jobs": "/services/jobs/metrics", "backup": "/services/backup/metrics"}
-UNAUTHENTICATED = ("storage",)
+UNAUTHENTICATED = ("storage", "dcgm")
 
 
 class Unavailable(RuntimeError):
