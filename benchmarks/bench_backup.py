@@ -19,7 +19,10 @@ alternates between rounds):
 
 The ratios (Job / create by hand, Job / every step by hand, second run / first run) are of the
 medians over the rounds of the same run. The page cache is warm for both (the tree was just
-written).
+written), and dirty pages are written out (`os.sync`, untimed) before each timed run: without
+it, whichever ran first in a round also paid for writing back the last round's repositories
+(up to 10 s at 1.1 GB). borg's own seconds for the archive (`archive.duration` of create's
+JSON) are kept for both, to tell borg's work from what surrounds it.
 
 Run: .venv/bin/python benchmarks/bench_backup.py [--files N] [--large N] [--large-mib N]
 [--rounds N] [--json F]
@@ -90,10 +93,16 @@ def generate(home: Path, files: int, large: int, large_mib: int) -> int:
     return total
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    """The whole process's seconds, and its output."""
     started = time.perf_counter()
-    subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - started
+    ran = subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, ran.stdout
+
+
+def borg_duration(output: str) -> float:
+    """borg create's own seconds (`archive.duration` of its JSON), whoever ran it."""
+    return float(json.loads(output[output.index("{") :])["archive"]["duration"])
 
 
 def by_hand(home: Path, work: Path, first: bool) -> dict[str, float]:
@@ -103,17 +112,19 @@ def by_hand(home: Path, work: Path, first: bool) -> dict[str, float]:
     env = {"PATH": os.environ["PATH"], **borg.environment(settings)}
     times: dict[str, float] = {}
     if first:
-        times["init"] = timed(list(borg.init(settings, repository).argv), env, work)
+        times["init"] = timed(list(borg.init(settings, repository).argv), env, work)[0]
     archive = borg.archive_for(datetime.now(UTC))
-    times["create"] = timed(list(borg.create(settings, repository, archive, ["."]).argv), env, home)
+    create = borg.create(settings, repository, archive, ["."])
+    times["create"], output = timed(list(create.argv), env, home)
     for name, command in (
         ("prune", borg.prune(settings, repository)),
         ("compact", borg.compact(settings, repository)),
         ("info", borg.info(settings, repository)),
         ("list", borg.list_archives(settings, repository)),
     ):
-        times[name] = timed(list(command.argv), env, work)
+        times[name] = timed(list(command.argv), env, work)[0]
     times["all"] = sum(times.values())
+    times["borg_create"] = borg_duration(output)
     return times
 
 
@@ -135,11 +146,27 @@ async def the_job(api: client.ApiClient, namespace: str, storage: StorageSetting
     await batch.create_namespaced_job(namespace, body)
     total = await _ended(batch, namespace, name, started)
     pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+    pod = pods.items[0]
+    statuses = [*(pod.status.init_container_statuses or ()), *pod.status.container_statuses]
     steps = {
         s.name: _seconds(s.state.terminated.started_at, s.state.terminated.finished_at)
-        for s in pods.items[0].status.init_container_statuses
+        for s in statuses
     }
-    return {"job": total, "create_step": steps["create"], "steps": steps}
+    created = pod.metadata.creation_timestamp
+    ends = [s.state.terminated.finished_at for s in statuses]
+    answer = await core.read_namespaced_pod_log(
+        pod.metadata.name, namespace, container="create", _preload_content=False
+    )
+    log = await answer.text()
+    return {
+        "job": total,
+        "create_step": steps["create"],
+        "borg_create": borg_duration(log),
+        # whole seconds (Kubernetes' times): pod made to its first step, last step's end
+        "pod_to_first_step": _seconds(created, statuses[0].state.terminated.started_at),
+        "pod_to_last_end": _seconds(created, max(ends)),
+        "steps": steps,
+    }
 
 
 async def _ended(batch: client.BatchV1Api, namespace: str, name: str, started: float) -> float:
@@ -201,14 +228,20 @@ async def one_round(
     found: dict[str, Any] = {}
     for run_name, first in (("first", True), ("second", False)):
         if job_first:
+            os.sync()
             job = await the_job(api, namespace, storage)
+            os.sync()
             hand = by_hand(home, work, first)
         else:
+            os.sync()
             hand = by_hand(home, work, first)
+            os.sync()
             job = await the_job(api, namespace, storage)
         found[run_name] = {"by_hand": hand, **job}
-        say(f"{run_name}: by hand create {hand['create']:.2f} s, all {hand['all']:.2f} s; "
-            f"Job {job['job']:.2f} s (create step {job['create_step']:.0f} s)")  # fmt: skip
+        say(f"{run_name}: by hand create {hand['create']:.2f} s (borg {hand['borg_create']:.2f}),"
+            f" all {hand['all']:.2f} s; Job {job['job']:.2f} s (create step "
+            f"{job['create_step']:.0f} s, borg {job['borg_create']:.2f}; pod to last end "
+            f"{job['pod_to_last_end']:.0f} s)")  # fmt: skip
     return found
 
 

@@ -74,6 +74,12 @@ async def _step_log(core, namespace: str, job: str, step: str) -> str:
     return await k8s.call_text(answer)
 
 
+async def _report_output(core, namespace: str, job: str, output: str) -> str:
+    """One output of the report step (prune, compact, info, list in one container)."""
+    text = await _step_log(core, namespace, job, manifests.REPORT_STEP)
+    return records.step_outputs(text)[output]
+
+
 async def _backup(batch, world: BackupWorld, username: str, uid: int, run_id: str) -> str:
     archive = borg.archive_for(datetime.now(UTC))
     job = manifests.make_backup_job(
@@ -188,7 +194,12 @@ async def test_a_home_not_made_yet_is_skipped_never_created(world: BackupWorld, 
     assert not world.home("carol").exists() and not world.home("carol").is_symlink()
     created = await _step_log(core, world.namespace, name, "create")
     assert records.create_result(created) == records.CreateResult(None, records.SKIPPED)
-    assert listing.archives(await _step_log(core, world.namespace, name, "archives")) == []
+    assert (
+        listing.archives(
+            await _report_output(core, world.namespace, name, manifests.ARCHIVES_OUTPUT)
+        )
+        == []
+    )
     # The repository exists (init ran), so listings and the next backup find it.
     assert (world.repository(repos.home("carol")) / "config").exists()
 
@@ -213,7 +224,9 @@ async def test_an_unreadable_file_is_a_warning_and_the_archive_holds_the_rest(
         and result.archive.name == job["metadata"]["annotations"]["archive"]
     )
     assert "root-only.txt" in result.warnings and "Permission denied" in result.warnings
-    archives = listing.archives(await _step_log(core, world.namespace, name, "archives"))
+    archives = listing.archives(
+        await _report_output(core, world.namespace, name, manifests.ARCHIVES_OUTPUT)
+    )
     assert [a.name for a in archives] == [result.archive.name]
     assert result.archive.files >= 5  # the rest of the home is in it
 

@@ -73,11 +73,48 @@ def test_other_codes_fail_with_borgs_messages(tmp_path, code):
     assert "x: file changed" in done.stderr
 
 
-def test_prune_and_compact_do_nothing_after_a_skip(tmp_path):
-    mark = tmp_path / "skip"
-    script = manifests.UNLESS_SKIPPED_SCRIPT.replace(manifests.SKIP_MARK, str(mark))
-    ran = subprocess.run(["sh", "-c", script, "prune", "sh", "-c", "exit 7"], check=False)
-    assert ran.returncode == 7
-    mark.touch()
-    ran = subprocess.run(["sh", "-c", script, "prune", "sh", "-c", "exit 7"], check=False)
-    assert ran.returncode == 0
+def _report(tmp_path: Path, *steps: tuple[str, str, list[str]]) -> subprocess.CompletedProcess:
+    """REPORT_SCRIPT with its skip mark under tmp_path, each step (name, when, argv)."""
+    script = manifests.REPORT_SCRIPT.replace(manifests.SKIP_MARK, str(tmp_path / "skip"))
+    argv = ["sh", "-c", script, "report"]
+    for name, when, command in steps:
+        argv += [name, when, str(len(command)), *command]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def test_the_report_step_prints_each_output_after_its_mark_argv_as_given(tmp_path):
+    steps = (
+        ("prune", "unless-skipped", ["printf", "%s|%s|%s\\n", "a b", "$HOME;x", "*"]),
+        ("info", "always", ["sh", "-c", "echo '{}'; echo noise >&2"]),
+        ("archives", "always", ["echo", '{"archives": []}']),
+    )
+    done = _report(tmp_path, *steps)
+    assert done.returncode == 0 and done.stderr == ""
+    assert records.step_outputs(done.stdout) == {
+        "prune": "a b|$HOME;x|*\n",
+        "info": "{}\n",
+        "archives": '{"archives": []}\n',
+    }
+
+
+def test_after_a_skip_prune_and_compact_do_nothing_and_the_report_still_runs(tmp_path):
+    (tmp_path / "skip").touch()
+    done = _report(
+        tmp_path,
+        ("prune", "unless-skipped", ["sh", "-c", "exit 7"]),
+        ("compact", "unless-skipped", ["sh", "-c", "exit 7"]),
+        ("info", "always", ["echo", "{}"]),
+    )
+    assert done.returncode == 0
+    assert records.step_outputs(done.stdout) == {"info": "{}\n"}
+
+
+def test_the_first_failing_step_ends_the_report_with_its_code_and_messages(tmp_path):
+    done = _report(
+        tmp_path,
+        ("prune", "unless-skipped", ["sh", "-c", "echo 'lock timeout' >&2; exit 2"]),
+        ("info", "always", ["echo", "{}"]),
+    )
+    assert done.returncode == 2
+    assert done.stderr == "backup: step prune exited 2\nlock timeout\n"
+    assert records.step_outputs(done.stdout) == {"prune": ""}

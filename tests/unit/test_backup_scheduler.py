@@ -44,7 +44,7 @@ def test_the_failed_step_is_the_first_non_zero_exit():
     pod = {
         "status": {
             "initContainerStatuses": [status("init", 0), status("create", 137)],
-            "containerStatuses": [status("archives", None)],
+            "containerStatuses": [status("report", None)],
         }
     }
     assert scheduler.failed_step(pod) == ("create", 137)

@@ -91,6 +91,10 @@ done
 """
 _RUN_ID = re.compile(r"[a-z0-9]{1,20}")
 SKIP_MARK = "/tmp/aiinfn-skip"
+# The backup Job's last container, and the names of its outputs the scheduler reads.
+REPORT_STEP = "report"
+INFO_OUTPUT = "info"
+ARCHIVES_OUTPUT = "archives"
 SKIPPED = records.SKIPPED
 WARNINGS_MARK = records.WARNINGS_MARK
 # The create step: the folder is looked up in its parent (which must be searchable, else it is an
@@ -117,10 +121,31 @@ fi
 if [ "$code" -ne 0 ]; then tail -c 4096 /tmp/borg-messages >&2; fi
 exit "$code"
 """
-# prune and compact change nothing after a skipped create.
-UNLESS_SKIPPED_SCRIPT = f"""set -u
-if [ -e {SKIP_MARK} ]; then exit 0; fi
-exec "$@"
+STEP_MARK = records.STEP_MARK
+# The report step: prune and compact (skipped after a skipped create, SKIP_MARK), then info and
+# list, in one container (one start, not four). Its arguments are, per step, its name, when it
+# runs (always, unless-skipped), its argv's length and its argv; the argv is run as is (eval sees
+# only "${N}" references, never a value). Each step's stdout follows a STEP_MARK line naming it
+# (`records.step_outputs`); borg's messages are shown (last 4 KiB) only when a step fails, and
+# the first failure ends the container with its code.
+REPORT_SCRIPT = f"""set -u
+while [ "$#" -gt 0 ]; do
+  name=$1 when=$2 count=$3
+  shift 3
+  if [ "$when" = unless-skipped ] && [ -e {SKIP_MARK} ]; then shift "$count"; continue; fi
+  command=
+  i=1
+  while [ "$i" -le "$count" ]; do command="$command \\"\\${{$i}}\\""; i=$((i + 1)); done
+  echo "{STEP_MARK}$name"
+  eval "$command" 2>/tmp/borg-messages
+  code=$?
+  shift "$count"
+  if [ "$code" -ne 0 ]; then
+    echo "backup: step $name exited $code" >&2
+    tail -c 4096 /tmp/borg-messages >&2
+    exit "$code"
+  fi
+done
 """
 
 # Creates the repository only if it is not there yet (borg init refuses an existing one).
@@ -389,13 +414,13 @@ def _state_dir(repository: Repository) -> str:
     return f"{path_under(TARGET_PATH, repository)}.state"
 
 
-def _json_step(name: str, command: borg.BorgCommand) -> Step:
-    """A step whose log is borg's JSON alone (its messages only when it fails)."""
-    return Step(name, ("sh", "-c", LIST_SCRIPT, name, *command.argv))
-
-
-def _unless_skipped(name: str, command: borg.BorgCommand) -> Step:
-    return Step(name, ("sh", "-c", UNLESS_SKIPPED_SCRIPT, name, *command.argv))
+def _report_step(steps: Sequence[tuple[str, bool, borg.BorgCommand]]) -> Step:
+    """Several borg runs in one container (`REPORT_SCRIPT`): (name, runs after a skip, command)."""
+    argv: list[str] = []
+    for name, always, command in steps:
+        when = "always" if always else "unless-skipped"
+        argv += [name, when, str(len(command.argv)), *command.argv]
+    return Step(REPORT_STEP, ("sh", "-c", REPORT_SCRIPT, REPORT_STEP, *argv))
 
 
 def make_backup_job(
@@ -407,10 +432,11 @@ def make_backup_job(
     run_id: str,
     break_lock: bool = False,
 ) -> dict[str, Any]:
-    """init (first time only), break-lock (only when `locks.decide` said so), create, prune,
-    compact, then info and list: one archive of a home or project, and the repository's sizes
-    and archives after prune, each as borg's JSON in its step's log (the scheduler's record).
-    A folder that is not there is skipped (`CREATE_SCRIPT`): no archive, nothing created."""
+    """init (first time only), break-lock (only when `locks.decide` said so), create, then the
+    report step (prune, compact, info, list in one container): one archive of a home or project,
+    and the repository's sizes and archives after prune as borg's JSON in the create step's log
+    and the report's sections (the scheduler's record). A folder that is not there is skipped
+    (`CREATE_SCRIPT`): no archive, nothing created."""
     config = _borg(settings, repository, _state_dir(repository))
     location = path_under(TARGET_PATH, repository)
     folder = source_folder(repository)
@@ -425,10 +451,17 @@ def make_backup_job(
         (Step("init", ("sh", "-c", INIT_SCRIPT, "init", location, *init.argv)), init),
         *([(Step("break-lock", unlock.argv), unlock)] if break_lock else []),
         (Step("create", ("sh", "-c", CREATE_SCRIPT, "create", folder, *create.argv), True), create),
-        (_unless_skipped("prune", prune), prune),
-        (_unless_skipped("compact", compact), compact),
-        (_json_step("info", info), info),
-        (_json_step("archives", archives), archives),
+        (
+            _report_step(
+                [
+                    ("prune", False, prune),
+                    ("compact", False, compact),
+                    (INFO_OUTPUT, True, info),
+                    (ARCHIVES_OUTPUT, True, archives),
+                ]
+            ),
+            info,
+        ),
     ]
     pairs = [
         source(storage, repository),

@@ -21,6 +21,8 @@ SKIPPED = "nothing to back up: folder missing"
 # The line between borg create's JSON and borg's messages when it exited 1 (a warning: the
 # archive is complete, less what borg names, such as a file it could not read).
 WARNINGS_MARK = "-- borg warnings --"
+# The line before each step's output in a container running several (a backup's report step).
+STEP_MARK = "-- aiinfn step: "
 
 
 class BorgOutputError(ValueError):
@@ -116,6 +118,18 @@ def _document(text: str) -> Mapping[str, Any]:
     if not isinstance(document, dict):
         raise BorgOutputError("borg's output is not a JSON object")
     return document
+
+
+def step_outputs(text: str) -> dict[str, str]:
+    """A log of several steps (`STEP_MARK` lines) cut into each step's output, by name."""
+    outputs: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith(STEP_MARK):
+            current = outputs.setdefault(line[len(STEP_MARK) :].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "".join(lines) for name, lines in outputs.items()}
 
 
 def archives(text: str) -> list[Archive]:

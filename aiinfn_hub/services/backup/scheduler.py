@@ -223,8 +223,14 @@ class Scheduler:
             raise LookupError("the pod is gone")
         name = pod["metadata"]["name"]
         created = records.create_result(await self.store.log(name, "create", MAX_REPORT_BYTES))
-        info = records.repository_info(await self.store.log(name, "info", MAX_REPORT_BYTES))
-        archives = listing.archives(await self.store.log(name, "archives", MAX_REPORT_BYTES))
+        outputs = records.step_outputs(
+            await self.store.log(name, manifests.REPORT_STEP, MAX_REPORT_BYTES)
+        )
+        missing = {manifests.INFO_OUTPUT, manifests.ARCHIVES_OUTPUT} - set(outputs)
+        if missing:
+            raise LookupError(f"the report step printed no {', '.join(sorted(missing))}")
+        info = records.repository_info(outputs[manifests.INFO_OUTPUT])
+        archives = listing.archives(outputs[manifests.ARCHIVES_OUTPUT])
         if created.archive is not None and created.archive.name not in {a.name for a in archives}:
             raise LookupError(f"archive {created.archive.name} is not in the repository")
         return schedule.Report(created.archive, info, len(archives), created.warnings)
