@@ -15,7 +15,10 @@ alternates between rounds):
   with this machine's borg as the home's uid: from the Job's creation to its success (seen by
   a watch: no polling while borg runs), the whole process, pod start and every step included;
   and the create step alone, from its container's start and finish times (whole seconds:
-  Kubernetes' own).
+  Kubernetes' own);
+- **the Job as it was before** (`split_report`: prune, compact, info and list each in a
+  container of its own, six containers), into a repository of its own, for a before/after in
+  the same run.
 
 The ratios (Job / create by hand, Job / every step by hand, second run / first run) are of the
 medians over the rounds of the same run. The page cache is warm for both (the tree was just
@@ -65,6 +68,7 @@ from aiinfn_hub.services.backup import borg, image, manifests, repos  # noqa: E4
 from aiinfn_hub.storage_config import StorageSettings  # noqa: E402
 
 USER, UID = "bench", 100001
+BEFORE_SLUG = "bench-before"
 PER_FOLDER = 1000
 
 
@@ -132,14 +136,37 @@ def _seconds(start: Any, end: Any) -> float:
     return (end - start).total_seconds()
 
 
-async def the_job(api: client.ApiClient, namespace: str, storage: StorageSettings) -> dict:
-    """The service's backup Job, from its creation to its success."""
+def split_report(body: dict) -> dict:
+    """The Job as it was before the report container (each of prune, compact, info and list in
+    a container of its own, six in all), into a repository of its own (BEFORE_SLUG)."""
+    text = json.dumps(body).replace(f"/homes/{names.slug(USER)}", f"/homes/{BEFORE_SLUG}")
+    spec = json.loads(text)["spec"]["template"]["spec"]
+    report = spec["containers"][0]
+    argv, containers = report["command"][4:], []
+    while argv:
+        name, when, count = argv[0], argv[1], int(argv[2])
+        script = report["command"][:3] + [name, name, when, str(count), *argv[3 : 3 + count]]
+        containers.append({**report, "name": name, "command": script})
+        argv = argv[3 + count :]
+    spec["initContainers"] += containers[:-1]
+    spec["containers"] = containers[-1:]
+    result = json.loads(text)
+    result["spec"]["template"]["spec"] = spec
+    return result
+
+
+async def the_job(
+    api: client.ApiClient, namespace: str, storage: StorageSettings, before: bool = False
+) -> dict:
+    """The service's backup Job, from its creation to its success (`before`: `split_report`)."""
     settings = manifests.BackupSettings(image=image.IMAGE, resources={"cpu": "1", "memory": "1Gi"})
     archive = borg.archive_for(datetime.now(UTC))
     run_as = manifests.RunAs(UID, UID)
     body = manifests.make_backup_job(
         settings, storage, repos.home(USER), run_as, archive, uuid.uuid4().hex[:10]
     )
+    if before:
+        body = split_report(body)
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     name = body["metadata"]["name"]
     started = time.perf_counter()
@@ -222,26 +249,27 @@ async def one_round(
     """A first run (fresh repositories: both removed before) and a second, unchanged run, by
     hand and by the Job, in the order given (alternated between rounds)."""
     home, work, target = paths["home"], paths["work"], paths["target"]
-    for stale in (work / "repository", work / ".cache", work / ".config", target):
+    before = target.with_name(BEFORE_SLUG)
+    for stale in (work / "repository", work / ".cache", work / ".config", target, before):
         shutil.rmtree(stale, ignore_errors=True)
-    shutil.rmtree(f"{target}.state", ignore_errors=True)
+        shutil.rmtree(f"{stale}.state", ignore_errors=True)
     found: dict[str, Any] = {}
+    ways = ["hand", "job", "before"]
     for run_name, first in (("first", True), ("second", False)):
-        if job_first:
+        done: dict[str, Any] = {}
+        for way in ways if job_first else ways[::-1]:
             os.sync()
-            job = await the_job(api, namespace, storage)
-            os.sync()
-            hand = by_hand(home, work, first)
-        else:
-            os.sync()
-            hand = by_hand(home, work, first)
-            os.sync()
-            job = await the_job(api, namespace, storage)
-        found[run_name] = {"by_hand": hand, **job}
+            if way == "hand":
+                done["by_hand"] = by_hand(home, work, first)
+            else:
+                done[way] = await the_job(api, namespace, storage, before=way == "before")
+        hand, job = done["by_hand"], done["job"]
+        found[run_name] = {"by_hand": hand, **job, "before": done["before"]}
         say(f"{run_name}: by hand create {hand['create']:.2f} s (borg {hand['borg_create']:.2f}),"
             f" all {hand['all']:.2f} s; Job {job['job']:.2f} s (create step "
             f"{job['create_step']:.0f} s, borg {job['borg_create']:.2f}; pod to last end "
-            f"{job['pod_to_last_end']:.0f} s)")  # fmt: skip
+            f"{job['pod_to_last_end']:.0f} s); before {done['before']['job']:.2f} s (borg "
+            f"{done['before']['borg_create']:.2f})")  # fmt: skip
     return found
 
 
@@ -278,19 +306,23 @@ def _median(rounds: list[dict], run_name: str, pick: Any) -> float:
 def report(result: dict) -> None:
     rounds = result["rounds"]
     header = ("run", "create by hand", "all steps by hand", "Job", "Job / create", "Job / all")
-    print(" | ".join(header))
+    print(" | ".join((*header, "Job before (6 containers)", "before / create")))
     medians = {}
     for name in ("first", "second"):
         create = _median(rounds, name, lambda r: r["by_hand"]["create"])
         every = _median(rounds, name, lambda r: r["by_hand"]["all"])
         job = _median(rounds, name, lambda r: r["job"])
+        before = _median(rounds, name, lambda r: r["before"]["job"])
         ratios = [r[name]["job"] / r[name]["by_hand"]["create"] for r in rounds]
+        borg_hand = _median(rounds, name, lambda r: r["by_hand"]["borg_create"])
+        borg_job = _median(rounds, name, lambda r: r["borg_create"])
         medians[name] = (create, job)
         print(" | ".join((
             name, f"{create:.2f} s", f"{every:.2f} s", f"{job:.2f} s",
             f"{job / create:.2f} (rounds {min(ratios):.2f} to {max(ratios):.2f})",
-            f"{job / every:.2f}",
+            f"{job / every:.2f}", f"{before:.2f} s", f"{before / create:.2f}",
         )))  # fmt: skip
+        print(f"  {name}: borg's own create seconds: by hand {borg_hand:.2f}, Job {borg_job:.2f}")
     (hand1, job1), (hand2, job2) = medians["first"], medians["second"]
     print(f"second / first: by hand create {hand2 / hand1:.3f}, Job {job2 / job1:.3f}")
     print(f"tree: {result['tree']}; {len(rounds)} rounds, medians")

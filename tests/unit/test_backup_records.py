@@ -174,3 +174,10 @@ def test_the_create_steps_log_an_archive_its_warnings_or_a_skip():
         records.create_result(f"{records.WARNINGS_MARK}\nf: changed\n")
     with pytest.raises(records.BorgOutputError):
         records.create_result(json.dumps({"skipped": "something else"}))
+
+
+def test_a_report_log_is_cut_at_its_step_marks():
+    mark = records.STEP_MARK
+    text = f"stray\n{mark}prune\n{mark}info\n{{}}\n{mark}archives\n{{\n}}\n"
+    assert records.step_outputs(text) == {"prune": "", "info": "{}\n", "archives": "{\n}\n"}
+    assert records.step_outputs("no marks\n") == {}
