@@ -323,6 +323,13 @@ def report(result: dict) -> None:
             f"{job / every:.2f}", f"{before:.2f} s", f"{before / create:.2f}",
         )))  # fmt: skip
         print(f"  {name}: borg's own create seconds: by hand {borg_hand:.2f}, Job {borg_job:.2f}")
+        outside = (
+            _median(rounds, name, lambda r: r["by_hand"]["all"] - r["by_hand"]["borg_create"]),
+            _median(rounds, name, lambda r: r["job"] - r["borg_create"]),
+            _median(rounds, name, lambda r: r["before"]["job"] - r["before"]["borg_create"]),
+        )
+        print(f"  {name}: seconds outside borg's create: every step by hand {outside[0]:.2f},"
+              f" Job {outside[1]:.2f}, before {outside[2]:.2f}")  # fmt: skip
     (hand1, job1), (hand2, job2) = medians["first"], medians["second"]
     print(f"second / first: by hand create {hand2 / hand1:.3f}, Job {job2 / job1:.3f}")
     print(f"tree: {result['tree']}; {len(rounds)} rounds, medians")
