@@ -47,11 +47,11 @@ SPAWNER = {
 }
 CULLING = {
     "check_every": 1,
-    "warn_before": 3,
-    "accelerator_timeout": 5,
-    "cpu_timeout": 14,
+    "warn_before": 5,
+    "accelerator_timeout": 8,
+    "cpu_timeout": 18,
     "max_age": 0,
-    "gpu_idle_time": 9,
+    "gpu_idle_time": 12,
     "gpu_idle_threshold": 5.0,
     "exempt_groups": ["vip"],
 }
@@ -147,6 +147,35 @@ async def stopped(hub, user) -> bool:
     return not await running(hub, user)
 
 
+class Warnings:
+    """Each user's first warning seen on their home page while their server ran, watched for
+    every user at once: a warning lasts `warn_before` seconds, so a test waiting for one user's
+    cull must not miss another's window meanwhile."""
+
+    def __init__(self, hub, users) -> None:
+        self.hub, self.seen = hub, {}
+        self.tasks = [asyncio.create_task(self._watch(user)) for user in users]
+
+    async def _watch(self, user) -> None:
+        while True:
+            text = await warning(self.hub, user)
+            if text and await running(self.hub, user):
+                self.seen[user] = text
+                return
+            await asyncio.sleep(0.2)
+
+    async def of(self, user) -> str:
+        return await wait_until(lambda: _now(self.seen.get(user)), f"{user}'s warning", LIMIT)
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+async def _now(value):
+    return value
+
+
 @contextlib.asynccontextmanager
 async def busy_browsers(hub, users: set[str]):
     """The notebooks of `users` (a set the test may change) report activity all along, as a
@@ -195,32 +224,34 @@ async def test_servers_are_warned_then_culled_by_their_rule(env):
         )
         free_with_three = await t4_free(hub)
         # then: alice's GPU idle, carol's, dave's and erin's notebooks idle
+        warnings = Warnings(hub, ("alice", "carol", "dave"))
         exporter.set(GpuPod(hub.namespace, "jupyter-alice", "server1-t4", "Tesla T4", [0]))
         mig.utilisation = [0.0]
         exporter.set(mig)
         busy -= {"carol", "dave", "erin"}
+        try:
+            # carol: GPU busy but no activity, on the accelerator timeout; dave's CPU server,
+            # idle as long, is on the longer CPU timeout and still runs then.
+            assert "has not been used" in (text := await warnings.of("carol"))
+            assert "To keep it: use it" in text
+            await wait_until(lambda: stopped(hub, "carol"), "carol's server culled", LIMIT)
+            assert await running(hub, "dave")
 
-        # carol: GPU busy but no activity, on the accelerator timeout; dave's CPU server,
-        # idle as long, is on the longer CPU timeout and still runs then.
-        text = await wait_until(lambda: warned_while_running(hub, "carol"), "carol's warning")
-        assert "has not been used" in text and "To keep it: use it" in text
-        await wait_until(lambda: stopped(hub, "carol"), "carol's server culled", LIMIT)
-        assert await running(hub, "dave")
+            # alice: notebook busy, GPU idle: the GPU rule, after its warning
+            text = await warnings.of("alice")
+            assert "accelerators have been below 5% busy" in text, text
+            await wait_until(lambda: stopped(hub, "alice"), "alice's server culled", LIMIT)
+            await wait_until(
+                lambda: _equals(t4_free(hub), free_with_three + 2), "the two T4s free on the form"
+            )
+            # hana: a MIG slice whose graphics engine is idle (DCGM_FI_PROF_GR_ENGINE_ACTIVE)
+            await wait_until(lambda: stopped(hub, "hana"), "hana's server culled", LIMIT)
 
-        # alice: notebook busy, GPU idle: the GPU rule, after its warning
-        text = await wait_until(lambda: warned_while_running(hub, "alice"), "alice's warning")
-        assert "accelerators have been below 5% busy" in text, text
-        await wait_until(lambda: stopped(hub, "alice"), "alice's server culled", LIMIT)
-        await wait_until(
-            lambda: _equals(t4_free(hub), free_with_three + 2), "the two T4s free on the form"
-        )
-        # hana: a MIG slice whose graphics engine is idle (DCGM_FI_PROF_GR_ENGINE_ACTIVE)
-        await wait_until(lambda: stopped(hub, "hana"), "hana's server culled", LIMIT)
-
-        text = await wait_until(lambda: warned_while_running(hub, "dave"), "dave's warning", LIMIT)
-        assert "has not been used" in text
-        await wait_until(lambda: stopped(hub, "dave"), "dave's server culled", LIMIT)
-        assert await warning(hub, "dave") == ""
+            assert "has not been used" in await warnings.of("dave")
+            await wait_until(lambda: stopped(hub, "dave"), "dave's server culled", LIMIT)
+            assert await warning(hub, "dave") == ""
+        finally:
+            warnings.stop()
 
         # bob's busy GPU and notebook, erin's exempt group: never warned, still running
         for user in ("bob", "erin"):

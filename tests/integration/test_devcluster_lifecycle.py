@@ -48,7 +48,12 @@ def test_up_reuses_then_down_stops_every_pid(private_cluster):
 
     assert private_cluster.up() is True
     status = private_cluster.status()
-    assert status.state == "running"
+    dead = {
+        p.name: (private_cluster.layout.logs / f"{p.name}.log").read_text(errors="replace")[-800:]
+        for p in status.processes
+        if not p.alive()
+    }
+    assert status.state == "running", f"not running after up(); dead, with their logs: {dead}"
     control_plane = [
         "etcd",
         "kube-apiserver",
