@@ -416,7 +416,8 @@ async def test_volumes_env_and_identity_as_a_kubelet_gives_them(pod_runner, core
         except ApiException:
             return False
 
-    await wait_until(lambda: log_has("first\n"), "the token file in the log")
+    # The token file's line, after scratch-ok: "first\n" alone also ends the echo's line.
+    await wait_until(lambda: log_has("scratch-ok\nfirst\n"), "the token file in the log")
     lines = (await pod_log(core, namespace, "volumes")).splitlines()
     identity_rows = (
         2 if os.geteuid() == 0 else 1
