@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .environments import cli as envs_cli
+
 URL_ENV = "AIINFN_JOBS_URL"
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"
 SERVICE_PATH = "services/jobs/"
@@ -401,7 +403,8 @@ def parser() -> argparse.ArgumentParser:
     submit = actions.add_parser("submit", help="run a command in a catalog environment")
     _job_options(submit)
     submit.add_argument(
-        "--environment", help="catalog environment key (default: the first that fits)"
+        "--environment",
+        help="catalog environment key, or envs/NAME or ~/envs/NAME (see: aiinfn envs list)",
     )
     clone = actions.add_parser("clone", help="run a command in a copy of your running notebook")
     _job_options(clone)
@@ -426,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     resubmit.add_argument("--key", help="idempotency key of the new submission")
     _backup_parser(areas)
     _usage_parser(areas)
+    envs_cli.add_parser(areas)
     return top
 
 
@@ -557,6 +561,8 @@ def wait_for_run(client: Client, run: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.area == "envs":
+        return envs_cli.main(args)
     try:
         _show(run(args, os.environ), args)
     except CliError as error:
