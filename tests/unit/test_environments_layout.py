@@ -127,3 +127,14 @@ def test_spec_is_checked_against_its_folder(tmp_path: Path) -> None:
         specs.parse({**document, "requirements": "loose.txt"}, tmp_path)
     with pytest.raises(LayoutError, match="image: required"):
         specs.parse({"name": "q", "kind": "apptainer"}, tmp_path)
+
+
+def test_a_missing_managed_environment_is_named_where_envs_is_visible(tmp_path: Path) -> None:
+    _write(tmp_path / "hello", name="hello", kind="venv")
+    assert layout.missing_managed(tmp_path, "envs/hello") is None
+    assert layout.missing_managed(tmp_path, "envs/nope") == (
+        "no managed environment envs/nope (see: aiinfn envs list)"
+    )
+    assert layout.missing_managed(tmp_path / "absent", "envs/nope") is None
+    assert layout.missing_managed(tmp_path, "~/envs/nope") is None
+    assert layout.missing_managed(tmp_path, "cpu") is None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import labels, names, tokens, volumes
+from ...environments import layout
 from .plan import JobPlan, NotebookFacts
 
 COMPONENT = "batch-job"
@@ -70,6 +71,11 @@ class BuildSettings:
     backoff_limit: int = 3
     grace_seconds: int = 20
     local_flavor_label_keys: tuple[str, ...] = ()
+    # Where software environments are (c.AiInfnStorage's envs_claim, envs_mount_path and
+    # home_mount_path): a job in envs/NAME mounts the claim read-only.
+    envs_claim: str = "aiinfn-envs"
+    envs_mount_path: str = "/envs"
+    home_mount_path: str = "/home/jovyan"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,50 @@ class PodParts:
     working_dir: str | None = None
     image_pull_policy: str | None = None
     image_pull_secrets: tuple[Mapping[str, Any], ...] = ()
+
+
+# Runs the command in a software environment (args: its folder, its reference, the command),
+# or says why not: it is checked here, as the user, since only the job's pod sees the folder.
+ACTIVATE_SCRIPT = """\
+dir=$1 ref=$2; shift 2
+if ! [ -r "$dir/aiinfn-env.json" ]; then
+  echo "aiinfn: software environment $ref not found or not readable by you ($dir)" >&2
+  exit 127
+fi
+if ! [ -d "$dir/bin" ]; then
+  echo "aiinfn: software environment $ref has no bin folder (an Apptainer image?)" >&2
+  exit 126
+fi
+if [ -d "$dir/conda-meta" ]; then export CONDA_PREFIX="$dir"; else export VIRTUAL_ENV="$dir"; fi
+export PATH="$dir/bin:$PATH"
+exec "$@"
+"""
+ACTIVATE_NAME = "aiinfn-env"
+ENVS_VOLUME = "envs"
+
+
+def command(plan: JobPlan, settings: BuildSettings) -> list[str]:
+    """The container's command: the plan's, run in its software environment if it names one."""
+    reference = layout.parse_reference(plan.software) if plan.software else None
+    if plan.software is None or reference is None:
+        return list(plan.command)
+    origin, name = reference
+    root = settings.envs_mount_path if origin == "managed" else f"{settings.home_mount_path}/envs"
+    folder = f"{root}/{name}"
+    return ["sh", "-c", ACTIVATE_SCRIPT, ACTIVATE_NAME, folder, plan.software, *plan.command]
+
+
+def _software_volume(
+    plan: JobPlan, settings: BuildSettings, pod_volumes: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The managed environments' claim, read-only, for a job in envs/NAME (a clone may have it
+    from its notebook already)."""
+    managed = plan.software is not None and plan.software.startswith(layout.MANAGED_PREFIX)
+    if not managed or not settings.envs_claim or any(v["name"] == ENVS_VOLUME for v in pod_volumes):
+        return []
+    claim = {"claimName": settings.envs_claim, "readOnly": True}
+    mount = {"name": ENVS_VOLUME, "mountPath": settings.envs_mount_path, "readOnly": True}
+    return [({"name": ENVS_VOLUME, "persistentVolumeClaim": claim}, mount)]
 
 
 def owner_labels(owner: str, component: str) -> dict[str, str]:
@@ -263,10 +313,11 @@ def make_job(
         labels.KUEUE_PRIORITY: plan.priority_class,
     }
     mounts, pod_volumes = _with_sandbox(meta, plan, parts, settings)
-    for volume, mount in data_volumes(plan):
+    for volume, mount in [*data_volumes(plan), *_software_volume(plan, settings, pod_volumes)]:
         pod_volumes.append(volume)
         mounts.append(mount)
     container = _main_container(meta, plan, parts, mounts)
+    container["command"] = command(plan, settings)
     pod_spec = _pod_spec(plan, parts, settings, container, pod_volumes)
     annotations = {
         labels.OWNER_NAME: plan.owner,

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from ... import names, tokens
 from ...catalog import Accelerator, Catalog, quantity
+from ...environments import layout
 from ...errors import UserError
 from ...policy import UserPolicy
 from ..base import HubUser
@@ -201,6 +202,7 @@ class JobPlan:
     sites: tuple[str, ...] = ()  # the remote sites that accept the job, in the flavors' order
     secrets: tuple[str, ...] = ()  # the project's admin-managed Secrets, mounted by name
     juicefs_credentials: str | None = None  # the JuiceFS credentials Secret, for remote sites
+    software: str | None = None  # envs/NAME or ~/envs/NAME, activated around the command
 
     @property
     def resources(self) -> dict[str, str]:
@@ -293,9 +295,10 @@ def _size(request: AnyRequest, policy: UserPolicy, cpu: str, memory: str) -> tup
 
 
 def _environment(
-    request: JobRequest, catalog: Catalog, policy: UserPolicy, accelerator: Accelerator
+    key: str | None, catalog: Catalog, policy: UserPolicy, accelerator: Accelerator
 ) -> str:
-    if request.environment is None:
+    """The catalog environment `key` names, or the first that fits."""
+    if key is None:
         fitting = [
             e
             for e in catalog.environments_for(accelerator.kind)
@@ -308,11 +311,10 @@ def _environment(
                 status=403,
             )
         return fitting[0].key
-    environment = catalog.environments.get(request.environment)
+    environment = catalog.environments.get(key)
     if environment is None:
         raise UserError(
-            f"unknown environment {request.environment!r}; choose one of "
-            f"{', '.join(catalog.environments)}"
+            f"unknown environment {key!r}; choose one of {', '.join(catalog.environments)}"
         )
     if not policy.rules.allows_environment(environment.key):
         raise UserError(
@@ -325,6 +327,27 @@ def _environment(
             f"environment {environment.key!r} does not support {accelerator.display_name}"
         )
     return environment.key
+
+
+def software(request: AnyRequest) -> str | None:
+    """The software environment (envs/NAME or ~/envs/NAME) the job asks for, if any."""
+    asked = request.environment if isinstance(request, JobRequest) else None
+    return asked if asked is not None and layout.parse_reference(asked) else None
+
+
+def _check_software(reference: str | None, offload: str, volume_kinds: Collection[str]) -> None:
+    """A software environment lives on local storage: the job stays local, and one in the
+    user's home needs the home mounted. Whether it exists is checked where it is mounted."""
+    if reference is None:
+        return
+    if offload != "never":
+        raise UserError(
+            f"a job in {reference} runs on local nodes (remote sites do not mount it): give "
+            "offload 'never'",
+            reason="offload",
+        )
+    if reference.startswith(layout.HOME_PREFIX) and "home" not in volume_kinds:
+        raise UserError(f"{reference} is in your home: add 'home' to the volumes")
 
 
 def _volume_kinds(
@@ -477,9 +500,11 @@ def resolve(
         cpu, memory = _size(request, policy, size.cpu, size.memory)
         available, defaults = rules.storage_kinds, BATCH_DEFAULT_VOLUMES
         batch = cast(JobRequest, request)  # checked above: no notebook's facts, a batch job
-        image = catalog.environments[_environment(batch, catalog, policy, accelerator)].image
+        key = None if software(batch) else batch.environment
+        image = catalog.environments[_environment(key, catalog, policy, accelerator)].image
     _check_offload(request, accelerator, rules)
     data = _data(request, rules, project, accelerator.kind, (available, defaults))
+    _check_software(software(request), request.offload_mode, data.volume_kinds)
     return JobPlan(
         kind=request.kind,
         display_name=request.name,
@@ -508,4 +533,5 @@ def resolve(
         sites=data.sites,
         secrets=data.secrets,
         juicefs_credentials=data.juicefs_credentials,
+        software=software(request),
     )

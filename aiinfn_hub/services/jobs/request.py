@@ -39,6 +39,8 @@ SCRIPT_KEY = "__script__"
 
 Arg = Annotated[str, Field(min_length=1, max_length=MAX_ARG_LENGTH)]
 Key = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
+# A catalog key, or a software environment: managed (envs/NAME) or the user's own (~/envs/NAME).
+KeyOrEnvRef = Annotated[str, Field(pattern=r"^((~/)?envs/)?[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]{1,6}(\.[0-9]{1,3})?(m|Ki|Mi|Gi|Ti)?$")]
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -185,8 +187,11 @@ class JobRequest(_JobFields):
     """A batch job: an environment from the catalog runs your command."""
 
     kind: Literal["batch"] = "batch"
-    environment: Key | None = Field(
-        None, description="Catalog environment key (default: the first that fits)."
+    environment: KeyOrEnvRef | None = Field(
+        None,
+        description="Catalog environment key (default: the first that fits), or a software "
+        "environment, envs/NAME (managed) or ~/envs/NAME (yours), activated in the default "
+        "image.",
     )
 
 
