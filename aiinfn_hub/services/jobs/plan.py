@@ -329,6 +329,14 @@ def _environment(
     return environment.key
 
 
+def _batch_image(
+    request: JobRequest, catalog: Catalog, policy: UserPolicy, accelerator: Accelerator
+) -> str:
+    """The catalog environment's image; a software environment runs in the default one."""
+    key = None if software(request) else request.environment
+    return catalog.environments[_environment(key, catalog, policy, accelerator)].image
+
+
 def software(request: AnyRequest) -> str | None:
     """The software environment (envs/NAME or ~/envs/NAME) the job asks for, if any."""
     asked = request.environment if isinstance(request, JobRequest) else None
@@ -462,6 +470,7 @@ def _data(
     if remote_juicefs:
         kinds = tuple(k for k in kinds if k != "juicefs")
     shipped = rules.juicefs_credentials_secret if remote_juicefs else None
+    _check_software(software(request), request.offload_mode, kinds)
     return _Data(kinds, sites, cargo.secrets, shipped)
 
 
@@ -499,12 +508,9 @@ def resolve(
         size = catalog.sizes_for(accelerator.kind)[catalog.default_sizes[accelerator.kind]]
         cpu, memory = _size(request, policy, size.cpu, size.memory)
         available, defaults = rules.storage_kinds, BATCH_DEFAULT_VOLUMES
-        batch = cast(JobRequest, request)  # checked above: no notebook's facts, a batch job
-        key = None if software(batch) else batch.environment
-        image = catalog.environments[_environment(key, catalog, policy, accelerator)].image
+        image = _batch_image(cast(JobRequest, request), catalog, policy, accelerator)
     _check_offload(request, accelerator, rules)
     data = _data(request, rules, project, accelerator.kind, (available, defaults))
-    _check_software(software(request), request.offload_mode, data.volume_kinds)
     return JobPlan(
         kind=request.kind,
         display_name=request.name,
