@@ -75,8 +75,8 @@ def test_the_command_activates_a_managed_environment_mounted_read_only() -> None
 def test_a_home_environment_is_under_the_home_mount() -> None:
     pod = _job("~/envs/mine")["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"][4:6] == ["/home/jovyan/envs/mine", "~/envs/mine"]
-    # The home comes with the job's own volumes; no envs claim.
-    assert all(v["name"] != "envs" for v in pod["volumes"])
+    # The home comes with the job's own volumes; /envs too, for clones of managed ones.
+    assert pod["volumes"][-1]["name"] == "envs"
     assert _job("cpu")["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "python",
         "train.py",

@@ -140,10 +140,11 @@ def command(plan: JobPlan, settings: BuildSettings) -> list[str]:
 def _software_volume(
     plan: JobPlan, settings: BuildSettings, pod_volumes: list[dict[str, Any]]
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The managed environments' claim, read-only, for a job in envs/NAME (a clone may have it
-    from its notebook already)."""
-    managed = plan.software is not None and plan.software.startswith(layout.MANAGED_PREFIX)
-    if not managed or not settings.envs_claim or any(v["name"] == ENVS_VOLUME for v in pod_volumes):
+    """The managed environments' claim, read-only, for a job in a software environment (one in
+    ~/envs may layer on a managed one); a clone may have it from its notebook already."""
+    if plan.software is None or not settings.envs_claim:
+        return []
+    if any(v["name"] == ENVS_VOLUME for v in pod_volumes):
         return []
     claim = {"claimName": settings.envs_claim, "readOnly": True}
     mount = {"name": ENVS_VOLUME, "mountPath": settings.envs_mount_path, "readOnly": True}

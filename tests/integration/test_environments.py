@@ -1,0 +1,267 @@
+"""Software environments on the dev cluster, with real processes (pod runner) as real users.
+
+alice (a curator: the envs-admins gid) publishes an environment into /envs from a notebook pod
+while bob's Jupyter server runs (started directly with the notebook image's shipped Jupyter
+configuration, not spawned through a hub: the kernel side is what is tested); bob's server lists
+its kernel without a restart and runs code in it through the kernels REST and websocket API;
+bob cannot write to /envs, clones the environment with one more package into ~/envs, runs code
+in the clone's kernel, and a batch Job (as the job service builds it) runs in the clone; a Job
+naming a missing environment fails with the reason in its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import uuid
+
+import pytest
+from aiinfn_dev import devstorage
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from aiinfn_hub import catalog, labels, policy, volumes
+from aiinfn_hub.identity import Identity
+from aiinfn_hub.services.base import HubUser
+from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job
+from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.request import JobRequest
+from aiinfn_hub.storage_config import StorageSettings
+from tests.helpers import restricted_container, wait_until
+from tests.wheels import make_wheel
+
+pytestmark = pytest.mark.integration
+
+IMAGE = "harbor.cloud.infn.it/ai-infn/cpu:2025.10"
+CATALOG = catalog.load(catalog.default_path())
+CURATORS_GID = 200031
+ALICE = Identity(100031, {"envs-admins": CURATORS_GID})
+BOB = Identity(100032, {"cms-ml": 200032})
+SPEC = """\
+name: hello
+display_name: Hello (test)
+description: published by the integration test
+kind: venv
+requirements: requirements.txt
+layer_on_base: true
+"""
+
+
+@pytest.fixture(scope="module")
+def pod_runner(devcluster):
+    _, cluster = devcluster
+    if cluster is None or "pod-runner" not in {p.name for p in cluster.status().processes}:
+        pytest.skip("needs the dev cluster's pod runner (docs/devcluster.md, Pod runner)")
+    if os.geteuid() != 0:
+        pytest.skip("the users' ids are only real when the dev cluster runs as root")
+    return cluster
+
+
+def user_pod(name: str, username: str, identity: Identity, command: str) -> dict:
+    """A notebook pod as the spawner builds its storage, running `command`."""
+    storage = volumes.build(
+        StorageSettings(), volumes.StorageUser(username, identity, ()), "1Gi", "64Mi", IMAGE
+    )
+    container = restricted_container("notebook", IMAGE, command=["sh", "-c", command])
+    container["securityContext"] = volumes.container_security_context(identity)
+    container["volumeMounts"] = storage.mounts
+    container["env"] = [{"name": k, "value": v} for k, v in storage.environment.items()]
+    container["env"].append(
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "restartPolicy": "Never",
+            "securityContext": storage.security_context,
+            "initContainers": storage.init_containers,
+            "containers": [container],
+            "volumes": storage.volumes,
+        },
+    }
+
+
+async def run_pod(core, namespace: str, pod: dict) -> tuple[str, str]:
+    """(phase, log) of the pod once it has ended."""
+    await core.create_namespaced_pod(namespace, pod)
+
+    async def ended():
+        current = await core.read_namespaced_pod(pod["metadata"]["name"], namespace)
+        return current.status.phase if current.status.phase in ("Succeeded", "Failed") else None
+
+    phase = await wait_until(ended, f"pod {pod['metadata']['name']} to end", limit=120)
+    log = await core.read_namespaced_pod_log(
+        pod["metadata"]["name"], namespace, container="notebook"
+    )
+    return phase, log
+
+
+def job(name: str, environment: str, code: str) -> dict:
+    """bob's batch Job as the job service builds it, unsuspended and out of Kueue."""
+    rules = JobRules(
+        priorities={"normal": "aiinfn-normal"},
+        default_priority="normal",
+        default_ttl_seconds=600,
+        sandbox_path="/aiinfn/sandbox",
+        storage_kinds=("home", "projects", "scratch"),
+        remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
+        offload_accelerator_kinds=frozenset({"cpu"}),
+    )
+    allowed = policy.for_user(
+        policy.parse_rules({"accelerators": "*", "environments": "*"}, CATALOG, "default"), {}, []
+    )
+    request = JobRequest(
+        name=name, command=["python", "-c", code], environment=environment, volumes=["home"]
+    )
+    plan = resolve(request, HubUser("bob", frozenset({"cms-ml"}), False), CATALOG, allowed, rules)
+    settings = StorageSettings()
+    job_volumes, mounts = volumes.for_job(settings, "bob", ("cms-ml",), plan.volume_kinds)
+    user = volumes.StorageUser("bob", BOB, ("cms-ml",))
+    parts = PodParts(
+        image=plan.image,
+        volumes=tuple(job_volumes),
+        mounts=tuple(mounts),
+        security=volumes.pod_security_context(BOB),
+        init_containers=tuple(volumes.init_containers(settings, user, plan.volume_kinds, IMAGE)),
+    )
+    manifest = make_job(JobMeta(name, "key", "d" * 64, "{}"), plan, parts, BuildSettings())
+    manifest["spec"].update(suspend=False, backoffLimit=0)
+    for key in (labels.KUEUE_QUEUE, labels.KUEUE_PRIORITY):
+        del manifest["metadata"]["labels"][key]
+    manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": "100m"}
+    }
+    return manifest
+
+
+async def job_log(core, batch, namespace: str, name: str) -> tuple[bool, str]:
+    async def done():
+        current = await batch.read_namespaced_job(name, namespace)
+        return current if (current.status.succeeded or current.status.failed) else None
+
+    finished = await wait_until(done, f"job {name} to end", limit=120)
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+    log = await core.read_namespaced_pod_log(pods.items[0].metadata.name, namespace)
+    return bool(finished.status.succeeded), log
+
+
+class Jupyter:
+    """bob's Jupyter server, through its REST and websocket API with its token."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self.base, self.token = f"http://{address}:8888", token
+        self.headers = {"Authorization": f"token {token}"}
+
+    async def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        request = HTTPRequest(
+            self.base + path, method, self.headers, json.dumps(body) if body is not None else None
+        )
+        return json.loads((await AsyncHTTPClient().fetch(request)).body)
+
+    async def kernels(self) -> dict:
+        return (await self.call("GET", "/api/kernelspecs"))["kernelspecs"]
+
+    async def run(self, kernel_name: str, code: str) -> str:
+        """What `code` prints in a new kernel of that name."""
+        kernel = await self.call("POST", "/api/kernels", {"name": kernel_name})
+        url = f"{self.base.replace('http', 'ws')}/api/kernels/{kernel['id']}/channels"
+        socket = await websocket_connect(HTTPRequest(url, headers=self.headers))
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "username": "bob", "session": uuid.uuid4().hex,
+                  "msg_type": "execute_request", "version": "5.3"}  # fmt: skip
+        content = {"code": code, "silent": False, "store_history": False,
+                   "user_expressions": {}, "allow_stdin": False}  # fmt: skip
+        await socket.write_message(json.dumps(
+            {"header": header, "parent_header": {}, "metadata": {}, "content": content,
+             "channel": "shell", "buffers": []}
+        ))  # fmt: skip
+        printed = []
+        while True:
+            message = json.loads(await asyncio.wait_for(socket.read_message(), 120))
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                printed.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                raise AssertionError("\n".join(message["content"]["traceback"]))
+            elif (
+                message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+            ):
+                socket.close()
+                return "".join(printed)
+
+
+async def start_jupyter(core, namespace: str) -> Jupyter:
+    token = secrets.token_hex(16)
+    command = (
+        f'exec jupyter server --ip="$POD_IP" --port=8888 --no-browser '
+        f"--IdentityProvider.token={token}"
+    )
+    pod = user_pod("bob-jupyter", "bob", BOB, command)
+    pod["spec"]["containers"][0]["ports"] = [{"containerPort": 8888}]
+    await core.create_namespaced_pod(namespace, pod)
+
+    async def ready():
+        current = await core.read_namespaced_pod("bob-jupyter", namespace)
+        statuses = current.status.container_statuses or []
+        return current.status.pod_ip if statuses and statuses[0].ready else None
+
+    return Jupyter(await wait_until(ready, "bob's Jupyter server to answer", limit=120), token)
+
+
+async def test_published_environment_is_a_kernel_cloned_and_used_by_a_job(
+    pod_runner, core, batch, namespace, storage
+):
+    folders = devstorage.claim_folders(storage)
+    envs, public = folders["aiinfn-envs"], folders["aiinfn-shared"]
+    os.chown(envs, 0, CURATORS_GID)  # as an admin makes the export (docs/storage.md)
+    envs.chmod(0o2775)
+    spec = public / "spec"
+    spec.mkdir()
+    hello = make_wheel(spec, "hello_aiinfn", "1.0", "VERSION = '1.0'\n")
+    extra = make_wheel(spec, "extra_aiinfn", "3.0", "VALUE = 42\n")
+    (spec / "requirements.txt").write_text(f"{hello.name}\n")
+    (spec / "hello.yaml").write_text(SPEC)
+    jupyter = await start_jupyter(core, namespace)
+    assert not {k for k in await jupyter.kernels() if k.startswith(("envs-", "home-"))}
+
+    publish = user_pod(
+        "alice-publish", "alice", ALICE, "aiinfn envs publish /home/public/spec/hello.yaml"
+    )
+    phase, log = await run_pod(core, namespace, publish)
+    assert phase == "Succeeded", log
+    assert (envs / "hello").is_symlink() and (envs / "hello").resolve().stat().st_uid == ALICE.uid
+
+    async def listed():
+        return (await jupyter.kernels()).get("envs-hello")
+
+    spec_seen = await wait_until(listed, "the published kernel in bob's running server")
+    assert spec_seen["spec"]["display_name"] == "Hello (test)"
+    code = "import hello_aiinfn, sys; print(hello_aiinfn.VERSION, sys.prefix)"
+    assert await jupyter.run("envs-hello", code) == "1.0 /envs/hello\n"
+
+    clone = (
+        "if touch /envs/bob-was-here 2>/tmp/err; then exit 3; fi; cat /tmp/err; "
+        f"aiinfn envs clone hello mine --add /home/public/spec/{extra.name}"
+    )
+    phase, log = await run_pod(core, namespace, user_pod("bob-clone", "bob", BOB, clone))
+    assert phase == "Succeeded", log
+    assert "Read-only file system" in log
+    assert not (envs / "bob-was-here").exists()
+    home_env = folders["aiinfn-home"] / "bob" / "envs" / "mine"
+    assert home_env.stat().st_uid == BOB.uid
+
+    both = "import hello_aiinfn as h, extra_aiinfn as e; print(h.VERSION, e.VALUE)"
+    assert await jupyter.run("home-mine", both) == "1.0 42\n"
+
+    await batch.create_namespaced_job(namespace, job("in-clone", "~/envs/mine", both))
+    await batch.create_namespaced_job(namespace, job("missing", "envs/nope", "print(1)"))
+    assert await job_log(core, batch, namespace, "in-clone") == (True, "1.0 42\n")
+    succeeded, log = await job_log(core, batch, namespace, "missing")
+    assert not succeeded
+    assert "software environment envs/nope not found or not readable by you (/envs/nope)" in log
