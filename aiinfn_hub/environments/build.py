@@ -73,10 +73,10 @@ def _pip_install(prefix: Path, args: Sequence[str], step: str, cwd: Path | None 
     _run([*PIP, "--python", str(prefix / "bin" / "python"), "install", *args], step, cwd)
 
 
-def freeze(prefix: Path) -> tuple[str, ...]:
+def freeze(prefix: Path, conda: Sequence[str] = ("conda",)) -> tuple[str, ...]:
     """What the environment itself holds (not what it layers on), as pinned requirements."""
     if (prefix / "conda-meta").is_dir():
-        out = _run(["conda", "list", "--prefix", str(prefix), "--export"], "listing packages")
+        out = _run([*conda, "list", "--prefix", str(prefix), "--export"], "listing packages")
     else:
         site = site_packages(prefix)
         out = _run([*PIP, "freeze", "--path", str(site)], "listing packages")
@@ -126,7 +126,7 @@ def publish(spec: Spec, root: Path, base_python: str = sys.executable) -> Enviro
         versions.mkdir(exist_ok=True)
         try:
             _build(spec, prefix, base_python)
-            packages = () if spec.kind == "apptainer" else freeze(prefix)
+            packages = () if spec.kind == "apptainer" else freeze(prefix, spec.conda_command)
             environment = replace(
                 spec.environment(str(root / spec.name)), version=stamp, packages=packages
             )

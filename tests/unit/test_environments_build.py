@@ -112,3 +112,49 @@ def test_cli_lists_clones_and_refuses_unknown(published: tuple, tmp_path: Path, 
     ]
     assert cli.main(parser.parse_args(["envs", "clone", "nope", "other"]), env) == 1
     assert "no environment 'nope'" in capsys.readouterr().err
+
+
+STAND_IN_CONDA = """\
+import pathlib, subprocess, sys, sysconfig
+args = sys.argv[1:]
+if args[:2] == ["env", "create"]:  # a venv that sees the notebook environment, as conda would
+    prefix = pathlib.Path(args[args.index("--prefix") + 1])
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    (prefix / "conda-meta").mkdir()
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([str(prefix / "bin" / "python"), "-c", code], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    base = sysconfig.get_paths()["purelib"]
+    pathlib.Path(site, "_base.pth").write_text(f"import site; site.addsitedir({base!r})\\n")
+elif args[:1] == ["list"]:
+    print("# platform: linux-64\\npython=3.11.7=0\\nipykernel=7.4.0=0")
+"""
+
+
+def test_conda_spec_is_built_by_its_conda_command(tmp_path: Path) -> None:
+    conda = tmp_path / "conda"
+    conda.write_text(f"#!{NOTEBOOK_PYTHON}\n{STAND_IN_CONDA}")
+    conda.chmod(0o755)
+    (tmp_path / "environment.yml").write_text("dependencies: [python=3.11.7, ipykernel=7.4.0]\n")
+    (tmp_path / "qml.yaml").write_text(
+        f"name: qml\nkind: conda\nenvironment: environment.yml\nconda_command: [{conda}]\n"
+    )
+    root = tmp_path / "envs"
+    root.mkdir()
+    made = build.publish(specs.load(tmp_path / "qml.yaml"), root)
+    assert (made.kind, made.packages) == ("conda", ("python=3.11.7=0", "ipykernel=7.4.0=0"))
+    assert layout.read(root / "qml") == made
+    mine = build.clone(made, tmp_path / "home" / "mine")
+    assert _python(mine.path, "import ipykernel; print('ok')") == "ok"
+
+
+def test_apptainer_spec_copies_its_image(tmp_path: Path) -> None:
+    (tmp_path / "qml.sif").write_bytes(b"SIF stand-in")
+    (tmp_path / "qml.yaml").write_text("name: qml\nkind: apptainer\nimage: qml.sif\ngpu: true\n")
+    root = tmp_path / "envs"
+    root.mkdir()
+    made = build.publish(specs.load(tmp_path / "qml.yaml"), root)
+    assert (made.kind, made.image, made.gpu, made.packages) == ("apptainer", "image.sif", True, ())
+    assert (root / "qml" / "image.sif").read_bytes() == b"SIF stand-in"
+    with pytest.raises(LayoutError, match="cannot be cloned"):
+        build.clone(layout.read(root / "qml"), tmp_path / "mine")
