@@ -138,3 +138,9 @@ def test_a_missing_managed_environment_is_named_where_envs_is_visible(tmp_path: 
     assert layout.missing_managed(tmp_path / "absent", "envs/nope") is None
     assert layout.missing_managed(tmp_path, "~/envs/nope") is None
     assert layout.missing_managed(tmp_path, "cpu") is None
+
+
+@pytest.mark.parametrize("name", ["ml-gpu", "qml"])
+def test_the_papers_environments_are_publishable_specs(name: str) -> None:
+    spec = specs.load(Path(__file__).parents[2] / "docs" / "environments" / name / "spec.yaml")
+    assert spec.name == name
