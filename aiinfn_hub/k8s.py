@@ -126,3 +126,27 @@ def backoff_delay(
     jitter over its upper half so a restarted API server is not hit by every client at once."""
     ceiling = min(cap, base * 2 ** min(max(attempt, 1) - 1, 32))
     return ceiling / 2 + rand() * ceiling / 2
+
+
+def retry_after(error: BaseException, default: float = 1.0, cap: float = 30.0) -> float:
+    """Seconds a throttled call (429) asks to wait (its Retry-After, in seconds), else
+    `default`; never more than `cap`, never less than 0."""
+    headers = getattr(error, "headers", None) or {}
+    try:
+        seconds = float(headers.get("Retry-After", default))
+    except (TypeError, ValueError):
+        seconds = default
+    return min(max(seconds, 0.0), cap)
+
+
+def unavailable(error: BaseException) -> str | None:
+    """Why the API server could not act on a call right now (it throttled or failed it, or the
+    connection broke): a short detail for the log, never the response body. None for a refusal
+    of the call itself (4xx other than 429), for a timeout (whoever waited says what for), and
+    for any other error."""
+    if isinstance(error, ApiException):
+        status = error.status or 0
+        return f"{status} {error.reason}" if status == 429 or status >= 500 else None
+    if isinstance(error, TRANSIENT) and not isinstance(error, TimeoutError):
+        return f"{type(error).__name__}: {error}"[:300]
+    return None

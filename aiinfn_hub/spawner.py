@@ -10,14 +10,17 @@ spawn_crash (a crash-looping server's error).
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
 from functools import cached_property
 from typing import Any
 
+from jupyterhub.utils import maybe_future
+from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Float, Instance, Integer, default
 
-from . import hubstate, labels, metrics, placement, spawn_options, spawn_progress
+from . import hubstate, k8s, labels, metrics, placement, spawn_options, spawn_progress
 from .errors import UserError, to_http_error
 from .platform_config import AiInfnPlatform
 from .policy import UserPolicy, for_user
@@ -196,10 +199,44 @@ class AiInfnSpawner(KubeSpawner):
         try:
             return await self._watch.start(start)
         except Exception as error:
-            metrics.count_refusal(error)
-            raise
+            detail = k8s.unavailable(error)
+            if detail is None:
+                metrics.count_refusal(error)
+                raise
+            # The API server throttled, failed or did not answer: say so, not "500".
+            self.log.warning("Spawn of %s failed: Kubernetes API: %s", self._log_name, detail)
+            refusal = to_http_error(unavailable_error(detail))
+            metrics.count_refusal(refusal)
+            raise refusal from error
         finally:
             self._options.release()
+
+    async def _make_create_pod_request(self, pod, request_timeout) -> bool:
+        """KubeSpawner's one try (True: created; False: try again, within
+        k8s_api_request_retry_timeout), except that a throttled create (429) waits its
+        Retry-After and tries again, and a refusal is logged without the pod: its environment
+        holds the server's API token."""
+        name = pod.metadata.name
+        try:
+            create = self.api.create_namespaced_pod(
+                self.namespace, pod, field_validation=k8s.STRICT
+            )
+            await asyncio.wait_for(create, request_timeout)
+            return True
+        except TimeoutError:
+            return False
+        except ApiException as error:
+            if error.status == 429:
+                wait = k8s.retry_after(error, cap=request_timeout)
+                self.log.warning("Creating pod %s throttled (429); again in %.1fs", name, wait)
+                await asyncio.sleep(wait)
+                return False
+            if error.status != 409:
+                self.log.error("Creating pod %s failed: %s %s", name, error.status, error.reason)
+                raise
+            self.log.info("Found existing pod %s, deleting it to start again", name)
+            await self.stop(True)
+            return False
 
     async def progress(self):
         """Our messages (spawn_progress, in order) merged with KubeSpawner's pod events as both
@@ -215,8 +252,11 @@ class AiInfnSpawner(KubeSpawner):
             await self._storage.renew_token()
         return status
 
-    async def stop(self, now: bool = False) -> None:
-        await super().stop(now=now)
+    async def run_post_stop_hook(self) -> None:
+        """Delete the token Secret once JupyterHub has stopped the server. It calls this on
+        every stop, also where it never calls stop(): a server whose pod never existed (a start
+        the hub was killed in). KubeSpawner's own stop() calls, in a start, must keep it."""
+        await maybe_future(super().run_post_stop_hook())
         await self._storage.forget_token()
 
     async def delete_forever(self) -> None:
@@ -240,3 +280,13 @@ class AiInfnSpawner(KubeSpawner):
         super().clear_state()
         self.accelerator_units = 0
         self.token_mounted = False
+
+
+def unavailable_error(detail: str) -> UserError:
+    """The start's failure when the Kubernetes API could not act on it (k8s.unavailable)."""
+    return UserError(
+        "the cluster could not start your server right now; try again in a minute",
+        reason="unavailable",
+        log_detail=f"Kubernetes API unavailable: {detail}",
+        status=503,
+    )

@@ -13,9 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.rest import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import k8s
@@ -51,16 +49,15 @@ class ClusterHandler(ServiceHandler):
         return caller
 
     def as_user_error(self, error: BaseException | None) -> UserError | None:
-        if isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError)) or (
-            isinstance(error, ApiException) and (error.status or 0) >= 500
-        ):
-            detail = (
-                f"{error.status} {error.reason}" if isinstance(error, ApiException) else str(error)
-            )
+        # Throttled (429), failed (5xx), unreachable or too slow: the cluster, not the request.
+        detail = k8s.unavailable(error) if error is not None else None
+        if isinstance(error, asyncio.TimeoutError):
+            detail = f"TimeoutError: {error}"
+        if detail is not None:
             return UserError(
                 "the cluster cannot be reached right now; try again",
                 reason="unavailable",
-                log_detail=f"Kubernetes API: {type(error).__name__}: {detail}",
+                log_detail=f"Kubernetes API: {detail}",
                 status=503,
             )
         return super().as_user_error(error)
