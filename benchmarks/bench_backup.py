@@ -9,16 +9,17 @@ alternates between rounds):
 - **by hand**: `borg init` once, then `borg create` with the Job's options (`borg.create`'s argv:
   zstd,3, one file system, numeric ids, caches excluded) into a repository of its own, as root,
   its cache in a folder of its own; each the whole process (`subprocess.run`). Also by hand the
-  Job's other steps (prune, compact, info, list), for the same work as the Job;
+  Job's other steps, for the same work as the Job (init on the first run, prune on the second:
+  the unchanged tree's run prunes nothing, so no compact; list on both);
 - **the service's Job**: `manifests.make_backup_job` as the scheduler makes it, created in a
   namespace enforcing Pod Security "restricted" on the dev cluster, whose pod runner runs it
   with this machine's borg as the home's uid: from the Job's creation to its success (seen by
   a watch: no polling while borg runs), the whole process, pod start and every step included;
   and the create step alone, from its container's start and finish times (whole seconds:
   Kubernetes' own);
-- **the Job as it was before** (`split_report`: prune, compact, info and list each in a
-  container of its own, six containers), into a repository of its own, for a before/after in
-  the same run.
+- **the Job as it was before** (`previous_job`: init alone in the first container; prune,
+  compact, info and list after create, in the report container), into a repository of its
+  own, for a before/after in the same run.
 
 The ratios (Job / create by hand, Job / every step by hand, second run / first run) are of the
 medians over the rounds of the same run. The page cache is warm for both (the tree was just
@@ -117,16 +118,12 @@ def by_hand(home: Path, work: Path, first: bool) -> dict[str, float]:
     times: dict[str, float] = {}
     if first:
         times["init"] = timed(list(borg.init(settings, repository).argv), env, work)[0]
+    else:
+        times["prune"] = timed(list(borg.prune(settings, repository).argv), env, work)[0]
     archive = borg.archive_for(datetime.now(UTC))
     create = borg.create(settings, repository, archive, ["."])
     times["create"], output = timed(list(create.argv), env, home)
-    for name, command in (
-        ("prune", borg.prune(settings, repository)),
-        ("compact", borg.compact(settings, repository)),
-        ("info", borg.info(settings, repository)),
-        ("list", borg.list_archives(settings, repository)),
-    ):
-        times[name] = timed(list(command.argv), env, work)[0]
+    times["list"] = timed(list(borg.list_archives(settings, repository).argv), env, work)[0]
     times["all"] = sum(times.values())
     times["borg_create"] = borg_duration(output)
     return times
@@ -136,29 +133,51 @@ def _seconds(start: Any, end: Any) -> float:
     return (end - start).total_seconds()
 
 
-def split_report(body: dict) -> dict:
-    """The Job as it was before the report container (each of prune, compact, info and list in
-    a container of its own, six in all), into a repository of its own (BEFORE_SLUG)."""
+# The first container of the Job before: init when the repository is not there, nothing else.
+PREVIOUS_INIT = """set -eu
+if [ -e "$1/config" ]; then exit 0; fi
+shift
+exec "$@"
+"""
+
+
+def _argvs(arguments: list[str], named: bool) -> dict[str, list[str]]:
+    """The argvs a step script was given, each after its length (and, `named`, its name and
+    when it runs), by borg action."""
+    found = {}
+    while arguments:
+        if named:
+            arguments = arguments[2:]
+        count = int(arguments[0])
+        argv, arguments = arguments[1 : 1 + count], arguments[1 + count :]
+        found[argv[1]] = argv
+    return found
+
+
+def previous_job(body: dict) -> dict:
+    """The Job as it was before the prepare step: init alone first; prune, compact, info and
+    list after create, in the report container; into a repository of its own (BEFORE_SLUG)."""
     text = json.dumps(body).replace(f"/homes/{names.slug(USER)}", f"/homes/{BEFORE_SLUG}")
-    spec = json.loads(text)["spec"]["template"]["spec"]
-    report = spec["containers"][0]
-    argv, containers = report["command"][4:], []
-    while argv:
-        name, when, count = argv[0], argv[1], int(argv[2])
-        script = report["command"][:3] + [name, name, when, str(count), *argv[3 : 3 + count]]
-        containers.append({**report, "name": name, "command": script})
-        argv = argv[3 + count :]
-    spec["initContainers"] += containers[:-1]
-    spec["containers"] = containers[-1:]
     result = json.loads(text)
-    result["spec"]["template"]["spec"] = spec
+    spec = result["spec"]["template"]["spec"]
+    prepare, report = spec["initContainers"][0], spec["containers"][0]
+    location = prepare["command"][4]
+    argvs = {**_argvs(prepare["command"][5:], False), **_argvs(report["command"][4:], True)}
+    prepare["name"], prepare["command"] = (
+        "init",
+        ["sh", "-c", PREVIOUS_INIT, "init", location, *argvs["init"]],
+    )
+    steps = [("prune", "prune"), ("compact", "compact"), ("info", "info"), ("archives", "list")]
+    report["command"] = report["command"][:4]
+    for name, action in steps:
+        report["command"] += [name, "always", str(len(argvs[action])), *argvs[action]]
     return result
 
 
 async def the_job(
     api: client.ApiClient, namespace: str, storage: StorageSettings, before: bool = False
 ) -> dict:
-    """The service's backup Job, from its creation to its success (`before`: `split_report`)."""
+    """The service's backup Job, from its creation to its success (`before`: `previous_job`)."""
     settings = manifests.BackupSettings(image=image.IMAGE, resources={"cpu": "1", "memory": "1Gi"})
     archive = borg.archive_for(datetime.now(UTC))
     run_as = manifests.RunAs(UID, UID)
@@ -166,7 +185,7 @@ async def the_job(
         settings, storage, repos.home(USER), run_as, archive, uuid.uuid4().hex[:10]
     )
     if before:
-        body = split_report(body)
+        body = previous_job(body)
     batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
     name = body["metadata"]["name"]
     started = time.perf_counter()
@@ -306,7 +325,7 @@ def _median(rounds: list[dict], run_name: str, pick: Any) -> float:
 def report(result: dict) -> None:
     rounds = result["rounds"]
     header = ("run", "create by hand", "all steps by hand", "Job", "Job / create", "Job / all")
-    print(" | ".join((*header, "Job before (6 containers)", "before / create")))
+    print(" | ".join((*header, "Job before (info, compact each run)", "before / create")))
     medians = {}
     for name in ("first", "second"):
         create = _median(rounds, name, lambda r: r["by_hand"]["create"])

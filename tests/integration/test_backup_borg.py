@@ -3,6 +3,7 @@ cluster, temporary folders, the same argv and environment a backup or restore Jo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -86,23 +87,42 @@ def repo(tmp_path: Path) -> Borg:
     return found
 
 
-def test_the_backup_jobs_init_step_creates_a_repository_once(tmp_path: Path):
-    """The Job's init step (its script around `borg init`) on a new and then an existing one."""
+def _prepare_step(runner: Borg, location: str) -> borg.BorgCommand:
+    """The Job's prepare step (its script around init, prune and compact), keeping borg's
+    messages in the runner's folder, with a retention of one archive a day."""
+    settings = dataclasses.replace(runner.settings(), retention=borg.Retention(1, 0, 0))
+    commands = [borg.init(settings, location), borg.prune(settings, location)]
+    commands.append(borg.compact(settings, location))
+    script = manifests.PREPARE_SCRIPT.replace(manifests.MESSAGES, str(runner.root / "messages"))
+    argv: list[str] = ["sh", "-c", script, "prepare", location]
+    for command in commands:
+        argv += [str(len(command.argv)), *command.argv]
+    return borg.BorgCommand(tuple(argv), commands[0].env)
+
+
+def test_the_backup_jobs_prepare_step_creates_a_repository_once_then_applies_retention(
+    tmp_path: Path,
+):
+    """New: only `borg init`. Existing: prune by the retention, then compact."""
     key = tmp_path / "key"
     key.mkdir()
     (key / "passphrase").write_text(secrets.token_hex(16))
     location = str(tmp_path / "target" / "homes" / "bob")
     (tmp_path / "target" / "homes").mkdir(parents=True)
+    (tmp_path / "runner").mkdir()
     runner = Borg(tmp_path, (key / "passphrase").read_text(), location, tmp_path / "state")
-    init = borg.init(runner.settings(), location)
-    step = borg.BorgCommand(
-        ("sh", "-c", manifests.INIT_SCRIPT, "init", location, *init.argv), init.env
-    )
+    step = _prepare_step(runner, location)
     runner.run(step)
     config = (Path(location) / "config").read_bytes()
+    for name in ("2026-12-04T020000Z", "2026-12-05T020000Z", "2026-12-05T030000Z"):
+        runner.run(borg.create(runner.settings(), location, name, ["."]), cwd=tmp_path / "key")
     runner.run(step)
     assert (Path(location) / "config").read_bytes() == config
-    assert runner.run(init, check=False).returncode == 2  # borg init alone refuses
+    assert "Pruning archive" in (tmp_path / "messages").read_text()
+    listed = runner.run(borg.list_archives(runner.settings(), location)).stdout
+    names = [archive.name for archive in records.archives(listed)]
+    assert names == ["2026-12-05T030000Z"]  # all made today: the day's last one is kept
+    assert runner.run(borg.init(runner.settings(), location), check=False).returncode == 2
 
 
 def _home(root: Path, outside: Path) -> Path:

@@ -75,7 +75,7 @@ async def _step_log(core, namespace: str, job: str, step: str) -> str:
 
 
 async def _report_output(core, namespace: str, job: str, output: str) -> str:
-    """One output of the report step (prune, compact, info, list in one container)."""
+    """One output of the report step (list, and info after a skip, in one container)."""
     text = await _step_log(core, namespace, job, manifests.REPORT_STEP)
     return records.step_outputs(text)[output]
 
@@ -193,13 +193,17 @@ async def test_a_home_not_made_yet_is_skipped_never_created(world: BackupWorld, 
     assert outcome == "Complete", await pod_report(core, world.namespace, name)
     assert not world.home("carol").exists() and not world.home("carol").is_symlink()
     created = await _step_log(core, world.namespace, name, "create")
-    assert records.create_result(created) == records.CreateResult(None, records.SKIPPED)
+    assert records.create_result(created) == records.CreateResult(None, skipped=records.SKIPPED)
     assert (
         listing.archives(
             await _report_output(core, world.namespace, name, manifests.ARCHIVES_OUTPUT)
         )
         == []
     )
+    totals = records.repository_info(
+        await _report_output(core, world.namespace, name, manifests.INFO_OUTPUT)
+    )
+    assert totals.total_size == 0  # no create JSON: the report step asked borg info
     # The repository exists (init ran), so listings and the next backup find it.
     assert (world.repository(repos.home("carol")) / "config").exists()
 

@@ -58,6 +58,7 @@ def test_prune_keeps_7_daily_4_weekly_6_monthly_by_default_and_is_configurable()
         "borg",
         "prune",
         *COMMON,
+        "--list",
         "--keep-daily=7",
         "--keep-weekly=4",
         "--keep-monthly=6",
@@ -65,7 +66,7 @@ def test_prune_keeps_7_daily_4_weekly_6_monthly_by_default_and_is_configurable()
         REPO,
     )
     settings = borg.BorgSettings(retention=borg.Retention(daily=14, weekly=0, monthly=12))
-    assert borg.prune(settings, REPO).argv[6:9] == (
+    assert borg.prune(settings, REPO).argv[7:10] == (
         "--keep-daily=14",
         "--keep-weekly=0",
         "--keep-monthly=12",

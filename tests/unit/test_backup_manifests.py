@@ -130,26 +130,26 @@ def test_a_home_backup_reads_the_home_read_only_as_its_owner():
     pairs = [source, target, _key("home-alice"), TMP]
     mounts = [mount for _, mount in pairs]
     env = _env("/aiinfn/backup-target/homes/alice.state")
-    init = ["sh", "-c", manifests.INIT_SCRIPT, "init", ALICE_REPO, "borg", "init", *COMMON]
-    init += ["--encryption=repokey-blake2", "--", ALICE_REPO]
+    init = ["borg", "init", *COMMON, "--encryption=repokey-blake2", "--", ALICE_REPO]
     create = ["borg", "create", *COMMON, "--json", "--compression", "zstd,3"]
     create += ["--one-file-system", "--numeric-ids", "--exclude-caches"]
     create += ["--exclude", "sh:**/.cache", "--exclude", "sh:**/__pycache__"]
     create += ["--", f"{ALICE_REPO}::{ARCHIVE}", "."]
-    prune = ["borg", "prune", *COMMON, "--keep-daily=7", "--keep-weekly=4", "--keep-monthly=6"]
-    prune += ["--", ALICE_REPO]
+    prune = ["borg", "prune", *COMMON, "--list"]
+    prune += ["--keep-daily=7", "--keep-weekly=4", "--keep-monthly=6", "--", ALICE_REPO]
+    compact = ["borg", "compact", *COMMON, "--", ALICE_REPO]
+    prepare = ["sh", "-c", manifests.PREPARE_SCRIPT, "prepare", ALICE_REPO]
+    for command in (init, prune, compact):
+        prepare += [str(len(command)), *command]
     info = ["borg", "info", *COMMON, "--json", "--", ALICE_REPO]
     archives = ["borg", "list", *COMMON, "--json", "--", ALICE_REPO]
     create = ["sh", "-c", manifests.CREATE_SCRIPT, "create", "/aiinfn/sources/alice", *create]
-    compact = ["borg", "compact", *COMMON, "--", ALICE_REPO]
     report = ["sh", "-c", manifests.REPORT_SCRIPT, "report"]
-    report += ["prune", "unless-skipped", str(len(prune)), *prune]
-    report += ["compact", "unless-skipped", str(len(compact)), *compact]
-    report += ["info", "always", str(len(info)), *info]
     report += ["archives", "always", str(len(archives)), *archives]
+    report += ["info", "if-skipped", str(len(info)), *info]
     others = mounts[1:]  # only create mounts the homes' claim
     containers = [
-        _container("init", init, env, others),
+        _container("prepare", prepare, env, others),
         _container("create", create, env, mounts),
         _container("report", report, env, others),
     ]
@@ -217,14 +217,14 @@ def test_a_project_backup_runs_as_the_backup_uid_in_the_project_group():
     assert create["env"] == _env("/aiinfn/backup-target/projects/cms-2dml.state")
 
 
-def test_a_backup_breaks_a_lock_only_when_told_before_create():
+def test_a_backup_breaks_a_lock_only_when_told_before_prune_and_create():
     alice = manifests.home_backup_identity(ALICE)
     plain = manifests.make_backup_job(SETTINGS, STORAGE, HOME, alice, ARCHIVE, "r1")
     job = manifests.make_backup_job(SETTINGS, STORAGE, HOME, alice, ARCHIVE, "r1", break_lock=True)
     spec = job["spec"]["template"]["spec"]
     names = [c["name"] for c in spec["initContainers"]]
-    assert names == ["init", "break-lock", "create"]
-    assert spec["initContainers"][1]["command"] == [
+    assert names == ["break-lock", "prepare", "create"]
+    assert spec["initContainers"][0]["command"] == [
         "borg", "break-lock", *COMMON, "--", ALICE_REPO,
     ]  # fmt: skip
     plain_steps = plain["spec"]["template"]["spec"]["initContainers"]

@@ -23,6 +23,10 @@ CREATE = {
             "original_size": 524,
         },
     },
+    "cache": {
+        "path": "/s/.cache/borg/2b9c",
+        "stats": {"total_size": 1048, "unique_size": 524, "unique_csize": 200, "total_chunks": 4},
+    },
     "encryption": {"mode": "repokey-blake2"},
     "repository": {"id": "2b9c", "last_modified": "2026-12-05T08:25:46.000000", "location": "/r"},
 }
@@ -165,11 +169,17 @@ def test_only_exit_0_is_a_success(code, result):
 
 def test_the_create_steps_log_an_archive_its_warnings_or_a_skip():
     text = json.dumps(CREATE, indent=4)
-    assert records.create_result(text) == records.CreateResult(records.created(text))
+    totals = records.repository_info(text)  # create prints the totals as info does
+    assert (totals.total_size, totals.unique_compressed_size, totals.dedup_ratio) == (
+        1048,
+        200,
+        5.24,
+    )
+    assert records.create_result(text) == records.CreateResult(records.created(text), totals)
     warned = records.create_result(f"{text}\n{records.WARNINGS_MARK}\nf: changed\n")
-    assert warned == records.CreateResult(records.created(text), warnings="f: changed")
+    assert warned == records.CreateResult(records.created(text), totals, warnings="f: changed")
     skipped = records.create_result(json.dumps({"skipped": records.SKIPPED}))
-    assert skipped == records.CreateResult(None, records.SKIPPED)
+    assert skipped == records.CreateResult(None, skipped=records.SKIPPED)
     with pytest.raises(records.BorgOutputError):
         records.create_result(f"{records.WARNINGS_MARK}\nf: changed\n")
     with pytest.raises(records.BorgOutputError):

@@ -127,8 +127,11 @@ def create(
 
 
 def prune(settings: BorgSettings, repository: str) -> BorgCommand:
+    """Applies the retention; `--list` names each archive kept or removed (the backup Job
+    compacts only after a removal)."""
     keep = settings.retention
     options = [
+        "--list",
         f"--keep-daily={keep.daily}",
         f"--keep-weekly={keep.weekly}",
         f"--keep-monthly={keep.monthly}",

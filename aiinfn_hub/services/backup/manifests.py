@@ -26,7 +26,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ... import labels, names
 from ...identity import Identity
@@ -56,15 +56,17 @@ POD_NAME_ENV = "AIINFN_POD_NAME"
 KEY_FILE_MODE = 0o444
 RESTORE_EXISTS_EXIT = 3
 LIST_COMPONENT = "backup-list"
+# Where the steps' scripts keep borg's messages (the pod's own /tmp).
+MESSAGES = "/tmp/borg-messages"
 LIST_DEADLINE_SECONDS = 600
 LIST_TTL_SECONDS = 600
 # A listing Job (and a backup's create and report steps) keeps borg's own messages aside, shown
 # (last 4 KiB) only when borg fails: a successful step's log is borg's JSON output alone
 # (`listing` and the scheduler read it).
-LIST_SCRIPT = """set -u
-"$@" 2>/tmp/borg-messages
+LIST_SCRIPT = f"""set -u
+"$@" 2>{MESSAGES}
 code=$?
-if [ "$code" -ne 0 ]; then tail -c 4096 /tmp/borg-messages >&2; fi
+if [ "$code" -ne 0 ]; then tail -c 4096 {MESSAGES} >&2; fi
 exit "$code"
 """
 LOCK_COMPONENT = "backup-lock"
@@ -93,13 +95,16 @@ _RUN_ID = re.compile(r"[a-z0-9]{1,20}")
 SKIP_MARK = "/tmp/aiinfn-skip"
 # The backup Job's last container, and the names of its outputs the scheduler reads.
 REPORT_STEP = "report"
+PREPARE_STEP = "prepare"
 INFO_OUTPUT = "info"
 ARCHIVES_OUTPUT = "archives"
 SKIPPED = records.SKIPPED
+ReportWhen = Literal["always", "if-skipped"]
 WARNINGS_MARK = records.WARNINGS_MARK
 # The create step: the folder is looked up in its parent (which must be searchable, else it is an
-# error, never a skip); a missing one is skipped (prune and compact then skip too, SKIP_MARK),
-# a symlink refused. borg exit 1 is success with warnings, printed after its JSON.
+# error, never a skip); a missing one is skipped (the report step then asks borg info for the
+# totals, SKIP_MARK), a symlink refused. borg exit 1 is success with warnings, printed after
+# its JSON.
 CREATE_SCRIPT = f"""set -u
 folder=$1
 shift
@@ -111,20 +116,22 @@ if [ ! -e "$folder" ]; then
   exit 0
 fi
 cd "$folder" || exit 2
-"$@" 2>/tmp/borg-messages
+"$@" 2>{MESSAGES}
 code=$?
 if [ "$code" -eq 1 ]; then
   echo "{WARNINGS_MARK}"
-  tail -c 4096 /tmp/borg-messages
+  tail -c 4096 {MESSAGES}
   exit 0
 fi
-if [ "$code" -ne 0 ]; then tail -c 4096 /tmp/borg-messages >&2; fi
+if [ "$code" -ne 0 ]; then tail -c 4096 {MESSAGES} >&2; fi
 exit "$code"
 """
 STEP_MARK = records.STEP_MARK
-# The report step: prune and compact (skipped after a skipped create, SKIP_MARK), then info and
-# list, in one container (one start, not four). Its arguments are, per step, its name, when it
-# runs (always, unless-skipped), its argv's length and its argv; the argv is run as is (eval sees
+# borg prune --list's line for each archive it removes.
+PRUNED_LINE = "Pruning archive"
+# The report step: list, and info only after a skipped create (SKIP_MARK: no create JSON holds
+# the totals), in one container (one start, not two). Its arguments are, per step, its name, when
+# it runs (always, if-skipped), its argv's length and its argv; the argv is run as is (eval sees
 # only "${N}" references, never a value). Each step's stdout follows a STEP_MARK line naming it
 # (`records.step_outputs`); borg's messages are shown (last 4 KiB) only when a step fails, and
 # the first failure ends the container with its code.
@@ -132,28 +139,49 @@ REPORT_SCRIPT = f"""set -u
 while [ "$#" -gt 0 ]; do
   name=$1 when=$2 count=$3
   shift 3
-  if [ "$when" = unless-skipped ] && [ -e {SKIP_MARK} ]; then shift "$count"; continue; fi
+  if [ "$when" = if-skipped ] && [ ! -e {SKIP_MARK} ]; then shift "$count"; continue; fi
   command=
   i=1
   while [ "$i" -le "$count" ]; do command="$command \\"\\${{$i}}\\""; i=$((i + 1)); done
   echo "{STEP_MARK}$name"
-  eval "$command" 2>/tmp/borg-messages
+  eval "$command" 2>{MESSAGES}
   code=$?
   shift "$count"
   if [ "$code" -ne 0 ]; then
     echo "backup: step $name exited $code" >&2
-    tail -c 4096 /tmp/borg-messages >&2
+    tail -c 4096 {MESSAGES} >&2
     exit "$code"
   fi
 done
 """
 
-# Creates the repository only if it is not there yet (borg init refuses an existing one).
-INIT_SCRIPT = """set -eu
+# The prepare step: a repository that is not there yet is created, and nothing else; one that
+# is gets its retention applied first (prune), so the create that follows reports the totals
+# after it in its own JSON (no `borg info`), and its space freed (compact) only when prune
+# removed an archive (`--list` names each one). Its arguments are the repository, then init's,
+# prune's and compact's argvs, each after its length; eval sees only "${N}" references.
+PREPARE_SCRIPT = f"""set -u
 repository=$1
 shift
-if [ -e "$repository/config" ]; then exit 0; fi
-exec "$@"
+run() {{
+  count=$1
+  shift
+  command=
+  i=1
+  while [ "$i" -le "$count" ]; do command="$command \\"\\${{$i}}\\""; i=$((i + 1)); done
+  eval "$command"
+}}
+if [ ! -e "$repository/config" ]; then run "$@"; exit; fi
+shift $(($1 + 1))
+run "$@" 2>{MESSAGES}
+code=$?
+if [ "$code" -ne 0 ]; then
+  echo "backup: step prune exited $code" >&2
+  tail -c 4096 {MESSAGES} >&2
+  exit "$code"
+fi
+shift $(($1 + 1))
+if grep -q '^{PRUNED_LINE}' {MESSAGES}; then run "$@"; fi
 """
 # Never overwrites: the restore's destination must not exist; borg then extracts in its folder.
 RESTORE_SCRIPT = f"""set -eu
@@ -414,13 +442,20 @@ def _state_dir(repository: Repository) -> str:
     return f"{path_under(TARGET_PATH, repository)}.state"
 
 
-def _report_step(steps: Sequence[tuple[str, bool, borg.BorgCommand]]) -> Step:
-    """Several borg runs in one container (`REPORT_SCRIPT`): (name, runs after a skip, command)."""
+def _report_step(steps: Sequence[tuple[str, ReportWhen, borg.BorgCommand]]) -> Step:
+    """Several borg runs in one container (`REPORT_SCRIPT`): (name, when it runs, command)."""
     argv: list[str] = []
-    for name, always, command in steps:
-        when = "always" if always else "unless-skipped"
+    for name, when, command in steps:
         argv += [name, when, str(len(command.argv)), *command.argv]
     return Step(REPORT_STEP, ("sh", "-c", REPORT_SCRIPT, REPORT_STEP, *argv))
+
+
+def _prepare_step(location: str, commands: Sequence[borg.BorgCommand]) -> Step:
+    """init, prune and compact for `PREPARE_SCRIPT`: each argv after its length."""
+    argv: list[str] = []
+    for command in commands:
+        argv += [str(len(command.argv)), *command.argv]
+    return Step(PREPARE_STEP, ("sh", "-c", PREPARE_SCRIPT, PREPARE_STEP, location, *argv))
 
 
 def make_backup_job(
@@ -432,36 +467,31 @@ def make_backup_job(
     run_id: str,
     break_lock: bool = False,
 ) -> dict[str, Any]:
-    """init (first time only), break-lock (only when `locks.decide` said so), create, then the
-    report step (prune, compact, info, list in one container): one archive of a home or project,
-    and the repository's sizes and archives after prune as borg's JSON in the create step's log
-    and the report's sections (the scheduler's record). A folder that is not there is skipped
-    (`CREATE_SCRIPT`): no archive, nothing created."""
+    """break-lock (only when `locks.decide` said so), prepare (init the first time; else prune,
+    and compact when prune removed an archive), create, then the report step (list): one
+    archive of a home or project. The create step's JSON holds the archive's stats and the
+    repository's totals after prune; the report's the archives (the scheduler's record). A
+    folder that is not there is skipped (`CREATE_SCRIPT`): no archive, nothing created, and
+    the report step asks borg info for the totals."""
     config = _borg(settings, repository, _state_dir(repository))
     location = path_under(TARGET_PATH, repository)
     folder = source_folder(repository)
-    init = borg.init(config, location)
     create = borg.create(config, location, archive, ["."])
     unlock = borg.break_lock(config, location)
-    prune = borg.prune(config, location)
-    compact = borg.compact(config, location)
-    info = borg.info(config, location)
-    archives = borg.list_archives(config, location)
-    steps = [
-        (Step("init", ("sh", "-c", INIT_SCRIPT, "init", location, *init.argv)), init),
+    prepare = [
+        borg.init(config, location),
+        borg.prune(config, location),
+        borg.compact(config, location),
+    ]
+    report: list[tuple[str, ReportWhen, borg.BorgCommand]] = [
+        (ARCHIVES_OUTPUT, "always", borg.list_archives(config, location)),
+        (INFO_OUTPUT, "if-skipped", borg.info(config, location)),
+    ]
+    steps: list[tuple[Step, borg.BorgCommand]] = [
         *([(Step("break-lock", unlock.argv), unlock)] if break_lock else []),
+        (_prepare_step(location, prepare), create),
         (Step("create", ("sh", "-c", CREATE_SCRIPT, "create", folder, *create.argv), True), create),
-        (
-            _report_step(
-                [
-                    ("prune", False, prune),
-                    ("compact", False, compact),
-                    (INFO_OUTPUT, True, info),
-                    (ARCHIVES_OUTPUT, True, archives),
-                ]
-            ),
-            info,
-        ),
+        (_report_step(report), create),
     ]
     pairs = [
         source(storage, repository),

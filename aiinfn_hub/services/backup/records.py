@@ -161,10 +161,12 @@ def created(text: str) -> ArchiveStats:
 
 @dataclass(frozen=True)
 class CreateResult:
-    """A backup's create step: the new archive's stats, or None when the folder was missing
-    (`skipped` says so); borg's messages when it exited 1 (`warnings`)."""
+    """A backup's create step: the new archive's stats and the repository's totals with it, or
+    None for both when the folder was missing (`skipped` says so); borg's messages when it
+    exited 1 (`warnings`)."""
 
     archive: ArchiveStats | None
+    repository: RepositoryStats | None = None
     skipped: str = ""
     warnings: str = ""
 
@@ -177,9 +179,9 @@ def create_result(text: str) -> CreateResult:
         raise BorgOutputError("borg warned but printed no archive")
     parsed = _document(document)
     if parsed.get("skipped") == SKIPPED:
-        return CreateResult(None, SKIPPED)
+        return CreateResult(None, skipped=SKIPPED)
     archive = _archive_stats(_field(parsed, "archive", dict))
-    return CreateResult(archive, warnings=warnings.strip())
+    return CreateResult(archive, _repository_stats(parsed), warnings=warnings.strip())
 
 
 def archives_info(text: str) -> list[ArchiveStats]:
@@ -197,7 +199,11 @@ def archive_info(text: str) -> ArchiveStats:
 
 def repository_info(text: str) -> RepositoryStats:
     """`borg info --json REPO`: the totals of its cache, which borg keeps in step with it."""
-    document = _document(text)
+    return _repository_stats(_document(text))
+
+
+def _repository_stats(document: Mapping[str, Any]) -> RepositoryStats:
+    """The totals in borg info's or borg create's JSON (both print the cache's stats)."""
     repository = _field(document, "repository", dict)
     stats = _field(_field(document, "cache", dict), "stats", dict)
     return RepositoryStats(

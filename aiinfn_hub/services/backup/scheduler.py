@@ -226,10 +226,13 @@ class Scheduler:
         outputs = records.step_outputs(
             await self.store.log(name, manifests.REPORT_STEP, MAX_REPORT_BYTES)
         )
-        missing = {manifests.INFO_OUTPUT, manifests.ARCHIVES_OUTPUT} - set(outputs)
-        if missing:
-            raise LookupError(f"the report step printed no {', '.join(sorted(missing))}")
-        info = records.repository_info(outputs[manifests.INFO_OUTPUT])
+        if manifests.ARCHIVES_OUTPUT not in outputs:
+            raise LookupError(f"the report step printed no {manifests.ARCHIVES_OUTPUT}")
+        info = created.repository
+        if info is None:  # skipped: the report step asked borg info for the totals
+            if manifests.INFO_OUTPUT not in outputs:
+                raise LookupError(f"the report step printed no {manifests.INFO_OUTPUT}")
+            info = records.repository_info(outputs[manifests.INFO_OUTPUT])
         archives = listing.archives(outputs[manifests.ARCHIVES_OUTPUT])
         if created.archive is not None and created.archive.name not in {a.name for a in archives}:
             raise LookupError(f"archive {created.archive.name} is not in the repository")
