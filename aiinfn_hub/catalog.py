@@ -101,15 +101,67 @@ class Environment:
     description: str = ""
 
 
+def split_image(image: str) -> tuple[str, str, str | None] | None:
+    """(registry, repository, digest or None) of a full image reference that names its registry
+    (IMAGE_PATTERN; the first part has a '.' or a port, or is localhost), else None."""
+    if not IMAGE_PATTERN.fullmatch(image):
+        return None
+    registry, rest = image.split("/", 1)
+    if "." not in registry and ":" not in registry and registry != "localhost":
+        return None  # a Docker Hub path, not a registry: never matches an entry
+    repository, _, digest = rest.partition("@")
+    if not digest:
+        repository = repository.rsplit(":", 1)[0]
+    return registry, repository, digest or None
+
+
+def _repository_matches(rule: str, repository: str) -> bool:
+    """A '*' segment matches one segment; a final '**' one or more segments below."""
+    wanted, given = rule.split("/"), repository.split("/")
+    if wanted[-1] == "**":
+        wanted = wanted[:-1]
+        if len(given) <= len(wanted):
+            return False
+        given = given[: len(wanted)]
+    if len(wanted) != len(given):
+        return False
+    return all(w in ("*", g) for w, g in zip(wanted, given, strict=True))
+
+
+@dataclass(frozen=True)
+class ImageRule:
+    """An allowlist entry of custom images: registry, repository, digest pinning required."""
+
+    registry: str
+    repository: str
+    digest: bool = False
+
+    def allows(self, image: str) -> bool:
+        parts = split_image(image)
+        if parts is None:
+            return False
+        registry, repository, digest = parts
+        return (
+            registry == self.registry
+            and _repository_matches(self.repository, repository)
+            and (digest is not None or not self.digest)
+        )
+
+
 @dataclass(frozen=True)
 class CustomImages:
-    """Images users may type in, if they fully match one of the admin's patterns."""
+    """Images users may type in, if they fully match one of the admin's patterns or are
+    allowed by one of the allowlist's entries."""
 
     patterns: tuple[re.Pattern[str], ...] = ()
     kinds: tuple[str, ...] = ()
+    allow: tuple[ImageRule, ...] = ()
 
     def allows(self, image: str) -> bool:
-        return len(image) <= 256 and any(p.fullmatch(image) for p in self.patterns)
+        return len(image) <= 256 and (
+            any(p.fullmatch(image) for p in self.patterns)
+            or any(rule.allows(image) for rule in self.allow)
+        )
 
 
 @dataclass(frozen=True)
@@ -332,6 +384,16 @@ def _group_key(key: str) -> str:
 
 
 ImagePattern = Annotated[str, *_text(300), AfterValidator(_regex)]
+Registry = Annotated[
+    str, *_matching(re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$"), "a registry host")
+]
+RepositoryRule = Annotated[
+    str,
+    *_matching(
+        re.compile(r"^([a-z0-9._-]+|\*)(/([a-z0-9._-]+|\*))*(/\*\*)?$"),
+        "a repository path ('*' for one segment, a final '**' for any below)",
+    ),
+]
 ProjectKey = Annotated[str, Field(strict=True), AfterValidator(_group_key)]
 
 
@@ -394,13 +456,34 @@ class EnvironmentEntry(StrictModel):
     description: Description | None = None
 
 
+class ImageRuleEntry(StrictModel):
+    """One allowed place for custom images: a registry and a repository."""
+
+    registry: Registry = Field(description="Registry host (and port), e.g. harbor.example.org.")
+    repository: RepositoryRule = Field(
+        description="Repository path; a '*' segment matches one segment, a final '**' any below."
+    )
+    digest: Annotated[bool, Field(strict=True)] = Field(
+        False, description="Require images pinned by digest (@sha256:...)."
+    )
+
+
 class CustomImagesEntry(StrictModel):
-    """Images users may type in, if they fully match one of these patterns."""
+    """Images users may type in: those matching one of the patterns or allowed by an entry."""
 
     patterns: tuple[ImagePattern, ...] = Field(
-        description="Regular expressions an image must match in full."
+        (), description="Regular expressions an image must match in full."
+    )
+    allow: tuple[ImageRuleEntry, ...] = Field(
+        (), description="Registries and repositories images may come from."
     )
     kinds: Kinds
+
+    @model_validator(mode="after")
+    def _something_allowed(self) -> CustomImagesEntry:
+        if not self.patterns and not self.allow:
+            raise ValueError("give patterns or allow (or leave custom_images out)")
+        return self
 
 
 class SizeEntry(StrictModel):
@@ -533,7 +616,9 @@ def _build(document: CatalogFile) -> Catalog:
         },
         custom_images=(
             CustomImages(
-                tuple(map(re.compile, custom.patterns)), tuple(dict.fromkeys(custom.kinds))
+                tuple(map(re.compile, custom.patterns)),
+                tuple(dict.fromkeys(custom.kinds)),
+                tuple(ImageRule(r.registry, r.repository, r.digest) for r in custom.allow),
             )
             if custom
             else CustomImages()
