@@ -3,12 +3,14 @@ checks, the command that activates the environment (run for real with sh) and it
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from aiinfn_hub import cli
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.services.jobs import manifests
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts
@@ -101,3 +103,12 @@ def test_the_activation_runs_the_command_or_says_why_not(tmp_path: Path) -> None
     (tmp_path / "x" / "conda-meta").mkdir()
     conda = _activate(tmp_path / "x", "sh", "-c", 'echo "$CONDA_PREFIX"')
     assert conda.stdout == f"{tmp_path}/x\n"
+
+
+def test_aiinfn_jobs_submit_passes_the_environment_through() -> None:
+    args = cli.parser().parse_args(
+        ["jobs", "submit", "--environment", "~/envs/mine", "--", "python", "run.py"]
+    )
+    body = cli.request_body(args, clone=False)
+    assert (body["environment"], body["command"]) == ("~/envs/mine", ["python", "run.py"])
+    assert parse(JobRequest, json.dumps(body).encode()).environment == "~/envs/mine"
