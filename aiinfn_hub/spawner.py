@@ -211,6 +211,17 @@ class AiInfnSpawner(KubeSpawner):
         finally:
             self._options.release()
 
+    async def _start_reflector(self, kind: str, reflector_class: type, replace=False, **kwargs):
+        """KubeSpawner's shared reflector, started anew when the one it holds is dead: its first
+        list failed (the API server was down at the first spawn), or its watch gave up. KubeSpawner
+        keeps such a reflector, and every spawn then waited its whole start_timeout for a pod
+        the reflector never saw."""
+        current = type(self).reflectors.get(self._get_reflector_key(kind))
+        if current is not None and not replace and reflector_dead(current):
+            self.log.warning("The %s reflector has stopped; starting it again", kind)
+            replace = True
+        return await super()._start_reflector(kind, reflector_class, replace=replace, **kwargs)
+
     async def _make_create_pod_request(self, pod, request_timeout) -> bool:
         """KubeSpawner's one try (True: created; False: try again, within
         k8s_api_request_retry_timeout), except that a throttled create (429) waits its
@@ -280,6 +291,16 @@ class AiInfnSpawner(KubeSpawner):
         super().clear_state()
         self.accelerator_units = 0
         self.token_mounted = False
+
+
+def reflector_dead(reflector: Any) -> bool:
+    """A KubeSpawner reflector that will never see another change: its first list failed, or its
+    watch task ended without being stopped (it gives up after its backoff passes 32 s)."""
+    loaded = reflector.first_load_future
+    if loaded.done() and (loaded.cancelled() or loaded.exception() is not None):
+        return True
+    task = reflector.watch_task
+    return task is not None and task.done() and not reflector._stopping
 
 
 def unavailable_error(detail: str) -> UserError:

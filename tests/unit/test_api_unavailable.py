@@ -16,7 +16,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from aiinfn_hub import k8s
 from aiinfn_hub.errors import to_http_error
 from aiinfn_hub.services.cluster import ClusterHandler
-from aiinfn_hub.spawner import AiInfnSpawner, unavailable_error
+from aiinfn_hub.spawner import AiInfnSpawner, reflector_dead, unavailable_error
 
 
 @pytest.mark.parametrize(
@@ -160,3 +160,31 @@ def test_the_services_answer_503_when_the_cluster_could_not_act(error, detail):
     assert (refusal.status, refusal.reason) == (503, "unavailable")
     assert refusal.message == "the cluster cannot be reached right now; try again"
     assert refusal.log_detail == f"Kubernetes API: {detail}"
+
+
+class _Reflector:
+    def __init__(self, loaded=None, task=None, stopping=False):
+        self.first_load_future, self.watch_task, self._stopping = loaded, task, stopping
+
+
+async def _ended() -> asyncio.Task:
+    task = asyncio.ensure_future(asyncio.sleep(0))
+    await task
+    return task
+
+
+async def test_a_reflector_whose_first_list_failed_or_whose_watch_ended_is_dead():
+    loop = asyncio.get_running_loop()
+    failed, loaded, loading = loop.create_future(), loop.create_future(), loop.create_future()
+    failed.set_exception(ConnectionRefusedError())
+    failed.exception()  # retrieved, as KubeSpawner's waiters do
+    loaded.set_result(None)
+    running = asyncio.ensure_future(asyncio.sleep(60))
+    try:
+        assert reflector_dead(_Reflector(failed))
+        assert reflector_dead(_Reflector(loaded, await _ended()))
+        assert not reflector_dead(_Reflector(loaded, running))
+        assert not reflector_dead(_Reflector(loading))
+        assert not reflector_dead(_Reflector(loaded, await _ended(), stopping=True))
+    finally:
+        running.cancel()
