@@ -16,7 +16,10 @@ from . import kernelspecs, layout
 
 
 class AiInfnKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
-    """Kernels from the managed environments and the user's own, besides the installed ones."""
+    """Kernels from the managed environments and the user's own, besides the installed ones.
+
+    Notebook side: its settings go in the notebook image's Jupyter Server configuration
+    (images/notebook/jupyter/), not in the hub's."""
 
     managed_root = Unicode(
         "/envs", config=True, help="The folder of the managed environments (read-only mount)."
