@@ -1,6 +1,7 @@
 """A TLS proxy on 127.0.0.1 between a client (the hub, a service) and the real kube-apiserver,
 answering chosen requests with a fault instead: a status (429 with Retry-After, 500), a delay,
-or the real answer lost after the API server acted on it.
+a dropped connection, or the real answer lost after the API server acted on it. Without a CA it
+is a plain HTTP proxy (in front of the identity provider on loopback).
 
 It presents a serving certificate of its own small PKI (aiinfn_dev's, made in a folder of the
 test) and verifies the API server with the cluster's CA; the client's bearer token is passed
@@ -31,9 +32,9 @@ HOP = {"host", "connection", "keep-alive", "transfer-encoding", "content-length"
 @dataclass
 class Fault:
     """What the proxy does to requests whose method and path (no query) match: answer `status`
-    without asking the API server (or, with `after_upstream`, after it has acted: the answer is
-    lost), after `delay` seconds; `times` requests, then it lets them through (None: until
-    cleared)."""
+    without asking the server (or, with `after_upstream`, after it has acted: the answer is
+    lost), or `drop` the connection, after `delay` seconds; `times` requests, then it lets them
+    through (None: until cleared)."""
 
     method: str
     path: str  # a regular expression, matched in full
@@ -41,6 +42,7 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     after_upstream: bool = False
+    drop: bool = False  # close the connection without an answer (a server that went away)
     times: int | None = None
     hits: int = 0
 
@@ -64,7 +66,7 @@ class FaultProxy:
     """Start with `start()`, point a client at `kubeconfig(...)`, inject with `inject(...)`."""
 
     upstream: str
-    upstream_ca: Path
+    upstream_ca: Path | None  # None: plain HTTP on both sides (an identity provider on loopback)
     folder: Path
     faults: list[Fault] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
@@ -72,7 +74,8 @@ class FaultProxy:
     _streams: set = field(default_factory=set)
 
     def start(self) -> None:
-        pki.create_pki(self.folder)
+        if self.upstream_ca is not None:
+            pki.create_pki(self.folder)
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
@@ -128,13 +131,15 @@ class FaultProxy:
         self._loop.run_forever()
 
     async def _open(self) -> None:
-        client_tls = ssl.create_default_context(cafile=str(self.upstream_ca))
+        client_tls, server_tls = None, None
+        if self.upstream_ca is not None:
+            client_tls = ssl.create_default_context(cafile=str(self.upstream_ca))
+            server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_tls.load_cert_chain(self.folder / "serving.crt", self.folder / "serving.key")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_tls), timeout=timeout
+            connector=aiohttp.TCPConnector(ssl=client_tls or True), timeout=timeout
         )
-        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_tls.load_cert_chain(self.folder / "serving.crt", self.folder / "serving.key")
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # A client that goes away cancels its handler (a watch is not read on for minutes).
@@ -145,7 +150,7 @@ class FaultProxy:
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=server_tls)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.url = f"https://127.0.0.1:{port}"
+        self.url = f"{'https' if server_tls else 'http'}://127.0.0.1:{port}"
 
     async def _close(self) -> None:
         await self._runner.cleanup()
@@ -162,6 +167,11 @@ class FaultProxy:
         fault = self._fault(request.method, request.path)
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault and fault.drop:
+            self.seen.append(Seen(request.method, request.path, 0, True))
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # nothing is written to the closed connection
         if fault and fault.status and not fault.after_upstream:
             return self._refusal(request, fault)
         body = await request.read()
