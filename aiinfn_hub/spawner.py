@@ -203,11 +203,10 @@ class AiInfnSpawner(KubeSpawner):
             if detail is None:
                 metrics.count_refusal(error)
                 raise
-            # The API server throttled, failed or did not answer: say so, not "500".
+            # The API server throttled or failed the start: say so, not "500" (an outage, not a
+            # refusal: not counted as one).
             self.log.warning("Spawn of %s failed: Kubernetes API: %s", self._log_name, detail)
-            refusal = to_http_error(unavailable_error(detail))
-            metrics.count_refusal(refusal)
-            raise refusal from error
+            raise to_http_error(unavailable_error(detail)) from error
         finally:
             self._options.release()
 
