@@ -31,6 +31,7 @@ CLASSES = (
     ("aiinfn_hub.accounting.settings", "AiInfnAccounting"),
     ("aiinfn_hub.services.usage.app", "AiInfnUsage"),
     ("aiinfn_hub.culling.settings", "AiInfnCulling"),
+    ("aiinfn_hub.environments.kernels", "AiInfnKernelSpecManager"),
     ("aiinfn_hub.services.base", "ServiceApp"),
 )
 # Upstream base classes: where their own settings are documented.
@@ -38,6 +39,7 @@ UPSTREAM_DOCS = {
     "KubeSpawner": "https://jupyterhub-kubespawner.readthedocs.io/",
     "GenericOAuthenticator": "https://oauthenticator.readthedocs.io/",
     "Application": "https://traitlets.readthedocs.io/en/stable/config.html",
+    "KernelSpecManager": "https://jupyter-client.readthedocs.io/en/stable/api/jupyter_client.html",
 }
 PACKAGE_DIR = str(Path(__file__).resolve().parent)
 HEADER = """# Configuration reference

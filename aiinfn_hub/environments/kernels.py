@@ -15,7 +15,7 @@ from traitlets import List, Unicode
 from . import kernelspecs, layout
 
 
-class AiInfnKernelSpecManager(KernelSpecManager):  # type: ignore[misc]
+class AiInfnKernelSpecManager(KernelSpecManager):
     """Kernels from the managed environments and the user's own, besides the installed ones.
 
     Notebook side: its settings go in the notebook image's Jupyter Server configuration

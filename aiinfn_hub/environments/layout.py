@@ -149,14 +149,3 @@ def parse_reference(text: str) -> tuple[str, str] | None:
         if text.startswith(prefix):
             return origin, check_name(text[len(prefix) :])
     return None
-
-
-def missing_managed(root: str | Path, reference: str) -> str | None:
-    """Why a job's envs/NAME cannot run, where `root` (/envs) is mounted here; None when it
-    exists, names no managed environment, or /envs is not visible (the job's start checks)."""
-    parsed = parse_reference(reference)
-    if parsed is None or parsed[0] != "managed" or not Path(root).is_dir():
-        return None
-    if Path(root, parsed[1], METADATA).is_file():
-        return None
-    return f"no managed environment {reference} (see: aiinfn envs list)"

@@ -129,17 +129,6 @@ def test_spec_is_checked_against_its_folder(tmp_path: Path) -> None:
         specs.parse({"name": "q", "kind": "apptainer"}, tmp_path)
 
 
-def test_a_missing_managed_environment_is_named_where_envs_is_visible(tmp_path: Path) -> None:
-    _write(tmp_path / "hello", name="hello", kind="venv")
-    assert layout.missing_managed(tmp_path, "envs/hello") is None
-    assert layout.missing_managed(tmp_path, "envs/nope") == (
-        "no managed environment envs/nope (see: aiinfn envs list)"
-    )
-    assert layout.missing_managed(tmp_path / "absent", "envs/nope") is None
-    assert layout.missing_managed(tmp_path, "~/envs/nope") is None
-    assert layout.missing_managed(tmp_path, "cpu") is None
-
-
 @pytest.mark.parametrize("name", ["ml-gpu", "qml"])
 def test_the_papers_environments_are_publishable_specs(name: str) -> None:
     spec = specs.load(Path(__file__).parents[2] / "docs" / "environments" / name / "spec.yaml")

@@ -299,6 +299,9 @@ class AiInfnJobs(ServiceApp):
             local_flavor_label_keys=tuple(
                 dict.fromkeys([*settings.accelerator_node_labels, *self.local_flavor_label_keys])
             ),
+            envs_claim=storage.envs_claim,
+            envs_mount_path=storage.envs_mount_path,
+            home_mount_path=storage.home_mount_path,
         )
         names = {key: a.display_name for key, a in state.catalog.accelerators.items()}
         return JobService(
