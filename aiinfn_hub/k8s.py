@@ -19,6 +19,21 @@ STRICT = "Strict"
 refused by the API server instead of silently dropped."""
 
 
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(sock_connect=10, sock_read=60)
+"""The timeout of a call that names none. kubernetes_asyncio's own default is no timeout at all:
+a call to an API server that took the connection and never answers would wait forever (a job
+submission held open, its handler never ending)."""
+
+
+class ApiClient(client.ApiClient):
+    """kubernetes_asyncio's ApiClient, every call bounded by REQUEST_TIMEOUT unless it passes
+    its own `_request_timeout` (the watches do: they read for minutes)."""
+
+    def request(self, *args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        timeout = _request_timeout or REQUEST_TIMEOUT
+        return super().request(*args, _request_timeout=timeout, **kwargs)
+
+
 async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An ApiClient from kubeconfig (or $KUBECONFIG), else the in-cluster service account."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
@@ -27,7 +42,7 @@ async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
         await config.load_kube_config(config_file=path, client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
+    return ApiClient(configuration)
 
 
 async def apply_objects(api: client.ApiClient, path: str | os.PathLike) -> None:

@@ -10,7 +10,7 @@ import logging
 
 import aiohttp
 import pytest
-from kubernetes_asyncio.client import V1ObjectMeta, V1Pod
+from kubernetes_asyncio.client import Configuration, V1ObjectMeta, V1Pod
 from kubernetes_asyncio.client.rest import ApiException
 
 from aiinfn_hub import k8s
@@ -188,3 +188,23 @@ async def test_a_reflector_whose_first_list_failed_or_whose_watch_ended_is_dead(
         assert not reflector_dead(_Reflector(loaded, await _ended(), stopping=True))
     finally:
         running.cancel()
+
+
+async def test_every_call_has_a_timeout_the_default_or_its_own():
+    """kubernetes_asyncio's default is none: a call to an API server that never answers would
+    wait forever."""
+    api = k8s.ApiClient(Configuration())
+    await api.close()
+    seen = []
+
+    class Rest:
+        async def GET(self, url, **kwargs):  # noqa: N802 (kubernetes_asyncio's naming)
+            seen.append(kwargs["_request_timeout"])
+
+        POST = GET
+
+    api.rest_client = Rest()
+    await api.request("GET", "https://127.0.0.1:1/api")
+    await api.request("POST", "https://127.0.0.1:1/api", _request_timeout=5)
+    assert seen == [k8s.REQUEST_TIMEOUT, 5]
+    assert (k8s.REQUEST_TIMEOUT.sock_connect, k8s.REQUEST_TIMEOUT.sock_read) == (10, 60)
