@@ -4,6 +4,7 @@ Kubernetes API server is reached through a FaultProxy: the drills' one hub per m
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -19,10 +20,15 @@ from tests.helpers import has_default_service_account, wait_until
 from tests.hub import Hub, start_hub, stop_hub
 
 
-def _cluster(kubeconfig: Path) -> tuple[str, Path]:
-    """(server, CA path) of the admin kubeconfig's current cluster."""
+def _cluster(kubeconfig: Path, folder: Path) -> tuple[str, Path]:
+    """(server, CA path) of the admin kubeconfig's first cluster (a CA given inline is written
+    to `folder`)."""
     config = yaml.safe_load(kubeconfig.read_text())
     cluster = config["clusters"][0]["cluster"]
+    if "certificate-authority-data" in cluster:
+        path = folder / "upstream-ca.crt"
+        path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+        return cluster["server"], path
     return cluster["server"], kubeconfig.parent / cluster["certificate-authority"]
 
 
@@ -49,7 +55,7 @@ async def proxied_hub(
     await core.create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=restricted))
     )
-    server, ca = _cluster(kubeconfig)
+    server, ca = _cluster(kubeconfig, folder)
     proxy = FaultProxy(server, ca, folder / "proxy-pki")
     storage: list[dict] = []
     try:

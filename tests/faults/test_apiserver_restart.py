@@ -2,7 +2,8 @@
 meanwhile, the API server started again. The hub's inventory watch resumes from a
 resourceVersion that is gone (a real 410), relists, and its counts equal a recount from a fresh
 LIST; the form answers throughout; a spawn caught by the outage ends (ready or failed in words),
-none waits forever, and a spawn after it works. The hub never exits.
+none waits forever, and a spawn after it works; a job submitted during the outage is told to try
+again (503) and its retry makes one Job. The hub and the job service never exit.
 
 Runs on the session cluster (the restart is over before the module ends) and needs one this
 session may restart: not an AIINFN_KUBECONFIG cluster.
@@ -13,16 +14,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
+import urllib.error
 import urllib.request
 
 import pytest
 import pytest_asyncio
+from aiinfn_dev.devcluster.processes import free_port
 
 from aiinfn_hub import catalog, metrics
 from aiinfn_hub.inventory import Inventory
 from tests.faults import apiserver
 from tests.helpers import wait_until
 from tests.hub import hub_in_namespace
+from tests.jobs_service import PREFIX, Service, hub_lines
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +37,32 @@ SPAWNER = {
     "group_policies": {"cms-ml": {"accelerators": "*", "environments": "*", "max_accelerators": 2}},
 }
 CATALOG = catalog.load(catalog.default_path())
+SERVICE_UNAVAILABLE = "the cluster cannot be reached right now; try again"
 UNITS = re.compile(r'^aiinfn_accelerator_units\{model="([^"]+)",state="([^"]+)"\} (\S+)$', re.M)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def hub(devcluster, api_client, tmp_path_factory):
+async def env(devcluster, api_client, kueue, tmp_path_factory):
+    """(hub, job service, alice's token)."""
     kubeconfig, cluster = devcluster
     if cluster is None:
         pytest.skip("the drill restarts the API server of a dev cluster this session runs")
+    tmp = tmp_path_factory.mktemp("apiserver")
+    port, token = free_port(), secrets.token_hex(32)
+    lines = hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400)
     async with hub_in_namespace(
-        api_client, kubeconfig, tmp_path_factory.mktemp("apiserver"), USERS, SPAWNER
+        api_client, kubeconfig, tmp, USERS, SPAWNER, lines, kueue_documents=kueue
     ) as hub:
-        yield hub
+        service = Service(tmp, hub, port, token)
+        await asyncio.to_thread(service.start)
+        try:
+            status, body = await asyncio.to_thread(
+                hub.request, "POST", "/users/alice/tokens", {"note": "drill"}
+            )
+            assert status == 201, body
+            yield hub, service, body["token"]
+        finally:
+            service.stop()
 
 
 def scrape(hub) -> str:
@@ -97,7 +116,25 @@ async def spawn_ends(hub, user: str, server: str, options: dict) -> dict:
     return events[-1]
 
 
-async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(hub, devcluster, core):
+def submit(hub, token: str) -> tuple[int, dict]:
+    body = {"name": "outage", "command": ["python", "-c", "print(1)"], "idempotency_key": "k-o"}
+    request = urllib.request.Request(
+        f"{hub.url}{PREFIX}api/jobs",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"token {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(
+    env, devcluster, core, batch
+):
+    hub, service, token = env
     _, cluster = devcluster
     await wait_until(lambda: equals_recount(hub, core), "the inventory to equal a recount")
     before = await asyncio.to_thread(scrape, hub)
@@ -107,6 +144,9 @@ async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(hub, de
     await asyncio.to_thread(apiserver.stop_apiserver, cluster)
     try:
         assert await asyncio.to_thread(form_answers, hub, "bob")
+        # A job submitted now is told to try again; nothing is made.
+        status, answer = await asyncio.to_thread(submit, hub, token)
+        assert (status, answer["message"]) == (503, SERVICE_UNAVAILABLE), answer
         await asyncio.to_thread(apiserver.compact_etcd, cluster)
     finally:
         await asyncio.to_thread(apiserver.start_apiserver, cluster)
@@ -124,7 +164,17 @@ async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(hub, de
     await wait_until(relisted_after_410, "the pod watch to meet a 410 and relist")
     await wait_until(lambda: equals_recount(hub, core), "the inventory to equal a recount")
 
-    # Spawning works again, the form answers, and the hub is the same process.
+    # The submission's retry makes its one Job; spawning works again; the form answers; the hub
+    # and the service are the same processes.
+    # (A restarted API server may throttle for a moment: the service says 503 until it answers.)
+    async def accepted():
+        status, job = await asyncio.to_thread(submit, hub, token)
+        assert status in (201, 503), job
+        return job if status == 201 else None
+
+    job = await wait_until(accepted, "the submission's retry to be accepted", interval=1.0)
+    jobs = await batch.list_namespaced_job(hub.namespace)
+    assert [j.metadata.name for j in jobs.items] == [job["id"]]
     assert (await spawn_ends(hub, "bob", "after", {"accelerator": "t4"})).get("ready")
     assert await asyncio.to_thread(form_answers, hub, "alice")
     for user, server in (("alice", "during"), ("bob", "after")):
@@ -132,4 +182,4 @@ async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(hub, de
             hub.request, "DELETE", f"/users/{user}/servers/{server}", {"remove": True}
         )
     await wait_until(lambda: equals_recount(hub, core), "the inventory to equal a recount")
-    assert hub.process.poll() is None
+    assert hub.process.poll() is None and service.process.poll() is None
