@@ -183,3 +183,12 @@ async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(
         )
     await wait_until(lambda: equals_recount(hub, core), "the inventory to equal a recount")
     assert hub.process.poll() is None and service.process.poll() is None
+
+    # The cluster is whole again for the tests after this one: Kueue admits the Job (it
+    # unsuspends it), and the cluster's state file names the API server that runs now.
+    async def admitted():
+        found = await batch.read_namespaced_job(job["id"], hub.namespace)
+        return found.spec.suspend is False
+
+    await wait_until(admitted, "Kueue to admit the job")
+    assert cluster.status().state == "running"
