@@ -32,7 +32,7 @@ from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError
 
 from aiinfn_hub import k8s, labels
 
-from . import devstorage, hubaccount, kueue_config, monitoring
+from . import demo_envs, devstorage, hubaccount, kueue_config, monitoring
 from .demo_auth import DEMO_MODE_ENV
 from .devcluster import versions
 from .devcluster.cluster import DEFAULT_NAME, DEFAULT_PORT, DevCluster
@@ -147,8 +147,8 @@ async def prepare_cluster(
     """Create the platform's cluster objects, the demo namespace (Pod Security "restricted"), its
     storage (helm-values/storage.yaml with every volume a folder under state/storage), its job
     queues (helm-values/kueue-queues.yaml with the LocalQueues in the demo namespace) and the
-    hub's account; returns the path of the hub's kubeconfig (in state) and the storage claims'
-    folders."""
+    hub's account, /envs for the curators with the example environment (demo_envs); returns the
+    path of the hub's kubeconfig (in state) and the storage claims' folders."""
     api_client = await k8s.api_client(kubeconfig)
     async with api_client:
         await k8s.apply_objects(api_client, config_root / "helm-values" / "priority-classes.yaml")
@@ -175,6 +175,7 @@ async def prepare_cluster(
             helm_values / "storage.yaml",
             projects=helm_values / "projects.yaml",
         )
+        await demo_envs.setup(api_client, name, devstorage.claim_folders(storage))
         queues = kueue_config.load(helm_values / "kueue-queues.yaml", helm_values / "projects.yaml")
         try:
             await kueue_config.apply(

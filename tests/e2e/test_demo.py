@@ -3,8 +3,10 @@
 demo's Prometheus shows the A100s the notebooks hold, alice's live GPU-hours on the usage
 service, bob's T4 spawn refused with the figures once his quota is used (issue 15's done-when),
 the notebook whose GPU went idle warned and culled, its A100 free on the form and the requeued
-clone running on it to the end (issue 16's), the ledger holds alice's servers, Ctrl-C stops it
-all (its PostgreSQL and Prometheus too)."""
+clone running on it to the end (issue 16's), the ledger holds alice's servers; meanwhile, in
+the users' own terminals, alice publishes an environment, bob's running server lists its kernel
+and runs code in it, bob clones it with one more package and runs a job in his clone (issue
+17's); Ctrl-C stops it all (its PostgreSQL and Prometheus too)."""
 
 from __future__ import annotations
 
@@ -19,15 +21,19 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiinfn_dev.demo import DEMO_NAMESPACE
+from aiinfn_dev.demo_envs import EXAMPLE_FOLDER
 from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_dev.monitoring import UTILISATION
 from kubernetes_asyncio import client
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from aiinfn_hub import k8s
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
@@ -45,6 +51,10 @@ A100_CARD = (
     r'data-accelerator="a100".*?data-free="(\d*)" data-total="(\d*)" '
     r'data-free-now="(\d*)" data-batch-jobs="(\d+)"'
 )
+EXAMPLE = f"/home/public/{EXAMPLE_FOLDER}"
+SERVER = "hub.jupyter.org/servername"
+DONE = "__walk_through_done_"  # the terminal prints it with the command's exit status
+EXTRA_CODE = "import demo_hello, demo_extra; print(demo_extra.GREETING, demo_hello.VERSION)"
 
 
 def _login(base: str, username: str, password: str) -> tuple[int, urllib.request.OpenerDirector]:
@@ -154,7 +164,8 @@ async def _bob_uses_up_his_quota(base: str, password: str, ledger: str, kubeconf
         pods = await client.CoreV1Api(api).list_namespaced_pod(
             DEMO_NAMESPACE, label_selector="hub.jupyter.org/username=bob"
         )
-    assert not pods.items, [p.metadata.name for p in pods.items]
+    created = [p.metadata.name for p in pods.items if p.metadata.labels.get(SERVER) != "envs"]
+    assert not created, created  # his CPU server `envs` (the environments' walk-through) aside
 
 
 async def _seed_bobs_t4(ledger: str) -> None:
@@ -271,6 +282,136 @@ async def _a100_card(base: str, browser, expected: tuple[str, ...]) -> bool:
     return bool(card) and card.groups()[: len(expected)] == expected
 
 
+class Terminal:
+    """A terminal of a user's server through the hub's proxy, as JupyterLab opens one: Jupyter's
+    terminals API, then its websocket (terminado: ["stdin", ...] in, ["stdout", ...] out)."""
+
+    def __init__(self, socket) -> None:
+        self.socket = socket
+
+    @classmethod
+    async def open(cls, base: str, token: str, server: str) -> Terminal:
+        """A new terminal of `server` (/user/NAME or /user/NAME/SERVER)."""
+        status, body = await asyncio.to_thread(
+            _api, base, token, "POST", f"{server}/api/terminals", {}
+        )
+        assert status == 200, body
+        url = f"{base.replace('http', 'ws', 1)}{server}/terminals/websocket/{body['name']}"
+        headers = {"Authorization": f"token {token}"}
+        socket = await websocket_connect(HTTPRequest(url, headers=headers))
+        await socket.write_message(json.dumps(["set_size", 50, 400]))  # no wrapped lines
+        return cls(socket)
+
+    async def run(self, command: str, limit: float = 180) -> str:
+        """What the shell printed for `command` (typed, then Enter), once it ended with 0."""
+        await self.socket.write_message(json.dumps(["stdin", f"{command}; echo {DONE}$?__\r"]))
+        printed = ""
+        while not (end := re.search(rf"{DONE}(\d+)__", printed)):
+            message = await asyncio.wait_for(self.socket.read_message(), limit)
+            assert message is not None, f"the terminal closed; it printed: {printed}"
+            kind, *content = json.loads(message)
+            printed += content[0] if kind == "stdout" else ""
+        assert end.group(1) == "0", printed
+        return printed
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+async def _kernel_prints(base: str, token: str, server: str, kernel: str, code: str) -> str:
+    """What `code` prints in a new kernel `kernel` of the user's server (the kernels API and
+    its channels websocket through the proxy, as a notebook runs a cell)."""
+    status, started = await asyncio.to_thread(
+        _api, base, token, "POST", f"{server}/api/kernels", {"name": kernel}
+    )
+    assert status == 201, started
+    url = f"{base.replace('http', 'ws', 1)}{server}/api/kernels/{started['id']}/channels"
+    headers = {"Authorization": f"token {token}"}
+    socket = await websocket_connect(HTTPRequest(url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "username": "", "session": uuid.uuid4().hex,
+              "msg_type": "execute_request", "version": "5.3"}  # fmt: skip
+    content = {"code": code, "silent": False, "store_history": False,
+               "user_expressions": {}, "allow_stdin": False}  # fmt: skip
+    await socket.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {},
+                                           "content": content, "channel": "shell"}))  # fmt: skip
+    printed = []
+    try:
+        while True:
+            message = json.loads(await asyncio.wait_for(socket.read_message(), 120))
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                printed.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                raise AssertionError("\n".join(message["content"]["traceback"]))
+            elif (
+                message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+            ):
+                return "".join(printed)
+    finally:
+        socket.close()
+        await asyncio.to_thread(
+            _api, base, token, "DELETE", f"{server}/api/kernels/{started['id']}"
+        )
+
+
+async def _kernels(base: str, token: str, server: str) -> dict:
+    status, body = await asyncio.to_thread(_api, base, token, "GET", f"{server}/api/kernelspecs")
+    assert status == 200, body
+    return body["kernelspecs"]
+
+
+async def _job_named(base: str, token: str, name: str) -> dict | None:
+    """The caller's job of that name, once it has ended."""
+    _, body = await asyncio.to_thread(_api, base, token, "GET", "/services/jobs/api/jobs")
+    found = [job for job in body.get("jobs", []) if job.get("name") == name]
+    return found[0] if found and found[0]["state"] in ("succeeded", "failed") else None
+
+
+async def _environments(base: str, password: str, alice: str) -> None:
+    """docs/demo.md, "An environment published, cloned and used by a job": bob's server runs;
+    alice (a curator) publishes the demo's example spec from a terminal of her `gpu` server;
+    bob's running server lists its kernel without a restart and runs code in it; in his
+    terminal bob clones it with one more package and submits a job in his clone, which
+    succeeds with the extra package imported in its log."""
+    bob, _ = await asyncio.to_thread(_token, base, "bob", password)
+    await asyncio.to_thread(_spawn, base, bob, "/users/bob/servers/envs", {"accelerator": "cpu"})
+    assert not {k for k in await _kernels(base, bob, "/user/bob/envs") if k.startswith("envs-")}
+    terminal = await Terminal.open(base, alice, "/user/alice/gpu")
+    try:
+        await terminal.run(f"aiinfn envs publish {EXAMPLE}/hello.yaml")
+    finally:
+        terminal.close()
+
+    async def listed() -> dict | None:
+        return (await _kernels(base, bob, "/user/bob/envs")).get("envs-hello")
+
+    spec = await wait_until(listed, "the published kernel in bob's running server")
+    assert spec["spec"]["display_name"] == "Hello (demo)", spec
+    code = "import demo_hello, sys; print(demo_hello.VERSION, sys.prefix)"
+    printed = await _kernel_prints(base, bob, "/user/bob/envs", "envs-hello", code)
+    assert printed == "1.0 /envs/hello\n", printed
+    terminal = await Terminal.open(base, bob, "/user/bob/envs")
+    try:
+        await terminal.run(
+            f"aiinfn envs clone hello mine --add {EXAMPLE}/demo_extra-1.0-py3-none-any.whl"
+        )
+        assert "home-mine" in await _kernels(base, bob, "/user/bob/envs")
+        await terminal.run(
+            "aiinfn jobs submit --name in-mine --environment '~/envs/mine' -- "
+            f'python -c "{EXTRA_CODE}"'
+        )
+        job = await wait_until(
+            lambda: _job_named(base, bob, "in-mine"), "bob's job to end", limit=180
+        )
+        assert job["state"] == "succeeded", job
+        log = await terminal.run(f"aiinfn jobs logs {job['id']}")
+    finally:
+        terminal.close()
+    assert "hello from the extra package 1.0" in log, log
+
+
 async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: dict) -> None:
     """docs/demo.md, "A notebook takes an accelerator from a batch job": carol's server holds two
     of the four A100s and alice's "gpu" server a third; alice's clone takes the only free one;
@@ -284,6 +425,21 @@ async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: 
     carol, _ = await asyncio.to_thread(_token, base, "carol", password)
     await asyncio.to_thread(_spawn, base, carol, "/users/carol/server", A100 | {"count": 2})
     await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/gpu", A100)
+    # Beside the rest, in alice's `gpu` and a CPU server of bob's (docs/demo.md).
+    environments = asyncio.create_task(_environments(base, password, alice))
+    try:
+        await _preemption_and_culling(base, password, (alice, browser), kubeconfig, monitoring)
+        await environments
+    finally:
+        environments.cancel()
+
+
+async def _preemption_and_culling(
+    base: str, password: str, logged_in: tuple, kubeconfig: Path, monitoring: dict
+) -> None:
+    """The clone requeued by alice's `second` server, then run again once `second` is culled;
+    bob's quota used up meanwhile (alice's token and browser: `logged_in`)."""
+    alice, browser = logged_in
     clone = {"name": "training", "server": "gpu", **A100, "command": run_long_then_short(".walk")}
     status, job = await asyncio.to_thread(
         _api, base, alice, "POST", "/services/jobs/api/clones", clone
