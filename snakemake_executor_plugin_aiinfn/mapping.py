@@ -70,8 +70,8 @@ class Defaults:
 class Step:
     """One Snakemake job as the plugin sees it: its rule(s), resources and command."""
 
-    rule: str
-    jobid: int
+    rule: str  # a group job's group
+    jobid: int | str  # a group job's is a UUID
     attempt: int
     threads: int
     resources: Mapping[str, Any]
@@ -79,10 +79,11 @@ class Step:
     paths: tuple[str, ...] = ()
 
 
-def job_name(rule: str, jobid: int) -> str:
-    """A listing name for the jobs page: 'smk-<rule>-<jobid>', within the service's pattern."""
+def job_name(rule: str, jobid: int | str) -> str:
+    """A listing name for the jobs page: 'smk-<rule>-<jobid>' (a group's: its name and the
+    start of its id), within the service's pattern."""
     stem = _NAME_CHARACTERS.sub("-", rule.lower()).strip("-")[:24].strip("-") or "rule"
-    return f"smk-{stem}-{jobid}"[:40]
+    return _NAME_CHARACTERS.sub("-", f"smk-{stem}-{jobid}".lower())[:40].rstrip("-")
 
 
 def idempotency_key(run: str, step: Step) -> str:

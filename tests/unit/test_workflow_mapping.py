@@ -81,6 +81,8 @@ def test_names_fit_the_service_pattern():
     assert mapping.job_name("Train_Model.v2", 12) == "smk-train-model-v2-12"
     assert mapping.job_name("___", 3) == "smk-rule-3"
     assert len(mapping.job_name("a" * 80, 123456)) <= 40
+    group = mapping.job_name("pair", "0b5e1c3a-5f4e-4d7b-9c7e-2a1d3f4e5a6b")
+    assert group == "smk-pair-0b5e1c3a-5f4e-4d7b-9c7e-2a1d3f4"
 
 
 @pytest.mark.parametrize(
