@@ -124,7 +124,8 @@ async def test_the_database_killed_mid_allocation_loses_and_doubles_nothing(
     after the restart the ledger holds each start and end once, to the pods' own seconds."""
     hub, dsn = env.hub, env.dsn
     before, during = f"db-before-{uuid.uuid4().hex[:6]}", f"db-during-{uuid.uuid4().hex[:6]}"
-    await batch.create_namespaced_job(hub.namespace, job(before, "8s"))
+    # Long enough for its start to be written before the crash, so that it ends during it.
+    await batch.create_namespaced_job(hub.namespace, job(before, "15s"))
     first = await wait_until(lambda: job_pod(core, hub.namespace, before), "the first pod")
 
     async def started():
