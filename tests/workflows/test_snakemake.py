@@ -184,7 +184,8 @@ def by_rule(jobs: list[dict]) -> dict[str, list[dict]]:
 
 async def test_the_documented_example_runs_every_step_as_a_job(platform):
     """docs/workflows/Snakefile as documented (`-j 10`): 13 jobs of five rules, with their
-    dependencies, each a job of the service that ran to success writing its files."""
+    dependencies, each a job of the service that ran to success writing its files, all on
+    alice's jobs page."""
     folder = platform.workflow("example", EXAMPLE / "Snakefile", EXAMPLE / "scripts")
     async with platform.terminal() as terminal:
         await terminal.type(snakemake(f"/juicefs/{folder.name}", "-j", "10"))
@@ -204,6 +205,11 @@ async def test_the_documented_example_runs_every_step_as_a_job(platform):
     assert {j["state"] for jobs in rules.values() for j in jobs} == {"succeeded"}, rules
     assert {j["accelerator"] for j in rules["train"]} == {"t4"}
     assert {j["offload"] for jobs in rules.values() for j in jobs} == {"never"}
+    await asyncio.to_thread(platform.hub.login, "alice")
+    status, page = await asyncio.to_thread(platform.hub.page, PREFIX, "alice")
+    assert status == 200 and all(
+        f'data-job="{j["id"]}"' in page for jobs in rules.values() for j in jobs
+    ), page
 
 
 async def test_steps_the_service_would_refuse_are_refused_before_anything_is_submitted(platform):
