@@ -45,6 +45,7 @@ RESTORE_POLL_SECONDS = 2.0
 RESTORE_WAIT_SECONDS = 30 * 60
 RETRIES = 3
 TIMEOUT = 30
+MAX_RETRY_WAIT = 30.0
 MAX_FILE_BYTES = 256 * 1024
 
 
@@ -106,8 +107,8 @@ class Client:
                     return raw.decode() if text else json.loads(raw or b"{}")
             except urllib.error.HTTPError as error:
                 message = _message(error)
-                if retry and error.code in (502, 503, 504) and attempt + 1 < RETRIES:
-                    time.sleep(1 + attempt)
+                if retry and error.code in (429, 502, 503, 504) and attempt + 1 < RETRIES:
+                    time.sleep(retry_wait(error.headers.get("Retry-After"), attempt))
                     continue
                 raise CliError(f"{message} (HTTP {error.code})") from None
             except (urllib.error.URLError, OSError) as error:
@@ -116,6 +117,15 @@ class Client:
                     continue
                 raise CliError(f"cannot reach the {self.what} at {self.url}: {error}") from None
         raise AssertionError("unreachable")
+
+
+def retry_wait(retry_after: str | None, attempt: int) -> float:
+    """Seconds before trying again: the service's Retry-After (whole seconds) up to
+    MAX_RETRY_WAIT, else 1 s more each attempt."""
+    try:
+        return min(max(float(retry_after or ""), 0.0), MAX_RETRY_WAIT)
+    except ValueError:
+        return 1.0 + attempt
 
 
 def _message(error: urllib.error.HTTPError) -> str:

@@ -23,6 +23,8 @@ from .ratelimit import retry_after
 
 log = logging.getLogger(__name__)
 HEALTH_CACHE_SECONDS = 5.0
+# When to try again after a 503 the API server gave no Retry-After for.
+UNAVAILABLE_RETRY_SECONDS = 5.0
 METRICS_SCOPE = "read:metrics"
 _TOKEN = re.compile(r"(?:token|bearer)\s+(\S+)", re.IGNORECASE)
 
@@ -33,6 +35,20 @@ class RateLimited(UserError):
             f"too many requests; try again in {retry_after(seconds)} s",
             reason="rate-limited",
             status=429,
+        )
+        self.headers = {"Retry-After": retry_after(seconds)}
+
+
+class ClusterUnavailable(UserError):
+    """The cluster could not act on the request (throttled, failed, unreachable, too slow): try
+    again after the API server's own Retry-After when it gave one, else a few seconds."""
+
+    def __init__(self, detail: str, seconds: float) -> None:
+        super().__init__(
+            "the cluster cannot be reached right now; try again",
+            reason="unavailable",
+            log_detail=f"Kubernetes API: {detail}",
+            status=503,
         )
         self.headers = {"Retry-After": retry_after(seconds)}
 
@@ -54,12 +70,7 @@ class ClusterHandler(ServiceHandler):
         if isinstance(error, asyncio.TimeoutError):
             detail = f"TimeoutError: {error}"
         if detail is not None:
-            return UserError(
-                "the cluster cannot be reached right now; try again",
-                reason="unavailable",
-                log_detail=f"Kubernetes API: {detail}",
-                status=503,
-            )
+            return ClusterUnavailable(detail, k8s.retry_after(error, UNAVAILABLE_RETRY_SECONDS))
         return super().as_user_error(error)
 
 

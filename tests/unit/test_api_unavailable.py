@@ -160,6 +160,14 @@ def test_the_services_answer_503_when_the_cluster_could_not_act(error, detail):
     assert (refusal.status, refusal.reason) == (503, "unavailable")
     assert refusal.message == "the cluster cannot be reached right now; try again"
     assert refusal.log_detail == f"Kubernetes API: {detail}"
+    assert refusal.headers == {"Retry-After": "5"}
+
+
+def test_the_services_503_passes_on_the_api_servers_retry_after():
+    throttled = ApiException(status=429, reason="Too Many Requests")
+    throttled.headers = {"Retry-After": "12"}
+    refusal = ClusterHandler.as_user_error(object.__new__(ClusterHandler), throttled)
+    assert (refusal.status, refusal.headers) == (503, {"Retry-After": "12"})
 
 
 class _Reflector:

@@ -180,3 +180,11 @@ def test_listings_are_one_line_per_job(capsys):
     args = cli.parser().parse_args(["--json", "jobs", "status", "job-1"])
     cli._show(job, args)
     assert json.loads(capsys.readouterr().out) == job
+
+
+@pytest.mark.parametrize(
+    ("header", "attempt", "wait"),
+    [("7", 0, 7.0), (None, 0, 1.0), (None, 1, 2.0), ("soon", 1, 2.0), ("3600", 0, 30.0)],
+)
+def test_a_retry_waits_the_services_retry_after_within_bounds(header, attempt, wait):
+    assert cli.retry_wait(header, attempt) == wait
