@@ -189,7 +189,7 @@ class Executor(RemoteExecutor):
             else:
                 logs = await self._logs(job_info) if summary is not None else None
                 if summary is not None and summary.get("state") not in mapping.FINISHED:
-                    await asyncio.to_thread(self.cancel_jobs, [job_info])
+                    await asyncio.to_thread(self._delete, [job_info])
                 message = mapping.failure_message(summary, logs)
                 self.report_job_error(job_info, msg=message)
 
@@ -204,10 +204,12 @@ class Executor(RemoteExecutor):
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
         """Delete every job of this run not known to be finished (a poll may hold some)."""
-        jobs = {j.external_jobid: j for j in [*active_jobs, *self.unfinished.values()]}
-        for job_info in jobs.values():
-            job = urllib.parse.quote(job_info.external_jobid or "", safe="")
+        self._delete([*active_jobs, *self.unfinished.values()])
+
+    def _delete(self, job_infos: list[SubmittedJobInfo]) -> None:
+        for external_id in dict.fromkeys(j.external_jobid for j in job_infos):
+            job = urllib.parse.quote(external_id or "", safe="")
             try:
                 self.client.call("DELETE", f"api/jobs/{job}", retry=True)
             except cli.CliError as error:
-                self.logger.error(f"aiinfn: could not cancel {job_info.external_jobid}: {error}")
+                self.logger.error(f"aiinfn: could not cancel {external_id}: {error}")
