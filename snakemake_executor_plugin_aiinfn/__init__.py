@@ -110,8 +110,10 @@ class Executor(RemoteExecutor):
 
     def _check_all(self) -> None:
         """Every job the workflow will run, checked before the first is submitted."""
-        dag = getattr(self.workflow, "dag", None)
-        jobs = [j for j in dag.needrun_jobs() if not j.is_local] if dag is not None else []
+        # Snakemake's DAG, beyond the executor interface: without it, each job is checked when
+        # it is submitted.
+        needrun = getattr(getattr(self.workflow, "dag", None), "needrun_jobs", None)
+        jobs = [j for j in needrun() if not j.is_local] if needrun is not None else []
         problems = sorted({str(e) for e in (self._problem(j) for j in jobs) if e})
         if problems:
             raise WorkflowError("nothing was submitted:\n" + "\n".join(problems))
