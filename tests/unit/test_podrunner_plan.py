@@ -125,6 +125,7 @@ def test_environment_layers_image_env_from_and_env_in_order():
         "SHELL": "/bin/bash",
         "LANG": "C.UTF-8",
         "HOME": "/home/jovyan",
+        "USER": "jovyan",
         "NB_USER": "jovyan",
         "NB_UID": "1000",
         "NB_GID": "100",

@@ -69,6 +69,7 @@ class LocalImage:
             env.update(
                 {
                     "SHELL": "/bin/bash",
+                    "USER": self.user,
                     "NB_USER": self.user,
                     "NB_UID": str(self.uid),
                     "NB_GID": str(self.gid),
