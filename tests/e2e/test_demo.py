@@ -6,7 +6,8 @@ the notebook whose GPU went idle warned and culled, its A100 free on the form an
 clone running on it to the end (issue 16's), the ledger holds alice's servers; meanwhile, in
 the users' own terminals, alice publishes an environment, bob's running server lists its kernel
 and runs code in it, bob clones it with one more package and runs a job in his clone (issue
-17's); Ctrl-C stops it all (its PostgreSQL and Prometheus too)."""
+17's), and alice runs the documented Snakemake workflow, each step a job on her jobs page
+(issue 18's); Ctrl-C stops it all (its PostgreSQL and Prometheus too)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ A100_CARD = (
 EXAMPLE = f"/home/public/{EXAMPLE_FOLDER}"
 SERVER = "hub.jupyter.org/servername"
 DONE = "__walk_through_done_"  # the terminal prints it with the command's exit status
+# The dev notebook environment has the product installed editable, whose plugin Snakemake does
+# not find without the checkout on the path, and no USER for Snakemake's getpass
+# (tests/workflows/test_snakemake.py).
+WORKFLOW_ENV = f"USER=${{USER:-jovyan}} PYTHONPATH={REPO}"
 EXTRA_CODE = "import demo_hello, demo_extra; print(demo_extra.GREETING, demo_hello.VERSION)"
 
 
@@ -412,6 +417,26 @@ async def _environments(base: str, password: str, alice: str) -> None:
     assert "hello from the extra package 1.0" in log, log
 
 
+async def _workflow(base: str, alice: str, browser) -> None:
+    """docs/demo.md, "A workflow's steps as jobs" (issue 18's done-when): in a terminal of
+    alice's `gpu` server, the documented example (docs/workflows) copied to her JuiceFS folder
+    and run with `snakemake --executor aiinfn -j 10`; its 13 jobs succeeded, all on her jobs
+    page, and the summary written."""
+    terminal = await Terminal.open(base, alice, "/user/alice/gpu")
+    try:
+        await terminal.run(f"cp -r {REPO}/docs/workflows /juicefs/example && cd /juicefs/example")
+        await terminal.run(f"{WORKFLOW_ENV} snakemake --executor aiinfn -j 10", limit=300)
+        summary = await terminal.run("cat results/summary.txt")
+    finally:
+        terminal.close()
+    assert summary.count("lr=") == 4, summary
+    _, body = await asyncio.to_thread(_api, base, alice, "GET", "/services/jobs/api/jobs")
+    steps = [job for job in body["jobs"] if (job["name"] or "").startswith("smk-")]
+    assert len(steps) == 13 and {job["state"] for job in steps} == {"succeeded"}, steps
+    page = await asyncio.to_thread(lambda: browser.open(f"{base}/services/jobs/").read().decode())
+    assert all(f'data-job="{job["id"]}"' in page for job in steps), page
+
+
 async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: dict) -> None:
     """docs/demo.md, "A notebook takes an accelerator from a batch job": carol's server holds two
     of the four A100s and alice's "gpu" server a third; alice's clone takes the only free one;
@@ -420,18 +445,24 @@ async def _walk_through(base: str, password: str, kubeconfig: Path, monitoring: 
     them), the usage service alice's GPU-hours growing, and bob uses up his quota ("A quota
     used up"). Then "An idle GPU server culled": "second", its GPU at 0%, is warned and culled,
     its A100 is free on the form, and the waiting clone runs again on it and completes; the
-    ledger has alice's two servers, "second" ended."""
+    ledger has alice's two servers, "second" ended. Beside all this, once alice's "gpu" server
+    runs: "An environment published, cloned and used by a job" and "A workflow's steps as
+    jobs"."""
     alice, browser = await asyncio.to_thread(_token, base, "alice", password)
     carol, _ = await asyncio.to_thread(_token, base, "carol", password)
     await asyncio.to_thread(_spawn, base, carol, "/users/carol/server", A100 | {"count": 2})
     await asyncio.to_thread(_spawn, base, alice, "/users/alice/servers/gpu", A100)
     # Beside the rest, in alice's `gpu` and a CPU server of bob's (docs/demo.md).
-    environments = asyncio.create_task(_environments(base, password, alice))
+    beside = [
+        asyncio.create_task(_environments(base, password, alice)),
+        asyncio.create_task(_workflow(base, alice, browser)),
+    ]
     try:
         await _preemption_and_culling(base, password, (alice, browser), kubeconfig, monitoring)
-        await environments
+        await asyncio.gather(*beside)
     finally:
-        environments.cancel()
+        for task in beside:
+            task.cancel()
 
 
 async def _preemption_and_culling(
