@@ -15,11 +15,11 @@ alternates between rounds):
   namespace enforcing Pod Security "restricted" on the dev cluster, whose pod runner runs it
   with this machine's borg as the home's uid: from the Job's creation to its success (seen by
   a watch: no polling while borg runs), the whole process, pod start and every step included;
-  and the create step alone, from its container's start and finish times (whole seconds:
-  Kubernetes' own);
-- **the Job as it was before** (`previous_job`: init alone in the first container; prune,
-  compact, info and list after create, in the report container), into a repository of its
-  own, for a before/after in the same run.
+  and the container that runs create (the Job's one container; the create container of the
+  Job before), from its start and finish times (whole seconds: Kubernetes' own);
+- **the Job as it was before** (`previous_job`: the same steps in three containers, prepare,
+  create and report, as the service made it until now), into a repository of its own, for a
+  before/after in the same run.
 
 The ratios (Job / create by hand, Job / every step by hand, second run / first run) are of the
 medians over the rounds of the same run. The page cache is warm for both (the tree was just
@@ -65,7 +65,7 @@ from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
 from kubernetes_asyncio import client, config, watch  # noqa: E402
 
 from aiinfn_hub import labels, names  # noqa: E402
-from aiinfn_hub.services.backup import borg, image, manifests, repos  # noqa: E402
+from aiinfn_hub.services.backup import borg, image, manifests, records, repos  # noqa: E402
 from aiinfn_hub.storage_config import StorageSettings  # noqa: E402
 
 USER, UID = "bench", 100001
@@ -133,44 +133,40 @@ def _seconds(start: Any, end: Any) -> float:
     return (end - start).total_seconds()
 
 
-# The first container of the Job before: init when the repository is not there, nothing else.
-PREVIOUS_INIT = """set -eu
-if [ -e "$1/config" ]; then exit 0; fi
-shift
-exec "$@"
-"""
+# The Job before: the same steps in three containers (as the service made it until now).
+PREVIOUS_CONTAINERS = {
+    "prepare": ("break-lock", "init", "prune", "compact"),
+    "create": ("create",),
+    "report": ("list", "info"),
+}
 
 
-def _argvs(arguments: list[str], named: bool) -> dict[str, list[str]]:
-    """The argvs a step script was given, each after its length (and, `named`, its name and
-    when it runs), by borg action."""
+def _argvs(arguments: list[str]) -> dict[str, list[str]]:
+    """The borg argvs BACKUP_SCRIPT was given (each after its length, 0 for none), by step."""
     found = {}
-    while arguments:
-        if named:
-            arguments = arguments[2:]
+    for name in manifests.BACKUP_STEPS:
         count = int(arguments[0])
-        argv, arguments = arguments[1 : 1 + count], arguments[1 + count :]
-        found[argv[1]] = argv
+        found[name], arguments = arguments[1 : 1 + count], arguments[1 + count :]
     return found
 
 
 def previous_job(body: dict) -> dict:
-    """The Job as it was before the prepare step: init alone first; prune, compact, info and
-    list after create, in the report container; into a repository of its own (BEFORE_SLUG)."""
+    """The Job as it was before its one container: prepare (break-lock, init or prune and
+    compact), create, and report (list) each a container of its own, running the same script
+    with the other steps left out; into a repository of its own (BEFORE_SLUG)."""
     text = json.dumps(body).replace(f"/homes/{names.slug(USER)}", f"/homes/{BEFORE_SLUG}")
     result = json.loads(text)
     spec = result["spec"]["template"]["spec"]
-    prepare, report = spec["initContainers"][0], spec["containers"][0]
-    location = prepare["command"][4]
-    argvs = {**_argvs(prepare["command"][5:], False), **_argvs(report["command"][4:], True)}
-    prepare["name"], prepare["command"] = (
-        "init",
-        ["sh", "-c", PREVIOUS_INIT, "init", location, *argvs["init"]],
-    )
-    steps = [("prune", "prune"), ("compact", "compact"), ("info", "info"), ("archives", "list")]
-    report["command"] = report["command"][:4]
-    for name, action in steps:
-        report["command"] += [name, "always", str(len(argvs[action])), *argvs[action]]
+    backup = spec["containers"][0]
+    head, argvs = backup["command"][:6], _argvs(backup["command"][6:])
+    containers = []
+    for name, steps in PREVIOUS_CONTAINERS.items():
+        command = head[:3] + [name] + head[4:]
+        for step in manifests.BACKUP_STEPS:
+            argv = argvs[step] if step in steps else []
+            command += [str(len(argv)), *argv]
+        containers.append({**backup, "name": name, "command": command})
+    spec["initContainers"], spec["containers"] = containers[:-1], containers[-1:]
     return result
 
 
@@ -200,13 +196,14 @@ async def the_job(
     }
     created = pod.metadata.creation_timestamp
     ends = [s.state.terminated.finished_at for s in statuses]
+    step = "create" if before else manifests.BACKUP_STEP
     answer = await core.read_namespaced_pod_log(
-        pod.metadata.name, namespace, container="create", _preload_content=False
+        pod.metadata.name, namespace, container=step, _preload_content=False
     )
-    log = await answer.text()
+    log = records.step_outputs(await answer.text())[manifests.CREATE_OUTPUT]
     return {
         "job": total,
-        "create_step": steps["create"],
+        "create_step": steps[step],
         "borg_create": borg_duration(log),
         # whole seconds (Kubernetes' times): pod made to its first step, last step's end
         "pod_to_first_step": _seconds(created, statuses[0].state.terminated.started_at),
@@ -325,7 +322,7 @@ def _median(rounds: list[dict], run_name: str, pick: Any) -> float:
 def report(result: dict) -> None:
     rounds = result["rounds"]
     header = ("run", "create by hand", "all steps by hand", "Job", "Job / create", "Job / all")
-    print(" | ".join((*header, "Job before (info, compact each run)", "before / create")))
+    print(" | ".join((*header, "Job before (3 containers)", "before / create")))
     medians = {}
     for name in ("first", "second"):
         create = _median(rounds, name, lambda r: r["by_hand"]["create"])

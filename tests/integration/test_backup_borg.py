@@ -87,42 +87,53 @@ def repo(tmp_path: Path) -> Borg:
     return found
 
 
-def _prepare_step(runner: Borg, location: str) -> borg.BorgCommand:
-    """The Job's prepare step (its script around init, prune and compact), keeping borg's
-    messages in the runner's folder, with a retention of one archive a day."""
+def _backup_step(runner: Borg, folder: Path, location: str, archive: str) -> borg.BorgCommand:
+    """The Job's one container (its script around break-lock, init, prune, compact, create,
+    list and info), keeping borg's messages in the runner's folder, with a retention of one
+    archive a day."""
     settings = dataclasses.replace(runner.settings(), retention=borg.Retention(1, 0, 0))
-    commands = [borg.init(settings, location), borg.prune(settings, location)]
-    commands.append(borg.compact(settings, location))
-    script = manifests.PREPARE_SCRIPT.replace(manifests.MESSAGES, str(runner.root / "messages"))
-    argv: list[str] = ["sh", "-c", script, "prepare", location]
-    for command in commands:
-        argv += [str(len(command.argv)), *command.argv]
-    return borg.BorgCommand(tuple(argv), commands[0].env)
+    commands = {
+        "init": borg.init(settings, location),
+        "prune": borg.prune(settings, location),
+        "compact": borg.compact(settings, location),
+        "create": borg.create(settings, location, archive, ["."]),
+        "list": borg.list_archives(settings, location),
+        "info": borg.info(settings, location),
+    }
+    step = manifests.backup_step(str(folder), location, commands)
+    script = step.command[2].replace(manifests.MESSAGES, str(runner.root / "messages"))
+    return borg.BorgCommand((*step.command[:2], script, *step.command[3:]), commands["init"].env)
 
 
-def test_the_backup_jobs_prepare_step_creates_a_repository_once_then_applies_retention(
+def test_the_backup_jobs_script_creates_a_repository_once_then_applies_retention(
     tmp_path: Path,
 ):
-    """New: only `borg init`. Existing: prune by the retention, then compact."""
+    """New: init, create, list. Existing: prune by the retention (and compact), create, list;
+    create's JSON carries the totals after prune."""
     key = tmp_path / "key"
     key.mkdir()
     (key / "passphrase").write_text(secrets.token_hex(16))
     location = str(tmp_path / "target" / "homes" / "bob")
     (tmp_path / "target" / "homes").mkdir(parents=True)
     (tmp_path / "runner").mkdir()
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "notes.txt").write_text("kept\n")
     runner = Borg(tmp_path, (key / "passphrase").read_text(), location, tmp_path / "state")
-    step = _prepare_step(runner, location)
-    runner.run(step)
+    step = _backup_step(runner, tmp_path / "bob", location, "2026-12-03T020000Z")
+    first = records.step_outputs(runner.run(step).stdout)
     config = (Path(location) / "config").read_bytes()
-    for name in ("2026-12-04T020000Z", "2026-12-05T020000Z", "2026-12-05T030000Z"):
-        runner.run(borg.create(runner.settings(), location, name, ["."]), cwd=tmp_path / "key")
-    runner.run(step)
+    assert [a.name for a in records.archives(first["archives"])] == ["2026-12-03T020000Z"]
+    for name in ("2026-12-04T020000Z", "2026-12-05T020000Z"):
+        runner.run(borg.create(runner.settings(), location, name, ["."]), cwd=tmp_path / "bob")
+    step = _backup_step(runner, tmp_path / "bob", location, "2026-12-06T020000Z")
+    second = records.step_outputs(runner.run(step).stdout)
     assert (Path(location) / "config").read_bytes() == config
-    assert "Pruning archive" in (tmp_path / "messages").read_text()
-    listed = runner.run(borg.list_archives(runner.settings(), location)).stdout
-    names = [archive.name for archive in records.archives(listed)]
-    assert names == ["2026-12-05T030000Z"]  # all made today: the day's last one is kept
-    assert runner.run(borg.init(runner.settings(), location), check=False).returncode == 2
+    created = records.create_result(second["create"])
+    kept = [a.name for a in records.archives(second["archives"])]
+    # All made today: prune (before create) kept the newest, then create added one.
+    assert kept == ["2026-12-05T020000Z", "2026-12-06T020000Z"]
+    info = records.repository_info(runner.run(borg.info(runner.settings(), location)).stdout)
+    assert created.repository.total_size == info.total_size  # create's totals: after prune
 
 
 def _home(root: Path, outside: Path) -> Path:

@@ -75,8 +75,8 @@ async def _step_log(core, namespace: str, job: str, step: str) -> str:
 
 
 async def _report_output(core, namespace: str, job: str, output: str) -> str:
-    """One output of the report step (list, and info after a skip, in one container)."""
-    text = await _step_log(core, namespace, job, manifests.REPORT_STEP)
+    """One output of the backup's container (create, archives, info)."""
+    text = await _step_log(core, namespace, job, manifests.BACKUP_STEP)
     return records.step_outputs(text)[output]
 
 
@@ -192,7 +192,7 @@ async def test_a_home_not_made_yet_is_skipped_never_created(world: BackupWorld, 
     outcome = await run_job(batch, world.namespace, job)
     assert outcome == "Complete", await pod_report(core, world.namespace, name)
     assert not world.home("carol").exists() and not world.home("carol").is_symlink()
-    created = await _step_log(core, world.namespace, name, "create")
+    created = await _report_output(core, world.namespace, name, manifests.CREATE_OUTPUT)
     assert records.create_result(created) == records.CreateResult(None, skipped=records.SKIPPED)
     assert (
         listing.archives(
@@ -222,7 +222,9 @@ async def test_an_unreadable_file_is_a_warning_and_the_archive_holds_the_rest(
     name = job["metadata"]["name"]
     outcome = await run_job(batch, world.namespace, job)
     assert outcome == "Complete", await pod_report(core, world.namespace, name)
-    result = records.create_result(await _step_log(core, world.namespace, name, "create"))
+    result = records.create_result(
+        await _report_output(core, world.namespace, name, manifests.CREATE_OUTPUT)
+    )
     assert (
         result.archive is not None
         and result.archive.name == job["metadata"]["annotations"]["archive"]
@@ -256,7 +258,7 @@ async def test_a_project_backed_up_before_any_member_leaves_their_first_server_w
     )
     claim = world.projects["cms-2dml"]
     assert not (claim / "cms-2dml").exists()
-    created = await _step_log(core, world.namespace, name, "create")
+    created = await _report_output(core, world.namespace, name, manifests.CREATE_OUTPUT)
     assert records.create_result(created).skipped == records.SKIPPED
 
     erin = Identity(100041, {"cms-ml": gid})

@@ -1,8 +1,8 @@
-"""The backup Job's shell steps run by sh with stand-ins for borg. Create (CREATE_SCRIPT): a
-missing folder is skipped (never made), borg's exit 1 is success with its warnings printed after
-the JSON, anything else fails. Prepare (PREPARE_SCRIPT): a new repository is only made; an
-existing one is pruned, and compacted only when prune removed an archive. Report
-(REPORT_SCRIPT): each step's output after its mark; info only after a skip."""
+"""The backup Job's one container (manifests.BACKUP_SCRIPT) run by sh with stand-ins for borg:
+a new repository is made and not pruned; an existing one is pruned, and compacted only when
+prune removed an archive; a missing folder is skipped (never made) and info gives the totals;
+borg's exit 1 on create is success with its warnings; any other failure ends the container with
+its code, naming the step."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aiinfn_hub.services.backup import manifests, records
+from aiinfn_hub.services.backup import borg, manifests, records
 
 ARCHIVE = {
     "name": "2026-12-05T020000Z",
@@ -28,125 +28,28 @@ CREATED = {
 }
 
 
-def _local(script: str, tmp_path: Path) -> str:
-    """A step's script with its skip mark and borg's messages under tmp_path, not /tmp."""
-    script = script.replace(manifests.SKIP_MARK, str(tmp_path / "skip"))
-    return script.replace(manifests.MESSAGES, str(tmp_path / "messages"))
+def _stand_in(tmp_path: Path, name: str, code: str = "") -> borg.BorgCommand:
+    """A borg run that appends its name to tmp_path/ran, then runs the shell `code`."""
+    argv = ("sh", "-c", f"echo {name} >> {tmp_path / 'ran'}; {code}", "with 'quotes' $HOME *")
+    return borg.BorgCommand(argv, {})
 
 
-def _run(tmp_path: Path, folder: Path, code: int) -> subprocess.CompletedProcess:
-    """CREATE_SCRIPT with its skip mark under tmp_path; `borg` prints the JSON, a message on
-    stderr and exits `code`."""
-    script = _local(manifests.CREATE_SCRIPT, tmp_path)
-    fake = f"echo '{json.dumps(CREATED)}'; echo 'x: file changed' >&2; exit {code}"
-    argv = ["sh", "-c", script, "create", str(folder), "sh", "-c", fake]
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
-
-
-def test_a_missing_folder_is_skipped_and_not_made(tmp_path):
-    folder = tmp_path / "root" / "alice"
-    folder.parent.mkdir()
-    done = _run(tmp_path, folder, 0)
-    assert done.returncode == 0
-    assert records.create_result(done.stdout) == records.CreateResult(None, skipped=records.SKIPPED)
-    assert not folder.exists()
-    assert (tmp_path / "skip").exists()
-
-
-def test_a_parent_that_cannot_be_searched_is_an_error_not_a_skip(tmp_path):
-    done = _run(tmp_path, tmp_path / "nowhere" / "alice", 0)
-    assert done.returncode == 2
-    assert "cannot search" in done.stderr
-    assert not (tmp_path / "skip").exists()
-
-
-def test_a_symlink_is_refused(tmp_path):
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "alice").symlink_to(tmp_path / "elsewhere")
-    done = _run(tmp_path, tmp_path / "alice", 0)
-    assert done.returncode == 2
-    assert "symlink" in done.stderr
-
-
-@pytest.mark.parametrize("code", [0, 1])
-def test_borg_exit_1_is_success_with_its_warnings(tmp_path, code):
-    (tmp_path / "alice").mkdir()
-    done = _run(tmp_path, tmp_path / "alice", code)
-    assert done.returncode == 0
-    result = records.create_result(done.stdout)
-    assert result.archive is not None and result.archive.name == ARCHIVE["name"]
-    assert result.repository is not None and result.repository.unique_compressed_size == 8
-    assert result.warnings == ("x: file changed" if code else "")
-
-
-@pytest.mark.parametrize("code", [2, 137])
-def test_other_codes_fail_with_borgs_messages(tmp_path, code):
-    (tmp_path / "alice").mkdir()
-    done = _run(tmp_path, tmp_path / "alice", code)
-    assert done.returncode == code
-    assert "x: file changed" in done.stderr
-
-
-def _report(tmp_path: Path, *steps: tuple[str, str, list[str]]) -> subprocess.CompletedProcess:
-    """REPORT_SCRIPT with its skip mark under tmp_path, each step (name, when, argv)."""
-    script = _local(manifests.REPORT_SCRIPT, tmp_path)
-    argv = ["sh", "-c", script, "report"]
-    for name, when, command in steps:
-        argv += [name, when, str(len(command)), *command]
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
-
-
-def test_the_report_step_prints_each_output_after_its_mark_argv_as_given(tmp_path):
-    steps = (
-        ("echo", "always", ["printf", "%s|%s|%s\\n", "a b", "$HOME;x", "*"]),
-        ("info", "if-skipped", ["sh", "-c", "exit 7"]),
-        ("archives", "always", ["sh", "-c", "echo '{}'; echo noise >&2"]),
-    )
-    done = _report(tmp_path, *steps)
-    assert done.returncode == 0 and done.stderr == ""
-    assert records.step_outputs(done.stdout) == {"echo": "a b|$HOME;x|*\n", "archives": "{}\n"}
-
-
-def test_after_a_skip_info_runs_too(tmp_path):
-    (tmp_path / "skip").touch()
-    done = _report(
-        tmp_path,
-        ("archives", "always", ["echo", '{"archives": []}']),
-        ("info", "if-skipped", ["echo", "{}"]),
-    )
-    assert done.returncode == 0
-    assert records.step_outputs(done.stdout) == {"archives": '{"archives": []}\n', "info": "{}\n"}
-
-
-def test_the_first_failing_step_ends_the_report_with_its_code_and_messages(tmp_path):
-    done = _report(
-        tmp_path,
-        ("archives", "always", ["sh", "-c", "echo 'lock timeout' >&2; exit 2"]),
-        ("other", "always", ["echo", "{}"]),
-    )
-    assert done.returncode == 2
-    assert done.stderr == "backup: step archives exited 2\nlock timeout\n"
-    assert records.step_outputs(done.stdout) == {"archives": ""}
-
-
-def _prepare(tmp_path: Path, prune: str) -> subprocess.CompletedProcess:
-    """PREPARE_SCRIPT on tmp_path/repo: each stand-in appends its name to tmp_path/ran; prune
-    runs the shell code `prune` after that."""
-    ran = tmp_path / "ran"
-    commands = [
-        ["sh", "-c", f"echo init >> {ran}"],
-        ["sh", "-c", f"echo prune >> {ran}; {prune}"],
-        ["sh", "-c", f"echo compact >> {ran}", "with 'quotes' and $HOME"],
-    ]
-    argv = [
-        "sh",
-        "-c",
-        _local(manifests.PREPARE_SCRIPT, tmp_path),
-        "prepare",
-        str(tmp_path / "repo"),
-    ]
-    for command in commands:
-        argv += [str(len(command)), *command]
+def _backup(tmp_path: Path, folder: Path, **code: str) -> subprocess.CompletedProcess[str]:
+    """BACKUP_SCRIPT on tmp_path/repo and `folder`, borg's messages kept under tmp_path; every
+    step a stand-in running code[step] (break-lock only when given)."""
+    steps = {
+        "init": "",
+        "prune": "",
+        "compact": "",
+        "create": f"echo '{json.dumps(CREATED)}'",
+        "list": """echo '{"archives": []}'""",
+        "info": "echo '{}'",
+    }
+    steps.update({name.replace("_", "-"): value for name, value in code.items()})
+    commands = {name: _stand_in(tmp_path, name, value) for name, value in steps.items()}
+    step = manifests.backup_step(str(folder), str(tmp_path / "repo"), commands)
+    script = step.command[2].replace(manifests.MESSAGES, str(tmp_path / "messages"))
+    argv = [*step.command[:2], script, *step.command[3:]]
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
@@ -154,34 +57,92 @@ def _ran(tmp_path: Path) -> list[str]:
     return (tmp_path / "ran").read_text().split()
 
 
-def test_a_new_repository_is_only_made(tmp_path):
-    assert _prepare(tmp_path, "exit 9").returncode == 0
-    assert _ran(tmp_path) == ["init"]
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """An existing repository and alice's folder."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "config").touch()
+    (tmp_path / "alice").mkdir()
+    return tmp_path
+
+
+def test_a_new_repository_is_made_not_pruned_and_the_archive_and_list_printed(tmp_path):
+    (tmp_path / "alice").mkdir()
+    done = _backup(tmp_path, tmp_path / "alice")
+    assert done.returncode == 0 and done.stderr == ""
+    assert _ran(tmp_path) == ["init", "create", "list"]
+    outputs = records.step_outputs(done.stdout)
+    assert set(outputs) == {"create", "archives"}
+    result = records.create_result(outputs["create"])
+    assert result.archive is not None and result.archive.name == ARCHIVE["name"]
+    assert result.repository is not None and result.repository.unique_compressed_size == 8
+    assert outputs["archives"] == '{"archives": []}\n'
 
 
 @pytest.mark.parametrize(
     ("prune", "ran"),
     [
-        ("echo 'Keeping archive (rule: daily #1): a' >&2", ["prune"]),
-        ("echo 'Pruning archive (1/1): b' >&2", ["prune", "compact"]),
+        ("echo 'Keeping archive (rule: daily #1): a' >&2", ["prune", "create", "list"]),
+        ("echo 'Pruning archive (1/1): b' >&2", ["prune", "compact", "create", "list"]),
     ],
 )
-def test_an_existing_repository_is_compacted_only_after_prune_removed_an_archive(
-    tmp_path, prune, ran
-):
-    (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "config").touch()
-    done = _prepare(tmp_path, prune)
+def test_an_existing_repository_is_compacted_only_after_prune_removed_an_archive(repo, prune, ran):
+    done = _backup(repo, repo / "alice", prune=prune)
     assert done.returncode == 0 and done.stderr == ""
-    assert _ran(tmp_path) == ran
+    assert _ran(repo) == ran
 
 
-def test_a_failing_prune_ends_the_step_with_its_code_and_messages(tmp_path):
-    (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "config").touch()
-    done = _prepare(
-        tmp_path, "echo 'Pruning archive (1/1): b' >&2; echo 'lock timeout' >&2; exit 2"
+def test_a_lock_is_broken_first_only_when_asked(repo):
+    assert _backup(repo, repo / "alice", break_lock="").returncode == 0
+    assert _ran(repo) == ["break-lock", "prune", "create", "list"]
+
+
+def test_a_missing_folder_is_skipped_not_made_and_info_gives_the_totals(repo):
+    folder = repo / "carol"
+    done = _backup(repo, folder)
+    assert done.returncode == 0
+    assert _ran(repo) == ["prune", "list", "info"]
+    outputs = records.step_outputs(done.stdout)
+    assert records.create_result(outputs["create"]) == records.CreateResult(
+        None, skipped=records.SKIPPED
     )
+    assert outputs["info"] == "{}\n"
+    assert not folder.exists()
+
+
+def test_a_parent_that_cannot_be_searched_is_an_error_not_a_skip(repo):
+    done = _backup(repo, repo / "nowhere" / "alice")
     assert done.returncode == 2
-    assert "backup: step prune exited 2" in done.stderr and "lock timeout" in done.stderr
-    assert _ran(tmp_path) == ["prune"]
+    assert "cannot search" in done.stderr
+    assert _ran(repo) == ["prune"]
+
+
+def test_a_symlink_is_refused(repo):
+    (repo / "bob").symlink_to(repo / "alice")
+    done = _backup(repo, repo / "bob")
+    assert done.returncode == 2
+    assert "symlink" in done.stderr
+
+
+def test_borg_exit_1_is_success_with_its_warnings(repo):
+    create = f"echo '{json.dumps(CREATED)}'; echo 'x: file changed' >&2; exit 1"
+    done = _backup(repo, repo / "alice", create=create)
+    assert done.returncode == 0
+    result = records.create_result(records.step_outputs(done.stdout)["create"])
+    assert result.archive is not None and result.warnings == "x: file changed"
+    assert _ran(repo) == ["prune", "create", "list"]
+
+
+@pytest.mark.parametrize(("step", "code"), [("create", 2), ("create", 137), ("prune", 2)])
+def test_a_failing_step_ends_the_backup_with_its_code_and_borgs_messages(repo, step, code):
+    done = _backup(repo, repo / "alice", **{step: f"echo 'lock timeout' >&2; exit {code}"})
+    assert done.returncode == code
+    assert f"backup: step {step} exited {code}\nlock timeout\n" in done.stderr
+    assert manifests.failed_borg_step(done.stdout + done.stderr) == step
+    assert _ran(repo)[-1] == step  # nothing after it
+
+
+def test_argvs_are_run_as_given(repo):
+    """Each stand-in's last argument ($0 of its sh) holds quotes, a $ and a *: unexpanded."""
+    done = _backup(repo, repo / "alice", list="""printf '%s\\n' "$0" """)
+    assert records.step_outputs(done.stdout)["archives"] == "with 'quotes' $HOME *\n"

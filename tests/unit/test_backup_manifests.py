@@ -138,21 +138,13 @@ def test_a_home_backup_reads_the_home_read_only_as_its_owner():
     prune = ["borg", "prune", *COMMON, "--list"]
     prune += ["--keep-daily=7", "--keep-weekly=4", "--keep-monthly=6", "--", ALICE_REPO]
     compact = ["borg", "compact", *COMMON, "--", ALICE_REPO]
-    prepare = ["sh", "-c", manifests.PREPARE_SCRIPT, "prepare", ALICE_REPO]
-    for command in (init, prune, compact):
-        prepare += [str(len(command)), *command]
     info = ["borg", "info", *COMMON, "--json", "--", ALICE_REPO]
     archives = ["borg", "list", *COMMON, "--json", "--", ALICE_REPO]
-    create = ["sh", "-c", manifests.CREATE_SCRIPT, "create", "/aiinfn/sources/alice", *create]
-    report = ["sh", "-c", manifests.REPORT_SCRIPT, "report"]
-    report += ["archives", "always", str(len(archives)), *archives]
-    report += ["info", "if-skipped", str(len(info)), *info]
-    others = mounts[1:]  # only create mounts the homes' claim
-    containers = [
-        _container("prepare", prepare, env, others),
-        _container("create", create, env, mounts),
-        _container("report", report, env, others),
-    ]
+    backup = ["sh", "-c", manifests.BACKUP_SCRIPT, "backup", "/aiinfn/sources/alice", ALICE_REPO]
+    backup.append("0")  # no break-lock
+    for command in (init, prune, compact, create, archives, info):
+        backup += [str(len(command)), *command]
+    containers = [_container("backup", backup, env, mounts)]
     security = {
         "runAsUser": 100001,
         "runAsGroup": 100001,
@@ -204,31 +196,31 @@ def test_a_project_backup_runs_as_the_backup_uid_in_the_project_group():
         },
         _key("project-cms-2dml")[0],
     ]
-    create = spec["initContainers"][1]
-    assert create["command"][:5] == [
-        "sh", "-c", manifests.CREATE_SCRIPT, "create", "/aiinfn/sources/cms-2dml"
+    backup = spec["containers"][0]
+    assert "initContainers" not in spec
+    assert backup["command"][:6] == [
+        "sh", "-c", manifests.BACKUP_SCRIPT, "backup", "/aiinfn/sources/cms-2dml", PROJECT_REPO
     ]  # fmt: skip
-    assert create["command"][5:11] == ["borg", "create", *PROJECT_COMMON]
-    assert create["command"][-2:] == [f"{PROJECT_REPO}::{ARCHIVE}", "."]
-    assert create["volumeMounts"][0] == {
+    create = backup["command"].index("create")
+    assert backup["command"][create - 1 : create + 1 + len(PROJECT_COMMON)] == [
+        "borg", "create", *PROJECT_COMMON
+    ]  # fmt: skip
+    assert f"{PROJECT_REPO}::{ARCHIVE}" in backup["command"]
+    assert backup["volumeMounts"][0] == {
         "name": "source", "mountPath": "/aiinfn/sources", "readOnly": True
     }  # fmt: skip
-    assert "workingDir" not in create
-    assert create["env"] == _env("/aiinfn/backup-target/projects/cms-2dml.state")
+    assert "workingDir" not in backup
+    assert backup["env"] == _env("/aiinfn/backup-target/projects/cms-2dml.state")
 
 
 def test_a_backup_breaks_a_lock_only_when_told_before_prune_and_create():
     alice = manifests.home_backup_identity(ALICE)
     plain = manifests.make_backup_job(SETTINGS, STORAGE, HOME, alice, ARCHIVE, "r1")
     job = manifests.make_backup_job(SETTINGS, STORAGE, HOME, alice, ARCHIVE, "r1", break_lock=True)
-    spec = job["spec"]["template"]["spec"]
-    names = [c["name"] for c in spec["initContainers"]]
-    assert names == ["break-lock", "prepare", "create"]
-    assert spec["initContainers"][0]["command"] == [
-        "borg", "break-lock", *COMMON, "--", ALICE_REPO,
-    ]  # fmt: skip
-    plain_steps = plain["spec"]["template"]["spec"]["initContainers"]
-    assert "break-lock" not in [c["name"] for c in plain_steps]
+    unlock = ["borg", "break-lock", *COMMON, "--", ALICE_REPO]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[6 : 7 + len(unlock)] == [str(len(unlock)), *unlock]
+    assert plain["spec"]["template"]["spec"]["containers"][0]["command"][6] == "0"
 
 
 def test_a_lock_probe_reads_the_kind_folder_read_only_as_the_owner_without_a_key():

@@ -26,7 +26,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from ... import labels, names
 from ...identity import Identity
@@ -60,7 +60,7 @@ LIST_COMPONENT = "backup-list"
 MESSAGES = "/tmp/borg-messages"
 LIST_DEADLINE_SECONDS = 600
 LIST_TTL_SECONDS = 600
-# A listing Job (and a backup's create and report steps) keeps borg's own messages aside, shown
+# A listing Job (and each step of a backup) keeps borg's own messages aside, shown
 # (last 4 KiB) only when borg fails: a successful step's log is borg's JSON output alone
 # (`listing` and the scheduler read it).
 LIST_SCRIPT = f"""set -u
@@ -92,96 +92,85 @@ for folder in "$repository" "$repository".state/.cache/borg/*; do
 done
 """
 _RUN_ID = re.compile(r"[a-z0-9]{1,20}")
-SKIP_MARK = "/tmp/aiinfn-skip"
-# The backup Job's last container, and the names of its outputs the scheduler reads.
-REPORT_STEP = "report"
-PREPARE_STEP = "prepare"
+# The backup Job's one container, and the names of its outputs the scheduler reads.
+BACKUP_STEP = "backup"
 INFO_OUTPUT = "info"
 ARCHIVES_OUTPUT = "archives"
+CREATE_OUTPUT = "create"
 SKIPPED = records.SKIPPED
-ReportWhen = Literal["always", "if-skipped"]
 WARNINGS_MARK = records.WARNINGS_MARK
-# The create step: the folder is looked up in its parent (which must be searchable, else it is an
-# error, never a skip); a missing one is skipped (the report step then asks borg info for the
-# totals, SKIP_MARK), a symlink refused. borg exit 1 is success with warnings, printed after
-# its JSON.
-CREATE_SCRIPT = f"""set -u
-folder=$1
-shift
-if [ -L "$folder" ]; then echo "backup: $folder is a symlink, not a folder" >&2; exit 2; fi
-if [ ! -e "$folder" ]; then
-  if [ ! -x "${{folder%/*}}" ]; then echo "backup: cannot search ${{folder%/*}}" >&2; exit 2; fi
-  : > {SKIP_MARK}
-  echo '{{"skipped": "{SKIPPED}"}}'
-  exit 0
-fi
-cd "$folder" || exit 2
-"$@" 2>{MESSAGES}
-code=$?
-if [ "$code" -eq 1 ]; then
-  echo "{WARNINGS_MARK}"
-  tail -c 4096 {MESSAGES}
-  exit 0
-fi
-if [ "$code" -ne 0 ]; then tail -c 4096 {MESSAGES} >&2; fi
-exit "$code"
-"""
 STEP_MARK = records.STEP_MARK
+_FAILED_STEP = re.compile(r"^backup: step ([a-z-]+) exited \d+$", re.MULTILINE)
 # borg prune --list's line for each archive it removes.
 PRUNED_LINE = "Pruning archive"
-# The report step: list, and info only after a skipped create (SKIP_MARK: no create JSON holds
-# the totals), in one container (one start, not two). Its arguments are, per step, its name, when
-# it runs (always, if-skipped), its argv's length and its argv; the argv is run as is (eval sees
-# only "${N}" references, never a value). Each step's stdout follows a STEP_MARK line naming it
-# (`records.step_outputs`); borg's messages are shown (last 4 KiB) only when a step fails, and
-# the first failure ends the container with its code.
-REPORT_SCRIPT = f"""set -u
-while [ "$#" -gt 0 ]; do
-  name=$1 when=$2 count=$3
-  shift 3
-  if [ "$when" = if-skipped ] && [ ! -e {SKIP_MARK} ]; then shift "$count"; continue; fi
-  command=
-  i=1
-  while [ "$i" -le "$count" ]; do command="$command \\"\\${{$i}}\\""; i=$((i + 1)); done
-  echo "{STEP_MARK}$name"
-  eval "$command" 2>{MESSAGES}
-  code=$?
-  shift "$count"
-  if [ "$code" -ne 0 ]; then
-    echo "backup: step $name exited $code" >&2
-    tail -c 4096 {MESSAGES} >&2
-    exit "$code"
-  fi
-done
-"""
-
-# The prepare step: a repository that is not there yet is created, and nothing else; one that
-# is gets its retention applied first (prune), so the create that follows reports the totals
-# after it in its own JSON (no `borg info`), and its space freed (compact) only when prune
-# removed an archive (`--list` names each one). Its arguments are the repository, then init's,
-# prune's and compact's argvs, each after its length; eval sees only "${N}" references.
-PREPARE_SCRIPT = f"""set -u
-repository=$1
-shift
+# The borg runs of a backup, in order; each given to BACKUP_SCRIPT as its length and argv (length
+# 0: not run).
+BACKUP_STEPS = ("break-lock", "init", "prune", "compact", "create", "list", "info")
+# A backup in one container (one start, not one per step). break-lock when the lock rule said so.
+# A repository that is not there yet is created (init) and not pruned; one that is gets its
+# retention applied first (prune), so create's own JSON carries the totals after it (no `borg
+# info`), and its space freed (compact) only when prune removed an archive (`--list` names each).
+# create: the folder is looked up in its parent (which must be searchable, else it is an error,
+# never a skip); a missing one is skipped (nothing created; info then gives the totals), a
+# symlink refused; borg's exit 1 is success with warnings, printed after its JSON. Then list.
+# Each output follows a STEP_MARK line naming it (`records.step_outputs`); borg's messages are
+# shown (last 4 KiB) only when a step fails, and the first failure ends the container with its
+# code. Argvs are run as given: eval sees only "${N}" references, never a value.
+BACKUP_SCRIPT = f"""set -u
+folder=$1 repository=$2
+shift 2
 run() {{
   count=$1
   shift
   command=
   i=1
   while [ "$i" -le "$count" ]; do command="$command \\"\\${{$i}}\\""; i=$((i + 1)); done
-  eval "$command"
+  eval "$command" 2>{MESSAGES}
 }}
-if [ ! -e "$repository/config" ]; then run "$@"; exit; fi
-shift $(($1 + 1))
-run "$@" 2>{MESSAGES}
-code=$?
-if [ "$code" -ne 0 ]; then
-  echo "backup: step prune exited $code" >&2
+fail() {{
+  echo "backup: step $1 exited $2" >&2
   tail -c 4096 {MESSAGES} >&2
-  exit "$code"
+  exit "$2"
+}}
+if [ "$1" -gt 0 ]; then run "$@" || fail break-lock $?; fi
+shift $(($1 + 1))
+fresh=
+if [ "$1" -gt 0 ] && [ ! -e "$repository/config" ]; then run "$@" || fail init $?; fresh=1; fi
+shift $(($1 + 1))
+: > {MESSAGES}
+if [ "$1" -gt 0 ] && [ -z "$fresh" ]; then run "$@" || fail prune $?; fi
+shift $(($1 + 1))
+if [ "$1" -gt 0 ] && grep -q '^{PRUNED_LINE}' {MESSAGES}; then run "$@" || fail compact $?; fi
+shift $(($1 + 1))
+skipped=
+if [ "$1" -gt 0 ]; then
+  echo "{STEP_MARK}{CREATE_OUTPUT}"
+  if [ -L "$folder" ]; then echo "backup: $folder is a symlink, not a folder" >&2; exit 2; fi
+  if [ -e "$folder" ]; then
+    cd "$folder" || exit 2
+    run "$@"
+    code=$?
+    if [ "$code" -eq 1 ]; then
+      echo "{WARNINGS_MARK}"
+      tail -c 4096 {MESSAGES}
+    elif [ "$code" -ne 0 ]; then
+      fail create "$code"
+    fi
+  elif [ -x "${{folder%/*}}" ]; then
+    skipped=1
+    echo '{{"skipped": "{SKIPPED}"}}'
+  else
+    echo "backup: cannot search ${{folder%/*}}" >&2
+    exit 2
+  fi
 fi
 shift $(($1 + 1))
-if grep -q '^{PRUNED_LINE}' {MESSAGES}; then run "$@"; fi
+if [ "$1" -gt 0 ]; then echo "{STEP_MARK}{ARCHIVES_OUTPUT}"; run "$@" || fail list $?; fi
+shift $(($1 + 1))
+if [ "$1" -gt 0 ] && [ -n "$skipped" ]; then
+  echo "{STEP_MARK}{INFO_OUTPUT}"
+  run "$@" || fail info $?
+fi
 """
 # Never overwrites: the restore's destination must not exist; borg then extracts in its folder.
 RESTORE_SCRIPT = f"""set -eu
@@ -442,20 +431,20 @@ def _state_dir(repository: Repository) -> str:
     return f"{path_under(TARGET_PATH, repository)}.state"
 
 
-def _report_step(steps: Sequence[tuple[str, ReportWhen, borg.BorgCommand]]) -> Step:
-    """Several borg runs in one container (`REPORT_SCRIPT`): (name, when it runs, command)."""
-    argv: list[str] = []
-    for name, when, command in steps:
-        argv += [name, when, str(len(command.argv)), *command.argv]
-    return Step(REPORT_STEP, ("sh", "-c", REPORT_SCRIPT, REPORT_STEP, *argv))
+def failed_borg_step(log: str) -> str | None:
+    """The step BACKUP_SCRIPT's `fail` named in a container's log, if any."""
+    found = _FAILED_STEP.search(log)
+    return found.group(1) if found else None
 
 
-def _prepare_step(location: str, commands: Sequence[borg.BorgCommand]) -> Step:
-    """init, prune and compact for `PREPARE_SCRIPT`: each argv after its length."""
-    argv: list[str] = []
-    for command in commands:
-        argv += [str(len(command.argv)), *command.argv]
-    return Step(PREPARE_STEP, ("sh", "-c", PREPARE_SCRIPT, PREPARE_STEP, location, *argv))
+def backup_step(folder: str, location: str, commands: Mapping[str, borg.BorgCommand]) -> Step:
+    """`BACKUP_SCRIPT` with the borg runs named in `commands` (BACKUP_STEPS), each argv after
+    its length; a step not named is given as length 0 (not run)."""
+    argv = [folder, location]
+    for name in BACKUP_STEPS:
+        command = commands.get(name)
+        argv += [str(len(command.argv)), *command.argv] if command else ["0"]
+    return Step(BACKUP_STEP, ("sh", "-c", BACKUP_SCRIPT, BACKUP_STEP, *argv), reads_source=True)
 
 
 def make_backup_job(
@@ -467,32 +456,24 @@ def make_backup_job(
     run_id: str,
     break_lock: bool = False,
 ) -> dict[str, Any]:
-    """break-lock (only when `locks.decide` said so), prepare (init the first time; else prune,
-    and compact when prune removed an archive), create, then the report step (list): one
-    archive of a home or project. The create step's JSON holds the archive's stats and the
-    repository's totals after prune; the report's the archives (the scheduler's record). A
-    folder that is not there is skipped (`CREATE_SCRIPT`): no archive, nothing created, and
-    the report step asks borg info for the totals."""
+    """One archive of a home or project, in one container (`BACKUP_SCRIPT`): break-lock (only
+    when `locks.decide` said so), init the first time, else prune (and compact when prune
+    removed an archive), create, list. Its log holds create's JSON (the archive's stats and the
+    repository's totals after prune) and the archives (the scheduler's record). A folder that
+    is not there is skipped: no archive, nothing created, and borg info gives the totals."""
     config = _borg(settings, repository, _state_dir(repository))
     location = path_under(TARGET_PATH, repository)
-    folder = source_folder(repository)
-    create = borg.create(config, location, archive, ["."])
-    unlock = borg.break_lock(config, location)
-    prepare = [
-        borg.init(config, location),
-        borg.prune(config, location),
-        borg.compact(config, location),
-    ]
-    report: list[tuple[str, ReportWhen, borg.BorgCommand]] = [
-        (ARCHIVES_OUTPUT, "always", borg.list_archives(config, location)),
-        (INFO_OUTPUT, "if-skipped", borg.info(config, location)),
-    ]
-    steps: list[tuple[Step, borg.BorgCommand]] = [
-        *([(Step("break-lock", unlock.argv), unlock)] if break_lock else []),
-        (_prepare_step(location, prepare), create),
-        (Step("create", ("sh", "-c", CREATE_SCRIPT, "create", folder, *create.argv), True), create),
-        (_report_step(report), create),
-    ]
+    commands = {
+        "init": borg.init(config, location),
+        "prune": borg.prune(config, location),
+        "compact": borg.compact(config, location),
+        "create": borg.create(config, location, archive, ["."]),
+        "list": borg.list_archives(config, location),
+        "info": borg.info(config, location),
+    }
+    if break_lock:
+        commands["break-lock"] = borg.break_lock(config, location)
+    step = backup_step(source_folder(repository), location, commands)
     pairs = [
         source(storage, repository),
         _target_folder(settings, repository),
@@ -502,7 +483,7 @@ def make_backup_job(
     metadata = _metadata(
         job_name("backup", repository, run_id), BACKUP_COMPONENT, repository, owner
     )
-    return _job(settings, metadata, run_as, steps, pairs)
+    return _job(settings, metadata, run_as, [(step, commands["create"])], pairs)
 
 
 def make_lock_job(

@@ -213,6 +213,7 @@ class Scheduler:
             return f"{run.kind} {run.name}: stopped (pod {phase}; deleted, killed or timed out)"
         name, code = step
         text = await self.store.log(pod["metadata"]["name"], name, MAX_MESSAGE_BYTES)
+        name = manifests.failed_borg_step(text) or name
         # borg check exits 1 when it found damage: an error in the repository, not a warning.
         damaged = run.kind == "check" and code == 1
         outcome = "damage found" if damaged else records.outcome(code)
@@ -222,16 +223,17 @@ class Scheduler:
         if pod is None:
             raise LookupError("the pod is gone")
         name = pod["metadata"]["name"]
-        created = records.create_result(await self.store.log(name, "create", MAX_REPORT_BYTES))
         outputs = records.step_outputs(
-            await self.store.log(name, manifests.REPORT_STEP, MAX_REPORT_BYTES)
+            await self.store.log(name, manifests.BACKUP_STEP, MAX_REPORT_BYTES)
         )
-        if manifests.ARCHIVES_OUTPUT not in outputs:
-            raise LookupError(f"the report step printed no {manifests.ARCHIVES_OUTPUT}")
+        missing = {manifests.CREATE_OUTPUT, manifests.ARCHIVES_OUTPUT} - set(outputs)
+        if missing:
+            raise LookupError(f"the backup printed no {', '.join(sorted(missing))}")
+        created = records.create_result(outputs[manifests.CREATE_OUTPUT])
         info = created.repository
-        if info is None:  # skipped: the report step asked borg info for the totals
+        if info is None:  # skipped: borg info gave the totals
             if manifests.INFO_OUTPUT not in outputs:
-                raise LookupError(f"the report step printed no {manifests.INFO_OUTPUT}")
+                raise LookupError(f"the backup printed no {manifests.INFO_OUTPUT}")
             info = records.repository_info(outputs[manifests.INFO_OUTPUT])
         archives = listing.archives(outputs[manifests.ARCHIVES_OUTPUT])
         if created.archive is not None and created.archive.name not in {a.name for a in archives}:
