@@ -148,6 +148,14 @@ def _read(path: str) -> str:
         raise CliError(f"cannot read {path}: {error}") from None
 
 
+def home_relative(environment: str, home: str) -> str:
+    """`~/envs/NAME` as the service expects it, also when the shell expanded the ~ (an
+    unquoted `--environment ~/envs/mine` arrives as $HOME/envs/mine)."""
+    if home and environment.startswith(f"{home.rstrip('/')}/envs/"):
+        return "~" + environment[len(home.rstrip("/")) :]
+    return environment
+
+
 def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
     """The JSON request from the command line; the service checks everything."""
     command = list(args.command or [])
@@ -200,7 +208,7 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
         body["working_dir"] = args.workdir or os.getcwd()
     else:
         if args.environment:
-            body["environment"] = args.environment
+            body["environment"] = home_relative(args.environment, os.environ.get("HOME", ""))
         if args.workdir:
             body["working_dir"] = args.workdir
     return body

@@ -123,7 +123,11 @@ def publish(spec: Spec, root: Path, base_python: str = sys.executable) -> Enviro
     stamp = _stamp()
     prefix = versions / f"{spec.name}-{stamp}"
     with _readable():
-        versions.mkdir(exist_ok=True)
+        try:
+            versions.mkdir()
+            versions.chmod(0o2775)  # every curator (the group /envs is made for) publishes here
+        except FileExistsError:
+            pass
         try:
             _build(spec, prefix, base_python)
             packages = () if spec.kind == "apptainer" else freeze(prefix, spec.conda_command)

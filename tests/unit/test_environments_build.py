@@ -53,6 +53,7 @@ def test_publish_builds_a_version_and_links_the_name(published: tuple) -> None:
     assert metadata["name"] == "hello" and metadata["kind"] == "venv"
     assert [p.split(" @ ")[0] for p in metadata["packages"]] == ["hello_aiinfn"]
     assert oct(link.resolve().stat().st_mode & 0o777) == "0o755"
+    assert oct((root / ".versions").stat().st_mode & 0o7777) == "0o2775"  # any curator publishes
 
 
 def test_republish_switches_and_retire_keeps_the_versions(published: tuple, tmp_path: Path) -> None:

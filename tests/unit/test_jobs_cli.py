@@ -188,3 +188,17 @@ def test_listings_are_one_line_per_job(capsys):
 )
 def test_a_retry_waits_the_services_retry_after_within_bounds(header, attempt, wait):
     assert cli.retry_wait(header, attempt) == wait
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("/home/jovyan/envs/mine", "~/envs/mine"),
+        ("~/envs/mine", "~/envs/mine"),
+        ("envs/hello", "envs/hello"),
+        ("ml-gpu", "ml-gpu"),
+        ("/home/jovyan/other/envs/mine", "/home/jovyan/other/envs/mine"),
+    ],
+)
+def test_an_environment_the_shell_expanded_is_sent_as_home_relative(given, sent):
+    assert cli.home_relative(given, "/home/jovyan/") == sent
