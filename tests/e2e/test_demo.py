@@ -55,10 +55,6 @@ A100_CARD = (
 EXAMPLE = f"/home/public/{EXAMPLE_FOLDER}"
 SERVER = "hub.jupyter.org/servername"
 DONE = "__walk_through_done_"  # the terminal prints it with the command's exit status
-# The dev notebook environment has the product installed editable, whose plugin Snakemake does
-# not find without the checkout on the path, and no USER for Snakemake's getpass
-# (tests/workflows/test_snakemake.py).
-WORKFLOW_ENV = f"USER=${{USER:-jovyan}} PYTHONPATH={REPO}"
 EXTRA_CODE = "import demo_hello, demo_extra; print(demo_extra.GREETING, demo_hello.VERSION)"
 
 
@@ -404,7 +400,7 @@ async def _environments(base: str, password: str, alice: str) -> None:
         )
         assert "home-mine" in await _kernels(base, bob, "/user/bob/envs")
         await terminal.run(
-            "aiinfn jobs submit --name in-mine --environment '~/envs/mine' -- "
+            "aiinfn jobs submit --name in-mine --environment ~/envs/mine -- "
             f'python -c "{EXTRA_CODE}"'
         )
         job = await wait_until(
@@ -425,7 +421,7 @@ async def _workflow(base: str, alice: str, browser) -> None:
     terminal = await Terminal.open(base, alice, "/user/alice/gpu")
     try:
         await terminal.run(f"cp -r {REPO}/docs/workflows /juicefs/example && cd /juicefs/example")
-        await terminal.run(f"{WORKFLOW_ENV} snakemake --executor aiinfn -j 10", limit=300)
+        await terminal.run("snakemake --executor aiinfn -j 10", limit=300)
         summary = await terminal.run("cat results/summary.txt")
     finally:
         terminal.close()

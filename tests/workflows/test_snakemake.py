@@ -120,13 +120,7 @@ class Platform:
 
 def snakemake(folder: str, *args: str) -> str:
     """The command line alice types, and her shell's echo of its exit status."""
-    # The product is installed editable in .venv-notebook; Snakemake finds plugins by listing
-    # top-level modules, which setuptools' editable finder does not show (the image's wheel does).
-    # Snakemake asks getpass for the user's name: the notebook image says USER=jovyan (the pod's
-    # uid has no passwd entry), which the dev pod runner's image environment does not say yet.
-    command = (
-        f"cd {folder} && USER=${{USER:-jovyan}} PYTHONPATH={REPO} snakemake --executor aiinfn "
-    )
+    command = f"cd {folder} && snakemake --executor aiinfn "
     return command + " ".join(("--seconds-between-status-checks", "1", *args)) + "; echo rc=$?\r"
 
 
