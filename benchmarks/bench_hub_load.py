@@ -5,12 +5,14 @@ login) and the job service beside it, on the benchmark's own dev cluster with th
 (kwok marks the pods Running; a local stand-in answers for each server). Simulated users arrive
 at a steady rate (--rate per second, --users in all), each in its own cookie session
 (hub_load/client.py): the login form and its POST, a token for scripts (made with the admin's),
-the spawn form and its POST (a CPU-only server), the pending page, the REST API polled each
-second until the server is ready, the server kept --hold seconds and stopped through the API.
+the spawn form and its POST (a CPU-only server), the pending page and its progress event stream
+until the server is ready (or, with --poll, the user's model polled each second), the server
+kept --hold seconds and stopped through the API.
 Every --job-every-th user also submits one small CPU job to the job service through the hub's
 proxy while its server starts (the projects' queues are held, so no job pod runs). A 429 from the
 hub (concurrent_spawn_limit) or the service is waited out for its Retry-After and tried again; a
-failed spawn is tried again, three tries in all.
+failed spawn is tried again after a pause, three tries in all. The default topology,
+`synthetic-1000`, has room for every server at once (250 CPU nodes of 64 cores).
 
 Baseline, same run: before the load, --baseline users go through the same steps one at a time,
 on the same hub. Measured: each request's latency by kind, under load and in the baseline; the
@@ -80,7 +82,7 @@ async def baseline(names: list[str], make: Any, args: argparse.Namespace) -> Non
 
 
 async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -> None:
-    cluster, result["cluster"] = setup.start_cluster(cleanup)
+    cluster, result["cluster"] = setup.start_cluster(args.topology, cleanup)
     api = await k8s.api_client(str(cluster.layout.admin_kubeconfig))
     cleanup.append(api.close)
     tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
@@ -93,7 +95,9 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
     recorder = Recorder()
 
     def make(name: str) -> User:
-        return User(name, hub.url, hub.password, hub.token, recorder)
+        user = User(name, hub.url, hub.password, hub.token, recorder)
+        user.poll = args.poll
+        return user
 
     say(f"baseline: {args.baseline} users one at a time")
     await baseline(quiet, make, args)
@@ -139,6 +143,17 @@ def main() -> None:
     parser.add_argument("--job-every", type=int, default=2, help="every Nth user submits a job")
     parser.add_argument(
         "--spawn-limit", type=int, help="c.JupyterHub.concurrent_spawn_limit (default: as shipped)"
+    )
+    parser.add_argument(
+        "--poll",
+        action="store_true",
+        help="wait for a server by polling the user's model each second (a script's way), "
+        "not by the progress stream (the spawn-pending page's)",
+    )
+    parser.add_argument(
+        "--topology",
+        default="synthetic-1000",
+        help="the dev cluster's nodes (ai-infn holds about 15 CPU-only servers at once)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()

@@ -21,6 +21,7 @@ POLL_S = 1.0
 READY_LIMIT_S = 600.0
 # Tries per user for a spawn that failed (a 429 is waited out and tried again, not counted here).
 SPAWN_TRIES = 3
+RETRY_PAUSE_S = 10.0  # before trying a failed spawn again, as a person would
 
 
 @dataclass
@@ -75,6 +76,7 @@ class User:
         self.rec = recorder
         self.outcome = Outcome(name)
         self.token_headers: dict[str, str] = {}
+        self.poll = False  # poll the user's model until ready, not the progress stream
 
     async def login(self, session: aiohttp.ClientSession) -> None:
         status, page, _ = await self.rec.timed(
@@ -157,6 +159,7 @@ class User:
                 self.outcome.spawn_wait_s = time.perf_counter() - started
                 return True
             self.outcome.failures.append(result)
+            await asyncio.sleep(RETRY_PAUSE_S if tries < SPAWN_TRIES else 0)
         return False
 
     async def stop(self, session: aiohttp.ClientSession) -> None:

@@ -56,16 +56,20 @@ class Platform:
         }
 
 
-def start_cluster(cleanup: list) -> tuple[DevCluster, dict[str, Any]]:
+def start_cluster(topology: str, cleanup: list) -> tuple[DevCluster, dict[str, Any]]:
     """The cluster named by $AIINFN_DEVCLUSTER_NAME (default "bench-load"), pod runner off: kwok
     marks the pods Running, no JupyterLab runs (the hub reaches a stand-in instead)."""
     name = os.environ.get("AIINFN_DEVCLUSTER_NAME", "bench-load")
     port = int(os.environ.get("AIINFN_DEVCLUSTER_PORT") or free_port())
-    cluster = DevCluster(name=name, port=port, log=say, pod_runner=False)
+    cluster = DevCluster(name=name, port=port, log=say, pod_runner=False, topology_name=topology)
     started = time.monotonic()
     if cluster.up(timeout=600):
         cleanup.append(cluster.down)
-    return cluster, {"name": name, "up_s": round(time.monotonic() - started, 1)}
+    return cluster, {
+        "name": name,
+        "topology": topology,
+        "up_s": round(time.monotonic() - started, 1),
+    }
 
 
 async def prepare_namespace(
