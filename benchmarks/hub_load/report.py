@@ -109,6 +109,7 @@ def outcomes(users: list[Outcome]) -> dict[str, Any]:
         "errors": [(u.user, u.error) for u in users if u.error],
         "failures": sorted({f for u in users for f in u.failures}),
         "throttled_users": sum(bool(u.throttled) for u in users),
+        "throttled_users_served": sum(u.ready for u in users if u.throttled),
         "throttled": len(hints),
         "retry_after_s": [min(hints), max(hints)] if hints else [],
         "spawn_wait_s": {f"p{p}": round(percentile(waits, p), 1) for p in (50, 95)}
