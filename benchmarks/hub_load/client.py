@@ -129,9 +129,35 @@ class User:
         )
         return status, json.loads(body)["servers"].get("") if status == 200 else None
 
+    async def follow_progress(self, session: aiohttp.ClientSession) -> str:
+        """What the spawn-pending page does: the progress event stream until ready or failed
+        ("ready", else why not). Its latency is the time to the stream's headers."""
+        url = f"{self.url}/hub/api/users/{self.name}/server/progress"
+        headers = {**self.token_headers, "Accept": "text/event-stream"}
+        started = time.perf_counter()
+        try:
+            async with session.get(
+                url, headers=headers, timeout=aiohttp.ClientTimeout(total=READY_LIMIT_S)
+            ) as answer:
+                seconds = time.perf_counter() - started
+                self.rec.requests.append(
+                    Request("progress", seconds, answer.status, self.rec.phase)
+                )
+                if answer.status != 200:
+                    return f"progress {answer.status}"
+                async for line in answer.content:
+                    event = json.loads(line[5:]) if line.startswith(b"data:") else {}
+                    if event.get("ready") or event.get("failed"):
+                        return "ready" if event.get("ready") else "spawn failed"
+        except (TimeoutError, aiohttp.ClientError) as error:
+            return f"progress: {error!r}"
+        return "progress ended"
+
     async def wait_ready(self, session: aiohttp.ClientSession) -> str:
         """ "ready", or why not: the server gone without being ready (a failed spawn), or the
-        limit reached."""
+        limit reached. The progress stream, or the user's model polled each POLL_S."""
+        if not self.poll:
+            return await self.follow_progress(session)
         deadline = time.monotonic() + READY_LIMIT_S
         while time.monotonic() < deadline:
             status, model = await self.server(session)
