@@ -31,7 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,12 +270,14 @@ async def hub_in_namespace(
     extra_config: Sequence[str] = (),
     env_extra: dict[str, str] | None = None,
     kueue_documents: list[dict] | None = None,
+    hub_kubeconfig: Callable[[Path], Path] | None = None,
 ) -> AsyncIterator[Hub]:
     """The integration modules' one hub: a fresh namespace enforcing Pod Security "restricted",
     helm-values/storage.yaml bound to local folders there (`hub.storage_folders`), the hub
     ServiceAccount with the shipped RBAC, and start_hub as that account; all of it removed on exit.
     With `kueue_documents` (the `kueue` fixture's), the projects' LocalQueues too, active.
-    `kubeconfig` is the cluster admin's, used only to set all this up."""
+    `kubeconfig` is the cluster admin's, used only to set all this up; `hub_kubeconfig` turns the
+    hub account's kubeconfig into the one the hub uses (the fault drills' proxy in between)."""
     core = client.CoreV1Api(api_client)
     namespace = f"t-hub-{uuid.uuid4().hex[:8]}"
     restricted = {
@@ -300,6 +302,8 @@ async def hub_in_namespace(
         account = await hubaccount.hub_kubeconfig(
             api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
         )
+        if hub_kubeconfig is not None:
+            account = hub_kubeconfig(account)
         hub, responder = await asyncio.to_thread(
             start_hub, folder, account, namespace, users, spawner_config, extra_config, env_extra
         )

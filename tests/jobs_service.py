@@ -4,9 +4,12 @@ Used by the integration tests and the benchmark."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,27 @@ from tests import service_process
 from tests.hub import Hub
 
 PREFIX = "/services/jobs/"
+
+
+def submit_through_hub(hub: Hub, token: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
+    """POST api/jobs through the hub's proxy with a user's token, as the `aiinfn` command does:
+    (status, JSON answer, {} when there is none); (0, {}) when the connection died."""
+    request = urllib.request.Request(
+        f"{hub.url}{PREFIX}api/jobs",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"token {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read() or b"{}")
+        except ValueError:
+            return error.code, {}
+    except (urllib.error.URLError, ConnectionError):
+        return 0, {}
 
 
 async def pods_ready_in_kueue(api_client: Any, namespace: str, job_id: str) -> bool:

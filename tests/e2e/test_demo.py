@@ -22,7 +22,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from tornado.websocket import websocket_connect
 
 from aiinfn_hub import k8s
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
+from tests import jupyter_kernel
 from tests.helpers import wait_until
 from tests.jobs_service import pods_ready_in_kueue, run_long_then_short
 
@@ -327,31 +327,9 @@ async def _kernel_prints(base: str, token: str, server: str, kernel: str, code: 
     )
     assert status == 201, started
     url = f"{base.replace('http', 'ws', 1)}{server}/api/kernels/{started['id']}/channels"
-    headers = {"Authorization": f"token {token}"}
-    socket = await websocket_connect(HTTPRequest(url, headers=headers))
-    msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "username": "", "session": uuid.uuid4().hex,
-              "msg_type": "execute_request", "version": "5.3"}  # fmt: skip
-    content = {"code": code, "silent": False, "store_history": False,
-               "user_expressions": {}, "allow_stdin": False}  # fmt: skip
-    await socket.write_message(json.dumps({"header": header, "parent_header": {}, "metadata": {},
-                                           "content": content, "channel": "shell"}))  # fmt: skip
-    printed = []
     try:
-        while True:
-            message = json.loads(await asyncio.wait_for(socket.read_message(), 120))
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if message["msg_type"] == "stream":
-                printed.append(message["content"]["text"])
-            elif message["msg_type"] == "error":
-                raise AssertionError("\n".join(message["content"]["traceback"]))
-            elif (
-                message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
-            ):
-                return "".join(printed)
+        return await jupyter_kernel.execute(url, token, code)
     finally:
-        socket.close()
         await asyncio.to_thread(
             _api, base, token, "DELETE", f"{server}/api/kernels/{started['id']}"
         )

@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import yaml
-from aiinfn_dev import devstorage, hubaccount, kueue_config
 from kubernetes_asyncio import client
 
-from aiinfn_hub import labels
 from tests.faults.fault_proxy import FaultProxy
-from tests.helpers import has_default_service_account, wait_until
-from tests.hub import Hub, start_hub, stop_hub
+from tests.hub import Hub, hub_in_namespace
 
 
 def _cluster(kubeconfig: Path, folder: Path) -> tuple[str, Path]:
@@ -42,50 +38,23 @@ async def proxied_hub(
     extra_config: Sequence[str] = (),
     kueue_documents: list[dict] | None = None,
 ) -> AsyncIterator[tuple[Hub, FaultProxy]]:
-    """(hub, proxy): a fresh "restricted" namespace with the storage claims bound (and the
-    projects' LocalQueues with `kueue_documents`), the hub account's kubeconfig rewritten to the
-    proxy (`folder`/proxy.kubeconfig, for a service beside the hub too); all removed on exit.
-    `kubeconfig` is the cluster admin's, used only to set this up."""
-    core = client.CoreV1Api(api_client)
-    namespace = f"t-fault-{uuid.uuid4().hex[:8]}"
-    restricted = {
-        labels.POD_SECURITY_ENFORCE: "restricted",
-        labels.POD_SECURITY_ENFORCE_VERSION: "latest",
-    }
-    await core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace, labels=restricted))
-    )
+    """(hub, proxy): tests/hub.py's hub_in_namespace with the hub account's kubeconfig rewritten
+    to the proxy (`folder`/proxy.kubeconfig, for a service beside the hub too); all removed on
+    exit. `kubeconfig` is the cluster admin's, used only to set this up."""
     server, ca = _cluster(kubeconfig, folder)
     proxy = FaultProxy(server, ca, folder / "proxy-pki")
-    storage: list[dict] = []
+    await asyncio.to_thread(proxy.start)
     try:
-        await wait_until(lambda: has_default_service_account(core, namespace), "service account")
-        storage = await devstorage.setup(api_client, namespace, folder / "storage")
-        await wait_until(
-            lambda: devstorage.claims_bound(api_client, namespace, storage), "the storage claims"
-        )
-        if kueue_documents is not None:
-            queues = kueue_config.local_queues(kueue_documents, namespace)
-            await kueue_config.apply(api_client, queues)
-            await wait_until(
-                lambda: kueue_config.queues_active(api_client, queues), "LocalQueues active"
-            )
-        account = await hubaccount.hub_kubeconfig(
-            api_client, namespace, kubeconfig, folder / "hub.kubeconfig"
-        )
-        await asyncio.to_thread(proxy.start)
-        proxied = proxy.kubeconfig(account, folder / "proxy.kubeconfig")
-        hub, responder = await asyncio.to_thread(
-            start_hub, folder, proxied, namespace, users, spawner_config, extra_config
-        )
-        hub.storage_folders = devstorage.claim_folders(storage)
-        try:
+        async with hub_in_namespace(
+            api_client,
+            kubeconfig,
+            folder,
+            users,
+            spawner_config,
+            extra_config,
+            kueue_documents=kueue_documents,
+            hub_kubeconfig=lambda account: proxy.kubeconfig(account, folder / "proxy.kubeconfig"),
+        ) as hub:
             yield hub, proxy
-        finally:
-            await asyncio.to_thread(stop_hub, hub, responder)
     finally:
-        if proxy.url:
-            await asyncio.to_thread(proxy.stop)
-        await core.delete_namespace(namespace)
-        await hubaccount.delete_cluster_objects(api_client, namespace)
-        await devstorage.delete_volumes(api_client, storage)
+        await asyncio.to_thread(proxy.stop)

@@ -10,7 +10,6 @@ and its retry with the same idempotency key makes exactly one Job. The hub never
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import urllib.error
 import urllib.request
@@ -23,7 +22,7 @@ from aiinfn_hub import labels
 from tests.faults.fault_proxy import Fault
 from tests.faults.proxied_hub import proxied_hub
 from tests.helpers import wait_until
-from tests.jobs_service import PREFIX, Service, hub_lines
+from tests.jobs_service import Service, hub_lines, submit_through_hub
 
 pytestmark = pytest.mark.integration
 
@@ -107,20 +106,6 @@ def hub_alive(hub) -> bool:
     return hub.process.poll() is None and hub.request("GET", "/")[0] == 200
 
 
-def submit(hub, token: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{hub.url}{PREFIX}api/jobs",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"token {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-
-
 async def test_a_failed_pod_create_fails_the_spawn_in_words_and_leaves_nothing(env, core):
     hub, proxy, _, _ = env
     fault = proxy.inject(Fault("POST", PODS, status=500))
@@ -197,12 +182,14 @@ async def test_a_submission_the_api_server_failed_is_a_503_and_its_retry_makes_o
     hub, proxy, service, tokens = env
     proxy.inject(fault)
     try:
-        status, answer = await asyncio.to_thread(submit, hub, tokens["alice"], job(name))
+        status, answer = await asyncio.to_thread(
+            submit_through_hub, hub, tokens["alice"], job(name)
+        )
     finally:
         proxy.faults.remove(fault)
     assert (status, answer["message"]) == (503, SERVICE_UNAVAILABLE)
     assert fault.hits == 1
-    status, again = await asyncio.to_thread(submit, hub, tokens["alice"], job(name))
+    status, again = await asyncio.to_thread(submit_through_hub, hub, tokens["alice"], job(name))
     # Lost: the Job was made, the retry finds it (200); else the retry makes it (201).
     assert status == (200 if fault.after_upstream else 201), again
     assert await jobs_named(batch, hub.namespace, again["id"]) == 1

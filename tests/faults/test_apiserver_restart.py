@@ -27,7 +27,7 @@ from aiinfn_hub.inventory import Inventory
 from tests.faults import apiserver
 from tests.helpers import wait_until
 from tests.hub import hub_in_namespace
-from tests.jobs_service import PREFIX, Service, hub_lines
+from tests.jobs_service import Service, hub_lines, submit_through_hub
 
 pytestmark = pytest.mark.integration
 
@@ -116,19 +116,7 @@ async def spawn_ends(hub, user: str, server: str, options: dict) -> dict:
     return events[-1]
 
 
-def submit(hub, token: str) -> tuple[int, dict]:
-    body = {"name": "outage", "command": ["python", "-c", "print(1)"], "idempotency_key": "k-o"}
-    request = urllib.request.Request(
-        f"{hub.url}{PREFIX}api/jobs",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"token {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+OUTAGE_JOB = {"name": "outage", "command": ["python", "-c", "print(1)"], "idempotency_key": "k-o"}
 
 
 async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(
@@ -145,7 +133,7 @@ async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(
     try:
         assert await asyncio.to_thread(form_answers, hub, "bob")
         # A job submitted now is told to try again; nothing is made.
-        status, answer = await asyncio.to_thread(submit, hub, token)
+        status, answer = await asyncio.to_thread(submit_through_hub, hub, token, OUTAGE_JOB, 120)
         assert (status, answer["message"]) == (503, SERVICE_UNAVAILABLE), answer
         await asyncio.to_thread(apiserver.compact_etcd, cluster)
     finally:
@@ -168,7 +156,7 @@ async def test_a_restart_with_expired_watches_relists_and_loses_no_spawn(
     # and the service are the same processes.
     # (A restarted API server may throttle for a moment: the service says 503 until it answers.)
     async def accepted():
-        status, job = await asyncio.to_thread(submit, hub, token)
+        status, job = await asyncio.to_thread(submit_through_hub, hub, token, OUTAGE_JOB, 120)
         assert status in (201, 503), job
         return job if status == 201 else None
 

@@ -40,7 +40,7 @@ from tests.accounting.test_hub import as_recorded, finished_pod, job, job_pod, p
 from tests.accounting.test_hub_off import scrape
 from tests.helpers import wait_until
 from tests.hub import Hub, hub_in_namespace
-from tests.jobs_service import PREFIX, Service, hub_lines
+from tests.jobs_service import Service, hub_lines, submit_through_hub
 
 pytestmark = pytest.mark.integration
 
@@ -165,22 +165,6 @@ async def test_the_database_killed_mid_allocation_loses_and_doubles_nothing(
     assert hub.process.poll() is None  # the hub rode the outage out
 
 
-def submit(hub: Hub, token: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{hub.url}{PREFIX}api/jobs",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"token {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, {}
-    except (urllib.error.URLError, ConnectionError):
-        return 0, {}  # the connection died with the service
-
-
 async def job_names(batch, namespace: str) -> set[str]:
     return {j.metadata.name for j in (await batch.list_namespaced_job(namespace)).items}
 
@@ -196,12 +180,12 @@ async def test_the_job_service_killed_mid_submission_loses_and_duplicates_nothin
     assert status == 201, answer
     token = answer["token"]
     body = {"name": "drill", "command": ["python", "-c", "print(1)"], "idempotency_key": "d-1"}
-    status, made = await asyncio.to_thread(submit, hub, token, body)
+    status, made = await asyncio.to_thread(submit_through_hub, hub, token, body)
     assert status == 201, made
     jobs = await job_names(batch, hub.namespace)
 
     flying = {**body, "name": "in-flight", "idempotency_key": "d-2"}
-    request = asyncio.ensure_future(asyncio.to_thread(submit, hub, token, flying))
+    request = asyncio.ensure_future(asyncio.to_thread(submit_through_hub, hub, token, flying))
 
     async def job_made() -> bool:
         return bool(await job_names(batch, hub.namespace) - jobs)
@@ -210,10 +194,10 @@ async def test_the_job_service_killed_mid_submission_loses_and_duplicates_nothin
     service.stop(signal.SIGKILL)  # the Job is made; its answer may or may not have left
     await request
     await asyncio.to_thread(service.start)
-    status, retried = await asyncio.to_thread(submit, hub, token, flying)
+    status, retried = await asyncio.to_thread(submit_through_hub, hub, token, flying)
     assert status in (200, 201), retried
     assert await job_names(batch, hub.namespace) - jobs == {retried["id"]}
-    status, again = await asyncio.to_thread(submit, hub, token, body)
+    status, again = await asyncio.to_thread(submit_through_hub, hub, token, body)
     assert (status, again["id"]) == (200, made["id"])
 
 

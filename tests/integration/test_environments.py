@@ -11,16 +11,13 @@ naming a missing environment fails with the reason in its log.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
-import uuid
 
 import pytest
 from aiinfn_dev import devstorage
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.websocket import websocket_connect
 
 from aiinfn_hub import catalog, labels, policy, volumes
 from aiinfn_hub.identity import Identity
@@ -29,6 +26,7 @@ from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts,
 from aiinfn_hub.services.jobs.plan import JobRules, resolve
 from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
+from tests import jupyter_kernel
 from tests.helpers import restricted_container, wait_until
 from tests.wheels import make_wheel
 
@@ -170,30 +168,7 @@ class Jupyter:
         """What `code` prints in a new kernel of that name."""
         kernel = await self.call("POST", "/api/kernels", {"name": kernel_name})
         url = f"{self.base.replace('http', 'ws')}/api/kernels/{kernel['id']}/channels"
-        socket = await websocket_connect(HTTPRequest(url, headers=self.headers))
-        msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "username": "bob", "session": uuid.uuid4().hex,
-                  "msg_type": "execute_request", "version": "5.3"}  # fmt: skip
-        content = {"code": code, "silent": False, "store_history": False,
-                   "user_expressions": {}, "allow_stdin": False}  # fmt: skip
-        await socket.write_message(json.dumps(
-            {"header": header, "parent_header": {}, "metadata": {}, "content": content,
-             "channel": "shell", "buffers": []}
-        ))  # fmt: skip
-        printed = []
-        while True:
-            message = json.loads(await asyncio.wait_for(socket.read_message(), 120))
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if message["msg_type"] == "stream":
-                printed.append(message["content"]["text"])
-            elif message["msg_type"] == "error":
-                raise AssertionError("\n".join(message["content"]["traceback"]))
-            elif (
-                message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
-            ):
-                socket.close()
-                return "".join(printed)
+        return await jupyter_kernel.execute(url, self.token, code)
 
 
 async def start_jupyter(core, namespace: str) -> Jupyter:
