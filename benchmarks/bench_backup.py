@@ -45,7 +45,6 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import lifecycle  # noqa: E402
 from aiinfn_dev import devstorage  # noqa: E402
 from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
 from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
@@ -353,23 +353,6 @@ def report(result: dict) -> None:
           f"Python {platform.python_version()}")  # fmt: skip
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds")}
-    cleanup: list = []
-    try:
-        await run(args, result, cleanup)
-    finally:
-        for step in reversed(cleanup):
-            outcome = step()
-            if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
-                await outcome
-    return result
-
-
-def _interrupt(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=20_000, help="small files (0 to 8 KiB)")
@@ -378,8 +361,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (medians reported)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
-    result = asyncio.run(main_async(args))
+    lifecycle.stop_on_sigterm()
+    result = asyncio.run(
+        lifecycle.run_then_clean_up(
+            run, args, {"date": datetime.now(UTC).isoformat(timespec="seconds")}
+        )
+    )
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import lifecycle  # noqa: E402
 from hub_load import report, setup  # noqa: E402
 from hub_load.client import Outcome, Recorder, User  # noqa: E402
 from hub_load.report import say  # noqa: E402
@@ -117,23 +117,6 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
     result["hub_log_warnings"] = hub.log().count(" pending spawns, throttling.")
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"args": vars(args)}
-    cleanup: list = []
-    try:
-        await run(args, result, cleanup)
-    finally:
-        for step in reversed(cleanup):
-            outcome = step()
-            if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
-                await outcome
-    return result
-
-
-def _interrupt(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=500, help="simulated users under load")
@@ -157,12 +140,12 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _interrupt)
+    lifecycle.stop_on_sigterm()
     say(
         f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
         f"Python {platform.python_version()}"
     )
-    result = asyncio.run(main_async(args))
+    result = asyncio.run(lifecycle.run_then_clean_up(run, args, {"args": vars(args)}))
     print()
     print(report.markdown(result))
     print(json.dumps(result["overall_ms"]))

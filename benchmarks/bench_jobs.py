@@ -32,7 +32,6 @@ import math
 import os
 import platform
 import secrets
-import signal
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import lifecycle  # noqa: E402
 from aiinfn_dev import hubaccount, kueue_config  # noqa: E402
 from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
 from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
@@ -473,23 +473,6 @@ Rounds: {result["rates"]}; load average {result["load_average"]:.1f}; \
 Python {platform.python_version()}, {os.cpu_count()} cores.""")
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    cleanup: list = []
-    try:
-        await run(args, result, cleanup)
-    finally:
-        for step in reversed(cleanup):
-            outcome = step()
-            if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
-                await outcome
-    return result
-
-
-def _interrupt(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -500,8 +483,8 @@ def main() -> None:
     args.count, args.rounds, args.seconds, args.blocks = (
         (200, 2, 10.0, 2) if args.quick else (1000, 3, 30.0, 3)
     )
-    signal.signal(signal.SIGTERM, _interrupt)
-    result = asyncio.run(main_async(args))
+    lifecycle.stop_on_sigterm()
+    result = asyncio.run(lifecycle.run_then_clean_up(run, args, {}))
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

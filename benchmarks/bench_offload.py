@@ -36,13 +36,14 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "offload"
@@ -487,23 +488,6 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    cleanup: list = []
-    try:
-        await run(args, result, cleanup)
-    finally:
-        for step in reversed(cleanup):
-            outcome = step()
-            if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
-                await outcome
-    return result
-
-
-def _interrupt(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=JOBS, help="jobs per run")
@@ -515,9 +499,9 @@ def main() -> None:
         print(report(result))
         plot(result)
         return
-    signal.signal(signal.SIGTERM, _interrupt)
+    lifecycle.stop_on_sigterm()
     started = time.monotonic()
-    result = asyncio.run(main_async(args))
+    result = asyncio.run(lifecycle.run_then_clean_up(run, args, {}))
     result["whole_run_s"] = round(time.monotonic() - started, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, separators=(",", ":")))
