@@ -9,10 +9,7 @@ a clone. They are written at each demo start (milliseconds), so publishing needs
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
-import zipfile
 from pathlib import Path
 
 from kubernetes_asyncio import client
@@ -20,6 +17,8 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from aiinfn_hub import identity
 from aiinfn_hub.storage_config import StorageSettings
+
+from .wheels import make_wheel
 
 EXAMPLE_FOLDER = "demo-envs"  # in the public area: /home/public/demo-envs
 SPEC = """\
@@ -34,29 +33,6 @@ WHEELS = {
     "demo_hello": 'VERSION = "1.0"\n',
     "demo_extra": 'GREETING = "hello from the extra package"\n',
 }
-
-
-def _digest(data: bytes) -> str:
-    raw = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return f"sha256={raw.decode()}"
-
-
-def make_wheel(folder: Path, name: str, version: str, source: str) -> Path:
-    """A pure-Python wheel of one module `name` whose code is `source`."""
-    info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}.py": source.encode(),
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: aiinfn-dev demo\nRoot-Is-Purelib: true\n"
-        b"Tag: py3-none-any\n",
-    }
-    record = "".join(f"{path},{_digest(data)},{len(data)}\n" for path, data in files.items())
-    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, data in files.items():
-            archive.writestr(path, data)
-    return wheel
 
 
 def write_example(public: Path) -> Path:

@@ -17,6 +17,7 @@ import secrets
 
 import pytest
 from aiinfn_dev import devstorage
+from aiinfn_dev.wheels import make_wheel
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from aiinfn_hub import catalog, labels, policy, volumes
@@ -28,7 +29,6 @@ from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests import jupyter_kernel
 from tests.helpers import restricted_container, wait_until
-from tests.wheels import make_wheel
 
 pytestmark = pytest.mark.integration
 

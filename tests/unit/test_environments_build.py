@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from aiinfn_dev.wheels import make_wheel
 
 from aiinfn_hub.environments import build, cli, layout, specs
 from aiinfn_hub.environments.layout import LayoutError
-from tests.wheels import make_wheel
 
 NOTEBOOK_PYTHON = Path(__file__).resolve().parents[2] / ".venv-notebook" / "bin" / "python"
 pytestmark = pytest.mark.skipif(not NOTEBOOK_PYTHON.exists(), reason="no .venv-notebook")

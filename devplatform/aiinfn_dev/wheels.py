@@ -1,4 +1,5 @@
-"""Tiny pure-Python wheels made by hand, so environment tests install offline and fast."""
+"""Tiny pure-Python wheels made by hand, so the demo's example environment and the environment
+tests install offline and fast."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def make_wheel(folder: Path, name: str, version: str, source: str) -> Path:
     info = f"{name}-{version}.dist-info"
     files = {
         f"{name}.py": source.encode(),
-        f"{info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n").encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: aiinfn-dev\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }
     record = "".join(f"{path},{_digest(data)},{len(data)}\n" for path, data in files.items())
