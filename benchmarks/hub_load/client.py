@@ -42,7 +42,16 @@ class Outcome:
     throttled: list[float] = field(default_factory=list)  # Retry-After of each 429
     spawn_wait_s: float = 0.0  # first spawn POST to ready, retries and waits included
     job: int | None = None  # the submission's final status, if the user submitted one
+    job_refusal: str = ""  # the service's message when that status is not 201
     error: str = ""
+
+
+def refusal_message(body: str) -> str:
+    """The service's error message (its JSON `message`), else the body's start."""
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200]
 
 
 class Recorder:
@@ -208,7 +217,7 @@ class User:
         """One small CPU job through the hub's proxy; a 429 waited out (Retry-After)."""
         body = {**JOB, "idempotency_key": f"load-{self.name}"}
         for _ in range(SPAWN_TRIES):
-            status, _, headers = await self.rec.timed(
+            status, answer, headers = await self.rec.timed(
                 "job submit",
                 session,
                 "POST",
@@ -218,6 +227,8 @@ class User:
             )
             self.outcome.job = status
             if status != 429:
+                if status != 201:
+                    self.outcome.job_refusal = refusal_message(answer)
                 return
             await asyncio.sleep(float(headers.get("Retry-After") or POLL_S))
 

@@ -116,6 +116,7 @@ def outcomes(users: list[Outcome]) -> dict[str, Any]:
         if waits
         else {},
         "jobs": dict(jobs),
+        "job_refusals": sorted({u.job_refusal for u in users if u.job_refusal}),
     }
 
 

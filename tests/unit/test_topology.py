@@ -1,6 +1,7 @@
 """Topologies are data: the loader's output is a literal Node manifest."""
 
 import pytest
+from aiinfn_dev import kueue_config
 from aiinfn_dev.devcluster import topology
 
 
@@ -123,3 +124,23 @@ def test_unknown_fields_templates_and_duplicates_are_refused(tmp_path):
         topology.node_manifests(str(bad))
     with pytest.raises(topology.TopologyError, match="unknown topology"):
         topology.node_manifests("no-such-topology")
+
+
+@pytest.mark.parametrize("name", ["ai-infn", "synthetic-1000"])
+def test_every_node_kind_is_selected_by_a_shipped_flavor(name):
+    """A node no ResourceFlavor of helm-values/kueue-queues.yaml selects can run no job: on
+    synthetic-1000 the CPU nodes once lacked the `cpu` flavor's label, and every CPU job was
+    refused as never runnable."""
+    flavors = [
+        d["spec"].get("nodeLabels", {})
+        for d in kueue_config.load()
+        if d["kind"] == "ResourceFlavor"
+    ]
+    unselected = sorted(
+        n["metadata"]["name"]
+        for n in topology.node_manifests(name)
+        if not any(
+            labels.items() <= n["metadata"]["labels"].items() for labels in flavors if labels
+        )
+    )
+    assert unselected == []
