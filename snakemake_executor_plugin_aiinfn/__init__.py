@@ -25,7 +25,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 from snakemake_interface_executor_plugins.utils import format_cli_arg
 
-from aiinfn_hub import cli
+from aiinfn_hub.cli.client import TOKEN_ENV, Client, CliError, service_url
 
 from . import mapping
 
@@ -83,15 +83,15 @@ common_settings = CommonSettings(
 )
 
 
-def _client(settings: ExecutorSettings | None) -> cli.Client:
-    token = os.environ.get(cli.TOKEN_ENV)
+def _client(settings: ExecutorSettings | None) -> Client:
+    token = os.environ.get(TOKEN_ENV)
     if not token:
-        raise WorkflowError(f"no hub token: ${cli.TOKEN_ENV} is set in notebook terminals")
+        raise WorkflowError(f"no hub token: ${TOKEN_ENV} is set in notebook terminals")
     try:
-        url = settings.url if settings and settings.url else cli.service_url(os.environ)
-    except cli.CliError as error:
+        url = settings.url if settings and settings.url else service_url(os.environ)
+    except CliError as error:
         raise WorkflowError(str(error)) from None
-    return cli.Client(url.rstrip("/") + "/", token)
+    return Client(url.rstrip("/") + "/", token)
 
 
 class Executor(RemoteExecutor):
@@ -157,7 +157,7 @@ class Executor(RemoteExecutor):
             summary = self.client.call("POST", "api/jobs", body, retry=True)
         except mapping.RuleError as error:
             raise WorkflowError(str(error)) from None
-        except cli.CliError as error:
+        except CliError as error:
             raise WorkflowError(f"rule {step.rule}: the job service refused it: {error}") from None
         job_info = SubmittedJobInfo(job, external_jobid=summary["id"])
         self.unfinished[summary["id"]] = job_info
@@ -171,7 +171,7 @@ class Executor(RemoteExecutor):
         async with self.status_rate_limiter:
             try:
                 listed = await asyncio.to_thread(self.client.call, "GET", "api/jobs")
-            except cli.CliError as error:
+            except CliError as error:
                 self.logger.warning(f"aiinfn: cannot list jobs, trying again: {error}")
                 listed = None
         if listed is None:
@@ -200,7 +200,7 @@ class Executor(RemoteExecutor):
         path = f"api/jobs/{job}/logs?tail={self.settings.log_lines}"
         try:
             return await asyncio.to_thread(self.client.call, "GET", path)
-        except cli.CliError as error:
+        except CliError as error:
             self.logger.warning(f"aiinfn: no log for {job_info.external_jobid}: {error}")
             return None
 
@@ -213,5 +213,5 @@ class Executor(RemoteExecutor):
             job = urllib.parse.quote(external_id or "", safe="")
             try:
                 self.client.call("DELETE", f"api/jobs/{job}", retry=True)
-            except cli.CliError as error:
+            except CliError as error:
                 self.logger.error(f"aiinfn: could not cancel {external_id}: {error}")

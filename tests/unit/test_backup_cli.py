@@ -8,6 +8,7 @@ import json
 import pytest
 
 from aiinfn_hub import cli
+from aiinfn_hub.cli import backup as backup_cli
 
 ENV = {
     "JUPYTERHUB_API_TOKEN": "notebook-token",
@@ -31,7 +32,7 @@ class Calls:
             return calls.answers.pop(0)
 
         monkeypatch.setattr(cli.Client, "call", call)
-        monkeypatch.setattr(cli.time, "sleep", lambda seconds: None)
+        monkeypatch.setattr(backup_cli.time, "sleep", lambda seconds: None)
 
 
 def parse(*argv):
@@ -121,7 +122,7 @@ def test_restore_starts_a_run_and_waits_for_it(monkeypatch, capsys):
     done = {**RUNNING, "kind": "restore", "state": "succeeded"}
     calls = Calls(monkeypatch, RUNNING, {**done, "state": "running"}, done)
     args = parse("restore", "2026-12-05T020000Z", "notebook.ipynb")
-    cli._show(cli.run(args, ENV), args)
+    cli.show(cli.run(args, ENV), args)
     assert calls.made == [
         (
             "POST",
@@ -157,7 +158,7 @@ def test_a_refused_restore_is_the_users_error(monkeypatch):
 def test_restore_without_waiting_and_an_admins_folder(monkeypatch, capsys):
     calls = Calls(monkeypatch, RUNNING)
     args = parse("restore", "A1", "--project", "qml", "--folder", "recovered", "--no-wait")
-    cli._show(cli.run(args, ENV), args)
+    cli.show(cli.run(args, ENV), args)
     assert calls.made == [
         (
             "POST",
@@ -174,8 +175,8 @@ def test_listings_are_one_line_each(capsys):
     sized = {"name": "A2", "time": "2026-12-06T02:00:00+00:00", "files": 3}
     sized.update(original_size=3 * 1024**3, compressed_size=1536, deduplicated_size=100)
     archives = [sized, {"name": "A1", "time": "2026-12-05T02:00:00+00:00"}]
-    cli._show({"archives": archives}, parse("list"))
-    cli._show({"archives": []}, parse("list"))
+    cli.show({"archives": archives}, parse("list"))
+    cli.show({"archives": []}, parse("list"))
     entries = [
         {
             "path": "work",
@@ -193,7 +194,7 @@ def test_listings_are_one_line_each(capsys):
             "link_target": "../notebook.ipynb",
         },
     ]
-    cli._show({"entries": entries}, parse("ls", "A1"))
+    cli.show({"entries": entries}, parse("ls", "A1"))
     assert capsys.readouterr().out.splitlines() == [
         "A2  2026-12-06T02:00:00+00:00  3.0 GiB original, 1.5 KiB compressed, 100 B only in it",
         "A1  2026-12-05T02:00:00+00:00",
@@ -202,5 +203,5 @@ def test_listings_are_one_line_each(capsys):
         "lrwxrwxrwx            0 2026-12-04T10:00:00+00:00  work/link -> ../notebook.ipynb",
     ]
     args = cli.parser().parse_args(["--json", "backup", "status", "restore-1"])
-    cli._show(RUNNING, args)
+    cli.show(RUNNING, args)
     assert json.loads(capsys.readouterr().out) == RUNNING

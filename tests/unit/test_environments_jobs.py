@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aiinfn_hub import cli
+from aiinfn_hub.cli import jobs as jobs_cli
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.services.jobs import manifests
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts
@@ -109,6 +110,6 @@ def test_aiinfn_jobs_submit_passes_the_environment_through() -> None:
     args = cli.parser().parse_args(
         ["jobs", "submit", "--environment", "~/envs/mine", "--", "python", "run.py"]
     )
-    body = cli.request_body(args, clone=False)
+    body = jobs_cli.request_body(args, clone=False)
     assert (body["environment"], body["command"]) == ("~/envs/mine", ["python", "run.py"])
     assert parse(JobRequest, json.dumps(body).encode()).environment == "~/envs/mine"

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from aiinfn_hub import cli
+from aiinfn_hub.cli import client as cli_client
+from aiinfn_hub.cli import jobs as jobs_cli
 
 
 @pytest.mark.parametrize(
@@ -51,7 +53,7 @@ def test_without_a_url_the_user_is_told_what_to_set():
     ],
 )
 def test_default_names(command, name):
-    assert cli.default_name(command) == name
+    assert jobs_cli.default_name(command) == name
 
 
 def parse(*argv):
@@ -82,7 +84,7 @@ def test_a_clone_command_line_becomes_a_request(tmp_path, monkeypatch):
         "train.py",
         "--lr=3",
     )
-    assert cli.request_body(args, clone=True) == {
+    assert jobs_cli.request_body(args, clone=True) == {
         "name": "train",
         "idempotency_key": "k1",
         "command": ["python", "train.py", "--lr=3"],
@@ -100,7 +102,7 @@ def test_a_clone_command_line_becomes_a_request(tmp_path, monkeypatch):
 def test_a_script_submission_and_mistakes(tmp_path):
     script = tmp_path / "run.sh"
     script.write_text("#!/bin/sh\necho hi\n")
-    body = cli.request_body(
+    body = jobs_cli.request_body(
         parse("submit", "--script", str(script), "--environment", "cpu", "--offloadable"),
         clone=False,
     )
@@ -111,23 +113,23 @@ def test_a_script_submission_and_mistakes(tmp_path):
         True,
     )
     assert "command" not in body and len(body["idempotency_key"]) == 32
-    only = cli.request_body(parse("submit", "--offload", "only", "--", "run"), clone=False)
+    only = jobs_cli.request_body(parse("submit", "--offload", "only", "--", "run"), clone=False)
     assert only["offload"] == "only" and "offloadable" not in only
     assert "confidential" not in only
-    secret = cli.request_body(parse("submit", "--confidential", "--", "run"), clone=False)
+    secret = jobs_cli.request_body(parse("submit", "--confidential", "--", "run"), clone=False)
     assert secret["confidential"] is True
     with pytest.raises(SystemExit):
         parse("submit", "--offload", "always", "--", "run")
     with pytest.raises(cli.CliError, match="give the command to run after --"):
-        cli.request_body(parse("submit"), clone=False)
+        jobs_cli.request_body(parse("submit"), clone=False)
     with pytest.raises(cli.CliError, match="--setenv takes NAME=VALUE"):
-        cli.request_body(parse("submit", "--setenv", "OOPS", "--", "x"), clone=False)
+        jobs_cli.request_body(parse("submit", "--setenv", "OOPS", "--", "x"), clone=False)
     with pytest.raises(cli.CliError, match="cannot read"):
-        cli.request_body(
+        jobs_cli.request_body(
             parse("submit", "--file", str(tmp_path / "missing"), "--", "x"), clone=False
         )
     with pytest.raises(cli.CliError, match="either --script or a command"):
-        cli.request_body(parse("submit", "--script", str(script), "--", "x"), clone=False)
+        jobs_cli.request_body(parse("submit", "--script", str(script), "--", "x"), clone=False)
 
 
 def test_no_token_no_call():
@@ -147,7 +149,7 @@ def test_listings_are_one_line_per_job(capsys):
         "position": 3,
         "admission": None,
     }
-    cli._show(
+    cli.show(
         {
             "jobs": [
                 job,
@@ -178,7 +180,7 @@ def test_listings_are_one_line_per_job(capsys):
         "(remote site)",
     ]
     args = cli.parser().parse_args(["--json", "jobs", "status", "job-1"])
-    cli._show(job, args)
+    cli.show(job, args)
     assert json.loads(capsys.readouterr().out) == job
 
 
@@ -187,7 +189,7 @@ def test_listings_are_one_line_per_job(capsys):
     [("7", 0, 7.0), (None, 0, 1.0), (None, 1, 2.0), ("soon", 1, 2.0), ("3600", 0, 30.0)],
 )
 def test_a_retry_waits_the_services_retry_after_within_bounds(header, attempt, wait):
-    assert cli.retry_wait(header, attempt) == wait
+    assert cli_client.retry_wait(header, attempt) == wait
 
 
 @pytest.mark.parametrize(
@@ -201,4 +203,4 @@ def test_a_retry_waits_the_services_retry_after_within_bounds(header, attempt, w
     ],
 )
 def test_an_environment_the_shell_expanded_is_sent_as_home_relative(given, sent):
-    assert cli.home_relative(given, "/home/jovyan/") == sent
+    assert jobs_cli.home_relative(given, "/home/jovyan/") == sent
