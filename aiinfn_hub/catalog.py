@@ -9,10 +9,9 @@ immutable and pure.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -20,19 +19,28 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainValidator,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
-    WrapValidator,
     field_validator,
     model_validator,
 )
 
-from . import names, quantities
+from . import names
+from .admin_files import (
+    Problem,
+    Quantity,
+    StrictModel,
+    location,
+    matching,
+    must_be,
+    nonempty_text,
+    problems,
+    quantity,
+    schema_text,
+    whole_number,
+)
+from .image_policy import IMAGE_PATTERN, CustomImages, ImageRule
 
 Kind = Literal["cpu", "gpu", "mig", "fpga"]
 ACCELERATOR_KINDS: tuple[str, ...] = get_args(Kind)
@@ -48,19 +56,6 @@ LABEL_KEY_PATTERN = re.compile(
     r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$"
 )
 LABEL_VALUE_PATTERN = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
-QUANTITY_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti)?$")
-IMAGE_PATTERN = re.compile(
-    r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9._-]+)+"
-    r"(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
-)
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity of the forms the catalog accepts ("4", "500m", "16Gi") as a number."""
-    if not QUANTITY_PATTERN.fullmatch(str(text)):
-        raise ValueError(f"not a quantity: {text!r}")
-    return float(quantities.parse(str(text)))
 
 
 class CatalogError(ValueError):
@@ -99,69 +94,6 @@ class Environment:
     image: str
     kinds: tuple[str, ...]
     description: str = ""
-
-
-def split_image(image: str) -> tuple[str, str, str | None] | None:
-    """(registry, repository, digest or None) of a full image reference that names its registry
-    (IMAGE_PATTERN; the first part has a '.' or a port, or is localhost), else None."""
-    if not IMAGE_PATTERN.fullmatch(image):
-        return None
-    registry, rest = image.split("/", 1)
-    if "." not in registry and ":" not in registry and registry != "localhost":
-        return None  # a Docker Hub path, not a registry: never matches an entry
-    repository, _, digest = rest.partition("@")
-    if not digest:
-        repository = repository.rsplit(":", 1)[0]
-    return registry, repository, digest or None
-
-
-def _repository_matches(rule: str, repository: str) -> bool:
-    """A '*' segment matches one segment; a final '**' one or more segments below."""
-    wanted, given = rule.split("/"), repository.split("/")
-    if wanted[-1] == "**":
-        wanted = wanted[:-1]
-        if len(given) <= len(wanted):
-            return False
-        given = given[: len(wanted)]
-    if len(wanted) != len(given):
-        return False
-    return all(w in ("*", g) for w, g in zip(wanted, given, strict=True))
-
-
-@dataclass(frozen=True)
-class ImageRule:
-    """An allowlist entry of custom images: registry, repository, digest pinning required."""
-
-    registry: str
-    repository: str
-    digest: bool = False
-
-    def allows(self, image: str) -> bool:
-        parts = split_image(image)
-        if parts is None:
-            return False
-        registry, repository, digest = parts
-        return (
-            registry == self.registry
-            and _repository_matches(self.repository, repository)
-            and (digest is not None or not self.digest)
-        )
-
-
-@dataclass(frozen=True)
-class CustomImages:
-    """Images users may type in, if they fully match one of the admin's patterns or are
-    allowed by one of the allowlist's entries."""
-
-    patterns: tuple[re.Pattern[str], ...] = ()
-    kinds: tuple[str, ...] = ()
-    allow: tuple[ImageRule, ...] = ()
-
-    def allows(self, image: str) -> bool:
-        return len(image) <= 256 and (
-            any(p.fullmatch(image) for p in self.patterns)
-            or any(rule.allows(image) for rule in self.allow)
-        )
 
 
 @dataclass(frozen=True)
@@ -216,150 +148,26 @@ class Catalog:
 # (policy.py validates its entries with the same pieces.) Validators raise ValueError with the
 # admin's wording; problems() turns pydantic's ValidationError into (where, what) lines.
 
-Problem = tuple[tuple[str | int, ...], str]
-"""Where in a document (keys and list indexes) and what is wrong there."""
-
-
-def must_be(rule: str, allowed: str = "") -> WrapValidator:
-    """Say the admin's rule instead of pydantic's wording when a scalar check fails."""
-    message = f"must be {rule}" + (f" (allowed: {allowed})" if allowed else "")
-
-    def check(value: Any, handler: Any) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise ValueError(message) from None
-
-    return WrapValidator(check)
-
-
-# The rules below are metadata for Annotated, unpacked into it (`Annotated[int, *rules]`), so
-# that each alias is written out as a type that mypy reads.
-Rules = tuple[Any, ...]
-"""Metadata for an `Annotated` type: pydantic constraints and a validator."""
-
-
-def whole_number(low: int, high: int) -> Rules:
-    """The rules of a whole number low..high: not a bool, a fraction or a string of digits."""
-    return (Field(strict=True, ge=low, le=high), must_be(f"a whole number {low}..{high}"))
-
-
-def _text(limit: int) -> Rules:
-    return (
-        Field(strict=True, min_length=1, max_length=limit, pattern=r"\S"),
-        must_be(f"a non-empty string of at most {limit} characters"),
-    )
-
-
-def _matching(pattern: re.Pattern[str], rule: str) -> Rules:
-    return (Field(strict=True, pattern=pattern.pattern), must_be(rule))
-
-
-def _quantity_text(value: Any) -> str:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (str, int))
-        or not QUANTITY_PATTERN.fullmatch(str(value))
-    ):
-        raise ValueError("must be a Kubernetes quantity such as 4, 500m or 16Gi")
-    return str(value)
-
-
-Quantity = Annotated[
-    str,
-    PlainValidator(_quantity_text),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": QUANTITY_PATTERN.pattern},
-                {"type": "integer", "minimum": 0},
-            ]
-        }
-    ),
-]
-"""A Kubernetes quantity such as 4, 500m or 16Gi (a whole number may go unquoted); kept as text."""
-
-
-class StrictModel(BaseModel):
-    """A mapping in an admin's file: its unknown and missing fields are said in one line."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_fields(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise ValueError("must be a mapping")
-        fields = cls.model_fields
-        unknown = sorted(str(key) for key in data if key not in fields)
-        missing = [name for name, info in fields.items() if info.is_required() and name not in data]
-        said = []
-        if unknown:
-            said.append(f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(fields)})")
-        if missing:
-            said.append(f"missing field(s) {', '.join(missing)}")
-        if said:
-            raise ValueError("; ".join(said))
-        return data
-
-
-_WORDING = {
-    "dict_type": "must be a mapping",
-    "list_type": "must be a list",
-    "tuple_type": "must be a list",
-    "too_short": "must not be empty",
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-}
-
-
-def problems(error: ValidationError) -> list[Problem]:
-    """pydantic's errors as (where, what), in the admin's words: the validators' ValueErrors as
-    they are, pydantic's own reworded; a bad mapping key is placed at the key."""
-    found: list[Problem] = []
-    for detail in error.errors(include_url=False):
-        if detail["type"] == "value_error":
-            message = str(detail.get("ctx", {}).get("error", detail["msg"]))
-        else:
-            message = _WORDING.get(detail["type"], detail["msg"])
-        found.append((tuple(part for part in detail["loc"] if part != "[key]"), message))
-    return found
-
-
-def location(loc: Sequence[str | int], start: str = "") -> str:
-    """`accelerators.t4.counts[1]`: keys joined by dots, list indexes in brackets."""
-    text = start
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
-    return text
-
-
-def schema_text(model: type[BaseModel], title: str) -> str:
-    """The JSON Schema of an admin file's model as published in docs/, for editors."""
-    schema = {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema(), "title": title}
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
-
-
 Key = Annotated[
     str,
-    *_matching(KEY_PATTERN, "a key of lower-case letters, digits and '-', at most 40 characters"),
+    *matching(KEY_PATTERN, "a key of lower-case letters, digits and '-', at most 40 characters"),
 ]
 ResourceName = Annotated[
-    str, *_matching(RESOURCE_PATTERN, "an extended resource name such as nvidia.com/gpu")
+    str, *matching(RESOURCE_PATTERN, "an extended resource name such as nvidia.com/gpu")
 ]
 LabelKey = Annotated[
-    str, *_matching(LABEL_KEY_PATTERN, "a label key such as nvidia.com/gpu.product")
+    str, *matching(LABEL_KEY_PATTERN, "a label key such as nvidia.com/gpu.product")
 ]
-LabelValue = Annotated[str, *_matching(LABEL_VALUE_PATTERN, "a label value (quote numbers)")]
-Image = Annotated[str, *_matching(IMAGE_PATTERN, "a full image reference with a tag or digest")]
+LabelValue = Annotated[str, *matching(LABEL_VALUE_PATTERN, "a label value (quote numbers)")]
+Image = Annotated[str, *matching(IMAGE_PATTERN, "a full image reference with a tag or digest")]
 KindName = Annotated[Kind, must_be("an accelerator kind", ", ".join(ACCELERATOR_KINDS))]
 Kinds = Annotated[tuple[KindName, ...], Field(min_length=1)]
 Count = Annotated[
     int, Field(strict=True, ge=0, le=16), must_be("a whole number 1..16 (CPU only: 0)")
 ]
-Name = Annotated[str, *_text(200)]
-Memory = Annotated[str, *_text(40)]
-Description = Annotated[str, *_text(500)]
+Name = Annotated[str, *nonempty_text(200)]
+Memory = Annotated[str, *nonempty_text(40)]
+Description = Annotated[str, *nonempty_text(500)]
 Share = Annotated[int, *whole_number(0, MAX_BATCH_SHARE)]
 # Mappings keyed by catalog keys: the schema refuses other keys too.
 _KEYED = Field(json_schema_extra={"additionalProperties": False})
@@ -383,13 +191,13 @@ def _group_key(key: str) -> str:
     return key
 
 
-ImagePattern = Annotated[str, *_text(300), AfterValidator(_regex)]
+ImagePattern = Annotated[str, *nonempty_text(300), AfterValidator(_regex)]
 Registry = Annotated[
-    str, *_matching(re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$"), "a registry host")
+    str, *matching(re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$"), "a registry host")
 ]
 RepositoryRule = Annotated[
     str,
-    *_matching(
+    *matching(
         re.compile(r"^([a-z0-9._-]+|\*)(/([a-z0-9._-]+|\*))*(/\*\*)?$"),
         "a repository path ('*' for one segment, a final '**' for any below)",
     ),

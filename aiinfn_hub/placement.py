@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import labels
-from .catalog import quantity
+from .admin_files import quantity
 from .profiles import SpawnPlan
 
 

@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 
-from .catalog import (
-    Catalog,
+from .admin_files import (
     Quantity,
     StrictModel,
     location,
@@ -26,6 +25,7 @@ from .catalog import (
     schema_text,
     whole_number,
 )
+from .catalog import Catalog
 
 ANY = "*"
 

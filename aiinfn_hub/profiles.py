@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
-from .catalog import Accelerator, Catalog, Environment, Size, quantity
+from .admin_files import quantity
+from .catalog import Accelerator, Catalog, Environment, Size
 from .errors import UserError
 from .inventory import Counts
 from .policy import UserPolicy, accelerator_denial

@@ -29,7 +29,8 @@ from fractions import Fraction
 from typing import Any
 
 from . import labels, names
-from .catalog import QUANTITY_PATTERN, Catalog, Project
+from .admin_files import QUANTITY_PATTERN
+from .catalog import Catalog, Project
 from .services.jobs.capacity import SCHEDULING_EFFECTS, quantity
 from .services.jobs.plan import queue_name
 from .storage_config import DNS_LABEL, StorageSettings

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from traitlets import Bool, Dict, Int, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
-from .catalog import QUANTITY_PATTERN
+from .admin_files import QUANTITY_PATTERN
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

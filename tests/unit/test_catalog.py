@@ -11,7 +11,7 @@ import pydantic
 import pytest
 import yaml
 
-from aiinfn_hub import catalog, policy
+from aiinfn_hub import admin_files, catalog, policy
 
 DEFAULT = yaml.safe_load(catalog.default_path().read_text())
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -268,7 +268,7 @@ def test_unreadable_and_invalid_files(tmp_path):
     "text, value", [("4", 4.0), ("500m", 0.5), ("16Gi", 16 * 2**30), ("1.5", 1.5)]
 )
 def test_quantities(text, value):
-    assert catalog.quantity(text) == value
+    assert admin_files.quantity(text) == value
 
 
 def test_projects_are_named_groups_and_the_rest_are_system_groups():

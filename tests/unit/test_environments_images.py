@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from aiinfn_hub import catalog, policy, profiles
-from aiinfn_hub.catalog import CatalogError, ImageRule
+from aiinfn_hub.catalog import CatalogError
 from aiinfn_hub.errors import UserError
+from aiinfn_hub.image_policy import ImageRule
 
 DIGEST = "@sha256:" + "ab" * 32
 SHIPPED = yaml.safe_load(catalog.default_path().read_text())

@@ -5,7 +5,7 @@ import pytest
 from aiinfn_dev import kueue_config
 from aiinfn_dev.devcluster import topology
 
-from aiinfn_hub import catalog, names
+from aiinfn_hub import admin_files, catalog, names
 from aiinfn_hub.platform_config import AiInfnPlatform
 from aiinfn_hub.services.jobs.app import AiInfnJobs
 
@@ -176,8 +176,8 @@ def test_each_site_flavor_is_its_virtual_node_only_for_jobs_that_tolerate_its_ta
 def test_each_projects_quota_of_a_site_is_the_whole_site(name):
     [node] = selected_nodes(FLAVORS[name])
     for resource in ("cpu", "memory", "nvidia.com/gpu"):
-        have = catalog.quantity(node["status"]["allocatable"].get(resource, "0"))
-        assert {catalog.quantity(str(q)) for q in nominal(name, resource).values()} == {have}
+        have = admin_files.quantity(node["status"]["allocatable"].get(resource, "0"))
+        assert {admin_files.quantity(str(q)) for q in nominal(name, resource).values()} == {have}
 
 
 @pytest.mark.parametrize("key", sorted(k for k, a in CATALOG.accelerators.items() if a.resource))
@@ -193,9 +193,11 @@ def test_project_shares_of_an_accelerator_add_up_to_the_farm(key):
 def test_project_shares_of_cpu_and_memory_fit_the_flavors_nodes(key):
     nodes = selected_nodes(FLAVORS[key])
     for resource in ("cpu", "memory"):
-        shares = sum(catalog.quantity(str(q)) for q in nominal(key, resource).values())
+        shares = sum(admin_files.quantity(str(q)) for q in nominal(key, resource).values())
         assert (
-            0 < shares <= sum(catalog.quantity(n["status"]["allocatable"][resource]) for n in nodes)
+            0
+            < shares
+            <= sum(admin_files.quantity(n["status"]["allocatable"][resource]) for n in nodes)
         )
 
 
