@@ -123,6 +123,16 @@ async def call_json(pending: Awaitable[Any]) -> Any:
     return json.loads(body) if body else {}
 
 
+async def call_json_or_none(pending: Awaitable[Any]) -> Any:
+    """The body of a raw read as JSON; None when the object does not exist (404)."""
+    try:
+        return await call_json(pending)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 async def call_text(pending: Awaitable[Any]) -> str:
     """The body of a raw call as text (a pod log: bytes that are not UTF-8 replaced)."""
     return (await call_bytes(pending)).decode(errors="replace")

@@ -38,14 +38,9 @@ class BackupStore:
         )
 
     async def get_job(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await k8s.call_json(
-                self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await k8s.call_json_or_none(
+            self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
+        )
 
     async def list_jobs(self, selector: str) -> list[dict[str, Any]]:
         result = await k8s.call_json(
@@ -90,14 +85,9 @@ class BackupStore:
         )
 
     async def _secret(self, name: str) -> dict[str, Any] | None:
-        try:
-            return await k8s.call_json(
-                self.core.read_namespaced_secret(name, self.namespace, _preload_content=False)
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await k8s.call_json_or_none(
+            self.core.read_namespaced_secret(name, self.namespace, _preload_content=False)
+        )
 
     async def has_passphrase(self, secret_name: str, key: str) -> bool:
         secret = await self._secret(secret_name)
@@ -138,14 +128,11 @@ class BackupStore:
 
     async def read_config_map(self, name: str) -> tuple[dict[str, str], str | None]:
         """A ConfigMap's data and resourceVersion; ({}, None) when it does not exist."""
-        try:
-            found = await k8s.call_json(
-                self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return {}, None
-            raise
+        found = await k8s.call_json_or_none(
+            self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
+        )
+        if found is None:
+            return {}, None
         return dict(found.get("data") or {}), found["metadata"]["resourceVersion"]
 
     async def write_config_map(self, body: dict[str, Any], resource_version: str | None) -> bool:

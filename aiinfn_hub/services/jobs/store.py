@@ -48,14 +48,9 @@ class JobStore:
         )
 
     async def get_job(self, name: str) -> dict | None:
-        try:
-            return await k8s.call_json(
-                self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await k8s.call_json_or_none(
+            self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
+        )
 
     async def list_jobs(self, owner: str | None) -> list[dict]:
         """The service's jobs, of one owner (by exact name) or of everyone."""
@@ -101,14 +96,9 @@ class JobStore:
         )
 
     async def get_sandbox(self, name: str) -> dict | None:
-        try:
-            return await k8s.call_json(
-                self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return await k8s.call_json_or_none(
+            self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False)
+        )
 
     async def replace_sandbox(self, configmap: dict) -> dict:
         name = configmap["metadata"]["name"]
