@@ -22,7 +22,9 @@ Retry-After. Targets (issue 19): page and API p95 <= 1 s, hub <= 1 core, no fail
 retry would not fix.
 
 Run: .venv/bin/python benchmarks/bench_hub_load.py [--users 500] [--rate 2] [--spawn-limit N]
-[--json FILE]. About --users / --rate seconds plus a minute of draining, plus the cluster's start
+[--start-delay SECONDS] [--json FILE]. --start-delay makes each server take that long to start,
+as a real image pull and start would, so that spawns pile up against --spawn-limit. About
+--users / --rate seconds plus a minute of draining, plus the cluster's start
 ($AIINFN_DEVCLUSTER_NAME, default "bench-load", on $AIINFN_DEVCLUSTER_PORT or a free port;
 started and stopped here unless already running). Nothing here is a test.
 """
@@ -89,7 +91,7 @@ async def run(args: argparse.Namespace, result: dict[str, Any], cleanup: list) -
     quiet = [f"base{i:02d}" for i in range(args.baseline)]
     loaded = [f"user{i:04d}" for i in range(args.users)]
     platform_ = await setup.start_platform(
-        cluster, api, tmp, quiet + loaded, args.spawn_limit, cleanup
+        cluster, api, tmp, quiet + loaded, args.spawn_limit, args.start_delay, cleanup
     )
     hub = platform_.hub
     recorder = Recorder()
@@ -126,6 +128,12 @@ def main() -> None:
     parser.add_argument("--job-every", type=int, default=2, help="every Nth user submits a job")
     parser.add_argument(
         "--spawn-limit", type=int, help="c.JupyterHub.concurrent_spawn_limit (default: as shipped)"
+    )
+    parser.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.0,
+        help="seconds before kwok marks a notebook pod Running (default 0: at once)",
     )
     parser.add_argument(
         "--poll",

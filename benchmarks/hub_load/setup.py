@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiinfn_dev import devstorage, hubaccount, kueue_config
+from aiinfn_dev.devcluster import components
 from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
@@ -102,14 +103,24 @@ async def prepare_namespace(
     return namespace, account
 
 
-def hub_config(service_port: int, token: str, users: list[str], spawn_limit: int | None) -> list:
+def hub_config(
+    service_port: int,
+    token: str,
+    users: list[str],
+    spawn_limit: int | None,
+    start_delay_s: float,
+) -> list:
     """Config lines after the repository's: the job service, every simulated user a demo user
-    (none logged in at start), and `concurrent_spawn_limit` when one is asked for (else the
-    repository's setting, or JupyterHub's default)."""
+    (none logged in at start), `concurrent_spawn_limit` when one is asked for (else the
+    repository's setting, or JupyterHub's default), and kwok's delay before a notebook pod is
+    Running when one is asked for (a real server takes seconds to pull and start)."""
     demo = {user: {"groups": GROUPS} for user in users}
     lines = [*hub_lines(service_port, token), f"c.DemoAuthenticator.demo_users = {demo!r}"]
     if spawn_limit is not None:
         lines.append(f"c.JupyterHub.concurrent_spawn_limit = {spawn_limit}")
+    if start_delay_s:
+        delay = {components.POD_READY_DELAY_ANNOTATION: f"{int(start_delay_s * 1000)}ms"}
+        lines.append(f"c.KubeSpawner.extra_annotations = {delay!r}")
     return lines
 
 
@@ -119,13 +130,14 @@ async def start_platform(
     tmp: Path,
     users: list[str],
     spawn_limit: int | None,
+    start_delay_s: float,
     cleanup: list,
 ) -> Platform:
     """The namespace, the hub and the job service, each stopped by `cleanup`."""
     kubeconfig = cluster.layout.admin_kubeconfig
     namespace, account = await prepare_namespace(api, kubeconfig, tmp, cleanup)
     service_port, token = free_port(), secrets.token_hex(32)
-    lines = hub_config(service_port, token, users, spawn_limit)
+    lines = hub_config(service_port, token, users, spawn_limit, start_delay_s)
     hub, responder = await asyncio.to_thread(start_hub, tmp, account, namespace, {}, SPAWNER, lines)
     cleanup.append(lambda: asyncio.to_thread(stop_hub, hub, responder))
     service = Service(tmp, hub, service_port, token)

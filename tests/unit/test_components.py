@@ -92,7 +92,12 @@ def test_kwok_config_takes_stages_from_the_library_and_drops_jitter(tmp_path):
         "pod-stop",
     ]
     assert stages["pod-complete"]["spec"]["delay"] == {"durationMilliseconds": 1000}
-    assert stages["pod-ready"]["spec"]["delay"]["jitterDurationMilliseconds"] == 5000
+    assert stages["pod-ready"]["spec"]["delay"] == {
+        "durationMilliseconds": 0,
+        "durationFrom": {
+            "expressionFrom": '.metadata.annotations["pod-ready.stage.kwok.x-k8s.io/delay"]'
+        },
+    }
 
 
 def _pod_stage(name, expressions):

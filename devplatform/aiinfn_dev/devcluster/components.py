@@ -236,6 +236,9 @@ KWOK_STAGE_FILES = (
     "pod/general/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
+# Pods start at once unless this annotation gives a delay (a Go duration such as "10s"): how a
+# benchmark plays servers whose images take a while to pull and start.
+POD_READY_DELAY_ANNOTATION = "pod-ready.stage.kwok.x-k8s.io/delay"
 # Job pods finish this long after they run unless `pod-complete.stage.kwok.x-k8s.io/delay` says
 # otherwise (a Go duration such as "30s"); no random jitter, so tests are repeatable.
 JOB_POD_DEFAULT_RUNTIME_MS = 1000
@@ -320,6 +323,13 @@ def kwok_config(
     stages = []
     for relative in KWOK_STAGE_FILES:
         for stage in yaml.safe_load_all((stage_library / relative).read_text()):
+            if stage["metadata"]["name"] == "pod-ready":
+                stage["spec"]["delay"] = {
+                    "durationMilliseconds": 0,
+                    "durationFrom": {
+                        "expressionFrom": f'.metadata.annotations["{POD_READY_DELAY_ANNOTATION}"]'
+                    },
+                }
             if stage["metadata"]["name"] == "pod-complete":
                 delay = stage["spec"]["delay"]
                 delay["durationMilliseconds"] = JOB_POD_DEFAULT_RUNTIME_MS
