@@ -320,21 +320,7 @@ def kwok_config(
             },
         }
     ]
-    stages = []
-    for relative in KWOK_STAGE_FILES:
-        for stage in yaml.safe_load_all((stage_library / relative).read_text()):
-            if stage["metadata"]["name"] == "pod-ready":
-                stage["spec"]["delay"] = {
-                    "durationMilliseconds": 0,
-                    "durationFrom": {
-                        "expressionFrom": f'.metadata.annotations["{POD_READY_DELAY_ANNOTATION}"]'
-                    },
-                }
-            if stage["metadata"]["name"] == "pod-complete":
-                delay = stage["spec"]["delay"]
-                delay["durationMilliseconds"] = JOB_POD_DEFAULT_RUNTIME_MS
-                delay.pop("jitterDurationMilliseconds", None)
-            stages.append(stage)
+    stages = _library_stages(stage_library)
     by_name = {s["metadata"]["name"]: s for s in stages}
     _stop_before_delete(stages, by_name)
     site_stages = [
@@ -353,6 +339,27 @@ def kwok_config(
             _select(stage, RUNNER_IMAGE_KEY, "NotIn", sorted(runner_images))
     documents.extend([*stages, *site_stages])
     return documents
+
+
+def _library_stages(stage_library: Path) -> list[dict[str, Any]]:
+    """KWOK_STAGE_FILES' stages with the dev cluster's delays: pods ready at once unless their
+    annotation says otherwise, job pods complete after JOB_POD_DEFAULT_RUNTIME_MS, no jitter."""
+    stages = []
+    for relative in KWOK_STAGE_FILES:
+        for stage in yaml.safe_load_all((stage_library / relative).read_text()):
+            if stage["metadata"]["name"] == "pod-ready":
+                stage["spec"]["delay"] = {
+                    "durationMilliseconds": 0,
+                    "durationFrom": {
+                        "expressionFrom": f'.metadata.annotations["{POD_READY_DELAY_ANNOTATION}"]'
+                    },
+                }
+            if stage["metadata"]["name"] == "pod-complete":
+                delay = stage["spec"]["delay"]
+                delay["durationMilliseconds"] = JOB_POD_DEFAULT_RUNTIME_MS
+                delay.pop("jitterDurationMilliseconds", None)
+            stages.append(stage)
+    return stages
 
 
 def _remote_end_stages(
