@@ -20,15 +20,13 @@ from aiinfn_dev import devstorage
 from aiinfn_dev.wheels import make_wheel
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from aiinfn_hub import catalog, labels, policy, volumes
+from aiinfn_hub import catalog, volumes
 from aiinfn_hub.identity import Identity
-from aiinfn_hub.services.base import HubUser
-from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job
-from aiinfn_hub.services.jobs.plan import JobRules, resolve
 from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests import jupyter_kernel
 from tests.helpers import restricted_container, wait_until
+from tests.unqueued_job import unqueued_job
 
 pytestmark = pytest.mark.integration
 
@@ -101,40 +99,10 @@ async def run_pod(core, namespace: str, pod: dict) -> tuple[str, str]:
 
 def job(name: str, environment: str, code: str) -> dict:
     """bob's batch Job as the job service builds it, unsuspended and out of Kueue."""
-    rules = JobRules(
-        priorities={"normal": "aiinfn-normal"},
-        default_priority="normal",
-        default_ttl_seconds=600,
-        sandbox_path="/aiinfn/sandbox",
-        storage_kinds=("home", "projects", "scratch"),
-        remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
-        offload_accelerator_kinds=frozenset({"cpu"}),
-    )
-    allowed = policy.for_user(
-        policy.parse_rules({"accelerators": "*", "environments": "*"}, CATALOG, "default"), {}, []
-    )
     request = JobRequest(
         name=name, command=["python", "-c", code], environment=environment, volumes=["home"]
     )
-    plan = resolve(request, HubUser("bob", frozenset({"cms-ml"}), False), CATALOG, allowed, rules)
-    settings = StorageSettings()
-    job_volumes, mounts = volumes.for_job(settings, "bob", ("cms-ml",), plan.volume_kinds)
-    user = volumes.StorageUser("bob", BOB, ("cms-ml",))
-    parts = PodParts(
-        image=plan.image,
-        volumes=tuple(job_volumes),
-        mounts=tuple(mounts),
-        security=volumes.pod_security_context(BOB),
-        init_containers=tuple(volumes.init_containers(settings, user, plan.volume_kinds, IMAGE)),
-    )
-    manifest = make_job(JobMeta(name, "key", "d" * 64, "{}"), plan, parts, BuildSettings())
-    manifest["spec"].update(suspend=False, backoffLimit=0)
-    for key in (labels.KUEUE_QUEUE, labels.KUEUE_PRIORITY):
-        del manifest["metadata"]["labels"][key]
-    manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = {
-        "requests": {"cpu": "100m"}
-    }
-    return manifest
+    return unqueued_job(name, "bob", BOB, ("cms-ml",), request)
 
 
 async def job_log(core, batch, namespace: str, name: str) -> tuple[bool, str]:

@@ -28,15 +28,13 @@ from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_dev.devcluster.processes import bindable
 from kubernetes_asyncio import client
 
-from aiinfn_hub import catalog, identity, k8s, labels, names, policy, tokens, volumes
+from aiinfn_hub import catalog, identity, k8s, labels, names, tokens, volumes
 from aiinfn_hub.identity import Identity, IdentityStore
-from aiinfn_hub.services.base import HubUser
-from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts, make_job
-from aiinfn_hub.services.jobs.plan import JobRules, resolve
 from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests.helpers import has_default_service_account, restricted_container, wait_until
 from tests.hub import hub_in_namespace
+from tests.unqueued_job import unqueued_job
 
 pytestmark = pytest.mark.integration
 
@@ -273,44 +271,10 @@ def job_manifest(
 ) -> dict:
     """The job service's batch Job for this user (as operations.JobService builds it), unsuspended
     and out of Kueue: the Job controller and the pod runner run it at once."""
-    settings = StorageSettings()
-    caller = HubUser(username, frozenset(projects), False)
-    rules = JobRules(
-        priorities={"normal": "aiinfn-normal"},
-        default_priority="normal",
-        default_ttl_seconds=600,
-        sandbox_path="/aiinfn/sandbox",
-        storage_kinds=("home", "projects", "scratch"),
-        remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
-        offload_accelerator_kinds=frozenset({"cpu"}),
-    )
-    allowed = policy.for_user(
-        policy.parse_rules({"accelerators": "*", "environments": "*"}, CATALOG, "default"),
-        {},
-        list(projects),
-    )
     request = JobRequest(
         name="first", command=["sh", "-c", command], volumes=kinds, project=projects[0]
     )
-    plan = resolve(request, caller, CATALOG, allowed, rules)
-    job_volumes, mounts = volumes.for_job(settings, username, projects, plan.volume_kinds)
-    user = volumes.StorageUser(username, identity, projects)
-    init = volumes.init_containers(settings, user, plan.volume_kinds, IMAGE)
-    parts = PodParts(
-        image=IMAGE,
-        volumes=tuple(job_volumes),
-        mounts=tuple(mounts),
-        security=volumes.pod_security_context(identity),
-        init_containers=tuple(init),
-    )
-    meta = JobMeta(f"first-{username}", "key", "d" * 64, "{}")
-    job = make_job(meta, plan, parts, BuildSettings())
-    job["spec"]["suspend"] = False
-    job["spec"]["backoffLimit"] = 0
-    for key in (labels.KUEUE_QUEUE, labels.KUEUE_PRIORITY):
-        del job["metadata"]["labels"][key]
-    job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
-    return job
+    return unqueued_job(f"first-{username}", username, identity, projects, request, IMAGE)
 
 
 async def test_a_job_before_the_first_notebook_makes_the_folders_as_the_user(
