@@ -5,14 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from ..openapi import document as service_document
+from ..openapi import error_responses
 from .operations import RUN_NAME
 from .request import BackupRequest, RestoreRequest
 
-_ERROR = {
-    "description": "Refused, with the reason",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-_ERRORS = {str(code): _ERROR for code in (400, 401, 403, 404, 409, 413, 429, 502, 503, 504)}
+_ERRORS = error_responses((400, 401, 403, 404, 409, 413, 429, 502, 503, 504))
 _REPOSITORY = [
     {"name": "kind", "in": "path", "required": True, "schema": {"enum": ["home", "project"]}},
     {
@@ -227,15 +225,4 @@ def document() -> dict[str, Any]:
         "BackupRequest": BackupRequest.model_json_schema(),
         "RestoreRequest": RestoreRequest.model_json_schema(),
     }
-    return {
-        "openapi": "3.1.0",
-        "info": _INFO,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "token": {"type": "apiKey", "in": "header", "name": "Authorization"}
-            },
-        },
-        "security": [{"token": []}],
-        "paths": _PATHS,
-    }
+    return service_document(_INFO, schemas, _PATHS)

@@ -7,12 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..openapi import document as service_document
+from ..openapi import error_responses
 from .request import CloneRequest, JobRequest, ResubmitRequest
 
-_ERROR = {
-    "description": "Refused, with the reason",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
 _JOB = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}}
 _ID = {
     "name": "job_id",
@@ -20,7 +18,7 @@ _ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^job-[0-9a-f]{20}$"},
 }
-_ERRORS = {str(code): _ERROR for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)}
+_ERRORS = error_responses((400, 401, 403, 404, 409, 413, 422, 429, 503))
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -199,15 +197,4 @@ def document() -> dict[str, Any]:
         "Job": _JOB_SCHEMA,
         "Error": _ERROR_SCHEMA,
     }
-    return {
-        "openapi": "3.1.0",
-        "info": _INFO,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "token": {"type": "apiKey", "in": "header", "name": "Authorization"}
-            },
-        },
-        "security": [{"token": []}],
-        "paths": _PATHS,
-    }
+    return service_document(_INFO, schemas, _PATHS)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from ..openapi import document as service_document
+from ..openapi import error_responses
 from .query import NAME_LIMIT, PROJECT_LIMIT
 from .report import CSV_COLUMNS
 
-_ERROR = {
-    "description": "Refused, with the reason",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-_ERRORS = {str(code): _ERROR for code in (400, 401, 403, 429, 503)}
+_ERRORS = error_responses((400, 401, 403, 429, 503))
 _DATE = {"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
 
 
@@ -145,32 +143,24 @@ def _usage_paths(max_days: int) -> dict[str, Any]:
     }
 
 
+_INFO = {
+    "title": "aiinfn-hub usage service",
+    "version": "1",
+    "description": "GPU-hours and CPU-hours from the accounting ledger, to the second, "
+    "with what is left of each quota. Authenticate with a hub token "
+    "(Authorization: token ...). Users see their own usage; admins everyone's.",
+}
+
+
 @lru_cache(maxsize=4)
 def document(max_days: int = 366) -> dict[str, Any]:
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "aiinfn-hub usage service",
-            "version": "1",
-            "description": "GPU-hours and CPU-hours from the accounting ledger, to the second, "
-            "with what is left of each quota. Authenticate with a hub token "
-            "(Authorization: token ...). Users see their own usage; admins everyone's.",
+    paths = {
+        "/api/": {
+            "get": {
+                "summary": "Who you are to the service, and where this document is",
+                "responses": {"200": {"description": "The caller"}, **_ERRORS},
+            }
         },
-        "servers": [{"url": "/services/usage"}],
-        "components": {
-            "schemas": _SCHEMAS,
-            "securitySchemes": {
-                "hubToken": {"type": "apiKey", "in": "header", "name": "Authorization"}
-            },
-        },
-        "security": [{"hubToken": []}],
-        "paths": {
-            "/api/": {
-                "get": {
-                    "summary": "Who you are to the service, and where this document is",
-                    "responses": {"200": {"description": "The caller"}, **_ERRORS},
-                }
-            },
-            **_usage_paths(max_days),
-        },
+        **_usage_paths(max_days),
     }
+    return service_document(_INFO, _SCHEMAS, paths, servers=[{"url": "/services/usage"}])
