@@ -263,7 +263,7 @@ def resolve(catalog: Catalog, policy: UserPolicy, options: Any, held: int) -> Sp
     if environment and image:
         raise UserError("give either an environment or a custom image, not both", reason="invalid")
     if image:
-        _check_custom_image(catalog, policy, accelerator, image)
+        check_custom_image(catalog, policy, accelerator, image)
     else:
         chosen = _environment(catalog, policy, accelerator, environment)
         environment, image = chosen.key, chosen.image
@@ -313,11 +313,11 @@ def _accelerator_and_count(
     return accelerator, count
 
 
-def _check_custom_image(
+def check_custom_image(
     catalog: Catalog, policy: UserPolicy, accelerator: Accelerator, image: str
 ) -> None:
-    """A custom image needs the groups' permission and a full match of the platform's patterns
-    for this kind of accelerator."""
+    """A custom image needs the groups' permission and the catalog's custom_images to allow it
+    for this kind of accelerator (a spawn's or a batch job's)."""
     if not policy.rules.custom_images:
         raise UserError(
             "custom images are not available to your groups", reason="policy", status=403
@@ -326,8 +326,9 @@ def _check_custom_image(
         image
     ):
         raise UserError(
-            "this custom image is not allowed: it must fully match one of the platform's "
-            "image patterns",
+            f"this custom image is not allowed for {accelerator.display_name}: it must come "
+            "from one of the platform's allowed registries and repositories (or match its "
+            "image patterns)",
             reason="invalid",
         )
 

@@ -100,6 +100,8 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
     else:
         if args.environment:
             body["environment"] = home_relative(args.environment, os.environ.get("HOME", ""))
+        if args.image:
+            body["image"] = args.image
         if args.workdir:
             body["working_dir"] = args.workdir
     return body
@@ -212,6 +214,11 @@ def add_parser(areas: Any) -> None:
     submit.add_argument(
         "--environment",
         help="catalog environment key, or envs/NAME or ~/envs/NAME (see: aiinfn envs list)",
+    )
+    submit.add_argument(
+        "--image",
+        help="a custom image instead of an environment (if your groups may use custom images "
+        "and the platform allows this one)",
     )
     clone = actions.add_parser("clone", help="run a command in a copy of your running notebook")
     _job_options(clone)

@@ -726,7 +726,18 @@ FORGED = [
         400,
         "command: Input should be",
     ),
-    ("alice", job_body(image="docker.io/library/ubuntu:22.04"), 400, "unknown field 'image'"),
+    (
+        "alice",
+        job_body(image="docker.io/library/ubuntu:22.04"),
+        403,
+        "custom images are not available to your groups",
+    ),
+    (
+        "alice",
+        job_body(image="r.io/x:1", environment="cpu"),
+        400,
+        "either an environment or an image",
+    ),
     ("alice", job_body(env={"JUPYTERHUB_API_TOKEN": "x"}), 400, "reserved by the platform"),
     (
         "alice",

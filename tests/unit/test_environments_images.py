@@ -1,5 +1,6 @@
 """Custom images: the catalog's allowlist of registries and repositories (digest pinning
-optional), applied where users type an image (the spawn form and REST options)."""
+optional), applied where users type an image (the spawn form and REST options, and batch job
+requests)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from aiinfn_hub import catalog, policy, profiles
 from aiinfn_hub.catalog import CatalogError
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.image_policy import ImageRule
+from aiinfn_hub.services.base import HubUser
+from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.request import JobRequest
 
 DIGEST = "@sha256:" + "ab" * 32
 SHIPPED = yaml.safe_load(catalog.default_path().read_text())
@@ -91,3 +95,44 @@ def test_the_spawn_applies_the_allowlist() -> None:
     for refused, accelerator in ((image.split("@")[0] + ":1", "t4"), (image, "cpu")):
         with pytest.raises(UserError, match="custom image is not allowed"):
             profiles.resolve(built, user, {"accelerator": accelerator, "image": refused}, 0)
+
+
+def _job_plan(built: catalog.Catalog, custom_images: bool, **fields):
+    rules = policy.parse_rules(
+        {
+            "accelerators": "*",
+            "environments": "*",
+            "custom_images": custom_images,
+            "max_accelerators": 1,
+        },
+        built,
+        "x",
+    )
+    request = JobRequest(name="train", command=["python", "train.py"], **fields)
+    job_rules = JobRules(
+        priorities={"normal": "aiinfn-normal"},
+        default_priority="normal",
+        default_ttl_seconds=600,
+        sandbox_path="/aiinfn/sandbox",
+        storage_kinds=("home", "projects", "scratch"),
+        remote_volume_kinds=frozenset(),
+        offload_accelerator_kinds=frozenset({"cpu"}),
+    )
+    caller = HubUser("alice", frozenset({"cms-ml"}), False)
+    return resolve(request, caller, built, policy.for_user(rules, {}, []), job_rules)
+
+
+def test_a_batch_job_applies_the_same_allowlist_and_group_permission() -> None:
+    allow = [{"registry": "harbor.example.org", "repository": "users/**"}]
+    built = _catalog({"allow": allow, "kinds": ["gpu"]})
+    image = "harbor.example.org/users/alice/env:1.0"
+    plan = _job_plan(built, True, image=image, accelerator="t4")
+    assert plan.image == image
+    with pytest.raises(UserError, match="not allowed for NVIDIA Tesla T4") as refused:
+        _job_plan(built, True, image="evil.example.org/users/alice/env:1.0", accelerator="t4")
+    assert refused.value.status == 400
+    with pytest.raises(UserError, match="custom image is not allowed"):
+        _job_plan(built, True, image=image)  # CPU only: not among the allowlist's kinds
+    with pytest.raises(UserError, match="not available to your groups") as denied:
+        _job_plan(built, False, image=image, accelerator="t4")
+    assert denied.value.status == 403

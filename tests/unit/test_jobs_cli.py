@@ -118,6 +118,10 @@ def test_a_script_submission_and_mistakes(tmp_path):
     assert "confidential" not in only
     secret = jobs_cli.request_body(parse("submit", "--confidential", "--", "run"), clone=False)
     assert secret["confidential"] is True
+    custom = jobs_cli.request_body(
+        parse("submit", "--image", "harbor.example.org/users/me/env:1", "--", "run"), clone=False
+    )
+    assert custom["image"] == "harbor.example.org/users/me/env:1" and "environment" not in custom
     with pytest.raises(SystemExit):
         parse("submit", "--offload", "always", "--", "run")
     with pytest.raises(cli.CliError, match="give the command to run after --"):

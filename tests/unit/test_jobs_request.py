@@ -71,7 +71,9 @@ def test_a_confidential_job_that_may_be_offloaded_stays_local():
         ({"securityContext": {"privileged": True}}, "unknown field 'securityContext'"),
         ({"privileged": True}, "unknown field 'privileged'"),
         ({"serviceAccountName": "hub"}, "unknown field 'serviceAccountName'"),
-        ({"image": "docker.io/library/ubuntu:22.04"}, "unknown field 'image'"),
+        ({"image": "r.io/x:1", "environment": "cpu"}, "either an environment or an image"),
+        ({"image": "r.io/x:1 --privileged"}, "image: String should match pattern"),
+        ({"image": ["r.io/x:1"]}, "image: Input should be a valid string"),
         ({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}, "volumes.0: Input should be"),
         ({"volumes": ["home", "home"]}, "volumes are listed more than once"),
         (

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ... import names, tokens
-from ...catalog import Accelerator, Catalog, quantity
+from ...admin_files import quantity
+from ...catalog import Accelerator, Catalog
 from ...environments import layout
 from ...errors import UserError
 from ...policy import UserPolicy
+from ...profiles import check_custom_image
 from ..base import HubUser
 from .request import SCRIPT_KEY, VOLUME_KINDS, AnyRequest, CloneRequest, JobRequest
 
@@ -332,7 +334,11 @@ def _environment(
 def _batch_image(
     request: JobRequest, catalog: Catalog, policy: UserPolicy, accelerator: Accelerator
 ) -> str:
-    """The catalog environment's image; a software environment runs in the default one."""
+    """The custom image, if allowed; else the catalog environment's image (a software
+    environment runs in the default one)."""
+    if request.image is not None:
+        check_custom_image(catalog, policy, accelerator, request.image)
+        return request.image
     key = None if software(request) else request.environment
     return catalog.environments[_environment(key, catalog, policy, accelerator)].image
 

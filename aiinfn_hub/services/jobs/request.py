@@ -48,6 +48,8 @@ EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE)]
 ServerName = Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$")]
 WorkingDir = Annotated[str, Field(pattern=r"^/[^\x00]{0,1023}$")]
 IdempotencyKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+# A full image reference's characters; whether it is allowed is the catalog's custom_images.
+Image = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,255}$")]
 
 
 class _Strict(BaseModel):
@@ -193,6 +195,17 @@ class JobRequest(_JobFields):
         "environment, envs/NAME (managed) or ~/envs/NAME (yours), activated in the default "
         "image.",
     )
+    image: Image | None = Field(
+        None,
+        description="A custom image instead of an environment, for groups allowed custom "
+        "images; the catalog's custom_images must allow it for the accelerator's kind.",
+    )
+
+    @model_validator(mode="after")
+    def _one_image(self) -> JobRequest:
+        if self.image is not None and self.environment is not None:
+            raise ValueError("give either an environment or an image, not both")
+        return self
 
 
 class CloneRequest(_JobFields):
