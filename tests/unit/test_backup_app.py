@@ -55,12 +55,14 @@ async def test_the_schedule_limits_and_retention_are_settings():
             "keep_daily": 3,
             "keep_weekly": 0,
             "keep_monthly": 12,
+            "excludes": ["sh:**/.cache", "pp:data/raw", "re:\\.tmp$"],
         }
     )
     async with client.ApiClient() as api_client:
         service, scheduler = backup.service(api_client)
     assert scheduler.config.policy == Policy("23:15", 1, 0, timedelta(0), 0, True)
     assert service.config.settings.borg.retention == borg.Retention(3, 0, 12)
+    assert service.config.settings.borg.excludes == ("sh:**/.cache", "pp:data/raw", "re:\\.tmp$")
     assert scheduler.config.scheduled
     async with client.ApiClient() as api_client:
         _, unscheduled = app(AiInfnBackup={"schedule": ""}).service(api_client)
@@ -87,6 +89,12 @@ async def test_a_retention_that_keeps_nothing_stops_the_start():
         ({"AiInfnBackup": {"schedule": "24:00"}}, "AiInfnBackup.schedule"),
         ({"AiInfnBackup": {"max_concurrent_backups": 0}}, "max_concurrent_backups"),
         ({"AiInfnBackup": {"records_configmap": "A B"}}, "AiInfnBackup.records_configmap"),
+        ({"AiInfnBackup": {"excludes": ["**/.cache"]}}, "excludes: '\\*\\*/.cache' must start"),
+        ({"AiInfnBackup": {"excludes": ["re:("]}}, "is not a regular expression"),
+        ({"AiInfnBackup": {"excludes": ["sh:"]}}, "is empty after its style"),
+        ({"AiInfnBackup": {"excludes": ["sh:a\nb"]}}, "control character"),
+        ({"AiInfnBackup": {"excludes": ["sh:" + "a" * 300]}}, "longer than 256"),
+        ({"AiInfnBackup": {"excludes": ["sh:a"] * 65}}, "excludes"),
     ],
 )
 def test_bad_settings_name_their_key(sections, message):
@@ -94,6 +102,7 @@ def test_bad_settings_name_their_key(sections, message):
         backup = app(**sections)
         backup.namespace, backup.backup_uid, backup.list_timeout  # noqa: B018 (validates)
         backup.schedule, backup.max_concurrent_backups, backup.records_configmap  # noqa: B018
+        backup.excludes  # noqa: B018
 
 
 def test_bodies_are_strict_and_name_fields_not_values():

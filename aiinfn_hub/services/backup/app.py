@@ -16,7 +16,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from ... import hubstate, k8s
 from ...catalog import CatalogError
@@ -146,6 +146,17 @@ class AiInfnBackup(ServiceApp):
     keep_daily = Int(7, min=0, config=True, help="Archives `borg prune` keeps: one a day, days.")
     keep_weekly = Int(4, min=0, config=True, help="Archives `borg prune` keeps: one a week.")
     keep_monthly = Int(6, min=0, config=True, help="Archives `borg prune` keeps: one a month.")
+    excludes = List(
+        Unicode(),
+        default_value=list(borg.DEFAULT_EXCLUDES),
+        maxlen=borg.MAX_EXCLUDES,
+        config=True,
+        help="""What `borg create` leaves out of every backup: borg patterns, each starting
+        with its style (`sh:` shell-style, `fm:` fnmatch, `re:` regular expression, `pp:` path
+        prefix, `pf:` full path; `borg help patterns`), matched against paths relative to the
+        folder backed up (`sh:**/.cache`: every .cache folder). Folders holding a CACHEDIR.TAG
+        are always left out. Default: caches and Python bytecode.""",
+    )
     records_configmap = Unicode(
         "aiinfn-backup-records",
         config=True,
@@ -181,6 +192,14 @@ class AiInfnBackup(ServiceApp):
             )
         return proposal["value"]
 
+    @validate("excludes")
+    def _validate_excludes(self, proposal: Any) -> list[str]:
+        for pattern in proposal["value"]:
+            problem = borg.exclude_problem(pattern)
+            if problem:
+                raise TraitError(f"AiInfnBackup.excludes: {pattern!r} {problem}")
+        return proposal["value"]
+
     @validate("image")
     def _validate_image(self, proposal: Any) -> str:
         if not IMAGE_REFERENCE.fullmatch(proposal["value"]):
@@ -199,7 +218,9 @@ class AiInfnBackup(ServiceApp):
             backup_uid=self.backup_uid,
             priority_class=self.priority_class or None,
             resources=dict(self.job_resources),
-            borg=dataclasses.replace(borg.BorgSettings(), retention=retention),
+            borg=dataclasses.replace(
+                borg.BorgSettings(), retention=retention, excludes=tuple(self.excludes)
+            ),
         )
 
     def policy(self) -> Policy:

@@ -12,6 +12,7 @@ the usual cache folders. Positional arguments follow `--`, so no name is read as
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ PASSPHRASE_FILE = "/aiinfn/backup-key/passphrase"
 BASE_DIR = "/aiinfn/borg"
 USER = "aiinfn-backup"
 DEFAULT_EXCLUDES = ("sh:**/.cache", "sh:**/__pycache__")
+# borg's pattern styles (`borg help patterns`): an exclude must name one, so its meaning never
+# depends on borg's default style.
+EXCLUDE_STYLES = ("fm:", "sh:", "re:", "pp:", "pf:")
+MAX_EXCLUDES = 64
+MAX_EXCLUDE_LENGTH = 256
 # borg's answers to its own questions: refuse, never prompt (a Job has no terminal).
 _REFUSALS = {
     "BORG_RELOCATED_REPO_ACCESS_IS_OK": "no",
@@ -47,6 +53,22 @@ class Retention:
             raise ValueError("retention counts are whole numbers >= 0")
         if not any(counts):
             raise ValueError("retention keeps nothing: prune would delete every archive")
+
+
+def exclude_problem(pattern: str) -> str | None:
+    """Why `pattern` cannot be one of `borg create`'s excludes, or None if it can."""
+    if not pattern.startswith(EXCLUDE_STYLES):
+        return f"must start with its style, one of {', '.join(EXCLUDE_STYLES)}"
+    if len(pattern) > MAX_EXCLUDE_LENGTH:
+        return f"is longer than {MAX_EXCLUDE_LENGTH} characters"
+    if len(pattern) == 3 or any(ord(c) < 32 for c in pattern):
+        return "is empty after its style, or holds a control character"
+    if pattern.startswith("re:"):
+        try:
+            re.compile(pattern[3:])
+        except re.error as error:
+            return f"is not a regular expression: {error}"
+    return None
 
 
 @dataclass(frozen=True)
