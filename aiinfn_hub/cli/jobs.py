@@ -75,6 +75,7 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
         "parallelism",
         "project",
         "priority",
+        "retries",
     ):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
@@ -199,6 +200,12 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ttl", type=int, metavar="SECONDS", help="delete the finished job after this long"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="failed pods the job survives (0: fail at the first; default: the platform's)",
     )
     parser.add_argument(
         "--key", help="idempotency key (default: a new one; reuse it to retry safely)"

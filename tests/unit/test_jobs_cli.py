@@ -122,6 +122,8 @@ def test_a_script_submission_and_mistakes(tmp_path):
         parse("submit", "--image", "harbor.example.org/users/me/env:1", "--", "run"), clone=False
     )
     assert custom["image"] == "harbor.example.org/users/me/env:1" and "environment" not in custom
+    once = jobs_cli.request_body(parse("submit", "--retries", "0", "--", "run"), clone=False)
+    assert once["retries"] == 0 and "retries" not in custom
     with pytest.raises(SystemExit):
         parse("submit", "--offload", "always", "--", "run")
     with pytest.raises(cli.CliError, match="give the command to run after --"):

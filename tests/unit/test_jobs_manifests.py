@@ -302,6 +302,12 @@ def test_the_preemption_grace_is_the_pods_termination_grace():
     assert spec["terminationGracePeriodSeconds"] == 5
 
 
+def test_a_jobs_retries_are_its_backoff_limit():
+    plan = batch_plan(retries=0)
+    job = manifests.make_job(META, plan, batch_parts(plan), BuildSettings())
+    assert job["spec"]["backoffLimit"] == 0
+
+
 def test_the_sandbox_configmap_and_its_adoption():
     plan = batch_plan(files={"train.py": "print(1)", "a.cfg": "x=1"})
     assert manifests.make_sandbox(META, plan) == {

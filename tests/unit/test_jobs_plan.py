@@ -93,6 +93,15 @@ def test_a_cpu_job_in_the_only_project_with_the_catalog_defaults():
     assert plan.volume_kinds == ("home", "projects", "juicefs")
     assert plan.resources == {"cpu": "2", "memory": "8Gi"}
     assert (plan.completions, plan.parallelism, plan.working_dir) == (1, 1, None)
+    assert plan.retries == 3  # the service's backoff_limit
+
+
+def test_retries_go_down_to_zero_and_up_to_the_services_limit():
+    assert plan_for(ALICE, retries=0).retries == 0
+    assert plan_for(ALICE, retries=3).retries == 3
+    with pytest.raises(UserError, match="retries: at most 3 on this platform") as refused:
+        plan_for(ALICE, retries=4)
+    assert refused.value.status == 400
 
 
 def test_a_gpu_indexed_job_with_files_runs_in_its_sandbox():

@@ -41,10 +41,10 @@ def test_offload_is_never_may_or_only_and_offloadable_true_means_may(fields, mod
 
 
 def test_a_request_without_offload_keeps_the_digest_it_had_before_the_field():
-    """Retries of a request sent before `offload` and `confidential` existed still match the
-    stored digest."""
+    """Retries of a request sent before `offload`, `confidential`, `image` and `retries`
+    existed still match the stored digest."""
     request = parse(JobRequest, body(offloadable=True))
-    new_fields = {"idempotency_key", "offload", "confidential"}
+    new_fields = {"idempotency_key", "offload", "confidential", "image", "retries"}
     before = {**request.model_dump(mode="json", exclude=new_fields)}
     expected = hashlib.sha256(
         json.dumps(before, sort_keys=True, separators=(",", ":")).encode()
@@ -52,6 +52,8 @@ def test_a_request_without_offload_keeps_the_digest_it_had_before_the_field():
     assert request.digest() == expected
     assert parse(JobRequest, body(offload="may")).digest() != expected
     assert parse(JobRequest, body(offloadable=True, confidential=True)).digest() != expected
+    assert parse(JobRequest, body(offloadable=True, retries=0)).digest() != expected
+    assert parse(JobRequest, body(offloadable=True, image="r.io/x:1")).digest() != expected
 
 
 def test_a_confidential_job_that_may_be_offloaded_stays_local():

@@ -78,7 +78,8 @@ class AiInfnJobs(ServiceApp):
         min=0,
         max=100,
         config=True,
-        help="Failed pods (not counting preemptions) before a job fails.",
+        help="""Failed pods (not counting preemptions) a job survives before it fails: each
+        job's default, and the most its `retries` may ask for.""",
     )
     preemption_grace_seconds = Int(
         20,
@@ -284,6 +285,7 @@ class AiInfnJobs(ServiceApp):
             remote_volume_kinds=volumes.REMOTE_MOUNTABLE,
             offload_accelerator_kinds=frozenset(self.offload_accelerator_kinds),
             max_unfinished_jobs=self.max_unfinished_jobs,
+            max_retries=self.backoff_limit,
             capacity_refresh_seconds=self.capacity_refresh_seconds,
             sites=site_policies(self.sites, ACCELERATOR_KINDS),
             juicefs_credentials_secret=self.juicefs_credentials_secret or None,
@@ -294,7 +296,6 @@ class AiInfnJobs(ServiceApp):
             accelerator_node_labels=tuple(settings.accelerator_node_labels),
             cpu_on_accelerator_nodes=settings.cpu_on_accelerator_nodes,
             sandbox_path=self.sandbox_path,
-            backoff_limit=self.backoff_limit,
             grace_seconds=self.preemption_grace_seconds,
             local_flavor_label_keys=tuple(
                 dict.fromkeys([*settings.accelerator_node_labels, *self.local_flavor_label_keys])

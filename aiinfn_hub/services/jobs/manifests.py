@@ -68,7 +68,6 @@ class BuildSettings:
     accelerator_node_labels: tuple[str, ...] = ()
     cpu_on_accelerator_nodes: bool = False
     sandbox_path: str = "/aiinfn/sandbox"
-    backoff_limit: int = 3
     grace_seconds: int = 20
     local_flavor_label_keys: tuple[str, ...] = ()
     # Where software environments are (c.AiInfnStorage's envs_claim, envs_mount_path and
@@ -405,7 +404,7 @@ def _job_spec(plan: JobPlan, settings: BuildSettings, pod_spec: dict[str, Any]) 
         "completions": plan.completions,
         "parallelism": plan.parallelism,
         "completionMode": "Indexed",
-        "backoffLimit": settings.backoff_limit,
+        "backoffLimit": plan.retries,
         # A pod preempted for a notebook (or evicted by Kueue) is not the job's fault.
         "podFailurePolicy": {
             "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]

@@ -158,6 +158,7 @@ class JobRules:
     remote_volume_kinds: frozenset[str]
     offload_accelerator_kinds: frozenset[str]
     max_unfinished_jobs: int = 100
+    max_retries: int = 3  # the service's backoff_limit: each job's default and most
     capacity_refresh_seconds: float = 60.0
     sites: tuple[SitePolicy, ...] = ()
     juicefs_credentials_secret: str | None = None  # shipped to sites that allow it
@@ -198,6 +199,7 @@ class JobPlan:
     parallelism: int
     deadline_seconds: int | None
     ttl_seconds: int
+    retries: int
     offload: str  # never, may (local flavors first, then remote sites) or only (remote)
     volume_kinds: tuple[str, ...]
     sandbox: Mapping[str, str] = field(default_factory=dict)
@@ -341,6 +343,20 @@ def _batch_image(
         return request.image
     key = None if software(request) else request.environment
     return catalog.environments[_environment(key, catalog, policy, accelerator)].image
+
+
+def _ttl(request: AnyRequest, rules: JobRules) -> int:
+    """Seconds the finished job is kept: what it asks for, else the service's default."""
+    return rules.default_ttl_seconds if request.ttl_seconds is None else request.ttl_seconds
+
+
+def _retries(request: AnyRequest, rules: JobRules) -> int:
+    """The job's backoffLimit: what it asks for, up to the service's backoff_limit."""
+    if request.retries is None:
+        return rules.max_retries
+    if request.retries > rules.max_retries:
+        raise UserError(f"retries: at most {rules.max_retries} on this platform", reason="invalid")
+    return request.retries
 
 
 def software(request: AnyRequest) -> str | None:
@@ -536,9 +552,8 @@ def resolve(
         completions=request.completions,
         parallelism=request.parallelism or min(request.completions, 100),
         deadline_seconds=request.deadline_seconds,
-        ttl_seconds=rules.default_ttl_seconds
-        if request.ttl_seconds is None
-        else request.ttl_seconds,
+        ttl_seconds=_ttl(request, rules),
+        retries=_retries(request, rules),
         offload=request.offload_mode,
         volume_kinds=data.volume_kinds,
         sandbox=request.sandbox(),

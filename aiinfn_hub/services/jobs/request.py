@@ -28,6 +28,7 @@ MAX_FILES = 16
 MAX_SANDBOX_BYTES = 256 * 1024
 MAX_ENV = 32
 MAX_ENV_VALUE = 4096
+MAX_RETRIES = 100
 MAX_COMPLETIONS = 1000
 MAX_PARALLELISM = 100
 MAX_DEADLINE_SECONDS = 7 * 24 * 3600
@@ -121,6 +122,12 @@ class _JobFields(_Strict):
     ttl_seconds: Annotated[int, Field(ge=0, le=MAX_TTL_SECONDS)] | None = Field(
         None, description="Delete the finished job after this long."
     )
+    retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = Field(
+        None,
+        description="Failed pods the job survives, each tried again (backoffLimit): 0 fails "
+        "the job at its first failed pod (default, and most: the service's backoff_limit). "
+        "Preemptions never count.",
+    )
     files: Annotated[dict[FileName, str], Field(max_length=MAX_FILES)] = Field(
         default_factory=dict, description="Small files put in the job's sandbox folder."
     )
@@ -177,9 +184,11 @@ class _JobFields(_Strict):
         """A fingerprint of the request (without its idempotency key), to tell a retry from a
         different job that reuses a key."""
         body = self.model_dump(mode="json", exclude={"idempotency_key"})
-        for key in ("offload", "confidential"):  # as before the fields existed: retries keep
-            if not body[key]:  # their digest
-                del body[key]
+        # Fields added later are left out while unset, as before they existed: a retry of a
+        # request sent to an older service keeps its digest.
+        for key in ("offload", "confidential", "image", "retries"):
+            if body.get(key) is None or body.get(key) is False:
+                body.pop(key, None)
         return hashlib.sha256(
             json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
