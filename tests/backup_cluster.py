@@ -230,18 +230,8 @@ def hub_lines(port: int, token: str, **settings: object) -> list[str]:
     """Hub config lines: the backup service as an external service, users allowed to reach it,
     and these c.AiInfnBackup settings (no schedule unless given: a test's Jobs are its own)."""
     settings = {"schedule": "", **settings}
-    service = {
-        "name": "backup",
-        "url": f"http://127.0.0.1:{port}",
-        "api_token": token,
-        "oauth_no_confirm": True,
-        "oauth_client_allowed_scopes": [],
-    }
     return [
-        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
-        f"c.JupyterHub.services.append({service!r})",
-        "c.JupyterHub.load_roles.append("
-        "{'name': 'user', 'scopes': ['self', 'access:services!service=backup']})",
+        *service_process.external_service_lines("backup", port, token),
         *(f"c.AiInfnBackup.{name} = {value!r}" for name, value in settings.items()),
     ]
 

@@ -76,18 +76,8 @@ def run_long_then_short(marker: str) -> list[str]:
 def hub_lines(port: int, token: str, **settings: object) -> list[str]:
     """Hub config lines: the job service as an external service, the roles 40-jobs.py gives,
     and these c.AiInfnJobs settings."""
-    service = {
-        "name": "jobs",
-        "url": f"http://127.0.0.1:{port}",
-        "api_token": token,
-        "oauth_no_confirm": True,
-        "oauth_client_allowed_scopes": [],
-    }
     return [
-        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
-        f"c.JupyterHub.services.append({service!r})",
-        "c.JupyterHub.load_roles.append("
-        "{'name': 'user', 'scopes': ['self', 'access:services!service=jobs']})",
+        *service_process.external_service_lines("jobs", port, token),
         *(f"c.AiInfnJobs.{name} = {value!r}" for name, value in settings.items()),
     ]
 

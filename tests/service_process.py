@@ -1,5 +1,6 @@
-"""One of our hub services as a test process: the environment a hub gives a managed service, a
-start that waits until it answers, a stop by pid. The job, backup and usage service fixtures
+"""One of our hub services as a test process: the hub config lines that register it as an
+external service, the environment a hub gives a managed service, a start that waits until it
+answers, a stop by pid. The job, backup and usage service fixtures
 (tests/jobs_service.py, tests/backup_cluster.py, tests/accounting/test_usage_service.py) keep
 their own settings and use these."""
 
@@ -15,6 +16,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 START_POLLS = 300  # 30 s
+
+
+def external_service_lines(name: str, port: int, token: str) -> list[str]:
+    """Hub config lines: service `name` as an external service at this loopback port with this
+    token (so a test can kill and restart it by pid), and the `user` role line that lets users
+    reach it, as the repository's jupyterhub_config.d does for the managed one."""
+    service = {
+        "name": name,
+        "url": f"http://127.0.0.1:{port}",
+        "api_token": token,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": [],
+    }
+    return [
+        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
+        f"c.JupyterHub.services.append({service!r})",
+        "c.JupyterHub.load_roles.append("
+        f"{{'name': 'user', 'scopes': ['self', 'access:services!service={name}']}})",
+    ]
 
 
 def environment(

@@ -163,18 +163,8 @@ class ServiceProcess:
 def hub_lines(port: int, token: str) -> list[str]:
     """The usage service as an external service (no role: it needs no hub scope), the role
     line users need to reach it, the quotas."""
-    service = {
-        "name": "usage",
-        "url": f"http://127.0.0.1:{port}",
-        "api_token": token,
-        "oauth_no_confirm": True,
-        "oauth_client_allowed_scopes": [],
-    }
     return [
-        "c.JupyterHub.public_url = c.JupyterHub.bind_url",
-        f"c.JupyterHub.services.append({service!r})",
-        "c.JupyterHub.load_roles.append("
-        "{'name': 'user', 'scopes': ['self', 'access:services!service=usage']})",
+        *service_process.external_service_lines("usage", port, token),
         f"c.AiInfnAccounting.quotas = {QUOTAS!r}",
         "c.AiInfnUsage.rate_limit = 100.0",
         "c.AiInfnUsage.rate_limit_burst = 100",
