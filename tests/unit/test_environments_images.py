@@ -14,8 +14,9 @@ from aiinfn_hub.catalog import CatalogError
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.image_policy import ImageRule
 from aiinfn_hub.services.base import HubUser
-from aiinfn_hub.services.jobs.plan import JobRules, resolve
+from aiinfn_hub.services.jobs.plan import resolve
 from aiinfn_hub.services.jobs.request import JobRequest
+from tests import unqueued_job
 
 DIGEST = "@sha256:" + "ab" * 32
 SHIPPED = yaml.safe_load(catalog.default_path().read_text())
@@ -109,17 +110,8 @@ def _job_plan(built: catalog.Catalog, custom_images: bool, **fields):
         "x",
     )
     request = JobRequest(name="train", command=["python", "train.py"], **fields)
-    job_rules = JobRules(
-        priorities={"normal": "aiinfn-normal"},
-        default_priority="normal",
-        default_ttl_seconds=600,
-        sandbox_path="/aiinfn/sandbox",
-        storage_kinds=("home", "projects", "scratch"),
-        remote_volume_kinds=frozenset(),
-        offload_accelerator_kinds=frozenset({"cpu"}),
-    )
     caller = HubUser("alice", frozenset({"cms-ml"}), False)
-    return resolve(request, caller, built, policy.for_user(rules, {}, []), job_rules)
+    return resolve(request, caller, built, policy.for_user(rules, {}, []), unqueued_job.RULES)
 
 
 def test_a_batch_job_applies_the_same_allowlist_and_group_permission() -> None:
