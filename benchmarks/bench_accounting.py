@@ -54,9 +54,10 @@ from aiinfn_dev.devcluster import topology  # noqa: E402
 from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
 from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
 from kubernetes_asyncio import client  # noqa: E402
+from measuring import cpu_seconds, say  # noqa: E402
 from spawn_form.cluster import create_pods, make_namespaces, wait_running  # noqa: E402
 from spawn_form.pods import plan_pods, restricted_pod  # noqa: E402
-from spawn_form.settings import ALLOW_ALL, NOTEBOOK_NAMESPACES, USER_GROUPS, say  # noqa: E402
+from spawn_form.settings import ALLOW_ALL, NOTEBOOK_NAMESPACES, USER_GROUPS  # noqa: E402
 from spawner_overhead.hubs import NAMESPACE, prepare_namespace  # noqa: E402
 
 from aiinfn_hub import catalog as catalog_module  # noqa: E402
@@ -71,7 +72,6 @@ from tests.hub import Hub, start_hub, stop_hub  # noqa: E402
 
 TARGET_CPU_INCREASE = 0.05
 T0 = datetime(2026, 12, 5, 8, 0, 0, tzinfo=UTC)
-TICKS = os.sysconf("SC_CLK_TCK")
 USER = "alice"
 
 
@@ -187,12 +187,6 @@ async def trickle(catalog: Any, events: list, dsn: str) -> dict[str, float]:
         "process_us_per_pod_event": cpu / len(events) * 1e6,
         "process_us_per_ledger_event": cpu / max(writer.written, 1) * 1e6,
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def churn_pod(index: int) -> dict[str, Any]:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lifecycle  # noqa: E402
 from hub_load import report, setup  # noqa: E402
 from hub_load.client import Outcome, Recorder, User  # noqa: E402
-from hub_load.report import say  # noqa: E402
+from measuring import say  # noqa: E402
 
 from aiinfn_hub import k8s  # noqa: E402
 

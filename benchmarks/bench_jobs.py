@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import secrets
@@ -50,6 +49,7 @@ import lifecycle  # noqa: E402
 from aiinfn_dev import hubaccount, kueue_config  # noqa: E402
 from aiinfn_dev.devcluster.cluster import DevCluster  # noqa: E402
 from aiinfn_dev.devcluster.processes import free_port  # noqa: E402
+from measuring import cpu_seconds, percentile, say  # noqa: E402
 
 from aiinfn_hub import k8s, labels  # noqa: E402
 from aiinfn_hub.services.base import HubUser  # noqa: E402
@@ -73,17 +73,6 @@ PACED_RATE = 50.0
 LIGHT_RATE = 10.0
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 100.0
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
@@ -115,11 +104,6 @@ class CpuMeter:
             )
             for name, pid in self.pids.items()
         }
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
 async def sustained(count: int, one: Callable[[int], Awaitable[None]]) -> float:

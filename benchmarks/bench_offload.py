@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import lifecycle
+from measuring import say
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "offload"
@@ -66,10 +67,6 @@ REQUEST = {
     "env": {"DEVCLUSTER_SITE_RUNTIME": RUNTIME},
 }
 SITE_LABEL = "virtual-node.interlink/site"
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # -- analysis (pure) ---------------------------------------------------------------------------

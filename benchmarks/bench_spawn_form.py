@@ -41,9 +41,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from measuring import say  # noqa: E402
 from spawn_form.measure import measure_scale  # noqa: E402
 from spawn_form.report import markdown  # noqa: E402
-from spawn_form.settings import FULL, QUICK, say  # noqa: E402
+from spawn_form.settings import FULL, QUICK  # noqa: E402
 
 from aiinfn_hub import catalog as catalog_module  # noqa: E402
 

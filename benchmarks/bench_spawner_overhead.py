@@ -42,8 +42,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from measuring import say  # noqa: E402
 from spawner_overhead import hublog, hubs, spawns, steps  # noqa: E402
-from spawner_overhead.report import markdown, pod_differences, say  # noqa: E402
+from spawner_overhead.report import markdown, pod_differences  # noqa: E402
 
 from aiinfn_hub import k8s  # noqa: E402
 

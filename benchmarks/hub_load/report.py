@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from measuring import cpu_seconds, percentile
+
 from .client import PAGES, Outcome, Request
 
 SAMPLE_S = 1.0
 WINDOW_S = 10  # samples in the busiest window reported beside the mean
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuSampler:
@@ -65,11 +54,6 @@ class CpuSampler:
             )
             result[name] = {"mean": (last[name] - first[name]) / (t1 - t0), "busiest": busiest}
         return result
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
 def latencies(requests: Iterable[Request]) -> dict[str, dict[str, dict[str, Any]]]:

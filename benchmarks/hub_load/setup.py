@@ -23,12 +23,11 @@ from aiinfn_dev.devcluster import components
 from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
+from measuring import say
 
 from aiinfn_hub import k8s, labels
 from tests.hub import REPO, Hub, start_hub, stop_hub
 from tests.jobs_service import Service, hub_lines
-
-from .report import say
 
 GROUPS = ["cms-ml"]
 SPAWNER = {"default_policy": {"accelerators": ["cpu"], "environments": "*"}}

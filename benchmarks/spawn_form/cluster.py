@@ -13,6 +13,7 @@ from aiinfn_dev.devcluster import processes
 from aiinfn_dev.devcluster.cluster import DevCluster
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from measuring import say
 
 from .settings import (
     BATCH_NAMESPACES,
@@ -21,7 +22,6 @@ from .settings import (
     CONCURRENCY,
     NOTEBOOK_NAMESPACES,
     PAGE_SIZE,
-    say,
 )
 
 

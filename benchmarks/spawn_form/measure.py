@@ -13,6 +13,7 @@ from typing import Any
 
 from aiinfn_dev.devcluster.cluster import DevCluster
 from kubernetes_asyncio import client
+from measuring import percentile, say
 
 from aiinfn_hub import k8s
 from aiinfn_hub.catalog import Catalog
@@ -23,7 +24,7 @@ from .cluster import create_pods, fresh_cluster, make_namespaces, raw_pages, wai
 from .offline import offline_measurements
 from .pods import plan_pods, pod_mix
 from .renders import IN_RENDER, CallCounter, FormPath, render_baseline, render_ours, stage_breakdown
-from .settings import USER_GROUPS, Scale, percentile, say
+from .settings import USER_GROUPS, Scale
 
 
 async def populate(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from measuring import percentile
+
 from .settings import (
     TARGET_EVENT_US,
     TARGET_MEMORY_MB,
     TARGET_RENDER_P95_MS,
     TARGET_SPEEDUP,
-    percentile,
 )
 
 

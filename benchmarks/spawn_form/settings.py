@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 CLUSTER_NAME = "bench"
@@ -52,14 +50,3 @@ QUICK = (
     Scale("small", "AI_INFN scale", "ai-infn", 200, 500, 20),
     Scale("large", "large (quick)", "synthetic-1000", 5000, 200, 5),
 )
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def percentile(samples: list[float], p: float) -> float:
-    """Nearest-rank percentile of samples (any order)."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]

@@ -20,11 +20,10 @@ from aiinfn_dev import devstorage, hubaccount
 from aiinfn_dev.devcluster.cluster import DevCluster
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
+from measuring import say
 
 from aiinfn_hub import k8s, labels
 from tests.hub import REPO, Hub, start_hub, stop_hub
-
-from .report import say
 
 NAMESPACE = "bench-overhead"
 GROUPS = ["cms-ml"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,10 +11,6 @@ from . import metrics
 
 # Per server, so never the same in the two pods: the hub's token and URLs, where it was placed.
 PER_SERVER_ENV = ("JUPYTERHUB_", "JPY_")
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _normalised(pod: dict, users: Iterable[str]) -> dict:
