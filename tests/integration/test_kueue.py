@@ -483,7 +483,11 @@ async def test_a_job_a_notebook_preempts_is_requeued_not_readmitted_and_runs_aga
     await cluster.core.delete_namespaced_pod("notebook", cluster.namespace)
     assert set((await cluster.wait_admitted("bumped")).values()) == {"a30"}
     await cluster.wait_running("bumped")
-    assert await reserved(cluster, queue_name, "a30", "nvidia.com/gpu") == 1
+    # The ClusterQueue's status follows the admission a moment later: wait for it to count the
+    # job's A30, once (a second count would never equal 1).
+    await wait_until(
+        lambda: _reserved_once(cluster, queue_name), "the job's A30 to be counted once"
+    )
 
 
 async def _phase(cluster: Cluster, pod: str, phase: str) -> bool:
@@ -492,6 +496,10 @@ async def _phase(cluster: Cluster, pod: str, phase: str) -> bool:
 
 async def _none_reserved(cluster: Cluster, cluster_queue: str) -> bool:
     return await reserved(cluster, cluster_queue, "a30", "nvidia.com/gpu") == 0
+
+
+async def _reserved_once(cluster: Cluster, cluster_queue: str) -> bool:
+    return await reserved(cluster, cluster_queue, "a30", "nvidia.com/gpu") == 1
 
 
 @pytest.mark.parametrize("resources", [{"nvidia.com/gpu": "1"}, {}], ids=["gpu", "cpu-only"])
