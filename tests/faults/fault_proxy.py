@@ -34,7 +34,9 @@ class Fault:
     """What the proxy does to requests whose method and path (no query) match: answer `status`
     without asking the server (or, with `after_upstream`, after it has acted: the answer is
     lost), or `drop` the connection, after `delay` seconds; `times` requests, then it lets them
-    through (None: until cleared)."""
+    through (None: until cleared). A delay with `after_upstream` and no status holds the server's
+    answer: the server has acted before the client can give up (a client that gives up during a
+    delay before the server cancels the request, and the server never sees it)."""
 
     method: str
     path: str  # a regular expression, matched in full
@@ -165,7 +167,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         fault = self._fault(request.method, request.path)
-        if fault and fault.delay:
+        if fault and fault.delay and not fault.after_upstream:
             await asyncio.sleep(fault.delay)
         if fault and fault.drop:
             self.seen.append(Seen(request.method, request.path, 0, True))
@@ -188,6 +190,8 @@ class FaultProxy:
                 if name.lower() not in HOP | {"content-encoding"}:
                     response.headers[name] = value
             self.seen.append(Seen(request.method, request.path, upstream.status, bool(fault)))
+            if fault and fault.after_upstream:
+                await asyncio.sleep(fault.delay)
             self._streams.add(asyncio.current_task())
             try:
                 await response.prepare(request)

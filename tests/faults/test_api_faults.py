@@ -145,9 +145,10 @@ async def test_a_throttled_pod_create_waits_its_retry_after_and_makes_one_pod(en
 
 async def test_a_create_acted_on_after_the_spawner_gave_up_on_it_leaves_one_pod(env, core):
     hub, proxy, _, _ = env
-    # The first create reaches the API server only after its 3 s request timeout: the spawner
-    # has tried again meanwhile and meets the pod it made (409), deletes it and makes it anew.
-    fault = proxy.inject(Fault("POST", PODS, delay=5.0, times=1))
+    # The API server makes the first create's pod, but its answer comes after the spawner's 3 s
+    # request timeout: the spawner has tried again meanwhile and meets the pod it made (409),
+    # deletes it and makes it anew.
+    fault = proxy.inject(Fault("POST", PODS, delay=5.0, after_upstream=True, times=1))
     try:
         ready, message = await spawn(hub, "alice", "slow")
     finally:

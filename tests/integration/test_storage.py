@@ -13,19 +13,17 @@ import base64
 import itertools
 import json
 import os
-import random
 import re
 import secrets
 import stat
 import urllib.error
 import urllib.parse
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from aiinfn_dev import devstorage
 from aiinfn_dev.devcluster.cluster import DevCluster
-from aiinfn_dev.devcluster.processes import bindable
+from aiinfn_dev.devcluster.processes import bindable, free_port
 from kubernetes_asyncio import client
 
 from aiinfn_hub import catalog, identity, k8s, labels, names, tokens, volumes
@@ -398,12 +396,6 @@ async def test_a_lost_record_never_gives_one_users_files_to_another(
     assert pod.status.phase == "Succeeded"
 
 
-def port_below_ephemeral() -> int:
-    """A free port the kernel never hands out to a client, so only our cluster takes it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    return next(port for port in random.sample(range(20000, low), 200) if bindable(port))
-
-
 async def test_uids_stay_with_the_files_across_a_dev_cluster_restart(devcluster, tmp_path):
     """A private cluster on kept storage, stopped (its etcd gone) and started again."""
     _, session_cluster = devcluster
@@ -413,7 +405,7 @@ async def test_uids_stay_with_the_files_across_a_dev_cluster_restart(devcluster,
         pytest.skip("needs the built dev cluster with its pod runner")
     cluster = DevCluster(
         name=f"kept-storage-{os.getpid()}",
-        port=port_below_ephemeral(),
+        port=free_port(),
         cache=session_cluster.cache,
         log=lambda message: None,
     )

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from aiinfn_dev.devcluster import pki, processes
+from aiinfn_dev.devcluster.cluster import DEFAULT_PORT
 from aiinfn_dev.devcluster.errors import DevClusterError
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -95,3 +96,13 @@ def test_a_block_another_program_uses_is_skipped_and_a_full_one_is_a_clear_error
         block.take()
     with pytest.raises(DevClusterError, match="no free block of 16 ports"):
         processes.PortBlock(16444, bindable=lambda port: False)
+
+
+def test_free_ports_are_below_the_clusters_and_the_ephemeral_range_and_never_repeat():
+    ports = [processes.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(processes.SERVER_PORTS.start <= port < DEFAULT_PORT for port in ports)
+    assert processes.SERVER_PORTS.stop <= min(DEFAULT_PORT, processes.PORT_BLOCK_BASE)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", ports[0]))
+        listener.listen()

@@ -365,6 +365,8 @@ class DevCluster:
         )
 
 
+_AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
 # Collection names of the kinds the harness creates itself (no discovery at start).
 _COLLECTIONS = {
     "Namespace": "namespaces",
@@ -408,6 +410,7 @@ class _Probe:
         body: dict | None = None,
         tls: ssl.SSLContext | None = None,
         https: bool = True,
+        accept: str | None = None,
     ) -> tuple[int, bytes]:
         conn = (
             http.client.HTTPSConnection("127.0.0.1", port, context=tls or self.ctx, timeout=5)
@@ -416,6 +419,8 @@ class _Probe:
         )
         try:
             headers = {"Content-Type": "application/json"} if body is not None else {}
+            if accept:
+                headers["Accept"] = accept
             conn.request(
                 method, path, body=json.dumps(body) if body is not None else None, headers=headers
             )
@@ -464,6 +469,31 @@ class _Probe:
         return True
 
     def crds_established(self, crds: list[dict]) -> bool:
+        """Established and in aggregated discovery: controllers map kinds through discovery, which
+        the API server updates a moment after the Established condition (Kueue exited on that gap
+        once, with "no matches for kind Workload")."""
+        return self._crd_conditions_established(crds) and self._crds_discoverable(crds)
+
+    def _crds_discoverable(self, crds: list[dict]) -> bool:
+        code, body = self._request(
+            self.ports.apiserver, "GET", "/apis", accept=_AGGREGATED_DISCOVERY
+        )
+        if code != 200:
+            return False
+        served = {
+            (group["metadata"]["name"], version["version"], resource["resource"])
+            for group in json.loads(body).get("items") or []
+            for version in group.get("versions") or []
+            for resource in version.get("resources") or []
+        }
+        return all(
+            (crd["spec"]["group"], version["name"], crd["spec"]["names"]["plural"]) in served
+            for crd in crds
+            for version in crd["spec"]["versions"]
+            if version.get("served", True)
+        )
+
+    def _crd_conditions_established(self, crds: list[dict]) -> bool:
         for crd in crds:
             code, body = self.api(
                 "GET",

@@ -8,6 +8,7 @@ so that `down` never signals a pid that the kernel has reused for another progra
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -94,16 +95,29 @@ def _reap(processes: list[Running]) -> None:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nobody listens on now, for a test's or the demo's hub, service
+    or proxy; never the same one twice in a process, so two servers chosen for before either binds
+    do not meet."""
+    for port in random.sample(SERVER_PORTS, 256):
+        if port not in _handed_out and bindable(port):
+            _handed_out.add(port)
+            return port
+    raise DevClusterError(
+        f"no free port between {SERVER_PORTS.start} and {SERVER_PORTS.stop} on 127.0.0.1"
+    )
+
+
+# free_port's range: below the clusters' API ports (16443 and up) and their blocks, and below the
+# kernel's ephemeral range for the reason PORT_BLOCK_BASE gives. An ephemeral port (bind to 0)
+# was taken once by an outgoing connection before the job service bound it.
+SERVER_PORTS = range(10000, 16000)
+_handed_out: set[int] = set()
 
 
 # A cluster's components listen on a block of ports below the kernel's ephemeral range (32768 and
-# up by default). free_port's ports are ephemeral ones: between their choice and the component's
-# bind, an outgoing connection of any process may take one as its source port, and a cluster then
-# failed to start ("address already in use") while others started beside it. The block follows
+# up by default): between an ephemeral port's choice and the component's bind, an outgoing
+# connection of any process may take it as its source port, and a cluster then failed to start
+# ("address already in use") while others started beside it. The block follows
 # from the cluster's API port, unique among running clusters, so clusters started at once take
 # different blocks; a block some other program uses is skipped.
 PORT_BLOCK_BASE = 20000
