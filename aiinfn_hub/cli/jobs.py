@@ -95,12 +95,12 @@ def request_body(args: argparse.Namespace, clone: bool) -> dict[str, Any]:
         body["deadline_seconds"] = args.deadline
     if args.ttl is not None:
         body["ttl_seconds"] = args.ttl
+    if args.environment:
+        body["environment"] = home_relative(args.environment, os.environ.get("HOME", ""))
     if clone:
         body["server"] = args.server
         body["working_dir"] = args.workdir or os.getcwd()
     else:
-        if args.environment:
-            body["environment"] = home_relative(args.environment, os.environ.get("HOME", ""))
         if args.image:
             body["image"] = args.image
         if args.workdir:
@@ -229,6 +229,10 @@ def add_parser(areas: Any) -> None:
     )
     clone = actions.add_parser("clone", help="run a command in a copy of your running notebook")
     _job_options(clone)
+    clone.add_argument(
+        "--environment",
+        help="envs/NAME or ~/envs/NAME, activated in the notebook's image (see: aiinfn envs list)",
+    )
     clone.add_argument(
         "--server",
         default=os.environ.get("JUPYTERHUB_SERVER_NAME", ""),

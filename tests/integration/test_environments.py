@@ -22,11 +22,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from aiinfn_hub import catalog, volumes
 from aiinfn_hub.identity import Identity
-from aiinfn_hub.services.jobs.request import JobRequest
+from aiinfn_hub.services.jobs.request import CloneRequest, JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests import jupyter_kernel
 from tests.helpers import restricted_container, wait_until
-from tests.unqueued_job import unqueued_job
+from tests.unqueued_job import unqueued_clone, unqueued_job
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +204,16 @@ async def test_published_environment_is_a_kernel_cloned_and_used_by_a_job(
 
     await batch.create_namespaced_job(namespace, job("in-clone", "~/envs/mine", both))
     await batch.create_namespaced_job(namespace, job("missing", "envs/nope", "print(1)"))
+    # A Bunshin copy of bob's notebook, in his environment (the notebook's image and volumes).
+    bunshin = CloneRequest(
+        name="bunshin", command=["python", "-c", both], environment="~/envs/mine"
+    )
+    notebook = user_pod("bob-jupyter", "bob", BOB, "true")
+    await batch.create_namespaced_job(
+        namespace, unqueued_clone("bunshin", "bob", ("cms-ml",), bunshin, notebook)
+    )
     assert await job_log(core, batch, namespace, "in-clone") == (True, "1.0 42\n")
+    assert await job_log(core, batch, namespace, "bunshin") == (True, "1.0 42\n")
     succeeded, log = await job_log(core, batch, namespace, "missing")
     assert not succeeded
     assert "software environment envs/nope not found or not readable by you (/envs/nope)" in log

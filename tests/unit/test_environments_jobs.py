@@ -1,5 +1,6 @@
-"""Batch jobs in software environments: the request's envs/NAME or ~/envs/NAME, the plan's
-checks, the command that activates the environment (run for real with sh) and its volume."""
+"""Batch jobs and Bunshin clones in software environments: the request's envs/NAME or
+~/envs/NAME, the plan's checks, the command that activates the environment (run for real with sh)
+and its volume."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from aiinfn_hub.cli import jobs as jobs_cli
 from aiinfn_hub.errors import UserError
 from aiinfn_hub.services.jobs import manifests
 from aiinfn_hub.services.jobs.manifests import BuildSettings, JobMeta, PodParts
-from aiinfn_hub.services.jobs.request import JobRequest, parse
+from aiinfn_hub.services.jobs.request import CloneRequest, JobRequest, parse
+from tests.unit.test_jobs_manifests import NOTEBOOK_POD, clone_plan
 from tests.unit.test_jobs_plan import ALICE, CATALOG, plan_for
 
 SETTINGS = BuildSettings(envs_claim="aiinfn-envs", envs_mount_path="/envs")
@@ -25,6 +27,11 @@ DEFAULT_IMAGE = CATALOG.environments["cpu"].image
 
 def _body(environment: str) -> bytes:
     return f'{{"name": "t", "command": ["python"], "environment": "{environment}"}}'.encode()
+
+
+def _clone_job(environment: str) -> dict:
+    plan = clone_plan(environment=environment)
+    return manifests.make_bunshin_job(META, plan, NOTEBOOK_POD, SETTINGS)
 
 
 def test_requests_name_catalog_keys_or_environments() -> None:
@@ -113,3 +120,44 @@ def test_aiinfn_jobs_submit_passes_the_environment_through() -> None:
     body = jobs_cli.request_body(args, clone=False)
     assert (body["environment"], body["command"]) == ("~/envs/mine", ["python", "run.py"])
     assert parse(JobRequest, json.dumps(body).encode()).environment == "~/envs/mine"
+
+
+def test_clones_name_software_environments_only() -> None:
+    for good in ("envs/hello", "~/envs/my-env"):
+        assert parse(CloneRequest, _body(good)).environment == good
+    # A clone runs in its notebook's image: a catalog environment would be another image.
+    for bad in ("cpu", "ml-gpu", "envs/../x", "/envs/hello"):
+        with pytest.raises(UserError, match="environment: String should match pattern"):
+            parse(CloneRequest, _body(bad))
+
+
+def test_a_clone_in_an_environment_activates_it_in_the_notebooks_image() -> None:
+    pod = _clone_job("envs/hello")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == NOTEBOOK_POD["spec"]["containers"][0]["image"]
+    assert container["command"] == [
+        "sh", "-c", manifests.ACTIVATE_SCRIPT, "aiinfn-env", "/envs/hello", "envs/hello",
+        "python", "train.py", "--lr", "0.1",
+    ]  # fmt: skip
+    # The notebook's own read-only /envs, not a second one.
+    assert [v["name"] for v in pod["volumes"]].count("envs") == 1
+    home = _clone_job("~/envs/mine")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert home[4:6] == ["/home/jovyan/envs/mine", "~/envs/mine"]
+    assert clone_plan().software is None
+
+
+def test_a_clone_in_an_environment_stays_local_and_a_home_one_needs_the_home() -> None:
+    with pytest.raises(UserError, match="runs on local nodes"):
+        clone_plan(environment="envs/hello", offload="may")
+    with pytest.raises(UserError, match="is in your home: add 'home'"):
+        clone_plan(environment="~/envs/mine", volumes=["scratch"])
+    assert clone_plan(environment="envs/hello", volumes=["scratch"]).software == "envs/hello"
+
+
+def test_aiinfn_jobs_clone_passes_the_environment_through() -> None:
+    args = cli.parser().parse_args(
+        ["jobs", "clone", "--environment", "~/envs/mine", "--", "python", "run.py"]
+    )
+    body = jobs_cli.request_body(args, clone=True)
+    assert (body["environment"], body["command"]) == ("~/envs/mine", ["python", "run.py"])
+    assert parse(CloneRequest, json.dumps(body).encode()).environment == "~/envs/mine"

@@ -137,5 +137,5 @@ def test_the_openapi_document_describes_every_route():
     assert schemas["JobRequest"]["additionalProperties"] is False
     assert (
         "server" in schemas["CloneRequest"]["properties"]
-        and "environment" not in schemas["CloneRequest"]["properties"]
+        and "image" not in schemas["CloneRequest"]["properties"]
     )

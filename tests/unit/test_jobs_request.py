@@ -56,6 +56,21 @@ def test_a_request_without_offload_keeps_the_digest_it_had_before_the_field():
     assert parse(JobRequest, body(offloadable=True, image="r.io/x:1")).digest() != expected
 
 
+def test_a_clone_without_an_environment_keeps_the_digest_it_had_before_the_field():
+    clone = parse(CloneRequest, body(server="gpu"))
+    unset = {"idempotency_key", "offload", "confidential", "retries", "environment"}
+    fields = clone.model_dump(mode="json", exclude=unset)
+    expected = hashlib.sha256(
+        json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert clone.digest() == expected
+    assert parse(CloneRequest, body(server="gpu", environment="envs/x")).digest() != expected
+    # A batch job's environment was there from the start: unset, it stays in its digest.
+    assert "environment" in JobRequest.model_fields and "environment" not in (
+        JobRequest._added_later
+    )
+
+
 def test_a_confidential_job_that_may_be_offloaded_stays_local():
     assert parse(JobRequest, body(offload="may", confidential=True)).offload_mode == "never"
     assert parse(JobRequest, body(offload="only", confidential=True)).offload_mode == "only"
@@ -165,11 +180,11 @@ def test_bodies_that_are_not_json_objects(raw, status, message):
     assert message in error.value.message
 
 
-def test_clones_name_a_server_and_take_no_environment():
+def test_clones_name_a_server_and_take_no_image():
     clone = parse(CloneRequest, body(server="gpu"))
     assert (clone.kind, clone.server) == ("bunshin", "gpu")
-    with pytest.raises(UserError, match="unknown field 'environment'"):
-        parse(CloneRequest, body(environment="ml-gpu"))
+    with pytest.raises(UserError, match="unknown field 'image'"):
+        parse(CloneRequest, body(image="r.io/x:1"))
     with pytest.raises(UserError, match="server: String should match pattern"):
         parse(CloneRequest, body(server="../alice"))
 

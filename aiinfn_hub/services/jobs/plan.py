@@ -360,8 +360,9 @@ def _retries(request: AnyRequest, rules: JobRules) -> int:
 
 
 def software(request: AnyRequest) -> str | None:
-    """The software environment (envs/NAME or ~/envs/NAME) the job asks for, if any."""
-    asked = request.environment if isinstance(request, JobRequest) else None
+    """The software environment (envs/NAME or ~/envs/NAME) the job asks for, if any (a batch
+    job's `environment` may instead be a catalog key)."""
+    asked = request.environment
     return asked if asked is not None and layout.parse_reference(asked) else None
 
 

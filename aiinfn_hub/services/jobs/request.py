@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,6 +42,7 @@ Arg = Annotated[str, Field(min_length=1, max_length=MAX_ARG_LENGTH)]
 Key = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
 # A catalog key, or a software environment: managed (envs/NAME) or the user's own (~/envs/NAME).
 KeyOrEnvRef = Annotated[str, Field(pattern=r"^((~/)?envs/)?[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
+EnvRef = Annotated[str, Field(pattern=r"^(~/)?envs/[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]{1,6}(\.[0-9]{1,3})?(m|Ki|Mi|Gi|Ti)?$")]
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
@@ -59,6 +60,9 @@ class _Strict(BaseModel):
 
 class _JobFields(_Strict):
     """Fields common to batch jobs and notebook clones."""
+
+    # Fields added since the first release (see `digest`).
+    _added_later: ClassVar[tuple[str, ...]] = ("offload", "confidential", "image", "retries")
 
     name: Key = Field(
         description="Short name shown in listings: lower-case letters, digits and '-'."
@@ -186,7 +190,7 @@ class _JobFields(_Strict):
         body = self.model_dump(mode="json", exclude={"idempotency_key"})
         # Fields added later are left out while unset, as before they existed: a retry of a
         # request sent to an older service keeps its digest.
-        for key in ("offload", "confidential", "image", "retries"):
+        for key in self._added_later:
             if body.get(key) is None or body.get(key) is False:
                 body.pop(key, None)
         return hashlib.sha256(
@@ -220,9 +224,15 @@ class JobRequest(_JobFields):
 class CloneRequest(_JobFields):
     """A Bunshin job: a copy of your running notebook server with another command."""
 
+    _added_later = (*_JobFields._added_later, "environment")
     kind: Literal["bunshin"] = "bunshin"
     server: ServerName = Field(
         "", description="Which of your servers to clone ('' is the default server)."
+    )
+    environment: EnvRef | None = Field(
+        None,
+        description="A software environment, envs/NAME (managed) or ~/envs/NAME (yours), "
+        "activated in the notebook's image (default: the notebook's own environment).",
     )
 
 
