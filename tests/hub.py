@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 from aiinfn_dev import devstorage, hubaccount, kueue_config
 from aiinfn_dev.demo_auth import DEMO_MODE_ENV
+from aiinfn_dev.devcluster.components import PLAYED_BY_ANNOTATION
 from aiinfn_dev.devcluster.processes import free_port
 from kubernetes_asyncio import client
 
@@ -165,6 +166,13 @@ def section(setting: str) -> str:
         if setting in AiInfnPlatform.class_own_traits(config=True)
         else "AiInfnSpawner"
     )
+
+
+# Config lines for a hub whose tests need its servers' pods only Running and Ready: kwok plays
+# them instead of the pod runner's real notebook servers, which nothing would talk to (the
+# stand-in answers for every server) and which cost about 2 CPU-seconds each to start.
+KWOK_PLAYED = {PLAYED_BY_ANNOTATION: "kwok"}
+KWOK_NOTEBOOKS = (f"c.KubeSpawner.extra_annotations = {KWOK_PLAYED!r}",)
 
 
 def start_hub(

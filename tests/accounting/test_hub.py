@@ -30,7 +30,7 @@ from aiinfn_hub.accounting import settings
 from aiinfn_hub.accounting.events import timestamp
 from tests.accounting.test_hub_off import scrape
 from tests.helpers import restricted_container, wait_until
-from tests.hub import Hub, hub_in_namespace, start_hub, stop_hub
+from tests.hub import KWOK_NOTEBOOKS, Hub, hub_in_namespace, start_hub, stop_hub
 from tests.postgres import Postgres, create_database
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,13 @@ async def hub(devcluster, api_client, ledger, tmp_path_factory):
     kubeconfig, _ = devcluster
     folder = tmp_path_factory.mktemp("accounting-hub")
     async with hub_in_namespace(
-        api_client, kubeconfig, folder, {"alice": {"groups": []}}, {}, [HOLD_HOOK], ledger[1]
+        api_client,
+        kubeconfig,
+        folder,
+        {"alice": {"groups": []}},
+        {},
+        [HOLD_HOOK, *KWOK_NOTEBOOKS],
+        ledger[1],
     ) as running:
         yield running
 

@@ -25,7 +25,7 @@ from aiinfn_hub.accounting import ledger
 from aiinfn_hub.accounting.events import Allocation, AllocationEvent
 from aiinfn_hub.accounting.quotas import period_bounds
 from tests.accounting.test_hub import PASSWORD, environment
-from tests.hub import hub_in_namespace
+from tests.hub import KWOK_NOTEBOOKS, hub_in_namespace
 from tests.integration.test_spawn import _form_action, _page
 from tests.postgres import Postgres, create_database
 
@@ -65,7 +65,7 @@ async def quota_hub(devcluster, api_client, postgres: Postgres, tmp_path_factory
         folder,
         {"alice": {"groups": []}},
         {},
-        [f"c.AiInfnAccounting.quotas = {quotas!r}"],
+        [f"c.AiInfnAccounting.quotas = {quotas!r}", *KWOK_NOTEBOOKS],
         env,
     ) as running:
         yield running, used

@@ -26,7 +26,7 @@ from kubernetes_asyncio import client
 
 from aiinfn_hub.accounting.settings import URL_ENV
 from tests.helpers import wait_until
-from tests.hub import REPO, hub_in_namespace
+from tests.hub import KWOK_NOTEBOOKS, REPO, hub_in_namespace
 from tests.integration.test_kueue import A30, Cluster, make_job, waits_for_a_node
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ async def env(devcluster, api_client, kueue, tmp_path_factory, request):
             tmp,
             USERS,
             SPAWNER,
-            hub_lines(prometheus.url),
+            [*hub_lines(prometheus.url), *KWOK_NOTEBOOKS],
             accounting,
             kueue_documents=kueue,
         ) as hub:

@@ -22,6 +22,7 @@ from aiinfn_hub import labels
 from tests.faults.fault_proxy import Fault
 from tests.faults.proxied_hub import proxied_hub
 from tests.helpers import wait_until
+from tests.hub import KWOK_NOTEBOOKS
 from tests.jobs_service import Service, hub_lines, submit_through_hub
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,11 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
     kubeconfig, _ = devcluster
     tmp = tmp_path_factory.mktemp("api-faults")
     port, token = free_port(), secrets.token_hex(32)
-    lines = [*TIMEOUTS, *hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400)]
+    lines = [
+        *TIMEOUTS,
+        *KWOK_NOTEBOOKS,
+        *hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400),
+    ]
     async with proxied_hub(
         api_client, kubeconfig, tmp, USERS, SPAWNER, lines, kueue_documents=kueue
     ) as (hub, proxy):

@@ -26,7 +26,7 @@ from aiinfn_hub import catalog, metrics
 from aiinfn_hub.inventory import Inventory
 from tests.faults import apiserver
 from tests.helpers import wait_until
-from tests.hub import hub_in_namespace
+from tests.hub import KWOK_NOTEBOOKS, hub_in_namespace
 from tests.jobs_service import Service, hub_lines, submit_through_hub
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ async def env(devcluster, api_client, kueue, tmp_path_factory):
         pytest.skip("the drill restarts the API server of a dev cluster this session runs")
     tmp = tmp_path_factory.mktemp("apiserver")
     port, token = free_port(), secrets.token_hex(32)
-    lines = hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400)
+    lines = [*KWOK_NOTEBOOKS, *hub_lines(port, token, rate_limit=200.0, rate_limit_burst=400)]
     async with hub_in_namespace(
         api_client, kubeconfig, tmp, USERS, SPAWNER, lines, kueue_documents=kueue
     ) as hub:

@@ -35,7 +35,7 @@ from psycopg import AsyncConnection
 from aiinfn_hub import labels, tokens
 from aiinfn_hub.accounting import settings
 from tests.helpers import wait_until
-from tests.hub import Hub, hub_in_namespace, start_hub, stop_hub
+from tests.hub import KWOK_PLAYED, Hub, hub_in_namespace, start_hub, stop_hub
 from tests.postgres import Postgres, create_database, postgres  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,8 @@ PENDING = ("alice", "held"), ("dora", "held"), ("bob", "gated"), ("carol", "gate
 
 def hooks(folder: Path) -> list[str]:
     """Config lines: auth_state with an access token at login (so spawns write the token
-    Secret, as with the real identity provider), and the pod hook that holds the seams."""
+    Secret, as with the real identity provider), and the pod hook that holds the seams. Only
+    `gated-late` needs a real notebook (it crash-loops); kwok plays the other pods."""
     return [
         "c.Authenticator.enable_auth_state = True",
         "def _token(authenticator, handler, authentication):",
@@ -83,6 +84,9 @@ def hooks(folder: Path) -> list[str]:
         "            await _asyncio.sleep(0.2)",
         "    if spawner.name.startswith('gated'):",
         f"        pod.spec.scheduling_gates = [{{'name': {GATE!r}}}]",
+        "    if spawner.name != 'gated-late':",
+        "        pod.metadata.annotations = {**(pod.metadata.annotations or {}),"
+        f" **{KWOK_PLAYED!r}}}",
         "    return pod",
         "c.KubeSpawner.modify_pod_hook = _fault_hook",
     ]

@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from aiinfn_hub import tokens
 from tests.helpers import wait_until
-from tests.hub import Hub, hub_in_namespace, start_hub, stop_hub
+from tests.hub import KWOK_NOTEBOOKS, Hub, hub_in_namespace, start_hub, stop_hub
 from tests.oidc_provider import Login, Realm, browser_login, make_realm
 
 pytestmark = pytest.mark.integration
@@ -134,7 +134,7 @@ async def site(devcluster, api_client, keycloak, tmp_path_factory):
         tmp_path_factory.mktemp("hub"),
         {},
         SPAWNER,
-        hub_config(iam),
+        [*hub_config(iam), *KWOK_NOTEBOOKS],
         hub_env(iam, crypt_key),
     ) as hub:
         site = Site(hub, iam, {iam.client_secret, crypt_key, keycloak.admin_password})

@@ -19,7 +19,7 @@ import pytest_asyncio
 
 from aiinfn_hub import catalog, volumes
 from tests.helpers import restricted_pod, wait_until
-from tests.hub import hub_in_namespace
+from tests.hub import KWOK_PLAYED, hub_in_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +60,13 @@ SPAWNER = {
 # Test-only pod changes by server name, in the generated hub config: crash-* servers run a
 # notebook that fails at once (printing its run number, 40 lines of noise and the hub's API
 # token), setup-crash-* ones a storage init container that refuses the home folder; held-* pods
-# carry a finalizer, so their deletion waits until the test removes it.
+# carry a finalizer, so their deletion waits until the test removes it. Only the servers whose
+# test needs a real container (REAL_SERVERS) are the pod runner's: kwok plays the rest.
+REAL_SERVERS = ("crash-", "setup-crash-", "wrong-home")
 POD_HOOK = f"""
 def _test_pod_hook(spawner, pod):
+    if not spawner.name.startswith({REAL_SERVERS!r}):
+        pod.metadata.annotations = {{**(pod.metadata.annotations or {{}}), **{KWOK_PLAYED!r}}}
     def command(container, argv):
         if isinstance(container, dict):
             container.update(command=argv, args=None)

@@ -26,7 +26,7 @@ from kubernetes_asyncio import client
 from aiinfn_hub import catalog, metrics, names
 from aiinfn_hub.inventory import Inventory
 from tests.helpers import wait_until
-from tests.hub import hub_in_namespace
+from tests.hub import KWOK_NOTEBOOKS, hub_in_namespace
 from tests.jobs_service import PREFIX, Service
 from tests.jobs_service import hub_lines as jobs_lines
 from tests.monitoring import dashboard
@@ -80,7 +80,7 @@ async def env(devcluster, api_client, kueue, prometheus, tmp_path_factory):
     kubeconfig, _ = devcluster
     tmp = tmp_path_factory.mktemp("metrics")
     port, token = free_port(), secrets.token_hex(32)
-    lines = [*jobs_lines(port, token), *prometheus_lines(prometheus.token)]
+    lines = [*jobs_lines(port, token), *prometheus_lines(prometheus.token), *KWOK_NOTEBOOKS]
     async with hub_in_namespace(
         api_client, kubeconfig, tmp, USERS, SPAWNER, lines, kueue_documents=kueue
     ) as hub:

@@ -144,6 +144,24 @@ def test_each_site_gets_its_start_runtime_and_failure_stages_by_node_name(tmp_pa
     ]
     assert stages["pod-stop"]["selector"]["matchExpressions"] == [*stopping, not_sites, runner]
     assert "exitCode: 143" in stages["pod-stop"]["next"]["statusTemplate"]
+    # The runner's images annotated for kwok: the same local stages, for those pods only.
+    given = [
+        {"key": ".spec.containers.[0].image", "operator": "In", "values": ["runner"]},
+        {
+            "key": f'.metadata.annotations["{components.PLAYED_BY_ANNOTATION}"]',
+            "operator": "In",
+            "values": ["kwok"],
+        },
+    ]
+    for name in ("pod-ready", "pod-complete", "pod-delete", "pod-stop"):
+        copy = stages[f"{name}-given-to-kwok"]
+        assert copy["selector"]["matchExpressions"] == [
+            *stages[name]["selector"]["matchExpressions"][:-1],
+            *given,
+        ]
+        assert {k: v for k, v in copy.items() if k != "selector"} == {
+            k: v for k, v in stages[name].items() if k != "selector"
+        }
     # A site plays every pod bound to it, the runner's images included (the runner leaves them).
     assert stages["pod-delete-remote"]["selector"]["matchExpressions"] == [
         phase,

@@ -24,6 +24,10 @@ NODE_LEASE_SECONDS = 40
 # The field kwok's pod stages test (jq syntax) to leave the pod runner's pods alone;
 # podplan.runner_image reads the same one.
 RUNNER_IMAGE_KEY = ".spec.containers.[0].image"
+# A pod with this annotation "kwok" is kwok's to play even when the pod runner knows its image:
+# for tests whose hub never talks to the server (a stand-in answers), a real one is only cost.
+PLAYED_BY_ANNOTATION = "devcluster.aiinfn.infn.it/played-by"
+_PLAYED_BY_KEY = f'.metadata.annotations["{PLAYED_BY_ANNOTATION}"]'
 
 
 @dataclass(frozen=True)
@@ -334,11 +338,26 @@ def kwok_config(
         for name in ("pod-ready", "pod-complete", "pod-delete", "pod-stop"):
             _select(by_name[name], _NODE_NAME_KEY, "NotIn", nodes)
     # The pod runner plays only pods on local nodes: a site "runs" every pod bound to it.
-    for stage in stages:
-        if runner_images and stage["spec"]["resourceRef"]["kind"] == "Pod":
-            _select(stage, RUNNER_IMAGE_KEY, "NotIn", sorted(runner_images))
+    if runner_images:
+        stages = _leave_to_runner(stages, sorted(runner_images))
     documents.extend([*stages, *site_stages])
     return documents
+
+
+def _leave_to_runner(stages: list[dict[str, Any]], images: list[str]) -> list[dict[str, Any]]:
+    """The pod stages for pods whose image the runner does not play, and a copy of each for
+    pods it would play but whose PLAYED_BY_ANNOTATION gives them to kwok (selectors only AND)."""
+    played = []
+    for stage in stages:
+        if stage["spec"]["resourceRef"]["kind"] != "Pod":
+            continue
+        given = copy.deepcopy(stage)
+        given["metadata"] = {"name": f"{stage['metadata']['name']}-given-to-kwok"}
+        _select(given, RUNNER_IMAGE_KEY, "In", images)
+        _select(given, _PLAYED_BY_KEY, "In", ["kwok"])
+        played.append(given)
+        _select(stage, RUNNER_IMAGE_KEY, "NotIn", images)
+    return [*stages, *played]
 
 
 def _library_stages(stage_library: Path) -> list[dict[str, Any]]:

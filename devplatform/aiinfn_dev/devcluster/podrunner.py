@@ -38,7 +38,7 @@ from aiinfn_hub.k8s_watch import ListWatch
 from aiinfn_hub.services.backup import image as backup_image_ref
 
 from . import podplan, podstatus, sandbox
-from .components import POD_CIDR
+from .components import PLAYED_BY_ANNOTATION, POD_CIDR
 from .podplan import LocalImage
 from .podworker import PodWorker, now, stop_processes
 
@@ -296,6 +296,12 @@ def plays_on(node: Mapping[str, Any]) -> bool:
     ).get(labels.INTERLINK_NODE) != labels.VIRTUAL_NODE_VALUE
 
 
+def given_to_kwok(pod: Mapping[str, Any]) -> bool:
+    """Whether kwok plays the pod although the runner knows its image (PLAYED_BY_ANNOTATION)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(PLAYED_BY_ANNOTATION) == "kwok"
+
+
 def process_start(pid: int) -> int | None:
     """When a process started (clock ticks since boot, /proc/PID/stat field 22); None if it is
     gone."""
@@ -535,7 +541,7 @@ class PodRunner:
             if meta.get("deletionTimestamp"):
                 self._spawn(worker.terminate())
             return
-        if podplan.runner_image(pod) not in self.settings.images:
+        if podplan.runner_image(pod) not in self.settings.images or given_to_kwok(pod):
             return
         node = await self.node(node_name)
         if node is None or not plays_on(node):
