@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from tests.faults.fault_proxy import Fault, FaultProxy
 from tests.helpers import wait_until
-from tests.hub import hub_in_namespace
+from tests.hub import KWOK_NOTEBOOKS, hub_in_namespace
 from tests.oidc_provider import Login, browser_login, make_realm
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,7 @@ async def site(devcluster, api_client, keycloak, tmp_path_factory):
         f"c.AiInfnOAuthenticator.client_id = {iam.client_id!r}",
         f"c.AiInfnOAuthenticator.token_url = '{endpoints}/token'",
         f"c.AiInfnOAuthenticator.userdata_url = '{endpoints}/userinfo'",
+        *KWOK_NOTEBOOKS,
     ]
     env = {"OAUTH_CLIENT_SECRET": iam.client_secret, "JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)}
     try:

@@ -757,8 +757,11 @@ async def test_forged_requests_are_refused_and_create_nothing(env, core, batch):
     for user, body, status, message in FORGED:
         got, answer, _ = await env.api(user, "POST", "api/jobs", body)
         assert (got, message in answer.get("message", "")) == (status, True), (body, answer)
+    # A clone runs in its notebook's image: a catalog environment (another image) is refused.
     got, answer, _ = await env.api("alice", "POST", "api/clones", job_body(environment="ml-gpu"))
-    assert got == 400 and "unknown field 'environment'" in answer["message"]
+    assert got == 400 and "environment: String should match pattern" in answer["message"]
+    got, answer, _ = await env.api("alice", "POST", "api/clones", job_body(image="r.io/x:1"))
+    assert got == 400 and "unknown field 'image'" in answer["message"]
     got, answer, _ = await env.api(
         "alice", "POST", "api/jobs", raw=b"{" + b" " * (600 * 1024) + b"}"
     )

@@ -31,7 +31,7 @@ from aiinfn_hub.identity import Identity, IdentityStore
 from aiinfn_hub.services.jobs.request import JobRequest
 from aiinfn_hub.storage_config import StorageSettings
 from tests.helpers import has_default_service_account, restricted_container, wait_until
-from tests.hub import hub_in_namespace
+from tests.hub import KWOK_NOTEBOOKS, hub_in_namespace
 from tests.unqueued_job import unqueued_job
 
 pytestmark = pytest.mark.integration
@@ -536,7 +536,7 @@ async def hub(devcluster, api_client, tmp_path_factory):
         tmp_path_factory.mktemp("hub"),
         HUB_USERS,
         {},
-        HUB_CONFIG,
+        [*HUB_CONFIG, *KWOK_NOTEBOOKS],
         {"JUPYTERHUB_CRYPT_KEY": CRYPT_KEY},
     ) as hub:
         yield hub
